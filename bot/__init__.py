@@ -1,0 +1,1 @@
+"""Conjure's platform-free core: configuration, catalog, Replicate client, jobs and the web app."""

@@ -1,0 +1,213 @@
+"""The `conjure` command: serve, demo, sandbox, migrate (and manifest, with the Slack adapter).
+
+This is the composition root: the only place in `bot/` that knows the adapters exist, and it
+imports them lazily so that the core stays platform-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from bot.config import ConfigError, Settings, load_settings
+from bot.serving import bind_socket, serve_app, socket_url
+
+log = logging.getLogger("conjure")
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return EXIT_CONFIG
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(asyncio.run(args.run(args)) or 0)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="conjure", description="Run Replicate models from Slack and Discord."
+    )
+    commands = parser.add_subparsers(title="commands")
+
+    serve = commands.add_parser("serve", help="run the bot: webhooks, Slack and Discord")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("-v", "--verbose", action="store_true", default=True)
+    serve.set_defaults(run=_serve)
+
+    demo = commands.add_parser("demo", help="the whole flow in this terminal, offline")
+    demo.add_argument("line", nargs="?", help='one command to run, e.g. "/imagine a red fox"')
+    demo.add_argument("--live", action="store_true", help="use the real Replicate API")
+    demo.add_argument("--speed", type=float, default=0.3, help="sandbox speed factor (0 = instant)")
+    demo.add_argument("--output", type=Path, default=Path("conjure-output"))
+    demo.add_argument("-v", "--verbose", action="store_true")
+    demo.set_defaults(run=_demo)
+
+    sandbox = commands.add_parser("sandbox", help="a Replicate-compatible API on loopback")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8787)
+    sandbox.add_argument("--speed", type=float, default=1.0)
+    sandbox.add_argument("--token", default=None, help="the API token it accepts")
+    sandbox.add_argument("--webhook-secret", default=None)
+    sandbox.set_defaults(run=_sandbox)
+
+    migrate = commands.add_parser("migrate", help="apply database migrations")
+    migrate.set_defaults(run=_migrate)
+    return parser
+
+
+async def _migrate(_: argparse.Namespace) -> int:
+    from storage.engine import create_engine
+    from storage.migrate import migrate
+
+    settings = load_settings()
+    engine = create_engine(settings.conjure_database_url)
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+    print("database is up to date")
+    return EXIT_OK
+
+
+async def _sandbox(args: argparse.Namespace) -> int:
+    from bot.sandbox import SandboxConfig, run_sandbox
+
+    config = SandboxConfig(speed=args.speed, webhook_secret=args.webhook_secret)
+    if args.token:
+        config.api_token = args.token
+    await run_sandbox(args.host, args.port, config)
+    return EXIT_OK
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from bot.app import create_app
+    from bot.runtime import Runtime
+
+    settings = load_settings()
+    if settings.replicate_api_token is None:
+        raise ConfigError("REPLICATE_API_TOKEN: required to run models (see README, Configuration)")
+    platforms = configured_platforms(settings)
+    if not platforms:
+        print(NO_PLATFORM_HELP, file=sys.stderr)
+        return EXIT_CONFIG
+    runtime = await Runtime.start(settings)
+    try:
+        app = create_app(runtime)
+        sock = bind_socket(args.host, args.port)
+        print(f"Conjure listening on {socket_url(sock)} ({', '.join(platforms)})", flush=True)
+        async with serve_app(app, sock=sock, log_level="info"):
+            await asyncio.Event().wait()
+    finally:
+        await runtime.aclose()
+    return EXIT_OK
+
+
+NO_PLATFORM_HELP = """\
+No chat platform is configured, so there is nothing to serve.
+Set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET for Slack, or DISCORD_TOKEN for Discord
+(README: "Set up in Slack" / "Set up in Discord"). To try Conjure without either: conjure demo"""
+
+
+def configured_platforms(settings: Settings) -> list[str]:
+    """The platforms whose credentials are set; the others are simply not started."""
+    platforms = []
+    if settings.slack_bot_token and settings.slack_signing_secret:
+        platforms.append("slack")
+    if settings.discord_token:
+        platforms.append("discord")
+    return platforms
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from adapters.console import ConsoleAdapter
+    from bot.app import create_app
+    from bot.runtime import Runtime
+
+    with tempfile.TemporaryDirectory(prefix="conjure-demo-") as scratch:
+        database = f"sqlite+aiosqlite:///{Path(scratch) / 'demo.db'}"
+        async with _replicate_for_demo(args) as replicate:
+            app_socket = bind_socket()
+            settings = load_settings(
+                conjure_database_url=database,
+                conjure_public_url=None if args.live else socket_url(app_socket),
+                **replicate,
+            )
+            runtime = await Runtime.start(settings)
+            console = ConsoleAdapter(args.output)
+            runtime.service.add_adapter(console)
+            try:
+                async with serve_app(create_app(runtime), sock=app_socket):
+                    if args.line:
+                        outcome = await console.run_line(runtime.service, args.line)
+                        if not outcome.ok:
+                            print(f"conjure demo: {outcome.error}", file=sys.stderr)
+                        return EXIT_OK if outcome.ok else EXIT_FAILED
+                    await _interactive(console, runtime.service)
+            finally:
+                await runtime.aclose()
+    return EXIT_OK
+
+
+@contextlib.asynccontextmanager
+async def _replicate_for_demo(args: argparse.Namespace) -> AsyncIterator[dict[str, object]]:
+    """Settings that point at the real Replicate (--live) or at an in-process sandbox."""
+    if args.live:
+        settings = load_settings()
+        if settings.replicate_api_token is None:
+            raise ConfigError("REPLICATE_API_TOKEN: required with --live")
+        yield {}
+        return
+    from bot.sandbox import SandboxConfig, create_sandbox_app
+
+    config = SandboxConfig(speed=args.speed)
+    app = create_sandbox_app(config)
+    async with serve_app(app) as url:
+        yield {
+            "replicate_api_token": config.api_token,
+            "replicate_base_url": url,
+            "conjure_webhook_secret": app.state.sandbox.config.webhook_secret,
+        }
+
+
+async def _interactive(console: object, service: object) -> None:
+    from adapters.console import ConsoleAdapter
+    from bot.jobs import JobService
+
+    assert isinstance(console, ConsoleAdapter) and isinstance(service, JobService)
+    print("Conjure demo. Type /imagine <prompt> [--ar 16:9] [--n 2], or 'exit'.")
+    for name, spec in service.catalog.commands.items():
+        print(f"  /{name}: {spec.description}")
+    while True:
+        try:
+            line = await asyncio.to_thread(input, "conjure> ")
+        except EOFError:
+            print()
+            return
+        if line.strip() in ("exit", "quit"):
+            return
+        if line.strip():
+            await console.run_line(service, line)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

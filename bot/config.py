@@ -1,0 +1,92 @@
+"""Settings from the environment (and an optional `.env`), validated once at start-up.
+
+Secrets are `SecretStr` so that a settings object can be logged or shown in a traceback without
+leaking a token. `load_settings` turns pydantic's validation error into one plain sentence per
+bad variable, naming the variable as the operator typed it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the variable and never its value."""
+
+
+class Settings(BaseSettings):
+    """Every knob Conjure reads from the environment; names match DESIGN.md."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    replicate_api_token: SecretStr | None = None
+    replicate_base_url: AnyHttpUrl = AnyHttpUrl("https://api.replicate.com")
+
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: AnyHttpUrl = AnyHttpUrl("https://slack.com/api/")
+
+    discord_token: SecretStr | None = None
+    discord_api_url: AnyHttpUrl = AnyHttpUrl("https://discord.com/api/v10")
+    discord_gateway_url: str = "wss://gateway.discord.gg/"
+    discord_guild_id: int | None = None
+
+    conjure_database_url: str = "sqlite+aiosqlite:///conjure.db"
+    conjure_public_url: AnyHttpUrl | None = None
+    conjure_webhook_secret: SecretStr | None = None
+    conjure_config: Path | None = None
+
+    conjure_user_jobs_per_day: int = Field(default=0, ge=0)
+    conjure_user_usd_per_month: float = Field(default=0, ge=0)
+    conjure_user_max_in_flight: int = Field(default=0, ge=0)
+
+    conjure_poll_interval: float = Field(default=2.0, gt=0)
+    conjure_max_download_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+
+    @field_validator("conjure_webhook_secret")
+    @classmethod
+    def _webhook_secret_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("whsec_"):
+            raise ValueError("must start with 'whsec_' (Replicate's webhook signing secret)")
+        return value
+
+    @field_validator("conjure_database_url")
+    @classmethod
+    def _database_url_shape(cls, value: str) -> str:
+        from storage.engine import normalize_database_url
+
+        return normalize_database_url(value)
+
+    @property
+    def replicate_api_base(self) -> str:
+        """The base URL without a trailing slash and without `/v1`, as Replicate's clients take it."""
+        return str(self.replicate_base_url).rstrip("/").removesuffix("/v1")
+
+    @property
+    def public_url(self) -> str | None:
+        return str(self.conjure_public_url).rstrip("/") if self.conjure_public_url else None
+
+    def config_path(self) -> Path | None:
+        """The commands/quotas file: `CONJURE_CONFIG`, else `conjure.toml` when present."""
+        if self.conjure_config is not None:
+            return self.conjure_config
+        default = Path("conjure.toml")
+        return default if default.exists() else None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, raising `ConfigError` with one line per bad variable (values never shown)."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]).upper()
+            lines.append(f"{name}: {error['msg']}")
+        raise ConfigError("Invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,372 @@
+"""The job service: a command's whole life, from reservation to a result in the thread.
+
+submit: reserve the user's job (atomically) → announce → create the prediction. apply: each
+webhook (or poll) moves the job forward, never back. finish: the first terminal update settles
+the reservation and marks the delivery pending, in one transaction. deliver: exactly one claimant
+downloads the outputs and hands them to the adapter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Coroutine
+from datetime import datetime, timedelta
+from typing import Any
+
+from bot.adapter import ChatAdapter, CommandRequest
+from bot.catalog import Catalog, ModelSpec
+from bot.config import Settings
+from bot.messages import until
+from bot.outputs import OutputFetcher, split_output
+from bot.parsing import Invocation, parse_invocation
+from bot.progress import progress_from_logs
+from bot.replicate_client import Prediction, ReplicateClient
+from bot.replicate_errors import PredictionOutcomeUnknown, ReplicateError
+from storage.jobs import CounterLimit, JobStore, LimitReached, day_period, user_subject
+from storage.models import Job, JobStatus, utcnow
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_EVENTS = ["start", "logs", "completed"]
+DELIVERY_STALE_AFTER = timedelta(minutes=10)
+
+
+class CommandRefused(Exception):
+    """The command was refused before anything was created; the message is for the user."""
+
+
+class JobService:
+    """Runs jobs for every registered chat adapter."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        catalog: Catalog,
+        store: JobStore,
+        replicate: ReplicateClient,
+        fetcher: OutputFetcher,
+        progress_interval: float = 2.0,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.store = store
+        self.replicate = replicate
+        self.fetcher = fetcher
+        self.progress_interval = progress_interval
+        self.adapters: dict[str, ChatAdapter] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._polling: set[str] = set()
+        self._last_status_update: dict[str, float] = {}
+
+    # ---- wiring ---------------------------------------------------------------------------
+
+    def add_adapter(self, adapter: ChatAdapter) -> None:
+        self.adapters[adapter.platform] = adapter
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run background work that must not be garbage-collected or silently lost."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background job task failed", exc_info=task.exception())
+
+    async def wait_idle(self, timeout: float = 30) -> None:
+        """Until no background work (delivery, polling) is left; for tests and shutdown."""
+        deadline = time.monotonic() + timeout
+        while self._tasks:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{len(self._tasks)} job tasks still running")
+            await asyncio.wait(set(self._tasks), timeout=remaining)
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5)
+
+    @property
+    def uses_webhooks(self) -> bool:
+        return self.settings.public_url is not None
+
+    def webhook_url(self, job_id: str) -> str | None:
+        base = self.settings.public_url
+        return f"{base}/webhooks/replicate?job={job_id}" if base else None
+
+    # ---- submit ---------------------------------------------------------------------------
+
+    def parse(self, command: str, text: str) -> Invocation:
+        """Parse a command line against the catalog; raises bot.parsing.UsageError."""
+        return parse_invocation(self.catalog, command, text)
+
+    async def submit(self, request: CommandRequest, invocation: Invocation) -> Job:
+        """Reserve, announce and start one job. Raises CommandRefused when nothing was created."""
+        now = utcnow()
+        job = Job(
+            id=secrets.token_hex(10),
+            platform=request.platform,
+            workspace=request.workspace,
+            channel=request.channel,
+            user_id=request.user_id,
+            user_name=request.user_name,
+            command=invocation.command.name,
+            model=invocation.model.key,
+            model_ref=invocation.model.ref,
+            prompt=invocation.prompt,
+            input=invocation.input,
+            destination=dict(request.destination),
+            outputs_expected=invocation.outputs,
+            estimated_micros=invocation.estimate_micros(),
+            usage_period=day_period(now),
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            await self.store.reserve_and_insert(job, self._limits(job))
+        except LimitReached as exc:
+            raise CommandRefused(self._limit_message(exc.limit, now)) from None
+
+        adapter = self.adapters[job.platform]
+        try:
+            job.destination.update(await adapter.post_status(job) or {})
+            await self.store.update_fields(job.id, destination=job.destination)
+        except Exception:
+            log.exception("could not announce job %s; continuing", job.id)
+
+        prediction = await self._create_prediction(job, invocation.model)
+        if prediction is None:
+            return job
+        job.prediction_id = prediction.id
+        await self.store.update_fields(job.id, prediction_id=prediction.id)
+        await self.apply_prediction(job.id, prediction)
+        if not self.uses_webhooks:
+            self.start_polling(job.id, prediction.id)
+        return job
+
+    def _limits(self, job: Job) -> list[CounterLimit]:
+        return [
+            CounterLimit(
+                scope="user",
+                subject=user_subject(job.platform, job.workspace, job.user_id),
+                period=job.usage_period,
+                max_jobs=self.settings.conjure_user_jobs_per_day,
+            )
+        ]
+
+    @staticmethod
+    def _limit_message(limit: CounterLimit, now: datetime) -> str:
+        reset = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        return (
+            f"You have used all {limit.max_jobs} of your jobs for today. "
+            f"The count resets at 00:00 UTC ({until(reset, now)})."
+        )
+
+    async def _create_prediction(self, job: Job, model: ModelSpec) -> Prediction | None:
+        """Create the prediction; on failure finish the job, give the job back, tell the user."""
+        webhook = self.webhook_url(job.id)
+        route = {"official": "model", "version": "version", "deployment": "deployment"}
+        try:
+            return await self.replicate.create_prediction(
+                input=job.input,
+                webhook=webhook,
+                webhook_events_filter=WEBHOOK_EVENTS if webhook else None,
+                **{route[model.route]: model.ref},
+            )
+        except PredictionOutcomeUnknown as exc:
+            found = await self._find_lost_prediction(webhook)
+            if found is not None:
+                log.info("job %s: recovered prediction %s after a lost answer", job.id, found.id)
+                return found
+            message = exc.user_message
+        except ReplicateError as exc:
+            message = exc.user_message
+        await self._fail_before_start(job, message)
+        return None
+
+    async def _find_lost_prediction(self, webhook: str | None) -> Prediction | None:
+        """After a create whose answer was lost, the webhook URL (job id) finds the prediction."""
+        if webhook is None:
+            return None
+        try:
+            return await self.replicate.find_prediction_by_webhook(webhook)
+        except ReplicateError:
+            log.warning("could not look for a lost prediction", exc_info=True)
+            return None
+
+    async def _fail_before_start(self, job: Job, message: str) -> None:
+        await self.store.finish(
+            job, JobStatus.FAILED, actual_micros=0, give_back_job=True, deliver=False, error=message
+        )
+        fresh = await self.store.get(job.id) or job
+        adapter = self.adapters[job.platform]
+        try:
+            await adapter.update_status(fresh)
+            await adapter.post_error(fresh, message)
+        except Exception:
+            log.exception("could not post the error of job %s", job.id)
+
+    # ---- updates --------------------------------------------------------------------------
+
+    async def apply_prediction(self, job_id: str, prediction: Prediction) -> None:
+        """Move the job forward to what `prediction` says; stale and duplicate copies do nothing."""
+        job = await self.store.get(job_id)
+        if job is None:
+            log.warning("update for unknown job %s (prediction %s)", job_id, prediction.id)
+            return
+        if job.prediction_id and job.prediction_id != prediction.id:
+            log.warning("job %s: ignoring update for another prediction %s", job_id, prediction.id)
+            return
+        if job.prediction_id is None:
+            await self.store.update_fields(job_id, prediction_id=prediction.id)
+        try:
+            status = JobStatus(prediction.status)
+        except ValueError:
+            log.warning("job %s: unknown prediction status %r", job_id, prediction.status)
+            return
+        if status.terminal:
+            await self._finish(job, status, prediction)
+            return
+        changed = await self.store.advance(
+            job_id, status, **({"started_at": utcnow()} if status is JobStatus.PROCESSING else {})
+        )
+        progress = progress_from_logs(prediction.logs)
+        if progress is not None:
+            changed = await self.store.record_progress(job_id, progress) or changed
+        if changed:
+            await self._throttled_status_update(job_id)
+
+    async def _finish(self, job: Job, status: JobStatus, prediction: Prediction) -> None:
+        model = self.catalog.models.get(job.model)
+        predict_time = (prediction.metrics or {}).get("predict_time")
+        outputs = _count_outputs(prediction.output) if status is JobStatus.SUCCEEDED else 0
+        actual = model.price.actual_micros(outputs, predict_time) if model else job.estimated_micros
+        won = await self.store.finish(
+            job,
+            status,
+            actual_micros=actual,
+            give_back_job=status in (JobStatus.FAILED, JobStatus.ABORTED),
+            output=prediction.output,
+            error=_error_text(prediction.error),
+            predict_time=predict_time,
+            progress=100 if status is JobStatus.SUCCEEDED else job.progress,
+        )
+        if won:
+            self._last_status_update.pop(job.id, None)
+            self.spawn(self.deliver(job.id))
+
+    async def _throttled_status_update(self, job_id: str) -> None:
+        now = time.monotonic()
+        last = self._last_status_update.get(job_id)
+        if last is not None and now - last < self.progress_interval:
+            return
+        self._last_status_update[job_id] = now
+        job = await self.store.get(job_id)
+        if job is None or job.job_status.terminal:
+            return
+        try:
+            await self.adapters[job.platform].update_status(job)
+        except Exception:
+            log.warning("could not update the status of job %s", job_id, exc_info=True)
+
+    # ---- delivery -------------------------------------------------------------------------
+
+    async def deliver(self, job_id: str) -> bool:
+        """Deliver a finished job's result if this caller wins the claim; True when it did."""
+        if not await self.store.claim_delivery(job_id, DELIVERY_STALE_AFTER):
+            return False
+        job = await self.store.get(job_id)
+        assert job is not None
+        adapter = self.adapters.get(job.platform)
+        if adapter is None:
+            await self.store.finish_delivery(job_id, f"no adapter for {job.platform}")
+            return False
+        try:
+            await adapter.update_status(job)
+            if job.job_status is JobStatus.SUCCEEDED:
+                result = await self.fetcher.fetch(job.output)
+                await adapter.post_result(job, result)
+            else:
+                await adapter.post_error(job, failure_message(job))
+        except Exception as exc:
+            log.exception("delivery of job %s failed", job_id)
+            await self.store.finish_delivery(job_id, f"{type(exc).__name__}")
+            return False
+        await self.store.finish_delivery(job_id)
+        return True
+
+    # ---- polling and recovery -------------------------------------------------------------
+
+    def start_polling(self, job_id: str, prediction_id: str) -> None:
+        if job_id in self._polling:
+            return
+        self._polling.add(job_id)
+        self.spawn(self._poll(job_id, prediction_id))
+
+    async def _poll(self, job_id: str, prediction_id: str) -> None:
+        """Read the prediction until it is terminal (no public URL, or a webhook never came)."""
+        interval = self.settings.conjure_poll_interval
+        try:
+            while True:
+                try:
+                    prediction = await self.replicate.get_prediction(prediction_id)
+                except ReplicateError as exc:
+                    log.warning("polling %s failed: %s", prediction_id, exc.user_message)
+                else:
+                    await self.apply_prediction(job_id, prediction)
+                    if prediction.terminal:
+                        return
+                await asyncio.sleep(interval)
+        finally:
+            self._polling.discard(job_id)
+
+    async def recover(self) -> None:
+        """On start: poll unfinished jobs, resolve lost creates, retry undelivered results."""
+        for job in await self.store.unfinished():
+            if job.platform not in self.adapters:
+                continue
+            if job.prediction_id:
+                self.start_polling(job.id, job.prediction_id)
+                continue
+            found = await self._find_lost_prediction(self.webhook_url(job.id))
+            if found is not None:
+                await self.store.update_fields(job.id, prediction_id=found.id)
+                self.start_polling(job.id, found.id)
+            elif job.created_at < utcnow() - timedelta(minutes=2):
+                await self._fail_before_start(
+                    job, "Conjure restarted before your job could start; please run it again."
+                )
+        for job in await self.store.undelivered(DELIVERY_STALE_AFTER):
+            if job.platform in self.adapters:
+                self.spawn(self.deliver(job.id))
+
+
+def failure_message(job: Job) -> str:
+    """What the person reads when a job ends without a result."""
+    status = job.job_status
+    if status is JobStatus.CANCELED:
+        return "The job was canceled."
+    if status is JobStatus.ABORTED:
+        return "The job was aborted before it started; nothing was charged."
+    reason = (job.error or "no reason given").strip()
+    return f"The model could not finish: {reason}"
+
+
+def _count_outputs(output: Any) -> int:
+    """Files produced, or 1 for a text answer: what per-output prices are charged for."""
+    urls, text = split_output(output)
+    return len(urls) or (1 if text is not None else 0)
+
+
+def _error_text(error: Any) -> str | None:
+    if error is None or error == "":
+        return None
+    return error if isinstance(error, str) else str(error)

@@ -1,0 +1,75 @@
+"""Plain-text pieces every adapter shows: status lines, money, durations, progress bars."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from storage.models import Job, JobStatus
+
+_STATUS_WORDS = {
+    JobStatus.QUEUED: "queued",
+    JobStatus.STARTING: "starting",
+    JobStatus.PROCESSING: "running",
+    JobStatus.SUCCEEDED: "done",
+    JobStatus.FAILED: "failed",
+    JobStatus.CANCELED: "canceled",
+    JobStatus.ABORTED: "aborted",
+}
+_STATUS_ICONS = {
+    JobStatus.QUEUED: "⏳",
+    JobStatus.STARTING: "⏳",
+    JobStatus.PROCESSING: "🎨",
+    JobStatus.SUCCEEDED: "✅",
+    JobStatus.FAILED: "❌",
+    JobStatus.CANCELED: "🚫",
+    JobStatus.ABORTED: "🚫",
+}
+
+
+def format_usd(micros: int | None) -> str:
+    """Micro-dollars as dollars: $0.003, $1.25 (at least two decimals, at most six)."""
+    if micros is None:
+        return "$?"
+    text = f"{micros / 1_000_000:.6f}".rstrip("0")
+    whole, _, cents = text.partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m {secs:02d}s"
+
+
+def progress_bar(percent: int, width: int = 10) -> str:
+    filled = max(0, min(width, round(percent * width / 100)))
+    return "█" * filled + "░" * (width - filled) + f" {percent}%"
+
+
+def status_line(job: Job) -> str:
+    """One line for the announcement: state, progress, and on completion duration and cost."""
+    status = job.job_status
+    text = f"{_STATUS_ICONS[status]} {_STATUS_WORDS[status]}"
+    if status is JobStatus.PROCESSING and job.progress is not None:
+        text += f" {progress_bar(job.progress)}"
+    if status.terminal:
+        text += f" in {format_duration(job.duration_seconds)}"
+        if job.actual_micros is not None:
+            text += f" · {format_usd(job.actual_micros)}"
+    return text
+
+
+def status_text(job: Job, mention: str | None = None) -> str:
+    """The full announcement: who asked, the prompt, the model, the state."""
+    who = mention or job.user_name or job.user_id
+    return f"{who} asked /{job.command}: “{job.prompt}”\nmodel {job.model} · {status_line(job)}"
+
+
+def until(moment: datetime, now: datetime) -> str:
+    """'in 3 h 12 min' style distance to a reset time."""
+    minutes = max(1, int((moment - now).total_seconds() // 60))
+    hours, minutes = divmod(minutes, 60)
+    return f"in {hours} h {minutes} min" if hours else f"in {minutes} min"

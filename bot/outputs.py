@@ -1,0 +1,141 @@
+"""Turn a prediction's output into files and text, fetching files only from trusted hosts.
+
+Replicate's file URLs expire after an hour, so results are downloaded and re-uploaded. A webhook
+body is attacker-shaped data until proven otherwise: outputs are fetched only from Replicate's
+delivery hosts (or the configured sandbox), never by following redirects, and never past a size cap.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import mimetypes
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import httpx
+
+from bot.adapter import JobResult, OutputFile
+
+REPLICATE_FILE_HOSTS = ("replicate.delivery",)
+
+
+class OutputFetcher:
+    """Downloads output files for delivery."""
+
+    def __init__(
+        self, http: httpx.AsyncClient, allowed_hosts: Iterable[str], max_bytes: int
+    ) -> None:
+        self.http = http
+        self.allowed_hosts = tuple(host.lower() for host in allowed_hosts)
+        self.max_bytes = max_bytes
+
+    async def fetch(self, output: Any) -> JobResult:
+        """Files for URL outputs, text for token lists, transcripts and other values."""
+        urls, text = split_output(output)
+        files: list[OutputFile] = []
+        skipped: list[str] = []
+        for index, url in enumerate(urls):
+            try:
+                files.append(await self._download(url, index))
+            except OutputRejected as exc:
+                skipped.append(str(exc))
+        return JobResult(files=files, text=text, skipped=skipped)
+
+    def is_allowed(self, url: str) -> bool:
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http"):
+            return False
+        host = (parts.hostname or "").lower()
+        netloc = parts.netloc.lower().rpartition("@")[2]
+        for allowed in self.allowed_hosts:
+            if ":" in allowed:
+                if netloc == allowed:
+                    return True
+            elif parts.scheme == "https" and (host == allowed or host.endswith("." + allowed)):
+                return True
+        return False
+
+    async def _download(self, url: str, index: int) -> OutputFile:
+        if url.startswith("data:"):
+            return _from_data_url(url, index, self.max_bytes)
+        if not self.is_allowed(url):
+            raise OutputRejected(f"output {index + 1} is not on a Replicate file host")
+        try:
+            async with self.http.stream("GET", url, follow_redirects=False) as response:
+                if response.status_code != 200:
+                    raise OutputRejected(
+                        f"output {index + 1} could not be downloaded (HTTP {response.status_code})"
+                    )
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise OutputRejected(
+                            f"output {index + 1} is larger than {self.max_bytes // 1_000_000} MB"
+                        )
+                    chunks.append(chunk)
+                content_type = response.headers.get("content-type", "").split(";")[0]
+        except httpx.HTTPError as exc:
+            raise OutputRejected(
+                f"output {index + 1} could not be downloaded ({type(exc).__name__})"
+            ) from exc
+        filename = _filename(url, index)
+        content_type = content_type or mimetypes.guess_type(filename)[0] or ""
+        return OutputFile(
+            filename=filename,
+            content=b"".join(chunks),
+            content_type=content_type or "application/octet-stream",
+            source_url=url,
+        )
+
+
+class OutputRejected(Exception):
+    """An output file that will not be delivered; the message is safe to show."""
+
+
+def split_output(output: Any) -> tuple[list[str], str | None]:
+    """(file URLs, text) of an output in any of Replicate's shapes."""
+    if output is None:
+        return [], None
+    if isinstance(output, str):
+        return ([output], None) if _is_file_url(output) else ([], output)
+    if isinstance(output, list):
+        if output and all(isinstance(item, str) and _is_file_url(item) for item in output):
+            return list(output), None
+        if all(isinstance(item, str) for item in output):
+            return [], "".join(output)  # a language model's tokens
+        return [], json.dumps(output, indent=2, ensure_ascii=False)
+    if isinstance(output, dict):
+        for key in ("transcription", "text", "output"):
+            if isinstance(output.get(key), str):
+                return [], output[key].strip()
+        return [], json.dumps(output, indent=2, ensure_ascii=False)
+    return [], str(output)
+
+
+def _is_file_url(value: str) -> bool:
+    return value.startswith(("https://", "http://", "data:")) and " " not in value.strip()
+
+
+def _filename(url: str, index: int) -> str:
+    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1]) or f"output-{index}"
+    return "".join(ch for ch in name if ch.isalnum() or ch in "-_.")[:100] or f"output-{index}"
+
+
+def _from_data_url(url: str, index: int, max_bytes: int) -> OutputFile:
+    header, _, payload = url.partition(",")
+    content_type = header[5:].split(";")[0] or "application/octet-stream"
+    try:
+        content = base64.b64decode(payload) if ";base64" in header else unquote(payload).encode()
+    except (binascii.Error, ValueError) as exc:
+        raise OutputRejected(f"output {index + 1} is not valid data") from exc
+    if len(content) > max_bytes:
+        raise OutputRejected(f"output {index + 1} is larger than {max_bytes // 1_000_000} MB")
+    extension = mimetypes.guess_extension(content_type) or ""
+    return OutputFile(
+        filename=f"out-{index}{extension}", content=content, content_type=content_type
+    )

@@ -1,0 +1,93 @@
+"""Everything one running Conjure holds: settings, catalog, database, Replicate, the job service.
+
+Built once by `serve`, `demo` and the tests, so all three run the same wiring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.catalog import Catalog, load_catalog
+from bot.config import Settings
+from bot.jobs import JobService
+from bot.metrics import Metrics
+from bot.outputs import REPLICATE_FILE_HOSTS, OutputFetcher
+from bot.replicate_client import ReplicateClient
+from storage.engine import create_engine
+from storage.jobs import JobStore
+from storage.migrate import migrate
+
+log = logging.getLogger(__name__)
+
+OFFICIAL_API_HOST = "api.replicate.com"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    catalog: Catalog
+    engine: AsyncEngine
+    store: JobStore
+    replicate: ReplicateClient
+    http: httpx.AsyncClient
+    service: JobService
+    metrics: Metrics = field(default_factory=Metrics)
+    _webhook_secret: str | None = None
+    _secret_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @classmethod
+    async def start(cls, settings: Settings, *, progress_interval: float = 2.0) -> Runtime:
+        """Connect, apply migrations and wire the job service (adapters are added after)."""
+        catalog = load_catalog(settings.config_path())
+        engine = create_engine(settings.conjure_database_url)
+        await migrate(engine)
+        store = JobStore(engine)
+        token = settings.replicate_api_token
+        replicate = ReplicateClient(
+            settings.replicate_api_base, token.get_secret_value() if token else None
+        )
+        http = httpx.AsyncClient(timeout=httpx.Timeout(30, connect=10), follow_redirects=False)
+        fetcher = OutputFetcher(http, file_hosts(settings), settings.conjure_max_download_bytes)
+        service = JobService(
+            settings=settings,
+            catalog=catalog,
+            store=store,
+            replicate=replicate,
+            fetcher=fetcher,
+            progress_interval=progress_interval,
+        )
+        return cls(settings, catalog, engine, store, replicate, http, service)
+
+    async def webhook_secret(self) -> str:
+        """The signing secret: configured, or fetched once from Replicate and kept."""
+        if self._webhook_secret is None:
+            async with self._secret_lock:
+                if self._webhook_secret is None:
+                    configured = self.settings.conjure_webhook_secret
+                    self._webhook_secret = (
+                        configured.get_secret_value()
+                        if configured
+                        else await self.replicate.default_webhook_secret()
+                    )
+        return self._webhook_secret
+
+    async def aclose(self) -> None:
+        await self.service.aclose()
+        await self.replicate.aclose()
+        await self.http.aclose()
+        await self.engine.dispose()
+
+
+def file_hosts(settings: Settings) -> list[str]:
+    """Where outputs may be downloaded from: Replicate's file hosts, or a sandbox's own address."""
+    hosts = list(REPLICATE_FILE_HOSTS)
+    base = urlsplit(settings.replicate_api_base)
+    if base.hostname and base.hostname != OFFICIAL_API_HOST:
+        hosts.append(base.netloc.lower())
+    return hosts

@@ -1,0 +1,1 @@
+"""Persistence: SQLModel tables, async engines, queries and Alembic migrations."""

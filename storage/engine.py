@@ -1,0 +1,73 @@
+"""Async engines for SQLite and PostgreSQL, set up so that conditional updates are atomic.
+
+SQLite: WAL (readers never block the writer), a busy timeout, and `BEGIN IMMEDIATE` for every
+transaction, because a deferred `BEGIN` that later upgrades to a write fails with SQLITE_BUSY
+instead of waiting. PostgreSQL: asyncpg; its default READ COMMITTED re-checks an UPDATE's WHERE
+against the newest row version, which is all the quota statements need.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+
+
+def normalize_database_url(url: str) -> str:
+    """Map `sqlite:///x.db` and `postgresql://...` to their async drivers; refuse anything else."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in _DRIVERS:
+        raise ValueError(
+            "must be a sqlite:/// or postgresql:// URL (e.g. sqlite+aiosqlite:///conjure.db)"
+        )
+    return f"{_DRIVERS[scheme]}://{rest}"
+
+
+def is_sqlite(url: str) -> bool:
+    return normalize_database_url(url).startswith("sqlite")
+
+
+def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """An AsyncEngine for `url` with the per-backend settings described above."""
+    url = normalize_database_url(url)
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url, **kwargs)
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 20)
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_async_engine(url, **kwargs)
+
+
+def _sqlite_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    connect_args = kwargs.pop("connect_args", {})
+    connect_args.setdefault("timeout", 30)
+    if make_url(url).database in (None, "", ":memory:"):
+        raise ValueError("an in-memory SQLite database cannot be shared; give a file path")
+    engine = create_async_engine(url, connect_args=connect_args, **kwargs)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Hand transaction control to us (pysqlite's own BEGIN handling is deferred-only).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine

@@ -1,0 +1,143 @@
+"""The tables. Money is integer micro-dollars; times are aware UTC datetimes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Aware UTC now: SQLModel's UTCDateTime refuses naive values, so nothing is ambiguous."""
+    return datetime.now(UTC)
+
+
+class JobStatus(StrEnum):
+    """A job's state; the rank orders them so that a status only ever moves forward."""
+
+    QUEUED = "queued"
+    STARTING = "starting"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    ABORTED = "aborted"
+
+    @property
+    def rank(self) -> int:
+        return _RANKS[self]
+
+    @property
+    def terminal(self) -> bool:
+        return self.rank == TERMINAL_RANK
+
+
+TERMINAL_RANK = 3
+_RANKS = {
+    JobStatus.QUEUED: 0,
+    JobStatus.STARTING: 1,
+    JobStatus.PROCESSING: 2,
+    JobStatus.SUCCEEDED: TERMINAL_RANK,
+    JobStatus.FAILED: TERMINAL_RANK,
+    JobStatus.CANCELED: TERMINAL_RANK,
+    JobStatus.ABORTED: TERMINAL_RANK,
+}
+
+
+class Delivery(StrEnum):
+    """Where the result stands on its way to the chat: claimed by exactly one instance."""
+
+    NONE = "none"  # not finished yet
+    PENDING = "pending"  # finished; waiting for an instance to claim the delivery
+    DELIVERING = "delivering"  # claimed (delivery_claimed_at says when)
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class Reservation(StrEnum):
+    """The job's hold on the usage counters: settled or released exactly once."""
+
+    HELD = "held"
+    SETTLED = "settled"
+    RELEASED = "released"
+
+
+class Job(SQLModel, table=True):
+    """One command run: who asked where, what ran, what it cost, where the result went."""
+
+    __tablename__ = "job"
+    __table_args__ = (
+        Index("ix_job_status_rank", "status_rank"),
+        Index("ix_job_delivery", "delivery"),
+        Index("ix_job_user", "platform", "workspace", "user_id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=32)
+    platform: str = Field(max_length=32)
+    workspace: str = Field(max_length=64)
+    channel: str = Field(max_length=64)
+    user_id: str = Field(max_length=64)
+    user_name: str | None = Field(default=None, max_length=128)
+    command: str = Field(max_length=32)
+    model: str = Field(max_length=64)
+    model_ref: str = Field(max_length=200)
+    prompt: str
+    input: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    destination: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )
+
+    status: str = Field(default=JobStatus.QUEUED, max_length=16)
+    status_rank: int = 0
+    progress: int | None = None
+    prediction_id: str | None = Field(default=None, max_length=64, index=True)
+    error: str | None = None
+    output: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
+    predict_time: float | None = None
+
+    outputs_expected: int = 1
+    estimated_micros: int = 0
+    actual_micros: int | None = None
+    usage_period: str = Field(max_length=32)
+    reservation: str = Field(default=Reservation.HELD, max_length=16)
+
+    delivery: str = Field(default=Delivery.NONE, max_length=16)
+    delivery_claimed_at: datetime | None = None
+    delivery_attempts: int = 0
+    delivery_error: str | None = None
+
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    delivered_at: datetime | None = None
+
+    @property
+    def job_status(self) -> JobStatus:
+        return JobStatus(self.status)
+
+    @property
+    def duration_seconds(self) -> float | None:
+        """Wall time from the command to the terminal status."""
+        if self.completed_at is None:
+            return None
+        return (self.completed_at - self.created_at).total_seconds()
+
+
+class UsageCounter(SQLModel, table=True):
+    """Usage of one subject in one period (e.g. a user's day); created on first use."""
+
+    __tablename__ = "usage_counter"
+    __table_args__ = (UniqueConstraint("scope", "subject", "period", name="uq_usage_counter_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    scope: str = Field(max_length=16)  # "user" or "workspace"
+    subject: str = Field(max_length=200)  # "slack:T123:U456"
+    period: str = Field(max_length=32)  # "day:2026-11-23"
+    jobs: int = 0
+    reserved_micros: int = 0
+    spent_micros: int = 0
+    updated_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,68 @@
+"""A running Conjure for end-to-end tests: the real app on loopback, wired to the sandbox."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from adapters.console import ConsoleAdapter
+from bot.app import create_app
+from bot.config import Settings
+from bot.jobs import JobService
+from bot.runtime import Runtime
+from bot.serving import bind_socket, serve_app, socket_url
+
+
+@dataclass
+class Conjure:
+    url: str
+    runtime: Runtime
+    console: ConsoleAdapter
+    output: io.StringIO
+    http: httpx.AsyncClient
+
+    @property
+    def service(self) -> JobService:
+        return self.runtime.service
+
+
+def make_settings(
+    sandbox: Any, database_url: str, *, webhooks: bool = True, public_url: str = "", **extra: Any
+) -> Settings:
+    values: dict[str, Any] = {
+        "replicate_api_token": sandbox.token,
+        "replicate_base_url": sandbox.url,
+        "conjure_webhook_secret": sandbox.webhook_secret,
+        "conjure_database_url": database_url,
+        "conjure_public_url": public_url if webhooks else None,
+        "conjure_poll_interval": 0.05,
+    }
+    values.update(extra)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@contextlib.asynccontextmanager
+async def running_conjure(
+    sandbox: Any, database_url: str, output_dir: Path, *, webhooks: bool = True, **extra: Any
+) -> AsyncIterator[Conjure]:
+    """Conjure's app served on loopback, with the console adapter, talking to `sandbox`."""
+    sock = bind_socket()
+    settings = make_settings(
+        sandbox, database_url, webhooks=webhooks, public_url=socket_url(sock), **extra
+    )
+    runtime = await Runtime.start(settings, progress_interval=0.0)
+    output = io.StringIO()
+    console = ConsoleAdapter(output_dir, out=output)
+    runtime.service.add_adapter(console)
+    try:
+        async with serve_app(create_app(runtime), sock=sock) as url:
+            async with httpx.AsyncClient(base_url=url) as http:
+                yield Conjure(url, runtime, console, output, http)
+    finally:
+        await runtime.aclose()

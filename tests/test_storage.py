@@ -1,0 +1,149 @@
+"""Storage on SQLite and PostgreSQL: migrations, atomic reservations, exactly-once transitions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlmodel import SQLModel
+
+from storage.engine import create_engine, normalize_database_url
+from storage.jobs import CounterLimit, JobStore, LimitReached, day_period, user_subject
+from storage.migrate import migrate
+from storage.models import Delivery, Job, JobStatus, Reservation, utcnow
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[JobStore]:
+    engine = create_engine(database_url)
+    await migrate(engine)
+    yield JobStore(engine)
+    await engine.dispose()
+
+
+def make_job(job_id: str, user: str = "U1", estimate: int = 3000) -> Job:
+    return Job(
+        id=job_id,
+        platform="slack",
+        workspace="T1",
+        channel="C1",
+        user_id=user,
+        command="imagine",
+        model="flux-schnell",
+        model_ref="black-forest-labs/flux-schnell",
+        prompt="a red fox 🦊",
+        input={"prompt": "a red fox 🦊"},
+        usage_period=day_period(utcnow()),
+        estimated_micros=estimate,
+    )
+
+
+def user_limit(max_jobs: int, user: str = "U1") -> CounterLimit:
+    return CounterLimit("user", user_subject("slack", "T1", user), day_period(utcnow()), max_jobs)
+
+
+def test_database_urls_are_normalised_to_async_drivers() -> None:
+    assert normalize_database_url("sqlite:///x.db") == "sqlite+aiosqlite:///x.db"
+    assert normalize_database_url("postgres://u@h/db") == "postgresql+asyncpg://u@h/db"
+    assert normalize_database_url("postgresql://u@h/db") == "postgresql+asyncpg://u@h/db"
+    with pytest.raises(ValueError, match="sqlite"):
+        normalize_database_url("mysql://u@h/db")
+
+
+async def test_migrations_match_the_models_and_run_twice(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        await migrate(engine)
+        await migrate(engine)  # already at head: nothing to do, no error
+        async with engine.connect() as conn:
+            diff = await conn.run_sync(
+                lambda sync: compare_metadata(MigrationContext.configure(sync), SQLModel.metadata)
+            )
+        assert diff == []
+    finally:
+        await engine.dispose()
+
+
+async def test_job_round_trips_unicode_and_json(store: JobStore) -> None:
+    await store.reserve_and_insert(make_job("j1"), [user_limit(0)])
+    job = await store.get("j1")
+    assert job is not None
+    assert job.prompt == "a red fox 🦊"
+    assert job.input == {"prompt": "a red fox 🦊"}
+    assert job.created_at.tzinfo is not None
+    assert job.status == JobStatus.QUEUED and job.reservation == Reservation.HELD
+
+
+async def test_concurrent_reservations_never_pass_the_limit(store: JobStore) -> None:
+    async def attempt(index: int) -> bool:
+        try:
+            await store.reserve_and_insert(make_job(f"j{index}"), [user_limit(5)])
+        except LimitReached:
+            return False
+        return True
+
+    results = await asyncio.gather(*(attempt(i) for i in range(40)))
+    assert sum(results) == 5
+    assert await store.count() == 5
+    counter = await store.counter("user", "slack:T1:U1", day_period(utcnow()))
+    assert counter is not None and counter.jobs == 5 and counter.reserved_micros == 5 * 3000
+
+
+async def test_refused_reservation_creates_nothing(store: JobStore) -> None:
+    await store.reserve_and_insert(make_job("j1"), [user_limit(1)])
+    with pytest.raises(LimitReached) as refused:
+        await store.reserve_and_insert(make_job("j2"), [user_limit(1)])
+    assert refused.value.limit.max_jobs == 1
+    assert await store.get("j2") is None
+    other_user = make_job("j3", user="U2")
+    await store.reserve_and_insert(other_user, [user_limit(1, user="U2")])
+
+
+async def test_status_only_moves_forward(store: JobStore) -> None:
+    await store.reserve_and_insert(make_job("j1"), [user_limit(0)])
+    assert await store.advance("j1", JobStatus.PROCESSING)
+    assert not await store.advance("j1", JobStatus.STARTING)  # late `start` webhook
+    assert not await store.advance("j1", JobStatus.PROCESSING)  # duplicate
+    assert await store.record_progress("j1", 50)
+    assert not await store.record_progress("j1", 25)
+    job = await store.get("j1")
+    assert job is not None and job.status == JobStatus.PROCESSING and job.progress == 50
+
+
+async def test_finish_settles_once_and_failed_jobs_give_the_job_back(store: JobStore) -> None:
+    period = day_period(utcnow())
+    await store.reserve_and_insert(make_job("ok"), [user_limit(0)])
+    await store.reserve_and_insert(make_job("bad"), [user_limit(0)])
+    ok, bad = await store.get("ok"), await store.get("bad")
+    assert ok is not None and bad is not None
+    assert await store.finish(ok, JobStatus.SUCCEEDED, actual_micros=3000, give_back_job=False)
+    assert not await store.finish(ok, JobStatus.SUCCEEDED, actual_micros=3000, give_back_job=False)
+    assert not await store.advance("ok", JobStatus.PROCESSING)
+    assert await store.finish(bad, JobStatus.FAILED, actual_micros=0, give_back_job=True)
+    counter = await store.counter("user", "slack:T1:U1", period)
+    assert counter is not None
+    assert (counter.jobs, counter.reserved_micros, counter.spent_micros) == (1, 0, 3000)
+    ok = await store.get("ok")
+    assert ok is not None and ok.delivery == Delivery.PENDING
+    assert ok.reservation == Reservation.SETTLED
+
+
+async def test_delivery_is_claimed_by_exactly_one(store: JobStore) -> None:
+    await store.reserve_and_insert(make_job("j1"), [user_limit(0)])
+    job = await store.get("j1")
+    assert job is not None
+    await store.finish(job, JobStatus.SUCCEEDED, actual_micros=0, give_back_job=False)
+    claims = await asyncio.gather(
+        *(store.claim_delivery("j1", timedelta(minutes=10)) for _ in range(10))
+    )
+    assert claims.count(True) == 1
+    assert [j.id for j in await store.undelivered(timedelta(minutes=10))] == []
+    # A claim whose owner died long ago can be taken over.
+    assert [j.id for j in await store.undelivered(timedelta(seconds=-1))] == ["j1"]
+    await store.finish_delivery("j1")
+    done = await store.get("j1")
+    assert done is not None and done.delivery == Delivery.DELIVERED
