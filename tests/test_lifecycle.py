@@ -246,6 +246,8 @@ async def test_recovery_after_restart_delivers_what_was_pending(
         task = asyncio.create_task(
             first.console.run_line(first.service, "/imagine a comet", timeout=2)
         )
+        while not sandbox_server.sandbox.predictions:
+            await asyncio.sleep(0.01)
         await sandbox_server.sandbox.wait_idle()
         task.cancel()
     sandbox_server.sandbox.faults.reset()

@@ -1,0 +1,822 @@
+"""The catalog: built-in commands and models, prices in micro-dollars, and conjure.toml loading."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from bot.catalog import (
+    OUTPUTS_FIELD,
+    TRANSLATORS,
+    Catalog,
+    CatalogError,
+    ModelSpec,
+    Price,
+    default_catalog,
+    load_catalog,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+SDXL_VERSION = "39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b"
+WHISPER_VERSION = "8099696689d249cf8b122d833c36ac3f75505c666a395ca40ef26f68e7d3d16e"
+ASPECT_RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
+
+
+def load(tmp_path: Path, text: str) -> Catalog:
+    path = tmp_path / "conjure.toml"
+    path.write_text(text, encoding="utf-8")
+    return load_catalog(path)
+
+
+# --------------------------------------------------------------------------- built-ins
+
+
+@pytest.mark.parametrize(
+    ("key", "ref", "route", "kind", "owner_name", "version", "outputs_field"),
+    [
+        (
+            "flux-schnell",
+            "black-forest-labs/flux-schnell",
+            "official",
+            "image",
+            "black-forest-labs/flux-schnell",
+            None,
+            "num_outputs",
+        ),
+        (
+            "flux-dev",
+            "black-forest-labs/flux-dev",
+            "official",
+            "image",
+            "black-forest-labs/flux-dev",
+            None,
+            "num_outputs",
+        ),
+        (
+            "sdxl",
+            f"stability-ai/sdxl:{SDXL_VERSION}",
+            "version",
+            "image",
+            "stability-ai/sdxl",
+            SDXL_VERSION,
+            "num_outputs",
+        ),
+        (
+            "llama-3-8b",
+            "meta/meta-llama-3-8b-instruct",
+            "official",
+            "text",
+            "meta/meta-llama-3-8b-instruct",
+            None,
+            None,
+        ),
+        (
+            "whisper",
+            f"openai/whisper:{WHISPER_VERSION}",
+            "version",
+            "transcript",
+            "openai/whisper",
+            WHISPER_VERSION,
+            None,
+        ),
+    ],
+)
+def test_builtin_models(key, ref, route, kind, owner_name, version, outputs_field):
+    model = default_catalog().models[key]
+    assert (model.key, model.ref, model.route, model.kind) == (key, ref, route, kind)
+    assert (model.owner_name, model.version, model.outputs_field) == (
+        owner_name,
+        version,
+        outputs_field,
+    )
+    assert model.description
+
+
+@pytest.mark.parametrize(
+    ("key", "price"),
+    [
+        ("flux-schnell", Price(per_output_usd=0.003)),
+        ("flux-dev", Price(per_output_usd=0.025)),
+        ("sdxl", Price(per_second_usd=0.0023, expected_seconds=8)),
+        ("llama-3-8b", Price(per_second_usd=0.0023, expected_seconds=3)),
+        ("whisper", Price(per_second_usd=0.0012, expected_seconds=20)),
+    ],
+)
+def test_builtin_prices(key, price):
+    assert default_catalog().models[key].price == price
+
+
+def test_builtin_commands():
+    catalog = default_catalog()
+    assert list(catalog.commands) == ["imagine", "ask", "transcribe"]
+    imagine = catalog.commands["imagine"]
+    assert (imagine.model, imagine.prompt_field, imagine.prompt_label) == (
+        "flux-schnell",
+        "prompt",
+        "prompt",
+    )
+    assert imagine.models == ("flux-schnell", "flux-dev", "sdxl")
+    assert [o.name for o in imagine.options] == ["ar", "seed", "n", "model"]
+    ar = imagine.option("ar")
+    assert ar is not None
+    assert (ar.aliases, ar.field, ar.type, ar.choices) == (
+        ("aspect-ratio",),
+        "aspect_ratio",
+        "choice",
+        ASPECT_RATIOS,
+    )
+    seed = imagine.option("seed")
+    assert seed is not None
+    assert (seed.type, seed.minimum, seed.maximum) == ("int", 0, 2**31 - 1)
+    n = imagine.option("n")
+    assert n is not None
+    assert (n.field, n.minimum, n.maximum) == (OUTPUTS_FIELD, 1, 4)
+    model = imagine.option("model")
+    assert model is not None
+    assert (model.type, model.choices) == ("model", imagine.models)
+
+    ask = catalog.commands["ask"]
+    assert (ask.model, ask.models) == ("llama-3-8b", ("llama-3-8b",))
+    max_tokens = ask.option("max-tokens")
+    assert max_tokens is not None
+    assert (max_tokens.field, max_tokens.minimum, max_tokens.maximum) == ("max_tokens", 1, 4096)
+
+    transcribe = catalog.commands["transcribe"]
+    assert (transcribe.model, transcribe.prompt_field, transcribe.prompt_label) == (
+        "whisper",
+        "audio",
+        "audio URL",
+    )
+    assert transcribe.prompt_type == "url"
+    assert transcribe.options == ()
+
+
+def test_descriptions_fit_discord():
+    catalog = default_catalog()
+    for command in catalog.commands.values():
+        assert 0 < len(command.description) <= 100
+        for option in command.options:
+            assert 0 < len(option.description) <= 100
+
+
+@pytest.mark.parametrize(
+    ("command", "usage"),
+    [
+        (
+            "imagine",
+            "/imagine <prompt> [--ar 1:1|16:9|...] [--seed N] [--n 1-4] "
+            "[--model flux-schnell|flux-dev|sdxl]",
+        ),
+        ("ask", "/ask <prompt> [--max-tokens 1-4096]"),
+        ("transcribe", "/transcribe <audio URL>"),
+    ],
+)
+def test_usage_lines(command, usage):
+    spec = default_catalog().commands[command]
+    assert spec.usage() == usage
+    assert spec.usage_hint() == usage.split(" ", 1)[1]
+
+
+def test_usage_hints_for_other_types(tmp_path):
+    catalog = load(
+        tmp_path,
+        """
+        [commands.imagine]
+        [[commands.imagine.options]]
+        name = "guidance"
+        type = "float"
+        field = "guidance"
+        minimum = 0
+        maximum = 10.5
+        description = "Guidance"
+        [[commands.imagine.options]]
+        name = "strength"
+        type = "float"
+        field = "strength"
+        description = "Strength"
+        [[commands.imagine.options]]
+        name = "upscale"
+        type = "bool"
+        field = "upscale"
+        description = "Upscale"
+        [[commands.imagine.options]]
+        name = "negative"
+        type = "str"
+        field = "negative_prompt"
+        description = "What to avoid"
+        [[commands.imagine.options]]
+        name = "style"
+        type = "choice"
+        field = "style"
+        choices = ["a", "b", "c", "d"]
+        description = "Style"
+        """,
+    )
+    usage = catalog.commands["imagine"].usage()
+    assert usage.endswith(
+        "[--guidance 0-10.5] [--strength X] [--upscale] [--negative TEXT] [--style a|b|c|d]"
+    )
+
+
+@pytest.mark.parametrize("name", ["ar", "aspect-ratio", "--ar", "--aspect-ratio", "AR"])
+def test_option_lookup_by_name_or_alias(name):
+    option = default_catalog().commands["imagine"].option(name)
+    assert option is not None
+    assert option.name == "ar"
+
+
+def test_option_lookup_unknown():
+    assert default_catalog().commands["imagine"].option("foo") is None
+
+
+@pytest.mark.parametrize("name", ["imagine", "/imagine", " /imagine ", "IMAGINE"])
+def test_catalog_command_lookup(name):
+    command = default_catalog().command(name)
+    assert command is not None
+    assert command.name == "imagine"
+
+
+def test_catalog_command_unknown():
+    assert default_catalog().command("/nope") is None
+    assert default_catalog().model("nope") is None
+    assert default_catalog().model("sdxl") is default_catalog().models["sdxl"]
+
+
+def test_default_catalog_is_shared_and_immutable():
+    catalog = default_catalog()
+    assert load_catalog(None) is catalog
+    with pytest.raises(TypeError):
+        catalog.commands["x"] = catalog.commands["imagine"]  # type: ignore[index]
+    with pytest.raises(TypeError):
+        catalog.models["sdxl"].translate["x"] = "drop"  # type: ignore[index]
+
+
+# --------------------------------------------------------------------------- prices
+
+
+@pytest.mark.parametrize(
+    ("price", "outputs", "micros"),
+    [
+        (Price(per_output_usd=0.003), 1, 3_000),
+        (Price(per_output_usd=0.003), 4, 12_000),
+        (Price(per_output_usd=0.025), 3, 75_000),
+        (Price(per_output_usd=0.003), 0, 0),
+        # per second: expected seconds per output x rate
+        (Price(per_second_usd=0.0023, expected_seconds=8), 1, 18_400),
+        (Price(per_second_usd=0.0023, expected_seconds=8), 4, 73_600),
+        (Price(per_second_usd=0.0023, expected_seconds=3), 1, 6_900),
+        (Price(per_second_usd=0.0012, expected_seconds=20), 1, 24_000),
+        (Price(per_second_usd=0.0023), 1, 23_000),  # expected_seconds defaults to 10
+        # both: added together
+        (Price(per_output_usd=0.01, per_second_usd=0.001, expected_seconds=5), 2, 30_000),
+        # fractions of a micro-dollar round up: a reservation never falls short
+        (Price(per_output_usd=0.0000001), 1, 1),
+        (Price(per_output_usd=0.0), 4, 0),
+    ],
+)
+def test_estimate_micros(price, outputs, micros):
+    assert price.estimate_micros(outputs) == micros
+
+
+@pytest.mark.parametrize(
+    ("price", "outputs", "predict_time", "micros"),
+    [
+        (Price(per_output_usd=0.003), 4, 12.5, 12_000),  # per output ignores time
+        (Price(per_output_usd=0.003), 2, None, 6_000),
+        (Price(per_second_usd=0.0023, expected_seconds=8), 4, 2.5, 5_750),
+        (Price(per_second_usd=0.0023, expected_seconds=8), 4, None, 0),
+        (Price(per_second_usd=0.0012), 1, 1.234567, 1_482),  # 1481.4804 rounds up
+        (Price(per_second_usd=0.0012), 1, -3.0, 0),
+        (Price(per_second_usd=0.0012), 1, math.nan, 0),
+        (Price(per_output_usd=0.01, per_second_usd=0.001), 2, 5.0, 25_000),
+    ],
+)
+def test_actual_micros(price, outputs, predict_time, micros):
+    assert price.actual_micros(outputs, predict_time) == micros
+
+
+def test_estimates_are_exact_integers_without_float_drift():
+    # 0.1 + 0.2 style drift must not add a micro-dollar: 0.003 x 3 is exactly 9000.
+    assert Price(per_output_usd=0.003).estimate_micros(3) == 9_000
+    assert Price(per_second_usd=0.0023, expected_seconds=0.1).estimate_micros(3) == 690
+    assert isinstance(Price(per_output_usd=0.003).estimate_micros(1), int)
+
+
+# --------------------------------------------------------------------------- field translation
+
+
+def model(**kwargs) -> ModelSpec:
+    fields = {
+        "key": "m",
+        "ref": "o/m",
+        "route": "official",
+        "kind": "image",
+        "price": Price(per_output_usd=0.01),
+        "description": "m",
+    }
+    return ModelSpec(**{**fields, **kwargs})
+
+
+def test_build_input_defaults_rename_translate_and_outputs():
+    spec = model(
+        outputs_field="batch",
+        input_defaults={"steps": 20, "format": "png"},
+        rename={"prompt": "text"},
+        translate={"aspect_ratio": "megapixel_size", "style": "drop"},
+    )
+    built = spec.build_input(
+        {"prompt": "a fox", "aspect_ratio": "1:1", "style": "x", OUTPUTS_FIELD: 2, "steps": 5}
+    )
+    assert built == {
+        "text": "a fox",
+        "width": 1024,
+        "height": 1024,
+        "batch": 2,
+        "steps": 5,
+        "format": "png",
+    }
+    assert spec.input_defaults == {"steps": 20, "format": "png"}  # untouched
+
+
+def test_build_input_outputs_without_outputs_field_is_dropped():
+    assert model().build_input({"prompt": "x", OUTPUTS_FIELD: 1}) == {"prompt": "x"}
+
+
+def test_model_spec_mappings_are_read_only():
+    defaults = {"steps": 20}
+    spec = model(input_defaults=defaults)
+    defaults["steps"] = 99  # the caller's dict no longer matters
+    assert spec.input_defaults["steps"] == 20
+    with pytest.raises(TypeError):
+        spec.input_defaults["steps"] = 1  # type: ignore[index]
+
+
+@pytest.mark.parametrize("ratio", ASPECT_RATIOS)
+def test_megapixel_size(ratio):
+    size = TRANSLATORS["megapixel_size"](ratio)
+    width, height = size["width"], size["height"]
+    assert set(size) == {"width", "height"}
+    assert width % 64 == 0 and height % 64 == 0
+    assert 0.85 <= width * height / (1024 * 1024) <= 1.15
+    w, h = (int(part) for part in ratio.split(":"))
+    assert abs(width / height - w / h) / (w / h) < 0.04
+
+
+def test_megapixel_sizes_are_distinct_and_mirror():
+    sizes = {r: TRANSLATORS["megapixel_size"](r) for r in ASPECT_RATIOS}
+    assert sizes["1:1"] == {"width": 1024, "height": 1024}
+    assert sizes["16:9"] == {"width": 1344, "height": 768}
+    assert len({(s["width"], s["height"]) for s in sizes.values()}) == len(ASPECT_RATIOS)
+    assert sizes["9:16"] == {"width": 768, "height": 1344}
+
+
+@pytest.mark.parametrize("bad", ["wide", "0:1", "16:0", "", "16:9:1"])
+def test_megapixel_size_rejects_non_ratios(bad):
+    with pytest.raises(ValueError, match="aspect ratio"):
+        TRANSLATORS["megapixel_size"](bad)
+
+
+# --------------------------------------------------------------------------- conjure.toml
+
+
+def test_example_file_loads():
+    catalog = load_catalog(ROOT / "conjure.example.toml")
+    assert "transcribe" not in catalog.commands
+    assert "whisper" not in catalog.models
+    assert catalog.commands["imagine"].model == "flux-dev"
+    assert catalog.commands["video"].model == "studio-video"
+    assert catalog.models["studio-video"].route == "deployment"
+    assert catalog.commands["ask"].models == ("llama-3-8b", "mistral-7b")
+
+
+def test_load_accepts_str_path(tmp_path):
+    (tmp_path / "c.toml").write_text("", encoding="utf-8")
+    catalog = load_catalog(str(tmp_path / "c.toml"))
+    assert catalog.commands.keys() == default_catalog().commands.keys()
+
+
+def test_empty_file_is_the_builtin_catalog(tmp_path):
+    assert load(tmp_path, "") == default_catalog()
+
+
+def test_other_top_level_tables_are_ignored(tmp_path):
+    catalog = load(
+        tmp_path,
+        """
+        title = "ours"
+        [quotas]
+        user_jobs_per_day = 10
+        [quotas.users.U123]
+        usd_per_month = 5
+        """,
+    )
+    assert catalog == default_catalog()
+
+
+def test_override_model_price_keeps_the_rest(tmp_path):
+    catalog = load(tmp_path, "[models.flux-schnell]\nprice_per_output = 0.004\n")
+    spec = catalog.models["flux-schnell"]
+    assert spec.price == Price(per_output_usd=0.004)
+    assert spec.ref == "black-forest-labs/flux-schnell"
+    assert spec.outputs_field == "num_outputs"
+
+
+def test_a_new_price_kind_replaces_the_old_one(tmp_path):
+    catalog = load(
+        tmp_path, "[models.flux-dev]\nprice_per_second = 0.0023\nexpected_seconds = 12\n"
+    )
+    assert catalog.models["flux-dev"].price == Price(per_second_usd=0.0023, expected_seconds=12)
+
+
+def test_override_defaults_merge_with_builtin_tables(tmp_path):
+    catalog = load(
+        tmp_path,
+        """
+        [models.sdxl]
+        defaults = { num_inference_steps = 25 }
+        translate = { style = "drop" }
+        """,
+    )
+    spec = catalog.models["sdxl"]
+    assert spec.input_defaults == {"num_inference_steps": 25}
+    assert spec.translate == {"aspect_ratio": "megapixel_size", "style": "drop"}
+
+
+def test_changing_ref_infers_the_route_again(tmp_path):
+    catalog = load(tmp_path, '[models.sdxl]\nref = "stability-ai/sdxl-lightning"\n')
+    assert catalog.models["sdxl"].route == "official"
+    assert catalog.models["sdxl"].version is None
+
+
+def test_outputs_field_can_be_cleared(tmp_path):
+    catalog = load(tmp_path, '[models.flux-dev]\noutputs_field = ""\n')
+    assert catalog.models["flux-dev"].outputs_field is None
+
+
+def test_add_model_and_command(tmp_path):
+    catalog = load(
+        tmp_path,
+        """
+        [models.musicgen]
+        ref = "meta/musicgen:671ac645ce5e552cc63a54a2bbff63fcf798043055d2dac5fc9e36a837eedcfb"
+        kind = "audio"
+        price_per_second = 0.0023
+        expected_seconds = 30
+        defaults = { output_format = "mp3", duration = 8 }
+
+        [commands.music]
+        model = "musicgen"
+        [[commands.music.options]]
+        name = "duration"
+        aliases = ["seconds", "len"]
+        type = "int"
+        field = "duration"
+        minimum = 1
+        maximum = 30
+        default = 8
+        description = "Length in seconds"
+        """,
+    )
+    spec = catalog.models["musicgen"]
+    assert (spec.route, spec.kind, spec.owner_name) == ("version", "audio", "meta/musicgen")
+    assert spec.description == spec.ref  # defaults to the ref
+    music = catalog.commands["music"]
+    assert (music.model, music.models, music.prompt_field) == ("musicgen", ("musicgen",), "prompt")
+    assert music.description == spec.description
+    duration = music.option("len")
+    assert duration is not None
+    assert duration.default == 8
+    assert list(catalog.commands) == ["imagine", "ask", "transcribe", "music"]
+
+
+def test_deployment_model(tmp_path):
+    catalog = load(
+        tmp_path,
+        """
+        [models.ours]
+        ref = "acme/our-flux"
+        route = "deployment"
+        kind = "image"
+        price_per_second = 0.0115
+        """,
+    )
+    spec = catalog.models["ours"]
+    assert (spec.route, spec.owner_name, spec.version) == ("deployment", "acme/our-flux", None)
+
+
+def test_command_with_several_models_gets_a_model_option(tmp_path):
+    catalog = load(tmp_path, '[commands.ask]\nmodels = ["llama-3-8b", "flux-dev"]\n')
+    ask = catalog.commands["ask"]
+    model_option = ask.option("model")
+    assert model_option is not None
+    assert model_option.choices == ("llama-3-8b", "flux-dev")
+
+
+def test_default_model_is_always_allowed(tmp_path):
+    catalog = load(tmp_path, '[commands.imagine]\nmodel = "flux-dev"\nmodels = ["sdxl"]\n')
+    assert catalog.commands["imagine"].models == ("flux-dev", "sdxl")
+    catalog = load(tmp_path, '[commands.imagine]\nmodel = "llama-3-8b"\n')
+    assert catalog.commands["imagine"].models[0] == "llama-3-8b"
+
+
+def test_disable_command_and_model(tmp_path):
+    catalog = load(
+        tmp_path,
+        """
+        [commands.transcribe]
+        enabled = false
+        [models.whisper]
+        enabled = false
+        [models.sdxl]
+        enabled = false
+        """,
+    )
+    assert list(catalog.commands) == ["imagine", "ask"]
+    assert "whisper" not in catalog.models
+    imagine = catalog.commands["imagine"]
+    assert imagine.models == ("flux-schnell", "flux-dev")  # the built-in list lost sdxl
+    model_option = imagine.option("model")
+    assert model_option is not None
+    assert model_option.choices == ("flux-schnell", "flux-dev")
+
+
+def test_disabled_model_may_stay_incomplete(tmp_path):
+    catalog = load(tmp_path, "[models.draft]\nenabled = false\n")
+    assert "draft" not in catalog.models
+
+
+def test_options_merge_by_name(tmp_path):
+    catalog = load(
+        tmp_path,
+        """
+        [[commands.imagine.options]]
+        name = "n"
+        maximum = 2
+        [[commands.imagine.options]]
+        name = "seed"
+        enabled = false
+        [[commands.imagine.options]]
+        name = "ar"
+        type = "choice"
+        field = "aspect_ratio"
+        choices = ["1:1", "16:9"]
+        description = "Shape"
+        [[commands.imagine.options]]
+        name = "steps"
+        type = "int"
+        field = "num_inference_steps"
+        description = "Steps"
+        """,
+    )
+    imagine = catalog.commands["imagine"]
+    assert [o.name for o in imagine.options] == ["ar", "n", "model", "steps"]
+    n = imagine.option("n")
+    assert n is not None
+    assert (n.minimum, n.maximum, n.field) == (1, 2, OUTPUTS_FIELD)
+    ar = imagine.option("ar")
+    assert ar is not None
+    assert (ar.choices, ar.aliases, ar.description) == (("1:1", "16:9"), (), "Shape")
+
+
+def test_command_name_length_limit(tmp_path):
+    name = "a" * 31
+    catalog = load(tmp_path, f'[commands.{name}]\nmodel = "flux-dev"\n')
+    assert name in catalog.commands
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CatalogError, match=r"nope\.toml: cannot read"):
+        load_catalog(tmp_path / "nope.toml")
+
+
+def test_invalid_toml(tmp_path):
+    with pytest.raises(CatalogError, match=r"conjure\.toml: not valid TOML"):
+        load(tmp_path, "[models\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "message"),
+    [
+        # top level and tables
+        ("models = 3", "models", "must be a table"),
+        ("[commands]\nimagine = 1", "commands.imagine", "must be a table"),
+        # models
+        (
+            '[models.flux-dev]\nrefs = "x"',
+            "models.flux-dev.refs",
+            "unknown key (did you mean 'ref'?)",
+        ),
+        ('[models."Bad Key"]\nref = "o/m"', "models.Bad Key", "not a valid model key"),
+        ('[models.m]\nkind = "image"\nprice_per_output = 1', "models.m.ref", "missing"),
+        ('[models.m]\nref = ""\nkind = "image"', "models.m.ref", "non-empty string"),
+        ('[models.m]\nref = "just-a-name"\nkind = "image"', "models.m.ref", "not owner/name"),
+        ('[models.flux-dev]\nroute = "fast"', "models.flux-dev.route", "unknown route 'fast'"),
+        ('[models.flux-dev]\nroute = "version"', "models.flux-dev.ref", "64-hex version"),
+        ('[models.m]\nref = "o/m:abc"\nkind = "image"', "models.m.ref", "64-hex version"),
+        (
+            f'[models.sdxl]\nroute = "deployment"\nref = "o/m:{SDXL_VERSION}"',
+            "models.sdxl.ref",
+            "without a version",
+        ),
+        ('[models.m]\nref = "o/m"\nprice_per_output = 1', "models.m.kind", "missing"),
+        ('[models.flux-dev]\nkind = "picture"', "models.flux-dev.kind", "unknown kind 'picture'"),
+        ('[models.m]\nref = "o/m"\nkind = "image"', "models.m.price_per_output", "never free"),
+        (
+            "[models.flux-dev]\nprice_per_output = -0.01",
+            "models.flux-dev.price_per_output",
+            "at least 0",
+        ),
+        ('[models.flux-dev]\nprice_per_output = "1"', "models.flux-dev.price_per_output", "number"),
+        (
+            "[models.flux-dev]\nprice_per_output = true",
+            "models.flux-dev.price_per_output",
+            "number",
+        ),
+        ("[models.flux-dev]\nprice_per_output = nan", "models.flux-dev.price_per_output", "number"),
+        ("[models.sdxl]\nprice_per_second = -1", "models.sdxl.price_per_second", "at least 0"),
+        ("[models.sdxl]\nexpected_seconds = 0", "models.sdxl.expected_seconds", "above 0"),
+        ("[models.sdxl]\noutputs_field = 3", "models.sdxl.outputs_field", "non-empty string"),
+        ('[models.sdxl]\noutputs_field = "num outputs"', "models.sdxl.outputs_field", "field name"),
+        ("[models.sdxl]\ndefaults = 3", "models.sdxl.defaults", "must be a table"),
+        ("[models.sdxl.defaults]\nwhen = 2024-01-01", "models.sdxl.defaults.when", "dates"),
+        ("[models.sdxl]\nrename = { prompt = 3 }", "models.sdxl.rename.prompt", "must be a string"),
+        ('[models.sdxl]\nrename = { prompt = "a b" }', "models.sdxl.rename.prompt", "field name"),
+        (
+            '[models.sdxl]\ntranslate = { x = "zoom" }',
+            "models.sdxl.translate.x",
+            "unknown translator",
+        ),
+        ('[models.sdxl]\ndescription = ""', "models.sdxl.description", "non-empty"),
+        (f'[models.sdxl]\ndescription = "{"x" * 101}"', "models.sdxl.description", "at most 100"),
+        ('[models.sdxl]\nenabled = "no"', "models.sdxl.enabled", "true or false"),
+        # commands
+        ('[commands.imagine]\nmodel = "flx"', "commands.imagine.model", "unknown model 'flx'"),
+        (
+            '[commands.imagine]\nmodel = "flux-devv"',
+            "commands.imagine.model",
+            "unknown model 'flux-devv' (did you mean 'flux-dev'?)",
+        ),
+        (
+            '[commands.imagine]\nmodels = ["sdxl", "nope"]',
+            "commands.imagine.models[1]",
+            "unknown model 'nope'",
+        ),
+        ('[commands.imagine]\nmodels = "sdxl"', "commands.imagine.models", "array"),
+        ('[commands.imagine]\nmodels = ["sdxl", "sdxl"]', "commands.imagine.models", "duplicates"),
+        (
+            '[models.sdxl]\nenabled = false\n[commands.imagine]\nmodels = ["sdxl"]',
+            "commands.imagine.models[0]",
+            "disabled",
+        ),
+        ("[models.flux-schnell]\nenabled = false", "commands.imagine.model", "disabled"),
+        ('[commands.new]\ndescription = "x"', "commands.new.model", "missing"),
+        ('[commands.Imagine]\nmodel = "sdxl"', "commands.Imagine", "not a valid command name"),
+        ('[commands."im agine"]\nmodel = "sdxl"', "commands.im agine", "not a valid command name"),
+        (f'[commands.{"a" * 32}]\nmodel = "sdxl"', f"commands.{'a' * 32}", "31 max"),
+        ('[commands.conjure]\nmodel = "sdxl"', "commands.conjure", "admin command"),
+        ('[commands.imagine]\nmodle = "sdxl"', "commands.imagine.modle", "did you mean 'model'?"),
+        (
+            '[commands.imagine]\nprompt_field = "the prompt"',
+            "commands.imagine.prompt_field",
+            "field name",
+        ),
+        (
+            '[commands.imagine]\nprompt_type = "file"',
+            "commands.imagine.prompt_type",
+            "unknown prompt type",
+        ),
+        ('[commands.imagine]\nprompt_label = ""', "commands.imagine.prompt_label", "non-empty"),
+        (
+            f'[commands.imagine]\ndescription = "{"x" * 101}"',
+            "commands.imagine.description",
+            "at most 100",
+        ),
+        ("[commands.imagine]\noptions = 3", "commands.imagine.options", "array of tables"),
+        ("[commands.imagine]\nenabled = 1", "commands.imagine.enabled", "true or false"),
+    ],
+)
+def test_catalog_errors(tmp_path, text, key, message):
+    with pytest.raises(CatalogError) as caught:
+        load(tmp_path, text)
+    text_of_error = str(caught.value)
+    assert text_of_error.startswith(f"{tmp_path / 'conjure.toml'}: {key}: "), text_of_error
+    assert message in text_of_error
+
+
+NEW_MODEL_AND_COMMAND = (
+    '[models.m]\nref = "o/m"\nkind = "image"\nprice_per_output = 0.01\n[commands.c]\nmodel = "m"\n'
+)
+
+
+def toml_option(command: str = "c", **fields: object) -> str:
+    """One [[commands.<command>.options]] table; a field given as None is left out."""
+    base: dict[str, object] = {"name": "x", "type": "int", "field": "x", "description": "d"}
+    lines = [
+        f"{key} = {json.dumps(value)}"
+        for key, value in {**base, **fields}.items()
+        if value is not None
+    ]
+    header = f"[[commands.{command}.options]]"
+    if command == "c":
+        header = NEW_MODEL_AND_COMMAND + header
+    return "\n".join([header, *lines])
+
+
+@pytest.mark.parametrize(
+    ("fields", "key", "message"),
+    [
+        ({"name": "Seed"}, "Seed.name", "not a valid option name"),
+        ({"name": "a" * 33}, f"{'a' * 33}.name", "32 max"),
+        ({"name": "prompt"}, "prompt.name", "reserved"),
+        ({"min": 1}, "x.min", "unknown key (did you mean 'minimum'?)"),
+        ({"type": "integer"}, "x.type", "unknown type 'integer'"),
+        ({"type": None}, "x.type", "unknown type 'None'"),
+        ({"description": None}, "x.description", "non-empty"),
+        ({"description": "d" * 101}, "x.description", "at most 100"),
+        ({"field": None}, "x.field", "missing"),
+        ({"field": "x y"}, "x.field", "field name"),
+        ({"type": "str", "field": "@outputs"}, "x.type", "must be an int"),
+        ({"field": "prompt"}, "x.field", "'prompt' is the prompt field"),
+        ({"type": "choice"}, "x.choices", "missing"),
+        ({"type": "choice", "choices": []}, "x.choices", "1 to 25"),
+        ({"type": "choice", "choices": [str(i) for i in range(26)]}, "x.choices", "1 to 25"),
+        ({"type": "choice", "choices": ["a", "a"]}, "x.choices", "duplicates"),
+        ({"choices": ["a"]}, "x.choices", "only a 'choice'"),
+        ({"type": "str", "minimum": 1}, "x.minimum", "only int and float"),
+        ({"maximum": "9"}, "x.maximum", "must be a number"),
+        ({"maximum": 1.5}, "x.maximum", "whole number"),
+        ({"minimum": 5, "maximum": 1}, "x", "minimum 5 is above maximum 1"),
+        ({"default": "1"}, "x.default", "must be a value of type 'int'"),
+        ({"default": True}, "x.default", "must be a value of type 'int'"),
+        ({"type": "float", "default": "1"}, "x.default", "must be a value of type 'float'"),
+        ({"type": "bool", "default": 1}, "x.default", "must be a value of type 'bool'"),
+        ({"maximum": 3, "default": 4}, "x.default", "4 is above the maximum 3"),
+        ({"minimum": 3, "default": 2}, "x.default", "2 is below the minimum 3"),
+        (
+            {"type": "choice", "choices": ["a"], "default": "b"},
+            "x.default",
+            "not one of the choices",
+        ),
+        ({"type": "model", "field": "x"}, "x.field", "not used by a model option"),
+        ({"aliases": ["X"]}, "x.aliases", "not a valid option name"),
+        ({"aliases": "y"}, "x.aliases", "array"),
+        ({"enabled": "yes"}, "x.enabled", "true or false"),
+    ],
+)
+def test_option_errors(tmp_path, fields, key, message):
+    with pytest.raises(CatalogError) as caught:
+        load(tmp_path, toml_option(**fields))
+    path = "commands.c.options[0].enabled" if key == "x.enabled" else f"commands.c.options.{key}"
+    assert str(caught.value).startswith(f"{tmp_path / 'conjure.toml'}: {path}: ")
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "message"),
+    [
+        ('[[commands.imagine.options]]\ntype = "int"', "options[0].name", "missing"),
+        ("[commands.imagine]\noptions = [3]", "options[0]", "must be a table"),
+        (
+            toml_option("imagine", name="size", type="str", field="size", aliases=["ar"]),
+            "options.size",
+            "--ar is already used by --ar",
+        ),
+        (
+            toml_option("imagine", name="ratio", type="str", field="aspect_ratio"),
+            "options.ratio.field",
+            "'aspect_ratio' is already set by --ar",
+        ),
+        (
+            toml_option("imagine", name="pick", type="model", field=None),
+            "options",
+            "only one option may choose the model",
+        ),
+    ],
+)
+def test_option_clashes_on_builtin_commands(tmp_path, text, key, message):
+    with pytest.raises(CatalogError) as caught:
+        load(tmp_path, text)
+    assert str(caught.value).startswith(f"{tmp_path / 'conjure.toml'}: commands.imagine.{key}: ")
+    assert message in str(caught.value)
+
+
+def test_error_message_shape(tmp_path):
+    with pytest.raises(CatalogError) as caught:
+        load(tmp_path, '[commands.imagine]\nmodel = "flx"\n')
+    assert (
+        str(caught.value)
+        == f"{tmp_path / 'conjure.toml'}: commands.imagine.model: unknown model 'flx'"
+    )
+
+
+def test_too_many_options(tmp_path):
+    body = "".join(
+        f'[[commands.imagine.options]]\nname = "o{i}"\ntype = "str"\nfield = "f{i}"\n'
+        'description = "d"\n'
+        for i in range(21)
+    )
+    with pytest.raises(CatalogError, match=r"commands\.imagine\.options: at most 24 options"):
+        load(tmp_path, body)
