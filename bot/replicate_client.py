@@ -1,0 +1,393 @@
+"""A small async client for the parts of Replicate's HTTP API that Conjure uses.
+
+Retries are the point of having our own client. Reads (and cancel, which is safe to repeat) are
+retried on 429, 5xx and network failures. A create is not idempotent, so it is retried only when
+the answer proves nothing was created: a 429, or a connection that was never made. A create that
+times out or gets a 5xx raises `PredictionOutcomeUnknown` at once; the caller then looks for the
+prediction (`find_prediction_by_webhook`) before creating another.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+from pydantic import BaseModel, ConfigDict, ValidationError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
+
+from bot.replicate_errors import (
+    PredictionOutcomeUnknown,
+    RateLimitedError,
+    ReplicateConnectionError,
+    ReplicateError,
+    ReplicateUnavailableError,
+    error_from_response,
+)
+
+__all__ = ["Prediction", "PredictionPage", "ReplicateClient"]
+
+logger = logging.getLogger(__name__)
+
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "aborted"})
+WEBHOOK_EVENTS = frozenset({"start", "output", "logs", "completed"})
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_VERSION = re.compile(r"^(?:[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+:)?(?P<id>[0-9a-f]{64})$")
+_PREDICTION_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+
+# Failures before the request left this machine: repeating them cannot create anything twice.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+class Prediction(BaseModel):
+    """A prediction as Replicate returns it; unknown fields are kept (`extra="allow"`).
+
+    Replicate writes times with `Z` and up to 8 fractional digits; pydantic parses both, keeping
+    microseconds (see the tests).
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    status: str
+    model: str | None = None
+    version: str | None = None
+    input: dict[str, Any] = {}
+    output: Any = None
+    logs: str | None = None
+    error: Any = None
+    metrics: dict[str, Any] | None = None
+    urls: dict[str, Any] | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    webhook: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        """True once the prediction can no longer change (succeeded, failed, canceled, aborted)."""
+        return self.status in TERMINAL_STATUSES
+
+
+@dataclass
+class PredictionPage:
+    """One page of `GET /v1/predictions`, newest first; `next` is an absolute URL or None."""
+
+    results: list[Prediction]
+    next: str | None
+
+
+class ReplicateClient:
+    """Replicate's HTTP API with retries that never create a prediction twice.
+
+    `base_url` is given without `/v1`, as `REPLICATE_BASE_URL` is for Replicate's own client;
+    `api_token` defaults to `REPLICATE_API_TOKEN`. Pass `http` to share a connection pool: it keeps
+    its own timeouts (`timeout` is for the pool made here) and is left open by `aclose`.
+    """
+
+    def __init__(
+        self,
+        base_url: str = "https://api.replicate.com",
+        api_token: str | None = None,
+        *,
+        http: httpx.AsyncClient | None = None,
+        timeout: float = 30.0,
+        max_attempts: int = 4,
+        max_backoff: float = 20.0,
+        user_agent: str = "conjure/0.1",
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self._api = base_url.rstrip("/").removesuffix("/v1") + "/v1"
+        self._origin = _origin(httpx.URL(self._api))
+        self._token = api_token if api_token is not None else os.environ.get("REPLICATE_API_TOKEN")
+        self._timeout = timeout
+        self._max_attempts = max_attempts
+        self._max_backoff = max_backoff
+        self._backoff = wait_random_exponential(multiplier=0.5, max=max_backoff)
+        self._user_agent = user_agent
+        self._owns_http = http is None
+        self._http = http if http is not None else httpx.AsyncClient(timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"ReplicateClient(base_url={self._api.removesuffix('/v1')!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool, unless the caller passed its own."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    # -- predictions ------------------------------------------------------------------------
+
+    async def create_prediction(
+        self,
+        *,
+        input: dict[str, Any],
+        model: str | None = None,
+        version: str | None = None,
+        deployment: str | None = None,
+        webhook: str | None = None,
+        webhook_events_filter: list[str] | None = None,
+        wait: int | None = None,
+    ) -> Prediction:
+        """Start a prediction on exactly one of `model`, `version` or `deployment`.
+
+        `wait` (1-60 s) asks Replicate to hold the answer until the prediction is done or that
+        time passes (`Prefer: wait=N`); the read timeout is lengthened to match.
+        Raises `PredictionOutcomeUnknown` when the create may or may not have happened.
+        """
+        path, body = _create_route(model, version, deployment)
+        body["input"] = input
+        if webhook is not None:
+            body["webhook"] = webhook
+        if webhook_events_filter is not None:
+            unknown = set(webhook_events_filter) - WEBHOOK_EVENTS
+            if unknown:
+                raise ValueError(f"unknown webhook events {sorted(unknown)}; use {WEBHOOK_EVENTS}")
+            body["webhook_events_filter"] = list(webhook_events_filter)
+        headers: dict[str, str] = {}
+        if wait is not None:
+            if not 1 <= wait <= 60:
+                raise ValueError("wait must be between 1 and 60 seconds")
+            headers["Prefer"] = f"wait={wait}"
+        response = await self._request(
+            "POST",
+            path,
+            json=body,
+            headers=headers,
+            extra_wait=wait or 0,
+            create=True,
+            webhook=webhook,
+        )
+        try:
+            return Prediction.model_validate(response.json())
+        except (ValueError, ValidationError) as exc:
+            raise PredictionOutcomeUnknown(
+                f"POST {path} -> {response.status_code} with an unreadable prediction",
+                status=response.status_code,
+                webhook=webhook,
+            ) from exc
+
+    async def get_prediction(self, prediction_id: str) -> Prediction:
+        """The prediction's current state (a poller's fallback when webhooks do not come)."""
+        response = await self._request("GET", f"/predictions/{_checked_id(prediction_id)}")
+        return _prediction(response)
+
+    async def cancel_prediction(self, prediction_id: str) -> Prediction:
+        """Ask Replicate to stop the prediction; repeating it is harmless, so it is retried."""
+        path = f"/predictions/{_checked_id(prediction_id)}/cancel"
+        return _prediction(await self._request("POST", path))
+
+    async def list_predictions(self, url: str | None = None) -> PredictionPage:
+        """One page of recent predictions; pass the previous page's `next` to go on.
+
+        `next` is followed as given, but only on Replicate's own origin: the token goes with it.
+        """
+        if url is not None and _origin(httpx.URL(url)) != self._origin:
+            raise ValueError("refusing to send the API token to a page URL on another host")
+        response = await self._request("GET", url or "/predictions")
+        body = _json(response)
+        results = [Prediction.model_validate(item) for item in body.get("results") or []]
+        return PredictionPage(results=results, next=body.get("next") or None)
+
+    async def find_prediction_by_webhook(
+        self, webhook: str, max_pages: int = 3
+    ) -> Prediction | None:
+        """The newest recent prediction carrying this webhook URL, or None.
+
+        After `PredictionOutcomeUnknown`: Conjure's webhook URL names the job, so it tells whether
+        the uncertain create happened. Only the first `max_pages` pages (newest first) are read.
+        """
+        url: str | None = None
+        for _ in range(max_pages):
+            page = await self.list_predictions(url)
+            for prediction in page.results:
+                if prediction.webhook == webhook:
+                    return prediction
+            if page.next is None:
+                break
+            url = page.next
+        return None
+
+    async def default_webhook_secret(self) -> str:
+        """The account's webhook signing secret (`whsec_...`); keep it out of logs."""
+        key = _json(await self._request("GET", "/webhooks/default/secret")).get("key")
+        if not isinstance(key, str) or not key:
+            raise ReplicateError("GET /v1/webhooks/default/secret answered without a key")
+        return key
+
+    # -- transport --------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        json: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        extra_wait: float = 0,
+        create: bool = False,
+        webhook: str | None = None,
+    ) -> httpx.Response:
+        url = path_or_url if "://" in path_or_url else self._api + path_or_url
+        request = self._http.build_request(
+            method,
+            url,
+            json=json,
+            headers={**self._headers(), **(headers or {})},
+            **({"timeout": self._timeout_plus(extra_wait)} if extra_wait else {}),
+        )
+        retrying = AsyncRetrying(
+            stop=self._stop,
+            wait=self._wait,
+            retry=retry_if_exception(_retryable),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        return await retrying(self._send, request, create=create, webhook=webhook)
+
+    async def _send(
+        self, request: httpx.Request, *, create: bool, webhook: str | None
+    ) -> httpx.Response:
+        """One attempt, with every failure turned into the `ReplicateError` that says what to do."""
+        where = f"{request.method} {request.url.path}"
+        try:
+            response = await self._http.send(request)
+        except _NOT_SENT as exc:
+            raise ReplicateConnectionError(
+                f"{where}: could not connect ({_describe(exc)})"
+            ) from exc
+        except httpx.TransportError as exc:
+            if create:
+                raise PredictionOutcomeUnknown(
+                    f"{where}: no answer ({_describe(exc)}); the prediction may exist",
+                    webhook=webhook,
+                ) from exc
+            raise ReplicateUnavailableError(f"{where}: no answer ({_describe(exc)})") from exc
+        if response.is_success:
+            return response
+        error = error_from_response(response, redact=[self._token] if self._token else [])
+        if create and response.status_code >= 500:
+            raise PredictionOutcomeUnknown(
+                f"{error}; the prediction may exist",
+                status=error.status,
+                title=error.title,
+                detail=error.detail,
+                retry_after=error.retry_after,
+                webhook=webhook,
+            ) from error
+        raise error
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"User-Agent": self._user_agent, "Accept": "application/json"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        return headers
+
+    def _timeout_plus(self, seconds: float) -> httpx.Timeout:
+        """The client's timeouts with `seconds` more to read (for `Prefer: wait`)."""
+        base = self._http.timeout
+        read = base.read if base.read is not None else self._timeout
+        return httpx.Timeout(
+            connect=base.connect, read=read + seconds, write=base.write, pool=base.pool
+        )
+
+    def _stop(self, state: RetryCallState) -> bool:
+        """Stop after `max_attempts`, or at once if Replicate asks for more than `max_backoff`."""
+        if state.attempt_number >= self._max_attempts:
+            return True
+        retry_after = _retry_after(state)
+        return retry_after is not None and retry_after > self._max_backoff
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Exponential backoff with full jitter, but never sooner than `Retry-After`."""
+        backoff = self._backoff(state)
+        retry_after = _retry_after(state)
+        return backoff if retry_after is None else max(retry_after, backoff)
+
+
+def _create_route(
+    model: str | None, version: str | None, deployment: str | None
+) -> tuple[str, dict[str, Any]]:
+    """The path and body (without input) for the one target given."""
+    if sum(target is not None for target in (model, version, deployment)) != 1:
+        raise ValueError("give exactly one of model, version or deployment")
+    if model is not None:
+        if not _NAME.match(model):
+            raise ValueError(f"model must be 'owner/name', got {model!r}")
+        return f"/models/{model}/predictions", {}
+    if deployment is not None:
+        if not _NAME.match(deployment):
+            raise ValueError(f"deployment must be 'owner/name', got {deployment!r}")
+        return f"/deployments/{deployment}/predictions", {}
+    assert version is not None
+    match = _VERSION.match(version)
+    if not match:
+        raise ValueError(f"version must be a 64-hex id or 'owner/name:<id>', got {version!r}")
+    return "/predictions", {"version": match["id"]}
+
+
+def _checked_id(prediction_id: str) -> str:
+    if not _PREDICTION_ID.match(prediction_id):
+        raise ValueError(f"not a prediction id: {prediction_id!r}")
+    return prediction_id
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise ReplicateUnavailableError(
+            f"{response.request.method} {response.request.url.path} -> "
+            f"{response.status_code} with a body that is not JSON"
+        ) from exc
+    if not isinstance(body, dict):
+        raise ReplicateUnavailableError(f"{response.request.url.path}: expected a JSON object")
+    return body
+
+
+def _prediction(response: httpx.Response) -> Prediction:
+    return Prediction.model_validate(_json(response))
+
+
+def _retryable(exc: BaseException) -> bool:
+    # PredictionOutcomeUnknown is deliberately not here: it is not a ReplicateUnavailableError.
+    return isinstance(exc, RateLimitedError | ReplicateUnavailableError | ReplicateConnectionError)
+
+
+def _retry_after(state: RetryCallState) -> float | None:
+    exc = state.outcome.exception() if state.outcome else None
+    return exc.retry_after if isinstance(exc, ReplicateError) else None
+
+
+def _describe(exc: httpx.TransportError) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    delay = state.next_action.sleep if state.next_action else 0.0
+    logger.warning(
+        "Replicate attempt %d failed (%s); retrying in %.2fs", state.attempt_number, exc, delay
+    )
