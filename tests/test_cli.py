@@ -1,0 +1,100 @@
+"""The `conjure` console script as a user runs it: a subprocess, real output, real files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+CONJURE = str(Path(sys.executable).parent / "conjure")
+
+
+def run(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60):
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CONJURE_", "SLACK_", "DISCORD_", "REPLICATE_"))
+    }
+    environment.update(env or {})
+    return subprocess.run(
+        [CONJURE, *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_demo_runs_one_command_and_saves_a_real_image(tmp_path: Path) -> None:
+    result = run(
+        "demo", "/imagine a red fox in the snow --ar 16:9", "--speed", "0.05", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    [saved] = (tmp_path / "conjure-output").iterdir()
+    assert str(saved.relative_to(tmp_path)) in result.stdout
+    with Image.open(saved) as image:
+        assert image.format == "WEBP"
+        assert image.width > image.height
+
+
+def test_demo_reports_a_failure_with_a_non_zero_exit(tmp_path: Path) -> None:
+    result = run("demo", "/imagine FAIL_ME please", "--speed", "0", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "could not finish" in result.stderr
+    assert not (tmp_path / "conjure-output").exists()
+
+
+def test_demo_bad_option_prints_the_usage(tmp_path: Path) -> None:
+    result = run("demo", "/imagine a fox --ar 7:3", "--speed", "0", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Usage: /imagine" in result.stdout + result.stderr
+
+
+def test_demo_reads_commands_from_standard_input(tmp_path: Path) -> None:
+    process = subprocess.run(
+        [CONJURE, "demo", "--speed", "0"],
+        cwd=tmp_path,
+        input="/ask what is a fox?\nexit\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert process.returncode == 0, process.stderr
+    assert "fox" in process.stdout.lower()
+
+
+def test_serve_without_a_platform_says_how_to_set_one_up(tmp_path: Path) -> None:
+    result = run("serve", cwd=tmp_path, env={"REPLICATE_API_TOKEN": "r8_x"})
+    assert result.returncode == 2
+    assert "SLACK_BOT_TOKEN" in result.stderr and "DISCORD_TOKEN" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"CONJURE_USER_JOBS_PER_DAY": "lots"}, "CONJURE_USER_JOBS_PER_DAY"),
+        ({"CONJURE_DATABASE_URL": "mysql://x"}, "CONJURE_DATABASE_URL"),
+        ({"CONJURE_WEBHOOK_SECRET": "hunter2-secret"}, "CONJURE_WEBHOOK_SECRET"),
+    ],
+)
+def test_a_malformed_setting_is_named_and_its_value_never_shown(
+    tmp_path: Path, env: dict[str, str], variable: str
+) -> None:
+    result = run("migrate", cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert variable in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "hunter2" not in result.stderr
+
+
+def test_migrate_creates_the_database(tmp_path: Path) -> None:
+    result = run("migrate", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "conjure.db").exists()
