@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bot.adapter import CommandRequest, JobResult
+from bot.conjure_command import run_conjure_command
 from bot.jobs import CommandRefused, JobService
 from bot.messages import status_line, status_text
 from bot.parsing import UsageError
@@ -98,21 +99,16 @@ class ConsoleAdapter:
         command, _, text = line.strip().partition(" ")
         if not command.startswith("/"):
             return self._refuse("Commands start with a slash, e.g. /imagine a red fox --ar 16:9")
+        if command == "/conjure":
+            answer = await run_conjure_command(service, self._request("conjure", text))
+            self._print(answer)
+            return Outcome(ok=True, text=answer)
         try:
             invocation = service.parse(command, text)
         except UsageError as exc:
             return self._refuse(str(exc))
-        request = CommandRequest(
-            platform=PLATFORM,
-            workspace=self.workspace,
-            channel="terminal",
-            user_id=self.user,
-            user_name=self.user,
-            command=invocation.command.name,
-            text=text,
-        )
         try:
-            job = await service.submit(request, invocation)
+            job = await service.submit(self._request(invocation.command.name, text), invocation)
         except CommandRefused as exc:
             return self._refuse(str(exc))
         try:
@@ -122,6 +118,17 @@ class ConsoleAdapter:
         finally:
             self._outcomes.pop(job.id, None)
             self._last_line.pop(job.id, None)
+
+    def _request(self, command: str, text: str) -> CommandRequest:
+        return CommandRequest(
+            platform=PLATFORM,
+            workspace=self.workspace,
+            channel="terminal",
+            user_id=self.user,
+            user_name=self.user,
+            command=command,
+            text=text,
+        )
 
     def _refuse(self, message: str) -> Outcome:
         self._print(message)

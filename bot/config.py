@@ -65,7 +65,7 @@ class Settings(BaseSettings):
 
     @property
     def replicate_api_base(self) -> str:
-        """The base URL without a trailing slash and without `/v1`, as Replicate's clients take it."""
+        """The base URL without a trailing slash or `/v1`, as Replicate's clients take it."""
         return str(self.replicate_base_url).rstrip("/").removesuffix("/v1")
 
     @property

@@ -257,3 +257,21 @@ async def test_recovery_after_restart_delivers_what_was_pending(
         [prediction_id] = sandbox_server.sandbox.predictions
         job = await second.runtime.store.find_by_prediction(prediction_id)
         assert job is not None and job.delivery == Delivery.DELIVERED
+
+
+async def test_conjure_usage_help_and_models(
+    sandbox_server, sqlite_url: str, tmp_path: Path
+) -> None:
+    async with running_conjure(
+        sandbox_server, sqlite_url, tmp_path / "out", conjure_user_jobs_per_day=3
+    ) as conjure:
+        await conjure.console.run_line(conjure.service, "/imagine a hat", timeout=20)
+        await settle(conjure, sandbox_server)
+        usage = await conjure.console.run_line(conjure.service, "/conjure usage")
+        assert usage.text is not None
+        assert "used 1 of 3 jobs; 2 left" in usage.text and "$0.003" in usage.text
+        models = await conjure.console.run_line(conjure.service, "/conjure models")
+        assert models.text is not None and "flux-schnell" in models.text
+        assert "$0.003 per output" in models.text
+        helped = await conjure.console.run_line(conjure.service, "/conjure")
+        assert helped.text is not None and "/imagine <prompt>" in helped.text
