@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import ConfigError, load_settings
 from bot.serving import bind_socket, serve_app, socket_url
 
 log = logging.getLogger("conjure")
@@ -72,7 +72,20 @@ def _parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="apply database migrations")
     migrate.set_defaults(run=_migrate)
+
+    manifest = commands.add_parser("manifest", help="print a Slack app manifest for the commands")
+    manifest.add_argument("--url", required=True, help="public base URL, e.g. https://bot.example")
+    manifest.set_defaults(run=_manifest)
     return parser
+
+
+async def _manifest(args: argparse.Namespace) -> int:
+    from adapters.slack_manifest import render_manifest
+    from bot.catalog import load_catalog
+
+    settings = load_settings()
+    print(render_manifest(load_catalog(settings.config_path()), args.url), end="")
+    return EXIT_OK
 
 
 async def _migrate(_: argparse.Namespace) -> int:
@@ -106,17 +119,20 @@ async def _serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     if settings.replicate_api_token is None:
         raise ConfigError("REPLICATE_API_TOKEN: required to run models (see README, Configuration)")
+    from adapters.platforms import configured_platforms, start_platforms
+
     platforms = configured_platforms(settings)
     if not platforms:
         print(NO_PLATFORM_HELP, file=sys.stderr)
         return EXIT_CONFIG
     runtime = await Runtime.start(settings)
     try:
-        app = create_app(runtime)
-        sock = bind_socket(args.host, args.port)
-        print(f"Conjure listening on {socket_url(sock)} ({', '.join(platforms)})", flush=True)
-        async with serve_app(app, sock=sock, log_level="info"):
-            await asyncio.Event().wait()
+        async with start_platforms(runtime) as routes:
+            app = create_app(runtime, routes)
+            sock = bind_socket(args.host, args.port)
+            print(f"Conjure listening on {socket_url(sock)} ({', '.join(platforms)})", flush=True)
+            async with serve_app(app, sock=sock, log_level="info"):
+                await asyncio.Event().wait()
     finally:
         await runtime.aclose()
     return EXIT_OK
@@ -126,16 +142,6 @@ NO_PLATFORM_HELP = """\
 No chat platform is configured, so there is nothing to serve.
 Set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET for Slack, or DISCORD_TOKEN for Discord
 (README: "Set up in Slack" / "Set up in Discord"). To try Conjure without either: conjure demo"""
-
-
-def configured_platforms(settings: Settings) -> list[str]:
-    """The platforms whose credentials are set; the others are simply not started."""
-    platforms = []
-    if settings.slack_bot_token and settings.slack_signing_secret:
-        platforms.append("slack")
-    if settings.discord_token:
-        platforms.append("discord")
-    return platforms
 
 
 async def _demo(args: argparse.Namespace) -> int:
