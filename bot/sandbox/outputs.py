@@ -1,0 +1,132 @@
+"""What each kind of fake model returns: file URLs with their bytes, tokens, or a transcript.
+
+Outputs are deterministic in the input (given a seed) so tests and demos can assert on them; files
+are returned as bytes keyed by name for the sandbox to serve under `/files/{prediction_id}/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from bot.sandbox.models import FakeModel
+from bot.sandbox.render import CONTENT_TYPES, aspect_size, render_image, scaled_size
+
+Files = dict[str, tuple[bytes, str]]  # filename -> (bytes, content type)
+
+_SENTENCES = (
+    "Thanks for calling the Conjure sandbox.",
+    "This transcript was made up, because no audio was decoded.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Every recording gets the same words, so tests can rely on them.",
+)
+
+
+def file_url(base_url: str, prediction_id: str, filename: str) -> str:
+    """Where the sandbox serves an output file (its stand-in for replicate.delivery)."""
+    return f"{base_url}/files/{prediction_id}/{filename}"
+
+
+def image_outputs(
+    model: FakeModel, inputs: dict[str, Any], prediction_id: str, base_url: str
+) -> tuple[list[str], Files]:
+    """Render every requested image; returns the output URL list and the files behind it."""
+    if model.param("aspect_ratio") is not None:
+        size = aspect_size(inputs["aspect_ratio"], inputs.get("megapixels", "1"))
+        fmt = inputs["output_format"]
+    else:
+        size = scaled_size(inputs["width"], inputs["height"])
+        fmt = "png"
+    total = inputs["num_outputs"]
+    urls: list[str] = []
+    files: Files = {}
+    for index in range(total):
+        name = f"out-{index}.{fmt}"
+        files[name] = (
+            render_image(
+                inputs["prompt"],
+                seed=inputs["seed"],
+                index=index,
+                total=total,
+                size=size,
+                fmt=fmt,
+                quality=inputs.get("output_quality", 80),
+            ),
+            CONTENT_TYPES[fmt],
+        )
+        urls.append(file_url(base_url, prediction_id, name))
+    return urls, files
+
+
+def llama_tokens(inputs: dict[str, Any]) -> list[str]:
+    """A short fixed answer that quotes the prompt, as tokens (words with leading spaces)."""
+    prompt = " ".join(str(inputs["prompt"]).split())
+    if len(prompt) > 80:
+        prompt = prompt[:77] + "..."
+    answer = (
+        f'You asked: "{prompt}". This is a canned reply from the Replicate sandbox, '
+        "so it is quick, free and the same every time."
+    )
+    words = answer.split(" ")
+    tokens = [words[0]] + [f" {w}" for w in words[1:]]
+    return tokens[: inputs["max_tokens"]]
+
+
+def whisper_output(
+    inputs: dict[str, Any], prediction_id: str, base_url: str
+) -> tuple[dict[str, Any], Files]:
+    """A transcript object shaped like openai/whisper's, with its .txt and .srt files."""
+    digest = hashlib.sha256(str(inputs["audio"]).encode()).digest()
+    first = digest[0] % len(_SENTENCES)
+    texts = [_SENTENCES[(first + i) % len(_SENTENCES)] for i in range(3)]
+    segments = [
+        {
+            "id": i,
+            "seek": 0,
+            "start": i * 3.0,
+            "end": i * 3.0 + 2.5,
+            "text": f" {text}",
+            "tokens": [],
+            "temperature": 0.0,
+            "avg_logprob": -0.25,
+            "compression_ratio": 1.2,
+            "no_speech_prob": 0.01,
+        }
+        for i, text in enumerate(texts)
+    ]
+    plain = " ".join(texts)
+    srt = _subtitles(segments, vtt=False)
+    formatted = {"plain text": plain, "srt": srt, "vtt": _subtitles(segments, vtt=True)}
+    language = inputs.get("language") or "auto"
+    output = {
+        "segments": segments,
+        "transcription": formatted[inputs["transcription"]],
+        "translation": plain if inputs.get("translate") else None,
+        "txt_file": file_url(base_url, prediction_id, "transcription.txt"),
+        "srt_file": file_url(base_url, prediction_id, "transcription.srt"),
+        "detected_language": "english" if language == "auto" else language,
+    }
+    files: Files = {
+        "transcription.txt": (plain.encode(), "text/plain; charset=utf-8"),
+        "transcription.srt": (srt.encode(), "application/x-subrip; charset=utf-8"),
+    }
+    return output, files
+
+
+def _subtitles(segments: list[dict[str, Any]], vtt: bool) -> str:
+    sep = "." if vtt else ","
+    blocks = []
+    for seg in segments:
+        start, end = _timestamp(seg["start"], sep), _timestamp(seg["end"], sep)
+        cue = f"{start} --> {end}\n{seg['text'].strip()}\n"
+        blocks.append(cue if vtt else f"{seg['id'] + 1}\n{cue}")
+    body = "\n".join(blocks)
+    return f"WEBVTT\n\n{body}" if vtt else body
+
+
+def _timestamp(seconds: float, sep: str) -> str:
+    millis = round(seconds * 1000)
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs, millis = divmod(rest, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{sep}{millis:03d}"

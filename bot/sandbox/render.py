@@ -1,0 +1,142 @@
+"""Pillow stand-ins for generated images: small, real files that show what was asked for.
+
+Each image carries its prompt (wrapped) and its output index over a background derived from the
+seed and prompt, so a human looking at the demo can tell results apart and tests can decode them.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import unicodedata
+
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+CONTENT_TYPES = {"webp": "image/webp", "jpg": "image/jpeg", "png": "image/png"}
+LONG_SIDE = 512  # pixels at megapixels "1"; tiny on purpose so the sandbox stays fast
+_PIL_FORMATS = {"webp": "WEBP", "jpg": "JPEG", "png": "PNG"}
+
+
+def aspect_size(aspect_ratio: str, megapixels: str = "1") -> tuple[int, int]:
+    """Pixel size for a flux aspect ratio like "16:9" (long side 512, or 256 at 0.25 MP)."""
+    wide, _, high = aspect_ratio.partition(":")
+    w, h = int(wide), int(high)
+    long_side = LONG_SIDE // 2 if megapixels == "0.25" else LONG_SIDE
+    if w >= h:
+        return long_side, max(1, round(long_side * h / w))
+    return max(1, round(long_side * w / h)), long_side
+
+
+def scaled_size(width: int, height: int) -> tuple[int, int]:
+    """An explicit width/height shrunk (keeping its ratio) so the long side is at most 512."""
+    factor = min(1.0, LONG_SIDE / max(width, height))
+    return max(1, round(width * factor)), max(1, round(height * factor))
+
+
+def render_image(
+    prompt: str,
+    *,
+    seed: int,
+    index: int,
+    total: int,
+    size: tuple[int, int],
+    fmt: str = "webp",
+    quality: int = 80,
+) -> bytes:
+    """Encoded image bytes (`fmt` is webp, jpg or png) showing the prompt and output index."""
+    width, height = size
+    image = _background(prompt, seed, index, size)
+    draw = ImageDraw.Draw(image)
+    margin = max(4, width // 20)
+    font = _font(max(10, min(width, height) // 14))
+    text = _printable(prompt) or "(empty prompt)"
+    lines = _wrap(draw, text, font, width - 2 * margin, max_lines=_max_lines(font, height))
+    line_height = _line_height(font)
+    y = margin
+    for line in lines:
+        draw.text((margin + 1, y + 1), line, font=font, fill=(0, 0, 0))
+        draw.text((margin, y), line, font=font, fill=(255, 255, 255))
+        y += line_height
+    label = f"#{index + 1}/{total}  seed {seed}"
+    small = _font(max(9, min(width, height) // 24))
+    draw.text((margin, height - margin - _line_height(small)), label, font=small, fill=(255,) * 3)
+    buffer = io.BytesIO()
+    options = {} if fmt == "png" else {"quality": max(1, min(quality, 100))}
+    image.save(buffer, _PIL_FORMATS[fmt], **options)
+    return buffer.getvalue()
+
+
+def _background(prompt: str, seed: int, index: int, size: tuple[int, int]) -> Image.Image:
+    digest = hashlib.sha256(f"{seed}:{index}:{prompt}".encode("utf-8", "replace")).digest()
+    top = (digest[0] // 2, digest[1] // 2, digest[2] // 2)  # dark enough for white text
+    bottom = (digest[3], digest[4], digest[5])
+    gradient = Image.linear_gradient("L").resize(size)
+    return ImageOps.colorize(gradient, top, bottom).convert("RGB")
+
+
+@functools.lru_cache(maxsize=16)
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def _line_height(font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> int:
+    _left, top, _right, bottom = font.getbbox("Ag")
+    return int(bottom - top) + 4
+
+
+def _max_lines(font: ImageFont.FreeTypeFont | ImageFont.ImageFont, height: int) -> int:
+    return max(1, (height * 3 // 4) // _line_height(font))
+
+
+def _printable(text: str) -> str:
+    """One line of text without control, format or surrogate characters (they break layout)."""
+    kept = "".join(" " if ch.isspace() else ch for ch in text if ch.isspace() or _visible(ch))
+    return " ".join(kept.split())
+
+
+def _visible(ch: str) -> bool:
+    return not unicodedata.category(ch).startswith("C")
+
+
+def _wrap(
+    draw: ImageDraw.ImageDraw,
+    text: str,
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+    max_width: int,
+    max_lines: int,
+) -> list[str]:
+    """Greedy word wrap by pixel width; overlong words are split, overflow ends in an ellipsis."""
+
+    def fits(candidate: str) -> bool:
+        return draw.textlength(candidate, font=font) <= max_width
+
+    lines: list[str] = []
+    current = ""
+    for word in text.split(" "):
+        if len(lines) > max_lines:
+            break  # enough to know it overflows
+        candidate = f"{current} {word}" if current else word
+        if fits(candidate):
+            current = candidate
+            continue
+        if current:
+            lines.append(current)
+        current = ""
+        for ch in word:
+            if len(lines) > max_lines:
+                break
+            if fits(current + ch):
+                current += ch
+            else:
+                lines.append(current)
+                current = ch
+    if current:
+        lines.append(current)
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        last = lines[-1]
+        while last and not fits(last + "…"):
+            last = last[:-1]
+        lines[-1] = last + "…"
+    return lines

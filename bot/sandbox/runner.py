@@ -1,0 +1,152 @@
+"""The life of a prediction: created `starting`, then `processing` with progress logs, then done.
+
+Durations are nominal seconds multiplied by the sandbox speed (`slow_start` is not scaled: it is
+a fault measured in real seconds). Failure is decided at creation (`fail_next`, or a prompt with
+the word FAIL_ME) and shows after the steps, like a safety checker rejecting the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from typing import Any
+
+from bot.sandbox.models import FakeModel
+from bot.sandbox.outputs import image_outputs, llama_tokens, whisper_output
+from bot.sandbox.predictions import (
+    TERMINAL,
+    WEBHOOK_EVENTS,
+    new_id,
+    new_prediction,
+    rfc3339,
+    tqdm_line,
+)
+from bot.sandbox.state import Run, Sandbox
+from bot.sandbox.webhooks import PredictionWebhooks
+
+STARTING_SECONDS = 0.3  # x speed: queueing and booting before `processing`
+SPEECH_STEPS = 8
+_FAIL_WORD = re.compile(r"\bFAIL_ME\b")
+
+
+def create_prediction(
+    sandbox: Sandbox,
+    *,
+    model: FakeModel,
+    version: str,
+    raw_input: dict[str, Any],
+    inputs: dict[str, Any],
+    webhook: str | None,
+    events_filter: list[str] | None,
+    base_url: str,
+) -> Run:
+    """Create a prediction and start running it in the background."""
+    if webhook is not None and events_filter is None:
+        events_filter = list(WEBHOOK_EVENTS)
+    prediction = new_prediction(
+        prediction_id=new_id(),
+        base_url=base_url,
+        model=model.ref,
+        version=version,
+        input=raw_input,
+        webhook=webhook,
+        webhook_events_filter=events_filter,
+    )
+    if model.kind == "image" and "seed" not in inputs:
+        inputs["seed"] = random.randrange(2**16)
+    fail_error = sandbox.faults.take_failure()
+    if fail_error is None and _FAIL_WORD.search(str(inputs.get("prompt", ""))):
+        fail_error = sandbox.faults.fail_error
+    loop = asyncio.get_running_loop()
+    run = Run(prediction, model, inputs, base_url, fail_error, created=loop.time())
+    sandbox.add(run)
+    if webhook is not None:
+        run.hooks = PredictionWebhooks(sandbox, prediction, webhook, events_filter or [])
+        run.hooks.start()
+    run.task = sandbox.spawn(_lifecycle(sandbox, run))
+    return run
+
+
+def cancel_prediction(run: Run) -> None:
+    """Move a running prediction to `canceled` (no-op when it is already terminal)."""
+    if run.prediction["status"] in TERMINAL:
+        return
+    _finish(run, "canceled")
+    if run.task is not None and not run.task.done():
+        run.task.cancel()
+
+
+async def _lifecycle(sandbox: Sandbox, run: Run) -> None:
+    speed = sandbox.config.speed
+    prediction = run.prediction
+    model = run.model
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.sleep(STARTING_SECONDS * speed + sandbox.faults.slow_start)
+        prediction["status"] = "processing"
+        prediction["started_at"] = rfc3339()
+        run.started = loop.time()
+        tokens = llama_tokens(run.inputs) if model.kind == "text" else None
+        if tokens is not None:
+            total = len(tokens)
+        elif model.kind == "image":
+            total = run.inputs["num_inference_steps"]
+            _log(run, f"Using seed: {run.inputs['seed']}")
+        else:
+            total = SPEECH_STEPS
+        for step in range(1, total + 1):
+            await asyncio.sleep(model.step_seconds * speed)
+            if tokens is not None:
+                prediction["output"] = [*(prediction["output"] or []), tokens[step - 1]]
+                _changed(run, "output")
+            _log(run, tqdm_line(step, total, loop.time() - run.started))
+        if run.fail_error is not None:
+            _finish(run, "failed", run.fail_error)
+            return
+        if model.kind == "image":
+            output, files = await asyncio.to_thread(
+                image_outputs, model, run.inputs, prediction["id"], run.base_url
+            )
+            run.files.update(files)
+            prediction["output"] = output
+            _changed(run, "output")
+        elif model.kind == "speech":
+            output, files = whisper_output(run.inputs, prediction["id"], run.base_url)
+            run.files.update(files)
+            prediction["output"] = output
+            _changed(run, "output")
+        _finish(run, "succeeded")
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # a sandbox bug must not leave a prediction running forever
+        _finish(run, "failed", f"Sandbox error: {type(exc).__name__}: {exc}")
+
+
+def _log(run: Run, line: str) -> None:
+    run.prediction["logs"] += line + "\n"
+    _changed(run, "logs")
+
+
+def _changed(run: Run, event: str) -> None:
+    if run.hooks is not None:
+        run.hooks.changed(event)
+
+
+def _finish(run: Run, status: str, error: str | None = None) -> None:
+    prediction = run.prediction
+    if prediction["status"] in TERMINAL:
+        return
+    now = asyncio.get_running_loop().time()
+    metrics: dict[str, Any] = {
+        "predict_time": round(now - run.started, 6) if run.started is not None else 0.0,
+        "total_time": round(now - run.created, 6),
+    }
+    if run.model.kind == "text":
+        output = prediction["output"] or []
+        metrics["input_token_count"] = len(str(run.inputs.get("prompt", "")).split())
+        metrics["output_token_count"] = len(output)
+    prediction.update(status=status, error=error, completed_at=rfc3339(), metrics=metrics)
+    run.done.set()
+    if run.hooks is not None:
+        run.hooks.completed()

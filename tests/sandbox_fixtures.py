@@ -1,0 +1,77 @@
+"""Pytest plugin: a Replicate sandbox on loopback, and a webhook receiver to point it at.
+
+Registered from tests/conftest.py, so any test can ask for `sandbox_server` (fast: speed 0.02)
+or `webhook_receiver` (records signed webhooks; can be told to answer errors first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bot.sandbox import Sandbox, SandboxConfig, create_sandbox_app
+from bot.serving import serve_app
+
+
+@dataclass
+class SandboxServer:
+    """A running sandbox: base URL (no /v1), its token and secret, and its in-process state."""
+
+    url: str
+    token: str
+    webhook_secret: str
+    sandbox: Sandbox
+
+
+@pytest.fixture
+async def sandbox_server() -> AsyncIterator[SandboxServer]:
+    """A sandbox served on an ephemeral loopback port at speed 0.02."""
+    app = create_sandbox_app(SandboxConfig(speed=0.02))
+    sandbox: Sandbox = app.state.sandbox
+    async with serve_app(app) as url:
+        yield SandboxServer(url, sandbox.config.api_token, sandbox.config.secret, sandbox)
+
+
+@dataclass
+class ReceivedWebhook:
+    """One request the receiver got."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class WebhookReceiver:
+    """A loopback endpoint that records webhooks; `statuses` are answered first, then 200."""
+
+    url: str  # base URL; post webhooks to f"{url}/hook" (any path works)
+    received: list[ReceivedWebhook] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@pytest.fixture
+async def webhook_receiver() -> AsyncIterator[WebhookReceiver]:
+    """A webhook receiver served on an ephemeral loopback port."""
+    receiver = WebhookReceiver(url="")
+
+    async def receive(request: Request) -> Response:
+        receiver.received.append(
+            ReceivedWebhook(request.url.path, dict(request.headers), await request.body())
+        )
+        receiver.arrived.set()
+        status = receiver.statuses.pop(0) if receiver.statuses else 200
+        return Response(status_code=status)
+
+    app = Starlette(routes=[Route("/{path:path}", receive, methods=["POST"])])
+    async with serve_app(app) as url:
+        receiver.url = url
+        yield receiver
