@@ -275,3 +275,16 @@ async def test_conjure_usage_help_and_models(
         assert "$0.003 per output" in models.text
         helped = await conjure.console.run_line(conjure.service, "/conjure")
         assert helped.text is not None and "/imagine <prompt>" in helped.text
+
+
+async def test_health_and_metrics_endpoints(
+    sandbox_server, sqlite_url: str, tmp_path: Path
+) -> None:
+    async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
+        health = await conjure.http.get("/healthz")
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        assert health.json()["adapters"] == ["console"]
+        await conjure.console.run_line(conjure.service, "/imagine a bell", timeout=20)
+        await settle(conjure, sandbox_server)
+        metrics = (await conjure.http.get("/metrics")).text
+        assert 'conjure_replicate_webhooks_total{outcome="applied"}' in metrics
