@@ -8,9 +8,16 @@ bad variable, naming the variable as the operator typed it.
 from __future__ import annotations
 
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLATFORMS = ("slack", "discord", "console")
+
+
+def _split_pairs(value: str) -> list[str]:
+    return [item.strip() for item in value.replace(";", ",").split(",") if item.strip()]
 
 
 class ConfigError(Exception):
@@ -42,9 +49,18 @@ class Settings(BaseSettings):
     conjure_webhook_secret: SecretStr | None = None
     conjure_config: Path | None = None
 
+    # Default limits (0 = unlimited); conjure.toml [quotas] fills in what the environment leaves.
     conjure_user_jobs_per_day: int = Field(default=0, ge=0)
     conjure_user_usd_per_month: float = Field(default=0, ge=0)
     conjure_user_max_in_flight: int = Field(default=0, ge=0)
+    conjure_workspace_jobs_per_day: int = Field(default=0, ge=0)
+    conjure_workspace_usd_per_month: float = Field(default=0, ge=0)
+    conjure_workspace_max_in_flight: int = Field(default=0, ge=0)
+    conjure_timezone: str = "UTC"
+    # "slack:U0123,discord:80351110224678912": who may run /conjure quota and /conjure report.
+    conjure_admins: str = ""
+    # "slack:C0123,discord:1234": where budget alerts go, one channel per platform.
+    conjure_alert_channels: str = ""
 
     conjure_poll_interval: float = Field(default=2.0, gt=0)
     conjure_max_download_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
@@ -54,6 +70,26 @@ class Settings(BaseSettings):
     def _webhook_secret_shape(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().startswith("whsec_"):
             raise ValueError("must start with 'whsec_' (Replicate's webhook signing secret)")
+        return value
+
+    @field_validator("conjure_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA time zone such as UTC or Europe/Berlin") from None
+        return value
+
+    @field_validator("conjure_admins", "conjure_alert_channels")
+    @classmethod
+    def _platform_pairs(cls, value: str) -> str:
+        for item in _split_pairs(value):
+            platform, _, ident = item.partition(":")
+            if platform not in PLATFORMS or not ident:
+                raise ValueError(
+                    f"each entry must look like slack:U0123 or discord:1234 ({item!r})"
+                )
         return value
 
     @field_validator("conjure_database_url")
@@ -71,6 +107,22 @@ class Settings(BaseSettings):
     @property
     def public_url(self) -> str | None:
         return str(self.conjure_public_url).rstrip("/") if self.conjure_public_url else None
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        return ZoneInfo(self.conjure_timezone)
+
+    @property
+    def admins(self) -> frozenset[str]:
+        """Admin identities as "platform:user_id"."""
+        return frozenset(_split_pairs(self.conjure_admins))
+
+    def alert_channel(self, platform: str) -> str | None:
+        for item in _split_pairs(self.conjure_alert_channels):
+            name, _, channel = item.partition(":")
+            if name == platform:
+                return channel
+        return None
 
     def config_path(self) -> Path | None:
         """The commands/quotas file: `CONJURE_CONFIG`, else `conjure.toml` when present."""

@@ -1,38 +1,75 @@
-"""`/conjure help|usage|models`: the bot's own command, answered the same on every platform.
+"""`/conjure help|usage|models|quota|report`: the bot's own command, the same on every platform.
 
-Adapters pass the text after `/conjure` and show the returned text privately (ephemeral).
+Adapters pass the text after `/conjure` and show the returned text privately (ephemeral). Admin
+subcommands check the caller against CONJURE_ADMINS here, in one place, so no adapter can forget.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import re
 
 from bot.adapter import CommandRequest
 from bot.jobs import JobService
-from bot.messages import format_usd, until
-from storage.jobs import day_period, user_subject
+from bot.messages import format_usd
+from bot.quotas import USER, WORKSPACE, usd_to_micros
+from storage.jobs import user_subject, workspace_subject
 from storage.models import utcnow
 
-SUBCOMMANDS = ("help", "usage", "models")
+SUBCOMMANDS = ("help", "usage", "models", "quota", "report")
+ADMIN_ONLY = "Only Conjure admins can do that. Ask one of them, or see /conjure usage for your own."
+QUOTA_USAGE = (
+    "Usage: /conjure quota @user|workspace [jobs=50/day] [usd=10/month] [inflight=2] "
+    "(0 = unlimited, default = back to the default)"
+)
+
+# Slack: <@U123> or <@U123|name>; Discord: <@123> or <@!123>; or a bare ID.
+_MENTION = re.compile(r"^<@!?([A-Za-z0-9]+)(?:\|[^>]*)?>$|^([A-Z0-9]{6,}|\d{15,22})$")
+_SETTING = re.compile(r"^(jobs|usd|inflight|in_flight)=([^/\s]+)(?:/(day|month))?$", re.I)
+
+
+class CommandInputError(Exception):
+    """Bad /conjure arguments; the message is shown as is."""
+
+
+def is_admin(service: JobService, request: CommandRequest) -> bool:
+    return f"{request.platform}:{request.user_id}" in service.settings.admins
 
 
 async def run_conjure_command(service: JobService, request: CommandRequest) -> str:
     """The answer to `/conjure <text>`; unknown subcommands get the help."""
-    word = request.text.strip().split(maxsplit=1)[0].lower() if request.text.strip() else "help"
-    if word == "usage":
-        return await usage_text(service, request)
-    if word == "models":
-        return models_text(service)
+    words = request.text.split()
+    word = words[0].lower() if words else "help"
+    try:
+        if word == "usage":
+            return await service.quotas.usage_text(
+                request.platform, request.workspace, request.user_id, utcnow()
+            )
+        if word == "models":
+            return models_text(service)
+        if word == "quota":
+            if not is_admin(service, request):
+                return ADMIN_ONLY
+            return await quota_command(service, request, words[1:])
+        if word == "report":
+            if not is_admin(service, request):
+                return ADMIN_ONLY
+            report = await service.quotas.report(request.platform, request.workspace, utcnow())
+            return report.as_text(lambda user: f"<@{user}>")
+    except CommandInputError as exc:
+        return str(exc)
     prefix = "" if word == "help" else f"Unknown subcommand “{word}”.\n"
-    return prefix + help_text(service)
+    return prefix + help_text(service, is_admin(service, request))
 
 
-def help_text(service: JobService) -> str:
+def help_text(service: JobService, admin: bool = False) -> str:
     lines = ["Conjure runs Replicate models from chat. Commands:"]
     for spec in service.catalog.commands.values():
         lines.append(f"• {spec.usage()}: {spec.description}")
-    lines.append("• /conjure usage: your jobs today and what is left")
+    lines.append("• /conjure usage: your jobs and spend, what is left, when it resets")
     lines.append("• /conjure models: the models you can pick with --model")
+    if admin:
+        lines.append("• /conjure quota @user|workspace jobs=N/day usd=X/month inflight=N (admins)")
+        lines.append("• /conjure report: top users and models this month (admins)")
     return "\n".join(lines)
 
 
@@ -48,19 +85,55 @@ def models_text(service: JobService) -> str:
     return "\n".join(lines)
 
 
-async def usage_text(service: JobService, request: CommandRequest) -> str:
-    now = utcnow()
-    counter = await service.store.counter(
-        "user", user_subject(request.platform, request.workspace, request.user_id), day_period(now)
-    )
-    used = counter.jobs if counter else 0
-    spent = counter.spent_micros if counter else 0
-    limit = service.settings.conjure_user_jobs_per_day
-    reset = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    if limit:
-        left = max(0, limit - used)
-        head = f"Today you have used {used} of {limit} jobs; {left} left."
+async def quota_command(service: JobService, request: CommandRequest, args: list[str]) -> str:
+    """Show or set a user's or the workspace's limits; every change is audited."""
+    if not args:
+        raise CommandInputError(QUOTA_USAGE)
+    target, settings = args[0], args[1:]
+    if target.lower() == "workspace":
+        scope, subject = WORKSPACE, workspace_subject(request.platform, request.workspace)
+        label = "This workspace"
     else:
-        head = f"Today you have used {used} jobs (no daily limit)."
-    resets = f"The count resets {until(reset, now)} (00:00 UTC)."
-    return f"{head} Spent today: {format_usd(spent)}. {resets}"
+        match = _MENTION.match(target)
+        if not match:
+            raise CommandInputError(f"“{target}” is not a user mention.\n{QUOTA_USAGE}")
+        user_id = match.group(1) or match.group(2)
+        scope, subject = USER, user_subject(request.platform, request.workspace, user_id)
+        label = f"<@{user_id}>"
+    if settings:
+        changes = parse_quota_settings(settings)
+        actor = user_subject(request.platform, request.workspace, request.user_id)
+        await service.quotas.store.set_override(scope, subject, changes, actor)
+    limits = await service.quotas.limits(scope, subject)
+    verb = "now has" if settings else "has"
+    return f"{label} {verb} limits: {limits.describe()}."
+
+
+def parse_quota_settings(words: list[str]) -> dict[str, int | None]:
+    """`jobs=50/day usd=10/month inflight=2` → override fields; `default` clears one."""
+    changes: dict[str, int | None] = {}
+    for word in words:
+        match = _SETTING.match(word)
+        if not match:
+            raise CommandInputError(f"“{word}” is not a limit.\n{QUOTA_USAGE}")
+        name, raw, per = match.group(1).lower(), match.group(2), match.group(3)
+        expected = {"jobs": "day", "usd": "month"}.get(name)
+        if per and per.lower() != expected:
+            raise CommandInputError(f"{name} is counted per {expected or 'job at once'}, not {per}.")
+        field = {"jobs": "jobs_per_day", "usd": "usd_per_month_micros"}.get(name, "max_in_flight")
+        if field in changes:
+            raise CommandInputError(f"{name} is given twice.")
+        changes[field] = _limit_value(name, raw)
+    return changes
+
+
+def _limit_value(name: str, raw: str) -> int | None:
+    if raw.lower() in ("default", "reset"):
+        return None
+    try:
+        value = float(raw.removeprefix("$")) if name == "usd" else int(raw)
+    except ValueError:
+        raise CommandInputError(f"{name}={raw}: not a number.") from None
+    if value < 0 or value > 1_000_000:
+        raise CommandInputError(f"{name}={raw}: must be between 0 and 1,000,000.")
+    return usd_to_micros(value) if name == "usd" else int(value)

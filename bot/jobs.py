@@ -13,20 +13,24 @@ import logging
 import secrets
 import time
 from collections.abc import Coroutine
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.adapter import ChatAdapter, CommandRequest
 from bot.catalog import Catalog, ModelSpec
 from bot.config import Settings
-from bot.messages import until
+from bot.messages import format_usd
 from bot.outputs import OutputFetcher, split_output
 from bot.parsing import Invocation, parse_invocation
 from bot.progress import progress_from_logs
+from bot.quotas import Quotas
 from bot.replicate_client import Prediction, ReplicateClient
 from bot.replicate_errors import PredictionOutcomeUnknown, ReplicateError
-from storage.jobs import CounterLimit, JobStore, LimitReached, day_period, user_subject
-from storage.models import Job, JobStatus, utcnow
+from storage.jobs import JobStore
+from storage.models import BudgetAlert, Job, JobStatus, utcnow
+from storage.usage import LimitReached
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,7 @@ class JobService:
         settings: Settings,
         catalog: Catalog,
         store: JobStore,
+        quotas: Quotas,
         replicate: ReplicateClient,
         fetcher: OutputFetcher,
         progress_interval: float = 2.0,
@@ -54,6 +59,7 @@ class JobService:
         self.settings = settings
         self.catalog = catalog
         self.store = store
+        self.quotas = quotas
         self.replicate = replicate
         self.fetcher = fetcher
         self.progress_interval = progress_interval
@@ -126,14 +132,22 @@ class JobService:
             destination=dict(request.destination),
             outputs_expected=invocation.outputs,
             estimated_micros=invocation.estimate_micros(),
-            usage_period=day_period(now),
+            usage_period=self.quotas.windows(now)[0].key,
             created_at=now,
             updated_at=now,
         )
         try:
-            await self.store.reserve_and_insert(job, self._limits(job))
+            holds = await self.quotas.holds(job.platform, job.workspace, job.user_id, now)
+            await self.store.reserve_and_insert(job, holds)
         except LimitReached as exc:
-            raise CommandRefused(self._limit_message(exc.limit, now)) from None
+            raise CommandRefused(self.quotas.refusal(exc.hold, job.estimated_micros, now)) from None
+        except SQLAlchemyError:
+            # Several instances share one database: admitting without it could pass a limit.
+            log.exception("cannot reserve a job: database unavailable")
+            raise CommandRefused(
+                "Conjure cannot reach its database right now, so nothing was started. "
+                "Please try again in a minute."
+            ) from None
 
         adapter = self.adapters[job.platform]
         try:
@@ -151,24 +165,6 @@ class JobService:
         if not self.uses_webhooks:
             self.start_polling(job.id, prediction.id)
         return job
-
-    def _limits(self, job: Job) -> list[CounterLimit]:
-        return [
-            CounterLimit(
-                scope="user",
-                subject=user_subject(job.platform, job.workspace, job.user_id),
-                period=job.usage_period,
-                max_jobs=self.settings.conjure_user_jobs_per_day,
-            )
-        ]
-
-    @staticmethod
-    def _limit_message(limit: CounterLimit, now: datetime) -> str:
-        reset = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-        return (
-            f"You have used all {limit.max_jobs} of your jobs for today. "
-            f"The count resets at 00:00 UTC ({until(reset, now)})."
-        )
 
     async def _create_prediction(self, job: Job, model: ModelSpec) -> Prediction | None:
         """Create the prediction; on failure finish the job, give the job back, tell the user."""
@@ -225,6 +221,9 @@ class JobService:
         if job.prediction_id and job.prediction_id != prediction.id:
             log.warning("job %s: ignoring update for another prediction %s", job_id, prediction.id)
             return
+        if job.job_status.terminal and job.prediction_id is None:
+            await self._charge_late(job, prediction)
+            return
         if job.prediction_id is None:
             await self.store.update_fields(job_id, prediction_id=prediction.id)
         try:
@@ -262,6 +261,23 @@ class JobService:
         if won:
             self._last_status_update.pop(job.id, None)
             self.spawn(self.deliver(job.id))
+            self.spawn(self.send_alerts())
+
+    async def _charge_late(self, job: Job, prediction: Prediction) -> None:
+        """The prediction of a job we had given up on (its create answer was lost) did run."""
+        if not prediction.terminal:
+            return
+        model = self.catalog.models.get(job.model)
+        predict_time = (prediction.metrics or {}).get("predict_time")
+        outputs = _count_outputs(prediction.output) if prediction.status == "succeeded" else 0
+        actual = model.price.actual_micros(outputs, predict_time) if model else 0
+        if await self.store.charge_late(job, prediction.id, actual):
+            log.warning(
+                "job %s: prediction %s ran after the job was given up; charged %s",
+                job.id,
+                prediction.id,
+                format_usd(actual),
+            )
 
     async def _throttled_status_update(self, job_id: str) -> None:
         now = time.monotonic()
@@ -302,6 +318,25 @@ class JobService:
             return False
         await self.store.finish_delivery(job_id)
         return True
+
+    # ---- budget alerts --------------------------------------------------------------------
+
+    async def send_alerts(self) -> None:
+        """Send budget alerts from the outbox to each platform's admin channel, once each."""
+        for alert in await self.quotas.store.unsent_alerts():
+            platform = alert.subject.split(":", 1)[0]
+            adapter = self.adapters.get(platform)
+            channel = self.settings.alert_channel(platform)
+            post_notice = getattr(adapter, "post_notice", None)
+            if post_notice is None or channel is None:
+                continue  # stays in the outbox until a channel is configured
+            if not await self.quotas.store.claim_alert(alert.id or 0):
+                continue
+            try:
+                await post_notice(channel, alert_text(alert))
+            except Exception:
+                log.exception("could not send budget alert %s; will retry", alert.id)
+                await self.quotas.store.unclaim_alert(alert.id or 0)
 
     # ---- polling and recovery -------------------------------------------------------------
 
@@ -347,6 +382,7 @@ class JobService:
         for job in await self.store.undelivered(DELIVERY_STALE_AFTER):
             if job.platform in self.adapters:
                 self.spawn(self.deliver(job.id))
+        self.spawn(self.send_alerts())
 
 
 def failure_message(job: Job) -> str:
@@ -358,6 +394,18 @@ def failure_message(job: Job) -> str:
         return "The job was aborted before it started; nothing was charged."
     reason = (job.error or "no reason given").strip()
     return f"The model could not finish: {reason}"
+
+
+def alert_text(alert: BudgetAlert) -> str:
+    """The admin-channel message for a budget threshold."""
+    parts = alert.subject.split(":")
+    who = f"<@{parts[2]}>" if alert.scope == "user" and len(parts) > 2 else "The workspace"
+    verb = "has reached" if alert.threshold >= 100 else "has used"
+    month = alert.period.removeprefix("month:")
+    return (
+        f"Budget alert: {who} {verb} {alert.threshold}% of the monthly budget for {month}: "
+        f"{format_usd(alert.spent_micros)} of {format_usd(alert.limit_micros)}."
+    )
 
 
 def _count_outputs(output: Any) -> int:

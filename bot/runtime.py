@@ -18,10 +18,12 @@ from bot.config import Settings
 from bot.jobs import JobService
 from bot.metrics import Metrics
 from bot.outputs import REPLICATE_FILE_HOSTS, OutputFetcher
+from bot.quotas import Quotas
 from bot.replicate_client import ReplicateClient
 from storage.engine import create_engine
 from storage.jobs import JobStore
 from storage.migrate import migrate
+from storage.quotas import QuotaStore
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class Runtime:
         engine = create_engine(settings.conjure_database_url)
         await migrate(engine)
         store = JobStore(engine)
+        quotas = Quotas(settings, QuotaStore(engine))
         token = settings.replicate_api_token
         replicate = ReplicateClient(
             settings.replicate_api_base, token.get_secret_value() if token else None
@@ -58,6 +61,7 @@ class Runtime:
             settings=settings,
             catalog=catalog,
             store=store,
+            quotas=quotas,
             replicate=replicate,
             fetcher=fetcher,
             progress_interval=progress_interval,

@@ -8,15 +8,13 @@ instance. That is what makes duplicate and out-of-order webhooks, and several in
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, true, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from storage import usage
 from storage.models import (
     TERMINAL_RANK,
     Delivery,
@@ -26,24 +24,7 @@ from storage.models import (
     UsageCounter,
     utcnow,
 )
-
-
-@dataclass(frozen=True)
-class CounterLimit:
-    """One usage counter row to reserve against, and its job limit (0 = unlimited)."""
-
-    scope: str
-    subject: str
-    period: str
-    max_jobs: int
-
-
-class LimitReached(Exception):
-    """A reservation did not fit; `limit` names the counter that refused it."""
-
-    def __init__(self, limit: CounterLimit) -> None:
-        super().__init__(f"{limit.scope} limit of {limit.max_jobs} jobs reached for {limit.period}")
-        self.limit = limit
+from storage.usage import Hold
 
 
 class JobStore:
@@ -54,50 +35,16 @@ class JobStore:
 
     # ---- admission ------------------------------------------------------------------------
 
-    async def reserve_and_insert(self, job: Job, limits: Sequence[CounterLimit]) -> None:
-        """Reserve one job on every counter and insert the job, atomically, or raise LimitReached.
+    async def reserve_and_insert(self, job: Job, holds: Sequence[Hold]) -> None:
+        """Take every hold and insert the job, atomically, or raise LimitReached.
 
-        Counters are taken in the order given (user before workspace), so two transactions never
+        Holds are taken in the order given (user before workspace), so two transactions never
         wait on each other's rows in opposite orders.
         """
+        job.holds = [hold.as_json() for hold in holds]
         async with self.engine.begin() as conn:
-            for limit in limits:
-                await self._ensure_counter(conn, limit)
-                condition = UsageCounter.jobs < limit.max_jobs if limit.max_jobs > 0 else true()
-                result = await conn.execute(
-                    update(UsageCounter)
-                    .where(
-                        UsageCounter.scope == limit.scope,
-                        UsageCounter.subject == limit.subject,
-                        UsageCounter.period == limit.period,
-                        condition,
-                    )
-                    .values(
-                        jobs=UsageCounter.jobs + 1,
-                        reserved_micros=UsageCounter.reserved_micros + job.estimated_micros,
-                        updated_at=utcnow(),
-                    )
-                )
-                if result.rowcount != 1:
-                    raise LimitReached(limit)  # leaving the block rolls everything back
-            await conn.execute(Job.__table__.insert().values(**_row(job)))
-
-    async def _ensure_counter(self, conn: AsyncConnection, limit: CounterLimit) -> None:
-        values = {
-            "scope": limit.scope,
-            "subject": limit.subject,
-            "period": limit.period,
-            "jobs": 0,
-            "reserved_micros": 0,
-            "spent_micros": 0,
-            "updated_at": utcnow(),
-        }
-        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        await conn.execute(
-            insert(UsageCounter)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["scope", "subject", "period"])
-        )
+            await usage.reserve(conn, holds, job.estimated_micros)
+            await conn.execute(Job.__table__.insert().values(**job.model_dump()))
 
     async def counter(self, scope: str, subject: str, period: str) -> UsageCounter | None:
         async with self.engine.connect() as conn:
@@ -220,17 +167,27 @@ class JobStore:
                 .values(reservation=Reservation.RELEASED if give_back_job else Reservation.SETTLED)
             )
             if settled.rowcount == 1:
-                await conn.execute(
-                    update(UsageCounter)
-                    .where(UsageCounter.scope == "user", UsageCounter.period == job.usage_period)
-                    .where(UsageCounter.subject.in_(_subjects(job)))  # type: ignore[attr-defined]
-                    .values(
-                        jobs=UsageCounter.jobs - (1 if give_back_job else 0),
-                        reserved_micros=UsageCounter.reserved_micros - job.estimated_micros,
-                        spent_micros=UsageCounter.spent_micros + actual_micros,
-                        updated_at=now,
-                    )
+                await usage.settle(
+                    conn,
+                    [Hold.from_json(data) for data in job.holds],
+                    estimate=job.estimated_micros,
+                    actual=actual_micros,
+                    give_back_job=give_back_job,
                 )
+        return True
+
+    async def charge_late(self, job: Job, prediction_id: str, actual_micros: int) -> bool:
+        """A terminal webhook for a job that had already failed before its prediction was known
+        (its create looked lost): record the prediction and what Replicate billed, once."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.prediction_id.is_(None))  # type: ignore[union-attr]
+                .values(prediction_id=prediction_id, actual_micros=actual_micros)
+            )
+            if result.rowcount != 1:
+                return False
+            await usage.charge_late(conn, [Hold.from_json(d) for d in job.holds], actual_micros)
         return True
 
     async def claim_delivery(self, job_id: str, stale_after: timedelta) -> bool:
@@ -264,22 +221,15 @@ class JobStore:
         )
 
 
-def _subjects(job: Job) -> list[str]:
-    return [user_subject(job.platform, job.workspace, job.user_id)]
-
-
 def user_subject(platform: str, workspace: str, user_id: str) -> str:
     """The usage-counter key of a user within one workspace or guild."""
     return f"{platform}:{workspace}:{user_id}"
 
 
-def _row(job: Job) -> dict[str, Any]:
-    return job.model_dump()
+def workspace_subject(platform: str, workspace: str) -> str:
+    """The usage-counter key of a whole Slack workspace or Discord guild."""
+    return f"{platform}:{workspace}"
 
 
 def _job(mapping: Any) -> Job:
     return Job.model_validate(dict(mapping))
-
-
-def day_period(moment: datetime) -> str:
-    return f"day:{moment:%Y-%m-%d}"

@@ -102,6 +102,11 @@ class Job(SQLModel, table=True):
     estimated_micros: int = 0
     actual_micros: int | None = None
     usage_period: str = Field(max_length=32)
+    # The usage-counter rows this job holds, with the limits in force when it was admitted:
+    # settling walks exactly these, whatever the configuration says by then.
+    holds: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
     reservation: str = Field(default=Reservation.HELD, max_length=16)
 
     delivery: str = Field(default=Delivery.NONE, max_length=16)
@@ -128,7 +133,11 @@ class Job(SQLModel, table=True):
 
 
 class UsageCounter(SQLModel, table=True):
-    """Usage of one subject in one period (e.g. a user's day); created on first use."""
+    """Usage of one subject in one window; created on first use, so nothing needs resetting.
+
+    `period` is a window key ("day:2026-11-23", "month:2026-11") or "live" for jobs in flight,
+    whose row counts running jobs in `jobs`.
+    """
 
     __tablename__ = "usage_counter"
     __table_args__ = (UniqueConstraint("scope", "subject", "period", name="uq_usage_counter_key"),)
@@ -141,3 +150,50 @@ class UsageCounter(SQLModel, table=True):
     reserved_micros: int = 0
     spent_micros: int = 0
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class QuotaOverride(SQLModel, table=True):
+    """An admin's limits for one user or workspace; None falls back to the configured default."""
+
+    __tablename__ = "quota_override"
+    __table_args__ = (UniqueConstraint("scope", "subject", name="uq_quota_override_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    scope: str = Field(max_length=16)
+    subject: str = Field(max_length=200)
+    jobs_per_day: int | None = None
+    usd_per_month_micros: int | None = None
+    max_in_flight: int | None = None
+    updated_by: str | None = Field(default=None, max_length=200)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class BudgetAlert(SQLModel, table=True):
+    """An outbox row: a budget crossed a threshold in a window. Unique, so it fires once."""
+
+    __tablename__ = "budget_alert"
+    __table_args__ = (
+        UniqueConstraint("scope", "subject", "period", "threshold", name="uq_budget_alert_key"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    scope: str = Field(max_length=16)
+    subject: str = Field(max_length=200)
+    period: str = Field(max_length=32)
+    threshold: int  # percent: 80 or 100
+    spent_micros: int
+    limit_micros: int
+    created_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None
+
+
+class AuditEntry(SQLModel, table=True):
+    """Who changed what: every admin action, for the audit trail."""
+
+    __tablename__ = "audit_entry"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow)
+    actor: str = Field(max_length=200)  # "slack:T1:U1", or "cli"
+    action: str = Field(max_length=64)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

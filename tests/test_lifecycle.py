@@ -12,7 +12,8 @@ from PIL import Image
 
 from bot.replicate_client import ReplicateClient
 from bot.sandbox import HttpFault
-from storage.jobs import day_period, user_subject
+from bot.windows import day_window
+from storage.jobs import user_subject
 from storage.models import Delivery, JobStatus, utcnow
 from tests.harness import Conjure, running_conjure
 
@@ -67,7 +68,7 @@ async def test_failed_prediction_is_reported_and_gives_the_job_back(
         assert outcome.error is not None and "NSFW content detected" in outcome.error
         assert not (tmp_path / "out").exists()
         counter = await conjure.runtime.store.counter(
-            "user", user_subject("console", "local", "you"), day_period(utcnow())
+            "user", user_subject("console", "local", "you"), day_window(utcnow()).key
         )
         assert counter is not None and counter.jobs == 0
 
@@ -168,7 +169,7 @@ async def test_replicate_error_on_create_is_shown_and_nothing_is_charged(
         assert "credit" in outcome.error.lower()
         assert sandbox_server.sandbox.create_count == 0
         counter = await conjure.runtime.store.counter(
-            "user", user_subject("console", "local", "you"), day_period(utcnow())
+            "user", user_subject("console", "local", "you"), day_window(utcnow()).key
         )
         assert counter is not None and counter.jobs == 0 and counter.spent_micros == 0
 
@@ -269,7 +270,7 @@ async def test_conjure_usage_help_and_models(
         await settle(conjure, sandbox_server)
         usage = await conjure.console.run_line(conjure.service, "/conjure usage")
         assert usage.text is not None
-        assert "used 1 of 3 jobs; 2 left" in usage.text and "$0.003" in usage.text
+        assert "Jobs today: 1 of 3; 2 left" in usage.text and "$0.003" in usage.text
         models = await conjure.console.run_line(conjure.service, "/conjure models")
         assert models.text is not None and "flux-schnell" in models.text
         assert "$0.003 per output" in models.text

@@ -11,10 +11,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
 
+from bot.windows import day_window
 from storage.engine import create_engine, normalize_database_url
-from storage.jobs import CounterLimit, JobStore, LimitReached, day_period, user_subject
+from storage.jobs import JobStore, user_subject
 from storage.migrate import migrate
 from storage.models import Delivery, Job, JobStatus, Reservation, utcnow
+from storage.usage import Hold, HoldKind, LimitReached
 
 
 @pytest.fixture
@@ -42,8 +44,20 @@ def make_job(job_id: str, user: str = "U1", estimate: int = 3000) -> Job:
     )
 
 
-def user_limit(max_jobs: int, user: str = "U1") -> CounterLimit:
-    return CounterLimit("user", user_subject("slack", "T1", user), day_period(utcnow()), max_jobs)
+def day_period(moment):
+    return day_window(moment).key
+
+
+MONTH = "month:" + f"{utcnow():%Y-%m}"
+
+
+def user_limit(max_jobs: int, user: str = "U1", usd: int = 0, inflight: int = 0) -> list[Hold]:
+    subject = user_subject("slack", "T1", user)
+    return [
+        Hold(HoldKind.JOBS, "user", subject, day_period(utcnow()), max_jobs),
+        Hold(HoldKind.USD, "user", subject, MONTH, usd),
+        Hold(HoldKind.IN_FLIGHT, "user", subject, "live", inflight),
+    ]
 
 
 def test_database_urls_are_normalised_to_async_drivers() -> None:
@@ -69,7 +83,7 @@ async def test_migrations_match_the_models_and_run_twice(database_url: str) -> N
 
 
 async def test_job_round_trips_unicode_and_json(store: JobStore) -> None:
-    await store.reserve_and_insert(make_job("j1"), [user_limit(0)])
+    await store.reserve_and_insert(make_job("j1"), user_limit(0))
     job = await store.get("j1")
     assert job is not None
     assert job.prompt == "a red fox 🦊"
@@ -81,7 +95,7 @@ async def test_job_round_trips_unicode_and_json(store: JobStore) -> None:
 async def test_concurrent_reservations_never_pass_the_limit(store: JobStore) -> None:
     async def attempt(index: int) -> bool:
         try:
-            await store.reserve_and_insert(make_job(f"j{index}"), [user_limit(5)])
+            await store.reserve_and_insert(make_job(f"j{index}"), user_limit(5))
         except LimitReached:
             return False
         return True
@@ -90,21 +104,23 @@ async def test_concurrent_reservations_never_pass_the_limit(store: JobStore) -> 
     assert sum(results) == 5
     assert await store.count() == 5
     counter = await store.counter("user", "slack:T1:U1", day_period(utcnow()))
-    assert counter is not None and counter.jobs == 5 and counter.reserved_micros == 5 * 3000
+    assert counter is not None and counter.jobs == 5
+    money = await store.counter("user", "slack:T1:U1", MONTH)
+    assert money is not None and money.reserved_micros == 5 * 3000
 
 
 async def test_refused_reservation_creates_nothing(store: JobStore) -> None:
-    await store.reserve_and_insert(make_job("j1"), [user_limit(1)])
+    await store.reserve_and_insert(make_job("j1"), user_limit(1))
     with pytest.raises(LimitReached) as refused:
-        await store.reserve_and_insert(make_job("j2"), [user_limit(1)])
-    assert refused.value.limit.max_jobs == 1
+        await store.reserve_and_insert(make_job("j2"), user_limit(1))
+    assert refused.value.hold.limit == 1
     assert await store.get("j2") is None
     other_user = make_job("j3", user="U2")
-    await store.reserve_and_insert(other_user, [user_limit(1, user="U2")])
+    await store.reserve_and_insert(other_user, user_limit(1, user="U2"))
 
 
 async def test_status_only_moves_forward(store: JobStore) -> None:
-    await store.reserve_and_insert(make_job("j1"), [user_limit(0)])
+    await store.reserve_and_insert(make_job("j1"), user_limit(0))
     assert await store.advance("j1", JobStatus.PROCESSING)
     assert not await store.advance("j1", JobStatus.STARTING)  # late `start` webhook
     assert not await store.advance("j1", JobStatus.PROCESSING)  # duplicate
@@ -116,8 +132,8 @@ async def test_status_only_moves_forward(store: JobStore) -> None:
 
 async def test_finish_settles_once_and_failed_jobs_give_the_job_back(store: JobStore) -> None:
     period = day_period(utcnow())
-    await store.reserve_and_insert(make_job("ok"), [user_limit(0)])
-    await store.reserve_and_insert(make_job("bad"), [user_limit(0)])
+    await store.reserve_and_insert(make_job("ok"), user_limit(0))
+    await store.reserve_and_insert(make_job("bad"), user_limit(0))
     ok, bad = await store.get("ok"), await store.get("bad")
     assert ok is not None and bad is not None
     assert await store.finish(ok, JobStatus.SUCCEEDED, actual_micros=3000, give_back_job=False)
@@ -125,15 +141,19 @@ async def test_finish_settles_once_and_failed_jobs_give_the_job_back(store: JobS
     assert not await store.advance("ok", JobStatus.PROCESSING)
     assert await store.finish(bad, JobStatus.FAILED, actual_micros=0, give_back_job=True)
     counter = await store.counter("user", "slack:T1:U1", period)
-    assert counter is not None
-    assert (counter.jobs, counter.reserved_micros, counter.spent_micros) == (1, 0, 3000)
+    money = await store.counter("user", "slack:T1:U1", MONTH)
+    live = await store.counter("user", "slack:T1:U1", "live")
+    assert counter is not None and money is not None and live is not None
+    assert counter.jobs == 1  # the failed job gave its count back
+    assert (money.reserved_micros, money.spent_micros) == (0, 3000)
+    assert live.jobs == 0
     ok = await store.get("ok")
     assert ok is not None and ok.delivery == Delivery.PENDING
     assert ok.reservation == Reservation.SETTLED
 
 
 async def test_delivery_is_claimed_by_exactly_one(store: JobStore) -> None:
-    await store.reserve_and_insert(make_job("j1"), [user_limit(0)])
+    await store.reserve_and_insert(make_job("j1"), user_limit(0))
     job = await store.get("j1")
     assert job is not None
     await store.finish(job, JobStatus.SUCCEEDED, actual_micros=0, give_back_job=False)

@@ -1,0 +1,160 @@
+"""Reads and writes behind quota administration: overrides, usage, reports, alerts, audit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import desc, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from storage.models import AuditEntry, BudgetAlert, Job, QuotaOverride, UsageCounter, utcnow
+
+OVERRIDE_FIELDS = ("jobs_per_day", "usd_per_month_micros", "max_in_flight")
+
+
+@dataclass(frozen=True)
+class SpendRow:
+    """One line of a report: a user or a model, its job count and its spend."""
+
+    name: str
+    jobs: int
+    spent_micros: int
+
+
+class QuotaStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def override(self, scope: str, subject: str) -> QuotaOverride | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(QuotaOverride.__table__).where(
+                        QuotaOverride.scope == scope, QuotaOverride.subject == subject
+                    )
+                )
+            ).first()
+        return QuotaOverride.model_validate(dict(row._mapping)) if row else None
+
+    async def overrides(self) -> list[QuotaOverride]:
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(QuotaOverride.__table__).order_by(
+                        QuotaOverride.scope, QuotaOverride.subject
+                    )
+                )
+            ).all()
+        return [QuotaOverride.model_validate(dict(row._mapping)) for row in rows]
+
+    async def set_override(
+        self, scope: str, subject: str, changes: dict[str, int | None], actor: str
+    ) -> QuotaOverride:
+        """Upsert the given fields (others keep their value) and write the audit entry."""
+        unknown = set(changes) - set(OVERRIDE_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown override fields: {sorted(unknown)}")
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            statement = insert(QuotaOverride).values(
+                scope=scope, subject=subject, updated_by=actor, updated_at=now, **changes
+            )
+            await conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["scope", "subject"],
+                    set_={"updated_by": actor, "updated_at": now, **changes},
+                )
+            )
+            await conn.execute(
+                AuditEntry.__table__.insert().values(
+                    at=now,
+                    actor=actor,
+                    action="quota.set",
+                    detail={"scope": scope, "subject": subject, **changes},
+                )
+            )
+        result = await self.override(scope, subject)
+        assert result is not None
+        return result
+
+    async def counters(
+        self, scope: str, subject: str, periods: list[str]
+    ) -> dict[str, UsageCounter]:
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(UsageCounter.__table__).where(
+                        UsageCounter.scope == scope,
+                        UsageCounter.subject == subject,
+                        UsageCounter.period.in_(periods),  # type: ignore[attr-defined]
+                    )
+                )
+            ).all()
+        counters = [UsageCounter.model_validate(dict(row._mapping)) for row in rows]
+        return {counter.period: counter for counter in counters}
+
+    async def spend_by(
+        self, column: str, start: datetime, end: datetime, where: dict[str, str], limit: int = 10
+    ) -> list[SpendRow]:
+        """Jobs and spend per `column` ("user_id" or "model") for jobs created in [start, end)."""
+        key = getattr(Job, column)
+        spent = func.coalesce(func.sum(func.coalesce(Job.actual_micros, 0)), 0)
+        query = (
+            select(key, func.count().label("jobs"), spent.label("spent"))
+            .where(Job.created_at >= start, Job.created_at < end)
+            .where(*(getattr(Job, name) == value for name, value in where.items()))
+            .group_by(key)
+            .order_by(desc("spent"), desc("jobs"), key)
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [SpendRow(str(row[0]), int(row[1]), int(row[2])) for row in rows]
+
+    async def audit(self, limit: int = 50) -> list[AuditEntry]:
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(AuditEntry.__table__).order_by(desc(AuditEntry.id)).limit(limit)
+                )
+            ).all()
+        return [AuditEntry.model_validate(dict(row._mapping)) for row in rows]
+
+    # ---- the alert outbox -----------------------------------------------------------------
+
+    async def unsent_alerts(self) -> list[BudgetAlert]:
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(BudgetAlert.__table__)
+                    .where(BudgetAlert.sent_at.is_(None))  # type: ignore[union-attr]
+                    .order_by(BudgetAlert.id)
+                )
+            ).all()
+        return [BudgetAlert.model_validate(dict(row._mapping)) for row in rows]
+
+    async def claim_alert(self, alert_id: int) -> bool:
+        """Mark an alert sent; exactly one instance gets True and sends it."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(BudgetAlert)
+                .where(BudgetAlert.id == alert_id, BudgetAlert.sent_at.is_(None))  # type: ignore[union-attr]
+                .values(sent_at=utcnow())
+            )
+        return result.rowcount == 1
+
+    async def unclaim_alert(self, alert_id: int) -> None:
+        """Put an alert back in the outbox after a failed send."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(BudgetAlert).where(BudgetAlert.id == alert_id).values(sent_at=None)
+            )
+
+
+def override_changes(values: dict[str, Any]) -> dict[str, int | None]:
+    return {key: values[key] for key in OVERRIDE_FIELDS if key in values}

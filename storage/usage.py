@@ -1,0 +1,178 @@
+"""Usage counters, holds and budget alerts: the statements that make quotas hold.
+
+Admission is one conditional UPDATE per counter row (`... WHERE spent + reserved + :est <= limit`),
+inside the transaction that inserts the job, in a fixed order (user before workspace), so no
+interleaving of concurrent commands on any number of processes can pass a limit (quotas.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import and_, true, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.models import BudgetAlert, UsageCounter, utcnow
+
+LIVE = "live"
+ALERT_THRESHOLDS = (80, 100)
+
+
+class HoldKind(StrEnum):
+    JOBS = "jobs"  # jobs started in a day window
+    USD = "usd"  # micro-dollars reserved and spent in a month window
+    IN_FLIGHT = "in_flight"  # jobs running now (period "live")
+
+
+@dataclass(frozen=True)
+class Hold:
+    """One counter row a job reserves against, and the limit in force (0 = unlimited)."""
+
+    kind: HoldKind
+    scope: str  # "user" or "workspace"
+    subject: str
+    period: str
+    limit: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "kind": str(self.kind)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Hold:
+        return cls(
+            kind=HoldKind(data["kind"]),
+            scope=data["scope"],
+            subject=data["subject"],
+            period=data["period"],
+            limit=int(data["limit"]),
+        )
+
+
+class LimitReached(Exception):
+    """A reservation did not fit; `hold` names the counter and limit that refused it."""
+
+    def __init__(self, hold: Hold) -> None:
+        super().__init__(f"{hold.scope} {hold.kind} limit {hold.limit} reached ({hold.period})")
+        self.hold = hold
+
+
+def _row(hold: Hold) -> Any:
+    return and_(
+        UsageCounter.scope == hold.scope,
+        UsageCounter.subject == hold.subject,
+        UsageCounter.period == hold.period,
+    )
+
+
+async def ensure_counter(conn: AsyncConnection, scope: str, subject: str, period: str) -> None:
+    """Create the counter row if it is not there yet (INSERT ... ON CONFLICT DO NOTHING)."""
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    await conn.execute(
+        insert(UsageCounter)
+        .values(
+            scope=scope,
+            subject=subject,
+            period=period,
+            jobs=0,
+            reserved_micros=0,
+            spent_micros=0,
+            updated_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["scope", "subject", "period"])
+    )
+
+
+async def reserve(conn: AsyncConnection, holds: Sequence[Hold], estimate: int) -> None:
+    """Take every hold or raise LimitReached; the caller's transaction rolls back on raise."""
+    for hold in holds:
+        await ensure_counter(conn, hold.scope, hold.subject, hold.period)
+        if hold.kind is HoldKind.USD:
+            fits = UsageCounter.spent_micros + UsageCounter.reserved_micros + estimate <= hold.limit
+            change: dict[str, Any] = {"reserved_micros": UsageCounter.reserved_micros + estimate}
+        else:
+            fits = UsageCounter.jobs + 1 <= hold.limit
+            change = {"jobs": UsageCounter.jobs + 1}
+        result = await conn.execute(
+            update(UsageCounter)
+            .where(_row(hold), fits if hold.limit > 0 else true())
+            .values(updated_at=utcnow(), **change)
+        )
+        if result.rowcount != 1:
+            raise LimitReached(hold)
+
+
+async def settle(
+    conn: AsyncConnection,
+    holds: Sequence[Hold],
+    *,
+    estimate: int,
+    actual: int,
+    give_back_job: bool,
+) -> list[BudgetAlert]:
+    """Undo the holds and record what was spent; returns budget alerts newly due."""
+    alerts: list[BudgetAlert] = []
+    now = utcnow()
+    for hold in holds:
+        if hold.kind is HoldKind.USD:
+            result = await conn.execute(
+                update(UsageCounter)
+                .where(_row(hold))
+                .values(
+                    reserved_micros=UsageCounter.reserved_micros - estimate,
+                    spent_micros=UsageCounter.spent_micros + actual,
+                    updated_at=now,
+                )
+                .returning(UsageCounter.spent_micros)
+            )
+            spent = result.scalar_one_or_none()
+            if spent is not None and hold.limit > 0 and actual > 0:
+                alerts += await _raise_alerts(conn, hold, spent)
+        elif hold.kind is HoldKind.IN_FLIGHT or give_back_job:
+            await conn.execute(
+                update(UsageCounter)
+                .where(_row(hold))
+                .values(jobs=UsageCounter.jobs - 1, updated_at=now)
+            )
+    return alerts
+
+
+async def charge_late(conn: AsyncConnection, holds: Sequence[Hold], actual: int) -> None:
+    """Record spend that Replicate billed after the job's holds were already released."""
+    for hold in holds:
+        if hold.kind is HoldKind.USD:
+            await conn.execute(
+                update(UsageCounter)
+                .where(_row(hold))
+                .values(spent_micros=UsageCounter.spent_micros + actual, updated_at=utcnow())
+            )
+
+
+async def _raise_alerts(conn: AsyncConnection, hold: Hold, spent: int) -> list[BudgetAlert]:
+    """Insert an alert for each threshold reached; the unique key makes each fire once a window."""
+    due: list[BudgetAlert] = []
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    for threshold in ALERT_THRESHOLDS:
+        line = hold.limit * threshold // 100
+        if line <= spent:
+            alert = BudgetAlert(
+                scope=hold.scope,
+                subject=hold.subject,
+                period=hold.period,
+                threshold=threshold,
+                spent_micros=spent,
+                limit_micros=hold.limit,
+            )
+            values = alert.model_dump(exclude={"id"})
+            result = await conn.execute(
+                insert(BudgetAlert)
+                .values(**values)
+                .on_conflict_do_nothing(index_elements=["scope", "subject", "period", "threshold"])
+            )
+            if result.rowcount == 1:
+                due.append(alert)
+    return due
