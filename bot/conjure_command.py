@@ -119,7 +119,9 @@ def parse_quota_settings(words: list[str]) -> dict[str, int | None]:
         name, raw, per = match.group(1).lower(), match.group(2), match.group(3)
         expected = {"jobs": "day", "usd": "month"}.get(name)
         if per and per.lower() != expected:
-            raise CommandInputError(f"{name} is counted per {expected or 'job at once'}, not {per}.")
+            raise CommandInputError(
+                f"{name} is counted per {expected or 'job at once'}, not {per}."
+            )
         field = {"jobs": "jobs_per_day", "usd": "usd_per_month_micros"}.get(name, "max_in_flight")
         if field in changes:
             raise CommandInputError(f"{name} is given twice.")
