@@ -89,6 +89,10 @@ class ConsoleAdapter:
         self._print(f"  error: {message}")
         self._settle(job.id, Outcome(ok=False, error=message))
 
+    async def post_notice(self, channel: str, text: str) -> None:
+        """Admin notices such as budget alerts."""
+        self._print(f"[{channel}] {text}")
+
     def _settle(self, job_id: str, outcome: Outcome) -> None:
         future = self._future(job_id)
         if not future.done():

@@ -66,3 +66,7 @@ class ChatAdapter(Protocol):
     async def post_error(self, job: Job, message: str) -> None:
         """Tell the person, in plain words, that the job could not run or failed."""
         ...
+
+    async def post_notice(self, channel: str, text: str) -> None:
+        """Post an admin notice (a budget alert) in a configured channel."""
+        ...

@@ -73,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply database migrations")
     migrate.set_defaults(run=_migrate)
 
+    from bot.operator_cli import add_commands
+
+    add_commands(commands)
+
     manifest = commands.add_parser("manifest", help="print a Slack app manifest for the commands")
     manifest.add_argument("--url", required=True, help="public base URL, e.g. https://bot.example")
     manifest.set_defaults(run=_manifest)

@@ -178,7 +178,7 @@ class JobService:
                 **{route[model.route]: model.ref},
             )
         except PredictionOutcomeUnknown as exc:
-            found = await self._find_lost_prediction(webhook)
+            found = await self._find_lost_prediction(job.id, webhook)
             if found is not None:
                 log.info("job %s: recovered prediction %s after a lost answer", job.id, found.id)
                 return found
@@ -188,8 +188,15 @@ class JobService:
         await self._fail_before_start(job, message)
         return None
 
-    async def _find_lost_prediction(self, webhook: str | None) -> Prediction | None:
-        """After a create whose answer was lost, the webhook URL (job id) finds the prediction."""
+    async def _find_lost_prediction(self, job_id: str, webhook: str | None) -> Prediction | None:
+        """After a create whose answer was lost: a webhook may already have named the prediction;
+        else the webhook URL, which carries the job id, finds it in the recent list."""
+        known = await self.store.get(job_id)
+        if known is not None and known.prediction_id:
+            try:
+                return await self.replicate.get_prediction(known.prediction_id)
+            except ReplicateError:
+                return Prediction.model_validate({"id": known.prediction_id, "status": "starting"})
         if webhook is None:
             return None
         try:
@@ -199,9 +206,11 @@ class JobService:
             return None
 
     async def _fail_before_start(self, job: Job, message: str) -> None:
-        await self.store.finish(
+        failed = await self.store.finish(
             job, JobStatus.FAILED, actual_micros=0, give_back_job=True, deliver=False, error=message
         )
+        if not failed:
+            return  # a webhook finished it meanwhile; that result stands
         fresh = await self.store.get(job.id) or job
         adapter = self.adapters[job.platform]
         try:
@@ -371,7 +380,7 @@ class JobService:
             if job.prediction_id:
                 self.start_polling(job.id, job.prediction_id)
                 continue
-            found = await self._find_lost_prediction(self.webhook_url(job.id))
+            found = await self._find_lost_prediction(job.id, self.webhook_url(job.id))
             if found is not None:
                 await self.store.update_fields(job.id, prediction_id=found.id)
                 self.start_polling(job.id, found.id)

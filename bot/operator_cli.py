@@ -1,0 +1,132 @@
+"""`conjure quota show|set` and `conjure report`: quota administration from the operator's shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime
+
+from bot.config import ConfigError, load_settings
+from bot.messages import format_usd
+from bot.quotas import USER, WORKSPACE, Quotas, usd_to_micros
+from storage.engine import create_engine
+from storage.jobs import user_subject, workspace_subject
+from storage.migrate import migrate
+from storage.models import utcnow
+from storage.quotas import QuotaStore
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    quota = commands.add_parser("quota", help="show or set quota limits")
+    actions = quota.add_subparsers(title="actions", required=True)
+    show = actions.add_parser("show", help="defaults and overrides, or one subject's limits")
+    _subject_arguments(show, required=False)
+    show.set_defaults(run=_quota_show)
+    change = actions.add_parser("set", help="override a user's or a workspace's limits")
+    _subject_arguments(change, required=True)
+    change.add_argument("--jobs-per-day", help="a number, 0 = unlimited, 'default' = clear")
+    change.add_argument("--usd-per-month", help="dollars, 0 = unlimited, 'default' = clear")
+    change.add_argument("--max-in-flight", help="a number, 0 = unlimited, 'default' = clear")
+    change.set_defaults(run=_quota_set)
+
+    report = commands.add_parser("report", help="top users and models by spend this month")
+    report.add_argument("--platform")
+    report.add_argument("--workspace")
+    report.add_argument("--month", help="YYYY-MM (default: this month)")
+    report.add_argument("--json", action="store_true", help="machine-readable output")
+    report.set_defaults(run=_report)
+
+
+def _subject_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument("--platform", required=required, choices=["slack", "discord", "console"])
+    parser.add_argument("--workspace", required=required, help="Slack team ID or Discord guild ID")
+    parser.add_argument("--user", help="a user ID; without it, the workspace itself")
+
+
+async def _open() -> tuple[Quotas, object]:
+    settings = load_settings()
+    engine = create_engine(settings.conjure_database_url)
+    await migrate(engine)
+    return Quotas(settings, QuotaStore(engine)), engine
+
+
+def _subject(args: argparse.Namespace) -> tuple[str, str]:
+    if args.user:
+        return USER, user_subject(args.platform, args.workspace, args.user)
+    return WORKSPACE, workspace_subject(args.platform, args.workspace)
+
+
+async def _quota_show(args: argparse.Namespace) -> int:
+    quotas, engine = await _open()
+    try:
+        if args.platform and args.workspace:
+            scope, subject = _subject(args)
+            print(f"{scope} {subject}: {(await quotas.limits(scope, subject)).describe()}")
+            return 0
+        for scope, limits in quotas.defaults.items():
+            print(f"default for each {scope}: {limits.describe()}")
+        for override in await quotas.store.overrides():
+            limits = await quotas.limits(override.scope, override.subject)
+            print(f"{override.scope} {override.subject}: {limits.describe()}")
+        return 0
+    finally:
+        await engine.dispose()  # type: ignore[attr-defined]
+
+
+async def _quota_set(args: argparse.Namespace) -> int:
+    changes = {}
+    for field, raw, money in (
+        ("jobs_per_day", args.jobs_per_day, False),
+        ("usd_per_month_micros", args.usd_per_month, True),
+        ("max_in_flight", args.max_in_flight, False),
+    ):
+        if raw is not None:
+            changes[field] = _value(field, raw, money)
+    if not changes:
+        raise ConfigError("quota set: give --jobs-per-day, --usd-per-month or --max-in-flight")
+    quotas, engine = await _open()
+    try:
+        scope, subject = _subject(args)
+        await quotas.store.set_override(scope, subject, changes, actor="cli")
+        print(f"{scope} {subject}: {(await quotas.limits(scope, subject)).describe()}")
+        return 0
+    finally:
+        await engine.dispose()  # type: ignore[attr-defined]
+
+
+def _value(field: str, raw: str, money: bool) -> int | None:
+    if raw.lower() == "default":
+        return None
+    try:
+        value = float(raw) if money else int(raw)
+    except ValueError:
+        raise ConfigError(f"--{field.replace('_', '-')}: {raw!r} is not a number") from None
+    if value < 0:
+        raise ConfigError(f"--{field.replace('_', '-')}: must be 0 or more")
+    return usd_to_micros(value) if money else int(value)
+
+
+async def _report(args: argparse.Namespace) -> int:
+    moment = utcnow()
+    if args.month:
+        try:
+            moment = datetime.strptime(args.month + "-15", "%Y-%m-%d").replace(tzinfo=UTC)
+        except ValueError:
+            raise ConfigError(f"--month: {args.month!r} is not YYYY-MM") from None
+    quotas, engine = await _open()
+    try:
+        report = await quotas.report(args.platform, args.workspace, moment)
+    finally:
+        await engine.dispose()  # type: ignore[attr-defined]
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+        return 0
+    print(f"Spend report for {report.month}")
+    for title, rows in (("user", report.users), ("model", report.models)):
+        print()
+        print(f"{title:<40} {'jobs':>6} {'spent':>12}")
+        for row in rows:
+            print(f"{row.name:<40} {row.jobs:>6} {format_usd(row.spent_micros):>12}")
+        if not rows:
+            print("(no jobs)")
+    return 0

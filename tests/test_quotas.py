@@ -1,0 +1,317 @@
+"""Quotas and budgets end to end: limits that hold under concurrency, settle and release, alerts,
+admin commands and the operator CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.adapter import CommandRequest
+from bot.config import Settings
+from bot.jobs import CommandRefused
+from bot.quotas import default_limits
+from bot.replicate_client import ReplicateClient
+from bot.sandbox import HttpFault
+from bot.windows import day_window, month_window
+from storage.jobs import user_subject, workspace_subject
+from storage.models import JobStatus, utcnow
+from tests.harness import Conjure, running_conjure
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def request(user: str = "you", text: str = "a fox") -> CommandRequest:
+    return CommandRequest("console", "local", "terminal", user, "imagine", text, user_name=user)
+
+
+async def submit_many(conjure: Conjure, count: int, user: str = "you") -> list[str]:
+    async def one() -> str:
+        invocation = conjure.service.parse("imagine", "a fox")
+        try:
+            await conjure.service.submit(request(user), invocation)
+        except CommandRefused as exc:
+            return str(exc)
+        return "accepted"
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+async def settle(conjure: Conjure, sandbox_server) -> None:
+    await sandbox_server.sandbox.wait_idle()
+    await conjure.service.wait_idle()
+
+
+async def counter(conjure: Conjure, scope: str, subject: str, period: str):
+    return await conjure.runtime.store.counter(scope, subject, period)
+
+
+async def test_200_concurrent_submits_against_a_limit_of_5_create_exactly_5(
+    sandbox_server, database_url: str, tmp_path: Path
+) -> None:
+    async with running_conjure(
+        sandbox_server, database_url, tmp_path / "out", conjure_user_jobs_per_day=5
+    ) as conjure:
+        results = await submit_many(conjure, 200)
+        await settle(conjure, sandbox_server)
+        assert results.count("accepted") == 5
+        refusals = [r for r in results if r != "accepted"]
+        assert all("all 5 of your jobs for today" in r for r in refusals)
+        assert sandbox_server.sandbox.create_count == 5
+        assert await conjure.runtime.store.count() == 5
+
+
+async def test_two_processes_with_their_own_engines_cannot_pass_the_limit(
+    sandbox_server, database_url: str, tmp_path: Path
+) -> None:
+    # Create the schema first so the two processes race on the counters, not on migrations.
+    async with running_conjure(sandbox_server, database_url, tmp_path / "out"):
+        pass
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.concurrent_submitter",
+            sandbox_server.url,
+            sandbox_server.token,
+            sandbox_server.webhook_secret,
+            database_url,
+            "100",
+            cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        for _ in range(2)
+    ]
+    for process in processes:
+        assert process.stdout is not None
+        assert (await asyncio.wait_for(process.stdout.readline(), 60)).strip() == b"ready"
+    for process in processes:  # release both at once
+        assert process.stdin is not None
+        process.stdin.write(b"go\n")
+        await process.stdin.drain()
+    outputs = [await asyncio.wait_for(p.communicate(), 120) for p in processes]
+    results = [json.loads(out.decode().strip().splitlines()[-1]) for out, _ in outputs]
+    assert all(p.returncode == 0 for p in processes)
+    assert sum(r["accepted"] for r in results) == 5
+    assert sum(r["refused"] for r in results) == 195
+    await sandbox_server.sandbox.wait_idle()
+    assert sandbox_server.sandbox.create_count == 5
+
+
+async def test_monthly_budget_refuses_the_job_that_would_pass_it(
+    sandbox_server, sqlite_url: str, tmp_path: Path
+) -> None:
+    async with running_conjure(
+        sandbox_server, sqlite_url, tmp_path / "out", conjure_user_usd_per_month=0.01
+    ) as conjure:
+        big = await conjure.console.run_line(conjure.service, "/imagine four foxes --n 4")
+        assert not big.ok and big.error is not None
+        assert "about $0.012" in big.error and "monthly budget of $0.01" in big.error
+        assert "resets on 1 " in big.error
+        results = await submit_many(conjure, 10)
+        await settle(conjure, sandbox_server)
+        assert results.count("accepted") == 3  # 3 x $0.003 fit in $0.01, a 4th would not
+        assert sandbox_server.sandbox.create_count == 3
+        subject = user_subject("console", "local", "you")
+        money = await counter(conjure, "user", subject, month_window(utcnow()).key)
+        assert money is not None and money.spent_micros == 9000 and money.reserved_micros == 0
+
+
+async def test_jobs_in_flight_limit(sandbox_server, sqlite_url: str, tmp_path: Path) -> None:
+    sandbox_server.sandbox.faults.slow_start = 0.5
+    async with running_conjure(
+        sandbox_server, sqlite_url, tmp_path / "out", conjure_user_max_in_flight=1
+    ) as conjure:
+        results = await submit_many(conjure, 3)
+        assert results.count("accepted") == 1
+        assert any("already have 1 job running" in r for r in results)
+        await settle(conjure, sandbox_server)
+        live = await counter(conjure, "user", user_subject("console", "local", "you"), "live")
+        assert live is not None and live.jobs == 0
+        again = await submit_many(conjure, 1)
+        assert again == ["accepted"]
+        await settle(conjure, sandbox_server)
+
+
+async def test_workspace_limit_applies_across_users(
+    sandbox_server, sqlite_url: str, tmp_path: Path
+) -> None:
+    async with running_conjure(
+        sandbox_server, sqlite_url, tmp_path / "out", conjure_workspace_jobs_per_day=2
+    ) as conjure:
+        first = await submit_many(conjure, 1, user="ann")
+        second = await submit_many(conjure, 1, user="bob")
+        third = await submit_many(conjure, 1, user="cyd")
+        await settle(conjure, sandbox_server)
+        assert first == second == ["accepted"]
+        assert "This workspace has used all 2 of its jobs for today" in third[0]
+        ws = await counter(
+            conjure, "workspace", workspace_subject("console", "local"), day_window(utcnow()).key
+        )
+        assert ws is not None and ws.jobs == 2
+
+
+async def test_canceled_job_is_charged_what_ran_and_keeps_its_count(
+    sandbox_server, sqlite_url: str, tmp_path: Path
+) -> None:
+    sandbox_server.sandbox.faults.slow_start = 0.3
+    async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
+        invocation = conjure.service.parse("imagine", "a slow fox --model sdxl")
+        job = await conjure.service.submit(request(), invocation)
+        assert job.prediction_id is not None
+        await conjure.service.replicate.cancel_prediction(job.prediction_id)
+        await settle(conjure, sandbox_server)
+        stored = await conjure.runtime.store.get(job.id)
+        assert stored is not None and stored.status == JobStatus.CANCELED
+        assert stored.actual_micros is not None
+        predict_time = sandbox_server.sandbox.predictions[job.prediction_id]["metrics"].get(
+            "predict_time"
+        )
+        assert stored.actual_micros == round((predict_time or 0) * 0.0023 * 1_000_000) or (
+            abs(stored.actual_micros - (predict_time or 0) * 2300) <= 1
+        )
+        subject = user_subject("console", "local", "you")
+        day = await counter(conjure, "user", subject, day_window(utcnow()).key)
+        assert day is not None and day.jobs == 1
+        assert "canceled" in conjure.output.getvalue()
+
+
+async def test_late_webhook_for_a_released_job_is_charged_once_and_not_delivered(
+    sandbox_server, sqlite_url: str, tmp_path: Path
+) -> None:
+    """The create's answer was lost and the lookup failed, so the job was given up and its
+    reservation released; then Replicate's webhook shows the prediction did run."""
+    faults = sandbox_server.sandbox.faults
+    faults.drop_webhooks = 1  # the `start` webhook, which would name the prediction
+    faults.slow_start = 1.0
+    faults.http.append(HttpFault(method="POST", path_prefix="/v1/models/", delay=1.0))
+    faults.http.append(HttpFault(status=500, count=10, method="GET", path_prefix="/v1/predictions"))
+    async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
+        impatient = ReplicateClient(
+            sandbox_server.url, sandbox_server.token, timeout=0.3, max_attempts=1
+        )
+        conjure.service.replicate = impatient
+        try:
+            outcome = await conjure.console.run_line(conjure.service, "/imagine a ghost")
+            await settle(conjure, sandbox_server)
+        finally:
+            await impatient.aclose()
+        assert not outcome.ok
+        assert sandbox_server.sandbox.create_count == 1
+        [job] = await conjure.runtime.store._select(True)
+        assert job.status == JobStatus.FAILED and job.prediction_id is not None
+        assert job.actual_micros == 3000
+        subject = user_subject("console", "local", "you")
+        day = await counter(conjure, "user", subject, day_window(utcnow()).key)
+        money = await counter(conjure, "user", subject, month_window(utcnow()).key)
+        assert day is not None and day.jobs == 0  # the job count stays given back
+        assert money is not None and money.spent_micros == 3000 and money.reserved_micros == 0
+        # Replaying the terminal webhook charges nothing more.
+        last = sandbox_server.sandbox.webhook_deliveries[-1]
+        path = last.url.removeprefix(conjure.url)
+        assert (await conjure.http.post(path, content=last.body, headers=last.headers)).is_success
+        money = await counter(conjure, "user", subject, month_window(utcnow()).key)
+        assert money is not None and money.spent_micros == 3000
+        assert not (tmp_path / "out").exists()
+
+
+async def test_budget_alerts_fire_once_per_threshold(
+    sandbox_server, sqlite_url: str, tmp_path: Path
+) -> None:
+    async with running_conjure(
+        sandbox_server,
+        sqlite_url,
+        tmp_path / "out",
+        conjure_user_usd_per_month=0.006,
+        conjure_alert_channels="console:admins",
+    ) as conjure:
+        for _ in range(2):
+            assert (await conjure.console.run_line(conjure.service, "/imagine a coin")).ok
+            await settle(conjure, sandbox_server)
+        refused = await conjure.console.run_line(conjure.service, "/imagine one more")
+        assert not refused.ok
+        await conjure.service.send_alerts()
+        alerts = [line for line in conjure.output.getvalue().splitlines() if "[admins]" in line]
+        assert len(alerts) == 2
+        assert "<@you> has used 80%" in alerts[0] or "<@you> has used 80%" in alerts[1]
+        assert any("has reached 100%" in line and "$0.006 of $0.006" in line for line in alerts)
+
+
+async def test_quota_and_report_are_admin_only(
+    sandbox_server, sqlite_url: str, tmp_path: Path
+) -> None:
+    async with running_conjure(
+        sandbox_server, sqlite_url, tmp_path / "out", conjure_admins="console:boss"
+    ) as conjure:
+        assert (await conjure.console.run_line(conjure.service, "/imagine a crown")).ok
+        await settle(conjure, sandbox_server)
+        refused = await conjure.console.run_line(conjure.service, "/conjure quota <@you> jobs=1")
+        assert refused.text is not None and "Only Conjure admins" in refused.text
+        report = await conjure.console.run_line(conjure.service, "/conjure report")
+        assert report.text is not None and "Only Conjure admins" in report.text
+
+        conjure.console.user = "boss"
+        answer = await conjure.console.run_line(
+            conjure.service, "/conjure quota <@you> jobs=1/day usd=$2/month inflight=2"
+        )
+        assert answer.text is not None
+        assert "<@you> now has limits: jobs 1/day, budget $2.00/month, in flight 2" in answer.text
+        workspace = await conjure.console.run_line(conjure.service, "/conjure quota workspace")
+        assert workspace.text is not None and "jobs unlimited/day" in workspace.text
+        bad = await conjure.console.run_line(conjure.service, "/conjure quota <@you> jobs=lots")
+        assert bad.text is not None and "not a number" in bad.text
+        report = await conjure.console.run_line(conjure.service, "/conjure report")
+        assert report.text is not None
+        assert "<@you>: 1 job, $0.003" in report.text and "flux-schnell: 1 job" in report.text
+        [entry] = await conjure.service.quotas.store.audit()
+        assert entry.actor == "console:local:boss" and entry.detail["jobs_per_day"] == 1
+
+        conjure.console.user = "you"
+        over = await conjure.console.run_line(conjure.service, "/imagine a second crown")
+        assert not over.ok and over.error is not None and "all 1 of your jobs" in over.error
+        usage = await conjure.console.run_line(conjure.service, "/conjure usage")
+        assert usage.text is not None and "Jobs today: 1 of 1; 0 left" in usage.text
+
+
+def test_defaults_come_from_the_environment_over_conjure_toml(tmp_path: Path) -> None:
+    config = tmp_path / "conjure.toml"
+    config.write_text("[quotas.user]\njobs_per_day = 20\nusd_per_month = 5\n")
+    settings = Settings(_env_file=None, conjure_config=config, conjure_user_jobs_per_day=7)  # type: ignore[call-arg]
+    limits = default_limits(settings)
+    assert limits["user"].jobs_per_day == 7  # the environment wins
+    assert limits["user"].usd_per_month_micros == 5_000_000  # the file fills in the rest
+    assert limits["workspace"].jobs_per_day == 0
+
+
+def test_operator_cli_sets_shows_and_reports(tmp_path: Path) -> None:
+    conjure = str(Path(sys.executable).parent / "conjure")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONJURE_")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [conjure, *args], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+        )
+
+    done = run("quota", "set", "--platform", "slack", "--workspace", "T1", "--user", "U1",
+               "--jobs-per-day", "9", "--usd-per-month", "3")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "jobs 9/day, budget $3.00/month" in done.stdout
+    shown = run("quota", "show")
+    assert "user slack:T1:U1: jobs 9/day" in shown.stdout
+    report = run("report", "--json")
+    assert report.returncode == 0 and json.loads(report.stdout)["users"] == []
+    bad = run("quota", "set", "--platform", "slack", "--workspace", "T1", "--jobs-per-day", "x")
+    assert bad.returncode == 2 and "not a number" in bad.stderr
+
+
+@pytest.fixture(autouse=True)
+def _quiet_output() -> io.StringIO:
+    return io.StringIO()
