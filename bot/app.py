@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -77,7 +78,12 @@ def create_app(
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         if recover_on_start:
             await runtime.service.recover()
-        yield
+        # Not a job task: wait_idle() must not wait for this loop, which never ends.
+        sweeper = asyncio.create_task(runtime.service.sweep_forever())
+        try:
+            yield
+        finally:
+            sweeper.cancel()
 
     return Starlette(
         routes=[

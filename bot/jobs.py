@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 WEBHOOK_EVENTS = ["start", "logs", "completed"]
 DELIVERY_STALE_AFTER = timedelta(minutes=10)
+SILENT_AFTER = timedelta(minutes=5)  # no webhook for this long: read the prediction instead
 
 
 class CommandRefused(Exception):
@@ -372,9 +373,21 @@ class JobService:
         finally:
             self._polling.discard(job_id)
 
-    async def recover(self) -> None:
-        """On start: poll unfinished jobs, resolve lost creates, retry undelivered results."""
-        for job in await self.store.unfinished():
+    async def sweep_forever(self, every: float = 60, silent_for: timedelta = SILENT_AFTER) -> None:
+        """Now and then, recover jobs whose webhooks went missing, so no hold leaks."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.recover(silent_for)
+            except Exception:
+                log.exception("sweep failed; will try again")
+
+    async def recover(self, silent_for: timedelta | None = None) -> None:
+        """Poll unfinished jobs, resolve lost creates, retry undelivered results.
+
+        At start-up every unfinished job; from the sweeper only those silent for `silent_for`.
+        """
+        for job in await self.store.unfinished(silent_for):
             if job.platform not in self.adapters:
                 continue
             if job.prediction_id:

@@ -73,9 +73,12 @@ class JobStore:
             ).first()
         return _job(row._mapping) if row else None
 
-    async def unfinished(self) -> list[Job]:
-        """Jobs not yet terminal: on start-up they are polled (or their create resolved)."""
-        return await self._select(Job.status_rank < TERMINAL_RANK)
+    async def unfinished(self, silent_for: timedelta | None = None) -> list[Job]:
+        """Jobs not yet terminal (and, with `silent_for`, not updated for that long)."""
+        condition = Job.status_rank < TERMINAL_RANK
+        if silent_for is not None:
+            condition = condition & (Job.updated_at < utcnow() - silent_for)
+        return await self._select(condition)
 
     async def undelivered(self, stale_after: timedelta) -> list[Job]:
         """Finished jobs whose delivery is pending, or was claimed so long ago its owner died."""

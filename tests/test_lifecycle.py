@@ -289,3 +289,22 @@ async def test_health_and_metrics_endpoints(
         await settle(conjure, sandbox_server)
         metrics = (await conjure.http.get("/metrics")).text
         assert 'conjure_replicate_webhooks_total{outcome="applied"}' in metrics
+
+
+async def test_sweeper_recovers_a_job_whose_webhooks_never_came(
+    sandbox_server, sqlite_url: str, tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    sandbox_server.sandbox.faults.drop_webhooks = 100
+    async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
+        task = asyncio.create_task(
+            conjure.console.run_line(conjure.service, "/imagine a lost letter", timeout=20)
+        )
+        while not sandbox_server.sandbox.predictions:
+            await asyncio.sleep(0.01)
+        await sandbox_server.sandbox.wait_idle()
+        assert await conjure.runtime.store.unfinished(silent_for=timedelta(minutes=5)) == []
+        await conjure.service.recover(silent_for=timedelta(0))  # what the sweeper runs
+        outcome = await task
+        assert outcome.ok and len(outcome.files) == 1
