@@ -66,3 +66,9 @@ async def running_conjure(
                 yield Conjure(url, runtime, console, output, http)
     finally:
         await runtime.aclose()
+
+
+async def settle(conjure: Conjure, sandbox: Any) -> None:
+    """Until the sandbox has sent everything and Conjure has delivered everything."""
+    await sandbox.sandbox.wait_idle()
+    await conjure.service.wait_idle()

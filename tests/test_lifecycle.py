@@ -15,13 +15,7 @@ from bot.sandbox import HttpFault
 from bot.windows import day_window
 from storage.jobs import user_subject
 from storage.models import Delivery, JobStatus, utcnow
-from tests.harness import Conjure, running_conjure
-
-
-async def settle(conjure: Conjure, sandbox_server) -> None:
-    """Until the sandbox has sent everything and Conjure has delivered everything."""
-    await sandbox_server.sandbox.wait_idle()
-    await conjure.service.wait_idle()
+from tests.harness import running_conjure, settle
 
 
 async def test_imagine_succeeds_and_the_image_is_delivered(

@@ -22,7 +22,7 @@ from bot.sandbox import HttpFault
 from bot.windows import day_window, month_window
 from storage.jobs import user_subject, workspace_subject
 from storage.models import JobStatus, utcnow
-from tests.harness import Conjure, running_conjure
+from tests.harness import Conjure, running_conjure, settle
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,11 +41,6 @@ async def submit_many(conjure: Conjure, count: int, user: str = "you") -> list[s
         return "accepted"
 
     return list(await asyncio.gather(*(one() for _ in range(count))))
-
-
-async def settle(conjure: Conjure, sandbox_server) -> None:
-    await sandbox_server.sandbox.wait_idle()
-    await conjure.service.wait_idle()
 
 
 async def counter(conjure: Conjure, scope: str, subject: str, period: str):
