@@ -19,7 +19,7 @@ from bot.runtime import Runtime
 def configured_platforms(settings: Settings) -> list[str]:
     """The platforms whose credentials are set."""
     platforms = []
-    if settings.slack_bot_token and settings.slack_signing_secret:
+    if settings.slack_bot_token and (settings.slack_signing_secret or settings.slack_app_token):
         platforms.append("slack")
     if settings.discord_token:
         platforms.append("discord")

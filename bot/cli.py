@@ -144,7 +144,8 @@ async def _serve(args: argparse.Namespace) -> int:
 
 NO_PLATFORM_HELP = """\
 No chat platform is configured, so there is nothing to serve.
-Set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET for Slack, or DISCORD_TOKEN for Discord
+Set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN for Socket Mode) for Slack,
+or DISCORD_TOKEN for Discord
 (README: "Set up in Slack" / "Set up in Discord"). To try Conjure without either: conjure demo"""
 
 

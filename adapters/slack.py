@@ -1,0 +1,130 @@
+"""Slack for `conjure serve`: slack-bolt's AsyncApp on POST /slack/events, or Socket Mode.
+
+`slack_platform` is what adapters/platforms.py enters when SLACK_BOT_TOKEN is set. It checks the
+token once (a wrong one stops start-up with a plain message), registers the SlackAdapter with
+the job service, and serves commands over HTTP through bolt's Starlette adapter, or, when
+SLACK_APP_TOKEN is set, over a Socket Mode connection (Slack then needs no public URL; Replicate's
+webhooks still want CONJURE_PUBLIC_URL, or Conjure polls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from starlette.routing import BaseRoute, Route
+
+from adapters.slack_adapter import SlackAdapter
+from adapters.slack_commands import SlashCommands
+from adapters.slack_reach import SLACK_ERRORS, retry_handlers
+from bot.config import ConfigError, Settings
+from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+SOCKET_CONNECT_WAIT = 10.0  # seconds start-up waits for the Socket Mode connection
+BAD_TOKENS = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked"})
+
+
+def make_client(settings: Settings) -> AsyncWebClient:
+    """The Web API client: SLACK_API_URL, and retries for dropped connections and 429s."""
+    token = settings.slack_bot_token
+    base_url = str(settings.slack_api_url).rstrip("/") + "/"  # urljoin drops a last segment
+    client = AsyncWebClient(token=token.get_secret_value() if token else None, base_url=base_url)
+    client.retry_handlers = retry_handlers()
+    return client
+
+
+def make_app(settings: Settings, client: AsyncWebClient, commands: SlashCommands) -> AsyncApp:
+    """The bolt app with one listener for every slash command."""
+    secret = settings.slack_signing_secret
+    app = AsyncApp(
+        client=client,
+        signing_secret=secret.get_secret_value() if secret else None,
+        # Socket Mode messages are not signed; over HTTP slack_platform requires the secret.
+        request_verification_enabled=secret is not None,
+    )
+    app.command(re.compile(r"^/.+"))(commands.handle)
+    app.error(_log_listener_error)
+    return app
+
+
+async def _log_listener_error(error: Exception, body: dict[str, Any]) -> None:
+    log.error("Slack listener failed for %s", body.get("command", "a request"), exc_info=error)
+
+
+async def check_token(client: AsyncWebClient) -> None:
+    """auth.test once at start: a rejected token is a configuration error, an outage is not."""
+    try:
+        identity = await client.auth_test()
+    except SlackApiError as exc:
+        code = exc.response.get("error")
+        if code in BAD_TOKENS:
+            raise ConfigError(f"SLACK_BOT_TOKEN: Slack rejected it ({code})") from None
+        log.warning("Slack auth.test failed (%s); starting anyway", code)
+    except SLACK_ERRORS as exc:
+        log.warning("Slack is unreachable (%s); starting anyway", type(exc).__name__)
+    else:
+        log.info("Slack: signed in as %s in %s", identity.get("user"), identity.get("team"))
+
+
+@contextlib.asynccontextmanager
+async def slack_platform(runtime: Runtime) -> AsyncIterator[list[BaseRoute]]:
+    """Run Slack for the duration of the block; yields the HTTP routes it serves."""
+    settings = runtime.settings
+    if settings.slack_app_token is None and settings.slack_signing_secret is None:
+        # Never serve /slack/events without verifying Slack's signature.
+        raise ConfigError("SLACK_SIGNING_SECRET: required unless SLACK_APP_TOKEN (Socket Mode)")
+    client = make_client(settings)
+    await check_token(client)
+    runtime.service.add_adapter(SlackAdapter(client, runtime.catalog))
+    app = make_app(settings, client, SlashCommands(runtime.service))
+    if settings.slack_app_token is None:
+        handler = AsyncSlackRequestHandler(app)
+        yield [Route(EVENTS_PATH, handler.handle, methods=["POST"])]
+        return
+    socket = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())
+    connecting: asyncio.Task[None] | None = None
+    try:
+        await open_socket_url(socket)
+        # slack_sdk retries a failed connection forever: in the background, so the webhooks are
+        # served meanwhile; usually it is connected long before the wait is over.
+        connecting = asyncio.create_task(socket.connect_async())
+        connecting.add_done_callback(_log_connect_failure)
+        await asyncio.wait({connecting}, timeout=SOCKET_CONNECT_WAIT)
+        yield []
+    finally:
+        if connecting is not None:
+            connecting.cancel()
+        await socket.close_async()  # also closes its aiohttp session
+
+
+def _log_connect_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("Slack Socket Mode could not connect", exc_info=task.exception())
+
+
+async def open_socket_url(socket: AsyncSocketModeHandler) -> None:
+    """apps.connections.open once, so that a rejected SLACK_APP_TOKEN stops start-up."""
+    try:
+        socket.client.wss_uri = await socket.client.issue_new_wss_url()
+    except SlackApiError as exc:
+        code = exc.response.get("error")
+        if code in BAD_TOKENS or code == "missing_scope":
+            raise ConfigError(
+                f"SLACK_APP_TOKEN: Slack rejected it ({code}); it must be an app-level token "
+                "(xapp-) with the connections:write scope"
+            ) from None
+        log.warning("Slack Socket Mode: apps.connections.open failed (%s); retrying", code)
+    except SLACK_ERRORS as exc:
+        log.warning("Slack is unreachable (%s); Socket Mode keeps trying", type(exc).__name__)

@@ -1,0 +1,256 @@
+"""The Slack side of a job: a status message that becomes the thread, and results inside it.
+
+Where the bot cannot post (a channel it is not in, a DM between two people), the job has no
+thread: its status and result go through the command's response_url, and files, which a
+response_url cannot carry, go to the person's direct messages with the bot. Progress is not shown
+there, because a response_url takes only five posts. Everything needed to find the job's
+messages again lives in `job.destination`, so a restarted instance delivers as well as this one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters import slack_text as say
+from adapters.slack_reach import SLACK_ERRORS, open_dm, respond
+from bot.adapter import JobResult, OutputFile
+from bot.catalog import Catalog
+from storage.models import Job
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "slack"
+LONG_TEXT_CHARS = 3000  # longer text outputs are uploaded as a .txt file
+CANNOT_POST = frozenset(
+    {
+        "not_in_channel",
+        "channel_not_found",
+        "is_archived",
+        "restricted_action",
+        "team_access_not_granted",
+    }
+)
+MAX_REMEMBERED = 10_000
+_NOUNS = {"image": "image", "video": "video", "audio": "audio clip"}
+
+
+class SlackAdapter:
+    """Posts a job's status, progress, result and errors into its Slack thread."""
+
+    platform = PLATFORM
+
+    def __init__(
+        self, client: AsyncWebClient, catalog: Catalog, *, long_text_chars: int = LONG_TEXT_CHARS
+    ) -> None:
+        self.client = client
+        self.catalog = catalog
+        self.long_text_chars = long_text_chars
+        self._shown: dict[str, str] = {}  # job id -> the parent text Slack has now
+
+    # ---- status ---------------------------------------------------------------------------
+
+    async def post_status(self, job: Job) -> dict[str, Any]:
+        """Post the thread parent; without one, announce through the response_url instead."""
+        text = say.announcement(job)
+        try:
+            response = await self.client.chat_postMessage(
+                channel=job.channel, text=text, unfurl_links=False, unfurl_media=False
+            )
+        except SLACK_ERRORS as exc:
+            reason = _reason(exc)
+            log.warning(
+                "job %s: no thread in %s (%s); using response_url", job.id, job.channel, reason
+            )
+            kind = await respond(
+                job.destination.get("response_url"),
+                f"{text}\n{say.NO_THREAD_NOTE}",
+                in_channel=True,
+            )
+            # Where in_channel was refused, later posts go straight to ephemeral (5 posts).
+            return {"thread_ts": None, "no_thread": reason, "response_type": kind or "in_channel"}
+        self._remember(job.id, text)
+        return {"channel": response["channel"], "thread_ts": response["ts"]}
+
+    async def update_status(self, job: Job) -> None:
+        """Edit the thread parent (a no-op without a thread, or when nothing visible changed)."""
+        where = _thread(job)
+        text = say.announcement(job)
+        if where is None or self._shown.get(job.id) == text:
+            return
+        channel, ts = where
+        try:
+            await self.client.chat_update(channel=channel, ts=ts, text=text)
+        except SLACK_ERRORS as exc:
+            # Only cosmetic: the result must still be delivered when the parent is gone.
+            log.warning("job %s: could not update its status (%s)", job.id, _reason(exc))
+            return
+        self._remember(job.id, text)
+
+    def _remember(self, job_id: str, text: str) -> None:
+        """Keep what the parent shows, to skip edits that would change nothing.
+
+        Bounded, because a job may end on another instance and never be forgotten here.
+        """
+        self._shown.pop(job_id, None)
+        self._shown[job_id] = text
+        while len(self._shown) > MAX_REMEMBERED:
+            self._shown.pop(next(iter(self._shown)))
+
+    # ---- results --------------------------------------------------------------------------
+
+    async def post_result(self, job: Job, result: JobResult) -> None:
+        """Upload the outputs into the thread; then make sure the parent says done."""
+        try:
+            where = _thread(job)
+            if where is not None:
+                try:
+                    await self._result_in_thread(job, result, *where)
+                    await self.update_status(job)
+                    return
+                except SlackApiError as exc:
+                    if _reason(exc) not in CANNOT_POST:
+                        raise
+                    log.warning("job %s: the thread is gone (%s)", job.id, _reason(exc))
+            await self._result_elsewhere(job, result)
+        finally:
+            self._shown.pop(job.id, None)
+
+    async def _result_in_thread(self, job: Job, result: JobResult, channel: str, ts: str) -> None:
+        note = say.skipped_note(result.skipped)
+        if result.files:
+            comment = say.files_comment(job.user_id, len(result.files), self._noun(job)) + note
+            await self._upload(job, result.files, channel, ts, comment)
+            note = ""
+        if result.text is not None and len(result.text) > self.long_text_chars:
+            await self._upload_text(
+                job, result.text, channel, ts, say.long_text_comment(job.user_id) + note
+            )
+        elif result.text is not None:
+            reply = f"{say.mention(job.user_id)}\n{say.escape(result.text)}{note}"
+            await self._reply(channel, ts, reply)
+        elif not result.files:
+            empty = say.nothing_to_show(result.skipped)
+            await self._reply(channel, ts, f"{say.mention(job.user_id)} {empty}{note}")
+
+    async def _result_elsewhere(self, job: Job, result: JobResult) -> None:
+        """No thread: files (and long text) to the person's DM, the rest via response_url."""
+        long_text = result.text is not None and len(result.text) > self.long_text_chars
+        dm: str | None = None
+        if result.files or long_text:
+            try:
+                dm = await self._to_dm(job, result, long_text)
+                body = say.DM_NOTE
+            except SLACK_ERRORS as exc:
+                log.warning("job %s: could not DM the result (%s)", job.id, _reason(exc))
+                body = say.DM_FAILED
+        elif result.text is not None:
+            body = say.escape(result.text)
+        else:
+            body = say.nothing_to_show(result.skipped)
+        summary = f"{say.announcement(job)}\n{say.mention(job.user_id)} {body}"
+        await self._tell(job, summary + say.skipped_note(result.skipped), dm)
+
+    async def _to_dm(self, job: Job, result: JobResult, long_text: bool) -> str:
+        """Files (and a long text) into the person's DM with the bot; returns the DM's id."""
+        dm = await open_dm(self.client, job.user_id)
+        intro = f"Your /{job.command} “{say.escape(say.clip(job.prompt, 200))}”:"
+        if result.files:
+            count = len(result.files)
+            noun = self._noun(job) + ("s" if count > 1 else "")
+            await self._upload(job, result.files, dm, None, f"{intro} {count} {noun}.")
+        if long_text and result.text is not None:
+            await self._upload_text(job, result.text, dm, None, intro)
+        return dm
+
+    async def post_error(self, job: Job, message: str) -> None:
+        """A threaded reply that mentions the person; without a thread, the response_url."""
+        try:
+            where = _thread(job)
+            if where is not None:
+                try:
+                    await self._reply(*where, say.failure_reply(job, message))
+                    return
+                except SlackApiError as exc:
+                    if _reason(exc) not in CANNOT_POST:
+                        raise
+            await self._tell(job, f"{say.announcement(job)}\n{say.failure_reply(job, message)}")
+        finally:
+            self._shown.pop(job.id, None)
+
+    # ---- admin notices --------------------------------------------------------------------
+
+    async def post_notice(self, channel: str, text: str) -> None:
+        """A budget alert in the admins' channel (the bot must be a member of it).
+
+        Errors propagate: the job service keeps the alert and retries it later.
+        """
+        await self.client.chat_postMessage(
+            channel=channel, text=say.escape_keeping_mentions(text), unfurl_links=False
+        )
+
+    # ---- Slack calls ----------------------------------------------------------------------
+
+    async def _reply(self, channel: str, ts: str, text: str) -> None:
+        await self.client.chat_postMessage(
+            channel=channel, thread_ts=ts, text=text, unfurl_links=False, unfurl_media=False
+        )
+
+    async def _upload(
+        self, job: Job, files: list[OutputFile], channel: str, ts: str | None, comment: str
+    ) -> None:
+        uploads = []
+        for index, output in enumerate(files):
+            upload: dict[str, Any] = {
+                "content": output.content,
+                "filename": output.filename,
+                "title": say.file_title(job, index, len(files)),
+            }
+            if output.content_type.startswith("image/"):
+                upload["alt_txt"] = say.alt_text(job)
+            uploads.append(upload)
+        await self.client.files_upload_v2(
+            file_uploads=uploads, channel=channel, thread_ts=ts, initial_comment=comment
+        )
+
+    async def _upload_text(
+        self, job: Job, text: str, channel: str, ts: str | None, comment: str
+    ) -> None:
+        await self.client.files_upload_v2(
+            content=text.encode("utf-8"),
+            filename=f"{job.command}-{job.id[:8]}.txt",
+            title=say.file_title(job, 0, 1),
+            snippet_type="text",
+            channel=channel,
+            thread_ts=ts,
+            initial_comment=comment,
+        )
+
+    async def _tell(self, job: Job, text: str, dm: str | None = None) -> None:
+        """Through the response_url (in the channel); once that has expired, by DM."""
+        in_channel = job.destination.get("response_type", "in_channel") == "in_channel"
+        if await respond(job.destination.get("response_url"), text, in_channel=in_channel):
+            return
+        dm = dm or await open_dm(self.client, job.user_id)
+        await self.client.chat_postMessage(channel=dm, text=text)
+
+    def _noun(self, job: Job) -> str:
+        model = self.catalog.models.get(job.model)
+        return _NOUNS.get(model.kind if model else "", "file")
+
+
+def _thread(job: Job) -> tuple[str, str] | None:
+    """(channel, parent ts) when the job has a thread."""
+    ts = job.destination.get("thread_ts")
+    channel = job.destination.get("channel") or job.channel
+    return (channel, ts) if ts else None
+
+
+def _reason(exc: BaseException) -> str:
+    """Slack's error code (`not_in_channel`), or the exception's type for transport errors."""
+    if isinstance(exc, SlackApiError):
+        return str(exc.response.get("error") or "error")
+    return type(exc).__name__

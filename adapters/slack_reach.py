@@ -1,0 +1,59 @@
+"""Reaching a person where the bot cannot post: the command's response_url, then a DM.
+
+A response_url can speak in any conversation the command came from, even one the bot is not in,
+but only five times in thirty minutes and never with files. A direct message (conversations.open,
+scope `im:write`) can carry files and never expires, so it is where results go when there is no
+thread to put them in.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import ClientError
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+log = logging.getLogger(__name__)
+
+SLACK_ERRORS = (SlackApiError, ClientError, TimeoutError)
+"""What a Slack call can raise once slack_sdk's own retries are used up."""
+
+
+def retry_handlers() -> list[AsyncRetryHandler]:
+    """Retry dropped connections once, and 429s after their Retry-After (a 429 posted nothing)."""
+    return [AsyncConnectionErrorRetryHandler(), AsyncRateLimitErrorRetryHandler(max_retry_count=2)]
+
+
+async def respond(response_url: str | None, text: str, *, in_channel: bool) -> str | None:
+    """Post `text` through a command's response_url; in_channel falls back to ephemeral.
+
+    Returns the response_type Slack accepted, or None when it accepted neither (the URL has
+    expired, been used five times, or Slack is unreachable).
+    """
+    if not response_url:
+        return None
+    client = AsyncWebhookClient(response_url, retry_handlers=retry_handlers())
+    kinds = ["in_channel", "ephemeral"] if in_channel else ["ephemeral"]
+    for kind in kinds:
+        try:
+            response = await client.send(text=text, response_type=kind)
+        except (ClientError, TimeoutError) as exc:
+            log.warning("response_url post failed: %s", type(exc).__name__)
+            return None
+        if response.status_code == 200:
+            return kind
+        log.warning("response_url refused an %s post: %s", kind, response.status_code)
+    return None
+
+
+async def open_dm(client: AsyncWebClient, user_id: str) -> str:
+    """The id of the bot's direct-message conversation with `user_id`."""
+    response = await client.conversations_open(users=user_id)
+    return str(response["channel"]["id"])

@@ -1,0 +1,380 @@
+"""A fake Slack Web API on loopback that records every call, for end-to-end tests.
+
+It implements what Conjure's Slack adapter and slack-bolt use: auth.test, chat.postMessage,
+chat.update, chat.postEphemeral, conversations.open, the three steps of files_upload_v2
+(files.getUploadURLExternal, the upload URL, files.completeUploadExternal), response_url posts,
+and apps.connections.open plus a Socket Mode WebSocket (aiohttp) for Socket Mode tests.
+Failures are switched on per test: a channel the bot cannot post in, 429s with Retry-After for
+the next N calls of a method, a slow method, a revoked token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import WSMsgType, web
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from bot.serving import serve_app
+
+BOT_TOKEN = "xoxb-fake-bot-token"
+APP_TOKEN = "xapp-fake-app-token"
+TEAM_ID = "T0FAKE"
+BOT_USER_ID = "U0BOT"
+RESPONSE_URL_LIMIT = 5  # Slack: five posts per response_url
+
+
+@dataclass
+class SlackCall:
+    """One Web API call as received: method, arguments from query, form or JSON, headers."""
+
+    method: str
+    args: dict[str, Any]
+    headers: dict[str, str]
+    at: float  # time.monotonic() on arrival
+    status: int = 200
+    error: str | None = None
+
+
+@dataclass
+class Message:
+    """A message the bot posted; `edits` holds every text chat.update gave it, in order."""
+
+    channel: str
+    ts: str
+    text: str
+    thread_ts: str | None = None
+    files: list[str] = field(default_factory=list)  # file ids shared with it
+    edits: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Upload:
+    """One file of files_upload_v2: its upload-URL request, bytes, and where it was shared."""
+
+    file_id: str
+    filename: str
+    length: int
+    alt_txt: str | None
+    snippet_type: str | None
+    content: bytes | None = None
+    title: str | None = None
+    channel_id: str | None = None
+    thread_ts: str | None = None
+    initial_comment: str | None = None
+
+
+@dataclass
+class ResponsePost:
+    """One post to a command's response_url."""
+
+    response_id: str
+    body: dict[str, Any]
+    accepted: bool
+
+    @property
+    def text(self) -> str:
+        return str(self.body.get("text", ""))
+
+    @property
+    def response_type(self) -> str:
+        return str(self.body.get("response_type") or "ephemeral")
+
+
+class FakeSlack:
+    """State and switches of one fake Slack; `url` is set once it is served."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.socket_url = ""
+        self.calls: list[SlackCall] = []
+        self.messages: list[Message] = []
+        self.uploads: dict[str, Upload] = {}
+        self.responses: list[ResponsePost] = []
+        self.cannot_post: dict[str, str] = {}  # channel -> error (not_in_channel, ...)
+        self.refuse_in_channel: set[str] = set()  # response ids that only take ephemeral posts
+        self.delays: dict[str, float] = {}
+        self.invalid_auth = False
+        self.socket = FakeSocketMode()
+        self._rate_limits: dict[str, list[float]] = {}  # method -> Retry-After of next 429s
+        self._ts = itertools.count(1)
+        self._ids = itertools.count(1)
+
+    # ---- switches -------------------------------------------------------------------------
+
+    def rate_limit(self, method: str, count: int = 1, retry_after: float = 1) -> None:
+        """Answer the next `count` calls of `method` with 429 and Retry-After."""
+        self._rate_limits.setdefault(method, []).extend([retry_after] * count)
+
+    # ---- addresses ------------------------------------------------------------------------
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api/"
+
+    def response_url(self, response_id: str) -> str:
+        return f"{self.url}/response/{response_id}"
+
+    # ---- what the tests read --------------------------------------------------------------
+
+    def calls_to(self, method: str) -> list[SlackCall]:
+        return [call for call in self.calls if call.method == method]
+
+    def channel_messages(self, channel: str) -> list[Message]:
+        """Top-level messages in a channel (thread parents and plain posts)."""
+        return [m for m in self.messages if m.channel == channel and m.thread_ts is None]
+
+    def replies(self, channel: str, thread_ts: str) -> list[Message]:
+        return [m for m in self.messages if m.channel == channel and m.thread_ts == thread_ts]
+
+    def shared_uploads(self) -> list[Upload]:
+        """Uploads that files.completeUploadExternal shared somewhere."""
+        return [u for u in self.uploads.values() if u.channel_id is not None]
+
+    def responses_to(self, response_id: str) -> list[ResponsePost]:
+        return [r for r in self.responses if r.response_id == response_id]
+
+    # ---- the app --------------------------------------------------------------------------
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/api/{method}", self._api, methods=["GET", "POST"]),
+                Route("/upload/{file_id}", self._upload, methods=["POST"]),
+                Route("/response/{response_id}", self._response, methods=["POST"]),
+            ]
+        )
+
+    async def _api(self, request: Request) -> Response:
+        method = request.path_params["method"]
+        args = await _arguments(request)
+        call = SlackCall(method, args, dict(request.headers), time.monotonic())
+        self.calls.append(call)
+        await asyncio.sleep(self.delays.get(method, 0))
+        pending = self._rate_limits.get(method)
+        if pending:
+            retry_after = pending.pop(0)
+            call.status, call.error = 429, "ratelimited"
+            return JSONResponse(
+                {"ok": False, "error": "ratelimited"},
+                status_code=429,
+                headers={"Retry-After": f"{retry_after:g}"},
+            )
+        token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        token = token or str(args.get("token", ""))
+        wanted = APP_TOKEN if method == "apps.connections.open" else BOT_TOKEN
+        if self.invalid_auth or token != wanted:
+            call.error = "invalid_auth"
+            return JSONResponse({"ok": False, "error": "invalid_auth"})
+        handler = getattr(self, "_" + method.replace(".", "_"), None)
+        if handler is None:
+            call.error = "unknown_method"
+            return JSONResponse({"ok": False, "error": "unknown_method"})
+        body = handler(args)
+        call.error = None if body.get("ok") else body.get("error")
+        return JSONResponse(body)
+
+    # ---- Web API methods ------------------------------------------------------------------
+
+    def _auth_test(self, _: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "url": "https://fake.slack.com/",
+            "team": "Fake Team",
+            "user": "conjure",
+            "team_id": TEAM_ID,
+            "user_id": BOT_USER_ID,
+            "bot_id": "B0BOT",
+            "is_enterprise_install": False,
+        }
+
+    def _chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = str(args.get("channel", ""))
+        if channel in self.cannot_post:
+            return {"ok": False, "error": self.cannot_post[channel]}
+        thread_ts = args.get("thread_ts") or None
+        if thread_ts and not any(m.ts == thread_ts for m in self.channel_messages(channel)):
+            return {"ok": False, "error": "thread_not_found"}
+        message = Message(channel, self._new_ts(), str(args.get("text", "")), thread_ts)
+        self.messages.append(message)
+        return {"ok": True, "channel": channel, "ts": message.ts, "message": {"text": message.text}}
+
+    def _chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel, ts = str(args.get("channel", "")), str(args.get("ts", ""))
+        for message in self.messages:
+            if message.channel == channel and message.ts == ts:
+                message.text = str(args.get("text", ""))
+                message.edits.append(message.text)
+                return {"ok": True, "channel": channel, "ts": ts, "text": message.text}
+        return {"ok": False, "error": "message_not_found"}
+
+    def _chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = str(args.get("channel", ""))
+        if channel in self.cannot_post:
+            return {"ok": False, "error": self.cannot_post[channel]}
+        return {"ok": True, "message_ts": self._new_ts()}
+
+    def _conversations_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        users = str(args.get("users", ""))
+        if not users or "," in users:
+            return {"ok": False, "error": "invalid_arguments"}
+        return {"ok": True, "channel": {"id": f"D{users}"}}
+
+    def _files_getUploadURLExternal(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not args.get("filename") or not str(args.get("length", "")).isdigit():
+            return {"ok": False, "error": "invalid_arguments"}
+        file_id = f"F{next(self._ids):08d}"
+        self.uploads[file_id] = Upload(
+            file_id,
+            str(args["filename"]),
+            int(args["length"]),
+            args.get("alt_txt"),
+            args.get("snippet_type"),
+        )
+        return {"ok": True, "upload_url": f"{self.url}/upload/{file_id}", "file_id": file_id}
+
+    def _files_completeUploadExternal(self, args: dict[str, Any]) -> dict[str, Any]:
+        files = json.loads(str(args.get("files", "[]")))
+        channel = args.get("channel_id")
+        if channel in self.cannot_post:
+            return {"ok": False, "error": self.cannot_post[channel]}
+        uploads = [self.uploads.get(str(item.get("id"))) for item in files]
+        if not uploads or any(u is None or u.content is None for u in uploads):
+            return {"ok": False, "error": "file_not_found"}
+        thread_ts = args.get("thread_ts") or None
+        for upload, item in zip(uploads, files, strict=True):
+            assert upload is not None
+            upload.title = item.get("title")
+            upload.channel_id, upload.thread_ts = channel, thread_ts
+            upload.initial_comment = args.get("initial_comment")
+        if channel:
+            message = Message(channel, self._new_ts(), str(args.get("initial_comment") or ""))
+            message.thread_ts = thread_ts
+            message.files = [u.file_id for u in uploads if u is not None]
+            self.messages.append(message)
+        return {"ok": True, "files": [{"id": i.get("id"), "title": i.get("title")} for i in files]}
+
+    def _apps_connections_open(self, _: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "url": f"{self.socket_url}/link/?ticket={uuid.uuid4()}"}
+
+    # ---- uploads and response_url ---------------------------------------------------------
+
+    async def _upload(self, request: Request) -> Response:
+        upload = self.uploads.get(request.path_params["file_id"])
+        if upload is None:
+            return PlainTextResponse("not found", status_code=404)
+        content = await request.body()
+        if len(content) != upload.length:
+            return PlainTextResponse("length mismatch", status_code=400)
+        upload.content = content
+        return PlainTextResponse(f"OK - {len(content)}")
+
+    async def _response(self, request: Request) -> Response:
+        response_id = request.path_params["response_id"]
+        body = json.loads(await request.body() or b"{}")
+        used = len([r for r in self.responses_to(response_id) if r.accepted])
+        refused = used >= RESPONSE_URL_LIMIT or (
+            body.get("response_type") == "in_channel" and response_id in self.refuse_in_channel
+        )
+        self.responses.append(ResponsePost(response_id, body, accepted=not refused))
+        if used >= RESPONSE_URL_LIMIT:
+            return PlainTextResponse("used_url", status_code=404)
+        if refused:
+            return PlainTextResponse("channel_not_found", status_code=404)
+        return PlainTextResponse("ok")
+
+    def _new_ts(self) -> str:
+        n = next(self._ts)
+        return f"{1_700_000_000 + n}.{n:06d}"
+
+
+class FakeSocketMode:
+    """The Socket Mode side: a WebSocket that says hello, sends envelopes, records the acks."""
+
+    def __init__(self) -> None:
+        self.connections: list[web.WebSocketResponse] = []
+        self.acks: dict[str, dict[str, Any]] = {}
+        self.connected = asyncio.Event()
+        self._acked = asyncio.Condition()
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/link/", self._link)
+        return app
+
+    async def _link(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self.connections.append(ws)
+        await ws.send_json({"type": "hello", "num_connections": 1, "connection_info": {}})
+        self.connected.set()
+        async for message in ws:
+            if message.type is WSMsgType.TEXT:
+                data = json.loads(message.data)
+                async with self._acked:
+                    self.acks[data["envelope_id"]] = data.get("payload") or {}
+                    self._acked.notify_all()
+        return ws
+
+    async def send_command(self, fields: dict[str, str], timeout: float = 5) -> dict[str, Any]:
+        """Deliver a slash command envelope; return the payload bolt acknowledged it with."""
+        envelope_id = str(uuid.uuid4())
+        await asyncio.wait_for(self.connected.wait(), timeout)
+        await self.connections[-1].send_json(
+            {
+                "envelope_id": envelope_id,
+                "type": "slash_commands",
+                "accepts_response_payload": True,
+                "payload": fields,
+            }
+        )
+        async with self._acked:
+            await asyncio.wait_for(self._acked.wait_for(lambda: envelope_id in self.acks), timeout)
+        return self.acks[envelope_id]
+
+    async def close(self) -> None:
+        for ws in self.connections:
+            await ws.close()
+
+
+async def _arguments(request: Request) -> dict[str, Any]:
+    """Arguments the way Slack reads them: query string, then a form or JSON body."""
+    args: dict[str, Any] = dict(request.query_params)
+    body = await request.body()
+    content_type = request.headers.get("content-type", "")
+    if body and content_type.startswith("application/json"):
+        args.update(json.loads(body))
+    elif body:
+        args.update(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+    return args
+
+
+@contextlib.asynccontextmanager
+async def serve_fake_slack() -> AsyncIterator[FakeSlack]:
+    """The fake Web API (Starlette under uvicorn) and its Socket Mode endpoint, on loopback."""
+    fake = FakeSlack()
+    runner = web.AppRunner(fake.socket.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    fake.socket_url = f"ws://{host}:{port}"
+    try:
+        async with serve_app(fake.app()) as url:
+            fake.url = url
+            yield fake
+    finally:
+        await fake.socket.close()
+        await runner.cleanup()

@@ -1,0 +1,122 @@
+"""How `conjure serve` starts Slack: the token check, HTTP or Socket Mode, and shutdown."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import pytest
+
+from adapters.slack import slack_platform
+from bot.app import create_app
+from bot.config import ConfigError
+from bot.runtime import Runtime
+from bot.serving import bind_socket, serve_app, socket_url
+from tests.fakes.slack_api import APP_TOKEN, FakeSlack, serve_fake_slack
+from tests.slack_harness import command_fields, slack_settings
+
+
+async def test_socket_mode_serves_commands_over_the_websocket_and_no_route(
+    sandbox_server, sqlite_url: str
+) -> None:
+    async with serve_fake_slack() as fake:
+        sock = bind_socket()
+        settings = slack_settings(
+            sandbox_server, sqlite_url, fake, socket_url(sock), slack_app_token=APP_TOKEN
+        )
+        runtime = await Runtime.start(settings)
+        try:
+            async with slack_platform(runtime) as routes:
+                assert routes == []
+                async with serve_app(create_app(runtime, routes), sock=sock):
+                    bad = await fake.socket.send_command(command_fields(fake, "/imagine", ""))
+                    good = await fake.socket.send_command(
+                        command_fields(fake, "/imagine", "a fox over the socket")
+                    )
+                    await runtime.service.wait_idle()
+                    await sandbox_server.sandbox.wait_idle()
+                    await runtime.service.wait_idle()
+            [opened] = fake.calls_to("apps.connections.open")
+            assert opened.headers["authorization"] == f"Bearer {APP_TOKEN}"
+            assert all(ws.closed for ws in fake.socket.connections)  # closed on exit
+        finally:
+            await runtime.aclose()
+
+        assert bad["response_type"] == "ephemeral" and "The prompt is missing." in bad["text"]
+        assert good == {}  # a bare ack
+        [parent] = fake.channel_messages("C0GENERAL")
+        [upload] = fake.shared_uploads()
+        assert upload.thread_ts == parent.ts and upload.content
+        assert "✅ done" in parent.text
+
+
+async def test_a_rejected_bot_token_stops_start_up_with_a_plain_message(
+    sandbox_server, sqlite_url: str
+) -> None:
+    async with serve_fake_slack() as fake:
+        fake.invalid_auth = True
+        settings = slack_settings(sandbox_server, sqlite_url, fake, "http://127.0.0.1:9")
+        runtime = await Runtime.start(settings)
+        try:
+            with pytest.raises(
+                ConfigError, match=r"SLACK_BOT_TOKEN: Slack rejected it \(invalid_auth\)"
+            ):
+                async with slack_platform(runtime):
+                    pass
+            assert "slack" not in runtime.service.adapters
+        finally:
+            await runtime.aclose()
+
+
+async def test_a_rejected_app_token_stops_socket_mode_start_up(
+    sandbox_server, sqlite_url: str
+) -> None:
+    async with serve_fake_slack() as fake:
+        settings = slack_settings(
+            sandbox_server, sqlite_url, fake, "http://127.0.0.1:9", slack_app_token="xapp-wrong"
+        )
+        runtime = await Runtime.start(settings)
+        try:
+            with pytest.raises(ConfigError, match=r"SLACK_APP_TOKEN: .*connections:write"):
+                async with slack_platform(runtime):
+                    pass
+            assert fake.socket.connections == []
+        finally:
+            await runtime.aclose()
+
+
+async def test_http_mode_without_a_signing_secret_refuses_to_start(
+    sandbox_server, sqlite_url: str
+) -> None:
+    fake = FakeSlack()
+    fake.url = "http://127.0.0.1:9"  # never called
+    settings = slack_settings(
+        sandbox_server, sqlite_url, fake, "http://127.0.0.1:9", slack_signing_secret=None
+    )
+    runtime = await Runtime.start(settings)
+    try:
+        with pytest.raises(ConfigError, match="SLACK_SIGNING_SECRET"):
+            async with slack_platform(runtime):
+                pass
+    finally:
+        await runtime.aclose()
+
+
+async def test_an_unreachable_slack_at_start_up_is_only_a_warning(
+    sandbox_server, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    fake = FakeSlack()
+    fake.url = f"http://127.0.0.1:{port}"
+    settings = slack_settings(sandbox_server, sqlite_url, fake, "http://127.0.0.1:9")
+    runtime = await Runtime.start(settings)
+    try:
+        with caplog.at_level(logging.WARNING, logger="adapters.slack"):
+            async with slack_platform(runtime) as routes:
+                assert [route.path for route in routes] == ["/slack/events"]
+                assert "slack" in runtime.service.adapters
+        assert "Slack is unreachable" in caplog.text
+    finally:
+        await runtime.aclose()
