@@ -56,7 +56,10 @@ class ChatAdapter(Protocol):
         ...
 
     async def update_status(self, job: Job) -> None:
-        """Show the job's current status and progress on the announcement."""
+        """Show the job's current status and progress on the announcement.
+
+        A terminal status is always followed by post_result or post_error, so adapters may
+        leave showing it to those (one edit instead of two)."""
         ...
 
     async def post_result(self, job: Job, result: JobResult) -> None:

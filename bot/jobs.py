@@ -415,6 +415,8 @@ def failure_message(job: Job) -> str:
     if status is JobStatus.ABORTED:
         return "The job was aborted before it started; nothing was charged."
     reason = (job.error or "no reason given").strip()
+    if "Traceback (most recent call last)" in reason:
+        reason = reason.splitlines()[-1]  # the model's exception, not its stack
     return f"The model could not finish: {reason}"
 
 
