@@ -1,0 +1,117 @@
+"""The built-in catalog, in the same raw form as conjure.toml, so it passes the same validation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from bot.catalog import OUTPUTS_FIELD
+
+_ASPECT_RATIOS = ["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"]
+
+BUILTIN: Mapping[str, Any] = {
+    "models": {
+        "flux-schnell": {
+            "ref": "black-forest-labs/flux-schnell",
+            "route": "official",
+            "kind": "image",
+            "price_per_output": 0.003,
+            "outputs_field": "num_outputs",
+            "description": "FLUX.1 [schnell]: fast images from text",
+        },
+        "flux-dev": {
+            "ref": "black-forest-labs/flux-dev",
+            "route": "official",
+            "kind": "image",
+            "price_per_output": 0.025,
+            "outputs_field": "num_outputs",
+            "description": "FLUX.1 [dev]: slower, more detailed images",
+        },
+        "sdxl": {
+            "ref": "stability-ai/sdxl:"
+            "39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b",
+            "route": "version",
+            "kind": "image",
+            "price_per_second": 0.0023,  # A40
+            "expected_seconds": 8,
+            "outputs_field": "num_outputs",
+            "description": "Stable Diffusion XL",
+            "translate": {"aspect_ratio": "megapixel_size"},  # SDXL takes width/height
+        },
+        "llama-3-8b": {
+            "ref": "meta/meta-llama-3-8b-instruct",
+            "route": "official",
+            "kind": "text",
+            "price_per_second": 0.0023,
+            "expected_seconds": 3,
+            "description": "Meta Llama 3 8B Instruct",
+        },
+        "whisper": {
+            "ref": "openai/whisper:"
+            "8099696689d249cf8b122d833c36ac3f75505c666a395ca40ef26f68e7d3d16e",
+            "route": "version",
+            "kind": "transcript",
+            "price_per_second": 0.0012,  # T4
+            "expected_seconds": 20,
+            "description": "OpenAI Whisper speech recognition",
+        },
+    },
+    "commands": {
+        "imagine": {
+            "description": "Make images from a text prompt",
+            "model": "flux-schnell",
+            "models": ["flux-schnell", "flux-dev", "sdxl"],
+            "options": [
+                {
+                    "name": "ar",
+                    "aliases": ["aspect-ratio"],
+                    "field": "aspect_ratio",
+                    "type": "choice",
+                    "choices": _ASPECT_RATIOS,
+                    "description": "Aspect ratio, width:height",
+                },
+                {
+                    "name": "seed",
+                    "field": "seed",
+                    "type": "int",
+                    "minimum": 0,
+                    "maximum": 2**31 - 1,
+                    "description": "Random seed, to repeat a result",
+                },
+                {
+                    "name": "n",
+                    "field": OUTPUTS_FIELD,
+                    "type": "int",
+                    "minimum": 1,
+                    "maximum": 4,
+                    "description": "How many images to make",
+                },
+                {"name": "model", "type": "model", "description": "Which model to use"},
+            ],
+        },
+        "ask": {
+            "description": "Ask a language model",
+            "model": "llama-3-8b",
+            "options": [
+                {
+                    "name": "max-tokens",
+                    "field": "max_tokens",
+                    "type": "int",
+                    "minimum": 1,
+                    "maximum": 4096,
+                    "description": "Longest answer, in tokens",
+                },
+            ],
+        },
+        "transcribe": {
+            "description": "Transcribe speech from an audio URL",
+            "model": "whisper",
+            "prompt_field": "audio",
+            "prompt_label": "audio URL",
+            "prompt_type": "url",
+        },
+    },
+}
+
+
+# --------------------------------------------------------------------------- loading
