@@ -16,6 +16,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
@@ -33,14 +34,21 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 SOCKET_CONNECT_WAIT = 10.0  # seconds start-up waits for the Socket Mode connection
+WEB_API_TIMEOUT = 30  # seconds for one Web API call, as slack_sdk's own default
 BAD_TOKENS = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked"})
 
 
-def make_client(settings: Settings) -> AsyncWebClient:
-    """The Web API client: SLACK_API_URL, and retries for dropped connections and 429s."""
+def make_client(settings: Settings, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
+    """The Web API client: SLACK_API_URL, and retries for dropped connections and 429s.
+
+    Pass `session` to keep connections open between calls (slack_platform does); without one,
+    slack_sdk opens a new session and connection for every call.
+    """
     token = settings.slack_bot_token
     base_url = str(settings.slack_api_url).rstrip("/") + "/"  # urljoin drops a last segment
-    client = AsyncWebClient(token=token.get_secret_value() if token else None, base_url=base_url)
+    client = AsyncWebClient(
+        token=token.get_secret_value() if token else None, base_url=base_url, session=session
+    )
     client.retry_handlers = retry_handlers()
     return client
 
@@ -85,7 +93,17 @@ async def slack_platform(runtime: Runtime) -> AsyncIterator[list[BaseRoute]]:
     if settings.slack_app_token is None and settings.slack_signing_secret is None:
         # Never serve /slack/events without verifying Slack's signature.
         raise ConfigError("SLACK_SIGNING_SECRET: required unless SLACK_APP_TOKEN (Socket Mode)")
-    client = make_client(settings)
+    # One session for every Web API call: its pooled connections are kept alive, where
+    # slack_sdk would otherwise open (and TLS-handshake) a new one per call. Same total timeout.
+    timeout = aiohttp.ClientTimeout(total=WEB_API_TIMEOUT)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with _serve(runtime, make_client(settings, session)) as routes:
+            yield routes
+
+
+@contextlib.asynccontextmanager
+async def _serve(runtime: Runtime, client: AsyncWebClient) -> AsyncIterator[list[BaseRoute]]:
+    settings = runtime.settings
     await check_token(client)
     runtime.service.add_adapter(SlackAdapter(client, runtime.catalog))
     app = make_app(settings, client, SlashCommands(runtime.service))

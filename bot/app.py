@@ -57,7 +57,7 @@ def create_app(
             log.warning("webhook for unknown job %r (prediction %s)", job_id, prediction.id)
             runtime.metrics.webhooks.labels("unknown_job").inc()
             return JSONResponse({"ok": True, "job": None})
-        await runtime.service.apply_prediction(job.id, prediction)
+        await runtime.service.apply_prediction(job.id, prediction, job=job)
         runtime.metrics.webhooks.labels("applied").inc()
         runtime.metrics.webhook_seconds.observe(time.perf_counter() - started)
         return JSONResponse({"ok": True, "job": job.id})

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 WEBHOOK_EVENTS = ["start", "logs", "completed"]
 DELIVERY_STALE_AFTER = timedelta(minutes=10)
 SILENT_AFTER = timedelta(minutes=5)  # no webhook for this long: read the prediction instead
+SUBMITS_AT_ONCE = 16  # commands being started at the same time; more wait their turn
+READS_AT_ONCE = 16  # polls of Replicate in progress at the same time; more wait their turn
 
 
 class CommandRefused(Exception):
@@ -68,6 +70,13 @@ class JobService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._polling: set[str] = set()
         self._last_status_update: dict[str, float] = {}
+        # A burst of commands, all started at once, floods the event loop with hundreds of
+        # concurrent queries and calls, and every ack and webhook waits behind them; started a
+        # few at a time, the same work gets done sooner (less contention) and acks stay quick.
+        self._starting = asyncio.Semaphore(SUBMITS_AT_ONCE)
+        # recover() and the sweeper may start thousands of pollers at once; their reads all
+        # queued in httpx's pool at once cost CPU quadratic in the queue (100% for minutes).
+        self._reading = asyncio.Semaphore(READS_AT_ONCE)
 
     # ---- wiring ---------------------------------------------------------------------------
 
@@ -117,6 +126,10 @@ class JobService:
 
     async def submit(self, request: CommandRequest, invocation: Invocation) -> Job:
         """Reserve, announce and start one job. Raises CommandRefused when nothing was created."""
+        async with self._starting:
+            return await self._submit(request, invocation)
+
+    async def _submit(self, request: CommandRequest, invocation: Invocation) -> Job:
         now = utcnow()
         job = Job(
             id=secrets.token_hex(10),
@@ -162,7 +175,7 @@ class JobService:
             return job
         job.prediction_id = prediction.id
         await self.store.update_fields(job.id, prediction_id=prediction.id)
-        await self.apply_prediction(job.id, prediction)
+        await self.apply_prediction(job.id, prediction, job=job)
         if not self.uses_webhooks:
             self.start_polling(job.id, prediction.id)
         return job
@@ -222,9 +235,15 @@ class JobService:
 
     # ---- updates --------------------------------------------------------------------------
 
-    async def apply_prediction(self, job_id: str, prediction: Prediction) -> None:
-        """Move the job forward to what `prediction` says; stale and duplicate copies do nothing."""
-        job = await self.store.get(job_id)
+    async def apply_prediction(
+        self, job_id: str, prediction: Prediction, *, job: Job | None = None
+    ) -> None:
+        """Move the job forward to what `prediction` says; stale and duplicate copies do nothing.
+
+        `job` is the caller's copy (the webhook handler's fresh read, or submit's own), to spare a
+        read: every change below is a conditional UPDATE, so an older copy is as safe.
+        """
+        job = job if job is not None and job.id == job_id else await self.store.get(job_id)
         if job is None:
             log.warning("update for unknown job %s (prediction %s)", job_id, prediction.id)
             return
@@ -244,11 +263,17 @@ class JobService:
         if status.terminal:
             await self._finish(job, status, prediction)
             return
-        changed = await self.store.advance(
-            job_id, status, **({"started_at": utcnow()} if status is JobStatus.PROCESSING else {})
-        )
+        # Status and progress only ever rise: where the copy in hand already shows this much,
+        # the conditional UPDATE would match no row, so it is not sent (most `logs` webhooks).
+        changed = False
+        if job.status_rank < status.rank:
+            changed = await self.store.advance(
+                job_id,
+                status,
+                **({"started_at": utcnow()} if status is JobStatus.PROCESSING else {}),
+            )
         progress = progress_from_logs(prediction.logs)
-        if progress is not None:
+        if progress is not None and (job.progress is None or job.progress < progress):
             changed = await self.store.record_progress(job_id, progress) or changed
         if changed:
             await self._throttled_status_update(job_id)
@@ -362,7 +387,8 @@ class JobService:
         try:
             while True:
                 try:
-                    prediction = await self.replicate.get_prediction(prediction_id)
+                    async with self._reading:
+                        prediction = await self.replicate.get_prediction(prediction_id)
                 except ReplicateError as exc:
                     log.warning("polling %s failed: %s", prediction_id, exc.user_message)
                 else:

@@ -1,18 +1,28 @@
 """Async engines for SQLite and PostgreSQL, set up so that conditional updates are atomic.
 
 SQLite: WAL (readers never block the writer), a busy timeout, and `BEGIN IMMEDIATE` for every
-transaction, because a deferred `BEGIN` that later upgrades to a write fails with SQLITE_BUSY
-instead of waiting. PostgreSQL: asyncpg; its default READ COMMITTED re-checks an UPDATE's WHERE
-against the newest row version, which is all the quota statements need.
+transaction that may write, because a deferred `BEGIN` that later upgrades to a write fails with
+SQLITE_BUSY instead of waiting. SQLite's busy handler sleeps (up to 100 ms a try, holding a
+pooled connection) while another connection writes, so two things keep it out of a busy
+server's way: reads go through `reader(engine)`, which never takes the write lock (no BEGIN:
+each statement is its own read transaction), and `write(engine)` queues this process's writers
+on an asyncio lock, so only one of them at a time asks SQLite for the write lock (other
+processes still wait through busy_timeout). PostgreSQL: asyncpg; its default READ COMMITTED
+re-checks an UPDATE's WHERE against the newest row version, which is all the quota statements
+need.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -35,6 +45,35 @@ def normalize_database_url(url: str) -> str:
 
 def is_sqlite(url: str) -> bool:
     return normalize_database_url(url).startswith("sqlite")
+
+
+READ_ONLY = "conjure_read_only"
+
+
+def reader(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine and pool for read-only work, which SQLite runs without the write lock.
+
+    Only for blocks that never write. On SQLite no BEGIN is sent: each statement reads its own
+    consistent snapshot, and every read in storage/ is one statement.
+    """
+    return engine.execution_options(**{READ_ONLY: True})
+
+
+_Locks = weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Any, _Locks] = weakref.WeakKeyDictionary()
+
+
+@contextlib.asynccontextmanager
+async def write(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """`engine.begin()`, one writer of this process at a time on SQLite (any number elsewhere)."""
+    if engine.dialect.name != "sqlite":
+        async with engine.begin() as conn:
+            yield conn
+        return
+    locks = _WRITE_LOCKS.setdefault(engine.sync_engine.pool, weakref.WeakKeyDictionary())
+    lock = locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with lock, engine.begin() as conn:
+        yield conn
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -68,6 +107,7 @@ def _sqlite_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if not connection.get_execution_options().get(READ_ONLY, False):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine

@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage import usage
+from storage.engine import reader, write
 from storage.models import (
     TERMINAL_RANK,
     Delivery,
@@ -26,12 +27,15 @@ from storage.models import (
 )
 from storage.usage import Hold
 
+_GET = select(Job.__table__).where(Job.__table__.c.id == bindparam("job_id"))  # built once
+
 
 class JobStore:
     """All reads and writes of jobs and usage counters, on one async engine."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.reader = reader(engine)  # for the blocks that only read
 
     # ---- admission ------------------------------------------------------------------------
 
@@ -42,12 +46,12 @@ class JobStore:
         wait on each other's rows in opposite orders.
         """
         job.holds = [hold.as_json() for hold in holds]
-        async with self.engine.begin() as conn:
+        async with write(self.engine) as conn:
             await usage.reserve(conn, holds, job.estimated_micros)
             await conn.execute(Job.__table__.insert().values(**job.model_dump()))
 
     async def counter(self, scope: str, subject: str, period: str) -> UsageCounter | None:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             row = (
                 await conn.execute(
                     select(UsageCounter).where(
@@ -62,12 +66,12 @@ class JobStore:
     # ---- reads ----------------------------------------------------------------------------
 
     async def get(self, job_id: str) -> Job | None:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(select(Job.__table__).where(Job.id == job_id))).first()
+        async with self.reader.connect() as conn:
+            row = (await conn.execute(_GET, {"job_id": job_id})).first()
         return _job(row._mapping) if row else None
 
     async def find_by_prediction(self, prediction_id: str) -> Job | None:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             row = (
                 await conn.execute(select(Job.__table__).where(Job.prediction_id == prediction_id))
             ).first()
@@ -89,11 +93,11 @@ class JobStore:
         )
 
     async def count(self) -> int:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             return int((await conn.execute(select(func.count()).select_from(Job))).scalar_one())
 
     async def _select(self, condition: Any) -> list[Job]:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = (
                 await conn.execute(select(Job.__table__).where(condition).order_by(Job.created_at))
             ).all()
@@ -103,14 +107,14 @@ class JobStore:
 
     async def update_fields(self, job_id: str, **values: Any) -> None:
         """Unconditional bookkeeping (destination refs, prediction id before any webhook)."""
-        async with self.engine.begin() as conn:
+        async with write(self.engine) as conn:
             await conn.execute(
                 update(Job).where(Job.id == job_id).values(updated_at=utcnow(), **values)
             )
 
     async def advance(self, job_id: str, status: JobStatus, **values: Any) -> bool:
         """Move a job to a non-terminal `status` if that is forward; False for stale updates."""
-        async with self.engine.begin() as conn:
+        async with write(self.engine) as conn:
             result = await conn.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status_rank < status.rank)
@@ -120,7 +124,7 @@ class JobStore:
 
     async def record_progress(self, job_id: str, progress: int) -> bool:
         """Raise the progress of a running job; False when it is finished or not higher."""
-        async with self.engine.begin() as conn:
+        async with write(self.engine) as conn:
             result = await conn.execute(
                 update(Job)
                 .where(
@@ -148,7 +152,7 @@ class JobStore:
         and does nothing, so a result is charged and delivered once.
         """
         now = utcnow()
-        async with self.engine.begin() as conn:
+        async with write(self.engine) as conn:
             result = await conn.execute(
                 update(Job)
                 .where(Job.id == job.id, Job.status_rank < TERMINAL_RANK)
@@ -182,7 +186,7 @@ class JobStore:
     async def charge_late(self, job: Job, prediction_id: str, actual_micros: int) -> bool:
         """A terminal webhook for a job that had already failed before its prediction was known
         (its create looked lost): record the prediction and what Replicate billed, once."""
-        async with self.engine.begin() as conn:
+        async with write(self.engine) as conn:
             result = await conn.execute(
                 update(Job)
                 .where(Job.id == job.id, Job.prediction_id.is_(None))  # type: ignore[union-attr]
@@ -196,7 +200,7 @@ class JobStore:
     async def claim_delivery(self, job_id: str, stale_after: timedelta) -> bool:
         """Take the delivery of a finished job; exactly one caller gets True."""
         now = utcnow()
-        async with self.engine.begin() as conn:
+        async with write(self.engine) as conn:
             result = await conn.execute(
                 update(Job)
                 .where(

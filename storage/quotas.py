@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from storage.engine import reader, write
 from storage.models import AuditEntry, BudgetAlert, Job, QuotaOverride, UsageCounter, utcnow
 
 OVERRIDE_FIELDS = ("jobs_per_day", "usd_per_month_micros", "max_in_flight")
@@ -28,9 +29,10 @@ class SpendRow:
 class QuotaStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.reader = reader(engine)  # for the blocks that only read
 
     async def override(self, scope: str, subject: str) -> QuotaOverride | None:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             row = (
                 await conn.execute(
                     select(QuotaOverride.__table__).where(
@@ -41,7 +43,7 @@ class QuotaStore:
         return QuotaOverride.model_validate(dict(row._mapping)) if row else None
 
     async def overrides(self) -> list[QuotaOverride]:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = (
                 await conn.execute(
                     select(QuotaOverride.__table__).order_by(
@@ -59,7 +61,7 @@ class QuotaStore:
         if unknown:
             raise ValueError(f"unknown override fields: {sorted(unknown)}")
         now = utcnow()
-        async with self.engine.begin() as conn:
+        async with write(self.engine) as conn:
             insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
             statement = insert(QuotaOverride).values(
                 scope=scope, subject=subject, updated_by=actor, updated_at=now, **changes
@@ -85,7 +87,7 @@ class QuotaStore:
     async def counters(
         self, scope: str, subject: str, periods: list[str]
     ) -> dict[str, UsageCounter]:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = (
                 await conn.execute(
                     select(UsageCounter.__table__).where(
@@ -112,12 +114,12 @@ class QuotaStore:
             .order_by(desc("spent"), desc("jobs"), key)
             .limit(limit)
         )
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [SpendRow(str(row[0]), int(row[1]), int(row[2])) for row in rows]
 
     async def audit(self, limit: int = 50) -> list[AuditEntry]:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = (
                 await conn.execute(
                     select(AuditEntry.__table__).order_by(desc(AuditEntry.id)).limit(limit)
@@ -128,7 +130,7 @@ class QuotaStore:
     # ---- the alert outbox -----------------------------------------------------------------
 
     async def unsent_alerts(self) -> list[BudgetAlert]:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = (
                 await conn.execute(
                     select(BudgetAlert.__table__)
@@ -140,7 +142,7 @@ class QuotaStore:
 
     async def claim_alert(self, alert_id: int) -> bool:
         """Mark an alert sent; exactly one instance gets True and sends it."""
-        async with self.engine.begin() as conn:
+        async with write(self.engine) as conn:
             result = await conn.execute(
                 update(BudgetAlert)
                 .where(BudgetAlert.id == alert_id, BudgetAlert.sent_at.is_(None))  # type: ignore[union-attr]
@@ -150,7 +152,7 @@ class QuotaStore:
 
     async def unclaim_alert(self, alert_id: int) -> None:
         """Put an alert back in the outbox after a failed send."""
-        async with self.engine.begin() as conn:
+        async with write(self.engine) as conn:
             await conn.execute(
                 update(BudgetAlert).where(BudgetAlert.id == alert_id).values(sent_at=None)
             )

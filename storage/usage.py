@@ -7,12 +7,13 @@ interleaving of concurrent commands on any number of processes can pass a limit 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, true, update
+from sqlalchemy import Integer, and_, bindparam, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -88,22 +89,52 @@ async def ensure_counter(conn: AsyncConnection, scope: str, subject: str, period
 
 
 async def reserve(conn: AsyncConnection, holds: Sequence[Hold], estimate: int) -> None:
-    """Take every hold or raise LimitReached; the caller's transaction rolls back on raise."""
+    """Take every hold or raise LimitReached; the caller's transaction rolls back on raise.
+
+    The UPDATE comes first: a counter row exists for all but a window's first job, so the
+    INSERT ... ON CONFLICT DO NOTHING that creates it runs only when the UPDATE found no row.
+    """
     for hold in holds:
-        await ensure_counter(conn, hold.scope, hold.subject, hold.period)
-        if hold.kind is HoldKind.USD:
-            fits = UsageCounter.spent_micros + UsageCounter.reserved_micros + estimate <= hold.limit
-            change: dict[str, Any] = {"reserved_micros": UsageCounter.reserved_micros + estimate}
-        else:
-            fits = UsageCounter.jobs + 1 <= hold.limit
-            change = {"jobs": UsageCounter.jobs + 1}
-        result = await conn.execute(
-            update(UsageCounter)
-            .where(_row(hold), fits if hold.limit > 0 else true())
-            .values(updated_at=utcnow(), **change)
-        )
+        statement = _reserve_statement(hold.kind is HoldKind.USD, hold.limit > 0)
+        values = {
+            "r_scope": hold.scope,
+            "r_subject": hold.subject,
+            "r_period": hold.period,
+            "r_limit": hold.limit,
+            "r_estimate": estimate,
+            "r_now": utcnow(),
+        }
+        result = await conn.execute(statement, values)
+        if result.rowcount != 1:
+            await ensure_counter(conn, hold.scope, hold.subject, hold.period)
+            result = await conn.execute(statement, values)
         if result.rowcount != 1:
             raise LimitReached(hold)
+
+
+@functools.cache
+def _reserve_statement(usd: bool, limited: bool) -> Any:
+    """The conditional UPDATE of one hold, built once (building it anew for every hold of every
+    command cost a quarter of its CPU): `usd` reserves the estimate, else one job; `limited`
+    checks the limit."""
+    table = UsageCounter.__table__.c
+    if usd:
+        total = table.spent_micros + table.reserved_micros + bindparam("r_estimate", type_=Integer)
+        fits = total <= bindparam("r_limit", type_=Integer)
+        change = {"reserved_micros": table.reserved_micros + bindparam("r_estimate", type_=Integer)}
+    else:
+        fits = table.jobs + 1 <= bindparam("r_limit", type_=Integer)
+        change = {"jobs": table.jobs + 1}
+    return (
+        update(UsageCounter.__table__)
+        .where(
+            table.scope == bindparam("r_scope"),
+            table.subject == bindparam("r_subject"),
+            table.period == bindparam("r_period"),
+            fits if limited else true(),
+        )
+        .values(updated_at=bindparam("r_now", type_=table.updated_at.type), **change)
+    )
 
 
 async def settle(
