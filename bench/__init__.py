@@ -1,0 +1,1 @@
+"""Conjure's benchmark harness (issue 6): `python -m bench --help`. Not part of the test run."""

@@ -1,0 +1,243 @@
+"""The measurements, one function each, run in order against a running Stack.
+
+1+2. `commands`: N signed /imagine commands at concurrency C; ack latency, then the time from
+     each command to its files shared in the fake Slack, less the sandbox's predict_time.
+5.   `bare_acks`: the same N and C against the bare bolt app.
+4.   `fill_in_flight`: with the sandbox holding predictions in `starting`, jobs started through
+     slash commands until the given number is in flight; then the server's VmRSS.
+3.   `webhooks`: signed terminal webhooks for those jobs, fired as fast as they are taken;
+     deliveries (files shared in the job's thread in the fake Slack) per second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from bench import webhooks as hooks
+from bench.observe import SandboxReader, SlackFeed, prompt_tag
+from bench.procs import cpu_seconds, memory_kib
+from bench.slash import Sent, SlashSender, acked, tag
+from bench.stack import SANDBOX_TOKEN, SIGNING_SECRET, Stack
+from bench.stats import summary_ms
+
+HOLD_SECONDS = 3600.0  # sandbox slow_start: predictions stay `starting` for the whole run
+FLY = "fly"  # the tag phase of the jobs held in flight
+FLY_PREFIX = tag(FLY, 0).removesuffix("0")
+FILL_BATCH = 250  # commands sent before waiting for their predictions
+
+
+@dataclass
+class Bench:
+    """The stack plus the clients the phases share."""
+
+    stack: Stack
+    session: aiohttp.ClientSession
+    feed: SlackFeed
+    sandbox: SandboxReader
+    deadline: float
+
+    @classmethod
+    def on(cls, stack: Stack, session: aiohttp.ClientSession, deadline: float) -> Bench:
+        return cls(
+            stack,
+            session,
+            SlackFeed(stack.slack.url, session),
+            SandboxReader(stack.sandbox.url, SANDBOX_TOKEN, session),
+            deadline,
+        )
+
+    def sender(self, app_url: str) -> SlashSender:
+        return SlashSender(app_url, self.stack.slack.url, SIGNING_SECRET)
+
+    def remaining(self, at_most: float) -> float:
+        return max(1.0, min(at_most, self.deadline - time.monotonic()))
+
+    def cpu(self) -> float:
+        """CPU seconds `conjure serve` has used so far."""
+        return cpu_seconds(self.stack.serve.pid)
+
+    def rss_mib(self) -> dict[str, float]:
+        kib = memory_kib(self.stack.serve.pid)
+        return {key: round(value / 1024, 1) for key, value in kib.items()}
+
+
+def note(text: str) -> None:
+    """Progress on stderr."""
+    print(f"  {text}", file=sys.stderr, flush=True)
+
+
+def ack_summary(sent: list[Sent]) -> dict[str, Any]:
+    ok = [s for s in sent if acked(s)]
+    return {**summary_ms([s.seconds for s in ok]), "failed": len(sent) - len(ok)}
+
+
+async def warm_up(bench: Bench, count: int, concurrency: int) -> None:
+    """A few commands through both apps (bolt's auth.test, connection pools, SQLite pages)."""
+    await bench.sender(bench.stack.bare.url).send(
+        "warmbare", count, concurrency, deadline=bench.deadline
+    )
+    sent = await bench.sender(bench.stack.serve.url).send(
+        "warm", count, concurrency, deadline=bench.deadline
+    )
+    await bench.feed.wait_for([s.tag for s in sent], uploaded=True, timeout=bench.remaining(60))
+
+
+async def bare_acks(bench: Bench, n: int, c: int) -> dict[str, Any]:
+    sent = await bench.sender(bench.stack.bare.url).send("bare", n, c, deadline=bench.deadline)
+    return ack_summary(sent)
+
+
+async def commands(bench: Bench, n: int, c: int) -> dict[str, Any]:
+    """Acks, then end to end: status message, files shared, overhead beyond model time."""
+    cpu = bench.cpu()
+    sent = await bench.sender(bench.stack.serve.url).send("cmd", n, c, deadline=bench.deadline)
+    ok = [s for s in sent if acked(s)]
+    done = await bench.feed.wait_for(
+        [s.tag for s in ok], uploaded=True, timeout=bench.remaining(max(60, n / 2))
+    )
+    return {
+        "ack": ack_summary(sent),
+        **await delivery(bench, ok),
+        "delivered": done,
+        "cpu_ms_per_command": _per(bench.cpu() - cpu, done),
+    }
+
+
+async def one_at_a_time(bench: Bench, count: int) -> dict[str, Any]:
+    """The overhead without queueing: each command sent once the one before is delivered."""
+    sender = bench.sender(bench.stack.serve.url)
+    sent: list[Sent] = []
+    for index in range(count):
+        sent += await sender.send("one", 1, 1, deadline=bench.deadline, first=index)
+        await bench.feed.wait_for(
+            [sent[-1].tag], uploaded=True, timeout=bench.remaining(30), interval=0.005
+        )
+    return await delivery(bench, [s for s in sent if acked(s)])
+
+
+async def delivery(bench: Bench, sent: list[Sent]) -> dict[str, Any]:
+    """For delivered commands: to status message, to files shared, model time, overhead."""
+    model_time = {
+        prompt_tag(p): float((p.get("metrics") or {}).get("predict_time") or 0.0)
+        for p in await bench.sandbox.predictions(limit=len(sent) + 100)
+        if p.get("status") == "succeeded"
+    }
+    to_status, to_upload, overhead, model = [], [], [], []
+    for s in sent:
+        thread = bench.feed.by_tag.get(s.tag)
+        if thread is None:
+            continue
+        to_status.append(thread.posted_at - s.sent_at)
+        if thread.uploaded_at is None or s.tag not in model_time:
+            continue
+        total = thread.uploaded_at - s.sent_at
+        to_upload.append(total)
+        model.append(model_time[s.tag])
+        overhead.append(total - model_time[s.tag])
+    return {
+        "status_posted": summary_ms(to_status),
+        "end_to_end": summary_ms(to_upload),
+        "model_time": summary_ms(model),
+        "overhead": summary_ms(overhead),
+    }
+
+
+async def output_urls(bench: Bench) -> list[str]:
+    """The file URLs of one finished prediction: what the fired webhooks deliver."""
+    for prediction in await bench.sandbox.predictions(limit=100):
+        output = prediction.get("output")
+        if prediction.get("status") == "succeeded" and isinstance(output, list) and output:
+            return [str(url) for url in output]
+    raise RuntimeError("no finished prediction to borrow an output from")
+
+
+async def fill_in_flight(bench: Bench, count: int, c: int, first: int = 0) -> dict[str, Any]:
+    """Start `count` jobs whose predictions stay `starting`; VmRSS once all are in flight.
+
+    Sent in batches, each once the one before has its predictions created, so what is measured
+    is jobs in flight rather than a backlog of accepted commands not yet started.
+    """
+    await bench.sandbox.set_faults(slow_start=HOLD_SECONDS)
+    before = await bench.sandbox.stats()
+    started = time.monotonic()
+    sender = bench.sender(bench.stack.serve.url)
+    sent: list[Sent] = []
+    created = before["create_count"]
+    for offset in range(0, count, FILL_BATCH):
+        size = min(FILL_BATCH, count - offset)
+        sent += await sender.send(FLY, size, c, deadline=bench.deadline, first=first + offset)
+        wanted = before["create_count"] + sum(1 for s in sent if acked(s))
+        created = await bench.sandbox.wait_created(wanted, timeout=bench.remaining(120))
+        if created < wanted or time.monotonic() > bench.deadline:
+            break
+    ok = [s for s in sent if acked(s)]
+    in_flight = created - before["create_count"]
+    note(f"{in_flight} jobs in flight after {time.monotonic() - started:.1f}s")
+    # Every prediction sends its `start` webhook at once: wait until Conjure has taken them all.
+    await bench.sandbox.wait_webhooks(
+        before["webhook_deliveries"] + in_flight, timeout=bench.remaining(60)
+    )
+    await bench.feed.wait_for([s.tag for s in ok], uploaded=False, timeout=bench.remaining(30))
+    await asyncio.sleep(1.0)
+    return {
+        "inflight": in_flight,
+        "seconds": round(time.monotonic() - started, 1),
+        "ack": ack_summary(sent),
+        "rss": bench.rss_mib(),
+    }
+
+
+async def webhooks(bench: Bench, count: int, concurrency: int, output: list[str]) -> dict[str, Any]:
+    """Fire `count` terminal webhooks for jobs in flight, each delivering `output`."""
+    waiting = [
+        p
+        for p in await bench.sandbox.predictions()
+        if p.get("status") == "starting" and (prompt_tag(p) or "").startswith(FLY_PREFIX)
+    ][:count]
+    signed = hooks.sign_all(bench.stack.serve.url, bench.stack.webhook_secret, waiting, output)
+    tags = [prompt_tag(p) or "" for p in waiting]
+    cpu = bench.cpu()
+    fired = await hooks.fire(signed, concurrency, deadline=bench.deadline)
+    note(f"fired {len(fired)} webhooks")
+    accepted = [f for f in fired if f.status == 200]
+    await bench.feed.wait_for(tags, uploaded=True, timeout=bench.remaining(max(60, count / 10)))
+    first = min((f.sent_at for f in fired), default=0.0)
+    last_accept = max((f.sent_at + f.seconds for f in fired), default=first)
+    delivered = sorted(
+        t.uploaded_at
+        for label in tags
+        if (t := bench.feed.by_tag.get(label)) is not None and t.uploaded_at is not None
+    )
+    result: dict[str, Any] = {
+        "fired": len(fired),
+        "accepted": len(accepted),
+        "delivered": len(delivered),
+        "concurrency": concurrency,
+        "cpu_ms_per_webhook": None,
+        "response": summary_ms([f.seconds for f in accepted]),
+        "accepted_per_second": _rate(len(accepted), last_accept - first),
+        "delivered_per_second": None,
+        "steady_per_second": None,
+    }
+    if delivered:
+        result["cpu_ms_per_webhook"] = _per(bench.cpu() - cpu, len(delivered))
+        result["delivered_per_second"] = _rate(len(delivered), delivered[-1] - first)
+        lo, hi = int(len(delivered) * 0.1), int(len(delivered) * 0.9) - 1
+        if hi > lo:
+            result["steady_per_second"] = _rate(hi - lo, delivered[hi] - delivered[lo])
+    return result
+
+
+def _rate(count: int, seconds: float) -> float | None:
+    return round(count / seconds, 1) if seconds > 0 else None
+
+
+def _per(cpu_seconds: float, count: int) -> float | None:
+    """CPU milliseconds per item."""
+    return round(cpu_seconds * 1000 / count, 2) if count else None

@@ -1,0 +1,148 @@
+"""The results: a table on stdout and JSON under bench/results/ (timestamped, and latest.json)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+AIMS = {
+    "ack_p99_ratio": 1.5,  # our ack p99 / bare bolt's
+    "overhead_p99_ms": 25.0,
+    "webhooks_per_second": 300.0,
+    "inflight_rss_mib": 150.0,
+}
+
+
+def machine() -> dict[str, Any]:
+    """Where the numbers came from: cores, CPU model, memory, Python, and the commit."""
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.partition(":")[2].strip()
+            break
+    mem_kib = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kib = int(line.split()[1])
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=RESULTS.parent,
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.release()}",
+        "commit": commit,
+    }
+
+
+def aims_met(results: dict[str, Any]) -> dict[str, bool | None]:
+    """Each aim against the run's number (None where the phase was skipped)."""
+
+    def at_most(value: float | None, limit: float) -> bool | None:
+        return None if value is None else value <= limit
+
+    webhooks = results.get("webhooks", {}).get("delivered_per_second")
+    return {
+        "ack_p99_ratio": at_most(results.get("ack", {}).get("p99_ratio"), AIMS["ack_p99_ratio"]),
+        "overhead_p99_ms": at_most(results.get("overhead", {}).get("p99"), AIMS["overhead_p99_ms"]),
+        "webhooks_per_second": None
+        if webhooks is None
+        else webhooks >= AIMS["webhooks_per_second"],
+        "inflight_rss_mib": at_most(
+            results.get("memory", {}).get("inflight_rss_mib"), AIMS["inflight_rss_mib"]
+        ),
+    }
+
+
+def table(results: dict[str, Any]) -> str:
+    """The human-readable summary."""
+    rows: list[tuple[str, str, str]] = []
+
+    def add(label: str, value: Any, aim: str = "") -> None:
+        rows.append((label, "—" if value is None else str(value), aim))
+
+    def lat(stats: dict[str, Any] | None) -> str | None:
+        if not stats or not stats.get("n"):
+            return None
+        return f"{stats['p50']:.1f} / {stats['p95']:.1f} / {stats['p99']:.1f}"
+
+    ack = results.get("ack", {})
+    over = results.get("overhead", {})
+    hooks = results.get("webhooks", {})
+    mem = results.get("memory", {})
+    met = results.get("aims_met", {})
+
+    def mark(key: str) -> str:
+        return {True: "met", False: "MISSED", None: ""}[met.get(key)]
+
+    n, c = results["args"]["n"], results["args"]["c"]
+    add(f"ack ms p50/p95/p99, Conjure (N={n}, C={c})", lat(ack.get("conjure")))
+    add("ack ms p50/p95/p99, bare bolt", lat(ack.get("bare")))
+    add("ack p99 ratio Conjure / bare", ack.get("p99_ratio"), f"≤ 1.5  {mark('ack_p99_ratio')}")
+    add("command → status message ms p50/p95/p99", lat(results.get("status_posted")))
+    add("command → upload done ms p50/p95/p99", lat(results.get("end_to_end")))
+    add("model time (predict_time) ms p50/p99", _pair(results.get("model_time")))
+    add("bot overhead ms p50/p95/p99", lat(over), f"p99 < 25  {mark('overhead_p99_ms')}")
+    add("  serve CPU ms per command delivered", results.get("cpu_ms_per_command"))
+    one = results.get("one_at_a_time", {})
+    add("one at a time: overhead ms p50/p95/p99", lat(one.get("overhead")))
+    add("one at a time: command → status ms p50/p99", _pair(one.get("status_posted")))
+    add(
+        f"webhooks delivered/s ({hooks.get('delivered', 0)}/{hooks.get('fired', 0)})",
+        hooks.get("delivered_per_second"),
+        f"≥ 300  {mark('webhooks_per_second')}",
+    )
+    add("  steady 10-90% delivered/s", hooks.get("steady_per_second"))
+    add("  serve CPU ms per webhook delivered", hooks.get("cpu_ms_per_webhook"))
+    add("  webhooks accepted/s (HTTP 200)", hooks.get("accepted_per_second"))
+    add("  webhook response ms p50/p95/p99", lat(hooks.get("response")))
+    add("RSS idle MiB", mem.get("idle_rss_mib"))
+    add(
+        f"RSS with {mem.get('inflight', 0)} jobs in flight MiB",
+        mem.get("inflight_rss_mib"),
+        f"< 150  {mark('inflight_rss_mib')}",
+    )
+    add("peak RSS (VmHWM) MiB", mem.get("peak_rss_mib"))
+    add("ack ms p50/p95/p99 while filling in-flight", lat(results.get("inflight_ack")))
+    width = max(len(r[0]) for r in rows)
+    vwidth = max(len(r[1]) for r in rows)
+    head = (
+        f"Conjure benchmark: {results['args']['db']}, {results['machine']['nproc']} cores, "
+        f"{results['machine']['cpu']}, Python {results['machine']['python']}"
+    )
+    lines = [head, "-" * len(head)]
+    lines += [f"{label:<{width}}  {value:>{vwidth}}  {aim}".rstrip() for label, value, aim in rows]
+    return "\n".join(lines)
+
+
+def _pair(stats: dict[str, Any] | None) -> str | None:
+    if not stats or not stats.get("n"):
+        return None
+    return f"{stats['p50']:.1f} / {stats['p99']:.1f}"
+
+
+def write(results: dict[str, Any], directory: Path = RESULTS) -> Path:
+    """Write `<UTC time>-<db>.json` and `latest.json`; returns the timestamped path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.fromisoformat(results["started_at"]).strftime("%Y%m%dT%H%M%SZ")
+    path = directory / f"{stamp}-{results['args']['db']}.json"
+    text = json.dumps(results, indent=2, ensure_ascii=False) + "\n"
+    path.write_text(text)
+    (directory / "latest.json").write_text(text)
+    return path

@@ -1,0 +1,134 @@
+"""`python -m bench`: Conjure's benchmark (issue 6), every server a process on loopback.
+
+Starts the sandbox (speed 0), the fake Slack Web API, `conjure serve` (SQLite, or `--db
+postgres`) and a bare slack-bolt app; then measures ack latency against the bare app, the bot's
+overhead beyond model time, webhooks delivered per second, and the server's memory with many
+jobs in flight. Prints a table and writes JSON under bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench import phases, report
+from bench.stack import POSTGRES_URL, running_stack
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark Conjure on loopback: ack latency against bare bolt, overhead, "
+        "webhook throughput and memory. Writes bench/results/latest.json.",
+    )
+    p.add_argument("-n", "--n", type=int, default=500, help="slash commands measured (500)")
+    p.add_argument("-c", "--c", type=int, default=20, help="their concurrency (20)")
+    p.add_argument("--webhooks", type=int, default=3000, help="terminal webhooks fired (3000)")
+    p.add_argument(
+        "--webhook-concurrency", type=int, default=32, help="connections firing them (32)"
+    )
+    p.add_argument(
+        "--inflight", type=int, default=10_000, help="jobs held in flight for RSS (10000)"
+    )
+    p.add_argument(
+        "--serial", type=int, default=30, help="commands sent one at a time, for overhead (30)"
+    )
+    p.add_argument("--warmup", type=int, default=50, help="commands sent to each app first (50)")
+    p.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    p.add_argument(
+        "--postgres-url", default=POSTGRES_URL, help=f"server for --db postgres ({POSTGRES_URL})"
+    )
+    p.add_argument("--max-seconds", type=float, default=1800, help="stop the run after (1800)")
+    p.add_argument("--out", type=Path, default=report.RESULTS, help="where the JSON goes")
+    p.add_argument("--keep-logs", action="store_true", help="print where the servers' logs are")
+    return p
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    started_at = datetime.now(UTC)
+    deadline = time.monotonic() + args.max_seconds
+    results: dict[str, Any] = {
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "machine": report.machine(),
+        "args": {
+            "db": args.db,
+            "n": args.n,
+            "c": args.c,
+            "webhooks": args.webhooks,
+            "webhook_concurrency": args.webhook_concurrency,
+            "inflight": args.inflight,
+            "warmup": args.warmup,
+            "serial": args.serial,
+        },
+    }
+    work = Path(tempfile.mkdtemp(prefix="conjure-bench-"))
+    async with running_stack(args.db, work, args.postgres_url) as stack:
+        if args.keep_logs:
+            print(f"server logs: {work / 'logs'}", file=sys.stderr)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            bench = phases.Bench.on(stack, session, deadline)
+            idle = bench.rss_mib()
+            step("warming up")
+            await phases.warm_up(bench, args.warmup, args.c)
+            step(f"bare bolt: {args.n} commands at concurrency {args.c}")
+            bare = await phases.bare_acks(bench, args.n, args.c)
+            step(f"Conjure: {args.n} commands at concurrency {args.c}, until delivered")
+            cmd = await phases.commands(bench, args.n, args.c)
+            ratio = None
+            if bare.get("n") and cmd["ack"].get("n"):
+                ratio = round(cmd["ack"]["p99"] / bare["p99"], 2)
+            results["ack"] = {"conjure": cmd["ack"], "bare": bare, "p99_ratio": ratio}
+            for key in ("status_posted", "end_to_end", "model_time", "overhead"):
+                results[key] = cmd[key]
+            results["cpu_ms_per_command"] = cmd["cpu_ms_per_command"]
+            results["delivered"] = cmd["delivered"]
+            if args.serial:
+                step(f"Conjure: {args.serial} commands one at a time")
+                results["one_at_a_time"] = await phases.one_at_a_time(bench, args.serial)
+            output = await phases.output_urls(bench)
+            # Webhooks first, on jobs held just for them: held jobs silent for 5 minutes are
+            # polled by the sweeper, which would compete with the webhooks being measured.
+            step(f"holding {args.webhooks} jobs for the webhooks")
+            await phases.fill_in_flight(bench, args.webhooks, args.c)
+            step(f"firing {args.webhooks} terminal webhooks")
+            fired = await phases.webhooks(bench, args.webhooks, args.webhook_concurrency, output)
+            results["webhooks"] = fired
+            step(f"holding {args.inflight} jobs in flight")
+            fly = await phases.fill_in_flight(bench, args.inflight, args.c, first=args.webhooks)
+            results["inflight_ack"] = fly["ack"]
+            peak = bench.rss_mib()
+            results["memory"] = {
+                "idle_rss_mib": idle.get("VmRSS"),
+                "inflight": fly["inflight"],
+                "inflight_fill_seconds": fly["seconds"],
+                "inflight_rss_mib": fly["rss"].get("VmRSS"),
+                "peak_rss_mib": peak.get("VmHWM"),
+            }
+    results["seconds"] = round((datetime.now(UTC) - started_at).total_seconds(), 1)
+    results["aims_met"] = report.aims_met(results)
+    return results
+
+
+def step(text: str) -> None:
+    print(f"[{datetime.now().strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        results = asyncio.run(run(args))
+    except KeyboardInterrupt:
+        return 130
+    print(report.table(results))
+    path = report.write(results, args.out)
+    print(f"\nwrote {path} and {path.parent / 'latest.json'}")
+    return 0

@@ -1,0 +1,145 @@
+"""The servers under test, each its own process on loopback, and the database they use.
+
+The sandbox (speed 0), the fake Slack Web API, `conjure serve` and the bare bolt app. `serve`
+runs in an empty scratch directory, so no stray `.env` or `conjure.toml` changes what is
+measured, with a fresh SQLite file, or a fresh PostgreSQL database that is dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from bench.procs import Child, child_env, free_port, start, stop, wait_ready
+from bot.sandbox.config import generate_webhook_secret
+from tests.fakes.slack_api import BOT_TOKEN
+
+SIGNING_SECRET = "bench-signing-secret-0123456789ab"
+SANDBOX_TOKEN = "r8_bench_token"
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432"
+POLL_INTERVAL = 3600  # seconds: see serve_env below
+
+
+@dataclass
+class Stack:
+    """Everything that runs: the processes and the secrets they share."""
+
+    sandbox: Child
+    slack: Child
+    serve: Child
+    bare: Child
+    webhook_secret: str
+    database_url: str
+
+    @property
+    def slack_api_url(self) -> str:
+        return f"{self.slack.url}/api/"
+
+
+@contextlib.asynccontextmanager
+async def database(kind: str, work: Path, postgres_url: str) -> AsyncIterator[str]:
+    """A fresh database URL: a SQLite file in `work`, or a new PostgreSQL database."""
+    if kind == "sqlite":
+        yield f"sqlite+aiosqlite:///{work / 'bench.db'}"
+        return
+    name = f"conjure_bench_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(f"{postgres_url}/postgres")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"{postgres_url}/{name}"
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def running_stack(kind: str, work: Path, postgres_url: str) -> AsyncIterator[Stack]:
+    """Start every server, wait until each answers, and stop them all on exit."""
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    scratch = work / "serve"
+    scratch.mkdir(exist_ok=True)
+    secret = generate_webhook_secret()
+    children: list[Child] = []
+    try:
+        async with database(kind, work, postgres_url) as database_url:
+            port = free_port()
+            sandbox = start(
+                "sandbox",
+                [
+                    *("-m", "bot.cli", "sandbox", "--host", "127.0.0.1", "--port", str(port)),
+                    *("--speed", "0", "--token", SANDBOX_TOKEN, "--webhook-secret", secret),
+                ],
+                port,
+                logs,
+                env=child_env({}),
+                cwd=scratch,
+            )
+            children.append(sandbox)
+            port = free_port()
+            slack = start(
+                "fake-slack",
+                ["-m", "bench.fake_slack_server", "--port", str(port)],
+                port,
+                logs,
+                env=child_env({}),
+                cwd=scratch,
+            )
+            children.append(slack)
+            await wait_ready(sandbox, "/_sandbox/stats")
+            await wait_ready(slack, "/_bench/events")
+
+            port = free_port()
+            serve_env = child_env(
+                {
+                    "SLACK_BOT_TOKEN": BOT_TOKEN,
+                    "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+                    "SLACK_API_URL": f"{slack.url}/api/",
+                    "REPLICATE_API_TOKEN": SANDBOX_TOKEN,
+                    "REPLICATE_BASE_URL": sandbox.url,
+                    "CONJURE_WEBHOOK_SECRET": secret,
+                    "CONJURE_PUBLIC_URL": f"http://127.0.0.1:{port}",
+                    "CONJURE_DATABASE_URL": database_url,
+                    # Held jobs outlive the sweeper's 5 minutes of silence on a long run: each
+                    # is then read once from the sandbox, not every 2 s (which would swamp it).
+                    "CONJURE_POLL_INTERVAL": str(POLL_INTERVAL),
+                }
+            )
+            serve = start(
+                "serve",
+                ["-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                port,
+                logs,
+                env=serve_env,
+                cwd=scratch,
+            )
+            children.append(serve)
+            port = free_port()
+            bare = start(
+                "bare-bolt",
+                ["-m", "bench.bare_bolt", "--port", str(port), "--api-url", f"{slack.url}/api/"],
+                port,
+                logs,
+                env=child_env(
+                    {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET}
+                ),
+                cwd=scratch,
+            )
+            children.append(bare)
+            await wait_ready(serve, "/healthz", timeout=60)
+            await wait_ready(bare, "/slack/events")
+            try:
+                yield Stack(sandbox, slack, serve, bare, secret, database_url)
+            finally:
+                for child in reversed(children):
+                    stop(child)
+    finally:
+        for child in children:
+            stop(child)
