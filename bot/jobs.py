@@ -279,14 +279,11 @@ class JobService:
             await self._throttled_status_update(job_id)
 
     async def _finish(self, job: Job, status: JobStatus, prediction: Prediction) -> None:
-        model = self.catalog.models.get(job.model)
         predict_time = (prediction.metrics or {}).get("predict_time")
-        outputs = _count_outputs(prediction.output) if status is JobStatus.SUCCEEDED else 0
-        actual = model.price.actual_micros(outputs, predict_time) if model else job.estimated_micros
         won = await self.store.finish(
             job,
             status,
-            actual_micros=actual,
+            actual_micros=self._actual_cost(job, prediction),
             give_back_job=status in (JobStatus.FAILED, JobStatus.ABORTED),
             output=prediction.output,
             error=_error_text(prediction.error),
@@ -298,14 +295,21 @@ class JobService:
             self.spawn(self.deliver(job.id))
             self.spawn(self.send_alerts())
 
+    def _actual_cost(self, job: Job, prediction: Prediction) -> int:
+        """What Replicate billed: predict_time x rate, or outputs x price (the estimate when the
+        model has since left the catalog)."""
+        model = self.catalog.models.get(job.model)
+        if model is None:
+            return job.estimated_micros
+        predict_time = (prediction.metrics or {}).get("predict_time")
+        outputs = _count_outputs(prediction.output) if prediction.status == "succeeded" else 0
+        return model.price.actual_micros(outputs, predict_time)
+
     async def _charge_late(self, job: Job, prediction: Prediction) -> None:
         """The prediction of a job we had given up on (its create answer was lost) did run."""
         if not prediction.terminal:
             return
-        model = self.catalog.models.get(job.model)
-        predict_time = (prediction.metrics or {}).get("predict_time")
-        outputs = _count_outputs(prediction.output) if prediction.status == "succeeded" else 0
-        actual = model.price.actual_micros(outputs, predict_time) if model else 0
+        actual = self._actual_cost(job, prediction)
         if await self.store.charge_late(job, prediction.id, actual):
             log.warning(
                 "job %s: prediction %s ran after the job was given up; charged %s",
