@@ -223,9 +223,9 @@ class JobService:
         failed = await self.store.finish(
             job, JobStatus.FAILED, actual_micros=0, give_back_job=True, deliver=False, error=message
         )
-        if not failed:
+        if failed is None:
             return  # a webhook finished it meanwhile; that result stands
-        fresh = await self.store.get(job.id) or job
+        fresh = failed.job
         adapter = self.adapters[job.platform]
         try:
             await adapter.update_status(fresh)
@@ -265,35 +265,36 @@ class JobService:
             return
         # Status and progress only ever rise: where the copy in hand already shows this much,
         # the conditional UPDATE would match no row, so it is not sent (most `logs` webhooks).
-        changed = False
+        moved: Job | None = None
         if job.status_rank < status.rank:
-            changed = await self.store.advance(
+            moved = await self.store.advance(
                 job_id,
                 status,
                 **({"started_at": utcnow()} if status is JobStatus.PROCESSING else {}),
             )
         progress = progress_from_logs(prediction.logs)
         if progress is not None and (job.progress is None or job.progress < progress):
-            changed = await self.store.record_progress(job_id, progress) or changed
-        if changed:
-            await self._throttled_status_update(job_id)
+            moved = await self.store.record_progress(job_id, progress) or moved
+        if moved is not None:
+            await self._throttled_status_update(moved)
 
     async def _finish(self, job: Job, status: JobStatus, prediction: Prediction) -> None:
-        predict_time = (prediction.metrics or {}).get("predict_time")
-        won = await self.store.finish(
+        finished = await self.store.finish(
             job,
             status,
             actual_micros=self._actual_cost(job, prediction),
             give_back_job=status in (JobStatus.FAILED, JobStatus.ABORTED),
+            claim=True,
             output=prediction.output,
             error=_error_text(prediction.error),
-            predict_time=predict_time,
+            predict_time=(prediction.metrics or {}).get("predict_time"),
             progress=100 if status is JobStatus.SUCCEEDED else job.progress,
         )
-        if won:
+        if finished is not None:
             self._last_status_update.pop(job.id, None)
-            self.spawn(self.deliver(job.id))
-            self.spawn(self.send_alerts())
+            self.spawn(self._deliver_claimed(finished.job))
+            if finished.alerts_due:
+                self.spawn(self.send_alerts())
 
     def _actual_cost(self, job: Job, prediction: Prediction) -> int:
         """What Replicate billed: predict_time x rate, or outputs x price (the estimate when the
@@ -318,19 +319,17 @@ class JobService:
                 format_usd(actual),
             )
 
-    async def _throttled_status_update(self, job_id: str) -> None:
+    async def _throttled_status_update(self, job: Job) -> None:
+        """Show a running job's new status or progress, at most once per progress_interval."""
         now = time.monotonic()
-        last = self._last_status_update.get(job_id)
+        last = self._last_status_update.get(job.id)
         if last is not None and now - last < self.progress_interval:
             return
-        self._last_status_update[job_id] = now
-        job = await self.store.get(job_id)
-        if job is None or job.job_status.terminal:
-            return
+        self._last_status_update[job.id] = now
         try:
             await self.adapters[job.platform].update_status(job)
         except Exception:
-            log.warning("could not update the status of job %s", job_id, exc_info=True)
+            log.warning("could not update the status of job %s", job.id, exc_info=True)
 
     # ---- delivery -------------------------------------------------------------------------
 
@@ -340,9 +339,13 @@ class JobService:
             return False
         job = await self.store.get(job_id)
         assert job is not None
+        return await self._deliver_claimed(job)
+
+    async def _deliver_claimed(self, job: Job) -> bool:
+        """Post the result (or the failure) of a job whose delivery this caller holds."""
         adapter = self.adapters.get(job.platform)
         if adapter is None:
-            await self.store.finish_delivery(job_id, f"no adapter for {job.platform}")
+            await self.store.finish_delivery(job.id, f"no adapter for {job.platform}")
             return False
         try:
             await adapter.update_status(job)
@@ -352,10 +355,10 @@ class JobService:
             else:
                 await adapter.post_error(job, failure_message(job))
         except Exception as exc:
-            log.exception("delivery of job %s failed", job_id)
-            await self.store.finish_delivery(job_id, f"{type(exc).__name__}")
+            log.exception("delivery of job %s failed", job.id)
+            await self.store.finish_delivery(job.id, f"{type(exc).__name__}")
             return False
-        await self.store.finish_delivery(job_id)
+        await self.store.finish_delivery(job.id)
         return True
 
     # ---- budget alerts --------------------------------------------------------------------

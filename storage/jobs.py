@@ -8,6 +8,7 @@ instance. That is what makes duplicate and out-of-order webhooks, and several in
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -28,6 +29,14 @@ from storage.models import (
 from storage.usage import Hold
 
 _GET = select(Job.__table__).where(Job.__table__.c.id == bindparam("job_id"))  # built once
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A job this caller finished: the row as it now stands, and whether budget alerts fell due."""
+
+    job: Job
+    alerts_due: bool
 
 
 class JobStore:
@@ -112,29 +121,33 @@ class JobStore:
                 update(Job).where(Job.id == job_id).values(updated_at=utcnow(), **values)
             )
 
-    async def advance(self, job_id: str, status: JobStatus, **values: Any) -> bool:
-        """Move a job to a non-terminal `status` if that is forward; False for stale updates."""
-        async with write(self.engine) as conn:
-            result = await conn.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status_rank < status.rank)
-                .values(status=status, status_rank=status.rank, updated_at=utcnow(), **values)
-            )
-        return result.rowcount == 1
+    async def advance(self, job_id: str, status: JobStatus, **values: Any) -> Job | None:
+        """Move a job to a non-terminal `status` if that is forward: the job as it now stands,
+        or None for a stale update."""
+        return await self._update_returning(
+            update(Job.__table__)
+            .where(Job.id == job_id, Job.status_rank < status.rank)
+            .values(status=status, status_rank=status.rank, updated_at=utcnow(), **values)
+        )
 
-    async def record_progress(self, job_id: str, progress: int) -> bool:
-        """Raise the progress of a running job; False when it is finished or not higher."""
-        async with write(self.engine) as conn:
-            result = await conn.execute(
-                update(Job)
-                .where(
-                    Job.id == job_id,
-                    Job.status_rank < TERMINAL_RANK,
-                    (Job.progress.is_(None)) | (Job.progress < progress),  # type: ignore[union-attr]
-                )
-                .values(progress=progress, updated_at=utcnow())
+    async def record_progress(self, job_id: str, progress: int) -> Job | None:
+        """Raise the progress of a running job: the job as it now stands, or None when it is
+        finished or the progress is not higher."""
+        return await self._update_returning(
+            update(Job.__table__)
+            .where(
+                Job.id == job_id,
+                Job.status_rank < TERMINAL_RANK,
+                (Job.progress.is_(None)) | (Job.progress < progress),  # type: ignore[union-attr]
             )
-        return result.rowcount == 1
+            .values(progress=progress, updated_at=utcnow())
+        )
+
+    async def _update_returning(self, statement: Any) -> Job | None:
+        """Run a conditional UPDATE of one job; the updated row, or None when none matched."""
+        async with write(self.engine) as conn:
+            row = (await conn.execute(statement.returning(*Job.__table__.c))).first()
+        return _job(row._mapping) if row else None
 
     async def finish(
         self,
@@ -144,44 +157,58 @@ class JobStore:
         actual_micros: int,
         give_back_job: bool,
         deliver: bool = True,
+        claim: bool = False,
         **values: Any,
-    ) -> bool:
+    ) -> Finished | None:
         """Record the terminal status and settle the reservation in one transaction.
 
-        Only the first terminal update for a job changes a row; every later copy returns False
-        and does nothing, so a result is charged and delivered once.
+        Only the first terminal update for a job changes a row; every later copy gets None and
+        does nothing, so a result is charged and delivered once. A job that is not terminal
+        still holds its reservation (only this statement releases it), so the same UPDATE
+        settles it. With `claim`, the delivery is taken for the caller as well: one transaction
+        fewer than finishing and then claiming, and the returned row is the one to deliver.
         """
         now = utcnow()
+        if not deliver:
+            delivery: dict[str, Any] = {"delivery": Delivery.NONE}
+        elif claim:
+            delivery = {
+                "delivery": Delivery.DELIVERING,
+                "delivery_claimed_at": now,
+                "delivery_attempts": Job.delivery_attempts + 1,
+            }
+        else:
+            delivery = {"delivery": Delivery.PENDING}
         async with write(self.engine) as conn:
-            result = await conn.execute(
-                update(Job)
-                .where(Job.id == job.id, Job.status_rank < TERMINAL_RANK)
-                .values(
-                    status=status,
-                    status_rank=status.rank,
-                    actual_micros=actual_micros,
-                    completed_at=now,
-                    updated_at=now,
-                    delivery=Delivery.PENDING if deliver else Delivery.NONE,
-                    **values,
+            row = (
+                await conn.execute(
+                    update(Job.__table__)
+                    .where(Job.id == job.id, Job.status_rank < TERMINAL_RANK)
+                    .values(
+                        status=status,
+                        status_rank=status.rank,
+                        actual_micros=actual_micros,
+                        completed_at=now,
+                        updated_at=now,
+                        reservation=(
+                            Reservation.RELEASED if give_back_job else Reservation.SETTLED
+                        ),
+                        **delivery,
+                        **values,
+                    )
+                    .returning(*Job.__table__.c)
                 )
+            ).first()
+            if row is None:
+                return None
+            alerts = await usage.settle(
+                conn,
+                [Hold.from_json(data) for data in job.holds],
+                estimate=job.estimated_micros,
+                actual=actual_micros,
+                give_back_job=give_back_job,
             )
-            if result.rowcount != 1:
-                return False
-            settled = await conn.execute(
-                update(Job)
-                .where(Job.id == job.id, Job.reservation == Reservation.HELD)
-                .values(reservation=Reservation.RELEASED if give_back_job else Reservation.SETTLED)
-            )
-            if settled.rowcount == 1:
-                await usage.settle(
-                    conn,
-                    [Hold.from_json(data) for data in job.holds],
-                    estimate=job.estimated_micros,
-                    actual=actual_micros,
-                    give_back_job=give_back_job,
-                )
-        return True
+        return Finished(job=_job(row._mapping), alerts_due=bool(alerts))
 
     async def charge_late(self, job: Job, prediction_id: str, actual_micros: int) -> bool:
         """A terminal webhook for a job that had already failed before its prediction was known

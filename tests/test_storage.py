@@ -167,3 +167,21 @@ async def test_delivery_is_claimed_by_exactly_one(store: JobStore) -> None:
     await store.finish_delivery("j1")
     done = await store.get("j1")
     assert done is not None and done.delivery == Delivery.DELIVERED
+
+
+async def test_finish_can_claim_the_delivery_for_its_caller(store: JobStore) -> None:
+    """The webhook that finishes a job delivers it: nobody else may claim it meanwhile."""
+    await store.reserve_and_insert(make_job("j1"), user_limit(0))
+    job = await store.get("j1")
+    assert job is not None
+    finished = await store.finish(
+        job, JobStatus.SUCCEEDED, actual_micros=500, give_back_job=False, claim=True
+    )
+    assert finished is not None
+    assert finished.job.status == JobStatus.SUCCEEDED and finished.job.actual_micros == 500
+    assert finished.job.delivery == Delivery.DELIVERING and finished.job.delivery_attempts == 1
+    assert finished.job.reservation == Reservation.SETTLED
+    assert not await store.claim_delivery("j1", timedelta(minutes=10))
+    assert await store.undelivered(timedelta(minutes=10)) == []
+    stored = await store.get("j1")
+    assert stored is not None and stored.model_dump() == finished.job.model_dump()
