@@ -20,7 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from bot.serving import bind_socket, serve_app
+from bot.serving import bind_socket, run_event_loop, serve_app
 
 
 def create_bare_app(api_url: str, token: str, signing_secret: str) -> Starlette:
@@ -56,7 +56,7 @@ def main() -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        asyncio.run(serve(args.host, args.port, args.api_url))
+        run_event_loop(serve(args.host, args.port, args.api_url))
     except KeyboardInterrupt:
         pass
 

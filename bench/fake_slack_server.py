@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bot.serving import bind_socket, serve_app
+from bot.serving import bind_socket, run_event_loop, serve_app
 from tests.fakes.slack_api import FakeSlack, Message
 
 EVENTS_PAGE = 5000
@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     try:
-        asyncio.run(serve(args.host, args.port))
+        run_event_loop(serve(args.host, args.port))
     except KeyboardInterrupt:
         pass
 

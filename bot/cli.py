@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from bot.config import ConfigError, load_settings
-from bot.serving import bind_socket, serve_app, socket_url
+from bot.serving import bind_socket, run_event_loop, serve_app, socket_url
 
 log = logging.getLogger("conjure")
 
@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return int(asyncio.run(args.run(args)) or 0)
+        return int(run_event_loop(args.run(args)) or 0)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
