@@ -1,13 +1,12 @@
 """Async engines for SQLite and PostgreSQL, set up so that conditional updates are atomic.
 
-SQLite: WAL (readers never block the writer), a busy timeout, and `BEGIN IMMEDIATE` for every
-transaction that may write, because a deferred `BEGIN` that later upgrades to a write fails with
-SQLITE_BUSY instead of waiting. SQLite's busy handler sleeps (up to 100 ms a try, holding a
-pooled connection) while another connection writes, so two things keep it out of a busy
-server's way: reads go through `reader(engine)`, which never takes the write lock (no BEGIN:
-each statement is its own read transaction), and `write(engine)` queues this process's writers
-on an asyncio lock, so only one of them at a time asks SQLite for the write lock (other
-processes still wait through busy_timeout). PostgreSQL: asyncpg; its default READ COMMITTED
+SQLite (run on the event loop, see storage.sqlite_inline): WAL (readers never block the writer),
+a busy timeout, and `BEGIN IMMEDIATE` for every transaction that may write, because a deferred
+`BEGIN` that later upgrades to a write fails with SQLITE_BUSY instead of waiting. Reads go through
+`reader(engine)`, which never takes the write lock (no BEGIN: each statement is its own read
+transaction), and `write(engine)` queues this process's writers on an asyncio lock, so only one of
+them at a time asks SQLite for the write lock (other processes wait through busy_timeout).
+PostgreSQL: asyncpg; its default READ COMMITTED
 re-checks an UPDATE's WHERE against the newest row version, which is all the quota statements
 need.
 """
@@ -23,6 +22,8 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from storage import sqlite_inline
 
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -89,21 +90,14 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
 def _sqlite_engine(url: str, **kwargs: Any) -> AsyncEngine:
     connect_args = kwargs.pop("connect_args", {})
-    connect_args.setdefault("timeout", 30)
-    if make_url(url).database in (None, "", ":memory:"):
+    path = make_url(url).database
+    if path in (None, "", ":memory:"):
         raise ValueError("an in-memory SQLite database cannot be shared; give a file path")
-    engine = create_async_engine(url, connect_args=connect_args, **kwargs)
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Hand transaction control to us (pysqlite's own BEGIN handling is deferred-only).
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
+    engine = create_async_engine(
+        url,
+        async_creator=sqlite_inline.connector(path, timeout=connect_args.get("timeout", 30)),
+        **kwargs,
+    )
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
