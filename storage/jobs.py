@@ -7,6 +7,7 @@ instance. That is what makes duplicate and out-of-order webhooks, and several in
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -116,37 +117,28 @@ class JobStore:
 
     async def update_fields(self, job_id: str, **values: Any) -> None:
         """Unconditional bookkeeping (destination refs, prediction id before any webhook)."""
+        values["updated_at"] = utcnow()
         async with write(self.engine) as conn:
-            await conn.execute(
-                update(Job).where(Job.id == job_id).values(updated_at=utcnow(), **values)
-            )
+            await conn.execute(_update_statement(_names(values)), _params(job_id, values))
 
     async def advance(self, job_id: str, status: JobStatus, **values: Any) -> Job | None:
         """Move a job to a non-terminal `status` if that is forward: the job as it now stands,
         or None for a stale update."""
+        values.update(status=status, status_rank=status.rank, updated_at=utcnow())
         return await self._update_returning(
-            update(Job.__table__)
-            .where(Job.id == job_id, Job.status_rank < status.rank)
-            .values(status=status, status_rank=status.rank, updated_at=utcnow(), **values)
+            _advance_statement(_names(values)), _params(job_id, values)
         )
 
     async def record_progress(self, job_id: str, progress: int) -> Job | None:
         """Raise the progress of a running job: the job as it now stands, or None when it is
         finished or the progress is not higher."""
-        return await self._update_returning(
-            update(Job.__table__)
-            .where(
-                Job.id == job_id,
-                Job.status_rank < TERMINAL_RANK,
-                (Job.progress.is_(None)) | (Job.progress < progress),  # type: ignore[union-attr]
-            )
-            .values(progress=progress, updated_at=utcnow())
-        )
+        values = {"progress": progress, "updated_at": utcnow()}
+        return await self._update_returning(_progress_statement(), _params(job_id, values))
 
-    async def _update_returning(self, statement: Any) -> Job | None:
+    async def _update_returning(self, statement: Any, params: dict[str, Any]) -> Job | None:
         """Run a conditional UPDATE of one job; the updated row, or None when none matched."""
         async with write(self.engine) as conn:
-            row = (await conn.execute(statement.returning(*Job.__table__.c))).first()
+            row = (await conn.execute(statement, params)).first()
         return _job(row._mapping) if row else None
 
     async def finish(
@@ -169,36 +161,23 @@ class JobStore:
         fewer than finishing and then claiming, and the returned row is the one to deliver.
         """
         now = utcnow()
+        values.update(
+            status=status,
+            status_rank=status.rank,
+            actual_micros=actual_micros,
+            completed_at=now,
+            updated_at=now,
+            reservation=Reservation.RELEASED if give_back_job else Reservation.SETTLED,
+        )
         if not deliver:
-            delivery: dict[str, Any] = {"delivery": Delivery.NONE}
+            values["delivery"] = Delivery.NONE
         elif claim:
-            delivery = {
-                "delivery": Delivery.DELIVERING,
-                "delivery_claimed_at": now,
-                "delivery_attempts": Job.delivery_attempts + 1,
-            }
+            values.update(delivery=Delivery.DELIVERING, delivery_claimed_at=now)
         else:
-            delivery = {"delivery": Delivery.PENDING}
+            values["delivery"] = Delivery.PENDING
+        statement = _finish_statement(_names(values), claim and deliver)
         async with write(self.engine) as conn:
-            row = (
-                await conn.execute(
-                    update(Job.__table__)
-                    .where(Job.id == job.id, Job.status_rank < TERMINAL_RANK)
-                    .values(
-                        status=status,
-                        status_rank=status.rank,
-                        actual_micros=actual_micros,
-                        completed_at=now,
-                        updated_at=now,
-                        reservation=(
-                            Reservation.RELEASED if give_back_job else Reservation.SETTLED
-                        ),
-                        **delivery,
-                        **values,
-                    )
-                    .returning(*Job.__table__.c)
-                )
-            ).first()
+            row = (await conn.execute(statement, _params(job.id, values))).first()
             if row is None:
                 return None
             alerts = await usage.settle(
@@ -263,6 +242,59 @@ def user_subject(platform: str, workspace: str, user_id: str) -> str:
 def workspace_subject(platform: str, workspace: str) -> str:
     """The usage-counter key of a whole Slack workspace or Discord guild."""
     return f"{platform}:{workspace}"
+
+
+# ---- statements ---------------------------------------------------------------------------
+# Built once per set of columns and cached: building an UPDATE and its cache key anew cost more
+# CPU than SQLite spends running it. Values travel as bind parameters named "v_<column>".
+
+_JOBS = Job.__table__
+_ID = _JOBS.c.id == bindparam("job_id")
+
+
+def _names(values: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(sorted(values))
+
+
+def _params(job_id: str, values: dict[str, Any]) -> dict[str, Any]:
+    return {"job_id": job_id, **{f"v_{name}": value for name, value in values.items()}}
+
+
+def _set(names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: bindparam(f"v_{name}", type_=_JOBS.c[name].type) for name in names}
+
+
+@functools.cache
+def _update_statement(names: tuple[str, ...]) -> Any:
+    return update(_JOBS).where(_ID).values(_set(names))
+
+
+@functools.cache
+def _advance_statement(names: tuple[str, ...]) -> Any:
+    forward = _JOBS.c.status_rank < bindparam("v_status_rank")
+    return update(_JOBS).where(_ID, forward).values(_set(names)).returning(*_JOBS.c)
+
+
+@functools.cache
+def _progress_statement() -> Any:
+    progress = _JOBS.c.progress
+    higher = progress.is_(None) | (progress < bindparam("v_progress"))
+    running = _JOBS.c.status_rank < TERMINAL_RANK
+    return (
+        update(_JOBS)
+        .where(_ID, running, higher)
+        .values(_set(("progress", "updated_at")))
+        .returning(*_JOBS.c)
+    )
+
+
+@functools.cache
+def _finish_statement(names: tuple[str, ...], claim: bool) -> Any:
+    values = _set(names)
+    if claim:
+        values["delivery_attempts"] = _JOBS.c.delivery_attempts + 1
+    running = _JOBS.c.status_rank < TERMINAL_RANK
+    return update(_JOBS).where(_ID, running).values(values).returning(*_JOBS.c)
 
 
 def _job(mapping: Any) -> Job:

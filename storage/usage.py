@@ -149,27 +149,54 @@ async def settle(
     alerts: list[BudgetAlert] = []
     now = utcnow()
     for hold in holds:
+        row = {"s_scope": hold.scope, "s_subject": hold.subject, "s_period": hold.period}
         if hold.kind is HoldKind.USD:
             result = await conn.execute(
-                update(UsageCounter)
-                .where(_row(hold))
-                .values(
-                    reserved_micros=UsageCounter.reserved_micros - estimate,
-                    spent_micros=UsageCounter.spent_micros + actual,
-                    updated_at=now,
-                )
-                .returning(UsageCounter.spent_micros)
+                _settle_usd_statement(),
+                {**row, "s_estimate": estimate, "s_actual": actual, "s_now": now},
             )
             spent = result.scalar_one_or_none()
             if spent is not None and hold.limit > 0 and actual > 0:
                 alerts += await _raise_alerts(conn, hold, spent)
         elif hold.kind is HoldKind.IN_FLIGHT or give_back_job:
-            await conn.execute(
-                update(UsageCounter)
-                .where(_row(hold))
-                .values(jobs=UsageCounter.jobs - 1, updated_at=now)
-            )
+            await conn.execute(_give_back_job_statement(), {**row, "s_now": now})
     return alerts
+
+
+def _settled_row() -> Any:
+    table = UsageCounter.__table__.c
+    return and_(
+        table.scope == bindparam("s_scope"),
+        table.subject == bindparam("s_subject"),
+        table.period == bindparam("s_period"),
+    )
+
+
+@functools.cache
+def _settle_usd_statement() -> Any:
+    """Release the estimate and add what was spent; returns the new spend (built once)."""
+    table = UsageCounter.__table__.c
+    return (
+        update(UsageCounter.__table__)
+        .where(_settled_row())
+        .values(
+            reserved_micros=table.reserved_micros - bindparam("s_estimate", type_=Integer),
+            spent_micros=table.spent_micros + bindparam("s_actual", type_=Integer),
+            updated_at=bindparam("s_now", type_=table.updated_at.type),
+        )
+        .returning(table.spent_micros)
+    )
+
+
+@functools.cache
+def _give_back_job_statement() -> Any:
+    """One job fewer on a counter: a job that finished (in flight) or never ran (built once)."""
+    table = UsageCounter.__table__.c
+    return (
+        update(UsageCounter.__table__)
+        .where(_settled_row())
+        .values(jobs=table.jobs - 1, updated_at=bindparam("s_now", type_=table.updated_at.type))
+    )
 
 
 async def charge_late(conn: AsyncConnection, holds: Sequence[Hold], actual: int) -> None:
