@@ -20,7 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from bot.serving import bind_socket, run_event_loop, serve_app
+from bot.serving import bind_socket, freeze_startup_heap, run_event_loop, serve_app
 
 
 def create_bare_app(api_url: str, token: str, signing_secret: str) -> Starlette:
@@ -41,6 +41,7 @@ async def serve(host: str, port: int, api_url: str) -> None:
     app = create_bare_app(
         api_url, os.environ["SLACK_BOT_TOKEN"], os.environ["SLACK_SIGNING_SECRET"]
     )
+    freeze_startup_heap()  # as `conjure serve` does: the same stack, tuned the same way
     async with serve_app(app, sock=bind_socket(host, port), log_level="info") as url:
         print(f"bare bolt on {url}", flush=True)
         await asyncio.Event().wait()

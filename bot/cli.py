@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from bot.config import ConfigError, load_settings
-from bot.serving import bind_socket, run_event_loop, serve_app, socket_url
+from bot.serving import bind_socket, freeze_startup_heap, run_event_loop, serve_app, socket_url
 
 log = logging.getLogger("conjure")
 
@@ -133,6 +133,7 @@ async def _serve(args: argparse.Namespace) -> int:
     try:
         async with start_platforms(runtime) as routes:
             app = create_app(runtime, routes)
+            freeze_startup_heap()
             sock = bind_socket(args.host, args.port)
             print(f"Conjure listening on {socket_url(sock)} ({', '.join(platforms)})", flush=True)
             async with serve_app(app, sock=sock, log_level="info"):

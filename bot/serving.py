@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
@@ -35,6 +36,18 @@ def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
     """`asyncio.run(main)` on the fastest event loop available."""
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         return runner.run(main)
+
+
+def freeze_startup_heap() -> None:
+    """Keep what start-up built (modules, SQLAlchemy and pydantic caches, clients) out of the
+    garbage collector's full passes.
+
+    A full (generation 2) collection walks every tracked object; with a started server's
+    hundreds of thousands of them, each pass held the event loop for 50-60 ms, which was the
+    p99 of slash-command acks under load. Frozen objects are never scanned again.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class _EmbeddedServer(uvicorn.Server):
