@@ -1,20 +1,24 @@
 """`conjure serve` as its own process, the way it runs in production: its event loop (uvloop),
-SQLite on that loop, the frozen start-up heap. One /imagine, from a signed slash command to the
-image shared in the fake Slack's thread."""
+SQLite on that loop, the frozen start-up heap, the platforms started from the environment. One
+command on each platform, from the platform's request to the image posted back."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
 
 from bot.serving import bind_socket, socket_url
+from tests.discord_harness import GUILD_ID, USER_ID, interaction_payload
+from tests.fakes.discord_api import running_fake_discord, running_fake_gateway
 from tests.fakes.slack_api import BOT_TOKEN, serve_fake_slack
 from tests.sandbox_fixtures import SandboxServer
 from tests.slack_harness import SIGNING_SECRET, command_fields, sign
@@ -22,66 +26,114 @@ from tests.slack_harness import SIGNING_SECRET, command_fields, sign
 ROOT = Path(__file__).resolve().parent.parent
 
 
-async def test_serve_process_runs_a_command_to_an_image_in_the_thread(
+@contextlib.asynccontextmanager
+async def serve_process(
+    sandbox: SandboxServer, tmp_path: Path, platform_env: dict[str, str], secrets: tuple[str, ...]
+) -> AsyncIterator[httpx.AsyncClient]:
+    """`python -m bot.cli serve` on a free port, healthy; stopped with Ctrl-C afterwards, when
+    its log must hold no traceback and none of the secrets it was given."""
+    sock = bind_socket()
+    url, port = socket_url(sock), sock.getsockname()[1]
+    sock.close()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(ROOT),
+        "REPLICATE_API_TOKEN": sandbox.token,
+        "REPLICATE_BASE_URL": sandbox.url,
+        "CONJURE_WEBHOOK_SECRET": sandbox.webhook_secret,
+        "CONJURE_PUBLIC_URL": url,
+        "CONJURE_DATABASE_URL": f"sqlite:///{tmp_path / 'conjure.db'}",
+        **platform_env,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port)),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            await _wait_healthy(http, process)
+            yield http
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=15)
+    log = stderr.decode()
+    assert "Traceback" not in log, log[-3000:]
+    for secret in (sandbox.token, sandbox.webhook_secret, *secrets):
+        assert secret not in log
+
+
+async def test_slack_command_to_an_image_in_the_thread(
     sandbox_server: SandboxServer, tmp_path: Path
 ) -> None:
     async with serve_fake_slack() as fake:
-        sock = bind_socket()
-        url = socket_url(sock)
-        port = sock.getsockname()[1]
-        sock.close()
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "PYTHONPATH": str(ROOT),
+        slack_env = {
             "SLACK_BOT_TOKEN": BOT_TOKEN,
             "SLACK_SIGNING_SECRET": SIGNING_SECRET,
             "SLACK_API_URL": fake.api_url,
-            "REPLICATE_API_TOKEN": sandbox_server.token,
-            "REPLICATE_BASE_URL": sandbox_server.url,
-            "CONJURE_WEBHOOK_SECRET": sandbox_server.webhook_secret,
-            "CONJURE_PUBLIC_URL": url,
-            "CONJURE_DATABASE_URL": f"sqlite:///{tmp_path / 'conjure.db'}",
         }
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *("-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port)),
-            cwd=tmp_path,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        try:
-            async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-                await _wait_healthy(http, process)
-                body = urlencode(command_fields(fake, "/imagine", "a lighthouse at dusk"))
-                stamp = int(time.time())
-                ack = await http.post(
-                    "/slack/events",
-                    content=body,
-                    headers={
-                        "content-type": "application/x-www-form-urlencoded",
-                        "x-slack-request-timestamp": str(stamp),
-                        "x-slack-signature": sign(SIGNING_SECRET, stamp, body),
-                    },
-                )
-                assert ack.status_code == 200
-                deadline = time.monotonic() + 30
-                while not fake.shared_uploads() and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
-                metrics = (await http.get("/metrics")).text
-        finally:
-            process.send_signal(signal.SIGINT)
-            _, stderr = await asyncio.wait_for(process.communicate(), timeout=15)
+        async with serve_process(
+            sandbox_server, tmp_path, slack_env, (BOT_TOKEN, SIGNING_SECRET)
+        ) as http:
+            body = urlencode(command_fields(fake, "/imagine", "a lighthouse at dusk"))
+            stamp = int(time.time())
+            ack = await http.post(
+                "/slack/events",
+                content=body,
+                headers={
+                    "content-type": "application/x-www-form-urlencoded",
+                    "x-slack-request-timestamp": str(stamp),
+                    "x-slack-signature": sign(SIGNING_SECRET, stamp, body),
+                },
+            )
+            assert ack.status_code == 200
+            deadline = time.monotonic() + 30
+            while not fake.shared_uploads() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            metrics = (await http.get("/metrics")).text
 
     [upload] = fake.shared_uploads()
     [parent] = fake.channel_messages("C0GENERAL")
     assert upload.channel_id == "C0GENERAL" and upload.thread_ts == parent.ts
     assert upload.content and upload.filename.endswith((".png", ".webp", ".jpg"))
     assert 'conjure_replicate_webhooks_total{outcome="applied"}' in metrics
-    log = stderr.decode()
-    assert "Traceback" not in log, log[-2000:]
-    for secret in (SIGNING_SECRET, BOT_TOKEN, sandbox_server.token):
-        assert secret not in log
+
+
+async def test_discord_interaction_over_the_gateway_to_an_attached_image(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    async with running_fake_discord() as fake, running_fake_gateway(fake) as gateway:
+        discord_env = {
+            "DISCORD_TOKEN": fake.bot_token,
+            "DISCORD_API_URL": fake.api_url,
+            "DISCORD_GATEWAY_URL": gateway.url,
+            "DISCORD_GUILD_ID": str(GUILD_ID),
+        }
+        async with serve_process(sandbox_server, tmp_path, discord_env, (fake.bot_token,)):
+            payload = interaction_payload(
+                fake,
+                "imagine",
+                {"prompt": "a lighthouse at dusk"},
+                subcommand=None,
+                user_id=USER_ID,
+                attachment_size_limit=10 * 1024 * 1024,
+            )
+            fake.register_interaction(payload)
+            await asyncio.wait_for(gateway.dispatch("INTERACTION_CREATE", payload), timeout=30)
+            message = await fake.wait_for(
+                lambda: (m := fake.original(payload["token"])) and m["attachments"] and m,
+                timeout=30,
+            )
+
+    assert "✅ done" in message["content"]
+    [attachment] = message["attachments"]
+    assert attachment["data"]
+    [identify] = gateway.identifies
+    assert identify["token"] == fake.bot_token
 
 
 async def _wait_healthy(http: httpx.AsyncClient, process: asyncio.subprocess.Process) -> None:
@@ -89,11 +141,9 @@ async def _wait_healthy(http: httpx.AsyncClient, process: asyncio.subprocess.Pro
     while time.monotonic() < deadline:
         if process.returncode is not None:
             _, stderr = await process.communicate()
-            raise AssertionError(f"serve exited: {stderr.decode()[-2000:]}")
-        try:
+            raise AssertionError(f"serve exited: {stderr.decode()[-3000:]}")
+        with contextlib.suppress(httpx.TransportError):
             if (await http.get("/healthz")).status_code == 200:
                 return
-        except httpx.TransportError:
-            pass
         await asyncio.sleep(0.1)
     raise AssertionError("serve did not become healthy in 30 s")
