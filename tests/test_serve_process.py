@@ -31,7 +31,7 @@ async def serve_process(
     sandbox: SandboxServer, tmp_path: Path, platform_env: dict[str, str], secrets: tuple[str, ...]
 ) -> AsyncIterator[httpx.AsyncClient]:
     """`python -m bot.cli serve` on a free port, healthy; stopped with Ctrl-C afterwards, when
-    its log must hold no traceback and none of the secrets it was given."""
+    its log must hold no warning, no traceback and none of the secrets it was given."""
     sock = bind_socket()
     url, port = socket_url(sock), sock.getsockname()[1]
     sock.close()
@@ -63,6 +63,7 @@ async def serve_process(
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=15)
     log = stderr.decode()
     assert "Traceback" not in log, log[-3000:]
+    assert " WARNING " not in log and " ERROR " not in log, log[-3000:]  # a clean run is quiet
     for secret in (sandbox.token, sandbox.webhook_secret, *secrets):
         assert secret not in log
 
