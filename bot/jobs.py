@@ -39,6 +39,7 @@ DELIVERY_STALE_AFTER = timedelta(minutes=10)
 SILENT_AFTER = timedelta(minutes=5)  # no webhook for this long: read the prediction instead
 SUBMITS_AT_ONCE = 16  # commands being started at the same time; more wait their turn
 READS_AT_ONCE = 16  # polls of Replicate in progress at the same time; more wait their turn
+DELIVERIES_AT_ONCE = 16  # results being downloaded and posted at once (each holds its files)
 
 
 class CommandRefused(Exception):
@@ -77,6 +78,9 @@ class JobService:
         # recover() and the sweeper may start thousands of pollers at once; their reads all
         # queued in httpx's pool at once cost CPU quadratic in the queue (100% for minutes).
         self._reading = asyncio.Semaphore(READS_AT_ONCE)
+        # A burst of finished jobs would otherwise download every output at once: memory for
+        # all their files, and httpx's pool queue, which costs CPU quadratic in its length.
+        self._delivering = asyncio.Semaphore(DELIVERIES_AT_ONCE)
 
     # ---- wiring ---------------------------------------------------------------------------
 
@@ -343,6 +347,10 @@ class JobService:
 
     async def _deliver_claimed(self, job: Job) -> bool:
         """Post the result (or the failure) of a job whose delivery this caller holds."""
+        async with self._delivering:
+            return await self._post_outcome(job)
+
+    async def _post_outcome(self, job: Job) -> bool:
         adapter = self.adapters.get(job.platform)
         if adapter is None:
             await self.store.finish_delivery(job.id, f"no adapter for {job.platform}")

@@ -302,3 +302,41 @@ async def test_sweeper_recovers_a_job_whose_webhooks_never_came(
         await conjure.service.recover(silent_for=timedelta(0))  # what the sweeper runs
         outcome = await task
         assert outcome.ok and len(outcome.files) == 1
+
+
+async def test_a_burst_of_finished_jobs_is_delivered_a_bounded_number_at_a_time(
+    sandbox_server, sqlite_url: str, tmp_path: Path
+) -> None:
+    """Every result arrives, but no more than DELIVERIES_AT_ONCE are downloaded and posted at
+    once (each holds its files in memory)."""
+    from bot.jobs import DELIVERIES_AT_ONCE
+
+    async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
+        console = conjure.console
+        posting = 0
+        most = 0
+        post_result = console.post_result
+
+        async def slow_post_result(job, result) -> None:  # type: ignore[no-untyped-def]
+            nonlocal posting, most
+            posting += 1
+            most = max(most, posting)
+            try:
+                await asyncio.sleep(0.3)
+                await post_result(job, result)
+            finally:
+                posting -= 1
+
+        console.post_result = slow_post_result  # type: ignore[method-assign]
+        count = DELIVERIES_AT_ONCE * 3
+        outcomes = await asyncio.gather(
+            *(
+                console.run_line(conjure.service, f"/imagine fox number {n}", timeout=60)
+                for n in range(count)
+            )
+        )
+        await settle(conjure, sandbox_server)
+
+    assert all(outcome.ok for outcome in outcomes)
+    assert len({path for outcome in outcomes for path in outcome.files}) == count
+    assert 1 < most <= DELIVERIES_AT_ONCE, most

@@ -727,3 +727,43 @@ async def test_run_sandbox_serves_until_cancelled(capsys: pytest.CaptureFixture[
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def test_a_burst_of_webhooks_is_sent_a_bounded_number_at_a_time(
+    sandbox_server: SandboxServer,
+) -> None:
+    """Many predictions finishing together against a slow receiver: every completed webhook
+    arrives, once, and never more than WEBHOOKS_AT_ONCE are open at a time."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from bot.sandbox.state import WEBHOOKS_AT_ONCE
+
+    open_now = 0
+    most = 0
+    completed: list[str] = []
+
+    async def slow(request: Request) -> Response:
+        nonlocal open_now, most
+        open_now += 1
+        most = max(most, open_now)
+        try:
+            await asyncio.sleep(0.5)
+            payload = json.loads(await request.body())
+            if payload["status"] == "succeeded":
+                completed.append(payload["id"])
+            return Response(status_code=200)
+        finally:
+            open_now -= 1
+
+    receiver = Starlette(routes=[Route("/h", slow, methods=["POST"])])
+    count = WEBHOOKS_AT_ONCE * 3
+    async with serve_app(receiver) as url, api(sandbox_server, timeout=30) as http:
+        only_done = {"input": {"prompt": "x"}, "webhook": f"{url}/h"}
+        only_done["webhook_events_filter"] = ["completed"]
+        created = await asyncio.gather(*(http.post(FLUX, json=only_done) for _ in range(count)))
+        await sandbox_server.sandbox.wait_idle(timeout=30)
+    assert sorted(completed) == sorted(r.json()["id"] for r in created)
+    assert most <= WEBHOOKS_AT_ONCE, most

@@ -23,6 +23,8 @@ from bot.sandbox.webhooks import PredictionWebhooks, WebhookDelivery
 Files = dict[str, tuple[bytes, str]]
 logger = logging.getLogger(__name__)
 
+WEBHOOKS_AT_ONCE = 64  # below httpx's default pool of 100 connections
+
 
 @dataclass
 class Run:
@@ -53,6 +55,11 @@ class Sandbox:
         self.runs: dict[str, Run] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._http: httpx.AsyncClient | None = None
+        # Webhooks in flight at once. Beyond the client's pool, httpx queues requests in a list
+        # it rescans for every request, and with thousands waiting (a burst at speed 0) that
+        # scan took all the CPU, pool timeouts set off retries, and the sandbox never caught
+        # up. Waiting here instead costs nothing per request.
+        self.sending = asyncio.Semaphore(WEBHOOKS_AT_ONCE)
 
     def add(self, run: Run) -> None:
         """Register a newly created prediction."""

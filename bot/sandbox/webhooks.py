@@ -136,7 +136,9 @@ class PredictionWebhooks:
             await asyncio.wait([previous])  # keep order; never raises if it was cancelled
         attempts = MAX_ATTEMPTS if retry else 1
         for attempt in range(1, attempts + 1):
-            if await self._attempt(event, status, webhook_id, body, attempt):
+            async with self._sandbox.sending:  # signed once its turn comes, so never stale
+                delivered = await self._attempt(event, status, webhook_id, body, attempt)
+            if delivered:
                 return
             if attempt < attempts:
                 await asyncio.sleep(FIRST_BACKOFF * 2 ** (attempt - 1) * self._sandbox.config.speed)
