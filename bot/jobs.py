@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 WEBHOOK_EVENTS = ["start", "logs", "completed"]
 DELIVERY_STALE_AFTER = timedelta(minutes=10)
+CLOCK_MARGIN = timedelta(minutes=5)  # between our clock and Replicate's created_at
 SILENT_AFTER = timedelta(minutes=5)  # no webhook for this long: read the prediction instead
 SUBMITS_AT_ONCE = 16  # commands being started at the same time; more wait their turn
 READS_AT_ONCE = 16  # polls of Replicate in progress at the same time; more wait their turn
@@ -196,7 +197,7 @@ class JobService:
                 **{route[model.route]: model.ref},
             )
         except PredictionOutcomeUnknown as exc:
-            found = await self._find_lost_prediction(job.id, webhook)
+            found = await self._find_lost_prediction(job, webhook)
             if found is not None:
                 log.info("job %s: recovered prediction %s after a lost answer", job.id, found.id)
                 return found
@@ -206,10 +207,11 @@ class JobService:
         await self._fail_before_start(job, message)
         return None
 
-    async def _find_lost_prediction(self, job_id: str, webhook: str | None) -> Prediction | None:
+    async def _find_lost_prediction(self, job: Job, webhook: str | None) -> Prediction | None:
         """After a create whose answer was lost: a webhook may already have named the prediction;
-        else the webhook URL, which carries the job id, finds it in the recent list."""
-        known = await self.store.get(job_id)
+        else the webhook URL, which carries the job id, finds it among those created since the
+        job was (less a margin for the two clocks)."""
+        known = await self.store.get(job.id)
         if known is not None and known.prediction_id:
             try:
                 return await self.replicate.get_prediction(known.prediction_id)
@@ -218,7 +220,9 @@ class JobService:
         if webhook is None:
             return None
         try:
-            return await self.replicate.find_prediction_by_webhook(webhook)
+            return await self.replicate.find_prediction_by_webhook(
+                webhook, since=job.created_at - CLOCK_MARGIN
+            )
         except ReplicateError:
             log.warning("could not look for a lost prediction", exc_info=True)
             return None
@@ -434,7 +438,7 @@ class JobService:
             if job.prediction_id:
                 self.start_polling(job.id, job.prediction_id)
                 continue
-            found = await self._find_lost_prediction(job.id, self.webhook_url(job.id))
+            found = await self._find_lost_prediction(job, self.webhook_url(job.id))
             if found is not None:
                 await self.store.update_fields(job.id, prediction_id=found.id)
                 self.start_polling(job.id, found.id)

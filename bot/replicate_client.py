@@ -13,7 +13,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
@@ -208,19 +208,35 @@ class ReplicateClient:
         return PredictionPage(results=results, next=body.get("next") or None)
 
     async def find_prediction_by_webhook(
-        self, webhook: str, max_pages: int = 3
+        self,
+        webhook: str,
+        max_pages: int = 3,
+        *,
+        since: datetime | None = None,
+        max_reads: int = 20,
     ) -> Prediction | None:
         """The newest recent prediction carrying this webhook URL, or None.
 
         After `PredictionOutcomeUnknown`: Conjure's webhook URL names the job, so it tells whether
-        the uncertain create happened. Only the first `max_pages` pages (newest first) are read.
+        the uncertain create happened. Only the first `max_pages` pages (newest first) are read,
+        and none of what was created before `since`. A list entry without its `webhook` (the
+        list may leave it out; a prediction read by id carries it) is read by id, at most
+        `max_reads` of them, newest first.
         """
         url: str | None = None
+        reads = 0
         for _ in range(max_pages):
             page = await self.list_predictions(url)
             for prediction in page.results:
+                if since is not None and _before(prediction.created_at, since):
+                    return None  # newest first: everything further on is older still
                 if prediction.webhook == webhook:
                     return prediction
+                if prediction.webhook is None and reads < max_reads:
+                    reads += 1
+                    full = await self.get_prediction(prediction.id)
+                    if full.webhook == webhook:
+                        return full
             if page.next is None:
                 break
             url = page.next
@@ -391,3 +407,12 @@ def _log_retry(state: RetryCallState) -> None:
     logger.warning(
         "Replicate attempt %d failed (%s); retrying in %.2fs", state.attempt_number, exc, delay
     )
+
+
+def _before(moment: datetime | None, since: datetime) -> bool:
+    """`moment < since`, reading a time without a zone as UTC (Replicate writes `Z`)."""
+    if moment is None:
+        return False
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment < since

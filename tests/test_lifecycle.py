@@ -214,6 +214,40 @@ async def test_lost_create_answer_is_recovered_by_webhook_url(
         assert len(outcome.files) == 1
 
 
+@pytest.mark.parametrize("list_carries_webhook", [True, False])
+async def test_lost_create_answer_is_found_in_the_list_with_or_without_its_webhook(
+    sandbox_server, sqlite_url: str, tmp_path: Path, monkeypatch, list_carries_webhook: bool
+) -> None:
+    """No webhook named the prediction (`start` was lost too), so only the list can tell that
+    the create happened: whether its entries carry `webhook` or must be read one by one."""
+    from bot.sandbox import api_predictions
+
+    monkeypatch.setattr(api_predictions, "LIST_CARRIES_WEBHOOK", list_carries_webhook)
+    faults = sandbox_server.sandbox.faults
+    async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
+        for n in range(3):  # older predictions of the same account, with other webhooks
+            await conjure.service.replicate.create_prediction(
+                model="black-forest-labs/flux-schnell",
+                input={"prompt": f"other {n}"},
+                webhook=f"{conjure.url}/elsewhere/{n}",
+                webhook_events_filter=["completed"],
+            )
+        await sandbox_server.sandbox.wait_idle()
+        faults.drop_webhooks = 1  # our job's `start` webhook, which would name the prediction
+        faults.slow_start = 1.0  # and no `logs` webhook names it before the lookup
+        faults.http.append(HttpFault(method="POST", path_prefix="/v1/models/", delay=1.0))
+        impatient = ReplicateClient(sandbox_server.url, sandbox_server.token, timeout=0.5)
+        conjure.service.replicate = impatient
+        try:
+            outcome = await conjure.console.run_line(conjure.service, "/imagine a kite", timeout=20)
+            await settle(conjure, sandbox_server)
+        finally:
+            await impatient.aclose()
+        assert outcome.ok, outcome.error
+        assert sandbox_server.sandbox.create_count == 4  # the three others and ours, once
+        assert len(outcome.files) == 1
+
+
 async def test_unicode_prompt_reaches_the_model_and_the_image(
     sandbox_server, sqlite_url: str, tmp_path: Path
 ) -> None:

@@ -207,6 +207,37 @@ async def test_find_by_webhook_reads_at_most_max_pages(client: ReplicateClient, 
     assert found is not None and found.id == target.id
 
 
+async def test_find_by_webhook_reads_entries_the_list_leaves_it_out_of(
+    client: ReplicateClient, log: RequestLog, monkeypatch: pytest.MonkeyPatch
+):
+    """Where list entries carry no `webhook`, each recent one is read by id (newest first)."""
+    monkeypatch.setattr(api_predictions, "LIST_CARRIES_WEBHOOK", False)
+    webhook = "http://127.0.0.1:9/webhooks/replicate?job=listless"
+    target = await client.create_prediction(model=FLUX, input=PROMPT, webhook=webhook)
+    for _ in range(3):
+        await client.create_prediction(model=FLUX, input=PROMPT)
+    listed = await client.list_predictions()
+    assert all(p.webhook is None for p in listed.results)
+    log.requests.clear()
+    found = await client.find_prediction_by_webhook(webhook)
+    assert found is not None and found.id == target.id and found.webhook == webhook
+    reads = [r for r in log.requests if r.method == "GET" and "/v1/predictions/" in r.url.path]
+    assert len(reads) == 4  # the three newer ones, then the target
+    log.requests.clear()
+    assert await client.find_prediction_by_webhook(webhook, max_reads=2) is None
+    assert len([r for r in log.requests if "/v1/predictions/" in r.url.path]) == 2
+
+
+async def test_find_by_webhook_stops_at_predictions_older_than_the_job(
+    client: ReplicateClient, log: RequestLog
+):
+    webhook = "http://127.0.0.1:9/webhooks/replicate?job=old-one"
+    await client.create_prediction(model=FLUX, input=PROMPT, webhook=webhook)
+    later = datetime.now(UTC) + timedelta(seconds=5)
+    assert await client.find_prediction_by_webhook(webhook, since=later) is None
+    assert await client.find_prediction_by_webhook(webhook, since=later - timedelta(minutes=5))
+
+
 async def test_list_refuses_to_send_the_token_elsewhere(client: ReplicateClient, log: RequestLog):
     with pytest.raises(ValueError, match="another host"):
         await client.list_predictions("https://example.com/v1/predictions?cursor=abc")
