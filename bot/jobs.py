@@ -315,17 +315,28 @@ class JobService:
         return model.price.actual_micros(outputs, predict_time)
 
     async def _charge_late(self, job: Job, prediction: Prediction) -> None:
-        """The prediction of a job we had given up on (its create answer was lost) did run."""
+        """The prediction of a job we had given up on (its create answer was lost) did run: it
+        is charged, and a result is delivered after all (the person told to run it again may
+        have, but this one was paid for)."""
         if not prediction.terminal:
             return
         actual = self._actual_cost(job, prediction)
-        if await self.store.charge_late(job, prediction.id, actual):
-            log.warning(
-                "job %s: prediction %s ran after the job was given up; charged %s",
-                job.id,
-                prediction.id,
-                format_usd(actual),
-            )
+        succeeded = prediction.status == "succeeded" and prediction.output is not None
+        deliver = succeeded and job.platform in self.adapters
+        late = await self.store.charge_late(
+            job, prediction.id, actual, output=prediction.output if deliver else None
+        )
+        if late is None:
+            return
+        log.warning(
+            "job %s: prediction %s ran after the job was given up; charged %s%s",
+            job.id,
+            prediction.id,
+            format_usd(actual),
+            ", delivering its result" if deliver else "",
+        )
+        if deliver:
+            self.spawn(self._deliver_claimed(late))
 
     async def _throttled_status_update(self, job: Job) -> None:
         """Show a running job's new status or progress, at most once per progress_interval."""

@@ -189,19 +189,36 @@ class JobStore:
             )
         return Finished(job=_job(row._mapping), alerts_due=bool(alerts))
 
-    async def charge_late(self, job: Job, prediction_id: str, actual_micros: int) -> bool:
+    async def charge_late(
+        self, job: Job, prediction_id: str, actual_micros: int, *, output: Any = None
+    ) -> Job | None:
         """A terminal webhook for a job that had already failed before its prediction was known
-        (its create looked lost): record the prediction and what Replicate billed, once."""
-        async with write(self.engine) as conn:
-            result = await conn.execute(
-                update(Job)
-                .where(Job.id == job.id, Job.prediction_id.is_(None))  # type: ignore[union-attr]
-                .values(prediction_id=prediction_id, actual_micros=actual_micros)
+        (its create looked lost): record the prediction and what Replicate billed, once; the
+        row as it now stands, or None for a copy already recorded.
+
+        With the `output` of a prediction that succeeded, the job becomes the success it turned
+        out to be, with its delivery claimed for the caller: the person was charged for it.
+        """
+        values: dict[str, Any] = {"prediction_id": prediction_id, "actual_micros": actual_micros}
+        if output is not None:
+            now = utcnow()
+            values.update(
+                status=JobStatus.SUCCEEDED,
+                output=output,
+                error=None,
+                progress=100,
+                completed_at=now,
+                updated_at=now,
+                delivery=Delivery.DELIVERING,
+                delivery_claimed_at=now,
             )
-            if result.rowcount != 1:
-                return False
+        statement = _late_statement(_names(values), output is not None)
+        async with write(self.engine) as conn:
+            row = (await conn.execute(statement, _params(job.id, values))).first()
+            if row is None:
+                return None
             await usage.charge_late(conn, [Hold.from_json(d) for d in job.holds], actual_micros)
-        return True
+        return _job(row._mapping)
 
     async def claim_delivery(self, job_id: str, stale_after: timedelta) -> bool:
         """Take the delivery of a finished job; exactly one caller gets True."""
@@ -295,6 +312,15 @@ def _finish_statement(names: tuple[str, ...], claim: bool) -> Any:
         values["delivery_attempts"] = _JOBS.c.delivery_attempts + 1
     running = _JOBS.c.status_rank < TERMINAL_RANK
     return update(_JOBS).where(_ID, running).values(values).returning(*_JOBS.c)
+
+
+@functools.cache
+def _late_statement(names: tuple[str, ...], claim: bool) -> Any:
+    values = _set(names)
+    if claim:
+        values["delivery_attempts"] = _JOBS.c.delivery_attempts + 1
+    unknown = _JOBS.c.prediction_id.is_(None)
+    return update(_JOBS).where(_ID, unknown).values(values).returning(*_JOBS.c)
 
 
 def _job(mapping: Any) -> Job:

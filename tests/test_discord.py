@@ -264,6 +264,40 @@ async def test_a_replicate_error_is_answered_privately(
         assert await conjure.runtime.store.unfinished() == []  # finished as failed, given back
 
 
+async def test_a_job_given_up_after_a_lost_create_still_gets_its_late_image(
+    sandbox_server: SandboxServer, sqlite_url: str
+) -> None:
+    """The create's answer was lost and could not be found: the person is told privately and
+    the public "thinking" goes; when the prediction turns out to have run, its image is posted
+    in the channel, mentioning them."""
+    from bot.replicate_client import ReplicateClient
+
+    faults = sandbox_server.sandbox.faults
+    faults.drop_webhooks = 1
+    faults.slow_start = 1.0
+    faults.http.append(HttpFault(method="POST", path_prefix="/v1/models/", delay=1.0))
+    faults.http.append(HttpFault(status=500, count=10, method="GET", path_prefix="/v1/predictions"))
+    async with running_discord_conjure(sandbox_server, sqlite_url) as conjure:
+        impatient = ReplicateClient(
+            sandbox_server.url, sandbox_server.token, timeout=0.3, max_attempts=1
+        )
+        conjure.runtime.service.replicate = impatient
+        try:
+            sent = await conjure.interact("imagine", {"prompt": "a ghost"})
+            await conjure.settle()
+        finally:
+            await impatient.aclose()
+        fake = conjure.discord
+        [told] = webhook_calls(fake, sent.token, "POST")
+        assert told.payload["flags"] == EPHEMERAL
+        [late] = fake.channel_messages(CHANNEL_ID)
+        assert late["content"].startswith(MENTION) and "✅ done" in late["content"]
+        assert [a["data"] for a in late["attachments"]] == await output_bytes(sandbox_server)
+        [job] = await conjure.runtime.store._select(True)
+        assert job.delivery == Delivery.DELIVERED
+        assert sandbox_server.sandbox.create_count == 1
+
+
 # ---- outputs --------------------------------------------------------------------------------
 
 

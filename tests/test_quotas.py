@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bot.adapter import CommandRequest
@@ -21,7 +22,7 @@ from bot.replicate_client import ReplicateClient
 from bot.sandbox import HttpFault
 from bot.windows import day_window, month_window
 from storage.jobs import user_subject, workspace_subject
-from storage.models import JobStatus, utcnow
+from storage.models import Delivery, JobStatus, utcnow
 from tests.harness import Conjure, running_conjure, settle
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -179,17 +180,19 @@ async def test_canceled_job_is_charged_what_ran_and_keeps_its_count(
         assert "canceled" in conjure.output.getvalue()
 
 
-async def test_late_webhook_for_a_released_job_is_charged_once_and_not_delivered(
+async def test_late_result_of_a_given_up_job_is_charged_once_and_delivered_after_all(
     sandbox_server, sqlite_url: str, tmp_path: Path
 ) -> None:
-    """The create's answer was lost and the lookup failed, so the job was given up and its
-    reservation released; then Replicate's webhook shows the prediction did run."""
+    """The create's answer was lost and the lookup failed, so the job was given up (the person
+    was told) and its reservation released; then Replicate's webhook shows the prediction did
+    run. It is charged once, and its image is delivered: it was paid for."""
     faults = sandbox_server.sandbox.faults
     faults.drop_webhooks = 1  # the `start` webhook, which would name the prediction
     faults.slow_start = 1.0
     faults.http.append(HttpFault(method="POST", path_prefix="/v1/models/", delay=1.0))
     faults.http.append(HttpFault(status=500, count=10, method="GET", path_prefix="/v1/predictions"))
-    async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
+    out = tmp_path / "out"
+    async with running_conjure(sandbox_server, sqlite_url, out) as conjure:
         impatient = ReplicateClient(
             sandbox_server.url, sandbox_server.token, timeout=0.3, max_attempts=1
         )
@@ -199,23 +202,32 @@ async def test_late_webhook_for_a_released_job_is_charged_once_and_not_delivered
             await settle(conjure, sandbox_server)
         finally:
             await impatient.aclose()
-        assert not outcome.ok
+        assert not outcome.ok  # what the person was told first
         assert sandbox_server.sandbox.create_count == 1
         [job] = await conjure.runtime.store._select(True)
-        assert job.status == JobStatus.FAILED and job.prediction_id is not None
-        assert job.actual_micros == 3000
+        assert job.status == JobStatus.SUCCEEDED and job.prediction_id is not None
+        assert job.delivery == Delivery.DELIVERED and job.actual_micros == 3000
+        [saved] = list(out.iterdir())
+        assert saved.read_bytes() == await output_bytes(sandbox_server, job.prediction_id)
         subject = user_subject("console", "local", "you")
         day = await counter(conjure, "user", subject, day_window(utcnow()).key)
         money = await counter(conjure, "user", subject, month_window(utcnow()).key)
         assert day is not None and day.jobs == 0  # the job count stays given back
         assert money is not None and money.spent_micros == 3000 and money.reserved_micros == 0
-        # Replaying the terminal webhook charges nothing more.
+        # Replaying the terminal webhook charges and delivers nothing more.
         last = sandbox_server.sandbox.webhook_deliveries[-1]
         path = last.url.removeprefix(conjure.url)
         assert (await conjure.http.post(path, content=last.body, headers=last.headers)).is_success
+        await settle(conjure, sandbox_server)
         money = await counter(conjure, "user", subject, month_window(utcnow()).key)
         assert money is not None and money.spent_micros == 3000
-        assert not (tmp_path / "out").exists()
+        assert list(out.iterdir()) == [saved]
+
+
+async def output_bytes(sandbox_server, prediction_id: str) -> bytes:  # type: ignore[no-untyped-def]
+    [url] = sandbox_server.sandbox.predictions[prediction_id]["output"]
+    async with httpx.AsyncClient() as http:
+        return (await http.get(url)).content
 
 
 async def test_budget_alerts_fire_once_per_threshold(

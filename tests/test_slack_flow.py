@@ -204,6 +204,39 @@ async def test_a_replicate_error_at_creation_is_a_threaded_reply_and_costs_nothi
         assert sandbox_server.sandbox.create_count == 0
 
 
+async def test_a_job_given_up_after_a_lost_create_gets_its_late_image_in_the_thread(
+    sandbox_server, sqlite_url: str
+) -> None:
+    """The create's answer was lost and could not be found, so the thread says it failed; when
+    Replicate's webhook shows it ran after all, the image follows in the same thread and the
+    parent says done."""
+    from bot.replicate_client import ReplicateClient
+
+    faults = sandbox_server.sandbox.faults
+    faults.drop_webhooks = 1
+    faults.slow_start = 1.0
+    faults.http.append(HttpFault(method="POST", path_prefix="/v1/models/", delay=1.0))
+    faults.http.append(HttpFault(status=500, count=10, method="GET", path_prefix="/v1/predictions"))
+    async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
+        impatient = ReplicateClient(
+            sandbox_server.url, sandbox_server.token, timeout=0.3, max_attempts=1
+        )
+        conjure.service.replicate = impatient
+        try:
+            await conjure.slash("/imagine", "a ghost")
+            await conjure.settle(sandbox_server)
+        finally:
+            await impatient.aclose()
+        fake = conjure.fake
+        [parent] = fake.channel_messages(CHANNEL)
+        failure = fake.replies(CHANNEL, parent.ts)[0]
+        assert failure.text.startswith("<@U0ADA> ")
+        [upload] = fake.shared_uploads()
+        assert upload.channel_id == CHANNEL and upload.thread_ts == parent.ts
+        assert "✅ done" in parent.text
+        assert sandbox_server.sandbox.create_count == 1
+
+
 async def test_over_quota_is_refused_privately_and_starts_nothing(
     sandbox_server, sqlite_url: str
 ) -> None:
