@@ -7,6 +7,7 @@ or `webhook_receiver` (records signed webhooks; can be told to answer errors fir
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -16,7 +17,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bot.sandbox import Sandbox, SandboxConfig, create_sandbox_app
+from bot.jobs import JobService
+from bot.replicate_client import ReplicateClient
+from bot.sandbox import HttpFault, Sandbox, SandboxConfig, create_sandbox_app
 from bot.serving import serve_app
 
 
@@ -75,3 +78,26 @@ async def webhook_receiver() -> AsyncIterator[WebhookReceiver]:
     async with serve_app(app) as url:
         receiver.url = url
         yield receiver
+
+
+def lose_the_next_create(server: SandboxServer) -> None:
+    """The next create runs, but its answer comes too late, its `start` webhook is lost and the
+    list cannot be read (500s): an impatient caller gives the job up, and only the prediction's
+    later webhooks show that it ran."""
+    faults = server.sandbox.faults
+    faults.drop_webhooks = 1
+    faults.slow_start = 1.0
+    faults.http.append(HttpFault(method="POST", path_prefix="/v1/models/", delay=1.0))
+    faults.http.append(HttpFault(status=500, count=10, method="GET", path_prefix="/v1/predictions"))
+
+
+@contextlib.asynccontextmanager
+async def impatient_replicate(service: JobService, server: SandboxServer) -> AsyncIterator[None]:
+    """For the block, `service` waits 0.3 s for an answer from Replicate and tries once."""
+    impatient = ReplicateClient(server.url, server.token, timeout=0.3, max_attempts=1)
+    patient, service.replicate = service.replicate, impatient
+    try:
+        yield
+    finally:
+        service.replicate = patient
+        await impatient.aclose()

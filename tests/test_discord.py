@@ -30,7 +30,7 @@ from tests.discord_harness import (
 )
 from tests.fakes.discord_api import APP_ID, EPHEMERAL, Call, FakeDiscord, running_fake_discord
 from tests.harness import make_settings
-from tests.sandbox_fixtures import SandboxServer
+from tests.sandbox_fixtures import SandboxServer, impatient_replicate, lose_the_next_create
 
 MENTION = f"<@{USER_ID}>"
 ORIGINAL = r"/messages/@original$"
@@ -270,23 +270,12 @@ async def test_a_job_given_up_after_a_lost_create_still_gets_its_late_image(
     """The create's answer was lost and could not be found: the person is told privately and
     the public "thinking" goes; when the prediction turns out to have run, its image is posted
     in the channel, mentioning them."""
-    from bot.replicate_client import ReplicateClient
 
-    faults = sandbox_server.sandbox.faults
-    faults.drop_webhooks = 1
-    faults.slow_start = 1.0
-    faults.http.append(HttpFault(method="POST", path_prefix="/v1/models/", delay=1.0))
-    faults.http.append(HttpFault(status=500, count=10, method="GET", path_prefix="/v1/predictions"))
+    lose_the_next_create(sandbox_server)
     async with running_discord_conjure(sandbox_server, sqlite_url) as conjure:
-        impatient = ReplicateClient(
-            sandbox_server.url, sandbox_server.token, timeout=0.3, max_attempts=1
-        )
-        conjure.runtime.service.replicate = impatient
-        try:
+        async with impatient_replicate(conjure.runtime.service, sandbox_server):
             sent = await conjure.interact("imagine", {"prompt": "a ghost"})
             await conjure.settle()
-        finally:
-            await impatient.aclose()
         fake = conjure.discord
         [told] = webhook_calls(fake, sent.token, "POST")
         assert told.payload["flags"] == EPHEMERAL

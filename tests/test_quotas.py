@@ -18,12 +18,11 @@ from bot.adapter import CommandRequest
 from bot.config import Settings
 from bot.jobs import CommandRefused
 from bot.quotas import default_limits
-from bot.replicate_client import ReplicateClient
-from bot.sandbox import HttpFault
 from bot.windows import day_window, month_window
 from storage.jobs import user_subject, workspace_subject
 from storage.models import Delivery, JobStatus, utcnow
 from tests.harness import Conjure, running_conjure, settle
+from tests.sandbox_fixtures import impatient_replicate, lose_the_next_create
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -186,22 +185,12 @@ async def test_late_result_of_a_given_up_job_is_charged_once_and_delivered_after
     """The create's answer was lost and the lookup failed, so the job was given up (the person
     was told) and its reservation released; then Replicate's webhook shows the prediction did
     run. It is charged once, and its image is delivered: it was paid for."""
-    faults = sandbox_server.sandbox.faults
-    faults.drop_webhooks = 1  # the `start` webhook, which would name the prediction
-    faults.slow_start = 1.0
-    faults.http.append(HttpFault(method="POST", path_prefix="/v1/models/", delay=1.0))
-    faults.http.append(HttpFault(status=500, count=10, method="GET", path_prefix="/v1/predictions"))
+    lose_the_next_create(sandbox_server)
     out = tmp_path / "out"
     async with running_conjure(sandbox_server, sqlite_url, out) as conjure:
-        impatient = ReplicateClient(
-            sandbox_server.url, sandbox_server.token, timeout=0.3, max_attempts=1
-        )
-        conjure.service.replicate = impatient
-        try:
+        async with impatient_replicate(conjure.service, sandbox_server):
             outcome = await conjure.console.run_line(conjure.service, "/imagine a ghost")
             await settle(conjure, sandbox_server)
-        finally:
-            await impatient.aclose()
         assert not outcome.ok  # what the person was told first
         assert sandbox_server.sandbox.create_count == 1
         [job] = await conjure.runtime.store._select(True)

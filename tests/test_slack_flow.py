@@ -14,6 +14,7 @@ from adapters import slack_text
 from bot.sandbox import HttpFault
 from storage.models import Delivery, JobStatus
 from tests.fakes.slack_api import BOT_TOKEN
+from tests.sandbox_fixtures import impatient_replicate, lose_the_next_create
 from tests.slack_harness import SlackConjure, running_slack_conjure
 
 CHANNEL = "C0GENERAL"
@@ -210,23 +211,12 @@ async def test_a_job_given_up_after_a_lost_create_gets_its_late_image_in_the_thr
     """The create's answer was lost and could not be found, so the thread says it failed; when
     Replicate's webhook shows it ran after all, the image follows in the same thread and the
     parent says done."""
-    from bot.replicate_client import ReplicateClient
 
-    faults = sandbox_server.sandbox.faults
-    faults.drop_webhooks = 1
-    faults.slow_start = 1.0
-    faults.http.append(HttpFault(method="POST", path_prefix="/v1/models/", delay=1.0))
-    faults.http.append(HttpFault(status=500, count=10, method="GET", path_prefix="/v1/predictions"))
+    lose_the_next_create(sandbox_server)
     async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
-        impatient = ReplicateClient(
-            sandbox_server.url, sandbox_server.token, timeout=0.3, max_attempts=1
-        )
-        conjure.service.replicate = impatient
-        try:
+        async with impatient_replicate(conjure.service, sandbox_server):
             await conjure.slash("/imagine", "a ghost")
             await conjure.settle(sandbox_server)
-        finally:
-            await impatient.aclose()
         fake = conjure.fake
         [parent] = fake.channel_messages(CHANNEL)
         failure = fake.replies(CHANNEL, parent.ts)[0]
