@@ -490,6 +490,30 @@ async def test_serve_gets_interactions_over_the_gateway_and_delivers(
         assert [a["data"] for a in message["attachments"]] == await output_bytes(sandbox_server)
 
 
+async def test_a_gateway_reconnect_resumes_the_session_and_interactions_keep_working(
+    sandbox_server: SandboxServer, sqlite_url: str
+) -> None:
+    """Discord moves sessions between servers with RECONNECT; discord.py must RESUME (not
+    IDENTIFY again) and the next /imagine must work as the first did."""
+    async with running_discord_conjure(sandbox_server, sqlite_url, gateway=True) as conjure:
+        fake, gateway = conjure.discord, conjure.gateway
+        assert gateway is not None
+        first = await conjure.interact("imagine", {"prompt": "before the move"})
+        await fake.wait_for(lambda: (m := fake.original(first.token)) and m["attachments"])
+        await gateway.ask_to_reconnect()
+        await fake.wait_for(lambda: gateway.resumes and gateway.connected == 1)
+        second = await conjure.interact("imagine", {"prompt": "after the move"})
+        message = await fake.wait_for(
+            lambda: (m := fake.original(second.token)) and m["attachments"] and m
+        )
+        await conjure.settle()
+        assert len(gateway.identifies) == 1  # resumed, not identified again
+        [resume] = gateway.resumes
+        assert resume["token"] == fake.bot_token and resume["session_id"] == "fake-session"
+        assert resume["seq"] >= 1  # it resumed from the events it had seen
+        assert "✅ done" in message["content"]
+
+
 async def test_budget_alerts_go_to_the_alert_channel_without_pinging(
     sandbox_server: SandboxServer, sqlite_url: str
 ) -> None:

@@ -533,6 +533,7 @@ class FakeGateway:
     bot_token: str
     url: str = ""
     identifies: list[dict[str, Any]] = field(default_factory=list)
+    resumes: list[dict[str, Any]] = field(default_factory=list)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     _sockets: list[web.WebSocketResponse] = field(default_factory=list)
     _sequence: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -542,6 +543,18 @@ class FakeGateway:
         await self.ready.wait()
         for ws in list(self._sockets):
             await ws.send_json({"op": 0, "t": event, "s": next(self._sequence), "d": data})
+
+    async def ask_to_reconnect(self) -> None:
+        """Send RECONNECT (op 7), as Discord does before moving a session: the client should
+        come back and RESUME rather than IDENTIFY again."""
+        for ws in list(self._sockets):
+            self._sockets.remove(ws)
+            await ws.send_json({"op": 7, "d": None, "s": None, "t": None})
+
+    @property
+    def connected(self) -> int:
+        """Connections that identified or resumed and are still open."""
+        return len(self._sockets)
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
@@ -570,6 +583,15 @@ class FakeGateway:
                     }
                     await ws.send_json({"op": 0, "t": "READY", "s": 0, "d": ready})
                     self.ready.set()
+                elif message["op"] == 6:  # resume
+                    self.resumes.append(message["d"])
+                    known = message["d"]["session_id"] == "fake-session"
+                    if message["d"]["token"] != self.bot_token or not known:
+                        await ws.send_json({"op": 9, "d": False, "s": None, "t": None})
+                        continue
+                    self._sockets.append(ws)
+                    resumed = {"op": 0, "t": "RESUMED", "s": next(self._sequence), "d": {}}
+                    await ws.send_json(resumed)
         finally:
             if ws in self._sockets:
                 self._sockets.remove(ws)
