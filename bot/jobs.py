@@ -287,12 +287,15 @@ class JobService:
             await self._throttled_status_update(moved)
 
     async def _finish(self, job: Job, status: JobStatus, prediction: Prediction) -> None:
+        # Claimed here only where this instance can post to the job's platform; otherwise the
+        # delivery stays pending for an instance that can (its sweeper picks it up).
+        ours = job.platform in self.adapters
         finished = await self.store.finish(
             job,
             status,
             actual_micros=self._actual_cost(job, prediction),
             give_back_job=status in (JobStatus.FAILED, JobStatus.ABORTED),
-            claim=True,
+            claim=ours,
             output=prediction.output,
             error=_error_text(prediction.error),
             predict_time=(prediction.metrics or {}).get("predict_time"),
@@ -300,7 +303,8 @@ class JobService:
         )
         if finished is not None:
             self._last_status_update.pop(job.id, None)
-            self.spawn(self._deliver_claimed(finished.job))
+            if ours:
+                self.spawn(self._deliver_claimed(finished.job))
             if finished.alerts_due:
                 self.spawn(self.send_alerts())
 

@@ -374,3 +374,30 @@ async def test_a_burst_of_finished_jobs_is_delivered_a_bounded_number_at_a_time(
     assert all(outcome.ok for outcome in outcomes)
     assert len({path for outcome in outcomes for path in outcome.files}) == count
     assert 1 < most <= DELIVERIES_AT_ONCE, most
+
+
+async def test_a_result_for_a_platform_this_instance_does_not_serve_waits_for_one_that_does(
+    sandbox_server, sqlite_url: str, tmp_path: Path
+) -> None:
+    """Several instances may serve different platforms: the one that gets the webhook records
+    the result but leaves its delivery pending, and an instance with that platform delivers."""
+    from bot.adapter import CommandRequest
+
+    sandbox_server.sandbox.faults.slow_start = 0.5  # the result comes after the hand-over
+    async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
+        service = conjure.service
+        request = CommandRequest("console", "local", "terminal", "you", "imagine", "a fox")
+        job = await service.submit(request, service.parse("imagine", "a fox"))
+        console = service.adapters.pop("console")  # now an instance without the console
+        await settle(conjure, sandbox_server)
+        stored = await conjure.runtime.store.get(job.id)
+        assert stored is not None and stored.status == JobStatus.SUCCEEDED
+        assert stored.delivery == Delivery.PENDING
+        assert not (tmp_path / "out").exists()
+
+        service.add_adapter(console)  # the instance that serves it
+        await service.recover()
+        await settle(conjure, sandbox_server)
+        stored = await conjure.runtime.store.get(job.id)
+        assert stored is not None and stored.delivery == Delivery.DELIVERED
+        assert len(list((tmp_path / "out").iterdir())) == 1
