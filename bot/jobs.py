@@ -328,7 +328,11 @@ class JobService:
         succeeded = prediction.status == "succeeded" and prediction.output is not None
         deliver = succeeded and job.platform in self.adapters
         late = await self.store.charge_late(
-            job, prediction.id, actual, output=prediction.output if deliver else None
+            job,
+            prediction.id,
+            actual,
+            output=prediction.output if succeeded else None,
+            claim=deliver,
         )
         if late is None:
             return

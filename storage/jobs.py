@@ -190,14 +190,21 @@ class JobStore:
         return Finished(job=_job(row._mapping), alerts_due=bool(alerts))
 
     async def charge_late(
-        self, job: Job, prediction_id: str, actual_micros: int, *, output: Any = None
+        self,
+        job: Job,
+        prediction_id: str,
+        actual_micros: int,
+        *,
+        output: Any = None,
+        claim: bool = False,
     ) -> Job | None:
         """A terminal webhook for a job that had already failed before its prediction was known
         (its create looked lost): record the prediction and what Replicate billed, once; the
         row as it now stands, or None for a copy already recorded.
 
         With the `output` of a prediction that succeeded, the job becomes the success it turned
-        out to be, with its delivery claimed for the caller: the person was charged for it.
+        out to be, to be delivered (the person was charged for it): claimed for the caller with
+        `claim`, else pending for an instance that serves its platform.
         """
         values: dict[str, Any] = {"prediction_id": prediction_id, "actual_micros": actual_micros}
         if output is not None:
@@ -209,10 +216,11 @@ class JobStore:
                 progress=100,
                 completed_at=now,
                 updated_at=now,
-                delivery=Delivery.DELIVERING,
-                delivery_claimed_at=now,
+                delivery=Delivery.DELIVERING if claim else Delivery.PENDING,
             )
-        statement = _late_statement(_names(values), output is not None)
+            if claim:
+                values["delivery_claimed_at"] = now
+        statement = _late_statement(_names(values), claim and output is not None)
         async with write(self.engine) as conn:
             row = (await conn.execute(statement, _params(job.id, values))).first()
             if row is None:
