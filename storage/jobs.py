@@ -29,8 +29,6 @@ from storage.models import (
 )
 from storage.usage import Hold
 
-_GET = select(Job.__table__).where(Job.__table__.c.id == bindparam("job_id"))  # built once
-
 
 @dataclass(frozen=True)
 class Finished:
@@ -169,13 +167,8 @@ class JobStore:
             updated_at=now,
             reservation=Reservation.RELEASED if give_back_job else Reservation.SETTLED,
         )
-        if not deliver:
-            values["delivery"] = Delivery.NONE
-        elif claim:
-            values.update(delivery=Delivery.DELIVERING, delivery_claimed_at=now)
-        else:
-            values["delivery"] = Delivery.PENDING
-        statement = _finish_statement(_names(values), claim and deliver)
+        values.update(_delivery(now, deliver=deliver, claim=claim))
+        statement = _terminal_statement(_names(values), "running")
         async with write(self.engine) as conn:
             row = (await conn.execute(statement, _params(job.id, values))).first()
             if row is None:
@@ -216,11 +209,9 @@ class JobStore:
                 progress=100,
                 completed_at=now,
                 updated_at=now,
-                delivery=Delivery.DELIVERING if claim else Delivery.PENDING,
+                **_delivery(now, deliver=True, claim=claim),
             )
-            if claim:
-                values["delivery_claimed_at"] = now
-        statement = _late_statement(_names(values), claim and output is not None)
+        statement = _terminal_statement(_names(values), "no_prediction")
         async with write(self.engine) as conn:
             row = (await conn.execute(statement, _params(job.id, values))).first()
             if row is None:
@@ -275,6 +266,8 @@ def workspace_subject(platform: str, workspace: str) -> str:
 
 _JOBS = Job.__table__
 _ID = _JOBS.c.id == bindparam("job_id")
+_GET = select(_JOBS).where(_ID)
+_RUNNING = _JOBS.c.status_rank < TERMINAL_RANK
 
 
 def _names(values: dict[str, Any]) -> tuple[str, ...]:
@@ -304,31 +297,35 @@ def _advance_statement(names: tuple[str, ...]) -> Any:
 def _progress_statement() -> Any:
     progress = _JOBS.c.progress
     higher = progress.is_(None) | (progress < bindparam("v_progress"))
-    running = _JOBS.c.status_rank < TERMINAL_RANK
     return (
         update(_JOBS)
-        .where(_ID, running, higher)
+        .where(_ID, _RUNNING, higher)
         .values(_set(("progress", "updated_at")))
         .returning(*_JOBS.c)
     )
 
 
-@functools.cache
-def _finish_statement(names: tuple[str, ...], claim: bool) -> Any:
-    values = _set(names)
+# The row a terminal UPDATE may change: a job still running, or one given up on before its
+# prediction was known (a late result). Named, because the statements are cached by name.
+_GUARDS = {"running": _RUNNING, "no_prediction": _JOBS.c.prediction_id.is_(None)}
+
+
+def _delivery(now: Any, *, deliver: bool, claim: bool) -> dict[str, Any]:
+    """A finished job's delivery columns: none, pending, or claimed by the caller."""
+    if not deliver:
+        return {"delivery": Delivery.NONE}
     if claim:
-        values["delivery_attempts"] = _JOBS.c.delivery_attempts + 1
-    running = _JOBS.c.status_rank < TERMINAL_RANK
-    return update(_JOBS).where(_ID, running).values(values).returning(*_JOBS.c)
+        return {"delivery": Delivery.DELIVERING, "delivery_claimed_at": now}
+    return {"delivery": Delivery.PENDING}
 
 
 @functools.cache
-def _late_statement(names: tuple[str, ...], claim: bool) -> Any:
+def _terminal_statement(names: tuple[str, ...], guard: str) -> Any:
+    """The UPDATE that makes a job terminal where `guard` holds; setting a claim counts it."""
     values = _set(names)
-    if claim:
+    if "delivery_claimed_at" in names:
         values["delivery_attempts"] = _JOBS.c.delivery_attempts + 1
-    unknown = _JOBS.c.prediction_id.is_(None)
-    return update(_JOBS).where(_ID, unknown).values(values).returning(*_JOBS.c)
+    return update(_JOBS).where(_ID, _GUARDS[guard]).values(values).returning(*_JOBS.c)
 
 
 def _job(mapping: Any) -> Job:

@@ -62,9 +62,6 @@ class InlineConnection:
     def cursor(self) -> _CursorOpener:
         return _CursorOpener(self._conn)
 
-    async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> InlineCursor:
-        return InlineCursor(self._conn.execute(sql, parameters))
-
     async def commit(self) -> None:
         self._conn.commit()
 
@@ -89,12 +86,6 @@ class InlineCursor:
 
     def __init__(self, cursor: sqlite3.Cursor) -> None:
         self._cursor = cursor
-
-    async def __aenter__(self) -> InlineCursor:
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        self._cursor.close()
 
     @property
     def description(self) -> Any:
@@ -145,9 +136,6 @@ class _CursorOpener:
 
     async def __aenter__(self) -> InlineCursor:
         return InlineCursor(self._connection.cursor())
-
-    def __await__(self) -> Any:
-        return self.__aenter__().__await__()
 
 
 class _RunNow:

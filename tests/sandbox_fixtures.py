@@ -92,9 +92,13 @@ def lose_the_next_create(server: SandboxServer) -> None:
 
 
 @contextlib.asynccontextmanager
-async def impatient_replicate(service: JobService, server: SandboxServer) -> AsyncIterator[None]:
-    """For the block, `service` waits 0.3 s for an answer from Replicate and tries once."""
-    impatient = ReplicateClient(server.url, server.token, timeout=0.3, max_attempts=1)
+async def impatient_replicate(
+    service: JobService, server: SandboxServer, timeout: float = 0.3, max_attempts: int | None = 1
+) -> AsyncIterator[None]:
+    """For the block, `service` waits `timeout` seconds for an answer from Replicate and tries
+    `max_attempts` times (None: as often as the client does by default)."""
+    options = {} if max_attempts is None else {"max_attempts": max_attempts}
+    impatient = ReplicateClient(server.url, server.token, timeout=timeout, **options)
     patient, service.replicate = service.replicate, impatient
     try:
         yield

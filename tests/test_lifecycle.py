@@ -10,12 +10,12 @@ import httpx
 import pytest
 from PIL import Image
 
-from bot.replicate_client import ReplicateClient
 from bot.sandbox import HttpFault
 from bot.windows import day_window
 from storage.jobs import user_subject
 from storage.models import Delivery, JobStatus, utcnow
 from tests.harness import running_conjure, settle
+from tests.sandbox_fixtures import impatient_replicate
 
 
 async def test_imagine_succeeds_and_the_image_is_delivered(
@@ -202,13 +202,11 @@ async def test_lost_create_answer_is_recovered_by_webhook_url(
     """A create whose answer never came is found again, not created twice."""
     sandbox_server.sandbox.faults.http.append(HttpFault(method="POST", delay=2.0))
     async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
-        impatient = ReplicateClient(sandbox_server.url, sandbox_server.token, timeout=0.5)
-        conjure.service.replicate = impatient
-        try:
+        async with impatient_replicate(
+            conjure.service, sandbox_server, timeout=0.5, max_attempts=None
+        ):
             outcome = await conjure.console.run_line(conjure.service, "/imagine a kite", timeout=20)
             await settle(conjure, sandbox_server)
-        finally:
-            await impatient.aclose()
         assert outcome.ok, outcome.error
         assert sandbox_server.sandbox.create_count == 1
         assert len(outcome.files) == 1
@@ -236,13 +234,11 @@ async def test_lost_create_answer_is_found_in_the_list_with_or_without_its_webho
         faults.drop_webhooks = 1  # our job's `start` webhook, which would name the prediction
         faults.slow_start = 1.0  # and no `logs` webhook names it before the lookup
         faults.http.append(HttpFault(method="POST", path_prefix="/v1/models/", delay=1.0))
-        impatient = ReplicateClient(sandbox_server.url, sandbox_server.token, timeout=0.5)
-        conjure.service.replicate = impatient
-        try:
+        async with impatient_replicate(
+            conjure.service, sandbox_server, timeout=0.5, max_attempts=None
+        ):
             outcome = await conjure.console.run_line(conjure.service, "/imagine a kite", timeout=20)
             await settle(conjure, sandbox_server)
-        finally:
-            await impatient.aclose()
         assert outcome.ok, outcome.error
         assert sandbox_server.sandbox.create_count == 4  # the three others and ours, once
         assert len(outcome.files) == 1
