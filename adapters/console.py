@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bot.adapter import CommandRequest, JobResult
-from bot.conjure_command import run_conjure_command
+from bot.commands.conjure import run_conjure_command
+from bot.commands.parsing import UsageError
 from bot.jobs import CommandRefused, JobService
 from bot.messages import status_line, status_text
-from bot.parsing import UsageError
 from storage.models import Job
 
 PLATFORM = "console"

@@ -33,11 +33,11 @@ async def start_platforms(runtime: Runtime) -> AsyncIterator[list[BaseRoute]]:
     async with contextlib.AsyncExitStack() as stack:
         for platform in configured_platforms(runtime.settings):
             if platform == "slack":
-                from adapters.slack import slack_platform
+                from adapters.slack.lifecycle import slack_platform
 
                 routes += await stack.enter_async_context(slack_platform(runtime))
             elif platform == "discord":
-                from adapters.discord_bot import discord_platform
+                from adapters.discord.adapter import discord_platform
 
                 routes += await stack.enter_async_context(discord_platform(runtime))
         yield routes

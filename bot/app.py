@@ -14,10 +14,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from bot.replicate_client import Prediction
-from bot.replicate_errors import ReplicateError
+from bot.replicate.client import Prediction
+from bot.replicate.errors import ReplicateError
+from bot.replicate.webhooks import WebhookVerificationError, verify_webhook
 from bot.runtime import Runtime
-from bot.webhooks import WebhookVerificationError, verify_webhook
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.adapter import ChatAdapter, CommandRequest
 from bot.catalog import Catalog, ModelSpec
+from bot.commands.parsing import Invocation, parse_invocation
 from bot.config import Settings
 from bot.messages import format_usd
-from bot.outputs import OutputFetcher, split_output
-from bot.parsing import Invocation, parse_invocation
-from bot.progress import progress_from_logs
-from bot.quotas import Quotas
-from bot.replicate_client import Prediction, ReplicateClient
-from bot.replicate_errors import PredictionOutcomeUnknown, ReplicateError
+from bot.quotas.service import Quotas
+from bot.replicate.client import Prediction, ReplicateClient
+from bot.replicate.errors import PredictionOutcomeUnknown, ReplicateError
+from bot.replicate.outputs import OutputFetcher, split_output
+from bot.replicate.progress import progress_from_logs
 from storage.jobs import JobStore
 from storage.models import BudgetAlert, Job, JobStatus, utcnow
 from storage.usage import LimitReached

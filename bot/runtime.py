@@ -17,9 +17,9 @@ from bot.catalog import Catalog, load_catalog
 from bot.config import Settings
 from bot.jobs import JobService
 from bot.metrics import Metrics
-from bot.outputs import REPLICATE_FILE_HOSTS, OutputFetcher
-from bot.quotas import Quotas
-from bot.replicate_client import ReplicateClient
+from bot.quotas.service import Quotas
+from bot.replicate.client import ReplicateClient
+from bot.replicate.outputs import REPLICATE_FILE_HOSTS, OutputFetcher
 from storage.engine import create_engine
 from storage.jobs import JobStore
 from storage.migrate import migrate

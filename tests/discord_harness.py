@@ -19,7 +19,7 @@ from typing import Any
 
 import discord
 
-from adapters.discord_bot import DiscordAdapter, discord_platform
+from adapters.discord.adapter import DiscordAdapter, discord_platform
 from adapters.platforms import start_platforms
 from bot.app import create_app
 from bot.runtime import Runtime

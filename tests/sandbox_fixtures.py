@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bot.jobs import JobService
-from bot.replicate_client import ReplicateClient
+from bot.replicate.client import ReplicateClient
 from bot.sandbox import HttpFault, Sandbox, SandboxConfig, create_sandbox_app
 from bot.serving import serve_app
 

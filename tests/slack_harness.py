@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from adapters.slack import slack_platform
+from adapters.slack.lifecycle import slack_platform
 from bot.app import create_app
 from bot.config import Settings
 from bot.jobs import JobService

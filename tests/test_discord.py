@@ -10,11 +10,11 @@ import discord
 import httpx
 import pytest
 
-from adapters.discord_bot import discord_platform, fit_files
+from adapters.discord.adapter import discord_platform, fit_files
 from bot.adapter import JobResult, OutputFile
 from bot.catalog import default_catalog
+from bot.commands.parsing import MAX_PROMPT_CHARS
 from bot.config import ConfigError
-from bot.parsing import MAX_PROMPT_CHARS
 from bot.runtime import Runtime
 from bot.sandbox import HttpFault, SandboxConfig, create_sandbox_app
 from bot.serving import serve_app

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from bot.quotas.windows import day_window
 from bot.sandbox import HttpFault
-from bot.windows import day_window
 from storage.jobs import user_subject
 from storage.models import Delivery, JobStatus, utcnow
 from tests.harness import running_conjure, settle

@@ -12,8 +12,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from bot.messages import format_duration, format_usd
-from bot.outputs import OutputFetcher, split_output
-from bot.progress import progress_from_logs
+from bot.replicate.outputs import OutputFetcher, split_output
+from bot.replicate.progress import progress_from_logs
 from bot.serving import serve_app
 
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.catalog import Catalog, default_catalog, load_catalog
-from bot.parsing import (
+from bot.commands.parsing import (
     MAX_PROMPT_CHARS,
     Invocation,
     UsageError,

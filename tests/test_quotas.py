@@ -17,8 +17,8 @@ import pytest
 from bot.adapter import CommandRequest
 from bot.config import Settings
 from bot.jobs import CommandRefused
-from bot.quotas import default_limits
-from bot.windows import day_window, month_window
+from bot.quotas.service import default_limits
+from bot.quotas.windows import day_window, month_window
 from storage.jobs import user_subject, workspace_subject
 from storage.models import Delivery, JobStatus, utcnow
 from tests.harness import Conjure, running_conjure, settle

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.replicate_client import Prediction, ReplicateClient
-from bot.replicate_errors import (
+from bot.replicate.client import Prediction, ReplicateClient
+from bot.replicate.errors import (
     AuthenticationError,
     InsufficientCreditError,
     InvalidInputError,

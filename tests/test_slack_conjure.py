@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters import slack_commands
+from adapters.slack import listener as slack_commands
 from tests.slack_harness import running_slack_conjure
 
 

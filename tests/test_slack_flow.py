@@ -10,7 +10,7 @@ import time
 
 import httpx
 
-from adapters import slack_text
+from adapters.slack import markup as slack_text
 from bot.sandbox import HttpFault
 from storage.models import Delivery, JobStatus
 from tests.fakes.slack_api import BOT_TOKEN

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from adapters.slack_manifest import BOT_SCOPES, render_manifest
+from adapters.slack.manifest import BOT_SCOPES, render_manifest
 from bot.catalog import default_catalog, load_catalog
 
 ROOT = Path(__file__).resolve().parents[1]

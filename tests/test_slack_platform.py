@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from adapters.slack import slack_platform
+from adapters.slack.lifecycle import slack_platform
 from bot.app import create_app
 from bot.config import ConfigError
 from bot.runtime import Runtime
@@ -113,7 +113,7 @@ async def test_an_unreachable_slack_at_start_up_is_only_a_warning(
     settings = slack_settings(sandbox_server, sqlite_url, fake, "http://127.0.0.1:9")
     runtime = await Runtime.start(settings)
     try:
-        with caplog.at_level(logging.WARNING, logger="adapters.slack"):
+        with caplog.at_level(logging.WARNING, logger="adapters.slack.lifecycle"):
             async with slack_platform(runtime) as routes:
                 assert [route.path for route in routes] == ["/slack/events"]
                 assert "slack" in runtime.service.adapters

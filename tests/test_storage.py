@@ -11,7 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
 
-from bot.windows import day_window
+from bot.quotas.windows import day_window
 from storage.engine import create_engine, normalize_database_url
 from storage.jobs import JobStore, user_subject
 from storage.migrate import migrate

@@ -10,8 +10,13 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 from starlette.datastructures import Headers
 
-from bot.replicate_client import ReplicateClient
-from bot.webhooks import TOLERANCE, WebhookVerificationError, WebhookVerifier, verify_webhook
+from bot.replicate.client import ReplicateClient
+from bot.replicate.webhooks import (
+    TOLERANCE,
+    WebhookVerificationError,
+    WebhookVerifier,
+    verify_webhook,
+)
 
 # Replicate's published test vector (replicate-api.md).
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

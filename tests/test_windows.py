@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.windows import day_window, month_window
+from bot.quotas.windows import day_window, month_window
 
 ZONES = st.sampled_from(
     [

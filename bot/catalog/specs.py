@@ -256,9 +256,3 @@ class Catalog:
 
     def model(self, key: str) -> ModelSpec | None:
         return self.models.get(key)
-
-
-# The built-ins (catalog_builtin) and conjure.toml loading (catalog_loader) live in their own
-# modules; the public API stays importable from here.
-from bot.catalog_loader import default_catalog as default_catalog  # noqa: E402
-from bot.catalog_loader import load_catalog as load_catalog  # noqa: E402

@@ -21,7 +21,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
 
-from bot.replicate_errors import (
+from bot.replicate.errors import (
     PredictionOutcomeUnknown,
     RateLimitedError,
     ReplicateConnectionError,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from bot.config import ConfigError, load_settings
 from bot.messages import format_usd
-from bot.quotas import USER, WORKSPACE, Quotas, usd_to_micros
+from bot.quotas.service import USER, WORKSPACE, Quotas, usd_to_micros
 from storage.engine import create_engine
 from storage.jobs import user_subject, workspace_subject
 from storage.migrate import migrate

@@ -14,7 +14,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, cast, get_args
 
-from bot.catalog import (
+from bot.catalog.builtin import BUILTIN
+from bot.catalog.specs import (
     MAX_CHOICES,
     MAX_DESCRIPTION,
     OUTPUTS_FIELD,
@@ -33,7 +34,6 @@ from bot.catalog import (
     Route,
     format_number,
 )
-from bot.catalog_builtin import BUILTIN
 
 _COMMAND_NAME = re.compile(r"[a-z0-9_-]{1,31}")  # Slack's rule (32 with the slash)
 _OPTION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")  # also valid for Discord

@@ -14,13 +14,13 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck
 
-from adapters import slack_text as say
-from adapters.slack_adapter import PLATFORM
-from adapters.slack_reach import respond
+from adapters.slack import markup as say
+from adapters.slack.adapter import PLATFORM
+from adapters.slack.reach import respond
 from bot.adapter import CommandRequest
-from bot.conjure_command import run_conjure_command
+from bot.commands.conjure import run_conjure_command
+from bot.commands.parsing import Invocation, UsageError
 from bot.jobs import CommandRefused, JobService
-from bot.parsing import Invocation, UsageError
 
 log = logging.getLogger(__name__)
 

@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply database migrations")
     migrate.set_defaults(run=_migrate)
 
-    from bot.operator_cli import add_commands
+    from bot.cli.operator import add_commands
 
     add_commands(commands)
 
@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _manifest(args: argparse.Namespace) -> int:
-    from adapters.slack_manifest import render_manifest
+    from adapters.slack.manifest import render_manifest
     from bot.catalog import load_catalog
 
     settings = load_settings()
@@ -219,7 +219,3 @@ async def _interactive(console: object, service: object) -> None:
             return
         if line.strip():
             await console.run_line(service, line)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

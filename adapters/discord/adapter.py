@@ -25,14 +25,14 @@ from discord import app_commands
 from discord.gateway import DiscordWebSocket
 from starlette.routing import BaseRoute
 
-from adapters.discord_commands import build_commands
+from adapters.discord.command_tree import build_commands
 from bot.adapter import CommandRequest, JobResult, OutputFile
 from bot.catalog import CommandSpec
+from bot.commands.conjure import run_conjure_command
+from bot.commands.parsing import UsageError, parse_options
 from bot.config import ConfigError, Settings
-from bot.conjure_command import run_conjure_command
 from bot.jobs import CommandRefused, JobService
 from bot.messages import status_text
-from bot.parsing import UsageError, parse_options
 from bot.runtime import Runtime
 from storage.models import Job, utcnow
 

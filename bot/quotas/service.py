@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bot.config import ConfigError, Settings
 from bot.messages import format_usd, until
-from bot.windows import Window, day_window, month_window
+from bot.quotas.windows import Window, day_window, month_window
 from storage.jobs import user_subject, workspace_subject
 from storage.models import QuotaOverride
 from storage.quotas import QuotaStore, SpendRow

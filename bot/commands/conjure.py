@@ -11,7 +11,7 @@ import re
 from bot.adapter import CommandRequest
 from bot.jobs import JobService
 from bot.messages import format_usd
-from bot.quotas import USER, WORKSPACE, usd_to_micros
+from bot.quotas.service import USER, WORKSPACE, usd_to_micros
 from storage.jobs import user_subject, workspace_subject
 from storage.models import utcnow
 

@@ -25,9 +25,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from starlette.routing import BaseRoute, Route
 
-from adapters.slack_adapter import SlackAdapter
-from adapters.slack_commands import SlashCommands
-from adapters.slack_reach import SLACK_ERRORS, retry_handlers
+from adapters.slack.adapter import SlackAdapter
+from adapters.slack.listener import SlashCommands
+from adapters.slack.reach import SLACK_ERRORS, retry_handlers
 from bot.config import ConfigError, Settings
 from bot.runtime import Runtime
 

@@ -15,8 +15,8 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters import slack_text as say
-from adapters.slack_reach import SLACK_ERRORS, open_dm, respond
+from adapters.slack import markup as say
+from adapters.slack.reach import SLACK_ERRORS, open_dm, respond
 from bot.adapter import JobResult, OutputFile
 from bot.catalog import Catalog
 from storage.models import Job

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 
+from bot.commands.parsing import UsageError
 from bot.messages import status_text
-from bot.parsing import UsageError
 from storage.models import Job
 
 _ENTITY = re.compile(r"&(amp|lt|gt);")

@@ -1,0 +1,1 @@
+"""Discord: command tree, listener, adapter, markup, and the gateway lifecycle that runs them."""

@@ -1,0 +1,2 @@
+"""Entry points: the `conjure` command (serve, demo, sandbox, migrate, manifest) and its
+operator commands (quota, report)."""

@@ -1,0 +1,1 @@
+"""Quotas and budgets: limits, their windows (days, months), reservations and reports."""

@@ -1,0 +1,1 @@
+"""Replicate: the HTTP client and its errors, webhook verification, outputs and progress."""
