@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from bot.adapter import CommandRequest, JobResult
-from bot.commands.conjure import run_conjure_command
-from bot.commands.parsing import UsageError
-from bot.jobs import CommandRefused, JobService
+from bot.adapter import ChatAdapter, CommandRequest, JobResult
+from bot.commands.handler import Commands
+from bot.markup import Mention, Text
 from bot.messages import status_line, status_text
 from storage.models import Job
 
@@ -32,18 +31,29 @@ class Outcome:
     error: str | None = None
 
 
-class ConsoleAdapter:
+def render(text: Text) -> str:
+    """The core's text for a terminal: a person by name, else as typed at the prompt (<@id>)."""
+    return text.render(str, _person, str)
+
+
+def _person(who: Mention) -> str:
+    return who.name or f"<@{who.user_id}>"
+
+
+class ConsoleAdapter(ChatAdapter):
     """Prints status lines and saves outputs as files."""
 
     platform = PLATFORM
 
     def __init__(
         self,
+        commands: Commands,
         output_dir: Path,
         out: TextIO = sys.stdout,
         user: str = "you",
         workspace: str = "local",
     ) -> None:
+        self.commands = commands
         self.output_dir = output_dir
         self.out = out
         self.user = user
@@ -61,7 +71,7 @@ class ConsoleAdapter:
 
     async def post_status(self, job: Job) -> dict[str, Any]:
         self._future(job.id)
-        self._print(status_text(job))
+        self._print(render(status_text(job)))
         return {}
 
     async def update_status(self, job: Job) -> None:
@@ -71,6 +81,7 @@ class ConsoleAdapter:
             self._print(f"  {line}")
 
     async def post_result(self, job: Job, result: JobResult) -> None:
+        self._print(f"  {status_line(job)}")
         self.output_dir.mkdir(parents=True, exist_ok=True)
         saved = []
         for output in result.files:
@@ -86,35 +97,33 @@ class ConsoleAdapter:
         self._settle(job.id, Outcome(ok=ok, files=saved, text=result.text))
 
     async def post_error(self, job: Job, message: str) -> None:
+        self._print(f"  {status_line(job)}")
         self._print(f"  error: {message}")
         self._settle(job.id, Outcome(ok=False, error=message))
 
-    async def post_notice(self, channel: str, text: str) -> None:
+    async def post_notice(self, channel: str, text: Text) -> None:
         """Admin notices such as budget alerts."""
-        self._print(f"[{channel}] {text}")
+        self._print(f"[{channel}] {render(text)}")
 
     def _settle(self, job_id: str, outcome: Outcome) -> None:
         future = self._future(job_id)
         if not future.done():
             future.set_result(outcome)
 
-    async def run_line(self, service: JobService, line: str, timeout: float = 600) -> Outcome:
-        """Run one `/command text` line to its end: the result saved, or the error shown."""
+    async def run_line(self, line: str, timeout: float = 600) -> Outcome:
+        """Run one `/command text` line to its end: the result saved, or the answer shown."""
         command, _, text = line.strip().partition(" ")
         if not command.startswith("/"):
             return self._refuse("Commands start with a slash, e.g. /imagine a red fox --ar 16:9")
-        if command == "/conjure":
-            answer = await run_conjure_command(service, self._request("conjure", text))
+        name = command.removeprefix("/").lower()
+        reply = await self.commands.handle(self._request(name, text))
+        if reply.job is None:
+            answer = render(reply.text) if reply.text else ""
+            if reply.refused:
+                return self._refuse(answer)
             self._print(answer)
             return Outcome(ok=True, text=answer)
-        try:
-            invocation = service.parse(command, text)
-        except UsageError as exc:
-            return self._refuse(str(exc))
-        try:
-            job = await service.submit(self._request(invocation.command.name, text), invocation)
-        except CommandRefused as exc:
-            return self._refuse(str(exc))
+        job = reply.job
         try:
             return await asyncio.wait_for(self._future(job.id), timeout)
         except TimeoutError:

@@ -1,18 +1,24 @@
-"""Start the chat platforms whose credentials are configured; the others are simply not started.
+"""Where adapters meet the core: the one place a platform is started and attached to the service.
 
-Each platform module offers one async context manager taking the Runtime: it registers its
-adapter with the job service, starts whatever it needs (a Socket Mode connection, a Discord
-gateway client) and yields the HTTP routes it serves, stopping everything on exit.
+Each platform package has a `lifecycle` module whose `running(runtime)` is an async context
+manager: it checks its credentials, starts what it needs (a Socket Mode connection, a Discord
+gateway client) and yields a `RunningPlatform` (its adapter and the HTTP routes it serves),
+stopping everything on exit. This module attaches the adapter to the job service for exactly as
+long as the platform runs. A platform with no credentials configured is simply not started.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 from starlette.routing import BaseRoute
 
+from adapters.running import RunningPlatform
+from bot.adapter import ChatAdapter
 from bot.config import Settings
+from bot.jobs import JobService
 from bot.runtime import Runtime
 
 
@@ -26,18 +32,45 @@ def configured_platforms(settings: Settings) -> list[str]:
     return platforms
 
 
+@contextlib.contextmanager
+def attached(service: JobService, adapter: ChatAdapter) -> Iterator[ChatAdapter]:
+    """`adapter` posts its platform's jobs for the duration of the block."""
+    service.add_adapter(adapter)
+    try:
+        yield adapter
+    finally:
+        service.remove_adapter(adapter.platform)
+
+
 @contextlib.asynccontextmanager
 async def start_platforms(runtime: Runtime) -> AsyncIterator[list[BaseRoute]]:
-    """Run every configured platform for the duration of the block; yields their routes."""
+    """Run every configured platform for the duration of the block; yields the HTTP routes
+    they serve."""
     routes: list[BaseRoute] = []
     async with contextlib.AsyncExitStack() as stack:
-        for platform in configured_platforms(runtime.settings):
-            if platform == "slack":
-                from adapters.slack.lifecycle import slack_platform
-
-                routes += await stack.enter_async_context(slack_platform(runtime))
-            elif platform == "discord":
-                from adapters.discord.adapter import discord_platform
-
-                routes += await stack.enter_async_context(discord_platform(runtime))
+        for name in configured_platforms(runtime.settings):
+            routes += (await stack.enter_async_context(run_platform(runtime, name))).routes
         yield routes
+
+
+@contextlib.asynccontextmanager
+async def run_platform(
+    runtime: Runtime, name: str, **options: Any
+) -> AsyncIterator[RunningPlatform]:
+    """Run one platform, its adapter attached to the job service, for the block."""
+    async with _lifecycle(name, runtime, **options) as platform:
+        with attached(runtime.service, platform.adapter):
+            yield platform
+
+
+def _lifecycle(
+    name: str, runtime: Runtime, **options: Any
+) -> contextlib.AbstractAsyncContextManager[RunningPlatform]:
+    """The platform's lifecycle, imported only when it is used (each pulls in its SDK)."""
+    if name == "slack":
+        from adapters.slack.lifecycle import running
+    elif name == "discord":
+        from adapters.discord.lifecycle import running
+    else:
+        raise ValueError(f"no chat platform called {name!r}")
+    return running(runtime, **options)

@@ -1,15 +1,21 @@
-"""The one small interface every chat platform implements, and the values that cross it.
+"""The one interface every chat platform implements, and the values that cross it.
 
-The core never imports an adapter: it holds adapters by platform name and calls these four
-methods. Everything an adapter needs to find its message again (a Slack thread ts, a Discord
-interaction token) lives in `job.destination`, which the adapter itself fills in.
+Two directions, both narrow. Into the core: an adapter turns its platform's event into a
+`CommandRequest` and hands it to `bot.commands.handler.Commands.handle`, which answers with a
+`Reply`. Out of the core: the job service calls the five methods of `ChatAdapter` below and
+nothing else. Everything an adapter needs to find its messages again (a Slack thread ts, a
+Discord interaction token) lives in `job.destination`, which the adapter itself fills in, so any
+instance, or the same one after a restart, can deliver a job that another one started.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from bot.markup import Text
 from storage.models import Job
 
 
@@ -34,7 +40,12 @@ class JobResult:
 
 @dataclass(frozen=True)
 class CommandRequest:
-    """A slash command as any platform delivers it, before parsing."""
+    """A slash command as any platform delivers it, before parsing.
+
+    `text` is what followed the command, as typed. `options` holds values a platform delivers
+    apart from the text (Discord's typed options, by option name; None for one left out); the
+    core validates them with the same parser as flags typed in the text.
+    """
 
     platform: str
     workspace: str
@@ -43,33 +54,76 @@ class CommandRequest:
     command: str
     text: str
     user_name: str | None = None
+    options: Mapping[str, Any] | None = None
     destination: dict[str, Any] = field(default_factory=dict)
 
 
-class ChatAdapter(Protocol):
-    """Post a job's status, progress, result and errors to where its command came from."""
+@dataclass(frozen=True)
+class Reply:
+    """The core's answer to a command, for the person who gave it, privately.
+
+    `text` is what to tell them (None: the job's own messages say it all). `job` is the job that
+    started, if one did. `refused` is true when nothing ran: bad input, a limit, an error.
+    """
+
+    text: Text | None = None
+    job: Job | None = None
+    refused: bool = False
+
+
+Acknowledge = Callable[[], Awaitable[Mapping[str, Any] | None]]
+"""Called by the core once a command is valid and before any slow work (the database,
+Replicate): the adapter answers its platform's deadline here (Slack's ack, Discord's defer) and
+may return fields to add to the job's destination (the deferred response's message id)."""
+
+
+async def no_acknowledgement() -> None:
+    """For platforms without a deadline (the console)."""
+    return None
+
+
+class ChatAdapter(ABC):
+    """Shows a job's life where its command came from. The job service calls only these.
+
+    Every method may raise: the service logs the error and carries on as each one says. None
+    may assume it is called on the instance that started the job (the destination says where
+    to post), and each may be called again for the same job after a crash or a restart.
+    """
 
     platform: str
 
+    @abstractmethod
     async def post_status(self, job: Job) -> dict[str, Any]:
-        """Announce the job; return destination fields to remember (e.g. the thread to use)."""
-        ...
+        """Announce a new job (queued); return destination fields to remember (the thread).
 
+        Called once, before the prediction is created. On an error the job still runs and its
+        result is still delivered, without an announcement to update.
+        """
+
+    @abstractmethod
     async def update_status(self, job: Job) -> None:
-        """Show the job's current status and progress on the announcement.
+        """Show a running job's new status or progress on its announcement.
 
-        A terminal status is always followed by post_result or post_error, so adapters may
-        leave showing it to those (one edit instead of two)."""
-        ...
+        Called only for jobs that are not finished, at most once per progress interval and
+        only when the status or the progress moved. Errors are logged and ignored: progress is
+        cosmetic.
+        """
 
+    @abstractmethod
     async def post_result(self, job: Job, result: JobResult) -> None:
-        """Deliver the outputs (files and/or text) where the person will see them."""
-        ...
+        """Deliver a succeeded job's outputs, and show its final status (duration, cost).
 
+        An error leaves the delivery marked failed; the result is not posted again.
+        """
+
+    @abstractmethod
     async def post_error(self, job: Job, message: str) -> None:
-        """Tell the person, in plain words, that the job could not run or failed."""
-        ...
+        """Tell the person a job failed, was canceled or could not start, and show its final
+        status. `message` is plain text (shown literally). An error is logged."""
 
-    async def post_notice(self, channel: str, text: str) -> None:
-        """Post an admin notice (a budget alert) in a configured channel."""
-        ...
+    @abstractmethod
+    async def post_notice(self, channel: str, text: Text) -> None:
+        """Post an admin notice (a budget alert) in a configured channel.
+
+        An error keeps the notice in the outbox: it is sent again later.
+        """

@@ -12,17 +12,19 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from datetime import timedelta
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.adapter import ChatAdapter, CommandRequest
 from bot.catalog import Catalog, ModelSpec
-from bot.commands.parsing import Invocation, parse_invocation
+from bot.commands.parsing import Invocation
 from bot.config import Settings
-from bot.messages import format_usd
+from bot.markup import Mention, Text
+from bot.money import format_usd
 from bot.quotas.service import Quotas
 from bot.replicate.client import Prediction, ReplicateClient
 from bot.replicate.errors import PredictionOutcomeUnknown, ReplicateError
@@ -44,7 +46,11 @@ DELIVERIES_AT_ONCE = 16  # results being downloaded and posted at once (each hol
 
 
 class CommandRefused(Exception):
-    """The command was refused before anything was created; the message is for the user."""
+    """The command was refused before anything was created; `text` is for the person."""
+
+    def __init__(self, text: str | Text) -> None:
+        super().__init__(str(text))
+        self.text = text if isinstance(text, Text) else Text.of(text)
 
 
 class JobService:
@@ -68,7 +74,7 @@ class JobService:
         self.replicate = replicate
         self.fetcher = fetcher
         self.progress_interval = progress_interval
-        self.adapters: dict[str, ChatAdapter] = {}
+        self._adapters: dict[str, ChatAdapter] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._polling: set[str] = set()
         self._last_status_update: dict[str, float] = {}
@@ -85,8 +91,20 @@ class JobService:
 
     # ---- wiring ---------------------------------------------------------------------------
 
+    @property
+    def adapters(self) -> Mapping[str, ChatAdapter]:
+        """The platforms this instance posts to, by name (read-only: use add/remove)."""
+        return MappingProxyType(self._adapters)
+
     def add_adapter(self, adapter: ChatAdapter) -> None:
-        self.adapters[adapter.platform] = adapter
+        """Post this platform's jobs through `adapter` from now on (one per platform)."""
+        if not isinstance(adapter, ChatAdapter):
+            raise TypeError(f"{type(adapter).__name__} does not implement ChatAdapter")
+        self._adapters[adapter.platform] = adapter
+
+    def remove_adapter(self, platform: str) -> None:
+        """Stop posting to `platform`; its jobs' deliveries wait for an instance that serves it."""
+        self._adapters.pop(platform, None)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run background work that must not be garbage-collected or silently lost."""
@@ -124,10 +142,6 @@ class JobService:
         return f"{base}/webhooks/replicate?job={job_id}" if base else None
 
     # ---- submit ---------------------------------------------------------------------------
-
-    def parse(self, command: str, text: str) -> Invocation:
-        """Parse a command line against the catalog; raises bot.parsing.UsageError."""
-        return parse_invocation(self.catalog, command, text)
 
     async def submit(self, request: CommandRequest, invocation: Invocation) -> Job:
         """Reserve, announce and start one job. Raises CommandRefused when nothing was created."""
@@ -168,7 +182,7 @@ class JobService:
                 "Please try again in a minute."
             ) from None
 
-        adapter = self.adapters[job.platform]
+        adapter = self._adapters[job.platform]
         try:
             job.destination.update(await adapter.post_status(job) or {})
             await self.store.update_fields(job.id, destination=job.destination)
@@ -233,11 +247,11 @@ class JobService:
         )
         if failed is None:
             return  # a webhook finished it meanwhile; that result stands
-        fresh = failed.job
-        adapter = self.adapters[job.platform]
+        adapter = self._adapters.get(job.platform)
+        if adapter is None:
+            return  # recovered on an instance that does not serve this platform
         try:
-            await adapter.update_status(fresh)
-            await adapter.post_error(fresh, message)
+            await adapter.post_error(failed.job, message)
         except Exception:
             log.exception("could not post the error of job %s", job.id)
 
@@ -289,7 +303,7 @@ class JobService:
     async def _finish(self, job: Job, status: JobStatus, prediction: Prediction) -> None:
         # Claimed here only where this instance can post to the job's platform; otherwise the
         # delivery stays pending for an instance that can (its sweeper picks it up).
-        ours = job.platform in self.adapters
+        ours = job.platform in self._adapters
         finished = await self.store.finish(
             job,
             status,
@@ -326,7 +340,7 @@ class JobService:
             return
         actual = self._actual_cost(job, prediction)
         succeeded = prediction.status == "succeeded" and prediction.output is not None
-        deliver = succeeded and job.platform in self.adapters
+        deliver = succeeded and job.platform in self._adapters
         late = await self.store.charge_late(
             job,
             prediction.id,
@@ -354,7 +368,7 @@ class JobService:
             return
         self._last_status_update[job.id] = now
         try:
-            await self.adapters[job.platform].update_status(job)
+            await self._adapters[job.platform].update_status(job)
         except Exception:
             log.warning("could not update the status of job %s", job.id, exc_info=True)
 
@@ -374,12 +388,11 @@ class JobService:
             return await self._post_outcome(job)
 
     async def _post_outcome(self, job: Job) -> bool:
-        adapter = self.adapters.get(job.platform)
+        adapter = self._adapters.get(job.platform)
         if adapter is None:
             await self.store.finish_delivery(job.id, f"no adapter for {job.platform}")
             return False
         try:
-            await adapter.update_status(job)
             if job.job_status is JobStatus.SUCCEEDED:
                 result = await self.fetcher.fetch(job.output)
                 await adapter.post_result(job, result)
@@ -398,15 +411,14 @@ class JobService:
         """Send budget alerts from the outbox to each platform's admin channel, once each."""
         for alert in await self.quotas.store.unsent_alerts():
             platform = alert.subject.split(":", 1)[0]
-            adapter = self.adapters.get(platform)
+            adapter = self._adapters.get(platform)
             channel = self.settings.alert_channel(platform)
-            post_notice = getattr(adapter, "post_notice", None)
-            if post_notice is None or channel is None:
+            if adapter is None or channel is None:
                 continue  # stays in the outbox until a channel is configured
             if not await self.quotas.store.claim_alert(alert.id or 0):
                 continue
             try:
-                await post_notice(channel, alert_text(alert))
+                await adapter.post_notice(channel, alert_text(alert))
             except Exception:
                 log.exception("could not send budget alert %s; will retry", alert.id)
                 await self.quotas.store.unclaim_alert(alert.id or 0)
@@ -452,7 +464,7 @@ class JobService:
         At start-up every unfinished job; from the sweeper only those silent for `silent_for`.
         """
         for job in await self.store.unfinished(silent_for):
-            if job.platform not in self.adapters:
+            if job.platform not in self._adapters:
                 continue
             if job.prediction_id:
                 self.start_polling(job.id, job.prediction_id)
@@ -466,7 +478,7 @@ class JobService:
                     job, "Conjure restarted before your job could start; please run it again."
                 )
         for job in await self.store.undelivered(DELIVERY_STALE_AFTER):
-            if job.platform in self.adapters:
+            if job.platform in self._adapters:
                 self.spawn(self.deliver(job.id))
         self.spawn(self.send_alerts())
 
@@ -484,15 +496,17 @@ def failure_message(job: Job) -> str:
     return f"The model could not finish: {reason}"
 
 
-def alert_text(alert: BudgetAlert) -> str:
+def alert_text(alert: BudgetAlert) -> Text:
     """The admin-channel message for a budget threshold."""
     parts = alert.subject.split(":")
-    who = f"<@{parts[2]}>" if alert.scope == "user" and len(parts) > 2 else "The workspace"
+    who = Mention(parts[2]) if alert.scope == "user" and len(parts) > 2 else "The workspace"
     verb = "has reached" if alert.threshold >= 100 else "has used"
     month = alert.period.removeprefix("month:")
-    return (
-        f"Budget alert: {who} {verb} {alert.threshold}% of the monthly budget for {month}: "
-        f"{format_usd(alert.spent_micros)} of {format_usd(alert.limit_micros)}."
+    return Text.of(
+        "Budget alert: ",
+        who,
+        f" {verb} {alert.threshold}% of the monthly budget for {month}: "
+        f"{format_usd(alert.spent_micros)} of {format_usd(alert.limit_micros)}.",
     )
 
 

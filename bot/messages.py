@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from bot.markup import Mention, Text
+from bot.money import format_usd
 from storage.models import Job, JobStatus
 
 _STATUS_WORDS = {
@@ -24,15 +26,6 @@ _STATUS_ICONS = {
     JobStatus.CANCELED: "🚫",
     JobStatus.ABORTED: "🚫",
 }
-
-
-def format_usd(micros: int | None) -> str:
-    """Micro-dollars as dollars: $0.003, $1.25 (at least two decimals, at most six)."""
-    if micros is None:
-        return "$?"
-    text = f"{micros / 1_000_000:.6f}".rstrip("0")
-    whole, _, cents = text.partition(".")
-    return f"${whole}.{cents.ljust(2, '0')}"
 
 
 def format_duration(seconds: float | None) -> str:
@@ -62,10 +55,16 @@ def status_line(job: Job) -> str:
     return text
 
 
-def status_text(job: Job, mention: str | None = None) -> str:
-    """The full announcement: who asked, the prompt, the model, the state."""
-    who = mention or job.user_name or job.user_id
-    return f"{who} asked /{job.command}: “{job.prompt}”\nmodel {job.model} · {status_line(job)}"
+def status_text(job: Job, prompt_limit: int | None = None) -> Text:
+    """The full announcement: who asked, the prompt (clipped to `prompt_limit`), the model, the
+    state."""
+    prompt = job.prompt
+    if prompt_limit is not None and len(prompt) > prompt_limit:
+        prompt = prompt[: prompt_limit - 1] + "…"
+    who = Mention(job.user_id, job.user_name)
+    return Text.of(
+        who, f" asked /{job.command}: “{prompt}”\nmodel {job.model} · {status_line(job)}"
+    )
 
 
 def until(moment: datetime, now: datetime) -> str:

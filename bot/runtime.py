@@ -14,6 +14,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.catalog import Catalog, load_catalog
+from bot.commands.handler import Commands
 from bot.config import Settings
 from bot.jobs import JobService
 from bot.metrics import Metrics
@@ -39,13 +40,15 @@ class Runtime:
     replicate: ReplicateClient
     http: httpx.AsyncClient
     service: JobService
+    commands: Commands
     metrics: Metrics = field(default_factory=Metrics)
     _webhook_secret: str | None = None
     _secret_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
     async def start(cls, settings: Settings, *, progress_interval: float = 2.0) -> Runtime:
-        """Connect, apply migrations and wire the job service (adapters are added after)."""
+        """Connect, apply migrations and wire the job service and the command path (adapters are
+        attached after, by adapters.platforms)."""
         catalog = load_catalog(settings.config_path())
         engine = create_engine(settings.conjure_database_url)
         await migrate(engine)
@@ -66,7 +69,7 @@ class Runtime:
             fetcher=fetcher,
             progress_interval=progress_interval,
         )
-        return cls(settings, catalog, engine, store, replicate, http, service)
+        return cls(settings, catalog, engine, store, replicate, http, service, Commands(service))
 
     async def webhook_secret(self) -> str:
         """The signing secret: configured, or fetched once from Replicate and kept."""

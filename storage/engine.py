@@ -44,10 +44,6 @@ def normalize_database_url(url: str) -> str:
     return f"{_DRIVERS[scheme]}://{rest}"
 
 
-def is_sqlite(url: str) -> bool:
-    return normalize_database_url(url).startswith("sqlite")
-
-
 READ_ONLY = "conjure_read_only"
 
 

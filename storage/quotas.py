@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import desc, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -156,7 +155,3 @@ class QuotaStore:
             await conn.execute(
                 update(BudgetAlert).where(BudgetAlert.id == alert_id).values(sent_at=None)
             )
-
-
-def override_changes(values: dict[str, Any]) -> dict[str, int | None]:
-    return {key: values[key] for key in OVERRIDE_FIELDS if key in values}

@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 
 from adapters.console import ConsoleAdapter
+from adapters.platforms import attached
 from bot.adapter import CommandRequest
 from bot.config import Settings
-from bot.jobs import CommandRefused
 from bot.runtime import Runtime
 
 
@@ -31,20 +31,17 @@ async def main(sandbox_url: str, token: str, secret: str, database: str, count: 
         conjure_user_jobs_per_day=5,
     )
     runtime = await Runtime.start(settings)
-    runtime.service.add_adapter(ConsoleAdapter(Path(tempfile.mkdtemp()), out=io.StringIO()))
+    console = ConsoleAdapter(runtime.commands, Path(tempfile.mkdtemp()), out=io.StringIO())
     request = CommandRequest("console", "local", "terminal", "racer", "imagine", "a race")
 
     async def one() -> str:
-        invocation = runtime.service.parse("imagine", "a race")
-        try:
-            await runtime.service.submit(request, invocation)
-        except CommandRefused:
-            return "refused"
-        return "accepted"
+        reply = await runtime.commands.handle(request)
+        return "refused" if reply.refused else "accepted"
 
     print("ready", flush=True)
     sys.stdin.readline()  # both processes start together
-    results = await asyncio.gather(*(one() for _ in range(count)))
+    with attached(runtime.service, console):
+        results = await asyncio.gather(*(one() for _ in range(count)))
     await runtime.aclose()
     print(json.dumps({"accepted": results.count("accepted"), "refused": results.count("refused")}))
 

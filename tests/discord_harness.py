@@ -18,9 +18,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import discord
+from starlette.routing import BaseRoute
 
-from adapters.discord.adapter import DiscordAdapter, discord_platform
-from adapters.platforms import start_platforms
+from adapters.discord.adapter import DiscordAdapter
+from adapters.platforms import run_platform, start_platforms
+from adapters.running import RunningPlatform
 from bot.app import create_app
 from bot.runtime import Runtime
 from bot.serving import bind_socket, serve_app, socket_url
@@ -247,7 +249,7 @@ async def running_discord_conjure(
         platform = (
             start_platforms(runtime)  # exactly as `conjure serve` does
             if gateway
-            else discord_platform(runtime, connect_gateway=False)
+            else _routes_of(run_platform(runtime, "discord", connect_gateway=False))
         )
         try:
             async with platform as routes:
@@ -257,3 +259,11 @@ async def running_discord_conjure(
                     yield DiscordConjure(url, runtime, fake, adapter, sandbox, fake_gateway)
         finally:
             await runtime.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _routes_of(
+    platform: contextlib.AbstractAsyncContextManager[RunningPlatform],
+) -> AsyncIterator[list[BaseRoute]]:
+    async with platform as running:
+        yield running.routes

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from adapters.console import ConsoleAdapter
+from adapters.platforms import attached
 from bot.app import create_app
 from bot.config import Settings
 from bot.jobs import JobService
@@ -58,12 +59,12 @@ async def running_conjure(
     )
     runtime = await Runtime.start(settings, progress_interval=0.0)
     output = io.StringIO()
-    console = ConsoleAdapter(output_dir, out=output)
-    runtime.service.add_adapter(console)
+    console = ConsoleAdapter(runtime.commands, output_dir, out=output)
     try:
-        async with serve_app(create_app(runtime), sock=sock) as url:
-            async with httpx.AsyncClient(base_url=url) as http:
-                yield Conjure(url, runtime, console, output, http)
+        with attached(runtime.service, console):
+            async with serve_app(create_app(runtime), sock=sock) as url:
+                async with httpx.AsyncClient(base_url=url) as http:
+                    yield Conjure(url, runtime, console, output, http)
     finally:
         await runtime.aclose()
 

@@ -1,6 +1,6 @@
 """Conjure with Slack, end to end on loopback: the sandbox, the fake Slack API, the real app.
 
-`running_slack_conjure` starts the real Starlette app under uvicorn with `slack_platform`'s
+`running_slack_conjure` starts the real Starlette app under uvicorn with the Slack platform's
 routes, its Web API client pointed at the fake through SLACK_API_URL. `SlackConjure.slash` sends
 a slash command the way Slack does: a form body with every documented field, signed with the
 signing secret (`v0=` + HMAC-SHA256 of `v0:{timestamp}:{body}`).
@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from adapters.slack.lifecycle import slack_platform
+from adapters.platforms import run_platform
 from bot.app import create_app
 from bot.config import Settings
 from bot.jobs import JobService
@@ -160,8 +160,8 @@ async def running_slack_conjure(
         settings = slack_settings(sandbox, database_url, fake, socket_url(sock), **extra)
         runtime = await Runtime.start(settings, progress_interval=progress_interval)
         try:
-            async with slack_platform(runtime) as routes:
-                async with serve_app(create_app(runtime, routes), sock=sock) as url:
+            async with run_platform(runtime, "slack") as slack:
+                async with serve_app(create_app(runtime, slack.routes), sock=sock) as url:
                     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
                         yield SlackConjure(url, runtime, fake, http)
         finally:

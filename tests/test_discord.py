@@ -10,7 +10,8 @@ import discord
 import httpx
 import pytest
 
-from adapters.discord.adapter import discord_platform, fit_files
+from adapters.discord.uploads import fit_files
+from adapters.platforms import run_platform
 from bot.adapter import JobResult, OutputFile
 from bot.catalog import default_catalog
 from bot.commands.parsing import MAX_PROMPT_CHARS
@@ -546,7 +547,7 @@ async def test_a_rejected_token_stops_start_up_with_a_plain_message(
         runtime = await Runtime.start(settings)
         try:
             with pytest.raises(ConfigError, match="DISCORD_TOKEN: Discord rejected the token"):
-                async with discord_platform(runtime, connect_gateway=False):
+                async with run_platform(runtime, "discord", connect_gateway=False):
                     pass
             assert "discord" not in runtime.service.adapters
         finally:

@@ -23,7 +23,7 @@ async def test_imagine_succeeds_and_the_image_is_delivered(
 ) -> None:
     async with running_conjure(sandbox_server, database_url, tmp_path / "out") as conjure:
         outcome = await conjure.console.run_line(
-            conjure.service, "/imagine a red fox in the snow --ar 16:9 --seed 7", timeout=20
+            "/imagine a red fox in the snow --ar 16:9 --seed 7", timeout=20
         )
         await settle(conjure, sandbox_server)
 
@@ -56,7 +56,7 @@ async def test_failed_prediction_is_reported_and_gives_the_job_back(
 ) -> None:
     sandbox_server.sandbox.faults.fail_next = 1
     async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
-        outcome = await conjure.console.run_line(conjure.service, "/imagine a cat", timeout=20)
+        outcome = await conjure.console.run_line("/imagine a cat", timeout=20)
         await settle(conjure, sandbox_server)
         assert not outcome.ok
         assert outcome.error is not None and "NSFW content detected" in outcome.error
@@ -71,7 +71,7 @@ async def test_duplicate_and_out_of_order_webhooks_deliver_exactly_once(
     sandbox_server, database_url: str, tmp_path: Path
 ) -> None:
     async with running_conjure(sandbox_server, database_url, tmp_path / "out") as conjure:
-        outcome = await conjure.console.run_line(conjure.service, "/imagine two owls", timeout=20)
+        outcome = await conjure.console.run_line("/imagine two owls", timeout=20)
         await settle(conjure, sandbox_server)
         assert outcome.ok
 
@@ -100,9 +100,7 @@ async def test_polling_mode_without_a_public_url(
     async with running_conjure(
         sandbox_server, sqlite_url, tmp_path / "out", webhooks=False
     ) as conjure:
-        outcome = await conjure.console.run_line(
-            conjure.service, "/imagine a lighthouse --n 2", timeout=20
-        )
+        outcome = await conjure.console.run_line("/imagine a lighthouse --n 2", timeout=20)
         await settle(conjure, sandbox_server)
         assert outcome.ok and len(outcome.files) == 2
         assert sandbox_server.sandbox.webhook_deliveries == []
@@ -114,7 +112,7 @@ async def test_webhook_signature_is_required(
     sandbox_server, sqlite_url: str, tmp_path: Path
 ) -> None:
     async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
-        await conjure.console.run_line(conjure.service, "/imagine a boat", timeout=20)
+        await conjure.console.run_line("/imagine a boat", timeout=20)
         await settle(conjure, sandbox_server)
         real = sandbox_server.sandbox.webhook_deliveries[-1]
         path = real.url.removeprefix(conjure.url)
@@ -157,7 +155,7 @@ async def test_replicate_error_on_create_is_shown_and_nothing_is_charged(
 ) -> None:
     sandbox_server.sandbox.faults.http.append(HttpFault(status=402, method="POST"))
     async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
-        outcome = await conjure.console.run_line(conjure.service, "/imagine a tree", timeout=20)
+        outcome = await conjure.console.run_line("/imagine a tree", timeout=20)
         await conjure.service.wait_idle()
         assert not outcome.ok and outcome.error is not None
         assert "credit" in outcome.error.lower()
@@ -174,8 +172,8 @@ async def test_daily_job_limit_refuses_and_creates_nothing(
     async with running_conjure(
         sandbox_server, sqlite_url, tmp_path / "out", conjure_user_jobs_per_day=1
     ) as conjure:
-        first = await conjure.console.run_line(conjure.service, "/imagine one", timeout=20)
-        second = await conjure.console.run_line(conjure.service, "/imagine two", timeout=20)
+        first = await conjure.console.run_line("/imagine one", timeout=20)
+        second = await conjure.console.run_line("/imagine two", timeout=20)
         await settle(conjure, sandbox_server)
         assert first.ok
         assert not second.ok and second.error is not None
@@ -189,7 +187,7 @@ async def test_bad_command_line_gets_the_usage_and_creates_nothing(
 ) -> None:
     async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
         for line in ("/imagine", "/imagine a fox --ar 7:5", "/imagine fox --bogus 1"):
-            outcome = await conjure.console.run_line(conjure.service, line)
+            outcome = await conjure.console.run_line(line)
             assert not outcome.ok and outcome.error is not None
             assert "Usage: /imagine" in outcome.error
         assert sandbox_server.sandbox.create_count == 0
@@ -205,7 +203,7 @@ async def test_lost_create_answer_is_recovered_by_webhook_url(
         async with impatient_replicate(
             conjure.service, sandbox_server, timeout=0.5, max_attempts=None
         ):
-            outcome = await conjure.console.run_line(conjure.service, "/imagine a kite", timeout=20)
+            outcome = await conjure.console.run_line("/imagine a kite", timeout=20)
             await settle(conjure, sandbox_server)
         assert outcome.ok, outcome.error
         assert sandbox_server.sandbox.create_count == 1
@@ -237,7 +235,7 @@ async def test_lost_create_answer_is_found_in_the_list_with_or_without_its_webho
         async with impatient_replicate(
             conjure.service, sandbox_server, timeout=0.5, max_attempts=None
         ):
-            outcome = await conjure.console.run_line(conjure.service, "/imagine a kite", timeout=20)
+            outcome = await conjure.console.run_line("/imagine a kite", timeout=20)
             await settle(conjure, sandbox_server)
         assert outcome.ok, outcome.error
         assert sandbox_server.sandbox.create_count == 4  # the three others and ours, once
@@ -248,9 +246,7 @@ async def test_unicode_prompt_reaches_the_model_and_the_image(
     sandbox_server, sqlite_url: str, tmp_path: Path
 ) -> None:
     async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
-        outcome = await conjure.console.run_line(
-            conjure.service, '/imagine "狐 in the snow 🦊" --n 1', timeout=20
-        )
+        outcome = await conjure.console.run_line('/imagine "狐 in the snow 🦊" --n 1', timeout=20)
         await settle(conjure, sandbox_server)
         assert outcome.ok
         [prediction] = sandbox_server.sandbox.predictions.values()
@@ -268,9 +264,7 @@ async def test_recovery_after_restart_delivers_what_was_pending(
         sandbox_server, sqlite_url, tmp_path / "out", webhooks=webhooks
     ) as first:
         first.service.start_polling = lambda *_: None  # type: ignore[method-assign]
-        task = asyncio.create_task(
-            first.console.run_line(first.service, "/imagine a comet", timeout=2)
-        )
+        task = asyncio.create_task(first.console.run_line("/imagine a comet", timeout=2))
         while not sandbox_server.sandbox.predictions:
             await asyncio.sleep(0.01)
         await sandbox_server.sandbox.wait_idle()
@@ -290,15 +284,15 @@ async def test_conjure_usage_help_and_models(
     async with running_conjure(
         sandbox_server, sqlite_url, tmp_path / "out", conjure_user_jobs_per_day=3
     ) as conjure:
-        await conjure.console.run_line(conjure.service, "/imagine a hat", timeout=20)
+        await conjure.console.run_line("/imagine a hat", timeout=20)
         await settle(conjure, sandbox_server)
-        usage = await conjure.console.run_line(conjure.service, "/conjure usage")
+        usage = await conjure.console.run_line("/conjure usage")
         assert usage.text is not None
         assert "Jobs today: 1 of 3; 2 left" in usage.text and "$0.003" in usage.text
-        models = await conjure.console.run_line(conjure.service, "/conjure models")
+        models = await conjure.console.run_line("/conjure models")
         assert models.text is not None and "flux-schnell" in models.text
         assert "$0.003 per output" in models.text
-        helped = await conjure.console.run_line(conjure.service, "/conjure")
+        helped = await conjure.console.run_line("/conjure")
         assert helped.text is not None and "/imagine <prompt>" in helped.text
 
 
@@ -309,7 +303,7 @@ async def test_health_and_metrics_endpoints(
         health = await conjure.http.get("/healthz")
         assert health.status_code == 200 and health.json()["status"] == "ok"
         assert health.json()["adapters"] == ["console"]
-        await conjure.console.run_line(conjure.service, "/imagine a bell", timeout=20)
+        await conjure.console.run_line("/imagine a bell", timeout=20)
         await settle(conjure, sandbox_server)
         metrics = (await conjure.http.get("/metrics")).text
         assert 'conjure_replicate_webhooks_total{outcome="applied"}' in metrics
@@ -322,9 +316,7 @@ async def test_sweeper_recovers_a_job_whose_webhooks_never_came(
 
     sandbox_server.sandbox.faults.drop_webhooks = 100
     async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
-        task = asyncio.create_task(
-            conjure.console.run_line(conjure.service, "/imagine a lost letter", timeout=20)
-        )
+        task = asyncio.create_task(conjure.console.run_line("/imagine a lost letter", timeout=20))
         while not sandbox_server.sandbox.predictions:
             await asyncio.sleep(0.01)
         await sandbox_server.sandbox.wait_idle()
@@ -360,10 +352,7 @@ async def test_a_burst_of_finished_jobs_is_delivered_a_bounded_number_at_a_time(
         console.post_result = slow_post_result  # type: ignore[method-assign]
         count = DELIVERIES_AT_ONCE * 3
         outcomes = await asyncio.gather(
-            *(
-                console.run_line(conjure.service, f"/imagine fox number {n}", timeout=60)
-                for n in range(count)
-            )
+            *(console.run_line(f"/imagine fox number {n}", timeout=60) for n in range(count))
         )
         await settle(conjure, sandbox_server)
 
@@ -383,8 +372,10 @@ async def test_a_result_for_a_platform_this_instance_does_not_serve_waits_for_on
     async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
         service = conjure.service
         request = CommandRequest("console", "local", "terminal", "you", "imagine", "a fox")
-        job = await service.submit(request, service.parse("imagine", "a fox"))
-        console = service.adapters.pop("console")  # now an instance without the console
+        job = (await conjure.runtime.commands.handle(request)).job
+        assert job is not None
+        console = service.adapters["console"]
+        service.remove_adapter("console")  # now an instance without the console
         await settle(conjure, sandbox_server)
         stored = await conjure.runtime.store.get(job.id)
         assert stored is not None and stored.status == JobStatus.SUCCEEDED

@@ -11,7 +11,8 @@ from starlette.applications import Starlette
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from bot.messages import format_duration, format_usd
+from bot.messages import format_duration
+from bot.money import format_usd
 from bot.replicate.outputs import OutputFetcher, split_output
 from bot.replicate.progress import progress_from_logs
 from bot.serving import serve_app

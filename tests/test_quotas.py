@@ -16,8 +16,7 @@ import pytest
 
 from bot.adapter import CommandRequest
 from bot.config import Settings
-from bot.jobs import CommandRefused
-from bot.quotas.service import default_limits
+from bot.quotas.limits import default_limits
 from bot.quotas.windows import day_window, month_window
 from storage.jobs import user_subject, workspace_subject
 from storage.models import Delivery, JobStatus, utcnow
@@ -33,11 +32,9 @@ def request(user: str = "you", text: str = "a fox") -> CommandRequest:
 
 async def submit_many(conjure: Conjure, count: int, user: str = "you") -> list[str]:
     async def one() -> str:
-        invocation = conjure.service.parse("imagine", "a fox")
-        try:
-            await conjure.service.submit(request(user), invocation)
-        except CommandRefused as exc:
-            return str(exc)
+        reply = await conjure.runtime.commands.handle(request(user))
+        if reply.refused:
+            return str(reply.text)
         return "accepted"
 
     return list(await asyncio.gather(*(one() for _ in range(count))))
@@ -107,7 +104,7 @@ async def test_monthly_budget_refuses_the_job_that_would_pass_it(
     async with running_conjure(
         sandbox_server, sqlite_url, tmp_path / "out", conjure_user_usd_per_month=0.01
     ) as conjure:
-        big = await conjure.console.run_line(conjure.service, "/imagine four foxes --n 4")
+        big = await conjure.console.run_line("/imagine four foxes --n 4")
         assert not big.ok and big.error is not None
         assert "about $0.012" in big.error and "monthly budget of $0.01" in big.error
         assert "resets on 1 " in big.error
@@ -159,9 +156,8 @@ async def test_canceled_job_is_charged_what_ran_and_keeps_its_count(
 ) -> None:
     sandbox_server.sandbox.faults.slow_start = 0.3
     async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
-        invocation = conjure.service.parse("imagine", "a slow fox --model sdxl")
-        job = await conjure.service.submit(request(), invocation)
-        assert job.prediction_id is not None
+        job = (await conjure.runtime.commands.handle(request(text="a slow fox --model sdxl"))).job
+        assert job is not None and job.prediction_id is not None
         await conjure.service.replicate.cancel_prediction(job.prediction_id)
         await settle(conjure, sandbox_server)
         stored = await conjure.runtime.store.get(job.id)
@@ -189,7 +185,7 @@ async def test_late_result_of_a_given_up_job_is_charged_once_and_delivered_after
     out = tmp_path / "out"
     async with running_conjure(sandbox_server, sqlite_url, out) as conjure:
         async with impatient_replicate(conjure.service, sandbox_server):
-            outcome = await conjure.console.run_line(conjure.service, "/imagine a ghost")
+            outcome = await conjure.console.run_line("/imagine a ghost")
             await settle(conjure, sandbox_server)
         assert not outcome.ok  # what the person was told first
         assert sandbox_server.sandbox.create_count == 1
@@ -230,9 +226,9 @@ async def test_budget_alerts_fire_once_per_threshold(
         conjure_alert_channels="console:admins",
     ) as conjure:
         for _ in range(2):
-            assert (await conjure.console.run_line(conjure.service, "/imagine a coin")).ok
+            assert (await conjure.console.run_line("/imagine a coin")).ok
             await settle(conjure, sandbox_server)
-        refused = await conjure.console.run_line(conjure.service, "/imagine one more")
+        refused = await conjure.console.run_line("/imagine one more")
         assert not refused.ok
         await conjure.service.send_alerts()
         alerts = [line for line in conjure.output.getvalue().splitlines() if "[admins]" in line]
@@ -247,33 +243,33 @@ async def test_quota_and_report_are_admin_only(
     async with running_conjure(
         sandbox_server, sqlite_url, tmp_path / "out", conjure_admins="console:boss"
     ) as conjure:
-        assert (await conjure.console.run_line(conjure.service, "/imagine a crown")).ok
+        assert (await conjure.console.run_line("/imagine a crown")).ok
         await settle(conjure, sandbox_server)
-        refused = await conjure.console.run_line(conjure.service, "/conjure quota <@you> jobs=1")
+        refused = await conjure.console.run_line("/conjure quota <@you> jobs=1")
         assert refused.text is not None and "Only Conjure admins" in refused.text
-        report = await conjure.console.run_line(conjure.service, "/conjure report")
+        report = await conjure.console.run_line("/conjure report")
         assert report.text is not None and "Only Conjure admins" in report.text
 
         conjure.console.user = "boss"
         answer = await conjure.console.run_line(
-            conjure.service, "/conjure quota <@you> jobs=1/day usd=$2/month inflight=2"
+            "/conjure quota <@you> jobs=1/day usd=$2/month inflight=2"
         )
         assert answer.text is not None
         assert "<@you> now has limits: jobs 1/day, budget $2.00/month, in flight 2" in answer.text
-        workspace = await conjure.console.run_line(conjure.service, "/conjure quota workspace")
+        workspace = await conjure.console.run_line("/conjure quota workspace")
         assert workspace.text is not None and "jobs unlimited/day" in workspace.text
-        bad = await conjure.console.run_line(conjure.service, "/conjure quota <@you> jobs=lots")
+        bad = await conjure.console.run_line("/conjure quota <@you> jobs=lots")
         assert bad.text is not None and "not a number" in bad.text
-        report = await conjure.console.run_line(conjure.service, "/conjure report")
+        report = await conjure.console.run_line("/conjure report")
         assert report.text is not None
         assert "<@you>: 1 job, $0.003" in report.text and "flux-schnell: 1 job" in report.text
         [entry] = await conjure.service.quotas.store.audit()
         assert entry.actor == "console:local:boss" and entry.detail["jobs_per_day"] == 1
 
         conjure.console.user = "you"
-        over = await conjure.console.run_line(conjure.service, "/imagine a second crown")
+        over = await conjure.console.run_line("/imagine a second crown")
         assert not over.ok and over.error is not None and "all 1 of your jobs" in over.error
-        usage = await conjure.console.run_line(conjure.service, "/conjure usage")
+        usage = await conjure.console.run_line("/conjure usage")
         assert usage.text is not None and "Jobs today: 1 of 1; 0 left" in usage.text
 
 

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from adapters.slack.lifecycle import slack_platform
+from adapters.platforms import run_platform
 from bot.app import create_app
 from bot.config import ConfigError
 from bot.runtime import Runtime
@@ -26,7 +26,8 @@ async def test_socket_mode_serves_commands_over_the_websocket_and_no_route(
         )
         runtime = await Runtime.start(settings)
         try:
-            async with slack_platform(runtime) as routes:
+            async with run_platform(runtime, "slack") as slack:
+                routes = slack.routes
                 assert routes == []
                 async with serve_app(create_app(runtime, routes), sock=sock):
                     bad = await fake.socket.send_command(command_fields(fake, "/imagine", ""))
@@ -61,7 +62,7 @@ async def test_a_rejected_bot_token_stops_start_up_with_a_plain_message(
             with pytest.raises(
                 ConfigError, match=r"SLACK_BOT_TOKEN: Slack rejected it \(invalid_auth\)"
             ):
-                async with slack_platform(runtime):
+                async with run_platform(runtime, "slack"):
                     pass
             assert "slack" not in runtime.service.adapters
         finally:
@@ -78,7 +79,7 @@ async def test_a_rejected_app_token_stops_socket_mode_start_up(
         runtime = await Runtime.start(settings)
         try:
             with pytest.raises(ConfigError, match=r"SLACK_APP_TOKEN: .*connections:write"):
-                async with slack_platform(runtime):
+                async with run_platform(runtime, "slack"):
                     pass
             assert fake.socket.connections == []
         finally:
@@ -96,7 +97,7 @@ async def test_http_mode_without_a_signing_secret_refuses_to_start(
     runtime = await Runtime.start(settings)
     try:
         with pytest.raises(ConfigError, match="SLACK_SIGNING_SECRET"):
-            async with slack_platform(runtime):
+            async with run_platform(runtime, "slack"):
                 pass
     finally:
         await runtime.aclose()
@@ -114,7 +115,8 @@ async def test_an_unreachable_slack_at_start_up_is_only_a_warning(
     runtime = await Runtime.start(settings)
     try:
         with caplog.at_level(logging.WARNING, logger="adapters.slack.lifecycle"):
-            async with slack_platform(runtime) as routes:
+            async with run_platform(runtime, "slack") as slack:
+                routes = slack.routes
                 assert [route.path for route in routes] == ["/slack/events"]
                 assert "slack" in runtime.service.adapters
         assert "Slack is unreachable" in caplog.text

@@ -9,7 +9,9 @@ the check.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import logging
 from typing import Any, Literal, Protocol
 
 import discord
@@ -17,12 +19,31 @@ from discord import app_commands
 
 from bot.catalog import Catalog, CommandSpec, OptionSpec
 
+log = logging.getLogger(__name__)
+
 DISCORD_MAX_INT = 2**53  # Discord's integer options hold JavaScript-safe integers
 GUILDS_ONLY = app_commands.AppCommandContext(guild=True)  # quotas are per server
 
 
+SORRY = "Something went wrong on Conjure's side; please try again in a minute."
+
+
+class ConjureTree(app_commands.CommandTree):
+    """The command tree; failures outside our handlers still get a plain answer."""
+
+    async def on_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        log.error("Discord command failed", exc_info=error)
+        with contextlib.suppress(discord.HTTPException):
+            if interaction.response.is_done():
+                await interaction.followup.send(SORRY, ephemeral=True)
+            else:
+                await interaction.response.send_message(SORRY, ephemeral=True)
+
+
 class CommandHandler(Protocol):
-    """What the commands call: the Discord adapter."""
+    """What the commands call: the Discord listener."""
 
     async def run_command(
         self,

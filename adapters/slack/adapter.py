@@ -17,8 +17,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import markup as say
 from adapters.slack.reach import SLACK_ERRORS, open_dm, respond
-from bot.adapter import JobResult, OutputFile
+from bot.adapter import ChatAdapter, JobResult, OutputFile
 from bot.catalog import Catalog
+from bot.markup import Text
 from storage.models import Job
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,10 @@ CANNOT_POST = frozenset(
         "team_access_not_granted",
     }
 )
-MAX_REMEMBERED = 10_000
 _NOUNS = {"image": "image", "video": "video", "audio": "audio clip"}
 
 
-class SlackAdapter:
+class SlackAdapter(ChatAdapter):
     """Posts a job's status, progress, result and errors into its Slack thread."""
 
     platform = PLATFORM
@@ -49,7 +49,6 @@ class SlackAdapter:
         self.client = client
         self.catalog = catalog
         self.long_text_chars = long_text_chars
-        self._shown: dict[str, str] = {}  # job id -> the parent text Slack has now
 
     # ---- status ---------------------------------------------------------------------------
 
@@ -72,52 +71,35 @@ class SlackAdapter:
             )
             # Where in_channel was refused, later posts go straight to ephemeral (5 posts).
             return {"thread_ts": None, "no_thread": reason, "response_type": kind or "in_channel"}
-        self._remember(job.id, text)
         return {"channel": response["channel"], "thread_ts": response["ts"]}
 
     async def update_status(self, job: Job) -> None:
-        """Edit the thread parent (a no-op without a thread, or when nothing visible changed)."""
+        """Edit the thread parent (a no-op without a thread)."""
         where = _thread(job)
-        text = say.announcement(job)
-        if where is None or self._shown.get(job.id) == text:
+        if where is None:
             return
         channel, ts = where
         try:
-            await self.client.chat_update(channel=channel, ts=ts, text=text)
+            await self.client.chat_update(channel=channel, ts=ts, text=say.announcement(job))
         except SLACK_ERRORS as exc:
             # Only cosmetic: the result must still be delivered when the parent is gone.
             log.warning("job %s: could not update its status (%s)", job.id, _reason(exc))
-            return
-        self._remember(job.id, text)
-
-    def _remember(self, job_id: str, text: str) -> None:
-        """Keep what the parent shows, to skip edits that would change nothing.
-
-        Bounded, because a job may end on another instance and never be forgotten here.
-        """
-        self._shown.pop(job_id, None)
-        self._shown[job_id] = text
-        while len(self._shown) > MAX_REMEMBERED:
-            self._shown.pop(next(iter(self._shown)))
 
     # ---- results --------------------------------------------------------------------------
 
     async def post_result(self, job: Job, result: JobResult) -> None:
-        """Upload the outputs into the thread; then make sure the parent says done."""
-        try:
-            where = _thread(job)
-            if where is not None:
-                try:
-                    await self._result_in_thread(job, result, *where)
-                    await self.update_status(job)
-                    return
-                except SlackApiError as exc:
-                    if _reason(exc) not in CANNOT_POST:
-                        raise
-                    log.warning("job %s: the thread is gone (%s)", job.id, _reason(exc))
-            await self._result_elsewhere(job, result)
-        finally:
-            self._shown.pop(job.id, None)
+        """Upload the outputs into the thread, then show done (duration, cost) on the parent."""
+        where = _thread(job)
+        if where is not None:
+            try:
+                await self._result_in_thread(job, result, *where)
+                await self.update_status(job)
+                return
+            except SlackApiError as exc:
+                if _reason(exc) not in CANNOT_POST:
+                    raise
+                log.warning("job %s: the thread is gone (%s)", job.id, _reason(exc))
+        await self._result_elsewhere(job, result)
 
     async def _result_in_thread(self, job: Job, result: JobResult, channel: str, ts: str) -> None:
         note = say.skipped_note(result.skipped)
@@ -167,29 +149,28 @@ class SlackAdapter:
         return dm
 
     async def post_error(self, job: Job, message: str) -> None:
-        """A threaded reply that mentions the person; without a thread, the response_url."""
-        try:
-            where = _thread(job)
-            if where is not None:
-                try:
-                    await self._reply(*where, say.failure_reply(job, message))
-                    return
-                except SlackApiError as exc:
-                    if _reason(exc) not in CANNOT_POST:
-                        raise
-            await self._tell(job, f"{say.announcement(job)}\n{say.failure_reply(job, message)}")
-        finally:
-            self._shown.pop(job.id, None)
+        """A threaded reply that mentions the person, then the parent shows how it ended;
+        without a thread, the response_url."""
+        where = _thread(job)
+        if where is not None:
+            try:
+                await self._reply(*where, say.failure_reply(job, message))
+                await self.update_status(job)
+                return
+            except SlackApiError as exc:
+                if _reason(exc) not in CANNOT_POST:
+                    raise
+        await self._tell(job, f"{say.announcement(job)}\n{say.failure_reply(job, message)}")
 
     # ---- admin notices --------------------------------------------------------------------
 
-    async def post_notice(self, channel: str, text: str) -> None:
+    async def post_notice(self, channel: str, text: Text) -> None:
         """A budget alert in the admins' channel (the bot must be a member of it).
 
         Errors propagate: the job service keeps the alert and retries it later.
         """
         await self.client.chat_postMessage(
-            channel=channel, text=say.escape_keeping_mentions(text), unfurl_links=False
+            channel=channel, text=say.render(text), unfurl_links=False
         )
 
     # ---- Slack calls ----------------------------------------------------------------------

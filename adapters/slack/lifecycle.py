@@ -1,10 +1,10 @@
 """Slack for `conjure serve`: slack-bolt's AsyncApp on POST /slack/events, or Socket Mode.
 
-`slack_platform` is what adapters/platforms.py enters when SLACK_BOT_TOKEN is set. It checks the
-token once (a wrong one stops start-up with a plain message), registers the SlackAdapter with
-the job service, and serves commands over HTTP through bolt's Starlette adapter, or, when
-SLACK_APP_TOKEN is set, over a Socket Mode connection (Slack then needs no public URL; Replicate's
-webhooks still want CONJURE_PUBLIC_URL, or Conjure polls).
+`running` is what adapters/platforms.py enters when SLACK_BOT_TOKEN is set. It checks the token
+once (a wrong one stops start-up with a plain message), builds the SlackAdapter, and serves
+commands over HTTP through bolt's Starlette adapter, or, when SLACK_APP_TOKEN is set, over a
+Socket Mode connection (Slack then needs no public URL; Replicate's webhooks still want
+CONJURE_PUBLIC_URL, or Conjure polls).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,17 +22,18 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
-from starlette.routing import BaseRoute, Route
+from starlette.routing import Route
 
+from adapters.running import RunningPlatform
 from adapters.slack.adapter import SlackAdapter
-from adapters.slack.listener import SlashCommands
+from adapters.slack.listener import SlashCommandListener
+from adapters.slack.manifest import EVENTS_PATH
 from adapters.slack.reach import SLACK_ERRORS, retry_handlers
 from bot.config import ConfigError, Settings
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-EVENTS_PATH = "/slack/events"
 SOCKET_CONNECT_WAIT = 10.0  # seconds start-up waits for the Socket Mode connection
 WEB_API_TIMEOUT = 30  # seconds for one Web API call, as slack_sdk's own default
 BAD_TOKENS = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked"})
@@ -54,7 +54,9 @@ def make_client(settings: Settings, session: aiohttp.ClientSession | None = None
     return client
 
 
-def make_app(settings: Settings, client: AsyncWebClient, commands: SlashCommands) -> AsyncApp:
+def make_app(
+    settings: Settings, client: AsyncWebClient, listener: SlashCommandListener
+) -> AsyncApp:
     """The bolt app with one listener for every slash command."""
     secret = settings.slack_signing_secret
     _quiet_token_warning()
@@ -68,7 +70,7 @@ def make_app(settings: Settings, client: AsyncWebClient, commands: SlashCommands
         # that, on a busy event loop, was most of an ack's latency.
         process_before_response=True,
     )
-    app.command(re.compile(r"^/.+"))(commands.handle)
+    listener.register(app)
     app.error(_log_listener_error)
     return app
 
@@ -107,8 +109,8 @@ async def check_token(client: AsyncWebClient) -> None:
 
 
 @contextlib.asynccontextmanager
-async def slack_platform(runtime: Runtime) -> AsyncIterator[list[BaseRoute]]:
-    """Run Slack for the duration of the block; yields the HTTP routes it serves."""
+async def running(runtime: Runtime) -> AsyncIterator[RunningPlatform]:
+    """Run Slack for the duration of the block; yields its adapter and the routes it serves."""
     settings = runtime.settings
     if settings.slack_app_token is None and settings.slack_signing_secret is None:
         # Never serve /slack/events without verifying Slack's signature.
@@ -117,19 +119,19 @@ async def slack_platform(runtime: Runtime) -> AsyncIterator[list[BaseRoute]]:
     # slack_sdk would otherwise open (and TLS-handshake) a new one per call. Same total timeout.
     timeout = aiohttp.ClientTimeout(total=WEB_API_TIMEOUT)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        async with _serve(runtime, make_client(settings, session)) as routes:
-            yield routes
+        async with _serve(runtime, make_client(settings, session)) as platform:
+            yield platform
 
 
 @contextlib.asynccontextmanager
-async def _serve(runtime: Runtime, client: AsyncWebClient) -> AsyncIterator[list[BaseRoute]]:
+async def _serve(runtime: Runtime, client: AsyncWebClient) -> AsyncIterator[RunningPlatform]:
     settings = runtime.settings
     await check_token(client)
-    runtime.service.add_adapter(SlackAdapter(client, runtime.catalog))
-    app = make_app(settings, client, SlashCommands(runtime.service))
+    adapter = SlackAdapter(client, runtime.catalog)
+    app = make_app(settings, client, SlashCommandListener(runtime.commands))
     if settings.slack_app_token is None:
         handler = AsyncSlackRequestHandler(app)
-        yield [Route(EVENTS_PATH, handler.handle, methods=["POST"])]
+        yield RunningPlatform(adapter, [Route(EVENTS_PATH, handler.handle, methods=["POST"])])
         return
     socket = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())
     connecting: asyncio.Task[None] | None = None
@@ -140,7 +142,7 @@ async def _serve(runtime: Runtime, client: AsyncWebClient) -> AsyncIterator[list
         connecting = asyncio.create_task(socket.connect_async())
         connecting.add_done_callback(_log_connect_failure)
         await asyncio.wait({connecting}, timeout=SOCKET_CONNECT_WAIT)
-        yield []
+        yield RunningPlatform(adapter)
     finally:
         if connecting is not None:
             connecting.cancel()

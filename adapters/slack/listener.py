@@ -1,92 +1,77 @@
-"""Slash commands: acknowledge within Slack's 3 seconds, then run the job in the background.
+"""The bolt listener for every slash command: a Slack payload in, the core's Reply out.
 
-Parsing is pure, so it runs before the ack and bad input is answered in the ack itself, with
-nothing created. Everything that touches the database or the network happens after `ack()`, in a
-task the job service tracks (bolt's own background task is fire-and-forget), so failures are
-logged and shutdown can wait for or cancel it.
+Slack gives 3 seconds. The core's `handle` runs in a task the job service tracks; the listener
+acks as soon as the core acknowledges (a valid job command, before anything slow) or answers
+(bad input, a quick `/conjure`), whichever comes first, and at the latest after
+CONJURE_ACK_BUDGET. A reply that comes after the ack goes through the command's response_url.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any
 
-from slack_bolt.async_app import AsyncAck
+from slack_bolt.async_app import AsyncAck, AsyncApp
 
-from adapters.slack import markup as say
-from adapters.slack.adapter import PLATFORM
+from adapters.slack import markup
 from adapters.slack.reach import respond
-from bot.adapter import CommandRequest
-from bot.commands.conjure import run_conjure_command
-from bot.commands.parsing import Invocation, UsageError
-from bot.jobs import CommandRefused, JobService
+from bot.adapter import CommandRequest, Reply
+from bot.commands.handler import Commands
 
 log = logging.getLogger(__name__)
 
-CONJURE = "conjure"
-CONJURE_ACK_BUDGET = 1.5  # seconds a /conjure answer may take to ride in the ack itself
+PLATFORM = "slack"
+CONJURE_ACK_BUDGET = 1.5  # seconds an answer may take to ride in the ack itself
 
 
-class SlashCommands:
-    """The one bolt listener for every command: catalog commands and /conjure."""
+class SlashCommandListener:
+    """Turns a slash command payload into a CommandRequest and the Reply into Slack answers."""
 
-    def __init__(self, service: JobService, *, conjure_ack_budget: float | None = None) -> None:
-        self.service = service
-        self.conjure_ack_budget = (
-            CONJURE_ACK_BUDGET if conjure_ack_budget is None else conjure_ack_budget
-        )
+    def __init__(self, commands: Commands) -> None:
+        self.commands = commands
+
+    def register(self, app: AsyncApp) -> None:
+        app.command(re.compile(r"^/.+"))(self.handle)
 
     async def handle(self, ack: AsyncAck, command: dict[str, Any]) -> None:
-        """Bad input is answered in the ack; a good command is acked, then submitted."""
-        request = _request(command)
-        if request.command == CONJURE:
-            await self._conjure(ack, request)
-            return
+        """Ack within Slack's deadline, with the answer when it is ready by then."""
+        request = command_request(command)
+        acknowledged = asyncio.Event()
+
+        async def acknowledge() -> None:
+            acknowledged.set()
+
+        service = self.commands.service
+        reply = service.spawn(self.commands.handle(request, acknowledge))
+        waiting = asyncio.create_task(acknowledged.wait())
         try:
-            invocation = self.service.parse(request.command, request.text)
-        except UsageError as exc:
-            await ack(response_type="ephemeral", text=say.usage_answer(exc))
+            await asyncio.wait(
+                {reply, waiting}, timeout=CONJURE_ACK_BUDGET, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            waiting.cancel()
+        if reply.done() and not acknowledged.is_set():
+            await ack(response_type="ephemeral", text=_answer(reply))
             return
         await ack()
-        self.service.spawn(self._submit(request, invocation))
+        service.spawn(self._answer_later(reply, request.destination.get("response_url")))
 
-    async def _submit(self, request: CommandRequest, invocation: Invocation) -> None:
-        response_url = request.destination.get("response_url")
-        try:
-            await self.service.submit(request, invocation)
-        except CommandRefused as exc:
-            await respond(response_url, say.escape_keeping_mentions(str(exc)), in_channel=False)
-        except Exception:
-            log.exception("could not start /%s for %s", request.command, request.user_id)
-            await respond(response_url, say.INTERNAL_ERROR, in_channel=False)
-
-    async def _conjure(self, ack: AsyncAck, request: CommandRequest) -> None:
-        """Answer in the ack when the answer is quick; otherwise ack now, answer via response_url.
-
-        `/conjure usage`, `quota` and `report` read or write the database: a slow database must
-        never cost Slack's 3-second deadline.
-        """
-        answer = self.service.spawn(run_conjure_command(self.service, request))
-        await asyncio.wait({answer}, timeout=self.conjure_ack_budget)
-        if answer.done():
-            await ack(response_type="ephemeral", text=_answer_text(answer))
-            return
-        await ack()
-        self.service.spawn(self._answer_later(answer, request.destination.get("response_url")))
-
-    async def _answer_later(self, answer: asyncio.Task[str], response_url: str | None) -> None:
-        await asyncio.wait({answer})
-        await respond(response_url, _answer_text(answer), in_channel=False)
+    async def _answer_later(self, reply: asyncio.Task[Reply], response_url: str | None) -> None:
+        await asyncio.wait({reply})
+        if reply.cancelled() or reply.result().text is not None:
+            await respond(response_url, _answer(reply), in_channel=False)
 
 
-def _answer_text(answer: asyncio.Task[str]) -> str:
-    if answer.cancelled() or answer.exception() is not None:
-        return say.CONJURE_FAILED  # the job service has logged the exception
-    return say.escape_keeping_mentions(answer.result())
+def _answer(reply: asyncio.Task[Reply]) -> str:
+    if reply.cancelled():
+        return markup.CONJURE_FAILED
+    text = reply.result().text
+    return markup.render(text) if text is not None else ""
 
 
-def _request(command: dict[str, Any]) -> CommandRequest:
+def command_request(command: dict[str, Any]) -> CommandRequest:
     """A CommandRequest from a slash command payload, its text unescaped to what was typed."""
     user_id = str(command.get("user_id", ""))
     channel = str(command.get("channel_id", ""))
@@ -97,7 +82,7 @@ def _request(command: dict[str, Any]) -> CommandRequest:
         user_id=user_id,
         user_name=command.get("user_name"),
         command=str(command.get("command", "")).strip().lstrip("/").lower(),
-        text=say.unescape(str(command.get("text") or "")),
+        text=markup.unescape(str(command.get("text") or "")),
         destination={
             "response_url": command.get("response_url"),
             "channel": channel,

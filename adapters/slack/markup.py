@@ -3,21 +3,20 @@
 Slack sends `&`, `<` and `>` in command text as `&amp;`, `&lt;` and `&gt;`, and reads the same
 three as markup in anything posted: `<!channel>` pings everyone, `<prompt>` disappears. So text
 from a person is unescaped before parsing (the model sees what was typed) and escaped again
-before it is shown; only the mentions Conjure writes itself stay markup.
+before it is shown; the core's typed markup (bot.markup) becomes Slack's: `<@U123>` for a
+mention, backticks for code.
 """
 
 from __future__ import annotations
 
 import re
 
-from bot.commands.parsing import UsageError
+from bot.markup import Text
 from bot.messages import status_text
 from storage.models import Job
 
 _ENTITY = re.compile(r"&(amp|lt|gt);")
 _ENTITIES = {"amp": "&", "lt": "<", "gt": ">"}
-_MENTION = re.compile(r"<(?:@[UW][A-Z0-9]+|#[CG][A-Z0-9]+)(?:\|[^<>]*)?>")
-_WHO = "\ue000"  # a private-use placeholder for the mention while the rest is escaped
 
 ALT_TEXT_LIMIT = 1000  # Slack's limit on an image's alt text
 TITLE_LIMIT = 120
@@ -33,13 +32,10 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def escape_keeping_mentions(text: str) -> str:
-    """Conjure's own text (answers, alerts) shown literally, except the mentions it writes."""
-    parts, last = [], 0
-    for match in _MENTION.finditer(text):
-        parts += [escape(text[last : match.start()]), match[0]]
-        last = match.end()
-    return "".join([*parts, escape(text[last:])])
+def render(text: Text) -> str:
+    """The core's text in Slack's markup: literal parts escaped, real mentions, code in
+    backticks."""
+    return text.render(escape, lambda who: mention(who.user_id), lambda code: f"`{escape(code)}`")
 
 
 def mention(user_id: str) -> str:
@@ -53,14 +49,8 @@ def clip(text: str, limit: int) -> str:
 
 
 def announcement(job: Job) -> str:
-    """The thread parent: the core's status text, escaped, with a real mention of who asked."""
-    return escape(status_text(job, mention=_WHO)).replace(_WHO, mention(job.user_id), 1)
-
-
-def usage_answer(error: UsageError) -> str:
-    """The ephemeral answer to bad input: what is wrong, then the usage line as code."""
-    text = escape(error.message)
-    return f"{text}\nUsage: `{escape(error.usage)}`" if error.usage else text
+    """The thread parent: who asked (a real mention), the prompt, the model, the status."""
+    return render(status_text(job))
 
 
 def file_title(job: Job, index: int, count: int) -> str:
@@ -106,8 +96,5 @@ DM_NOTE = "I sent the result to you in a direct message, since I can't upload fi
 DM_FAILED = (
     "your result is ready, but I could not send it to you: I can't upload files here or "
     "message you directly. Invite me to the channel and run the command there."
-)
-INTERNAL_ERROR = (
-    "Conjure hit an internal error while starting your job. Please try again in a minute."
 )
 CONJURE_FAILED = "Conjure could not answer that just now. Please try again in a minute."

@@ -12,9 +12,11 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Literal
+
+from bot.money import usd_to_micros
 
 Route = Literal["official", "version", "deployment"]
 Kind = Literal["image", "text", "transcript", "audio", "video"]
@@ -29,19 +31,12 @@ RESERVED_OPTIONS = frozenset({"prompt"})  # Discord's own option for the prompt 
 MAX_CHOICES = 25  # Discord's limit on choices per option
 MAX_DESCRIPTION = 100  # Discord's limit on command and option descriptions
 
-_MICROS = Decimal(1_000_000)
-
 
 class CatalogError(Exception):
     """A bad `conjure.toml`; the message names the file and the key at fault."""
 
 
 # --------------------------------------------------------------------------- specs
-
-
-def _to_micros(usd: Decimal) -> int:
-    """Round up to a whole micro-dollar: a reservation must never fall short of the bill."""
-    return int((usd * _MICROS).to_integral_value(rounding=ROUND_CEILING))
 
 
 def _dec(value: float) -> Decimal:
@@ -68,7 +63,7 @@ class Price:
             total += _dec(self.per_output_usd) * outputs
         if self.per_second_usd is not None:
             total += _dec(self.per_second_usd) * _dec(self.expected_seconds) * outputs
-        return _to_micros(total)
+        return usd_to_micros(total)
 
     def actual_micros(self, outputs: int, predict_time: float | None) -> int:
         """What Replicate billed: outputs x price, plus `predict_time` x rate (0 when unknown)."""
@@ -78,7 +73,7 @@ class Price:
         if self.per_second_usd is not None and predict_time is not None:
             seconds = predict_time if math.isfinite(predict_time) else 0.0
             total += _dec(self.per_second_usd) * _dec(max(seconds, 0.0))
-        return _to_micros(total)
+        return usd_to_micros(total)
 
 
 Translator = Callable[[Any], dict[str, Any]]

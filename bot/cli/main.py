@@ -14,9 +14,14 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.config import ConfigError, load_settings
 from bot.serving import bind_socket, freeze_startup_heap, run_event_loop, serve_app, socket_url
+
+if TYPE_CHECKING:
+    from adapters.console import ConsoleAdapter
+    from bot.catalog import Catalog
 
 log = logging.getLogger("conjure")
 
@@ -51,15 +56,14 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the bot: webhooks, Slack and Discord")
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("-v", "--verbose", action="store_true", default=True)
-    serve.set_defaults(run=_serve)
+    serve.set_defaults(run=_serve, verbose=True)  # a server logs what it does
 
     demo = commands.add_parser("demo", help="the whole flow in this terminal, offline")
     demo.add_argument("line", nargs="?", help='one command to run, e.g. "/imagine a red fox"')
     demo.add_argument("--live", action="store_true", help="use the real Replicate API")
     demo.add_argument("--speed", type=float, default=0.3, help="sandbox speed factor (0 = instant)")
     demo.add_argument("--output", type=Path, default=Path("conjure-output"))
-    demo.add_argument("-v", "--verbose", action="store_true")
+    demo.add_argument("-v", "--verbose", action="store_true", help="log what happens inside")
     demo.set_defaults(run=_demo)
 
     sandbox = commands.add_parser("sandbox", help="a Replicate-compatible API on loopback")
@@ -152,6 +156,7 @@ or DISCORD_TOKEN for Discord
 
 async def _demo(args: argparse.Namespace) -> int:
     from adapters.console import ConsoleAdapter
+    from adapters.platforms import attached
     from bot.app import create_app
     from bot.runtime import Runtime
 
@@ -165,16 +170,16 @@ async def _demo(args: argparse.Namespace) -> int:
                 **replicate,
             )
             runtime = await Runtime.start(settings)
-            console = ConsoleAdapter(args.output)
-            runtime.service.add_adapter(console)
+            console = ConsoleAdapter(runtime.commands, args.output)
             try:
-                async with serve_app(create_app(runtime), sock=app_socket):
-                    if args.line:
-                        outcome = await console.run_line(runtime.service, args.line)
-                        if not outcome.ok:
-                            print(f"conjure demo: {outcome.error}", file=sys.stderr)
-                        return EXIT_OK if outcome.ok else EXIT_FAILED
-                    await _interactive(console, runtime.service)
+                with attached(runtime.service, console):
+                    async with serve_app(create_app(runtime), sock=app_socket):
+                        if args.line:
+                            outcome = await console.run_line(args.line)
+                            if not outcome.ok:
+                                print(f"conjure demo: {outcome.error}", file=sys.stderr)
+                            return EXIT_OK if outcome.ok else EXIT_FAILED
+                        await _interactive(console, runtime.catalog)
             finally:
                 await runtime.aclose()
     return EXIT_OK
@@ -201,13 +206,9 @@ async def _replicate_for_demo(args: argparse.Namespace) -> AsyncIterator[dict[st
         }
 
 
-async def _interactive(console: object, service: object) -> None:
-    from adapters.console import ConsoleAdapter
-    from bot.jobs import JobService
-
-    assert isinstance(console, ConsoleAdapter) and isinstance(service, JobService)
+async def _interactive(console: ConsoleAdapter, catalog: Catalog) -> None:
     print("Conjure demo. Type /imagine <prompt> [--ar 16:9] [--n 2], or 'exit'.")
-    for name, spec in service.catalog.commands.items():
+    for name, spec in catalog.commands.items():
         print(f"  /{name}: {spec.description}")
     while True:
         try:
@@ -218,4 +219,4 @@ async def _interactive(console: object, service: object) -> None:
         if line.strip() in ("exit", "quit"):
             return
         if line.strip():
-            await console.run_line(service, line)
+            await console.run_line(line)

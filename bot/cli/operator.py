@@ -7,8 +7,9 @@ import json
 from datetime import UTC, datetime
 
 from bot.config import ConfigError, load_settings
-from bot.messages import format_usd
-from bot.quotas.service import USER, WORKSPACE, Quotas, usd_to_micros
+from bot.money import format_usd
+from bot.quotas.limits import USER, WORKSPACE, LimitError, parse_limit
+from bot.quotas.service import Quotas
 from storage.engine import create_engine
 from storage.jobs import user_subject, workspace_subject
 from storage.migrate import migrate
@@ -75,35 +76,26 @@ async def _quota_show(args: argparse.Namespace) -> int:
 
 async def _quota_set(args: argparse.Namespace) -> int:
     changes = {}
-    for field, raw, money in (
-        ("jobs_per_day", args.jobs_per_day, False),
-        ("usd_per_month_micros", args.usd_per_month, True),
-        ("max_in_flight", args.max_in_flight, False),
+    for field, flag, kind, raw in (
+        ("jobs_per_day", "--jobs-per-day", "jobs", args.jobs_per_day),
+        ("usd_per_month_micros", "--usd-per-month", "usd", args.usd_per_month),
+        ("max_in_flight", "--max-in-flight", "inflight", args.max_in_flight),
     ):
         if raw is not None:
-            changes[field] = _value(field, raw, money)
+            try:
+                changes[field] = parse_limit(kind, raw)
+            except LimitError as exc:
+                raise ConfigError(f"{flag}: {exc}") from None
     if not changes:
         raise ConfigError("quota set: give --jobs-per-day, --usd-per-month or --max-in-flight")
     quotas, engine = await _open()
     try:
         scope, subject = _subject(args)
-        await quotas.store.set_override(scope, subject, changes, actor="cli")
-        print(f"{scope} {subject}: {(await quotas.limits(scope, subject)).describe()}")
+        limits = await quotas.override(scope, subject, changes, actor="cli")
+        print(f"{scope} {subject}: {limits.describe()}")
         return 0
     finally:
         await engine.dispose()  # type: ignore[attr-defined]
-
-
-def _value(field: str, raw: str, money: bool) -> int | None:
-    if raw.lower() == "default":
-        return None
-    try:
-        value = float(raw) if money else int(raw)
-    except ValueError:
-        raise ConfigError(f"--{field.replace('_', '-')}: {raw!r} is not a number") from None
-    if value < 0:
-        raise ConfigError(f"--{field.replace('_', '-')}: must be 0 or more")
-    return usd_to_micros(value) if money else int(value)
 
 
 async def _report(args: argparse.Namespace) -> int:

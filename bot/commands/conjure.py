@@ -1,7 +1,8 @@
 """`/conjure help|usage|models|quota|report`: the bot's own command, the same on every platform.
 
-Adapters pass the text after `/conjure` and show the returned text privately (ephemeral). Admin
-subcommands check the caller against CONJURE_ADMINS here, in one place, so no adapter can forget.
+The command path (bot.commands.handler) passes the text after `/conjure`; the answer is shown
+privately. Admin subcommands check the caller against CONJURE_ADMINS here, in one place, so no
+adapter can forget.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import re
 
 from bot.adapter import CommandRequest
 from bot.jobs import JobService
-from bot.messages import format_usd
-from bot.quotas.service import USER, WORKSPACE, usd_to_micros
+from bot.markup import Mention, Text
+from bot.money import format_usd, usd_to_micros
+from bot.quotas.limits import USER, WORKSPACE, LimitError, parse_limit
 from storage.jobs import user_subject, workspace_subject
 from storage.models import utcnow
 
@@ -35,30 +37,31 @@ def is_admin(service: JobService, request: CommandRequest) -> bool:
     return f"{request.platform}:{request.user_id}" in service.settings.admins
 
 
-async def run_conjure_command(service: JobService, request: CommandRequest) -> str:
+async def run_conjure_command(service: JobService, request: CommandRequest) -> Text:
     """The answer to `/conjure <text>`; unknown subcommands get the help."""
     words = request.text.split()
     word = words[0].lower() if words else "help"
     try:
         if word == "usage":
-            return await service.quotas.usage_text(
+            usage = await service.quotas.usage_text(
                 request.platform, request.workspace, request.user_id, utcnow()
             )
+            return Text.of(usage)
         if word == "models":
-            return models_text(service)
+            return Text.of(models_text(service))
         if word == "quota":
             if not is_admin(service, request):
-                return ADMIN_ONLY
+                return Text.of(ADMIN_ONLY)
             return await quota_command(service, request, words[1:])
         if word == "report":
             if not is_admin(service, request):
-                return ADMIN_ONLY
+                return Text.of(ADMIN_ONLY)
             report = await service.quotas.report(request.platform, request.workspace, utcnow())
-            return report.as_text(lambda user: f"<@{user}>")
+            return report.as_text(Mention)
     except CommandInputError as exc:
-        return str(exc)
+        return Text.of(str(exc))
     prefix = "" if word == "help" else f"Unknown subcommand “{word}”.\n"
-    return prefix + help_text(service, is_admin(service, request))
+    return Text.of(prefix + help_text(service, is_admin(service, request)))
 
 
 def help_text(service: JobService, admin: bool = False) -> str:
@@ -78,35 +81,36 @@ def models_text(service: JobService) -> str:
     for model in service.catalog.models.values():
         price = model.price
         if price.per_output_usd is not None:
-            cost = f"{format_usd(round(price.per_output_usd * 1_000_000))} per output"
+            cost = f"{format_usd(usd_to_micros(price.per_output_usd))} per output"
         else:
-            cost = f"{format_usd(round((price.per_second_usd or 0) * 1_000_000))} per second"
+            cost = f"{format_usd(usd_to_micros(price.per_second_usd or 0))} per second"
         lines.append(f"• {model.key} ({model.kind}): {model.description}; {cost}")
     return "\n".join(lines)
 
 
-async def quota_command(service: JobService, request: CommandRequest, args: list[str]) -> str:
+async def quota_command(service: JobService, request: CommandRequest, args: list[str]) -> Text:
     """Show or set a user's or the workspace's limits; every change is audited."""
     if not args:
         raise CommandInputError(QUOTA_USAGE)
     target, settings = args[0], args[1:]
     if target.lower() == "workspace":
         scope, subject = WORKSPACE, workspace_subject(request.platform, request.workspace)
-        label = "This workspace"
+        label: Mention | str = "This workspace"
     else:
         match = _MENTION.match(target)
         if not match:
             raise CommandInputError(f"“{target}” is not a user mention.\n{QUOTA_USAGE}")
         user_id = match.group(1) or match.group(2)
         scope, subject = USER, user_subject(request.platform, request.workspace, user_id)
-        label = f"<@{user_id}>"
+        label = Mention(user_id)
     if settings:
         changes = parse_quota_settings(settings)
         actor = user_subject(request.platform, request.workspace, request.user_id)
-        await service.quotas.store.set_override(scope, subject, changes, actor)
-    limits = await service.quotas.limits(scope, subject)
+        limits = await service.quotas.override(scope, subject, changes, actor)
+    else:
+        limits = await service.quotas.limits(scope, subject)
     verb = "now has" if settings else "has"
-    return f"{label} {verb} limits: {limits.describe()}."
+    return Text.of(label, f" {verb} limits: {limits.describe()}.")
 
 
 def parse_quota_settings(words: list[str]) -> dict[str, int | None]:
@@ -130,12 +134,7 @@ def parse_quota_settings(words: list[str]) -> dict[str, int | None]:
 
 
 def _limit_value(name: str, raw: str) -> int | None:
-    if raw.lower() in ("default", "reset"):
-        return None
     try:
-        value = float(raw.removeprefix("$")) if name == "usd" else int(raw)
-    except ValueError:
-        raise CommandInputError(f"{name}={raw}: not a number.") from None
-    if value < 0 or value > 1_000_000:
-        raise CommandInputError(f"{name}={raw}: must be between 0 and 1,000,000.")
-    return usd_to_micros(value) if name == "usd" else int(value)
+        return parse_limit(name, raw)
+    except LimitError as exc:
+        raise CommandInputError(f"{name}={exc}") from None

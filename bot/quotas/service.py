@@ -7,116 +7,19 @@ the configured time zone.
 
 from __future__ import annotations
 
-import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
-from bot.config import ConfigError, Settings
-from bot.messages import format_usd, until
+from bot.config import Settings
+from bot.markup import Part, Text
+from bot.messages import until
+from bot.money import format_usd
+from bot.quotas.limits import USER, WORKSPACE, Limits, default_limits
 from bot.quotas.windows import Window, day_window, month_window
 from storage.jobs import user_subject, workspace_subject
-from storage.models import QuotaOverride
 from storage.quotas import QuotaStore, SpendRow
 from storage.usage import LIVE, Hold, HoldKind
-
-USER, WORKSPACE = "user", "workspace"
-
-
-class QuotaConfigError(ConfigError):
-    """conjure.toml's [quotas] table is malformed; the message names the key."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """One scope's limits; 0 means unlimited."""
-
-    jobs_per_day: int = 0
-    usd_per_month_micros: int = 0
-    max_in_flight: int = 0
-
-    def with_override(self, override: QuotaOverride | None) -> Limits:
-        if override is None:
-            return self
-        return Limits(
-            jobs_per_day=_pick(override.jobs_per_day, self.jobs_per_day),
-            usd_per_month_micros=_pick(override.usd_per_month_micros, self.usd_per_month_micros),
-            max_in_flight=_pick(override.max_in_flight, self.max_in_flight),
-        )
-
-    def describe(self) -> str:
-        return (
-            f"jobs {_or_unlimited(self.jobs_per_day)}/day, "
-            f"budget {_usd_or_unlimited(self.usd_per_month_micros)}/month, "
-            f"in flight {_or_unlimited(self.max_in_flight)}"
-        )
-
-
-def _pick(override: int | None, default: int) -> int:
-    return default if override is None else override
-
-
-def _or_unlimited(value: int) -> str:
-    return str(value) if value else "unlimited"
-
-
-def _usd_or_unlimited(micros: int) -> str:
-    return format_usd(micros) if micros else "unlimited"
-
-
-def usd_to_micros(usd: float) -> int:
-    return round(usd * 1_000_000)
-
-
-_ENV_FIELDS = {
-    "jobs_per_day": ("jobs_per_day", int),
-    "usd_per_month_micros": ("usd_per_month", usd_to_micros),
-    "max_in_flight": ("max_in_flight", int),
-}
-
-
-def default_limits(settings: Settings) -> dict[str, Limits]:
-    """Per-scope defaults: an environment variable that is set wins over conjure.toml."""
-    from_file = _file_limits(settings.config_path())
-    explicit = settings.model_fields_set
-    result = {}
-    for scope in (USER, WORKSPACE):
-        values = {}
-        for field, (suffix, convert) in _ENV_FIELDS.items():
-            name = f"conjure_{scope}_{suffix}"
-            in_file = from_file.get(scope, {})
-            if name in explicit or field not in in_file:
-                values[field] = convert(getattr(settings, name))
-            else:
-                values[field] = in_file[field]
-        result[scope] = Limits(**values)
-    return result
-
-
-def _file_limits(path: Path | None) -> dict[str, dict[str, int]]:
-    """[quotas.user] / [quotas.workspace] with jobs_per_day, usd_per_month, max_in_flight."""
-    if path is None or not path.exists():
-        return {}
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8")).get("quotas", {})
-    except tomllib.TOMLDecodeError as exc:
-        raise QuotaConfigError(f"{path}: {exc}") from None
-    result: dict[str, dict[str, int]] = {}
-    for scope, table in data.items():
-        if scope not in (USER, WORKSPACE) or not isinstance(table, dict):
-            raise QuotaConfigError(f"{path}: quotas.{scope}: expected [quotas.user] or .workspace")
-        values: dict[str, int] = {}
-        for key, value in table.items():
-            if key not in ("jobs_per_day", "usd_per_month", "max_in_flight"):
-                raise QuotaConfigError(f"{path}: quotas.{scope}.{key}: unknown limit")
-            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-                raise QuotaConfigError(f"{path}: quotas.{scope}.{key}: must be a number >= 0")
-            if key == "usd_per_month":
-                values["usd_per_month_micros"] = usd_to_micros(value)
-            else:
-                values[key] = int(value)
-        result[scope] = values
-    return result
 
 
 class Quotas:
@@ -133,6 +36,13 @@ class Quotas:
 
     async def limits(self, scope: str, subject: str) -> Limits:
         return self.defaults[scope].with_override(await self.store.override(scope, subject))
+
+    async def override(
+        self, scope: str, subject: str, changes: dict[str, int | None], actor: str
+    ) -> Limits:
+        """An admin's change to one subject's limits (audited); returns the limits now."""
+        await self.store.set_override(scope, subject, changes, actor)
+        return await self.limits(scope, subject)
 
     async def holds(self, platform: str, workspace: str, user_id: str, now: datetime) -> list[Hold]:
         """Every counter a new job reserves against, user scope first (the lock order)."""
@@ -236,19 +146,19 @@ class Report:
             "models": [vars(row) for row in self.models],
         }
 
-    def as_text(self, mention: object = None) -> str:
-        name = mention if callable(mention) else (lambda user: user)
-        lines = [f"Spend report for {self.month}"]
+    def as_text(self, person: Callable[[str], Part] = str) -> Text:
+        """The report as lines; `person` shows a user id (a Mention in chat)."""
+        lines: list[Text | str] = [f"Spend report for {self.month}"]
         for title, rows, label in (
-            ("Top users", self.users, name),
-            ("Top models", self.models, lambda m: m),
+            ("Top users", self.users, person),
+            ("Top models", self.models, str),
         ):
             lines.append(f"{title}:")
             if not rows:
                 lines.append("  (no jobs yet)")
             for row in rows:
+                jobs = f"{row.jobs} job{'s' if row.jobs != 1 else ''}"
                 lines.append(
-                    f"  {label(row.name)}: {row.jobs} job{'s' if row.jobs != 1 else ''}, "
-                    f"{format_usd(row.spent_micros)}"
+                    Text.of("  ", label(row.name), f": {jobs}, {format_usd(row.spent_micros)}")
                 )
-        return "\n".join(lines)
+        return Text.lines(lines)

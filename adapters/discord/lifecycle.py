@@ -1,0 +1,94 @@
+"""Discord for `conjure serve`: a gateway client whose command tree runs the catalog's commands.
+
+`running` is what adapters/platforms.py enters when DISCORD_TOKEN is set. It logs in (a wrong
+token stops start-up with a plain message), syncs the slash commands, and runs the gateway
+connection in this event loop, since discord.py receives interactions over the gateway only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import discord
+
+from adapters.discord.adapter import DiscordAdapter
+from adapters.discord.command_tree import ConjureTree, build_commands
+from adapters.discord.listener import InteractionListener
+from adapters.discord.route_patch import point_discord_py
+from adapters.running import RunningPlatform
+from bot.config import ConfigError
+from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class ConjureClient(discord.Client):
+    """A gateway client with the command tree; syncs the commands when it logs in."""
+
+    def __init__(self, guild_id: int | None) -> None:
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False  # no voice here
+        # Interactions need no intent; `guilds` (not privileged) keeps discord.py's cache sane.
+        super().__init__(
+            intents=discord.Intents(guilds=True),
+            allowed_mentions=discord.AllowedMentions.none(),  # a prompt may say @everyone
+        )
+        self.tree = ConjureTree(self)
+        self.guild = discord.Object(guild_id) if guild_id else None
+
+    async def setup_hook(self) -> None:
+        where = f"guild {self.guild.id}" if self.guild else "all guilds (may take up to an hour)"
+        try:
+            synced = await self.tree.sync(guild=self.guild)
+        except discord.HTTPException as exc:
+            # Usually the bot was invited without the applications.commands scope.
+            log.error("could not sync slash commands to %s: %s", where, exc)
+            return
+        log.info("synced %d slash commands to %s", len(synced), where)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    runtime: Runtime, *, connect_gateway: bool = True
+) -> AsyncIterator[RunningPlatform]:
+    """Log in (which syncs the commands), run the gateway in this loop, close on exit.
+
+    Discord reaches the bot over the gateway only, so no HTTP routes are yielded. Tests pass
+    `connect_gateway=False` and feed interactions to the client themselves.
+    """
+    token = runtime.settings.discord_token
+    if token is None:
+        raise ConfigError("DISCORD_TOKEN: not set (README: Set up in Discord)")
+    undo = point_discord_py(runtime.settings)
+    client = ConjureClient(runtime.settings.discord_guild_id)
+    adapter = DiscordAdapter(client)
+    listener = InteractionListener(runtime.commands, adapter)
+    for command in build_commands(runtime.catalog, listener):
+        client.tree.add_command(command, guild=client.guild)
+    gateway: asyncio.Task[None] | None = None
+    try:
+        try:
+            await client.login(token.get_secret_value())
+        except discord.LoginFailure:
+            raise ConfigError(
+                "DISCORD_TOKEN: Discord rejected the token; copy it again from the Developer "
+                "Portal (your application, Bot, Reset Token)"
+            ) from None
+        if connect_gateway:
+            gateway = asyncio.create_task(client.connect(reconnect=True), name="discord-gateway")
+            gateway.add_done_callback(_gateway_stopped)
+        yield RunningPlatform(adapter)
+    finally:
+        await client.close()
+        if gateway is not None:
+            gateway.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await gateway
+        undo()
+
+
+def _gateway_stopped(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the Discord gateway connection stopped", exc_info=task.exception())

@@ -1,0 +1,82 @@
+"""What Discord's slash commands call: an interaction in, the core's Reply out.
+
+Discord gives 3 seconds for the first response. A job command is deferred publicly when the
+core acknowledges it (valid, before anything slow), and the deferred response then becomes the
+job's status message; bad input and refusals are answered privately. `/conjure` is deferred
+privately at once, since its answers read the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import discord
+
+from adapters.discord import markup
+from adapters.discord.adapter import PLATFORM, DiscordAdapter, answer_privately
+from adapters.discord.destination import destination_of
+from bot.adapter import CommandRequest
+from bot.catalog import CommandSpec
+from bot.commands.handler import Commands
+
+log = logging.getLogger(__name__)
+
+
+class InteractionListener:
+    """Runs slash commands through the core; the command tree calls these two."""
+
+    def __init__(self, commands: Commands, adapter: DiscordAdapter) -> None:
+        self.commands = commands
+        self.adapter = adapter
+
+    async def run_command(
+        self,
+        interaction: discord.Interaction,
+        spec: CommandSpec,
+        prompt: str,
+        options: dict[str, Any],
+    ) -> None:
+        """A catalog command: deferred once valid, then started; or a private answer."""
+
+        async def acknowledge() -> dict[str, Any]:
+            deferred = await interaction.response.defer(thinking=True)
+            message_id = deferred.message_id if deferred else None
+            return {"message_id": str(message_id)} if message_id else {}
+
+        request = _request(interaction, spec.name, prompt, options)
+        with self.adapter.submitting(interaction):
+            reply = await self.commands.handle(request, acknowledge)
+        if reply.text is None:
+            return
+        text = markup.fit(markup.render(reply.text))
+        if interaction.response.is_done():
+            await answer_privately(interaction, text)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
+
+    async def run_conjure(self, interaction: discord.Interaction, text: str) -> None:
+        """`/conjure <text>`: answered privately, by the same code as every platform."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        reply = await self.commands.handle(_request(interaction, "conjure", text, None))
+        answer = markup.render(reply.text) if reply.text else ""
+        first, *rest = markup.split_text(answer)
+        await interaction.edit_original_response(content=first)
+        for chunk in rest:
+            await interaction.followup.send(chunk, ephemeral=True)
+
+
+def _request(
+    interaction: discord.Interaction, command: str, text: str, options: dict[str, Any] | None
+) -> CommandRequest:
+    return CommandRequest(
+        platform=PLATFORM,
+        workspace=str(interaction.guild_id or "dm"),
+        channel=str(interaction.channel_id),
+        user_id=str(interaction.user.id),
+        user_name=interaction.user.display_name,
+        command=command,
+        text=text,
+        options=options,
+        destination=destination_of(interaction, None),
+    )

@@ -1,0 +1,83 @@
+"""The one command path: every slash command, from every platform, comes through `handle`.
+
+An adapter turns its platform's event into a `CommandRequest` and the `Reply` into its platform's
+answer; everything between is here. Parsing is pure, so bad input is answered before the
+platform's deadline with nothing created; a valid command is acknowledged (the adapter's
+`acknowledge`) before anything slow, then reserved, announced and started by the job service.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bot.adapter import Acknowledge, CommandRequest, Reply, no_acknowledgement
+from bot.commands.conjure import run_conjure_command
+from bot.commands.parsing import Invocation, UsageError, parse_invocation, parse_options
+from bot.jobs import CommandRefused, JobService
+from bot.markup import Code, Text
+
+log = logging.getLogger(__name__)
+
+CONJURE = "conjure"
+INTERNAL_ERROR = (
+    "Conjure hit an internal error while starting your job. Please try again in a minute."
+)
+CONJURE_FAILED = "Conjure could not answer that just now. Please try again in a minute."
+
+
+class Commands:
+    """Parses, answers `/conjure ...`, refuses, or submits: the same for every platform."""
+
+    def __init__(self, service: JobService) -> None:
+        self.service = service
+
+    async def handle(
+        self, request: CommandRequest, acknowledge: Acknowledge = no_acknowledgement
+    ) -> Reply:
+        """The answer to one command. Never raises: an internal error is logged and answered.
+
+        `acknowledge` is called once, only for a valid job command, before the database or
+        Replicate is touched; a Reply returned without it having been called is a quick answer
+        the adapter may send within the platform's deadline.
+        """
+        if request.command == CONJURE:
+            return await self._conjure(request)
+        try:
+            invocation = self.parse(request)
+        except UsageError as exc:
+            return Reply(usage_text(exc), refused=True)
+        try:
+            extra = await acknowledge()
+            if extra:
+                request.destination.update(extra)
+            job = await self.service.submit(request, invocation)
+        except CommandRefused as exc:
+            return Reply(exc.text, refused=True)
+        except Exception:
+            log.exception("could not start /%s for %s", request.command, request.user_id)
+            return Reply(Text.of(INTERNAL_ERROR), refused=True)
+        return Reply(job=job)
+
+    def parse(self, request: CommandRequest) -> Invocation:
+        """The command validated against the catalog; raises UsageError for bad input."""
+        catalog = self.service.catalog
+        if request.options is None:
+            return parse_invocation(catalog, request.command, request.text)
+        spec = catalog.command(request.command)
+        if spec is None:
+            return parse_invocation(catalog, request.command, request.text)  # the usual error
+        return parse_options(spec, catalog, request.text, request.options)
+
+    async def _conjure(self, request: CommandRequest) -> Reply:
+        try:
+            return Reply(await run_conjure_command(self.service, request))
+        except Exception:
+            log.exception("/conjure %s failed", request.text)
+            return Reply(Text.of(CONJURE_FAILED), refused=True)
+
+
+def usage_text(error: UsageError) -> Text:
+    """What is wrong, then the usage line as code."""
+    if not error.usage:
+        return Text.of(error.message)
+    return Text.of(error.message, "\nUsage: ", Code(error.usage))
