@@ -10,17 +10,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import httpx
 from standardwebhooks import Webhook
 
+from bot.sandbox.config import SandboxConfig
+from bot.sandbox.faults import Faults
 from bot.sandbox.predictions import new_webhook_id
-
-if TYPE_CHECKING:
-    from bot.sandbox.state import Sandbox
 
 MAX_ATTEMPTS = 5
 FIRST_BACKOFF = 4.0  # seconds x speed, doubling: 4+8+16+32, the last retry ~1 min after the end
@@ -62,11 +62,24 @@ def signed_headers(secret: str, webhook_id: str, timestamp: int, body: bytes) ->
     }
 
 
+class WebhookHost(Protocol):
+    """What the webhooks need of the sandbox (bot.sandbox.state.Sandbox)."""
+
+    config: SandboxConfig
+    faults: Faults
+    sending: asyncio.Semaphore
+    webhook_deliveries: list[WebhookDelivery]
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
+
+    def http(self) -> httpx.AsyncClient: ...
+
+
 class PredictionWebhooks:
     """The webhooks of one prediction: which to send, when, and in which order."""
 
     def __init__(
-        self, sandbox: Sandbox, prediction: dict[str, Any], url: str, events: list[str]
+        self, sandbox: WebhookHost, prediction: dict[str, Any], url: str, events: list[str]
     ) -> None:
         self._sandbox = sandbox
         self._prediction = prediction
