@@ -146,9 +146,9 @@ class JobService:
     async def submit(self, request: CommandRequest, invocation: Invocation) -> Job:
         """Reserve, announce and start one job. Raises CommandRefused when nothing was created."""
         async with self._starting:
-            return await self._submit(request, invocation)
+            return await self._start(request, invocation)
 
-    async def _submit(self, request: CommandRequest, invocation: Invocation) -> Job:
+    async def _start(self, request: CommandRequest, invocation: Invocation) -> Job:
         now = utcnow()
         job = Job(
             id=secrets.token_hex(10),
@@ -384,24 +384,20 @@ class JobService:
 
     async def _deliver_claimed(self, job: Job) -> bool:
         """Post the result (or the failure) of a job whose delivery this caller holds."""
-        async with self._delivering:
-            return await self._post_outcome(job)
-
-    async def _post_outcome(self, job: Job) -> bool:
         adapter = self._adapters.get(job.platform)
         if adapter is None:
             await self.store.finish_delivery(job.id, f"no adapter for {job.platform}")
             return False
-        try:
-            if job.job_status is JobStatus.SUCCEEDED:
-                result = await self.fetcher.fetch(job.output)
-                await adapter.post_result(job, result)
-            else:
-                await adapter.post_error(job, failure_message(job))
-        except Exception as exc:
-            log.exception("delivery of job %s failed", job.id)
-            await self.store.finish_delivery(job.id, f"{type(exc).__name__}")
-            return False
+        async with self._delivering:
+            try:
+                if job.job_status is JobStatus.SUCCEEDED:
+                    await adapter.post_result(job, await self.fetcher.fetch(job.output))
+                else:
+                    await adapter.post_error(job, failure_message(job))
+            except Exception as exc:
+                log.exception("delivery of job %s failed", job.id)
+                await self.store.finish_delivery(job.id, f"{type(exc).__name__}")
+                return False
         await self.store.finish_delivery(job.id)
         return True
 

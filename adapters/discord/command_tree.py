@@ -18,6 +18,7 @@ import discord
 from discord import app_commands
 
 from bot.catalog import Catalog, CommandSpec, OptionSpec
+from bot.quotas.limits import MAX_LIMIT
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,8 @@ def option_type(option: OptionSpec) -> Any:
     return app_commands.Range[kind, bound(option.minimum), bound(option.maximum)]  # type: ignore[valid-type]
 
 
-JobsPerDay = app_commands.Range[int, 0, 1_000_000]
-UsdPerMonth = app_commands.Range[float, 0, 1_000_000]
+JobsPerDay = app_commands.Range[int, 0, MAX_LIMIT]
+UsdPerMonth = app_commands.Range[float, 0, MAX_LIMIT]
 InFlight = app_commands.Range[int, 0, 10_000]
 
 
