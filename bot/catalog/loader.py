@@ -1,18 +1,36 @@
-"""Loading the catalog: conjure.toml merged over the built-ins, validated into specs, or a clear
-CatalogError naming the file and the key."""
+"""Loading the catalog: conjure.toml merged over the built-ins, checked by the pydantic models below
+and turned into specs, or a CatalogError naming the file and the key at fault, e.g.
+`conjure.toml: commands.imagine.model: unknown model 'flx'`.
+
+Each model checks one table: `RawModel` a [models.KEY], `RawCommand` a [commands.NAME] with its
+`RawOption`s. `_Loader.validate` turns pydantic's first error into that one-line message.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import difflib
 import functools
-import math
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, cast, get_args
+from typing import Annotated, Any, Self, TypeVar, get_args
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 
 from bot.catalog.builtin import BUILTIN
 from bot.catalog.specs import (
@@ -35,57 +53,424 @@ from bot.catalog.specs import (
     format_number,
 )
 
-_COMMAND_NAME = re.compile(r"[a-z0-9_-]{1,31}")  # Slack's rule (32 with the slash)
-_OPTION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")  # also valid for Discord
-_MODEL_KEY = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_OWNER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
-_VERSION_ID = re.compile(r"[0-9a-f]{64}")
+# --------------------------------------------------------------------------- value types
 
-_MODEL_KEYS = frozenset(
-    {
-        "enabled",
-        "ref",
-        "route",
-        "kind",
-        "description",
-        "price_per_output",
-        "price_per_second",
-        "expected_seconds",
-        "outputs_field",
-        "defaults",
-        "rename",
-        "translate",
-    }
+
+class _Fault(ValueError):
+    """A broken rule blamed on the key `at` below the table checked, so a rule across fields
+    (checked once each is valid) still points at the one to fix."""
+
+    def __init__(self, message: str, *at: str | int) -> None:
+        super().__init__(message)
+        self.at = at
+
+
+def _one_of(literal: Any) -> str:
+    *rest, last = get_args(literal)
+    return f"{', '.join(rest)} or {last}"
+
+
+def _did_you_mean(word: str, known: Collection[str]) -> str:
+    close = difflib.get_close_matches(word, sorted(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _text(value: Any) -> Any:
+    """Blank text says nothing, so it is refused like a number or a table would be."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+def _matching(pattern: str, rule: str) -> Callable[[str], str]:
+    """A check that all of a string matches `pattern`, saying `'<value>' <rule>` when not."""
+
+    def check(value: str) -> str:
+        if not re.fullmatch(pattern, value):
+            raise ValueError(f"'{value}' {rule}")
+        return value
+
+    return check
+
+
+def _string_list(value: Any) -> Any:
+    """Checked as a whole: the message names the list, which is one setting."""
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise ValueError("must be an array of non-empty strings")
+    if len(set(value)) != len(value):
+        raise ValueError("has duplicates")
+    return value
+
+
+def _description(text: str) -> str:
+    if len(text.strip()) > MAX_DESCRIPTION:
+        raise ValueError(f"at most {MAX_DESCRIPTION} characters (Discord's limit)")
+    return text.strip()
+
+
+def _translator(name: str) -> str:
+    if name not in TRANSLATORS:
+        raise ValueError(f"unknown translator '{name}' (known: {', '.join(sorted(TRANSLATORS))})")
+    return name
+
+
+def _json_only(value: Any, *at: str | int) -> Any:
+    """Inputs go to Replicate as JSON, which has no dates or times (TOML has them)."""
+    if isinstance(value, dt.date | dt.time):
+        raise _Fault("dates and times cannot be sent to Replicate; use a string", *at)
+    if isinstance(value, dict | list):
+        for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+            _json_only(item, *at, key)
+    return value
+
+
+_FIELD = r"[A-Za-z_][A-Za-z0-9_]*"
+_OWNER_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*"
+_is_field = _matching(_FIELD, "is not a valid input field name")
+_is_input = _matching(f"{_FIELD}|{OUTPUTS_FIELD}", "is not a valid input field name")
+_is_option = _matching(  # also valid for Discord
+    r"[a-z0-9][a-z0-9_-]{0,31}", "is not a valid option name (a-z, 0-9, '-', '_'; 32 max)"
 )
-_PRICE_KEYS = ("price_per_output", "price_per_second")
-_COMMAND_KEYS = frozenset(
-    {
-        "enabled",
-        "model",
-        "models",
-        "description",
-        "prompt_field",
-        "prompt_label",
-        "prompt_type",
-        "options",
-    }
-)
-_OPTION_KEYS = frozenset(
-    {
-        "enabled",
-        "name",
-        "aliases",
-        "field",
-        "type",
-        "description",
-        "choices",
-        "minimum",
-        "maximum",
-        "default",
-    }
-)
-_BUILTIN_SOURCE = "built-in catalog"
+
+_Text = Annotated[str, BeforeValidator(_text)]
+_Stripped = Annotated[_Text, AfterValidator(lambda text: text.strip())]
+_Description = Annotated[_Text, AfterValidator(_description)]
+_FieldName = Annotated[_Text, AfterValidator(_is_field)]
+_Target = Annotated[str, AfterValidator(_text), AfterValidator(_is_field)]
+_Input = Annotated[_Text, AfterValidator(_is_input)]
+_Ref = Annotated[_Stripped, AfterValidator(_matching(f"{_OWNER_NAME}(:.*)?", "is not owner/name"))]
+_Names = Annotated[list[str], BeforeValidator(_string_list)]
+_OptionNames = Annotated[_Names, AfterValidator(lambda names: [_is_option(n) for n in names])]
+_Usd = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+_Bound = Annotated[float, Field(allow_inf_nan=False)]
+
+
+# --------------------------------------------------------------------------- tables
+
+
+class _Table(BaseModel):
+    """A TOML table: an unknown key is refused (a typo must not pass unseen), and values are taken
+    as written, never coerced ("1" is not a number, 1 is not true)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _Toggle(BaseModel):
+    """`enabled` alone, read first: a disabled table is not checked any further."""
+
+    model_config = ConfigDict(strict=True)
+    enabled: bool = True
+
+
+class _OptionEntry(_Toggle):
+    """What merging and filtering options need, before an option is checked as a whole."""
+
+    name: str = Field(description="every option needs a name")
+
+
+class _Options(BaseModel):
+    options: list[_OptionEntry] = Field([], description="[[commands.NAME.options]]")
+
+
+class _File(BaseModel):
+    """What the catalog reads of conjure.toml; other top-level tables belong to other readers."""
+
+    model_config = ConfigDict(strict=True)
+    models: dict[str, dict[str, Any]] = {}
+    commands: dict[str, dict[str, Any]] = {}
+
+
+class RawModel(_Table):
+    """One [models.KEY], merged over the built-in model of that key if there is one."""
+
+    enabled: bool = True
+    ref: _Ref = Field(description="e.g. 'black-forest-labs/flux-schnell'")
+    route: Route | None = None
+    kind: Kind = Field(description=_one_of(Kind))
+    description: _Description | None = None
+    price_per_output: _Usd | None = None
+    price_per_second: _Usd | None = None
+    expected_seconds: float = Field(10.0, gt=0, allow_inf_nan=False)
+    outputs_field: _FieldName | None = None
+    defaults: Annotated[dict[str, Any], AfterValidator(_json_only)] = Field(
+        {}, description="input values sent with every run"
+    )
+    rename: dict[_FieldName, _Target] = Field({}, description='command field = "model field"')
+    translate: dict[_FieldName, Annotated[str, AfterValidator(_translator)]] = Field(
+        {}, description='command field = "translator"'
+    )
+
+    @field_validator("outputs_field", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        """`""` clears a built-in's outputs_field, for a model that makes one output a run."""
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _route_fits_ref(self) -> Self:
+        """Only the version route takes a version; left out, the route follows from the ref."""
+        _, sep, version = self.ref.partition(":")
+        self.route = self.route or ("version" if sep else "official")
+        if self.route == "version" and not re.fullmatch(r"[0-9a-f]{64}", version):
+            raise _Fault("route 'version' needs 'owner/name:<64-hex version id>'", "ref")
+        if self.route != "version" and sep:
+            raise _Fault(f"route '{self.route}' takes 'owner/name' without a version", "ref")
+        return self
+
+    @model_validator(mode="after")
+    def _has_price(self) -> Self:
+        """Budgets are only as good as prices: a forgotten price must not mean free."""
+        if self.price_per_output is None and self.price_per_second is None:
+            missing = "missing: set price_per_output or price_per_second"
+            never_free = "a model is never free by default; write 0 if it really is"
+            raise _Fault(f"{missing} ({never_free})", "price_per_output")
+        return self
+
+    def to_spec(self, key: str) -> ModelSpec:
+        return ModelSpec(
+            key=key,
+            ref=self.ref,
+            route=self.route or "official",  # always set by _route_fits_ref
+            kind=self.kind,
+            price=Price(self.price_per_output, self.price_per_second, self.expected_seconds),
+            description=self.description or self.ref,
+            outputs_field=self.outputs_field,
+            input_defaults=self.defaults,
+            rename=self.rename,
+            translate=self.translate,
+        )
+
+
+class RawOption(_Table):
+    """One option of a command, merged over the built-in option of that name."""
+
+    enabled: bool = True
+    name: Annotated[_Text, AfterValidator(_is_option)]
+    aliases: _OptionNames = []
+    type: OptionType = Field(description=f"unknown type 'None'; use one of {_one_of(OptionType)}")
+    description: _Description = Field(description="a non-empty string of at most 100 characters")
+    field: _Input | None = None
+    choices: _Names | None = None
+    minimum: _Bound | None = None
+    maximum: _Bound | None = None
+    default: Any = None
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name in RESERVED_OPTIONS:
+            raise ValueError(f"'{name}' is reserved for the prompt itself")
+        return name
+
+    @model_validator(mode="after")
+    def _field_fits(self) -> Self:
+        """A model option sets no input (its choices are the command's `models`); others do."""
+        for key in ("field", "choices", "minimum", "maximum", "default"):
+            if self.type == "model" and key in self.model_fields_set:
+                raise _Fault("not used by a model option (see 'models')", key)
+        if self.type != "model" and self.field is None:
+            raise _Fault("missing (the model input field this option sets)", "field")
+        if self.field == OUTPUTS_FIELD and self.type != "int":
+            raise _Fault(f"an option on '{OUTPUTS_FIELD}' must be an int", "type")
+        return self
+
+    @model_validator(mode="after")
+    def _choices_fit(self) -> Self:
+        """Discord shows choices as a menu of at most 25; other types take what is typed."""
+        if self.type == "choice" and self.choices is None:
+            raise _Fault("missing (a choice option needs choices)", "choices")
+        if self.type == "choice" and not 1 <= len(self.choices or ()) <= MAX_CHOICES:
+            raise _Fault(f"needs 1 to {MAX_CHOICES} choices", "choices")
+        if self.type != "choice" and self.choices is not None:
+            raise _Fault("only a 'choice' option has choices", "choices")
+        return self
+
+    @model_validator(mode="after")
+    def _bounds_fit(self) -> Self:
+        for key in ("minimum", "maximum"):
+            bound = getattr(self, key)
+            if bound is not None and self.type not in ("int", "float"):
+                raise _Fault("only int and float options have bounds", key)
+            if bound is not None and self.type == "int" and not bound.is_integer():
+                raise _Fault("must be a whole number for an int option", key)
+        low, high = self.minimum, self.maximum
+        if low is not None and high is not None and low > high:
+            raise _Fault(f"minimum {format_number(low)} is above maximum {format_number(high)}")
+        return self
+
+    @model_validator(mode="after")
+    def _default_fits(self) -> Self:
+        """A default is used as if typed, so it must be a value the option would accept."""
+        value, kind, low, high = self.default, self.type, self.minimum, self.maximum
+        types = {"str": str, "choice": str, "int": int, "float": int | float, "bool": bool}
+        if value is None or kind == "model":
+            return self
+        if isinstance(value, bool) != (kind == "bool") or not isinstance(value, types[kind]):
+            raise _Fault(f"must be a value of type '{kind}'", "default")
+        if kind == "choice" and value not in (self.choices or ()):
+            raise _Fault(f"'{value}' is not one of the choices", "default")
+        if low is not None and value < low:
+            raise _Fault(f"{value} is below the minimum {format_number(low)}", "default")
+        if high is not None and value > high:
+            raise _Fault(f"{value} is above the maximum {format_number(high)}", "default")
+        return self
+
+    def to_spec(self, models: tuple[str, ...]) -> OptionSpec:
+        """A model option chooses among `models`; an int option keeps int bounds (4, not 4.0)."""
+        if self.type == "model":
+            return OptionSpec(self.name, tuple(self.aliases), "", "model", self.description, models)
+        whole = int if self.type == "int" else float
+        return OptionSpec(
+            name=self.name,
+            aliases=tuple(self.aliases),
+            field=self.field or "",
+            type=self.type,
+            description=self.description,
+            choices=tuple(self.choices or ()),
+            minimum=None if self.minimum is None else whole(self.minimum),
+            maximum=None if self.maximum is None else whole(self.maximum),
+            default=self.default,
+        )
+
+
+def _model_problem(key: str, info: ValidationInfo) -> str | None:
+    """Why a command cannot run model `key`; the context holds the enabled and disabled keys."""
+    models, disabled = info.context
+    if key in disabled:
+        return f"model '{key}' is disabled"
+    if key not in models:
+        return f"unknown model '{key}'{_did_you_mean(key, models)}"
+    return None
+
+
+class RawCommand(_Table):
+    """One [commands.NAME], merged over its built-in, its enabled options keyed by name (so error
+    locations read like the TOML: `options.seed.type`); validated with (enabled models, disabled
+    model keys) as context."""
+
+    enabled: bool = True
+    model: _Text = Field(description="the key of a model under [models]")
+    models: _Names = []
+    description: _Description | None = None
+    prompt_field: _FieldName = "prompt"
+    prompt_label: _Stripped = "prompt"
+    prompt_type: PromptType = "text"
+    options: dict[str, RawOption] = {}
+
+    @field_validator("model")
+    @classmethod
+    def _model_is_known(cls, key: str, info: ValidationInfo) -> str:
+        if problem := _model_problem(key, info):
+            raise ValueError(problem)
+        return key
+
+    @field_validator("models")
+    @classmethod
+    def _models_are_known(cls, keys: list[str], info: ValidationInfo) -> list[str]:
+        for index, key in enumerate(keys):
+            if problem := _model_problem(key, info):
+                raise _Fault(problem, index)
+        return keys
+
+    @model_validator(mode="after")
+    def _options_fit(self) -> Self:
+        """Each spelling picks one option and each input is set once, so a command line never
+        means two things; Discord allows 25 choices and 25 options, one being the prompt."""
+        if len(self.allowed_models()) > MAX_CHOICES:
+            raise _Fault(f"at most {MAX_CHOICES} models (Discord's limit)", "models")
+        spellings: dict[str, str] = {}
+        fields = {self.prompt_field: ""}
+        for option in (options := self.option_specs()):
+            for spelling in (option.name, *option.aliases):
+                if spelling in spellings:
+                    used = f"--{spelling} is already used by --{spellings[spelling]}"
+                    raise _Fault(used, "options", option.name)
+                spellings[spelling] = option.name
+            if option.type != "model" and option.field in fields:
+                by = fields[option.field]
+                used = f"is already set by --{by}" if by else "is the prompt field"
+                raise _Fault(f"'{option.field}' {used}", "options", option.name, "field")
+            fields[option.field] = option.name
+        if sum(option.type == "model" for option in options) > 1:
+            raise _Fault("only one option may choose the model", "options")
+        if len(options) > MAX_CHOICES - 1:
+            raise _Fault(f"at most {MAX_CHOICES - 1} options (Discord's limit)", "options")
+        return self
+
+    def allowed_models(self) -> tuple[str, ...]:
+        """`models`, with the default model first unless listed: it is always allowed."""
+        return tuple(self.models) if self.model in self.models else (self.model, *self.models)
+
+    def option_specs(self) -> list[OptionSpec]:
+        """The options, plus --model when there is a choice of models and no option makes it."""
+        allowed = self.allowed_models()
+        options = [option.to_spec(allowed) for option in self.options.values()]
+        if len(allowed) > 1 and not any(option.type == "model" for option in options):
+            options.append(OptionSpec("model", (), "", "model", "Which model to use", allowed))
+        return options
+
+    def to_spec(self, name: str, models: Mapping[str, ModelSpec]) -> CommandSpec:
+        return CommandSpec(
+            name=name,
+            description=self.description or models[self.model].description,
+            model=self.model,
+            prompt_field=self.prompt_field,
+            options=tuple(self.option_specs()),
+            models=self.allowed_models(),
+            prompt_label=self.prompt_label,
+            prompt_type=self.prompt_type,
+        )
+
+
+# --------------------------------------------------------------------------- errors
+
+_MESSAGES = {
+    "missing": "missing",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "float_type": "must be a number",
+    "finite_number": "must be a number",
+    "dict_type": "must be a table",
+    "model_type": "must be a table",
+    "list_type": "must be an array of tables",  # options are the only plain arrays
+}
+
+
+def _schema_at(schema: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel]:
+    """The model that checked the table at `loc` (for its keys and their hints)."""
+    for part in loc:
+        field = schema.model_fields.get(part) if isinstance(part, str) else None
+        inner = [t for t in get_args(field.annotation) if isinstance(t, type)] if field else []
+        schema = next((t for t in inner if issubclass(t, BaseModel)), schema)
+    return schema
+
+
+def _message(schema: type[BaseModel], error: ErrorDetails) -> str:
+    """Pydantic's error in the catalog's words; our own rules' messages are used as they are."""
+    kind, loc, ctx, given = error["type"], error["loc"], error.get("ctx", {}), error["input"]
+    owner = _schema_at(schema, loc[:-1])
+    key = str(loc[-1]) if loc else ""
+    field = owner.model_fields.get(key)
+    if kind == "value_error":
+        return str(ctx["error"])
+    if kind == "extra_forbidden":
+        return f"unknown key{_did_you_mean(key, owner.model_fields)}"
+    if kind == "literal_error":
+        return f"unknown {key.replace('_', ' ')} '{given}' (use {ctx['expected']})"
+    if kind in ("greater_than_equal", "greater_than"):
+        bound = f"at least {ctx['ge']:g}" if "ge" in ctx else f"above {ctx['gt']:g}"
+        return f"must be {bound}, not {format_number(given)}"
+    hint = f" ({field.description})" if field and field.description else ""
+    return _MESSAGES[kind] + hint if kind in _MESSAGES else error["msg"]
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    """`.models[1]` or `.options.seed.type`, as written in TOML."""
+    parts = (f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+    return "".join(part for part in parts if part != ".[key]")  # pydantic's mark for a bad key
+
+
+# --------------------------------------------------------------------------- merging
 
 
 def _merge_tables(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -93,446 +478,120 @@ def _merge_tables(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[
     merged = dict(base)
     for key, value in override.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge_tables(merged[key], value)
-        else:
-            merged[key] = value
+            value = _merge_tables(merged[key], value)
+        merged[key] = value
     return merged
 
 
 def _merge_model(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    base = dict(base)
-    if any(key in override for key in _PRICE_KEYS):
-        for key in _PRICE_KEYS:  # a new price replaces the old one; it never adds to it
-            base.pop(key, None)
-    if "ref" in override and "route" not in override:
-        base.pop("route", None)  # infer it again from the new ref
-    return _merge_tables(base, override)
+    """A new price replaces the old (never adds to it); a new ref alone has its route inferred."""
+    prices = {"price_per_output", "price_per_second"}
+    dropped = prices if override.keys() & prices else set()
+    dropped |= {"route"} if "ref" in override and "route" not in override else set()
+    return _merge_tables({k: v for k, v in base.items() if k not in dropped}, override)
 
 
+def _merge_options(base: list[Mapping[str, Any]], override: list[Mapping[str, Any]]) -> list[Any]:
+    """By name: a known name updates that option, a new one is appended. Giving `type` replaces
+    the option, so stale bounds or choices cannot linger."""
+    merged = {option["name"]: dict(option) for option in base}
+    for option in override:
+        old = merged.get(option["name"], {})
+        merged[option["name"]] = dict(option) if "type" in option else {**old, **option}
+    return list(merged.values())
+
+
+# --------------------------------------------------------------------------- loading
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
 class _Loader:
-    """Merges a parsed file over the built-ins and turns the result into specs, or fails clearly."""
+    """Merges a parsed file over the built-ins and validates the result, or names `source`, the
+    key and the problem."""
 
-    def __init__(self, source: str) -> None:
-        self.source = source
+    source: str
 
     def fail(self, path: str, message: str) -> CatalogError:
-        return CatalogError(f"{self.source}: {path}: {message}")
+        return CatalogError(f"{self.source}: {path.lstrip('.')}: {message}")
 
-    # ---- merging
-
-    def merge(self, raw: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], set[str]]:
-        """Merged model and command tables, and the commands whose `models` list the file set."""
-        models = {key: dict(table) for key, table in BUILTIN["models"].items()}
-        commands = {name: dict(table) for name, table in BUILTIN["commands"].items()}
-        own_models: set[str] = set()
-        for key, table in self.tables(raw, "models").items():
-            models[key] = _merge_model(models[key], table) if key in models else dict(table)
-        for name, table in self.tables(raw, "commands").items():
-            if "models" in table:
-                own_models.add(name)
-            if name in commands:
-                merged = _merge_tables(commands[name], table)
-                if "options" in table:
-                    merged["options"] = self.merge_options(
-                        name, commands[name].get("options", []), table["options"]
-                    )
-                commands[name] = merged
-            else:
-                commands[name] = dict(table)
-        return models, commands, own_models
-
-    def tables(self, raw: Mapping[str, Any], section: str) -> dict[str, Mapping[str, Any]]:
-        value = raw.get(section, {})
-        if not isinstance(value, Mapping):
-            raise self.fail(section, "must be a table")
-        for key, table in value.items():
-            if not isinstance(table, Mapping):
-                raise self.fail(f"{section}.{key}", "must be a table")
-        return dict(value)
-
-    def merge_options(self, command: str, base: list[Any], override: Any) -> list[Any]:
-        """Options merge by name: a known name updates that option, a new name is appended.
-
-        Giving `type` replaces the option entirely, so stale bounds or choices cannot linger.
-        """
-        path = f"commands.{command}.options"
-        if not isinstance(override, list):
-            raise self.fail(path, "must be an array of tables ([[commands.NAME.options]])")
-        merged = [dict(option) for option in base]
-        for index, option in enumerate(override):
-            if not isinstance(option, Mapping):
-                raise self.fail(f"{path}[{index}]", "must be a table")
-            name = option.get("name")
-            if not isinstance(name, str):
-                raise self.fail(f"{path}[{index}].name", "missing (every option needs a name)")
-            for position, existing in enumerate(merged):
-                if existing.get("name") == name:
-                    replace = "type" in option
-                    merged[position] = dict(option) if replace else {**existing, **option}
-                    break
-            else:
-                merged.append(dict(option))
-        return merged
-
-    # ---- building
-
-    def build(self, raw: Mapping[str, Any]) -> Catalog:
-        models_raw, commands_raw, own_models = self.merge(raw)
-        disabled = {k for k, t in models_raw.items() if self.enabled(f"models.{k}", t) is False}
-        models = {
-            key: self.model(key, table) for key, table in models_raw.items() if key not in disabled
-        }
-        commands: dict[str, CommandSpec] = {}
-        for name, table in commands_raw.items():
-            if not self.enabled(f"commands.{name}", table):
-                continue
-            if name not in own_models and "models" in table:
-                # A built-in list quietly loses models the file disabled.
-                table = {**table, "models": [m for m in table["models"] if m not in disabled]}
-            commands[name] = self.command(name, table, models, disabled)
-        return Catalog(commands=MappingProxyType(commands), models=MappingProxyType(models))
+    def validate(self, schema: type[_M], data: Any, path: str, context: Any = None) -> _M:
+        """`data` checked by `schema`; an unknown key is reported first, as the likely cause of
+        what is missing."""
+        try:
+            return schema.model_validate(data, context=context)
+        except ValidationError as exc:
+            error = min(exc.errors(), key=lambda error: error["type"] != "extra_forbidden")
+            at = getattr(error.get("ctx", {}).get("error"), "at", ())
+            raise self.fail(path + _dotted((*error["loc"], *at)), _message(schema, error)) from None
 
     def enabled(self, path: str, table: Mapping[str, Any]) -> bool:
-        value = table.get("enabled", True)
-        if not isinstance(value, bool):
-            raise self.fail(f"{path}.enabled", "must be true or false")
-        return value
+        return self.validate(_Toggle, table, path).enabled
 
-    def check_keys(self, path: str, table: Mapping[str, Any], allowed: frozenset[str]) -> None:
-        for key in table:
-            if key not in allowed:
-                close = difflib.get_close_matches(key, sorted(allowed), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise self.fail(f"{path}.{key}", f"unknown key{hint}")
+    def check_name(self, path: str, name: str, pattern: str, rule: str) -> None:
+        if not re.fullmatch(pattern, name):
+            raise self.fail(path, f"'{name}' {rule}")
 
-    def string(
-        self, path: str, value: Any, pattern: re.Pattern[str] | None = None, rule: str = ""
-    ) -> str:
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(path, "must be a non-empty string")
-        if pattern is not None and not pattern.fullmatch(value):
-            raise self.fail(path, f"'{value}' {rule}")
-        return value
+    def options(self, path: str, options: Any) -> list[dict[str, Any]]:
+        """`options` once each is a table with a name (merging needs it) and a true or false
+        `enabled` (filtering needs it); `RawOption` checks the rest once merged."""
+        self.validate(_Options, {"options": options}, path)
+        return options
 
-    def description(self, path: str, value: Any) -> str:
-        text = self.string(path, value).strip()
-        if len(text) > MAX_DESCRIPTION:
-            raise self.fail(path, f"at most {MAX_DESCRIPTION} characters (Discord's limit)")
-        return text
+    def build(self, raw: Mapping[str, Any]) -> Catalog:
+        file = self.validate(_File, raw, "")
+        tables = dict(BUILTIN["models"])
+        for key, table in file.models.items():
+            tables[key] = _merge_model(tables[key], table) if key in tables else table
+        enabled = {key: t for key, t in tables.items() if self.enabled(f"models.{key}", t)}
+        disabled = tables.keys() - enabled.keys()
+        models = {key: self.model(key, table) for key, table in enabled.items()}
+        commands = {}
+        for name, table in {**BUILTIN["commands"], **file.commands}.items():
+            if name in BUILTIN["commands"]:
+                table = self.merge_command(name, file.commands.get(name, {}))
+            if not self.enabled(f"commands.{name}", table):
+                continue
+            if "models" not in file.commands.get(name, {}) and "models" in table:
+                # A built-in list quietly loses models the file disabled.
+                table = {**table, "models": [m for m in table["models"] if m not in disabled]}
+            commands[name] = self.command(name, table, (models, disabled))
+        return Catalog(commands=MappingProxyType(commands), models=MappingProxyType(models))
 
-    def number(self, path: str, value: Any, *, positive: bool = False) -> float:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
-            raise self.fail(path, "must be a number")
-        if value < 0 or (positive and value == 0):
-            raise self.fail(path, f"must be {'above' if positive else 'at least'} 0, not {value}")
-        return value
-
-    def string_list(self, path: str, value: Any) -> list[str]:
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise self.fail(path, "must be an array of non-empty strings")
-        if len(set(value)) != len(value):
-            raise self.fail(path, "has duplicates")
-        return value
-
-    def field_map(self, path: str, value: Any) -> dict[str, str]:
-        if not isinstance(value, Mapping):
-            raise self.fail(path, 'must be a table of field = "..."')
-        for key, target in value.items():
-            self.string(f"{path}.{key}", key, _FIELD_NAME, "is not a valid input field name")
-            if not isinstance(target, str):
-                raise self.fail(f"{path}.{key}", "must be a string")
-        return dict(value)
-
-    def json_value(self, path: str, value: Any) -> None:
-        """Inputs go to Replicate as JSON, which has no dates or times."""
-        if isinstance(value, dt.date | dt.time):
-            raise self.fail(path, "dates and times cannot be sent to Replicate; use a string")
-        if isinstance(value, Mapping):
-            for key, item in value.items():
-                self.json_value(f"{path}.{key}", item)
-        if isinstance(value, list):
-            for index, item in enumerate(value):
-                self.json_value(f"{path}[{index}]", item)
+    def merge_command(self, name: str, override: Mapping[str, Any]) -> dict[str, Any]:
+        base = BUILTIN["commands"][name]
+        merged = _merge_tables(base, override)
+        if "options" in override:
+            options = self.options(f"commands.{name}", override["options"])
+            merged["options"] = _merge_options(base.get("options", []), options)
+        return merged
 
     def model(self, key: str, table: Mapping[str, Any]) -> ModelSpec:
-        path = f"models.{key}"
-        self.string(path, key, _MODEL_KEY, "is not a valid model key (a-z, 0-9, '.', '-', '_')")
-        self.check_keys(path, table, _MODEL_KEYS)
-        if "ref" not in table:
-            raise self.fail(f"{path}.ref", "missing (e.g. 'black-forest-labs/flux-schnell')")
-        ref = self.string(f"{path}.ref", table["ref"]).strip()
-        route = table.get("route", "version" if ":" in ref else "official")
-        if route not in get_args(Route):
-            raise self.fail(
-                f"{path}.route", f"unknown route '{route}' (use official, version or deployment)"
-            )
-        owner_name, sep, version = ref.partition(":")
-        if not _OWNER_NAME.fullmatch(owner_name):
-            raise self.fail(f"{path}.ref", f"'{ref}' is not owner/name")
-        if route == "version" and not (sep and _VERSION_ID.fullmatch(version)):
-            raise self.fail(f"{path}.ref", "route 'version' needs 'owner/name:<64-hex version id>'")
-        if route != "version" and sep:
-            raise self.fail(f"{path}.ref", f"route '{route}' takes 'owner/name' without a version")
-        if "kind" not in table:
-            raise self.fail(f"{path}.kind", "missing (image, text, transcript, audio or video)")
-        kind = table["kind"]
-        if kind not in get_args(Kind):
-            raise self.fail(
-                f"{path}.kind", f"unknown kind '{kind}' (image, text, transcript, audio or video)"
-            )
-        price = self.price(path, table)
-        outputs_field = table.get("outputs_field") or None
-        if outputs_field is not None:
-            self.string(f"{path}.outputs_field", outputs_field, _FIELD_NAME, "is not a field name")
-        defaults = table.get("defaults", {})
-        if not isinstance(defaults, Mapping):
-            raise self.fail(f"{path}.defaults", "must be a table of input values")
-        self.json_value(f"{path}.defaults", defaults)
-        rename = self.field_map(f"{path}.rename", table.get("rename", {}))
-        for field_name, target in rename.items():
-            self.string(f"{path}.rename.{field_name}", target, _FIELD_NAME, "is not a field name")
-        translate = self.field_map(f"{path}.translate", table.get("translate", {}))
-        for field_name, translator in translate.items():
-            if translator not in TRANSLATORS:
-                known = ", ".join(sorted(TRANSLATORS))
-                raise self.fail(
-                    f"{path}.translate.{field_name}",
-                    f"unknown translator '{translator}' (known: {known})",
-                )
-        description = table.get("description", ref)
-        return ModelSpec(
-            key=key,
-            ref=ref,
-            route=cast(Route, route),
-            kind=cast(Kind, kind),
-            price=price,
-            description=self.description(f"{path}.description", description),
-            outputs_field=outputs_field,
-            input_defaults=dict(defaults),
-            rename=rename,
-            translate=translate,
-        )
+        path, rule = f"models.{key}", "is not a valid model key (a-z, 0-9, '.', '-', '_')"
+        self.check_name(path, key, r"[a-z0-9][a-z0-9._-]{0,63}", rule)
+        return self.validate(RawModel, table, path).to_spec(key)
 
-    def price(self, path: str, table: Mapping[str, Any]) -> Price:
-        per_output = table.get("price_per_output")
-        per_second = table.get("price_per_second")
-        if per_output is None and per_second is None:
-            raise self.fail(
-                f"{path}.price_per_output",
-                "missing: set price_per_output or price_per_second (a model is never free "
-                "by default; write 0 if it really is)",
-            )
-        if per_output is not None:
-            per_output = self.number(f"{path}.price_per_output", per_output)
-        if per_second is not None:
-            per_second = self.number(f"{path}.price_per_second", per_second)
-        expected = self.number(
-            f"{path}.expected_seconds", table.get("expected_seconds", 10.0), positive=True
-        )
-        return Price(
-            per_output_usd=per_output, per_second_usd=per_second, expected_seconds=expected
-        )
-
-    def command(
-        self,
-        name: str,
-        table: Mapping[str, Any],
-        models: Mapping[str, ModelSpec],
-        disabled: set[str],
-    ) -> CommandSpec:
-        path = f"commands.{name}"
-        self.string(
-            path, name, _COMMAND_NAME, "is not a valid command name (a-z, 0-9, '-', '_'; 31 max)"
-        )
+    def command(self, name: str, table: Mapping[str, Any], known: tuple[Any, Any]) -> CommandSpec:
+        path, rule = f"commands.{name}", "is not a valid command name (a-z, 0-9, '-', '_'; 31 max)"
+        self.check_name(path, name, r"[a-z0-9_-]{1,31}", rule)  # Slack's (32 with the slash)
         if name in RESERVED_COMMANDS:
             raise self.fail(path, f"'/{name}' is Conjure's own admin command")
-        self.check_keys(path, table, _COMMAND_KEYS)
-
-        def model_key(key_path: str, key: Any) -> str:
-            key = self.string(key_path, key)
-            if key in disabled:
-                raise self.fail(key_path, f"model '{key}' is disabled")
-            if key not in models:
-                close = difflib.get_close_matches(key, list(models), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise self.fail(key_path, f"unknown model '{key}'{hint}")
-            return key
-
-        if "model" not in table:
-            raise self.fail(f"{path}.model", "missing (the key of a model under [models])")
-        default_model = model_key(f"{path}.model", table["model"])
-        allowed = [
-            model_key(f"{path}.models[{index}]", key)
-            for index, key in enumerate(self.string_list(f"{path}.models", table.get("models", [])))
-        ]
-        if default_model not in allowed:
-            allowed.insert(0, default_model)  # the default model is always allowed
-        if len(allowed) > MAX_CHOICES:
-            raise self.fail(f"{path}.models", f"at most {MAX_CHOICES} models (Discord's limit)")
-        prompt_field = self.string(
-            f"{path}.prompt_field",
-            table.get("prompt_field", "prompt"),
-            _FIELD_NAME,
-            "is not a valid input field name",
-        )
-        prompt_label = self.string(f"{path}.prompt_label", table.get("prompt_label", "prompt"))
-        prompt_type = table.get("prompt_type", "text")
-        if prompt_type not in get_args(PromptType):
-            raise self.fail(
-                f"{path}.prompt_type", f"unknown prompt type '{prompt_type}' (text or url)"
-            )
-        description = table.get("description", models[default_model].description)
-        options_raw = table.get("options", [])
-        if not isinstance(options_raw, list):
-            raise self.fail(f"{path}.options", "must be an array of tables")
-        options = []
-        for index, option in enumerate(options_raw):
-            if not isinstance(option, Mapping):
-                raise self.fail(f"{path}.options[{index}]", "must be a table")
-            if self.enabled(f"{path}.options[{index}]", option):
-                options.append(self.option(path, index, option, tuple(allowed)))
-        if len(allowed) > 1 and not any(option.type == "model" for option in options):
-            options.append(
-                OptionSpec("model", (), "", "model", "Which model to use", tuple(allowed))
-            )
-        self.check_option_clashes(path, options, prompt_field)
-        return CommandSpec(
-            name=name,
-            description=self.description(f"{path}.description", description),
-            model=default_model,
-            prompt_field=prompt_field,
-            options=tuple(options),
-            models=tuple(allowed),
-            prompt_label=prompt_label.strip(),
-            prompt_type=cast(PromptType, prompt_type),
-        )
-
-    def check_option_clashes(self, path: str, options: list[OptionSpec], prompt_field: str) -> None:
-        spellings: dict[str, str] = {}
-        fields: dict[str, str] = {}
-        for option in options:
-            option_path = f"{path}.options.{option.name}"
-            for spelling in (option.name, *option.aliases):
-                if spelling in spellings:
-                    raise self.fail(
-                        option_path, f"--{spelling} is already used by --{spellings[spelling]}"
-                    )
-                spellings[spelling] = option.name
-            if option.type == "model":
+        options: dict[str, Any] = {}
+        for option in self.options(path, table.get("options", [])):
+            if not option.get("enabled", True):
                 continue
-            if option.field == prompt_field:
-                raise self.fail(f"{option_path}.field", f"'{option.field}' is the prompt field")
-            if option.field in fields:
-                raise self.fail(
-                    f"{option_path}.field",
-                    f"'{option.field}' is already set by --{fields[option.field]}",
-                )
-            fields[option.field] = option.name
-        if sum(option.type == "model" for option in options) > 1:
-            raise self.fail(f"{path}.options", "only one option may choose the model")
-        if len(options) > MAX_CHOICES - 1:
-            raise self.fail(
-                f"{path}.options", f"at most {MAX_CHOICES - 1} options (Discord's limit)"
-            )
-
-    def option(
-        self, command_path: str, index: int, table: Mapping[str, Any], models: tuple[str, ...]
-    ) -> OptionSpec:
-        name = table.get("name")
-        if not isinstance(name, str):
-            raise self.fail(f"{command_path}.options[{index}].name", "missing")
-        path = f"{command_path}.options.{name}"
-        rule = "is not a valid option name (a-z, 0-9, '-', '_'; 32 max)"
-        self.string(f"{path}.name", name, _OPTION_NAME, rule)
-        if name in RESERVED_OPTIONS:
-            raise self.fail(f"{path}.name", f"'{name}' is reserved for the prompt itself")
-        self.check_keys(path, table, _OPTION_KEYS)
-        aliases = tuple(self.string_list(f"{path}.aliases", table.get("aliases", [])))
-        for alias in aliases:
-            self.string(f"{path}.aliases", alias, _OPTION_NAME, rule)
-        kind = table.get("type")
-        if kind not in get_args(OptionType):
-            known = ", ".join(get_args(OptionType))
-            raise self.fail(f"{path}.type", f"unknown type '{kind}' (use one of {known})")
-        description = self.description(f"{path}.description", table.get("description"))
-        if kind == "model":
-            for key in ("field", "choices", "minimum", "maximum", "default"):
-                if key in table:
-                    raise self.fail(f"{path}.{key}", "not used by a model option (see 'models')")
-            return OptionSpec(name, aliases, "", "model", description, models)
-        if "field" not in table:
-            raise self.fail(f"{path}.field", "missing (the model input field this option sets)")
-        field_name = table["field"]
-        if field_name != OUTPUTS_FIELD:
-            self.string(f"{path}.field", field_name, _FIELD_NAME, "is not a valid input field name")
-        if field_name == OUTPUTS_FIELD and kind != "int":
-            raise self.fail(f"{path}.type", f"an option on '{OUTPUTS_FIELD}' must be an int")
-        choices: tuple[str, ...] = ()
-        if kind == "choice":
-            if "choices" not in table:
-                raise self.fail(f"{path}.choices", "missing (a choice option needs choices)")
-            choices = tuple(self.string_list(f"{path}.choices", table["choices"]))
-            if not choices or len(choices) > MAX_CHOICES:
-                raise self.fail(f"{path}.choices", f"needs 1 to {MAX_CHOICES} choices")
-        elif "choices" in table:
-            raise self.fail(f"{path}.choices", "only a 'choice' option has choices")
-        minimum = table.get("minimum")
-        maximum = table.get("maximum")
-        for key, bound in (("minimum", minimum), ("maximum", maximum)):
-            if bound is None:
-                continue
-            if kind not in ("int", "float"):
-                raise self.fail(f"{path}.{key}", "only int and float options have bounds")
-            if isinstance(bound, bool) or not isinstance(bound, int | float):
-                raise self.fail(f"{path}.{key}", "must be a number")
-            if kind == "int" and not float(bound).is_integer():
-                raise self.fail(f"{path}.{key}", "must be a whole number for an int option")
-        if minimum is not None and maximum is not None and minimum > maximum:
-            raise self.fail(path, f"minimum {minimum} is above maximum {maximum}")
-        spec = OptionSpec(
-            name, aliases, field_name, kind, description, choices, minimum, maximum, None
-        )
-        default = table.get("default")
-        if default is not None:
-            problem = default_problem(spec, default)
-            if problem:
-                raise self.fail(f"{path}.default", problem)
-            spec = OptionSpec(
-                name, aliases, field_name, kind, description, choices, minimum, maximum, default
-            )
-        return spec
-
-
-def default_problem(spec: OptionSpec, value: Any) -> str | None:
-    """Why `value` cannot be the default of `spec`, or None when it can."""
-    expected: dict[str, tuple[type, ...]] = {
-        "str": (str,),
-        "int": (int,),
-        "float": (int, float),
-        "bool": (bool,),
-        "choice": (str,),
-    }
-    if isinstance(value, bool) != (spec.type == "bool") or not isinstance(
-        value, expected[spec.type]
-    ):
-        return f"must be a value of type '{spec.type}'"
-    if spec.type == "choice" and value not in spec.choices:
-        return f"'{value}' is not one of the choices"
-    if spec.minimum is not None and value < spec.minimum:
-        return f"{value} is below the minimum {format_number(spec.minimum)}"
-    if spec.maximum is not None and value > spec.maximum:
-        return f"{value} is above the maximum {format_number(spec.maximum)}"
-    return None
+            if (key := option["name"]) in options:  # a merged list has each name once
+                raise self.fail(f"{path}.options.{key}", f"--{key} is already used by --{key}")
+            options[key] = option
+        raw = self.validate(RawCommand, {**table, "options": options}, path, known)
+        return raw.to_spec(name, known[0])
 
 
 @functools.cache
 def default_catalog() -> Catalog:
     """The built-in commands and models (immutable, so one shared instance is safe)."""
-    return _Loader(_BUILTIN_SOURCE).build({})
+    return _Loader("built-in catalog").build({})
 
 
 def load_catalog(path: Path | str | None) -> Catalog:
