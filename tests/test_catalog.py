@@ -847,3 +847,173 @@ def test_too_many_options(tmp_path):
     )
     with pytest.raises(CatalogError, match=r"commands\.imagine\.options: at most 24 options"):
         load(tmp_path, body)
+
+
+MANY_MODELS = "".join(
+    f'[models.m{i}]\nref = "o/m{i}"\nkind = "image"\nprice_per_output = 0.01\n' for i in range(26)
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "message"),
+    [
+        # an unknown key is named before what it leaves missing: it is the likely cause
+        (
+            '[models.m]\nrefs = "o/m"\nkind = "image"\nprice_per_output = 1',
+            "models.m.refs",
+            "unknown key (did you mean 'ref'?)",
+        ),
+        ("[models.sdxl]\nexpected_seconds = inf", "models.sdxl.expected_seconds", "number"),
+        ('[commands.imagine]\nmodel = ""', "commands.imagine.model", "non-empty string"),
+        (
+            '[commands.imagine]\nmodels = ["sdxl", ""]',
+            "commands.imagine.models",
+            "must be an array of non-empty strings",
+        ),
+        ("[models.sdxl]\noutputs_field = 0", "models.sdxl.outputs_field", "non-empty string"),
+        ("[models.sdxl]\nrename = 3", "models.sdxl.rename", "must be a table"),
+        ('[models.sdxl]\nrename = { "a b" = "x" }', "models.sdxl.rename.a b", "field name"),
+        ('[models.sdxl]\nrename = { prompt = "" }', "models.sdxl.rename.prompt", "non-empty"),
+        ("[models.sdxl]\ntranslate = { x = 3 }", "models.sdxl.translate.x", "must be a string"),
+        (
+            "[models.sdxl]\ndefaults = { a = [1, { b = 12:00:00 }] }",
+            "models.sdxl.defaults.a[1].b",
+            "dates and times",
+        ),
+        (
+            MANY_MODELS + f'[commands.c]\nmodel = "m0"\nmodels = {[f"m{i}" for i in range(26)]}',
+            "commands.c.models",
+            "at most 25 models",
+        ),
+        (
+            '[commands.c]\nmodel = "sdxl"\noptions = [{ type = "int" }]',
+            "commands.c.options[0].name",
+            "missing",
+        ),
+        # `enabled` is checked where the file says it, before options are merged by name
+        (
+            '[[commands.imagine.options]]\nname = "n"\nenabled = "no"',
+            "commands.imagine.options[0].enabled",
+            "true or false",
+        ),
+        (
+            toml_option(name="g", type="float", field="g") + "\nminimum = nan",
+            "commands.c.options.g.minimum",
+            "number",
+        ),
+        (toml_option(aliases=["y", "y"]), "commands.c.options.x.aliases", "duplicates"),
+        (
+            toml_option() + '\n[[commands.c.options]]\nname = "x"\ntype = "str"\nfield = "y"\n'
+            'description = "d"',
+            "commands.c.options.x",
+            "--x is already used by --x",
+        ),
+        (
+            toml_option("imagine", name="model", choices=["sdxl"], type=None, field=None),
+            "commands.imagine.options.model.choices",
+            "not used by a model option",
+        ),
+        (
+            toml_option("imagine", name="model", minimum=1, type=None, field=None),
+            "commands.imagine.options.model.minimum",
+            "not used by a model option",
+        ),
+        (
+            toml_option("imagine", name="model", default="sdxl", type=None, field=None),
+            "commands.imagine.options.model.default",
+            "not used by a model option",
+        ),
+        (
+            '[commands.ask]\nmodels = ["llama-3-8b", "flux-dev"]\n'
+            + toml_option("ask", name="m", type="str", field="m", aliases=["model"]),
+            "commands.ask.options.model",
+            "--model is already used by --m",
+        ),
+        (
+            toml_option(name="y", type="int", field="@outputs", minimum=1)
+            + '\n[[commands.c.options]]\nname = "z"\ntype = "int"\nfield = "@outputs"\n'
+            'description = "d"',
+            "commands.c.options.z.field",
+            "'@outputs' is already set by --y",
+        ),
+    ],
+)
+def test_more_catalog_errors(tmp_path, text, key, message):
+    with pytest.raises(CatalogError) as caught:
+        load(tmp_path, text)
+    assert str(caught.value).startswith(f"{tmp_path / 'conjure.toml'}: {key}: "), caught.value
+    assert message in str(caught.value)
+
+
+def test_disabled_tables_are_not_checked_further(tmp_path):
+    catalog = load(
+        tmp_path,
+        """
+        [commands.c]
+        enabled = false
+        bogus = 1
+        [models."Not A Key"]
+        enabled = false
+        price_per_output = "free"
+        [[commands.imagine.options]]
+        name = "x"
+        enabled = false
+        type = "bogus"
+        """,
+    )
+    assert "c" not in catalog.commands
+    assert "Not A Key" not in catalog.models
+    assert [o.name for o in catalog.commands["imagine"].options] == ["ar", "seed", "n", "model"]
+
+
+def test_repeated_and_disabled_option_names(tmp_path):
+    catalog = load(
+        tmp_path,
+        """
+        [[commands.imagine.options]]
+        name = "n"
+        maximum = 3
+        [[commands.imagine.options]]
+        name = "n"
+        maximum = 2
+        """,
+    )
+    n = catalog.commands["imagine"].option("n")
+    assert n is not None and n.maximum == 2  # on a built-in command, the later one updates
+    option = '[[commands.c.options]]\nname = "x"\ntype = "int"\ndescription = "d"\n'
+    text = f'{NEW_MODEL_AND_COMMAND}{option}field = "a"\nenabled = false\n{option}field = "b"\n'
+    x = load(tmp_path, text).commands["c"].option("x")
+    assert x is not None and x.field == "b"  # a disabled option does not clash
+
+
+def test_text_is_trimmed_and_int_bounds_stay_ints(tmp_path):
+    catalog = load(
+        tmp_path,
+        NEW_MODEL_AND_COMMAND
+        + """
+        description = "  Make things  "
+        prompt_label = " idea "
+        [[commands.c.options]]
+        name = "k"
+        type = "int"
+        field = "k"
+        description = " K "
+        minimum = 1
+        maximum = 9
+        [[commands.c.options]]
+        name = "g"
+        type = "float"
+        field = "g"
+        description = "G"
+        minimum = 0
+        maximum = 1.5
+        """,
+    )
+    command = catalog.commands["c"]
+    assert (command.description, command.prompt_label) == ("Make things", "idea")
+    k, g = command.option("k"), command.option("g")
+    assert k is not None and g is not None
+    assert k.description == "K"
+    assert (type(k.minimum), type(k.maximum)) == (int, int)  # Discord wants whole bounds
+    assert (g.minimum, g.maximum) == (0, 1.5)
+    assert command.usage() == "/c <idea> [--k 1-9] [--g 0-1.5]"
