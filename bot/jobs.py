@@ -9,10 +9,12 @@ downloads the outputs and hands them to the adapter.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
@@ -43,6 +45,16 @@ SILENT_AFTER = timedelta(minutes=5)  # no webhook for this long: read the predic
 SUBMITS_AT_ONCE = 16  # commands being started at the same time; more wait their turn
 READS_AT_ONCE = 16  # polls of Replicate in progress at the same time; more wait their turn
 DELIVERIES_AT_ONCE = 16  # results being downloaded and posted at once (each holds its files)
+
+
+@dataclass
+class _Screen:
+    """One job's status as this process shows it: status edits and the outcome take turns
+    (`lock`), and once the outcome is being shown (`ended`) no status edit follows it."""
+
+    users: int = 0
+    ended: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class CommandRefused(Exception):
@@ -78,6 +90,7 @@ class JobService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._polling: set[str] = set()
         self._last_status_update: dict[str, float] = {}
+        self._screens: dict[str, _Screen] = {}  # jobs whose status this process is showing
         # A burst of commands, all started at once, floods the event loop with hundreds of
         # concurrent queries and calls, and every ack and webhook waits behind them; started a
         # few at a time, the same work gets done sooner (less contention) and acks stay quick.
@@ -287,18 +300,22 @@ class JobService:
             return
         # Status and progress only ever rise: where the copy in hand already shows this much,
         # the conditional UPDATE would match no row, so it is not sent (most `logs` webhooks).
-        moved: Job | None = None
-        if job.status_rank < status.rank:
-            moved = await self.store.advance(
-                job_id,
-                status,
-                **({"started_at": utcnow()} if status is JobStatus.PROCESSING else {}),
-            )
         progress = progress_from_logs(prediction.logs)
-        if progress is not None and (job.progress is None or job.progress < progress):
-            moved = await self.store.record_progress(job_id, progress) or moved
-        if moved is not None:
-            await self._throttled_status_update(moved)
+        rises = progress is not None and (job.progress is None or job.progress < progress)
+        if job.status_rank >= status.rank and not rises:
+            return
+        with self._screen(job_id) as screen:
+            moved: Job | None = None
+            if job.status_rank < status.rank:
+                moved = await self.store.advance(
+                    job_id,
+                    status,
+                    **({"started_at": utcnow()} if status is JobStatus.PROCESSING else {}),
+                )
+            if rises and progress is not None:
+                moved = await self.store.record_progress(job_id, progress) or moved
+            if moved is not None:
+                await self._throttled_status_update(moved, screen)
 
     async def _finish(self, job: Job, status: JobStatus, prediction: Prediction) -> None:
         # Claimed here only where this instance can post to the job's platform; otherwise the
@@ -360,17 +377,33 @@ class JobService:
         if deliver:
             self.spawn(self._deliver_claimed(late))
 
-    async def _throttled_status_update(self, job: Job) -> None:
-        """Show a running job's new status or progress, at most once per progress_interval."""
+    async def _throttled_status_update(self, job: Job, screen: _Screen) -> None:
+        """Show a running job's new status or progress, at most once per progress_interval,
+        and never once its outcome is being shown (the row read may be older than that)."""
         now = time.monotonic()
         last = self._last_status_update.get(job.id)
         if last is not None and now - last < self.progress_interval:
             return
         self._last_status_update[job.id] = now
+        async with screen.lock:
+            if screen.ended:
+                return
+            try:
+                await self._adapters[job.platform].update_status(job)
+            except Exception:
+                log.warning("could not update the status of job %s", job.id, exc_info=True)
+
+    @contextlib.contextmanager
+    def _screen(self, job_id: str) -> Iterator[_Screen]:
+        """What this process is showing of one job, shared while anything here is showing it."""
+        screen = self._screens.setdefault(job_id, _Screen())
+        screen.users += 1
         try:
-            await self._adapters[job.platform].update_status(job)
-        except Exception:
-            log.warning("could not update the status of job %s", job.id, exc_info=True)
+            yield screen
+        finally:
+            screen.users -= 1
+            if not screen.users:
+                del self._screens[job_id]
 
     # ---- delivery -------------------------------------------------------------------------
 
@@ -389,15 +422,18 @@ class JobService:
             await self.store.finish_delivery(job.id, f"no adapter for {job.platform}")
             return False
         async with self._delivering:
-            try:
-                if job.job_status is JobStatus.SUCCEEDED:
-                    await adapter.post_result(job, await self.fetcher.fetch(job.output))
-                else:
-                    await adapter.post_error(job, failure_message(job))
-            except Exception as exc:
-                log.exception("delivery of job %s failed", job.id)
-                await self.store.finish_delivery(job.id, f"{type(exc).__name__}")
-                return False
+            with self._screen(job.id) as screen:
+                screen.ended = True  # a progress update still on its way is not shown after
+                try:
+                    async with screen.lock:
+                        if job.job_status is JobStatus.SUCCEEDED:
+                            await adapter.post_result(job, await self.fetcher.fetch(job.output))
+                        else:
+                            await adapter.post_error(job, failure_message(job))
+                except Exception as exc:
+                    log.exception("delivery of job %s failed", job.id)
+                    await self.store.finish_delivery(job.id, f"{type(exc).__name__}")
+                    return False
         await self.store.finish_delivery(job.id)
         return True
 

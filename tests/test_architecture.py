@@ -1,6 +1,8 @@
 """The house rules, checked on the project's own source (bot/, adapters/, storage/) with `ast`.
 
-- the core (bot/) imports no chat platform's library and no adapter;
+- bot/ imports no chat platform's library; the core (bot/ but its entry points, bot/cli, the
+  composition root) imports no adapter, and the entry points import one only inside the command
+  that starts it;
 - storage/ imports nothing from bot/ or adapters/;
 - no import cycle among the project's modules;
 - every chat adapter (a class in adapters/ with a `platform` that posts jobs) is a ChatAdapter.
@@ -16,6 +18,8 @@ import functools
 import importlib
 import inspect
 import itertools
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,20 +228,12 @@ def test_the_source_tree_is_what_the_rules_are_about() -> None:
 
 
 # Where a rule is broken today: the module, and what is wrong (strict: fixing it is noticed).
-KNOWN_ADAPTER_IMPORTS = {
-    "bot.cli.main": "bot/cli/main.py (`conjure demo`, `serve`, `manifest`) imports "
-    "adapters.console, adapters.platforms and adapters.slack.manifest inside its commands",
-}
+ENTRY_POINTS = "bot.cli"  # the composition root: the one part of bot/ that starts adapters
 
 
-def core_modules(known: dict[str, str]) -> list[object]:
-    """Every module of the core, each its own test; those in `known` expected to fail."""
-    return [
-        pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=known[m]), id=m)
-        if m in known
-        else pytest.param(m, id=m)
-        for m in in_package("bot")
-    ]
+def core_modules() -> list[str]:
+    """Every module of the core: bot/ but its entry points, which wire the adapters in."""
+    return [m for m in in_package("bot") if not (m + ".").startswith(ENTRY_POINTS + ".")]
 
 
 def violations(module: str, forbidden: set[str] | frozenset[str]) -> list[str]:
@@ -248,16 +244,36 @@ def violations(module: str, forbidden: set[str] | frozenset[str]) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("module", core_modules({}))
-def test_the_core_imports_no_chat_platform_library(module: str) -> None:
+@pytest.mark.parametrize("module", list(in_package("bot")))
+def test_bot_imports_no_chat_platform_library(module: str) -> None:
     found = violations(module, PLATFORM_LIBRARIES)
     assert found == [], "\n".join(found)
 
 
-@pytest.mark.parametrize("module", core_modules(KNOWN_ADAPTER_IMPORTS))
+@pytest.mark.parametrize("module", core_modules())
 def test_the_core_imports_no_adapter(module: str) -> None:
     found = violations(module, {"adapters"})
     assert found == [], "\n".join(found)
+
+
+def test_the_entry_points_load_an_adapter_only_when_a_command_needs_it() -> None:
+    """`conjure migrate` or `conjure quota` must not pull in Slack or Discord: the CLI imports
+    the adapters inside the commands that start them."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", LIST_LOADED, *sorted(PLATFORM_LIBRARIES | {"adapters"})],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert loaded == []
+
+
+LIST_LOADED = """
+import sys
+import bot.cli.main
+print(*sorted(m for m in sys.modules if m.partition(".")[0] in sys.argv[1:]))
+"""
 
 
 def test_storage_imports_nothing_from_the_core_or_the_adapters() -> None:

@@ -362,12 +362,6 @@ async def test_duplicate_and_out_of_order_predictions_deliver_once_and_never_mov
         assert await month_money(conjure) == (0, FLUX_SCHNELL_MICROS)  # charged once
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bot/jobs.py: a progress update whose write was overtaken by the terminal update "
-    "still calls update_status after post_result, so the status message shows 'processing' "
-    "again over the result",
-)
 async def test_a_progress_update_overtaken_by_the_result_is_not_shown_after_it(
     sandbox_server, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
