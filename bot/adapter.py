@@ -44,7 +44,10 @@ class CommandRequest:
 
     `text` is what followed the command, as typed. `options` holds values a platform delivers
     apart from the text (Discord's typed options, by option name; None for one left out); the
-    core validates them with the same parser as flags typed in the text.
+    core validates them with the same parser as flags typed in the text. `request_key` is the
+    platform's own id of this command (`slack:<trigger_id>`, `discord:<interaction id>`): a
+    command that arrives again with the same key (a retry, a redelivery, another instance) runs
+    no second job.
     """
 
     platform: str
@@ -56,6 +59,7 @@ class CommandRequest:
     user_name: str | None = None
     options: Mapping[str, Any] | None = None
     destination: dict[str, Any] = field(default_factory=dict)
+    request_key: str | None = None
 
 
 @dataclass(frozen=True)

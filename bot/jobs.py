@@ -170,6 +170,7 @@ class JobService:
             channel=request.channel,
             user_id=request.user_id,
             user_name=request.user_name,
+            request_key=request.request_key,
             command=invocation.command.name,
             model=invocation.model.key,
             model_ref=invocation.model.ref,

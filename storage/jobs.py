@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage import usage
@@ -28,6 +29,10 @@ from storage.models import (
     utcnow,
 )
 from storage.usage import Hold
+
+
+class DuplicateRequest(Exception):
+    """A job already exists for this command (the platform sent it again): nothing was done."""
 
 
 @dataclass(frozen=True)
@@ -48,15 +53,30 @@ class JobStore:
     # ---- admission ------------------------------------------------------------------------
 
     async def reserve_and_insert(self, job: Job, holds: Sequence[Hold]) -> None:
-        """Take every hold and insert the job, atomically, or raise LimitReached.
+        """Insert the job and take every hold, atomically; or raise DuplicateRequest (a job
+        with the same request key exists) or LimitReached, having changed nothing.
 
-        Holds are taken in the order given (user before workspace), so two transactions never
-        wait on each other's rows in opposite orders.
+        The insert comes first, so a command sent twice is refused by the unique request key
+        before any counter is touched (it is never told it is over a limit by its own first
+        copy), and on PostgreSQL a concurrent copy waits for the first one's transaction and
+        fails only if that one committed. Holds are taken in the order given (user before
+        workspace), so two transactions never wait on each other's rows in opposite orders.
         """
         job.holds = [hold.as_json() for hold in holds]
-        async with write(self.engine) as conn:
-            await usage.reserve(conn, holds, job.estimated_micros)
-            await conn.execute(Job.__table__.insert().values(**job.model_dump()))
+        try:
+            async with write(self.engine) as conn:
+                await conn.execute(Job.__table__.insert().values(**job.model_dump()))
+                await usage.reserve(conn, holds, job.estimated_micros)
+        except IntegrityError:
+            if job.request_key is not None and await self.has_request(job.request_key):
+                raise DuplicateRequest(job.request_key) from None
+            raise
+
+    async def has_request(self, request_key: str) -> bool:
+        """Whether a job was already made for the command with this key."""
+        async with self.reader.connect() as conn:
+            found = await conn.execute(select(_JOBS.c.id).where(_JOBS.c.request_key == request_key))
+            return found.first() is not None
 
     async def counter(self, scope: str, subject: str, period: str) -> UsageCounter | None:
         async with self.reader.connect() as conn:

@@ -73,6 +73,9 @@ class Job(SQLModel, table=True):
         Index("ix_job_status_rank", "status_rank"),
         Index("ix_job_delivery", "delivery"),
         Index("ix_job_user", "platform", "workspace", "user_id"),
+        # One job per command however often the platform sends it (Slack's retries, a gateway
+        # redelivering an interaction, two instances both receiving it): the database says no.
+        Index("uq_job_request_key", "request_key", unique=True),
     )
 
     id: str = Field(primary_key=True, max_length=32)
@@ -81,6 +84,9 @@ class Job(SQLModel, table=True):
     channel: str = Field(max_length=64)
     user_id: str = Field(max_length=64)
     user_name: str | None = Field(default=None, max_length=128)
+    # The platform's id of the command ("slack:<trigger_id>", "discord:<interaction id>");
+    # None where there is none (the console). Unique, so a command sent twice runs once.
+    request_key: str | None = Field(default=None, max_length=128)
     command: str = Field(max_length=32)
     model: str = Field(max_length=64)
     model_ref: str = Field(max_length=200)

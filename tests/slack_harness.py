@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import hmac
 import itertools
+import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from tests.harness import make_settings
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 _response_ids = itertools.count(1)
+_trigger_ids = itertools.count(1)
 
 
 def sign(secret: str, timestamp: int, body: str) -> str:
@@ -50,11 +52,13 @@ def command_fields(
     channel_name: str = "general",
     response_id: str | None = None,
     wire_text: str | None = None,
+    trigger_id: str | None = None,
 ) -> dict[str, str]:
     """Every field Slack sends with a slash command.
 
     `text` is what the person typed, escaped as Slack escapes it; `wire_text` is sent as given,
     for markup Slack itself writes (a should_escape command turns "@eve" into "<@U0EVE|eve>").
+    Each command gets its own `trigger_id` unless one is given (a retry carries the first's).
     """
     escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     escaped = escaped if wire_text is None else wire_text
@@ -73,8 +77,13 @@ def command_fields(
         "enterprise_name": "",
         "is_enterprise_install": "false",
         "response_url": fake.response_url(response_id or f"r{next(_response_ids)}"),
-        "trigger_id": f"{int(time.time())}.1234.abcdef",
+        "trigger_id": trigger_id or _new_trigger_id(),
     }
+
+
+def _new_trigger_id() -> str:
+    """Unique, across processes too (the benchmark's senders), as Slack's are."""
+    return f"{int(time.time())}.{next(_trigger_ids)}.{secrets.token_hex(10)}"
 
 
 @dataclass
@@ -111,9 +120,11 @@ class SlackConjure:
         *,
         timestamp: int | None = None,
         secret: str | None = None,
+        retry_num: int | None = None,
         **fields: Any,
     ) -> SlashResult:
-        """POST a signed slash command to /slack/events, as Slack would."""
+        """POST a signed slash command to /slack/events, as Slack would; with `retry_num`, as
+        Slack retries one it got no answer to in time (give the first one's `trigger_id`)."""
         values = command_fields(self.fake, command, text, **fields)
         body = urlencode(values)
         stamp = int(time.time()) if timestamp is None else timestamp
@@ -122,6 +133,9 @@ class SlackConjure:
             "x-slack-request-timestamp": str(stamp),
             "x-slack-signature": sign(secret or self.signing_secret, stamp, body),
         }
+        if retry_num is not None:
+            headers["x-slack-retry-num"] = str(retry_num)
+            headers["x-slack-retry-reason"] = "http_timeout"
         started = time.perf_counter()
         response = await self.http.post("/slack/events", content=body, headers=headers)
         result = SlashResult(

@@ -79,4 +79,5 @@ def _request(
         text=text,
         options=options,
         destination=destination_of(interaction, None),
+        request_key=f"{PLATFORM}:{interaction.id}",  # the same however often it is delivered
     )

@@ -75,6 +75,7 @@ def command_request(command: dict[str, Any]) -> CommandRequest:
     """A CommandRequest from a slash command payload, its text unescaped to what was typed."""
     user_id = str(command.get("user_id", ""))
     channel = str(command.get("channel_id", ""))
+    trigger_id = command.get("trigger_id")  # the same on Slack's retries of this command
     return CommandRequest(
         platform=PLATFORM,
         workspace=str(command.get("team_id", "")),
@@ -88,4 +89,5 @@ def command_request(command: dict[str, Any]) -> CommandRequest:
             "channel": channel,
             "user": user_id,
         },
+        request_key=f"{PLATFORM}:{trigger_id}" if trigger_id else None,
     )

@@ -15,6 +15,7 @@ from bot.commands.conjure import run_conjure_command
 from bot.commands.parsing import Invocation, UsageError, parse_invocation, parse_options
 from bot.jobs import CommandRefused, JobService
 from bot.markup import Code, Text
+from storage.jobs import DuplicateRequest
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,10 @@ class Commands:
         `acknowledge` is called once, only for a valid job command, before the database or
         Replicate is touched; a Reply returned without it having been called is a quick answer
         the adapter may send within the platform's deadline.
+
+        A command the platform sent again (its request key already has a job) is refused with
+        nothing to say: the first copy is running and its own messages speak for it, and
+        anything said here would reach the person as a second, confusing answer.
         """
         if request.command == CONJURE:
             return await self._conjure(request)
@@ -46,17 +51,34 @@ class Commands:
             invocation = self.parse(request)
         except UsageError as exc:
             return Reply(usage_text(exc), refused=True)
+        acknowledged = False
         try:
             extra = await acknowledge()
+            acknowledged = True
             if extra:
                 request.destination.update(extra)
             job = await self.service.submit(request, invocation)
         except CommandRefused as exc:
             return Reply(exc.text, refused=True)
+        except DuplicateRequest:
+            return _sent_again(request)
         except Exception:
+            # A platform refuses a second acknowledgement of one command (Discord: "already
+            # acknowledged"): when its first copy has a job, this is a copy, not a failure.
+            if not acknowledged and await self._has_job(request):
+                return _sent_again(request)
             log.exception("could not start /%s for %s", request.command, request.user_id)
             return Reply(Text.of(INTERNAL_ERROR), refused=True)
         return Reply(job=job)
+
+    async def _has_job(self, request: CommandRequest) -> bool:
+        if request.request_key is None:
+            return False
+        try:
+            return await self.service.store.has_request(request.request_key)
+        except Exception:
+            log.warning("could not look up request %s", request.request_key, exc_info=True)
+            return False
 
     def parse(self, request: CommandRequest) -> Invocation:
         """The command validated against the catalog; raises UsageError for bad input."""
@@ -74,6 +96,12 @@ class Commands:
         except Exception:
             log.exception("/conjure %s failed", request.text)
             return Reply(Text.of(CONJURE_FAILED), refused=True)
+
+
+def _sent_again(request: CommandRequest) -> Reply:
+    """The answer to a copy of a command that already has its job: nothing to add."""
+    log.info("/%s sent again (%s): already started", request.command, request.request_key)
+    return Reply(refused=True)
 
 
 def usage_text(error: UsageError) -> Text:
