@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import JSON, String, bindparam, cast, func, literal, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -262,12 +263,19 @@ class JobStore:
         return result.rowcount == 1
 
     async def finish_delivery(self, job_id: str, error: str | None = None) -> None:
-        await self.update_fields(
-            job_id,
-            delivery=Delivery.FAILED if error else Delivery.DELIVERED,
-            delivery_error=error,
-            delivered_at=utcnow(),
-        )
+        """Mark the delivery done, or failed for good (it is never tried again), and in the same
+        UPDATE drop the destination's capabilities (CAPABILITY_KEYS): nothing posts for the job
+        any more, and a row that outlives its job should not let its reader post as Conjure."""
+        now = utcnow()
+        values = {
+            "delivery": Delivery.FAILED if error else Delivery.DELIVERED,
+            "delivery_error": error,
+            "delivered_at": now,
+            "updated_at": now,
+        }
+        statement = _finish_delivery_statement(self.engine.dialect.name)
+        async with write(self.engine) as conn:
+            await conn.execute(statement, _params(job_id, values))
 
 
 def user_subject(platform: str, workspace: str, user_id: str) -> str:
@@ -346,6 +354,28 @@ def _terminal_statement(names: tuple[str, ...], guard: str) -> Any:
     if "delivery_claimed_at" in names:
         values["delivery_attempts"] = _JOBS.c.delivery_attempts + 1
     return update(_JOBS).where(_ID, _GUARDS[guard]).values(values).returning(*_JOBS.c)
+
+
+# What an adapter may keep in a destination that lets its holder post as Conjure: Slack's
+# response_url, a Discord interaction's token. Where the messages are (channel, thread ts,
+# message id) stays, to find them again.
+CAPABILITY_KEYS = ("response_url", "token")
+
+
+@functools.cache
+def _finish_delivery_statement(dialect: str) -> Any:
+    """The UPDATE that ends a delivery and strips CAPABILITY_KEYS from the destination, in SQL
+    (so it cannot undo a concurrent change to the rest of the destination)."""
+    names = ("delivered_at", "delivery", "delivery_error", "updated_at")
+    column = _JOBS.c.destination
+    if dialect == "postgresql":
+        stripped: Any = cast(column, JSONB)
+        for key in CAPABILITY_KEYS:
+            stripped = stripped.op("-")(literal(key, String))
+        stripped = cast(stripped, JSON)
+    else:
+        stripped = func.json_remove(column, *(f"$.{key}" for key in CAPABILITY_KEYS))
+    return update(_JOBS).where(_ID).values({**_set(names), "destination": stripped})
 
 
 def _job(mapping: Any) -> Job:
