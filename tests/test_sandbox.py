@@ -27,6 +27,7 @@ from bot.sandbox import (
     create_sandbox_app,
     run_sandbox,
 )
+from bot.sandbox.deadlines import BadDuration, parse_duration
 from bot.sandbox.predictions import tqdm_line
 from bot.sandbox.render import render_image
 from bot.serving import serve_app
@@ -56,9 +57,10 @@ def anonymous(server: SandboxServer) -> httpx.AsyncClient:
 
 
 @contextlib.asynccontextmanager
-async def official_client(server: SandboxServer) -> AsyncIterator[replicate.Client]:
-    """Replicate's own client pointed at the sandbox, its connections closed afterwards."""
-    client = replicate.Client(api_token=server.token, base_url=server.url)
+async def official_client(server: SandboxServer, **options: Any) -> AsyncIterator[replicate.Client]:
+    """Replicate's own client pointed at the sandbox, its connections closed afterwards;
+    `options` go to its httpx clients (e.g. `headers`)."""
+    client = replicate.Client(api_token=server.token, base_url=server.url, **options)
     try:
         yield client
     finally:  # the client has no close(); its httpx clients are created lazily
@@ -767,3 +769,139 @@ async def test_a_burst_of_webhooks_is_sent_a_bounded_number_at_a_time(
         await sandbox_server.sandbox.wait_idle(timeout=30)
     assert sorted(completed) == sorted(r.json()["id"] for r in created)
     assert most <= WEBHOOKS_AT_ONCE, most
+
+
+# --- Deadlines (Cancel-After) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30), ("5m", 300), ("1h30m", 5400), ("1.5s", 1.5), ("500ms", 0.5), (".5s", 0.5),
+     ("2h45m30.5s", 9930.5), ("250us", 0.00025), ("250µs", 0.00025)],
+)  # fmt: skip
+def test_cancel_after_takes_go_durations(text: str, seconds: float):
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "5", "1.5", "5 m", "1d", "0", "0s", "-5s", "+5s", "s", "5x"])
+def test_cancel_after_refuses_what_go_does_not_take_or_is_not_ahead(text: str):
+    with pytest.raises(BadDuration):
+        parse_duration(text)
+
+
+def whisper_body(webhook: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"version": WHISPER_VERSION, "input": {"audio": "https://a.b/c.mp3"}}
+    if webhook is not None:
+        body["webhook"] = webhook
+    return body
+
+
+async def test_a_running_prediction_is_canceled_at_its_deadline_and_billed_what_ran(
+    sandbox_server: SandboxServer, webhook_receiver: WebhookReceiver
+):
+    sandbox = sandbox_server.sandbox
+    sandbox.faults.run_time_factor = 1000  # 8 steps of 2 s at speed 0.02: far past the deadline
+    async with api(sandbox_server) as http:
+        answer = await http.post(
+            "/v1/predictions",
+            json=whisper_body(webhook_receiver.url),
+            headers={"Cancel-After": "0.3s"},
+        )
+        created = answer.json()
+        assert answer.status_code == 201 and created["status"] == "starting"
+        assert TIME.match(created["deadline"]) and created["deadline"] > created["created_at"]
+        await sandbox.wait_idle(timeout=3)
+        done = (await http.get(created["urls"]["get"])).json()
+    assert done["status"] == "canceled" and done["output"] is None and done["error"] is None
+    metrics = done["metrics"]
+    assert 0 < metrics["predict_time"] < 0.3 <= metrics["total_time"] < 1
+    events = [(d.event, d.status) for d in sandbox.webhook_deliveries]
+    assert events[0] == ("start", "starting") and events[-1] == ("completed", "canceled")
+
+
+async def test_a_prediction_still_starting_at_its_deadline_is_aborted_unbilled(
+    sandbox_server: SandboxServer, webhook_receiver: WebhookReceiver
+):
+    sandbox = sandbox_server.sandbox
+    sandbox.faults.slow_start = 5
+    async with api(sandbox_server) as http:
+        created = (
+            await http.post(
+                FLUX,
+                json={"input": {"prompt": "x"}, "webhook": webhook_receiver.url},
+                headers={"Cancel-After": "200ms"},
+            )
+        ).json()
+        await sandbox.wait_idle(timeout=2)
+        done = (await http.get(created["urls"]["get"])).json()
+    assert done["status"] == "aborted" and done["started_at"] is None
+    assert "predict_time" not in done["metrics"] and done["metrics"]["total_time"] >= 0.2
+    events = [(d.event, d.status) for d in sandbox.webhook_deliveries]
+    assert events[-1] == ("completed", "aborted")
+
+
+async def test_a_prediction_done_before_its_deadline_is_not_touched(sandbox_server: SandboxServer):
+    async with api(sandbox_server) as http:
+        created = (
+            await http.post("/v1/predictions", json=whisper_body(), headers={"Cancel-After": "1m"})
+        ).json()
+        await sandbox_server.sandbox.wait_idle()
+        done = (await http.get(created["urls"]["get"])).json()
+    assert done["status"] == "succeeded" and done["output"]["transcription"]
+    assert done["deadline"] == created["deadline"]
+
+
+async def test_a_malformed_cancel_after_is_a_422_and_creates_nothing(
+    sandbox_server: SandboxServer,
+):
+    async with api(sandbox_server) as http:
+        for value in ("5 minutes", "0s", "-1s", "90"):
+            answer = await http.post(
+                FLUX, json={"input": {"prompt": "x"}}, headers={"Cancel-After": value}
+            )
+            body = answer.json()
+            assert answer.status_code == 422, value
+            assert answer.headers["content-type"].startswith("application/problem+json")
+            assert body["title"] == "Input validation failed" and body["status"] == 422
+            assert body["invalid_fields"][0]["field"] == "Cancel-After"
+            assert "Cancel-After" in body["detail"]
+    assert sandbox_server.sandbox.create_count == 0
+
+
+async def test_official_client_sends_cancel_after_and_sees_the_deadline_end_the_run(
+    sandbox_server: SandboxServer,
+):
+    """Replicate's client has no argument for Cancel-After, but takes headers for its requests."""
+    sandbox_server.sandbox.faults.run_time_factor = 1000
+    async with official_client(sandbox_server, headers={"Cancel-After": "0.25s"}) as client:
+        client.poll_interval = 0.02
+        prediction = await client.predictions.async_create(
+            version=WHISPER_VERSION, input={"audio": "https://a.b/c.mp3"}
+        )
+        await prediction.async_wait()
+        with pytest.raises(ReplicateError) as bad:
+            async with official_client(sandbox_server, headers={"Cancel-After": "soon"}) as other:
+                await other.predictions.async_create(version=WHISPER_VERSION, input={"audio": "x"})
+    assert prediction.status == "canceled"
+    assert prediction.metrics is not None and 0 < prediction.metrics["predict_time"] < 0.25
+    assert bad.value.status == 422
+
+
+async def test_run_time_factor_makes_runs_longer(sandbox_server: SandboxServer):
+    sandbox = sandbox_server.sandbox
+    async with api(sandbox_server) as http:
+        usual = (await http.post("/v1/predictions", json=whisper_body())).json()
+        await sandbox.wait_idle()
+        sandbox.faults.run_time_factor = 10
+        longer = (await http.post("/v1/predictions", json=whisper_body())).json()
+        await sandbox.wait_idle()
+        usual, longer = [
+            (await http.get(p["urls"]["get"])).json()["metrics"]["predict_time"]
+            for p in (usual, longer)
+        ]
+        faults = await http.post("/_sandbox/faults", json={"run_time_factor": -1})
+    assert longer >= 8 * 0.1 * 0.02 * 10  # 8 steps of 0.1 s at speed 0.02, ten times as long
+    assert usual < longer / 2
+    assert faults.status_code == 422
+    sandbox.faults.reset()
+    assert sandbox.faults.run_time_factor == 1

@@ -10,10 +10,12 @@ prediction (`find_prediction_by_webhook`) before creating another.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import ROUND_FLOOR, Decimal
 from types import TracebackType
 from typing import Any, Self
 
@@ -146,11 +148,15 @@ class ReplicateClient:
         webhook: str | None = None,
         webhook_events_filter: list[str] | None = None,
         wait: int | None = None,
+        cancel_after: float | None = None,
     ) -> Prediction:
         """Start a prediction on exactly one of `model`, `version` or `deployment`.
 
         `wait` (1-60 s) asks Replicate to hold the answer until the prediction is done or that
         time passes (`Prefer: wait=N`); the read timeout is lengthened to match.
+        `cancel_after` (seconds from the create) is the deadline at which Replicate stops the
+        prediction (`Cancel-After`): `aborted` if it has not started, not billed; `canceled` if
+        it is running, billed for what ran. It is what bounds the cost of a by-the-second run.
         Raises `PredictionOutcomeUnknown` when the create may or may not have happened.
         """
         path, body = _create_route(model, version, deployment)
@@ -167,6 +173,8 @@ class ReplicateClient:
             if not 1 <= wait <= 60:
                 raise ValueError("wait must be between 1 and 60 seconds")
             headers["Prefer"] = f"wait={wait}"
+        if cancel_after is not None:
+            headers["Cancel-After"] = go_duration(cancel_after)
         response = await self._request(
             "POST",
             path,
@@ -358,6 +366,20 @@ def _create_route(
     if not match:
         raise ValueError(f"version must be a 64-hex id or 'owner/name:<id>', got {version!r}")
     return "/predictions", {"version": match["id"]}
+
+
+def go_duration(seconds: float) -> str:
+    """Seconds in Go's duration syntax, as `Cancel-After` takes them: `90s`, `1.5s`.
+
+    Whole milliseconds, rounded down: a deadline must never pass the cost ceiling it stands for.
+    """
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"a deadline must be a positive number of seconds, not {seconds!r}")
+    millis = int((Decimal(str(seconds)) * 1000).to_integral_value(rounding=ROUND_FLOOR))
+    if millis < 1:
+        raise ValueError(f"a deadline must be at least a millisecond, not {seconds!r} s")
+    whole, fraction = divmod(millis, 1000)
+    return f"{whole}s" if not fraction else f"{whole}.{fraction:03d}".rstrip("0") + "s"
 
 
 def _checked_id(prediction_id: str) -> str:

@@ -1,7 +1,8 @@
 """Prediction routes: the three creates, get, cancel and the paginated list.
 
 Create bodies are checked strictly (unknown fields, events filter, webhook URL) before the
-input is checked against the model, mirroring the order and shapes of Replicate's 422s.
+input is checked against the model, mirroring the order and shapes of Replicate's 422s; then
+the `Cancel-After` header (a malformed one is a 422 of the same shape).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bot.sandbox.deadlines import BadDuration, parse_duration
 from bot.sandbox.guard import hold
 from bot.sandbox.models import (
     FakeModel,
@@ -99,6 +101,12 @@ async def _create(request: Request, model: FakeModel, shown: str, body: dict[str
     inputs, errors = validate_input(model, raw_input)
     if errors:
         return validation_failed(errors)
+    cancel_after = request.headers.get("cancel-after")
+    try:
+        deadline = None if cancel_after is None else parse_duration(cancel_after)
+    except BadDuration as exc:
+        invalid = {"type": "format", "field": "Cancel-After", "description": str(exc)}
+        return validation_failed([invalid])
     run = create_prediction(
         _sandbox(request),
         model=model,
@@ -108,6 +116,7 @@ async def _create(request: Request, model: FakeModel, shown: str, body: dict[str
         webhook=body.get("webhook"),
         events_filter=body.get("webhook_events_filter"),
         base_url=base_url(request),
+        cancel_after=deadline,
     )
     wait = prefer_wait(request.headers.get("prefer"))
     if wait is None:

@@ -50,6 +50,9 @@ class Faults:
     fail_error: str = DEFAULT_FAIL_ERROR
     slow_start: float = 0.0
     drop_webhooks: int = 0
+    # Predictions created while this is set run this many times their usual length (a long
+    # input, a slow GPU): how a run that overshoots its expected time, and its deadline, is shown.
+    run_time_factor: float = 1.0
 
     def reset(self) -> None:
         """Back to no faults at all (in place: holders of this object see the change)."""

@@ -10,7 +10,7 @@ import base64
 import secrets
 import string
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
@@ -45,10 +45,12 @@ def new_prediction(
     input: dict[str, Any],
     webhook: str | None,
     webhook_events_filter: list[str] | None,
+    cancel_after: float | None = None,
 ) -> dict[str, Any]:
-    """A freshly created (`starting`) prediction."""
+    """A freshly created (`starting`) prediction; `cancel_after` seconds set its `deadline`."""
     api = f"{base_url}/v1/predictions/{prediction_id}"
-    return {
+    now = datetime.now(UTC)
+    prediction = {
         "id": prediction_id,
         "model": model,
         "version": version,
@@ -59,13 +61,16 @@ def new_prediction(
         "error": None,
         "source": "api",
         "status": "starting",
-        "created_at": rfc3339(),
+        "created_at": rfc3339(now),
         "started_at": None,
         "completed_at": None,
         "urls": {"cancel": f"{api}/cancel", "get": api, "web": f"{base_url}/p/{prediction_id}"},
         "webhook": webhook,
         "webhook_events_filter": webhook_events_filter,
     }
+    if cancel_after is not None:
+        prediction["deadline"] = rfc3339(now + timedelta(seconds=cancel_after))
+    return prediction
 
 
 def tqdm_line(done: int, total: int, elapsed: float) -> str:

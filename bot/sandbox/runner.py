@@ -3,6 +3,11 @@
 Durations are nominal seconds multiplied by the sandbox speed (`slow_start` is not scaled: it is
 a fault measured in real seconds). Failure is decided at creation (`fail_next`, or a prompt with
 the word FAIL_ME) and shows after the steps, like a safety checker rejecting the result.
+
+A `Cancel-After` deadline is counted on the clock `metrics.predict_time` is measured on, the
+real one, and not scaled by speed: the deadline bounds what a run is billed, so the time billed
+(what ran) can never pass it, at any speed. Reached while `starting`, the prediction ends
+`aborted` with no predict_time (not billed); while `processing`, `canceled` with the time it ran.
 """
 
 from __future__ import annotations
@@ -40,8 +45,10 @@ def create_prediction(
     webhook: str | None,
     events_filter: list[str] | None,
     base_url: str,
+    cancel_after: float | None = None,
 ) -> Run:
-    """Create a prediction and start running it in the background."""
+    """Create a prediction and start running it in the background, stopped `cancel_after`
+    seconds from now if it has not finished by then."""
     if webhook is not None and events_filter is None:
         events_filter = list(WEBHOOK_EVENTS)
     prediction = new_prediction(
@@ -52,6 +59,7 @@ def create_prediction(
         input=raw_input,
         webhook=webhook,
         webhook_events_filter=events_filter,
+        cancel_after=cancel_after,
     )
     if model.kind == "image" and "seed" not in inputs:
         inputs["seed"] = random.randrange(2**16)
@@ -59,7 +67,10 @@ def create_prediction(
     if fail_error is None and _FAIL_WORD.search(str(inputs.get("prompt", ""))):
         fail_error = sandbox.faults.fail_error
     loop = asyncio.get_running_loop()
-    run = Run(prediction, model, inputs, base_url, fail_error, created=loop.time())
+    now = loop.time()
+    run = Run(prediction, model, inputs, base_url, fail_error, created=now)
+    run.deadline = None if cancel_after is None else now + cancel_after
+    run.time_factor = sandbox.faults.run_time_factor
     sandbox.add(run)
     if webhook is not None:
         run.hooks = PredictionWebhooks(sandbox, prediction, webhook, events_filter or [])
@@ -78,6 +89,15 @@ def cancel_prediction(run: Run) -> None:
 
 
 async def _lifecycle(sandbox: Sandbox, run: Run) -> None:
+    """Run the prediction; at its deadline stop it where it is, as Replicate does."""
+    try:
+        async with asyncio.timeout_at(run.deadline):
+            await _run(sandbox, run)
+    except TimeoutError:
+        _finish(run, "canceled" if run.started is not None else "aborted")
+
+
+async def _run(sandbox: Sandbox, run: Run) -> None:
     speed = sandbox.config.speed
     prediction = run.prediction
     model = run.model
@@ -96,7 +116,7 @@ async def _lifecycle(sandbox: Sandbox, run: Run) -> None:
         else:
             total = SPEECH_STEPS
         for step in range(1, total + 1):
-            await asyncio.sleep(model.step_seconds * speed)
+            await asyncio.sleep(model.step_seconds * speed * run.time_factor)
             if tokens is not None:
                 prediction["output"] = [*(prediction["output"] or []), tokens[step - 1]]
                 _changed(run, "output")
@@ -142,6 +162,8 @@ def _finish(run: Run, status: str, error: str | None = None) -> None:
         "predict_time": round(now - run.started, 6) if run.started is not None else 0.0,
         "total_time": round(now - run.created, 6),
     }
+    if status == "aborted":
+        del metrics["predict_time"]  # it never ran, and is not billed
     if run.model.kind == "text":
         output = prediction["output"] or []
         metrics["input_token_count"] = len(str(run.inputs.get("prompt", "")).split())

@@ -37,6 +37,8 @@ class Run:
     fail_error: str | None
     created: float  # event-loop clock
     started: float | None = None
+    deadline: float | None = None  # event-loop clock: Cancel-After stops the prediction here
+    time_factor: float = 1.0  # its steps take this many times their usual length (a fault)
     hooks: PredictionWebhooks | None = None
     task: asyncio.Task[None] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
