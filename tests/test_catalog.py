@@ -332,6 +332,60 @@ def test_estimates_are_exact_integers_without_float_drift():
     assert isinstance(Price(per_output_usd=0.003).estimate_micros(1), int)
 
 
+# --------------------------------------------------------------------------- cost ceilings
+
+
+@pytest.mark.parametrize(
+    ("price", "outputs", "ceiling", "deadline"),
+    [
+        # per output: n x price, whatever the run time; no deadline is needed for that
+        (Price(per_output_usd=0.003), 4, 12_000, None),
+        (Price(per_output_usd=0.003, expected_seconds=2, max_seconds=5), 1, 3_000, None),
+        # per second: max_seconds x rate, by default 3 x expected_seconds, per output
+        (Price(per_second_usd=0.0012, expected_seconds=20), 1, 72_000, 60.0),
+        (Price(per_second_usd=0.0023, expected_seconds=8), 4, 220_800, 96.0),
+        (Price(per_second_usd=0.0012, expected_seconds=20, max_seconds=45), 1, 54_000, 45.0),
+        (Price(per_second_usd=0.0023, expected_seconds=0.1), 3, 2_070, 0.9),
+        # both: added together, the deadline bounds the per-second part
+        (Price(per_output_usd=0.01, per_second_usd=0.001, expected_seconds=5), 2, 50_000, 30.0),
+    ],
+)
+def test_ceiling_and_deadline(price, outputs, ceiling, deadline):
+    assert price.ceiling_micros(outputs) == ceiling >= price.estimate_micros(outputs)
+    assert price.deadline_seconds(outputs) == (deadline and pytest.approx(deadline))
+    # Stopped at its deadline, a run is billed no more than its ceiling.
+    assert price.actual_micros(outputs, deadline) <= ceiling
+
+
+@pytest.mark.parametrize(
+    ("command", "model"),
+    [(c.name, m) for c in default_catalog().commands.values() for m in c.models],
+)
+def test_every_builtin_model_has_a_ceiling(command, model):
+    catalog = default_catalog()
+    choose = f" --model {model}" if len(catalog.commands[command].models) > 1 else ""
+    invocation = parse_invocation(catalog, command, TYPICAL_PROMPTS[command] + choose)
+    price = invocation.model.price
+    if price.per_second_usd is None:
+        assert invocation.ceiling_micros() == invocation.estimate_micros()
+        assert invocation.deadline_seconds() is None
+    else:
+        deadline = invocation.deadline_seconds()
+        assert deadline is not None and 0 < deadline < math.inf
+        assert invocation.ceiling_micros() == price.actual_micros(invocation.outputs, deadline)
+        assert invocation.ceiling_micros() > invocation.estimate_micros()
+
+
+def test_max_seconds_from_conjure_toml(tmp_path):
+    catalog = load(tmp_path, "[models.whisper]\nexpected_seconds = 30\nmax_seconds = 120\n")
+    price = catalog.models["whisper"].price
+    assert price == Price(per_second_usd=0.0012, expected_seconds=30, max_seconds=120)
+    assert price.deadline_seconds(1) == 120 and price.ceiling_micros(1) == 144_000
+    # Left out, it follows expected_seconds.
+    longer = load(tmp_path, "[models.whisper]\nexpected_seconds = 30\n").models["whisper"]
+    assert longer.price.deadline_seconds(1) == 90
+
+
 # --------------------------------------------------------------------------- field translation
 
 
@@ -416,6 +470,7 @@ def test_example_file_loads():
     assert catalog.commands["imagine"].model == "flux-dev"
     assert catalog.commands["video"].model == "studio-video"
     assert catalog.models["studio-video"].route == "deployment"
+    assert catalog.models["studio-video"].price.deadline_seconds(1) == 180
     assert catalog.commands["ask"].models == ("llama-3-8b", "mistral-7b")
 
 
@@ -665,6 +720,14 @@ def test_invalid_toml(tmp_path):
         ("[models.flux-dev]\nprice_per_output = nan", "models.flux-dev.price_per_output", "number"),
         ("[models.sdxl]\nprice_per_second = -1", "models.sdxl.price_per_second", "at least 0"),
         ("[models.sdxl]\nexpected_seconds = 0", "models.sdxl.expected_seconds", "above 0"),
+        ("[models.sdxl]\nmax_seconds = 0", "models.sdxl.max_seconds", "above 0"),
+        ("[models.sdxl]\nmax_seconds = nan", "models.sdxl.max_seconds", "number"),
+        ('[models.sdxl]\nmax_seconds = "1m"', "models.sdxl.max_seconds", "number"),
+        (
+            "[models.sdxl]\nmax_seconds = 5",
+            "models.sdxl.max_seconds",
+            "must be at least expected_seconds (8): a run is stopped there",
+        ),
         ("[models.sdxl]\noutputs_field = 3", "models.sdxl.outputs_field", "non-empty string"),
         ('[models.sdxl]\noutputs_field = "num outputs"', "models.sdxl.outputs_field", "field name"),
         ("[models.sdxl]\ndefaults = 3", "models.sdxl.defaults", "must be a table"),

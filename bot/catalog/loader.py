@@ -191,6 +191,7 @@ class RawModel(_Table):
     price_per_output: _Usd | None = None
     price_per_second: _Usd | None = None
     expected_seconds: float = Field(10.0, gt=0, allow_inf_nan=False)
+    max_seconds: float | None = Field(None, gt=0, allow_inf_nan=False)
     outputs_field: _FieldName | None = None
     defaults: Annotated[dict[str, Any], AfterValidator(_json_only)] = Field(
         {}, description="input values sent with every run"
@@ -226,13 +227,28 @@ class RawModel(_Table):
             raise _Fault(f"{missing} ({never_free})", "price_per_output")
         return self
 
+    @model_validator(mode="after")
+    def _ceiling_fits(self) -> Self:
+        """Replicate stops a run at `max_seconds`: below the expected time most runs would be
+        stopped before they finish, and billed for it."""
+        if self.max_seconds is not None and self.max_seconds < self.expected_seconds:
+            expected = format_number(self.expected_seconds)
+            raise _Fault(
+                f"must be at least expected_seconds ({expected}): a run is stopped there",
+                "max_seconds",
+            )
+        return self
+
     def to_spec(self, key: str) -> ModelSpec:
+        price = Price(
+            self.price_per_output, self.price_per_second, self.expected_seconds, self.max_seconds
+        )
         return ModelSpec(
             key=key,
             ref=self.ref,
             route=self.route or "official",  # always set by _route_fits_ref
             kind=self.kind,
-            price=Price(self.price_per_output, self.price_per_second, self.expected_seconds),
+            price=price,
             description=self.description or self.ref,
             outputs_field=self.outputs_field,
             input_defaults=self.defaults,

@@ -44,25 +44,58 @@ def _dec(value: float) -> Decimal:
     return Decimal(str(value))
 
 
+CEILING_FACTOR = 3
+"""A by-the-second model without `max_seconds` is stopped at this many times its expected run
+time: three times what the person was shown leaves room for honest slow runs (a long input, a
+slow GPU) while a runaway is stopped, and a budget holds at most three estimates for a job while
+it runs (what is not billed comes back when it ends)."""
+
+
 @dataclass(frozen=True)
 class Price:
     """What a model costs: per output, per second of hardware, or (rarely) both added together.
 
-    `expected_seconds` is per output, so a batch of four is reserved as four runs' worth of time.
+    `expected_seconds` and `max_seconds` are per output, so a batch of four is estimated as four
+    runs' worth of time and may run four times as long. `max_seconds` (default CEILING_FACTOR x
+    `expected_seconds`) is where Replicate stops a by-the-second run (`Cancel-After`), so
+    `ceiling_micros` is the most a run can cost: that is what a budget reserves, never the
+    estimate, which is only what a person is shown.
     """
 
     per_output_usd: float | None = None
     per_second_usd: float | None = None
     expected_seconds: float = 10.0
+    max_seconds: float | None = None
+
+    @property
+    def run_limit_seconds(self) -> float:
+        """Seconds one output may run: `max_seconds`, else CEILING_FACTOR x expected."""
+        if self.max_seconds is not None:
+            return self.max_seconds
+        return float(_dec(self.expected_seconds) * CEILING_FACTOR)
 
     def estimate_micros(self, outputs: int) -> int:
-        """The amount to reserve before running, in micro-dollars."""
+        """What a run usually costs (expected seconds), in micro-dollars: what a person is shown."""
+        return self._micros(outputs, self.expected_seconds)
+
+    def ceiling_micros(self, outputs: int) -> int:
+        """The most a run can cost (stopped at `deadline_seconds`): what a budget reserves."""
+        return self._micros(outputs, self.run_limit_seconds)
+
+    def deadline_seconds(self, outputs: int) -> float | None:
+        """When Replicate must stop the run (`Cancel-After`), or None for a per-output price,
+        whose cost no run time can raise."""
+        if self.per_second_usd is None:
+            return None
+        return float(_dec(self.run_limit_seconds) * max(int(outputs), 1))
+
+    def _micros(self, outputs: int, seconds: float) -> int:
         outputs = max(int(outputs), 0)
         total = Decimal(0)
         if self.per_output_usd is not None:
             total += _dec(self.per_output_usd) * outputs
         if self.per_second_usd is not None:
-            total += _dec(self.per_second_usd) * _dec(self.expected_seconds) * outputs
+            total += _dec(self.per_second_usd) * _dec(seconds) * outputs
         return usd_to_micros(total)
 
     def actual_micros(self, outputs: int, predict_time: float | None) -> int:

@@ -56,8 +56,16 @@ class Invocation:
     options: Mapping[str, Any] = field(default_factory=dict)  # the values given, by option name
 
     def estimate_micros(self) -> int:
-        """The cost to reserve before running, in micro-dollars."""
+        """What this run usually costs, in micro-dollars: what a person is shown."""
         return self.model.price.estimate_micros(self.outputs)
+
+    def ceiling_micros(self) -> int:
+        """The most this run can cost, in micro-dollars: what a budget reserves."""
+        return self.model.price.ceiling_micros(self.outputs)
+
+    def deadline_seconds(self) -> float | None:
+        """When Replicate must stop this run (`Cancel-After`); None for a per-output price."""
+        return self.model.price.deadline_seconds(self.outputs)
 
 
 # --------------------------------------------------------------------------- words
