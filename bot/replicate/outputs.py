@@ -2,16 +2,21 @@
 
 Replicate's file URLs expire after an hour, so results are downloaded and re-uploaded. A webhook
 body is attacker-shaped data until proven otherwise: outputs are fetched only from Replicate's
-delivery hosts (or the configured sandbox), never by following redirects, and never past a size cap.
+delivery hosts (or the configured sandbox), never by following redirects, never past a size cap
+(counted on the bytes as they will be uploaded, decoded a bounded step at a time, so a few
+compressed kilobytes cannot inflate to gigabytes in memory) and never past a deadline (a body
+trickling in a byte at a time never trips a read timeout).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import mimetypes
-from collections.abc import Iterable
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -20,17 +25,27 @@ import httpx
 from bot.adapter import JobResult, OutputFile
 
 REPLICATE_FILE_HOSTS = ("replicate.delivery",)
+DOWNLOAD_DEADLINE = 60.0  # seconds for one output, from the request to its last byte
+DECODE_STEP = 64 * 1024  # the most bytes one step of decompression may produce
+MAX_CODINGS = 2  # content-codings stacked on one body ("gzip, gzip"); more are refused
+_INFLATE_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": 15}
 
 
 class OutputFetcher:
     """Downloads output files for delivery."""
 
     def __init__(
-        self, http: httpx.AsyncClient, allowed_hosts: Iterable[str], max_bytes: int
+        self,
+        http: httpx.AsyncClient,
+        allowed_hosts: Iterable[str],
+        max_bytes: int,
+        *,
+        deadline: float = DOWNLOAD_DEADLINE,
     ) -> None:
         self.http = http
         self.allowed_hosts = tuple(host.lower() for host in allowed_hosts)
         self.max_bytes = max_bytes
+        self.deadline = deadline
 
     async def fetch(self, output: Any) -> JobResult:
         """Files for URL outputs, text for token lists, transcripts and other values."""
@@ -64,21 +79,12 @@ class OutputFetcher:
         if not self.is_allowed(url):
             raise OutputRejected(f"output {index + 1} is not on a Replicate file host")
         try:
-            async with self.http.stream("GET", url, follow_redirects=False) as response:
-                if response.status_code != 200:
-                    raise OutputRejected(
-                        f"output {index + 1} could not be downloaded (HTTP {response.status_code})"
-                    )
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise OutputRejected(
-                            f"output {index + 1} is larger than {self.max_bytes // 1_000_000} MB"
-                        )
-                    chunks.append(chunk)
-                content_type = response.headers.get("content-type", "").split(";")[0]
+            async with asyncio.timeout(self.deadline):
+                content, content_type = await self._read(url, index)
+        except TimeoutError:
+            raise OutputRejected(
+                f"output {index + 1} took longer than {self.deadline:g} s to download"
+            ) from None
         except httpx.HTTPError as exc:
             raise OutputRejected(
                 f"output {index + 1} could not be downloaded ({type(exc).__name__})"
@@ -87,10 +93,82 @@ class OutputFetcher:
         content_type = content_type or mimetypes.guess_type(filename)[0] or ""
         return OutputFile(
             filename=filename,
-            content=b"".join(chunks),
+            content=content,
             content_type=content_type or "application/octet-stream",
             source_url=url,
         )
+
+    async def _read(self, url: str, index: int) -> tuple[bytes, str]:
+        """The body as it will be uploaded, and its content type; stops at the size cap.
+
+        The body is asked for uncompressed and read raw; a server that compresses anyway is
+        decoded here, one bounded step at a time, instead of by httpx, which inflates each
+        network chunk whole before anyone can count it.
+        """
+        headers = {"Accept-Encoding": "identity"}
+        async with self.http.stream(
+            "GET", url, headers=headers, follow_redirects=False
+        ) as response:
+            if response.status_code != 200:
+                raise OutputRejected(
+                    f"output {index + 1} could not be downloaded (HTTP {response.status_code})"
+                )
+            stages = _decoders(response.headers.get("content-encoding", ""), index)
+            length = response.headers.get("content-length", "")
+            if not stages and length.isdigit() and int(length) > self.max_bytes:
+                raise self._too_large(index)
+            chunks: list[bytes] = []
+            size = 0
+            try:
+                async for raw in response.aiter_raw():
+                    for piece in _decode(stages, raw):
+                        size += len(piece)
+                        if size > self.max_bytes:
+                            raise self._too_large(index)
+                        chunks.append(piece)
+            except zlib.error as exc:
+                raise OutputRejected(f"output {index + 1} could not be decoded") from exc
+            content_type = response.headers.get("content-type", "").split(";")[0]
+        return b"".join(chunks), content_type
+
+    def _too_large(self, index: int) -> OutputRejected:
+        return OutputRejected(f"output {index + 1} is larger than {self.max_bytes // 1_000_000} MB")
+
+
+class _Inflater:
+    """Undoes one content-coding, never producing more than DECODE_STEP bytes at once."""
+
+    def __init__(self, wbits: int) -> None:
+        self._inflate = zlib.decompressobj(wbits)
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        while True:
+            piece = self._inflate.decompress(data, DECODE_STEP)
+            if piece:
+                yield piece
+            data = self._inflate.unconsumed_tail
+            if not data and len(piece) < DECODE_STEP:
+                return
+
+
+def _decoders(header: str, index: int) -> list[_Inflater]:
+    """The decoders for a Content-Encoding, in the order to apply them (the last coding first)."""
+    codings = [c.strip().lower() for c in header.split(",") if c.strip()]
+    codings = [c for c in codings if c != "identity"]
+    unknown = [c for c in codings if c not in _INFLATE_WBITS]
+    if unknown or len(codings) > MAX_CODINGS:
+        raise OutputRejected(f"output {index + 1} came in an encoding Conjure does not accept")
+    return [_Inflater(_INFLATE_WBITS[coding]) for coding in reversed(codings)]
+
+
+def _decode(stages: Sequence[_Inflater], data: bytes) -> Iterator[bytes]:
+    """`data` through every stage, piece by piece: no stage ever holds more than one step."""
+    if not stages:
+        if data:
+            yield data
+        return
+    for piece in stages[0].feed(data):
+        yield from _decode(stages[1:], piece)
 
 
 class OutputRejected(Exception):
