@@ -45,6 +45,11 @@ SILENT_AFTER = timedelta(minutes=5)  # no webhook for this long: read the predic
 SUBMITS_AT_ONCE = 16  # commands being started at the same time; more wait their turn
 READS_AT_ONCE = 16  # polls of Replicate in progress at the same time; more wait their turn
 DELIVERIES_AT_ONCE = 16  # results being downloaded and posted at once (each holds its files)
+GONE_AFTER = 10  # reads in a row answered 404: the prediction is gone, and so is its result
+PREDICTION_GONE = (
+    "Replicate can no longer find this job's prediction, so its result cannot be fetched. "
+    "It was not counted against your quota; please run it again."
+)
 
 
 @dataclass
@@ -467,20 +472,39 @@ class JobService:
     async def _poll(self, job_id: str, prediction_id: str) -> None:
         """Read the prediction until it is terminal (no public URL, or a webhook never came)."""
         interval = self.settings.conjure_poll_interval
+        missing = 0  # reads in a row that found no such prediction
         try:
             while True:
                 try:
                     async with self._reading:
                         prediction = await self.replicate.get_prediction(prediction_id)
                 except ReplicateError as exc:
-                    log.warning("polling %s failed: %s", prediction_id, exc.user_message)
+                    missing = missing + 1 if exc.status == 404 else 0
+                    if missing >= GONE_AFTER:
+                        await self._prediction_gone(job_id, prediction_id)
+                        return
+                    log.warning("polling %s failed: %s", prediction_id, exc)
                 else:
+                    missing = 0
                     await self.apply_prediction(job_id, prediction)
                     if prediction.terminal:
                         return
                 await asyncio.sleep(interval)
         finally:
             self._polling.discard(job_id)
+
+    async def _prediction_gone(self, job_id: str, prediction_id: str) -> None:
+        """Replicate no longer knows the prediction (read with another account after a restart,
+        or its data removed): nothing will ever finish the job, so it is failed here, charged
+        nothing (nothing more is known), its job given back and its hold released, and the
+        person told; polled forever instead, its hold would never be released."""
+        job = await self.store.get(job_id)
+        if job is None or job.job_status.terminal:
+            return
+        log.warning(
+            "job %s: prediction %s not found %d times; gave up", job_id, prediction_id, GONE_AFTER
+        )
+        await self._fail_before_start(job, PREDICTION_GONE)
 
     async def sweep_forever(self, every: float = 60, silent_for: timedelta = SILENT_AFTER) -> None:
         """Now and then, recover jobs whose webhooks went missing, so no hold leaks."""
