@@ -7,13 +7,28 @@ bad variable, naming the variable as the operator typed it.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.money import MICROS_PER_USD
+
 PLATFORMS = ("slack", "discord", "console")
+LIMIT_SETTINGS = tuple(
+    f"conjure_{scope}_{key}"
+    for scope in ("user", "workspace")
+    for key in ("jobs_per_day", "usd_per_month", "max_in_flight")
+)
 
 
 def _split_pairs(value: str) -> list[str]:
@@ -49,13 +64,14 @@ class Settings(BaseSettings):
     conjure_webhook_secret: SecretStr | None = None
     conjure_config: Path | None = None
 
-    # Default limits (0 = unlimited); conjure.toml [quotas] fills in what the environment leaves.
-    conjure_user_jobs_per_day: int = Field(default=0, ge=0)
-    conjure_user_usd_per_month: float = Field(default=0, ge=0)
-    conjure_user_max_in_flight: int = Field(default=0, ge=0)
-    conjure_workspace_jobs_per_day: int = Field(default=0, ge=0)
-    conjure_workspace_usd_per_month: float = Field(default=0, ge=0)
-    conjure_workspace_max_in_flight: int = Field(default=0, ge=0)
+    # Default limits: unset is unlimited, "unlimited" says so, 0 allows none (read by
+    # bot.quotas.limits.parse_setting); conjure.toml [quotas] fills in what the environment leaves.
+    conjure_user_jobs_per_day: int | None = None
+    conjure_user_usd_per_month: Decimal | None = None  # dollars, to the micro-dollar
+    conjure_user_max_in_flight: int | None = None
+    conjure_workspace_jobs_per_day: int | None = None
+    conjure_workspace_usd_per_month: Decimal | None = None
+    conjure_workspace_max_in_flight: int | None = None
     conjure_timezone: str = "UTC"
     # "slack:U0123,discord:80351110224678912": who may run /conjure quota and /conjure report.
     conjure_admins: str = ""
@@ -64,6 +80,23 @@ class Settings(BaseSettings):
 
     conjure_poll_interval: float = Field(default=2.0, gt=0)
     conjure_max_download_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+
+    @field_validator(*LIMIT_SETTINGS, mode="before")
+    @classmethod
+    def _limit(cls, value: object, info: ValidationInfo) -> int | Decimal | None:
+        """One reader for every limit (bot.quotas.limits); a blank variable counts as unset."""
+        from bot.quotas.limits import LimitError, parse_setting
+
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        usd = info.field_name is not None and info.field_name.endswith("_usd_per_month")
+        try:
+            limit = parse_setting("usd" if usd else "jobs", value)
+        except LimitError as exc:
+            raise ValueError(exc.reason) from None
+        if usd and limit is not None:
+            return Decimal(limit) / MICROS_PER_USD
+        return limit
 
     @field_validator("conjure_webhook_secret")
     @classmethod
@@ -140,5 +173,5 @@ def load_settings(**overrides: object) -> Settings:
         lines = []
         for error in exc.errors():
             name = ".".join(str(part) for part in error["loc"]).upper()
-            lines.append(f"{name}: {error['msg']}")
+            lines.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
         raise ConfigError("Invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -1,9 +1,16 @@
-"""Reads and writes behind quota administration: overrides, usage, reports, alerts, audit."""
+"""Reads and writes behind quota administration: overrides, usage, reports, alerts, audit.
+
+An override column holds NULL where the admin set nothing (the configured default applies), and
+otherwise a limit written as `storage.usage.store_limit` says: 0 unlimited (what 0 always meant
+here), -1 none allowed, n at most n.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 
 from sqlalchemy import desc, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -12,8 +19,31 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.engine import reader, write
 from storage.models import AuditEntry, BudgetAlert, Job, QuotaOverride, UsageCounter, utcnow
+from storage.usage import store_limit
 
 OVERRIDE_FIELDS = ("jobs_per_day", "usd_per_month_micros", "max_in_flight")
+
+
+class Default(Enum):
+    """An override change that clears the field, so the configured default applies again."""
+
+    DEFAULT = "default"
+
+
+DEFAULT = Default.DEFAULT
+LimitChange = int | None | Default
+"""A change to one override field: a limit (None = unlimited, 0 = none allowed) or DEFAULT."""
+
+
+def _stored(change: LimitChange) -> int | None:
+    return None if isinstance(change, Default) else store_limit(change)
+
+
+def _audited(change: LimitChange) -> int | str:
+    """The change as the audit trail shows it, in the words an admin types."""
+    if isinstance(change, Default):
+        return "default"
+    return "unlimited" if change is None else change
 
 
 @dataclass(frozen=True)
@@ -53,22 +83,24 @@ class QuotaStore:
         return [QuotaOverride.model_validate(dict(row._mapping)) for row in rows]
 
     async def set_override(
-        self, scope: str, subject: str, changes: dict[str, int | None], actor: str
+        self, scope: str, subject: str, changes: Mapping[str, LimitChange], actor: str
     ) -> QuotaOverride:
         """Upsert the given fields (others keep their value) and write the audit entry."""
         unknown = set(changes) - set(OVERRIDE_FIELDS)
         if unknown:
             raise ValueError(f"unknown override fields: {sorted(unknown)}")
+        audited = {field: _audited(change) for field, change in changes.items()}
+        stored = {field: _stored(change) for field, change in changes.items()}
         now = utcnow()
         async with write(self.engine) as conn:
             insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
             statement = insert(QuotaOverride).values(
-                scope=scope, subject=subject, updated_by=actor, updated_at=now, **changes
+                scope=scope, subject=subject, updated_by=actor, updated_at=now, **stored
             )
             await conn.execute(
                 statement.on_conflict_do_update(
                     index_elements=["scope", "subject"],
-                    set_={"updated_by": actor, "updated_at": now, **changes},
+                    set_={"updated_by": actor, "updated_at": now, **stored},
                 )
             )
             await conn.execute(
@@ -76,7 +108,7 @@ class QuotaStore:
                     at=now,
                     actor=actor,
                     action="quota.set",
-                    detail={"scope": scope, "subject": subject, **changes},
+                    detail={"scope": scope, "subject": subject, **audited},
                 )
             )
         result = await self.override(scope, subject)

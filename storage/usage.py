@@ -23,6 +23,31 @@ from storage.models import BudgetAlert, UsageCounter, utcnow
 LIVE = "live"
 ALERT_THRESHOLDS = (80, 100)
 
+# How a limit is written where it is stored (an admin's override, a job's list of holds): 0 means
+# unlimited, as it always has there, so rows written before 0 came to mean "none allowed" keep
+# their meaning without a data migration; -1 means none allowed; n > 0 at most n. In Python a
+# limit is None for unlimited and 0 for none allowed; these two functions are the only bridge.
+STORED_UNLIMITED = 0
+STORED_NONE_ALLOWED = -1
+
+
+def store_limit(limit: int | None) -> int:
+    """A limit as stored: None (unlimited) -> 0, 0 (none allowed) -> -1, n -> n."""
+    if limit is None:
+        return STORED_UNLIMITED
+    if limit < 0:
+        raise ValueError(f"a limit cannot be negative: {limit}")
+    return STORED_NONE_ALLOWED if limit == 0 else limit
+
+
+def load_limit(stored: int) -> int | None:
+    """A stored limit back in Python's terms: 0 -> None (unlimited), -1 -> 0 (none allowed).
+
+    Any other negative value was never written; read as none allowed, the safe side."""
+    if stored == STORED_UNLIMITED:
+        return None
+    return max(stored, 0)
+
 
 class HoldKind(StrEnum):
     JOBS = "jobs"  # jobs started in a day window
@@ -32,16 +57,17 @@ class HoldKind(StrEnum):
 
 @dataclass(frozen=True)
 class Hold:
-    """One counter row a job reserves against, and the limit in force (0 = unlimited)."""
+    """One counter row a job reserves against, and the limit in force (None = unlimited,
+    0 = none allowed). Stored in the job as JSON, the limit written as `store_limit` says."""
 
     kind: HoldKind
     scope: str  # "user" or "workspace"
     subject: str
     period: str
-    limit: int
+    limit: int | None
 
     def as_json(self) -> dict[str, Any]:
-        return {**asdict(self), "kind": str(self.kind)}
+        return {**asdict(self), "kind": str(self.kind), "limit": store_limit(self.limit)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Hold:
@@ -50,7 +76,7 @@ class Hold:
             scope=data["scope"],
             subject=data["subject"],
             period=data["period"],
-            limit=int(data["limit"]),
+            limit=load_limit(int(data["limit"])),
         )
 
 
@@ -95,12 +121,12 @@ async def reserve(conn: AsyncConnection, holds: Sequence[Hold], estimate: int) -
     INSERT ... ON CONFLICT DO NOTHING that creates it runs only when the UPDATE found no row.
     """
     for hold in holds:
-        statement = _reserve_statement(hold.kind is HoldKind.USD, hold.limit > 0)
+        statement = _reserve_statement(hold.kind is HoldKind.USD, hold.limit is not None)
         values = {
             "r_scope": hold.scope,
             "r_subject": hold.subject,
             "r_period": hold.period,
-            "r_limit": hold.limit,
+            "r_limit": hold.limit or 0,
             "r_estimate": estimate,
             "r_now": utcnow(),
         }
@@ -123,7 +149,7 @@ def _reserve_statement(usd: bool, limited: bool) -> Any:
         fits = total <= bindparam("r_limit", type_=Integer)
         change = {"reserved_micros": table.reserved_micros + bindparam("r_estimate", type_=Integer)}
     else:
-        fits = table.jobs + 1 <= bindparam("r_limit", type_=Integer)
+        fits = table.jobs + 1 <= bindparam("r_limit", type_=Integer)  # a limit of 0: none fit
         change = {"jobs": table.jobs + 1}
     return (
         update(UsageCounter.__table__)
@@ -145,7 +171,11 @@ async def settle(
     actual: int,
     give_back_job: bool,
 ) -> list[BudgetAlert]:
-    """Undo the holds and record what was spent; returns budget alerts newly due."""
+    """Undo the holds and record what was spent; returns budget alerts newly due.
+
+    `estimate` is what was reserved (the job's cost ceiling) and comes back; `actual` is what
+    Replicate billed and is added to the spend as it is, even past the ceiling or the limit:
+    an overrun then blocks the next reservation, as it should."""
     alerts: list[BudgetAlert] = []
     now = utcnow()
     for hold in holds:
@@ -156,7 +186,7 @@ async def settle(
                 {**row, "s_estimate": estimate, "s_actual": actual, "s_now": now},
             )
             spent = result.scalar_one_or_none()
-            if spent is not None and hold.limit > 0 and actual > 0:
+            if spent is not None and hold.limit and actual > 0:
                 alerts += await _raise_alerts(conn, hold, spent)
         elif hold.kind is HoldKind.IN_FLIGHT or give_back_job:
             await conn.execute(_give_back_job_statement(), {**row, "s_now": now})

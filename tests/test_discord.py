@@ -440,7 +440,7 @@ async def test_quota_and_report_are_for_admins_only(
 
         target = UserOption(member, "fox-lover")
         refused = await conjure.interact(
-            "conjure", {"user": target, "jobs_per_day": 1}, subcommand="quota", user_id=member
+            "conjure", {"user": target, "jobs_per_day": "1"}, subcommand="quota", user_id=member
         )
         assert answer(refused).startswith("Only Conjure admins can do that.")
         report = await conjure.interact("conjure", subcommand="report", user_id=member)
@@ -448,7 +448,7 @@ async def test_quota_and_report_are_for_admins_only(
 
         done = await conjure.interact(
             "conjure",
-            {"user": target, "jobs_per_day": 1, "usd_per_month": 2.5, "inflight": 1},
+            {"user": target, "jobs_per_day": "1", "usd_per_month": "2.5", "inflight": "1"},
             subcommand="quota",
             user_id=admin,
         )
@@ -456,9 +456,23 @@ async def test_quota_and_report_are_for_admins_only(
             answer(done)
         )
         server = await conjure.interact(
-            "conjure", {"jobs_per_day": 100}, subcommand="workspace-quota", user_id=admin
+            "conjure",
+            {"jobs_per_day": "100", "usd_per_month": "unlimited", "inflight": "0"},
+            subcommand="workspace-quota",
+            user_id=admin,
         )
-        assert "This workspace now has limits: jobs 100/day" in answer(server)
+        assert (
+            "This workspace now has limits: jobs 100/day, budget unlimited/month, in flight 0"
+            in answer(server)
+        )
+        nan = await conjure.interact(
+            "conjure", {"usd_per_month": "nan"}, subcommand="workspace-quota", user_id=admin
+        )
+        assert answer(nan).startswith("usd=nan: not a number")
+        server = await conjure.interact(
+            "conjure", {"inflight": "default"}, subcommand="workspace-quota", user_id=admin
+        )
+        assert "in flight unlimited" in answer(server)
         report = await conjure.interact("conjure", subcommand="report", user_id=admin)
         assert f"<@{member}>: 1 job, $0.003" in answer(report)
 

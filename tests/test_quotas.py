@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from bot.adapter import CommandRequest
-from bot.config import Settings
-from bot.quotas.limits import default_limits
+from bot.config import ConfigError, Settings, load_settings
+from bot.quotas.limits import Limits, QuotaConfigError, default_limits
 from bot.quotas.windows import day_window, month_window
 from storage.jobs import user_subject, workspace_subject
 from storage.models import Delivery, JobStatus, utcnow
@@ -280,7 +280,70 @@ def test_defaults_come_from_the_environment_over_conjure_toml(tmp_path: Path) ->
     limits = default_limits(settings)
     assert limits["user"].jobs_per_day == 7  # the environment wins
     assert limits["user"].usd_per_month_micros == 5_000_000  # the file fills in the rest
-    assert limits["workspace"].jobs_per_day == 0
+    assert limits["workspace"].jobs_per_day is None  # set nowhere: unlimited
+
+
+def test_defaults_say_unlimited_and_zero_plainly(tmp_path: Path) -> None:
+    config = tmp_path / "conjure.toml"
+    config.write_text(
+        '[quotas.user]\njobs_per_day = "unlimited"\nusd_per_month = 0\n'
+        "[quotas.workspace]\nmax_in_flight = 3\nusd_per_month = 2.5\n"
+    )
+    settings = load_settings(
+        _env_file=None,
+        conjure_config=config,
+        conjure_workspace_usd_per_month="unlimited",
+        conjure_user_max_in_flight="0",
+    )
+    limits = default_limits(settings)
+    assert limits["user"] == Limits(jobs_per_day=None, usd_per_month_micros=0, max_in_flight=0)
+    assert limits["workspace"] == Limits(None, None, 3)  # the environment's unlimited wins
+    assert default_limits(load_settings(_env_file=None)) == {
+        "user": Limits(),
+        "workspace": Limits(),
+    }
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("usd_per_month = nan", "nan: not a number"),
+        ("usd_per_month = -1", "-1: cannot be negative"),
+        ("usd_per_month = 0.0000004", "finer than a millionth of a dollar"),
+        ('usd_per_month = "default"', "default: only clears an admin's override"),
+        ("jobs_per_day = 2.5", "2.5: must be a whole number"),
+        ("jobs_per_day = inf", "inf: at most 1,000,000; for no limit write unlimited"),
+        ("max_in_flight = true", "not a number"),
+    ],
+)
+def test_bad_default_limits_in_conjure_toml_are_refused_saying_why(
+    tmp_path: Path, line: str, reason: str
+) -> None:
+    config = tmp_path / "conjure.toml"
+    config.write_text(f"[quotas.user]\n{line}\n")
+    with pytest.raises(QuotaConfigError) as caught:
+        default_limits(Settings(_env_file=None, conjure_config=config))  # type: ignore[call-arg]
+    key = line.split(" = ")[0]
+    assert str(caught.value).startswith(f"{config}: quotas.user.{key}: ")
+    assert reason in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("nan", "not a number"),
+        ("-1", "cannot be negative"),
+        ("0.0000004", "finer than a millionth of a dollar"),
+        ("inf", "at most 1,000,000; for no limit write unlimited"),
+    ],
+)
+def test_bad_default_limits_in_the_environment_stop_start_up(
+    monkeypatch: pytest.MonkeyPatch, value: str, reason: str
+) -> None:
+    monkeypatch.setenv("CONJURE_WORKSPACE_USD_PER_MONTH", value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=None)
+    assert f"CONJURE_WORKSPACE_USD_PER_MONTH: {reason}" in str(caught.value)
 
 
 def test_operator_cli_sets_shows_and_reports(tmp_path: Path) -> None:

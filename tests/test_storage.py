@@ -51,7 +51,10 @@ def day_period(moment):
 MONTH = "month:" + f"{utcnow():%Y-%m}"
 
 
-def user_limit(max_jobs: int, user: str = "U1", usd: int = 0, inflight: int = 0) -> list[Hold]:
+def user_limit(
+    max_jobs: int | None, user: str = "U1", usd: int | None = None, inflight: int | None = None
+) -> list[Hold]:
+    """The three holds of one user; None is unlimited, 0 allows none."""
     subject = user_subject("slack", "T1", user)
     return [
         Hold(HoldKind.JOBS, "user", subject, day_period(utcnow()), max_jobs),
@@ -83,7 +86,7 @@ async def test_migrations_match_the_models_and_run_twice(database_url: str) -> N
 
 
 async def test_job_round_trips_unicode_and_json(store: JobStore) -> None:
-    await store.reserve_and_insert(make_job("j1"), user_limit(0))
+    await store.reserve_and_insert(make_job("j1"), user_limit(None))
     job = await store.get("j1")
     assert job is not None
     assert job.prompt == "a red fox 🦊"
@@ -120,7 +123,7 @@ async def test_refused_reservation_creates_nothing(store: JobStore) -> None:
 
 
 async def test_status_only_moves_forward(store: JobStore) -> None:
-    await store.reserve_and_insert(make_job("j1"), user_limit(0))
+    await store.reserve_and_insert(make_job("j1"), user_limit(None))
     assert await store.advance("j1", JobStatus.PROCESSING)
     assert not await store.advance("j1", JobStatus.STARTING)  # late `start` webhook
     assert not await store.advance("j1", JobStatus.PROCESSING)  # duplicate
@@ -132,8 +135,8 @@ async def test_status_only_moves_forward(store: JobStore) -> None:
 
 async def test_finish_settles_once_and_failed_jobs_give_the_job_back(store: JobStore) -> None:
     period = day_period(utcnow())
-    await store.reserve_and_insert(make_job("ok"), user_limit(0))
-    await store.reserve_and_insert(make_job("bad"), user_limit(0))
+    await store.reserve_and_insert(make_job("ok"), user_limit(None))
+    await store.reserve_and_insert(make_job("bad"), user_limit(None))
     ok, bad = await store.get("ok"), await store.get("bad")
     assert ok is not None and bad is not None
     assert await store.finish(ok, JobStatus.SUCCEEDED, actual_micros=3000, give_back_job=False)
@@ -153,7 +156,7 @@ async def test_finish_settles_once_and_failed_jobs_give_the_job_back(store: JobS
 
 
 async def test_delivery_is_claimed_by_exactly_one(store: JobStore) -> None:
-    await store.reserve_and_insert(make_job("j1"), user_limit(0))
+    await store.reserve_and_insert(make_job("j1"), user_limit(None))
     job = await store.get("j1")
     assert job is not None
     await store.finish(job, JobStatus.SUCCEEDED, actual_micros=0, give_back_job=False)
@@ -171,7 +174,7 @@ async def test_delivery_is_claimed_by_exactly_one(store: JobStore) -> None:
 
 async def test_finish_can_claim_the_delivery_for_its_caller(store: JobStore) -> None:
     """The webhook that finishes a job delivers it: nobody else may claim it meanwhile."""
-    await store.reserve_and_insert(make_job("j1"), user_limit(0))
+    await store.reserve_and_insert(make_job("j1"), user_limit(None))
     job = await store.get("j1")
     assert job is not None
     finished = await store.finish(

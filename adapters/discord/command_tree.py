@@ -18,7 +18,6 @@ import discord
 from discord import app_commands
 
 from bot.catalog import Catalog, CommandSpec, OptionSpec
-from bot.quotas.limits import MAX_LIMIT
 
 log = logging.getLogger(__name__)
 
@@ -121,22 +120,24 @@ def option_type(option: OptionSpec) -> Any:
     return app_commands.Range[kind, bound(option.minimum), bound(option.maximum)]  # type: ignore[valid-type]
 
 
-JobsPerDay = app_commands.Range[int, 0, MAX_LIMIT]
-UsdPerMonth = app_commands.Range[float, 0, MAX_LIMIT]
-InFlight = app_commands.Range[int, 0, 10_000]
+# Text, not numbers: a limit may be `unlimited` or `default` as well as a number, and the shared
+# parser (bot.quotas.limits.parse_limit) checks it, with the same words on every platform.
+LimitText = app_commands.Range[str, 1, 20]
+LIMIT_HINT = "a number, unlimited, 0 (none) or default"
 
 
 def quota_text(
-    target: str, jobs_per_day: int | None, usd_per_month: float | None, inflight: int | None
+    target: str, jobs_per_day: str | None, usd_per_month: str | None, inflight: str | None
 ) -> str:
-    """The `/conjure quota ...` text the shared command parser reads (0 = unlimited)."""
+    """The `/conjure quota ...` text the shared command parser reads."""
     words = ["quota", target]
-    if jobs_per_day is not None:
-        words.append(f"jobs={jobs_per_day}/day")
-    if usd_per_month is not None:
-        words.append(f"usd={usd_per_month:g}/month")
-    if inflight is not None:
-        words.append(f"inflight={inflight}")
+    for name, value, per in (
+        ("jobs", jobs_per_day, "/day"),
+        ("usd", usd_per_month, "/month"),
+        ("inflight", inflight, ""),
+    ):
+        if value is not None:
+            words.append(f"{name}={''.join(str(value).split())}{per}")
     return " ".join(words)
 
 
@@ -149,36 +150,34 @@ def conjure_group(handler: CommandHandler) -> app_commands.Group:
         allowed_contexts=GUILDS_ONLY,
     )
 
-    @group.command(name="quota", description="Admins: show or set a member's limits (0 = none)")
+    @group.command(name="quota", description="Admins: show or set a member's limits")
     @app_commands.describe(
         user="Whose limits",
-        jobs_per_day="Jobs a day",
-        usd_per_month="Budget in USD a month",
-        inflight="Jobs running at once",
+        jobs_per_day=f"Jobs a day: {LIMIT_HINT}",
+        usd_per_month=f"Budget in USD a month: {LIMIT_HINT}",
+        inflight=f"Jobs running at once: {LIMIT_HINT}",
     )
     async def quota(
         interaction: discord.Interaction,
         user: discord.User,
-        jobs_per_day: JobsPerDay | None = None,
-        usd_per_month: UsdPerMonth | None = None,
-        inflight: InFlight | None = None,
+        jobs_per_day: LimitText | None = None,
+        usd_per_month: LimitText | None = None,
+        inflight: LimitText | None = None,
     ) -> None:
         text = quota_text(f"<@{user.id}>", jobs_per_day, usd_per_month, inflight)
         await handler.run_conjure(interaction, text)
 
-    @group.command(
-        name="workspace-quota", description="Admins: show or set this server's limits (0 = none)"
-    )
+    @group.command(name="workspace-quota", description="Admins: show or set this server's limits")
     @app_commands.describe(
-        jobs_per_day="Jobs a day",
-        usd_per_month="Budget in USD a month",
-        inflight="Jobs running at once",
+        jobs_per_day=f"Jobs a day: {LIMIT_HINT}",
+        usd_per_month=f"Budget in USD a month: {LIMIT_HINT}",
+        inflight=f"Jobs running at once: {LIMIT_HINT}",
     )
     async def workspace_quota(
         interaction: discord.Interaction,
-        jobs_per_day: JobsPerDay | None = None,
-        usd_per_month: UsdPerMonth | None = None,
-        inflight: InFlight | None = None,
+        jobs_per_day: LimitText | None = None,
+        usd_per_month: LimitText | None = None,
+        inflight: LimitText | None = None,
     ) -> None:
         text = quota_text("workspace", jobs_per_day, usd_per_month, inflight)
         await handler.run_conjure(interaction, text)

@@ -14,7 +14,7 @@ from storage.engine import create_engine
 from storage.jobs import user_subject, workspace_subject
 from storage.migrate import migrate
 from storage.models import utcnow
-from storage.quotas import QuotaStore
+from storage.quotas import LimitChange, QuotaStore
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -25,9 +25,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     show.set_defaults(run=_quota_show)
     change = actions.add_parser("set", help="override a user's or a workspace's limits")
     _subject_arguments(change, required=True)
-    change.add_argument("--jobs-per-day", help="a number, 0 = unlimited, 'default' = clear")
-    change.add_argument("--usd-per-month", help="dollars, 0 = unlimited, 'default' = clear")
-    change.add_argument("--max-in-flight", help="a number, 0 = unlimited, 'default' = clear")
+    words = "'unlimited' = no limit, 0 = none allowed, 'default' = clear the override"
+    change.add_argument("--jobs-per-day", help=f"a number; {words}")
+    change.add_argument("--usd-per-month", help=f"dollars; {words}")
+    change.add_argument("--max-in-flight", help=f"a number; {words}")
     change.set_defaults(run=_quota_set)
 
     report = commands.add_parser("report", help="top users and models by spend this month")
@@ -75,7 +76,7 @@ async def _quota_show(args: argparse.Namespace) -> int:
 
 
 async def _quota_set(args: argparse.Namespace) -> int:
-    changes = {}
+    changes: dict[str, LimitChange] = {}
     for field, flag, kind, raw in (
         ("jobs_per_day", "--jobs-per-day", "jobs", args.jobs_per_day),
         ("usd_per_month_micros", "--usd-per-month", "usd", args.usd_per_month),

@@ -16,12 +16,13 @@ from bot.money import format_usd, usd_to_micros
 from bot.quotas.limits import USER, WORKSPACE, LimitError, parse_limit
 from storage.jobs import user_subject, workspace_subject
 from storage.models import utcnow
+from storage.quotas import LimitChange
 
 SUBCOMMANDS = ("help", "usage", "models", "quota", "report")
 ADMIN_ONLY = "Only Conjure admins can do that. Ask one of them, or see /conjure usage for your own."
 QUOTA_USAGE = (
     "Usage: /conjure quota @user|workspace [jobs=50/day] [usd=10/month] [inflight=2] "
-    "(0 = unlimited, default = back to the default)"
+    "(unlimited = no limit, 0 = none allowed, default = back to the default)"
 )
 
 # Slack: <@U123> or <@U123|name>; Discord: <@123> or <@!123>; or a bare ID.
@@ -71,7 +72,10 @@ def help_text(service: JobService, admin: bool = False) -> str:
     lines.append("• /conjure usage: your jobs and spend, what is left, when it resets")
     lines.append("• /conjure models: the models you can pick with --model")
     if admin:
-        lines.append("• /conjure quota @user|workspace jobs=N/day usd=X/month inflight=N (admins)")
+        lines.append(
+            "• /conjure quota @user|workspace jobs=N/day usd=X/month inflight=N (admins; "
+            "N can be unlimited, 0 allows none)"
+        )
         lines.append("• /conjure report: top users and models this month (admins)")
     return "\n".join(lines)
 
@@ -113,9 +117,9 @@ async def quota_command(service: JobService, request: CommandRequest, args: list
     return Text.of(label, f" {verb} limits: {limits.describe()}.")
 
 
-def parse_quota_settings(words: list[str]) -> dict[str, int | None]:
-    """`jobs=50/day usd=10/month inflight=2` → override fields; `default` clears one."""
-    changes: dict[str, int | None] = {}
+def parse_quota_settings(words: list[str]) -> dict[str, LimitChange]:
+    """`jobs=50/day usd=unlimited/month inflight=0` → override fields; `default` clears one."""
+    changes: dict[str, LimitChange] = {}
     for word in words:
         match = _SETTING.match(word)
         if not match:
@@ -133,7 +137,7 @@ def parse_quota_settings(words: list[str]) -> dict[str, int | None]:
     return changes
 
 
-def _limit_value(name: str, raw: str) -> int | None:
+def _limit_value(name: str, raw: str) -> LimitChange:
     try:
         return parse_limit(name, raw)
     except LimitError as exc:

@@ -1,25 +1,38 @@
 """Limits: what each scope may do, where the numbers come from, and how people write them.
 
 Defaults come from the environment or conjure.toml's [quotas]; admins override them per user or
-per workspace, in chat (`/conjure quota`) or from the shell (`conjure quota set`), and both read a
-limit with `parse_limit`, so the two can never accept different things.
+per workspace, in chat (`/conjure quota`) or from the shell (`conjure quota set`). All of them
+read a limit here (`parse_limit`, and `parse_setting` for defaults, which cannot be `default`),
+so none can accept what another refuses. In words: `unlimited` is no limit, `0` allows none.
+In Python a limit is None (unlimited) or a number (0 = none allowed); storage writes it its own
+way (storage.usage.store_limit).
 """
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from bot.config import ConfigError, Settings
-from bot.money import format_usd, usd_to_micros
+from bot.money import MICROS_PER_USD, format_usd, usd_to_micros
 from storage.models import QuotaOverride
+from storage.quotas import DEFAULT, Default
+from storage.usage import load_limit
 
 MAX_LIMIT = 1_000_000  # jobs, dollars or jobs at once: anything larger is a typo
+UNLIMITED = "unlimited"
 CLEAR_WORDS = frozenset({"default", "reset"})
-
+LIMIT_WORDS = f"a number, {UNLIMITED} (no limit) or 0 (none allowed)"
 
 USER, WORKSPACE = "user", "workspace"
+
+log = logging.getLogger(__name__)
+
+Limit = int | None
+"""A limit in force: None is unlimited, 0 allows none, n allows n (micro-dollars for money)."""
 
 
 class QuotaConfigError(ConfigError):
@@ -28,13 +41,14 @@ class QuotaConfigError(ConfigError):
 
 @dataclass(frozen=True)
 class Limits:
-    """One scope's limits; 0 means unlimited."""
+    """One scope's limits: None means unlimited, 0 none allowed."""
 
-    jobs_per_day: int = 0
-    usd_per_month_micros: int = 0
-    max_in_flight: int = 0
+    jobs_per_day: Limit = None
+    usd_per_month_micros: Limit = None
+    max_in_flight: Limit = None
 
     def with_override(self, override: QuotaOverride | None) -> Limits:
+        """These defaults with an admin's override over them (a NULL column keeps the default)."""
         if override is None:
             return self
         return Limits(
@@ -51,44 +65,56 @@ class Limits:
         )
 
 
-def _pick(override: int | None, default: int) -> int:
-    return default if override is None else override
+def _pick(stored: int | None, default: Limit) -> Limit:
+    return default if stored is None else load_limit(stored)
 
 
-def _or_unlimited(value: int) -> str:
-    return str(value) if value else "unlimited"
+def _or_unlimited(value: Limit) -> str:
+    return UNLIMITED if value is None else str(value)
 
 
-def _usd_or_unlimited(micros: int) -> str:
-    return format_usd(micros) if micros else "unlimited"
+def _usd_or_unlimited(micros: Limit) -> str:
+    return UNLIMITED if micros is None else format_usd(micros)
 
 
-_ENV_FIELDS = {
-    "jobs_per_day": ("jobs_per_day", int),
-    "usd_per_month_micros": ("usd_per_month", usd_to_micros),
-    "max_in_flight": ("max_in_flight", int),
+_FIELDS = {  # Limits field: (setting and conjure.toml key, parse_limit kind)
+    "jobs_per_day": ("jobs_per_day", "jobs"),
+    "usd_per_month_micros": ("usd_per_month", "usd"),
+    "max_in_flight": ("max_in_flight", "inflight"),
 }
 
 
 def default_limits(settings: Settings) -> dict[str, Limits]:
-    """Per-scope defaults: an environment variable that is set wins over conjure.toml."""
+    """Per-scope defaults: an environment variable that is set wins over conjure.toml; neither
+    set means unlimited."""
     from_file = _file_limits(settings.config_path())
     explicit = settings.model_fields_set
     result = {}
     for scope in (USER, WORKSPACE):
-        values = {}
-        for field, (suffix, convert) in _ENV_FIELDS.items():
-            name = f"conjure_{scope}_{suffix}"
+        values: dict[str, Limit] = {}
+        for field, (key, kind) in _FIELDS.items():
+            name = f"conjure_{scope}_{key}"
             in_file = from_file.get(scope, {})
             if name in explicit or field not in in_file:
-                values[field] = convert(getattr(settings, name))
+                value = getattr(settings, name)
+                values[field] = (
+                    usd_to_micros(value) if kind == "usd" and value is not None else value
+                )
             else:
                 values[field] = in_file[field]
+            if values[field] == 0:
+                log.warning(
+                    "the default %s limit for each %s is 0, so none is allowed "
+                    "(write %r for no limit)",
+                    key,
+                    scope,
+                    UNLIMITED,
+                )
         result[scope] = Limits(**values)
     return result
 
 
-def _file_limits(path: Path | None) -> dict[str, dict[str, int]]:
+def _file_limits(path: Path | None) -> dict[str, dict[str, Limit]]:
     """[quotas.user] / [quotas.workspace] with jobs_per_day, usd_per_month, max_in_flight."""
     if path is None or not path.exists():
         return {}
@@ -96,40 +122,77 @@ def _file_limits(path: Path | None) -> dict[str, dict[str, int]]:
         data = tomllib.loads(path.read_text(encoding="utf-8")).get("quotas", {})
     except tomllib.TOMLDecodeError as exc:
         raise QuotaConfigError(f"{path}: {exc}") from None
-    result: dict[str, dict[str, int]] = {}
+    keys = {key: (field, kind) for field, (key, kind) in _FIELDS.items()}
+    result: dict[str, dict[str, Limit]] = {}
     for scope, table in data.items():
         if scope not in (USER, WORKSPACE) or not isinstance(table, dict):
             raise QuotaConfigError(f"{path}: quotas.{scope}: expected [quotas.user] or .workspace")
-        values: dict[str, int] = {}
+        values: dict[str, Limit] = {}
         for key, value in table.items():
-            if key not in ("jobs_per_day", "usd_per_month", "max_in_flight"):
+            if key not in keys:
                 raise QuotaConfigError(f"{path}: quotas.{scope}.{key}: unknown limit")
-            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-                raise QuotaConfigError(f"{path}: quotas.{scope}.{key}: must be a number >= 0")
-            if key == "usd_per_month":
-                values["usd_per_month_micros"] = usd_to_micros(value)
-            else:
-                values[key] = int(value)
+            field, kind = keys[key]
+            try:
+                values[field] = parse_setting(kind, value)
+            except LimitError as exc:
+                raise QuotaConfigError(f"{path}: quotas.{scope}.{key}: {exc}") from None
         result[scope] = values
     return result
 
 
 class LimitError(ValueError):
-    """A limit as typed is not one; the message says why, for the person who typed it."""
+    """A limit as written is not one: `<what was written>: <why>`, for the person who wrote it
+    (`reason` alone for a setting, whose value is not repeated)."""
+
+    def __init__(self, word: str, reason: str) -> None:
+        super().__init__(f"{word}: {reason}")
+        self.reason = reason
 
 
-def parse_limit(kind: str, raw: str) -> int | None:
-    """`50`, `$10`, `0` (unlimited) or `default` (clear the override) → the stored value.
+def parse_limit(kind: str, raw: str) -> Limit | Default:
+    """What an admin typed (chat or CLI) → a limit, or DEFAULT to clear the override.
 
-    `kind` is "usd" for a monthly budget (stored in micro-dollars), anything else for a count.
+    `50`, `$10`, `unlimited` (no limit), `0` (none allowed) or `default`. `kind` is "usd" for a
+    monthly budget (in micro-dollars), anything else for a count. Refused, saying why: what is
+    not a number (nan too), infinity (write unlimited), negatives, counts that are not whole,
+    more than MAX_LIMIT, and money finer than a micro-dollar (rounding it would change it,
+    maybe to 0, which allows none).
     """
-    word = raw.strip()
+    word = str(raw).strip()
     if word.lower() in CLEAR_WORDS:
+        return DEFAULT
+    return parse_setting(kind, word)
+
+
+def parse_setting(kind: str, raw: object) -> Limit:
+    """A limit from the environment or conjure.toml: as `parse_limit`, without `default`."""
+    word = str(raw).strip()
+    lowered = word.lower()
+    if lowered in CLEAR_WORDS:
+        raise LimitError(word, f"only clears an admin's override; write {LIMIT_WORDS}.")
+    if lowered == UNLIMITED:
         return None
+    if isinstance(raw, bool):
+        raise LimitError(word, f"not a number; write {LIMIT_WORDS}.")
+    usd = kind == "usd"
     try:
-        value = float(word.removeprefix("$")) if kind == "usd" else int(word)
-    except ValueError:
-        raise LimitError(f"{raw}: not a number.") from None
-    if not 0 <= value <= MAX_LIMIT:
-        raise LimitError(f"{raw}: must be between 0 and 1,000,000.")
-    return usd_to_micros(word.removeprefix("$")) if kind == "usd" else int(value)
+        value = Decimal(word.removeprefix("$") if usd else word)
+    except InvalidOperation:
+        raise LimitError(word, f"not a number; write {LIMIT_WORDS}.") from None
+    if value.is_nan():
+        raise LimitError(word, f"not a number; write {LIMIT_WORDS}.")
+    if value < 0:
+        raise LimitError(word, f"cannot be negative; 0 allows none, {UNLIMITED} has no limit.")
+    if value.is_infinite() or value > MAX_LIMIT:
+        raise LimitError(word, f"at most {MAX_LIMIT:,}; for no limit write {UNLIMITED}.")
+    if not usd:
+        if value != value.to_integral_value():
+            raise LimitError(word, "must be a whole number.")
+        return int(value)
+    micros = value * MICROS_PER_USD
+    if micros != micros.to_integral_value():
+        raise LimitError(
+            word,
+            "finer than a millionth of a dollar ($0.000001), the smallest amount Conjure counts.",
+        )
+    return int(micros)

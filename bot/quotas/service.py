@@ -7,7 +7,7 @@ the configured time zone.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -15,10 +15,10 @@ from bot.config import Settings
 from bot.markup import Part, Text
 from bot.messages import until
 from bot.money import format_usd
-from bot.quotas.limits import USER, WORKSPACE, Limits, default_limits
+from bot.quotas.limits import USER, WORKSPACE, Limit, Limits, default_limits
 from bot.quotas.windows import Window, day_window, month_window
 from storage.jobs import user_subject, workspace_subject
-from storage.quotas import QuotaStore, SpendRow
+from storage.quotas import LimitChange, QuotaStore, SpendRow
 from storage.usage import LIVE, Hold, HoldKind
 
 
@@ -38,7 +38,7 @@ class Quotas:
         return self.defaults[scope].with_override(await self.store.override(scope, subject))
 
     async def override(
-        self, scope: str, subject: str, changes: dict[str, int | None], actor: str
+        self, scope: str, subject: str, changes: Mapping[str, LimitChange], actor: str
     ) -> Limits:
         """An admin's change to one subject's limits (audited); returns the limits now."""
         await self.store.set_override(scope, subject, changes, actor)
@@ -60,11 +60,22 @@ class Quotas:
             ]
         return holds
 
-    def refusal(self, hold: Hold, estimate: int, now: datetime) -> str:
-        """Why a job was refused: the limit by name, and when it resets."""
+    def refusal(self, hold: Hold, estimate: int, now: datetime, ceiling: int | None = None) -> str:
+        """Why a job was refused: the limit by name, and when it resets. `estimate` is what the
+        job usually costs, `ceiling` the most it can (what the budget must hold for it)."""
         day, month = self.windows(now)
         mine = hold.scope == USER
         whose, its = ("your", "your") if mine else ("this workspace's", "its")
+        if hold.limit == 0:  # none allowed: nothing to wait for, no reset to name
+            what = {
+                HoldKind.JOBS: "daily job limit is 0",
+                HoldKind.USD: "monthly budget is $0",
+                HoldKind.IN_FLIGHT: "limit of jobs running at once is 0",
+            }[hold.kind]
+            return (
+                f"{whose.capitalize()} {what}, so no job can start. "
+                "An admin can change that with /conjure quota."
+            )
         if hold.kind is HoldKind.JOBS:
             who = "You have" if mine else "This workspace has"
             return (
@@ -72,8 +83,11 @@ class Quotas:
                 f"The count resets at {self._clock(day.end)} ({until(day.end, now)})."
             )
         if hold.kind is HoldKind.USD:
+            cost = f"about {format_usd(estimate)}"
+            if ceiling is not None and ceiling > estimate:
+                cost += f", up to {format_usd(ceiling)} if it runs long"
             return (
-                f"This job (about {format_usd(estimate)}) would pass {whose} monthly budget of "
+                f"This job ({cost}) would pass {whose} monthly budget of "
                 f"{format_usd(hold.limit)}. The budget resets on {self._date(month.end)} "
                 f"({until(month.end, now)})."
             )
@@ -124,8 +138,8 @@ class Quotas:
         return Report(month.key.removeprefix("month:"), users, models)
 
 
-def _line(label: str, shown: str, limit: int, used: int, fmt: object) -> str:
-    if not limit:
+def _line(label: str, shown: str, limit: Limit, used: int, fmt: object) -> str:
+    if limit is None:
         return f"{label}: {shown} (no limit)"
     left = max(0, limit - used)
     return f"{label}: {shown} of {fmt(limit)}; {fmt(left)} left"  # type: ignore[operator]
