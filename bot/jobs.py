@@ -26,6 +26,7 @@ from bot.catalog import Catalog, ModelSpec
 from bot.commands.parsing import Invocation
 from bot.config import Settings
 from bot.markup import Mention, Text
+from bot.messages import format_duration
 from bot.money import format_usd
 from bot.quotas.service import Quotas
 from bot.replicate.client import Prediction, ReplicateClient
@@ -183,7 +184,9 @@ class JobService:
             input=invocation.input,
             destination=dict(request.destination),
             outputs_expected=invocation.outputs,
-            estimated_micros=invocation.estimate_micros(),
+            # What is reserved: the most the run can cost (Replicate stops it there), never the
+            # estimate. The column keeps its old name, sparing a migration: it holds the ceiling.
+            estimated_micros=invocation.ceiling_micros(),
             usage_period=self.quotas.windows(now)[0].key,
             created_at=now,
             updated_at=now,
@@ -192,7 +195,10 @@ class JobService:
             holds = await self.quotas.holds(job.platform, job.workspace, job.user_id, now)
             await self.store.reserve_and_insert(job, holds)
         except LimitReached as exc:
-            raise CommandRefused(self.quotas.refusal(exc.hold, job.estimated_micros, now)) from None
+            refusal = self.quotas.refusal(
+                exc.hold, invocation.estimate_micros(), now, ceiling=job.estimated_micros
+            )
+            raise CommandRefused(refusal) from None
         except SQLAlchemyError:
             # Several instances share one database: admitting without it could pass a limit.
             log.exception("cannot reserve a job: database unavailable")
@@ -219,7 +225,8 @@ class JobService:
         return job
 
     async def _create_prediction(self, job: Job, model: ModelSpec) -> Prediction | None:
-        """Create the prediction; on failure finish the job, give the job back, tell the user."""
+        """Create the prediction, to be stopped at its cost ceiling (`Cancel-After`); on failure
+        finish the job, give the job back, tell the user."""
         webhook = self.webhook_url(job.id)
         route = {"official": "model", "version": "version", "deployment": "deployment"}
         try:
@@ -227,6 +234,7 @@ class JobService:
                 input=job.input,
                 webhook=webhook,
                 webhook_events_filter=WEBHOOK_EVENTS if webhook else None,
+                cancel_after=model.price.deadline_seconds(job.outputs_expected),
                 **{route[model.route]: model.ref},
             )
         except PredictionOutcomeUnknown as exc:
@@ -346,14 +354,20 @@ class JobService:
                 self.spawn(self.send_alerts())
 
     def _actual_cost(self, job: Job, prediction: Prediction) -> int:
-        """What Replicate billed: predict_time x rate, or outputs x price (the estimate when the
-        model has since left the catalog)."""
+        """What Replicate billed: predict_time x rate, or outputs x price (the ceiling that was
+        reserved when the model has since left the catalog). An overrun past the ceiling is
+        charged as billed: it counts against the budget, so it blocks the next job."""
         model = self.catalog.models.get(job.model)
         if model is None:
             return job.estimated_micros
         predict_time = (prediction.metrics or {}).get("predict_time")
         outputs = _count_outputs(prediction.output) if prediction.status == "succeeded" else 0
         return model.price.actual_micros(outputs, predict_time)
+
+    def _deadline(self, job: Job) -> float | None:
+        """The seconds after which Replicate stops the job's run (None: no deadline was set)."""
+        model = self.catalog.models.get(job.model)
+        return None if model is None else model.price.deadline_seconds(job.outputs_expected)
 
     async def _charge_late(self, job: Job, prediction: Prediction) -> None:
         """The prediction of a job we had given up on (its create answer was lost) did run: it
@@ -435,7 +449,7 @@ class JobService:
                         if job.job_status is JobStatus.SUCCEEDED:
                             await adapter.post_result(job, await self.fetcher.fetch(job.output))
                         else:
-                            await adapter.post_error(job, failure_message(job))
+                            await adapter.post_error(job, failure_message(job, self._deadline(job)))
                 except Exception as exc:
                     log.exception("delivery of job %s failed", job.id)
                     await self.store.finish_delivery(job.id, f"{type(exc).__name__}")
@@ -540,13 +554,25 @@ class JobService:
         self.spawn(self.send_alerts())
 
 
-def failure_message(job: Job) -> str:
-    """What the person reads when a job ends without a result."""
+def failure_message(job: Job, deadline: float | None = None) -> str:
+    """What the person reads when a job ends without a result; `deadline` is the run's limit in
+    seconds (Cancel-After): a job canceled that late was stopped at its cost ceiling (Conjure
+    itself never cancels a prediction)."""
     status = job.job_status
     if status is JobStatus.CANCELED:
+        if deadline is not None and (job.duration_seconds or 0) >= deadline:
+            return (
+                f"The job was stopped at its cost ceiling: it was still running after "
+                f"{format_duration(deadline)}, the longest this model may run (at most "
+                f"{format_usd(job.estimated_micros)}). It was charged "
+                f"{format_usd(job.actual_micros)} for the time it ran."
+            )
         return "The job was canceled."
     if status is JobStatus.ABORTED:
-        return "The job was aborted before it started; nothing was charged."
+        return (
+            "The job was aborted before it started (it waited past its time limit); "
+            "nothing was charged."
+        )
     reason = (job.error or "no reason given").strip()
     if "Traceback (most recent call last)" in reason:
         reason = reason.splitlines()[-1]  # the model's exception, not its stack
