@@ -1,25 +1,42 @@
-"""The HTTP face of Conjure: Replicate webhooks, health and metrics, plus adapters' routes."""
+"""The HTTP face of Conjure: Replicate webhooks, health and metrics, plus adapters' routes.
+
+Every body is bounded before it is read (`bot.http_limits`); a webhook is verified before it is
+parsed, validated before anything changes, and applied only to the job whose prediction it is.
+No request's content is ever logged (`bot.rejections`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from pydantic import ValidationError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bot.http_limits import BodyLimit, LimitedRoute, body_limits
+from bot.rejections import Rejections
 from bot.replicate.client import Prediction
-from bot.replicate.errors import ReplicateError
-from bot.replicate.webhooks import WebhookVerificationError, verify_webhook
+from bot.replicate.webhook_secret import WebhookSecrets, WebhookSecretUnavailable
+from bot.replicate.webhooks import SignatureMismatch, WebhookPayloadError, WebhookVerificationError
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+WEBHOOK_PATH = "/webhooks/replicate"
+# One prediction: its input, its output (file URLs, or a language model's tokens) and its logs
+# so far, which are the largest part. A few MiB is far more than Replicate sends; a bigger body
+# is refused (413) before it is read, and the job is then finished by the sweeper's poll.
+WEBHOOK_MAX_BODY = 4 * 1024 * 1024
+_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")  # a job's id column holds at most 32
 
 
 def create_app(
@@ -27,34 +44,42 @@ def create_app(
 ) -> Starlette:
     """The Starlette app for `runtime`; `routes` come from the platform adapters."""
 
+    rejections = Rejections(log)
+
     async def replicate_webhook(request: Request) -> Response:
         started = time.perf_counter()
-        body = await request.body()
+        body = await request.body()  # at most WEBHOOK_MAX_BODY: BodyLimit has read it already
         try:
-            secret = await runtime.webhook_secret()
-        except ReplicateError as exc:
-            log.error("cannot verify webhooks: %s", exc.user_message)
+            payload = await _verified(runtime.webhook_secrets, body, request)
+        except WebhookSecretUnavailable:
             runtime.metrics.webhooks.labels("no_secret").inc()
             return JSONResponse({"error": "webhook secret unavailable"}, status_code=503)
-        try:
-            payload = verify_webhook(secret, body, request.headers)
+        except WebhookPayloadError as exc:
+            rejections.note(f"signed Replicate webhook: {exc}")
+            runtime.metrics.webhooks.labels("bad_body").inc()
+            return JSONResponse({"error": "not a prediction"}, status_code=400)
         except WebhookVerificationError as exc:
-            log.warning("rejected a Replicate webhook: %s", exc)
+            rejections.note(f"Replicate webhook: {exc}")
             runtime.metrics.webhooks.labels("bad_signature").inc()
             return JSONResponse({"error": "invalid webhook signature"}, status_code=401)
         try:
             prediction = Prediction.model_validate(payload)
         except ValidationError:
+            rejections.note("signed Replicate webhook: not a prediction Conjure can read")
             runtime.metrics.webhooks.labels("bad_body").inc()
             return JSONResponse({"error": "not a prediction"}, status_code=400)
-        job_id = request.query_params.get("job")
-        job = None
-        if job_id:
-            job = await runtime.store.get(job_id)
+        job_id = request.query_params.get("job", "")
+        job = await runtime.store.get(job_id) if _JOB_ID.match(job_id) else None
+        if job is not None and not runtime.service.belongs(job, prediction):
+            # Signed, but another job's: a replay sent to this job's URL. Answered 2xx (a
+            # replay gains nothing from retrying), and nothing changes.
+            rejections.note("signed Replicate webhook for another job's prediction")
+            runtime.metrics.webhooks.labels("foreign").inc()
+            return JSONResponse({"ok": True, "job": None})
         if job is None:
             job = await runtime.store.find_by_prediction(prediction.id)
         if job is None:
-            log.warning("webhook for unknown job %r (prediction %s)", job_id, prediction.id)
+            rejections.note("signed Replicate webhook for a job this database does not hold")
             runtime.metrics.webhooks.labels("unknown_job").inc()
             return JSONResponse({"ok": True, "job": None})
         await runtime.service.apply_prediction(job.id, prediction, job=job)
@@ -85,12 +110,24 @@ def create_app(
         finally:
             sweeper.cancel()
 
-    return Starlette(
-        routes=[
-            Route("/webhooks/replicate", replicate_webhook, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-            *routes,
-        ],
-        lifespan=lifespan,
-    )
+    every_route = [
+        LimitedRoute(WEBHOOK_PATH, replicate_webhook, methods=["POST"], max_body=WEBHOOK_MAX_BODY),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        *routes,
+    ]
+    limits = Middleware(BodyLimit, limits=body_limits(every_route), rejections=rejections)
+    return Starlette(routes=every_route, middleware=[limits], lifespan=lifespan)
+
+
+async def _verified(secrets: WebhookSecrets, body: bytes, request: Request) -> dict[str, Any]:
+    """The payload of a genuine webhook. A signature that does not match may be from a rotated
+    secret: it is checked once more against the current one, when that may be fetched now."""
+    verifier = await secrets.verifier()
+    try:
+        return verifier.verify(body, request.headers)
+    except SignatureMismatch:
+        fresh = await secrets.refreshed()
+        if fresh is None:
+            raise
+        return fresh.verify(body, request.headers)

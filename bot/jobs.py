@@ -160,6 +160,16 @@ class JobService:
         base = self.settings.public_url
         return f"{base}/webhooks/replicate?job={job_id}" if base else None
 
+    def belongs(self, job: Job, prediction: Prediction) -> bool:
+        """Whether `prediction` is `job`'s own: the one it stored, or, before it has stored one,
+        one created with its webhook URL. A webhook's signature covers its body, not the
+        `?job=` it was sent to, so this is what stops a replayed webhook of one job from
+        finishing (and charging, and delivering to) another."""
+        if job.prediction_id:
+            return prediction.id == job.prediction_id
+        webhook = self.webhook_url(job.id)
+        return webhook is not None and prediction.webhook == webhook
+
     # ---- submit ---------------------------------------------------------------------------
 
     async def submit(self, request: CommandRequest, invocation: Invocation) -> Job:
@@ -261,12 +271,13 @@ class JobService:
         if webhook is None:
             return None
         try:
-            return await self.replicate.find_prediction_by_webhook(
+            found = await self.replicate.find_prediction_by_webhook(
                 webhook, since=job.created_at - CLOCK_MARGIN
             )
         except ReplicateError:
             log.warning("could not look for a lost prediction", exc_info=True)
             return None
+        return found if found is not None and self.belongs(job, found) else None
 
     async def _fail_before_start(self, job: Job, message: str) -> None:
         failed = await self.store.finish(
@@ -296,7 +307,7 @@ class JobService:
         if job is None:
             log.warning("update for unknown job %s (prediction %s)", job_id, prediction.id)
             return
-        if job.prediction_id and job.prediction_id != prediction.id:
+        if not self.belongs(job, prediction):
             log.warning("job %s: ignoring update for another prediction %s", job_id, prediction.id)
             return
         if job.job_status.terminal and job.prediction_id is None:

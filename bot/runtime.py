@@ -5,7 +5,6 @@ Built once by `serve`, `demo` and the tests, so all three run the same wiring.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -21,6 +20,7 @@ from bot.metrics import Metrics
 from bot.quotas.service import Quotas
 from bot.replicate.client import ReplicateClient
 from bot.replicate.outputs import REPLICATE_FILE_HOSTS, OutputFetcher
+from bot.replicate.webhook_secret import WebhookSecrets
 from storage.engine import create_engine
 from storage.jobs import JobStore
 from storage.migrate import migrate
@@ -42,8 +42,14 @@ class Runtime:
     service: JobService
     commands: Commands
     metrics: Metrics = field(default_factory=Metrics)
-    _webhook_secret: str | None = None
-    _secret_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    webhook_secrets: WebhookSecrets = field(init=False)
+
+    def __post_init__(self) -> None:
+        configured = self.settings.conjure_webhook_secret
+        self.webhook_secrets = WebhookSecrets(
+            self._fetch_webhook_secret,
+            configured=configured.get_secret_value() if configured else None,
+        )
 
     @classmethod
     async def start(cls, settings: Settings, *, progress_interval: float = 2.0) -> Runtime:
@@ -71,18 +77,9 @@ class Runtime:
         )
         return cls(settings, catalog, engine, store, replicate, http, service, Commands(service))
 
-    async def webhook_secret(self) -> str:
-        """The signing secret: configured, or fetched once from Replicate and kept."""
-        if self._webhook_secret is None:
-            async with self._secret_lock:
-                if self._webhook_secret is None:
-                    configured = self.settings.conjure_webhook_secret
-                    self._webhook_secret = (
-                        configured.get_secret_value()
-                        if configured
-                        else await self.replicate.default_webhook_secret()
-                    )
-        return self._webhook_secret
+    async def _fetch_webhook_secret(self) -> str:
+        # Through whichever client is current (tests swap in an impatient one).
+        return await self.replicate.default_webhook_secret()
 
     async def aclose(self) -> None:
         await self.service.aclose()

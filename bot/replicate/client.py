@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_FLOOR, Decimal
 from types import TracebackType
-from typing import Any, Self
+from typing import Annotated, Any, Literal, Self
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, field_validator
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
 
 from bot.replicate.errors import (
@@ -36,12 +36,17 @@ __all__ = ["Prediction", "PredictionPage", "ReplicateClient"]
 
 logger = logging.getLogger(__name__)
 
+PredictionStatus = Literal["starting", "processing", "succeeded", "failed", "canceled", "aborted"]
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "aborted"})
+# Far beyond Replicate's 30-minute limit on a run; x any single-GPU price (A100: $0.0115/s)
+# it stays below 2**31 micro-dollars, the integer columns money is kept in.
+MAX_PREDICT_TIME = 24 * 3600.0
 WEBHOOK_EVENTS = frozenset({"start", "output", "logs", "completed"})
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _VERSION = re.compile(r"^(?:[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+:)?(?P<id>[0-9a-f]{64})$")
-_PREDICTION_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+_PREDICTION_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+_PREDICTION_ID = re.compile(_PREDICTION_ID_PATTERN)
 
 # Failures before the request left this machine: repeating them cannot create anything twice.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -51,13 +56,18 @@ class Prediction(BaseModel):
     """A prediction as Replicate returns it; unknown fields are kept (`extra="allow"`).
 
     Replicate writes times with `Z` and up to 8 fractional digits; pydantic parses both, keeping
-    microseconds (see the tests).
+    microseconds (see the tests). What Conjure stores or computes with is checked strictly, so
+    that a malformed prediction is refused here (a webhook answered 400) rather than failing
+    halfway through an update: the id (a key, at most 64 characters), the status (one of
+    Replicate's), `metrics.predict_time` (what the job is charged for: a finite number of
+    seconds up to MAX_PREDICT_TIME, so the cost always fits its integer column) and `error`
+    (stored as text, which PostgreSQL refuses with a NUL in it).
     """
 
     model_config = ConfigDict(extra="allow")
 
-    id: str
-    status: str
+    id: Annotated[str, StringConstraints(pattern=_PREDICTION_ID_PATTERN, max_length=64)]
+    status: PredictionStatus
     model: str | None = None
     version: str | None = None
     input: dict[str, Any] = {}
@@ -75,6 +85,30 @@ class Prediction(BaseModel):
     def terminal(self) -> bool:
         """True once the prediction can no longer change (succeeded, failed, canceled, aborted)."""
         return self.status in TERMINAL_STATUSES
+
+    @field_validator("metrics")
+    @classmethod
+    def _sane_predict_time(cls, metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+        seconds = (metrics or {}).get("predict_time")
+        if seconds is None:
+            return metrics
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not math.isfinite(seconds)
+            or not 0 <= seconds <= MAX_PREDICT_TIME
+        ):
+            raise ValueError(
+                f"metrics.predict_time must be a number of seconds from 0 to {MAX_PREDICT_TIME:g}"
+            )
+        return metrics
+
+    @field_validator("error")
+    @classmethod
+    def _storable_error(cls, error: Any) -> Any:
+        if isinstance(error, str) and "\x00" in error:
+            raise ValueError("error must not contain NUL characters")
+        return error
 
 
 @dataclass
@@ -212,7 +246,7 @@ class ReplicateClient:
             raise ValueError("refusing to send the API token to a page URL on another host")
         response = await self._request("GET", url or "/predictions")
         body = _json(response)
-        results = [Prediction.model_validate(item) for item in body.get("results") or []]
+        results = [p for item in body.get("results") or [] if (p := _listed(item)) is not None]
         return PredictionPage(results=results, next=body.get("next") or None)
 
     async def find_prediction_by_webhook(
@@ -406,7 +440,23 @@ def _json(response: httpx.Response) -> dict[str, Any]:
 
 
 def _prediction(response: httpx.Response) -> Prediction:
-    return Prediction.model_validate(_json(response))
+    try:
+        return Prediction.model_validate(_json(response))
+    except ValidationError:
+        raise ReplicateUnavailableError(
+            f"{response.request.method} {response.request.url.path} -> "
+            f"{response.status_code} with a prediction Conjure cannot read"
+        ) from None
+
+
+def _listed(item: Any) -> Prediction | None:
+    """One entry of a list page, or None when it is not a prediction Conjure can read (one odd
+    entry must not hide the others from a lost create's lookup)."""
+    try:
+        return Prediction.model_validate(item)
+    except ValidationError:
+        logger.warning("skipped an unreadable entry in the list of predictions")
+        return None
 
 
 def _retryable(exc: BaseException) -> bool:

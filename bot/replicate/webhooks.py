@@ -18,7 +18,16 @@ from typing import Any
 
 from standardwebhooks.webhooks import Webhook
 
-__all__ = ["TOLERANCE", "WebhookVerificationError", "WebhookVerifier", "verify_webhook"]
+from bot.http_limits import too_deep
+
+__all__ = [
+    "TOLERANCE",
+    "SignatureMismatch",
+    "WebhookPayloadError",
+    "WebhookVerificationError",
+    "WebhookVerifier",
+    "verify_webhook",
+]
 
 TOLERANCE = timedelta(minutes=5)
 _PREFIX = "whsec_"
@@ -27,6 +36,16 @@ _HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 
 class WebhookVerificationError(Exception):
     """The request is not a genuine, fresh webhook; the message says why, never the secret."""
+
+
+class SignatureMismatch(WebhookVerificationError):
+    """Well-formed and fresh, but signed with another secret (or not by Replicate): the one
+    refusal after which a rotated secret is worth fetching again."""
+
+
+class WebhookPayloadError(WebhookVerificationError):
+    """Genuinely signed, but not a JSON object Conjure can read: the sender's fault (400), not
+    a forgery (401)."""
 
 
 class WebhookVerifier:
@@ -64,18 +83,20 @@ class WebhookVerifier:
             hmac.compare_digest(expected, candidate)
             for candidate in _v1_signatures(signature_header)
         ):
-            raise WebhookVerificationError("no matching signature in webhook-signature")
+            raise SignatureMismatch("no matching signature in webhook-signature")
 
         try:
             payload = json.loads(text)
-        except ValueError:
-            raise WebhookVerificationError("body is not JSON") from None
+        except (ValueError, RecursionError):
+            raise WebhookPayloadError("body is not JSON") from None
         if not isinstance(payload, dict):
-            raise WebhookVerificationError("body is not a JSON object")
+            raise WebhookPayloadError("body is not a JSON object")
+        if too_deep(payload):
+            raise WebhookPayloadError("body nests too deeply")
         return payload
 
     def _check_timestamp(self, header: str, now: datetime) -> datetime:
-        if not header.isdigit():
+        if not (header.isascii() and header.isdigit()):
             raise WebhookVerificationError("webhook-timestamp is not a whole number of seconds")
         try:
             timestamp = datetime.fromtimestamp(int(header), tz=UTC)
