@@ -2,9 +2,9 @@
 
 `running` is what adapters/platforms.py enters when SLACK_BOT_TOKEN is set. It checks the token
 once (a wrong one stops start-up with a plain message), builds the SlackAdapter, and serves
-commands over HTTP through bolt's Starlette adapter, or, when SLACK_APP_TOKEN is set, over a
-Socket Mode connection (Slack then needs no public URL; Replicate's webhooks still want
-CONJURE_PUBLIC_URL, or Conjure polls).
+commands over HTTP (through SlackRequestGate, which checks Slack's signature before bolt parses
+anything), or, when SLACK_APP_TOKEN is set, over a Socket Mode connection (Slack then needs no
+public URL; Replicate's webhooks still want CONJURE_PUBLIC_URL, or Conjure polls).
 """
 
 from __future__ import annotations
@@ -12,24 +12,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
-from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
-from starlette.routing import Route
 
 from adapters.running import RunningPlatform
 from adapters.slack.adapter import SlackAdapter
+from adapters.slack.bolt_logs import BOLT, bolt_logger, quiet_bolt_loggers
 from adapters.slack.listener import SlashCommandListener
 from adapters.slack.manifest import EVENTS_PATH
 from adapters.slack.reach import SLACK_ERRORS, retry_handlers
+from adapters.slack.verify import MAX_BODY, SlackRequestGate
 from bot.config import ConfigError, Settings
+from bot.http_limits import LimitedRoute
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 SOCKET_CONNECT_WAIT = 10.0  # seconds start-up waits for the Socket Mode connection
 WEB_API_TIMEOUT = 30  # seconds for one Web API call, as slack_sdk's own default
 BAD_TOKENS = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked"})
+_COMMAND = re.compile(r"^/[a-z0-9_-]{1,31}$")
 
 
 def make_client(settings: Settings, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
@@ -59,12 +61,16 @@ def make_app(
 ) -> AsyncApp:
     """The bolt app with one listener for every slash command."""
     secret = settings.slack_signing_secret
-    _quiet_token_warning()
     app = AsyncApp(
         client=client,
         signing_secret=secret.get_secret_value() if secret else None,
         # Socket Mode messages are not signed; over HTTP slack_platform requires the secret.
+        # SlackRequestGate has checked the signature before bolt sees a request; bolt checking
+        # it again is cheap, and a second line of defence.
         request_verification_enabled=secret is not None,
+        # bolt's loggers log request bodies: these carry a filter that keeps them out.
+        logger=bolt_logger(),
+        name=f"{BOLT}.conjure",  # bolt's per-app loggers are named after it
         # Every listener acks first and leaves the work to a background task, so it returns at
         # once; answering when it returns spares bolt's wait for the ack, a poll every 10 ms
         # that, on a busy event loop, was most of an ack's latency.
@@ -72,25 +78,15 @@ def make_app(
     )
     listener.register(app)
     app.error(_log_listener_error)
+    quiet_bolt_loggers()
     return app
 
 
-class _ClientTokenWarning(logging.Filter):
-    """bolt reads SLACK_BOT_TOKEN from the environment itself and then warns, on every start,
-    that the client we pass (which carries that same token) takes precedence: nothing is wrong."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != warning_client_prioritized_and_token_skipped()
-
-
-def _quiet_token_warning() -> None:
-    bolt_log = logging.getLogger("slack_bolt.AsyncApp")
-    if not any(isinstance(f, _ClientTokenWarning) for f in bolt_log.filters):
-        bolt_log.addFilter(_ClientTokenWarning())
-
-
 async def _log_listener_error(error: Exception, body: dict[str, Any]) -> None:
-    log.error("Slack listener failed for %s", body.get("command", "a request"), exc_info=error)
+    command = body.get("command")
+    # The command's name only when it is one (it arrives in the body: no free text is logged).
+    what = command if isinstance(command, str) and _COMMAND.match(command) else "a request"
+    log.error("Slack listener failed for %s", what, exc_info=error)
 
 
 async def check_token(client: AsyncWebClient) -> None:
@@ -130,8 +126,10 @@ async def _serve(runtime: Runtime, client: AsyncWebClient) -> AsyncIterator[Runn
     adapter = SlackAdapter(client, runtime.catalog)
     app = make_app(settings, client, SlashCommandListener(runtime.commands))
     if settings.slack_app_token is None:
-        handler = AsyncSlackRequestHandler(app)
-        yield RunningPlatform(adapter, [Route(EVENTS_PATH, handler.handle, methods=["POST"])])
+        assert settings.slack_signing_secret is not None  # running() refuses to start without
+        gate = SlackRequestGate(app, settings.slack_signing_secret.get_secret_value())
+        route = LimitedRoute(EVENTS_PATH, gate.handle, methods=["POST"], max_body=MAX_BODY)
+        yield RunningPlatform(adapter, [route])
         return
     socket = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())
     connecting: asyncio.Task[None] | None = None
