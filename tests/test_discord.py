@@ -333,6 +333,8 @@ async def test_a_text_answer_too_long_for_a_message_is_attached(
             next(iter(sandbox_server.sandbox.predictions))
         )
         assert job is not None
+        # Posted again as if for the first time: a delivered row no longer holds the token.
+        job.destination["token"] = sent.token
         essay = "All about it. " * 300  # 4,200 characters: more than one message holds
         await conjure.adapter.post_result(job, JobResult(text=essay))
         message = conjure.discord.original(sent.token)
