@@ -62,7 +62,9 @@ def render_image(
     small = _font(max(9, min(width, height) // 24))
     draw.text((margin, height - margin - _line_height(small)), label, font=small, fill=(255,) * 3)
     buffer = io.BytesIO()
-    options = {} if fmt == "png" else {"quality": max(1, min(quality, 100))}
+    options: dict[str, int] = {} if fmt == "png" else {"quality": max(1, min(quality, 100))}
+    if fmt == "webp":
+        options["method"] = 0  # libwebp's fastest effort: ~5 ms instead of ~20 ms an image
     image.save(buffer, _PIL_FORMATS[fmt], **options)
     return buffer.getvalue()
 
@@ -71,8 +73,13 @@ def _background(prompt: str, seed: int, index: int, size: tuple[int, int]) -> Im
     digest = hashlib.sha256(f"{seed}:{index}:{prompt}".encode("utf-8", "replace")).digest()
     top = (digest[0] // 2, digest[1] // 2, digest[2] // 2)  # dark enough for white text
     bottom = (digest[3], digest[4], digest[5])
-    gradient = Image.linear_gradient("L").resize(size)
-    return ImageOps.colorize(gradient, top, bottom).convert("RGB")
+    return ImageOps.colorize(_gradient(size), top, bottom).convert("RGB")
+
+
+@functools.lru_cache(maxsize=16)
+def _gradient(size: tuple[int, int]) -> Image.Image:
+    """A top-to-bottom greyscale ramp of `size` (only read: colorize makes a new image)."""
+    return Image.linear_gradient("L").resize(size)
 
 
 @functools.lru_cache(maxsize=16)
