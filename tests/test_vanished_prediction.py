@@ -26,7 +26,9 @@ async def test_a_prediction_replicate_cannot_find_is_given_up_and_its_hold_relea
     sandbox_server, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sandbox_server.sandbox.faults.drop_webhooks = 1_000_000  # the job hears nothing by itself
-    async with running_conjure(sandbox_server, database_url, tmp_path / "out") as conjure:
+    async with running_conjure(
+        sandbox_server, database_url, tmp_path / "out", conjure_poll_interval=0.01
+    ) as conjure:
         service, store = conjure.service, conjure.runtime.store
         reads: list[str] = []
         get_prediction = service.replicate.get_prediction
