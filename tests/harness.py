@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import random
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +69,31 @@ async def running_conjure(
                     yield Conjure(url, runtime, console, output, http)
     finally:
         await runtime.aclose()
+
+
+def port_for_another_process(host: str = "127.0.0.1") -> int:
+    """A free port on `host` for a server that another process will bind.
+
+    Not one from `bind_socket()` (port 0): once that socket is closed the kernel may hand the same
+    ephemeral port to any socket in the meantime (a client's connection, another test's server
+    in a parallel worker) and the child fails with "address already in use". Ports below the
+    ephemeral range are only ever taken by an explicit bind.
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as ranges:
+            first_ephemeral = int(ranges.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        first_ephemeral = 49152  # IANA's dynamic range, used by Windows and macOS
+    for _ in range(100):
+        port = random.randrange(20000, first_ephemeral)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port below {first_ephemeral} on {host}")
 
 
 async def settle(conjure: Conjure, sandbox: Any) -> None:

@@ -16,10 +16,10 @@ from urllib.parse import urlencode
 
 import httpx
 
-from bot.serving import bind_socket, socket_url
 from tests.discord_harness import GUILD_ID, USER_ID, interaction_payload
 from tests.fakes.discord_api import running_fake_discord, running_fake_gateway
 from tests.fakes.slack_api import BOT_TOKEN, serve_fake_slack
+from tests.harness import port_for_another_process
 from tests.sandbox_fixtures import SandboxServer
 from tests.slack_harness import SIGNING_SECRET, command_fields, sign
 
@@ -32,9 +32,8 @@ async def serve_process(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """`python -m bot.cli serve` on a free port, healthy; stopped with Ctrl-C afterwards, when
     its log must hold no warning, no traceback and none of the secrets it was given."""
-    sock = bind_socket()
-    url, port = socket_url(sock), sock.getsockname()[1]
-    sock.close()
+    port = port_for_another_process()
+    url = f"http://127.0.0.1:{port}"
     env = {
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": str(ROOT),
