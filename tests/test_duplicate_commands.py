@@ -12,14 +12,20 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bot.adapter import CommandRequest, Reply
 from bot.quotas.windows import day_window
-from storage.jobs import user_subject
-from storage.models import Delivery, JobStatus, utcnow
+from storage.engine import create_engine
+from storage.jobs import DuplicateRequest, JobStore, user_subject
+from storage.migrate import migrate
+from storage.models import Delivery, Job, JobStatus, utcnow
+from storage.usage import LimitReached
 from tests.discord_harness import USER_ID, interaction_payload, running_discord_conjure
 from tests.fakes.slack_api import TEAM_ID
 from tests.harness import running_conjure, settle
 from tests.slack_harness import SlackConjure, running_slack_conjure
+from tests.test_storage import make_job, user_limit
 
 CHANNEL = "C0GENERAL"
 TRIGGER_ID = "13345224609.738474920.8088930838d88f008e0"
@@ -145,3 +151,32 @@ async def test_concurrent_copies_through_the_command_path_make_one_job(
         assert sandbox_server.sandbox.create_count == 1
         assert await jobs_today(conjure.runtime.store, "console", "local", "you") == 1
         assert conjure.output.getvalue().count("asked /imagine") == 1, conjure.output.getvalue()
+
+
+def keyed(job_id: str, request_key: str) -> Job:
+    return make_job(job_id).model_copy(update={"request_key": request_key})
+
+
+async def test_a_copy_is_refused_by_its_key_before_any_limit_is_checked(
+    database_url: str,
+) -> None:
+    """At the user's last job of the day, the copy of that job is a duplicate, not "over the
+    limit": its insert fails before any counter is touched, and nothing changes."""
+    engine = create_engine(database_url)
+    try:
+        await migrate(engine)
+        store = JobStore(engine)
+        holds = user_limit(1)  # one job a day
+        await store.reserve_and_insert(keyed("first", "slack:T1"), holds)
+        with pytest.raises(DuplicateRequest):
+            await store.reserve_and_insert(keyed("copy", "slack:T1"), holds)
+        with pytest.raises(LimitReached):  # another command is over the limit, as before
+            await store.reserve_and_insert(keyed("other", "slack:T2"), holds)
+        assert await store.count() == 1 and await store.get("copy") is None
+        assert await jobs_today(store, "slack", "T1", "U1") == 1
+        # Commands without a key (the console) are never each other's copies.
+        await store.reserve_and_insert(make_job("console-1"), user_limit(None))
+        await store.reserve_and_insert(make_job("console-2"), user_limit(None))
+        assert await store.count() == 3
+    finally:
+        await engine.dispose()
