@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.money import MICROS_PER_USD
+from bot.quotas.words import LimitError, parse_setting
 
 PLATFORMS = ("slack", "discord", "console")
 LIMIT_SETTINGS = tuple(
@@ -65,7 +66,7 @@ class Settings(BaseSettings):
     conjure_config: Path | None = None
 
     # Default limits: unset is unlimited, "unlimited" says so, 0 allows none (read by
-    # bot.quotas.limits.parse_setting); conjure.toml [quotas] fills in what the environment leaves.
+    # bot.quotas.words.parse_setting); conjure.toml [quotas] fills in what the environment leaves.
     conjure_user_jobs_per_day: int | None = None
     conjure_user_usd_per_month: Decimal | None = None  # dollars, to the micro-dollar
     conjure_user_max_in_flight: int | None = None
@@ -84,8 +85,7 @@ class Settings(BaseSettings):
     @field_validator(*LIMIT_SETTINGS, mode="before")
     @classmethod
     def _limit(cls, value: object, info: ValidationInfo) -> int | Decimal | None:
-        """One reader for every limit (bot.quotas.limits); a blank variable counts as unset."""
-        from bot.quotas.limits import LimitError, parse_setting
+        """One reader for every limit (bot.quotas.words); a blank variable counts as unset."""
 
         if value is None or (isinstance(value, str) and not value.strip()):
             return None

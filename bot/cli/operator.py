@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 
 from bot.config import ConfigError, load_settings
 from bot.money import format_usd
-from bot.quotas.limits import USER, WORKSPACE, LimitError, parse_limit
+from bot.quotas.limits import USER, WORKSPACE
 from bot.quotas.service import Quotas
+from bot.quotas.words import LimitError, parse_limit
 from storage.engine import create_engine
 from storage.jobs import user_subject, workspace_subject
 from storage.migrate import migrate

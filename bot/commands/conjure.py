@@ -13,7 +13,8 @@ from bot.adapter import CommandRequest
 from bot.jobs import JobService
 from bot.markup import Mention, Text
 from bot.money import format_usd, usd_to_micros
-from bot.quotas.limits import USER, WORKSPACE, LimitError, parse_limit
+from bot.quotas.limits import USER, WORKSPACE
+from bot.quotas.words import LimitError, parse_limit
 from storage.jobs import user_subject, workspace_subject
 from storage.models import utcnow
 from storage.quotas import LimitChange

@@ -2,10 +2,9 @@
 
 Defaults come from the environment or conjure.toml's [quotas]; admins override them per user or
 per workspace, in chat (`/conjure quota`) or from the shell (`conjure quota set`). All of them
-read a limit here (`parse_limit`, and `parse_setting` for defaults, which cannot be `default`),
-so none can accept what another refuses. In words: `unlimited` is no limit, `0` allows none.
-In Python a limit is None (unlimited) or a number (0 = none allowed); storage writes it its own
-way (storage.usage.store_limit).
+read a limit with bot.quotas.words, so none can accept what another refuses. In Python a limit
+is None (unlimited) or a number (0 = none allowed); storage writes it its own way
+(storage.usage.store_limit).
 """
 
 from __future__ import annotations
@@ -13,26 +12,17 @@ from __future__ import annotations
 import logging
 import tomllib
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from bot.config import ConfigError, Settings
-from bot.money import MICROS_PER_USD, format_usd, usd_to_micros
+from bot.money import format_usd, usd_to_micros
+from bot.quotas.words import UNLIMITED, Limit, LimitError, parse_setting
 from storage.models import QuotaOverride
-from storage.quotas import DEFAULT, Default
 from storage.usage import load_limit
-
-MAX_LIMIT = 1_000_000  # jobs, dollars or jobs at once: anything larger is a typo
-UNLIMITED = "unlimited"
-CLEAR_WORDS = frozenset({"default", "reset"})
-LIMIT_WORDS = f"a number, {UNLIMITED} (no limit) or 0 (none allowed)"
 
 USER, WORKSPACE = "user", "workspace"
 
 log = logging.getLogger(__name__)
-
-Limit = int | None
-"""A limit in force: None is unlimited, 0 allows none, n allows n (micro-dollars for money)."""
 
 
 class QuotaConfigError(ConfigError):
@@ -138,61 +128,3 @@ def _file_limits(path: Path | None) -> dict[str, dict[str, Limit]]:
                 raise QuotaConfigError(f"{path}: quotas.{scope}.{key}: {exc}") from None
         result[scope] = values
     return result
-
-
-class LimitError(ValueError):
-    """A limit as written is not one: `<what was written>: <why>`, for the person who wrote it
-    (`reason` alone for a setting, whose value is not repeated)."""
-
-    def __init__(self, word: str, reason: str) -> None:
-        super().__init__(f"{word}: {reason}")
-        self.reason = reason
-
-
-def parse_limit(kind: str, raw: str) -> Limit | Default:
-    """What an admin typed (chat or CLI) → a limit, or DEFAULT to clear the override.
-
-    `50`, `$10`, `unlimited` (no limit), `0` (none allowed) or `default`. `kind` is "usd" for a
-    monthly budget (in micro-dollars), anything else for a count. Refused, saying why: what is
-    not a number (nan too), infinity (write unlimited), negatives, counts that are not whole,
-    more than MAX_LIMIT, and money finer than a micro-dollar (rounding it would change it,
-    maybe to 0, which allows none).
-    """
-    word = str(raw).strip()
-    if word.lower() in CLEAR_WORDS:
-        return DEFAULT
-    return parse_setting(kind, word)
-
-
-def parse_setting(kind: str, raw: object) -> Limit:
-    """A limit from the environment or conjure.toml: as `parse_limit`, without `default`."""
-    word = str(raw).strip()
-    lowered = word.lower()
-    if lowered in CLEAR_WORDS:
-        raise LimitError(word, f"only clears an admin's override; write {LIMIT_WORDS}.")
-    if lowered == UNLIMITED:
-        return None
-    if isinstance(raw, bool):
-        raise LimitError(word, f"not a number; write {LIMIT_WORDS}.")
-    usd = kind == "usd"
-    try:
-        value = Decimal(word.removeprefix("$") if usd else word)
-    except InvalidOperation:
-        raise LimitError(word, f"not a number; write {LIMIT_WORDS}.") from None
-    if value.is_nan():
-        raise LimitError(word, f"not a number; write {LIMIT_WORDS}.")
-    if value < 0:
-        raise LimitError(word, f"cannot be negative; 0 allows none, {UNLIMITED} has no limit.")
-    if value.is_infinite() or value > MAX_LIMIT:
-        raise LimitError(word, f"at most {MAX_LIMIT:,}; for no limit write {UNLIMITED}.")
-    if not usd:
-        if value != value.to_integral_value():
-            raise LimitError(word, "must be a whole number.")
-        return int(value)
-    micros = value * MICROS_PER_USD
-    if micros != micros.to_integral_value():
-        raise LimitError(
-            word,
-            "finer than a millionth of a dollar ($0.000001), the smallest amount Conjure counts.",
-        )
-    return int(micros)
