@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 import uvicorn
 from starlette.types import ASGIApp
 
+from bot.http_head_limit import BoundedHttpToolsProtocol
+
 T = TypeVar("T")
 
 
@@ -133,7 +135,9 @@ async def serve_app(
     Pass `sock` (from `bind_socket`) when the URL must be known before the app is built.
     """
     sock = sock or bind_socket(host, port)
-    config = uvicorn.Config(app, log_level=log_level, lifespan="on", access_log=False)
+    config = uvicorn.Config(
+        app, log_level=log_level, lifespan="on", access_log=False, http=BoundedHttpToolsProtocol
+    )
     server = _EmbeddedServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

@@ -123,6 +123,23 @@ async def test_a_body_at_the_cap_is_read(sandbox_server: SandboxServer, sqlite_u
         assert response.status_code == 401
 
 
+async def test_a_request_head_over_its_cap_is_refused_before_it_is_buffered(
+    sandbox_server: SandboxServer, sqlite_url: str
+) -> None:
+    """uvicorn's httptools protocol would buffer any header whole (a 64 MiB one grew the server
+    by 84 MiB). Past 64 KiB of request line and headers, still unfinished, the answer is 431
+    and the connection is closed; a header of 32 KiB still reaches the app."""
+    async with running_slack_conjure(sandbox_server, sqlite_url) as slack:
+        for padding in (b"x-padding: " + b"h" * 100_000, b"x-a: b"):
+            query = b"?" + b"q" * 100_000 if padding == b"x-a: b" else b""
+            head = b"POST " + SLACK_PATH.encode() + query + b" HTTP/1.1\r\nhost: x\r\n" + padding
+            answer = await _raw_exchange(slack.url, head)  # never finished: no blank line
+            assert answer.startswith(b"HTTP/1.1 431 "), answer[:80]
+        head = b"POST /slack/events HTTP/1.1\r\nhost: x\r\nconnection: close\r\n"
+        head += b"x-padding: " + b"h" * 32 * 1024 + b"\r\ncontent-length: 0\r\n\r\n"
+        assert (await _raw_exchange(slack.url, head)).startswith(b"HTTP/1.1 401 ")
+
+
 # ---- Slack: verified before it is parsed, and never logged ---------------------------------
 
 
@@ -239,9 +256,15 @@ async def test_garbage_to_either_endpoint_never_gets_a_5xx_nor_reaches_the_log(
     async with running_slack_conjure(sandbox_server, sqlite_url) as slack:
         for path in (SLACK_PATH, WEBHOOK_PATH):
             for request in garbage.requests(150, path):
-                response = await slack.http.post(
-                    request.path, content=request.body, headers=request.headers
-                )
+                try:
+                    response = await slack.http.post(
+                        request.path, content=request.body, headers=request.headers
+                    )
+                except httpx.TransportError:
+                    # Only a head over its cap is answered by closing the connection (the 431
+                    # may be lost to the reset while the client still writes).
+                    assert "huge header" in request.kind
+                    continue
                 statuses.setdefault(request.kind, []).append(response.status_code)
         failures = {kind: codes for kind, codes in statuses.items() if max(codes) >= 500}
         assert failures == {}
