@@ -46,3 +46,14 @@ def _one_default_tls_context() -> Iterator[None]:
         yield
     finally:
         httpx_transports.create_ssl_context = create
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker more than the CPUs this process may use. Much of a test is waiting
+    (on sockets, timers, child processes), which another worker's CPU work fills."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return cpus + 1
