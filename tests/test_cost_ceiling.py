@@ -96,8 +96,10 @@ async def test_25_concurrent_transcriptions_running_4x_long_stay_within_the_budg
         await settle_all(conjure, whisper_sandbox)
         accepted = [reply.job for reply in replies if reply.job is not None]
         refused = [str(reply.text) for reply in replies if reply.refused]
-        # Six ceilings of $0.072 fit in $0.50; a seventh would not.
-        assert len(accepted) == 6 and len(refused) == 19
+        # Six ceilings of $0.072 fit in $0.50 at once; a job that ends gives back what it did
+        # not spend, so on a slow machine one or two more may start after it. Before ceilings,
+        # twenty were admitted.
+        assert 6 <= len(accepted) < 10 and len(accepted) + len(refused) == 25
         assert all("(about $0.024, up to $0.072 if it runs long)" in text for text in refused)
         assert all("would pass your monthly budget of $0.50" in text for text in refused)
         jobs = [await conjure.runtime.store.get(job.id) for job in accepted]
@@ -112,7 +114,7 @@ async def test_25_concurrent_transcriptions_running_4x_long_stay_within_the_budg
         assert sandbox_bill <= 500_000
         assert money is not None
         assert money.spent_micros == sandbox_bill and money.reserved_micros == 0
-        assert whisper_sandbox.sandbox.create_count == 6
+        assert whisper_sandbox.sandbox.create_count == len(accepted)
 
 
 async def test_a_run_30x_its_estimate_is_stopped_at_its_ceiling(
