@@ -20,9 +20,13 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 import pytest
+from slack_bolt.async_app import AsyncBoltRequest
+from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack.lifecycle import make_app
 from adapters.slack.verify import MAX_BODY as SLACK_MAX_BODY
 from bot.app import WEBHOOK_MAX_BODY
+from bot.config import Settings
 from bot.replicate.client import ReplicateClient
 from bot.replicate.errors import ReplicateUnavailableError
 from bot.replicate.webhook_secret import WebhookSecrets, WebhookSecretUnavailable
@@ -239,6 +243,28 @@ async def test_slack_requests_are_verified_before_they_are_parsed_and_never_logg
         assert result.response.status_code == 200
         await slack.settle(sandbox_server)
         assert sandbox_server.sandbox.create_count == 1
+    assert_no_request_text_logged(caplog, "legacy-verification-token", "hooks.slack.invalid")
+
+
+class _NoListener:
+    def register(self, app: Any) -> None:
+        pass
+
+
+async def test_bolt_itself_logs_no_request_body(caplog: pytest.LogCaptureFixture) -> None:
+    """Behind the gate bolt only sees verified requests; should one still fail bolt's own check
+    (its clock a moment later than the gate's), bolt would log its whole body at INFO: the
+    legacy token, the response_url, a forged line. Its loggers drop that."""
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        slack_bot_token="xoxb-test",
+        slack_signing_secret=SIGNING_SECRET,
+    )
+    app = make_app(settings, AsyncWebClient(token="xoxb-test"), _NoListener())  # type: ignore[arg-type]
+    caplog.set_level(logging.DEBUG)
+    stale = _slack_signed(_command_body(FORGED).encode(), age=600)
+    request = AsyncBoltRequest(body=_command_body(FORGED), headers=stale)
+    assert (await app.async_dispatch(request)).status == 401
     assert_no_request_text_logged(caplog, "legacy-verification-token", "hooks.slack.invalid")
 
 

@@ -19,15 +19,18 @@ import logging
 
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 
+from bot.rejections import Rejections
+
 __all__ = ["WithoutRequestBodies", "bolt_logger", "quiet_bolt_loggers"]
 
 BOLT = "slack_bolt"
+log = logging.getLogger(__name__)
 
-# The start of each bolt message that carries a request body, and what is logged instead
-# (None: nothing at all).
+# The start of each bolt message that carries a request body, and what is logged instead, at
+# most once a minute (bot.rejections; None: nothing at all).
 _QUOTES_THE_BODY: dict[str, str | None] = {
     "Invalid request signature detected": "bolt refused a Slack request: invalid signature",
-    "Unhandled request (": "bolt has no listener for a Slack request (body withheld)",
+    "Unhandled request (": "bolt has no listener for a Slack request",
     "A global middleware (": "a bolt middleware neither called next() nor answered",
     "request body:": None,
     "Request body:": None,
@@ -35,8 +38,13 @@ _QUOTES_THE_BODY: dict[str, str | None] = {
 
 
 class WithoutRequestBodies(logging.Filter):
-    """Rewrites bolt's records that quote a request body, and escapes line breaks in the rest,
-    so that nothing a request carries reaches a log or can forge a line in it."""
+    """Drops bolt's records that quote a request body (each is noted instead, by its reason and
+    at a bounded rate), and escapes line breaks in the rest, so that nothing a request carries
+    reaches a log or can forge a line in it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rejections = Rejections(log)
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -47,12 +55,11 @@ class WithoutRequestBodies(logging.Filter):
         # that the client we pass (which carries that same token) takes precedence: not news.
         if message == warning_client_prioritized_and_token_skipped():
             return False
-        for start, replacement in _QUOTES_THE_BODY.items():
+        for start, reason in _QUOTES_THE_BODY.items():
             if message.startswith(start):
-                if replacement is None:
-                    return False
-                record.msg, record.args = replacement, None
-                return True
+                if reason is not None:
+                    self.rejections.note(reason, level=record.levelno)
+                return False
         if "\n" in message or "\r" in message:
             record.msg = message.replace("\r", "\\r").replace("\n", "\\n")
             record.args = None
