@@ -3,8 +3,10 @@
 `BodyLimit` wraps the whole app. A declared `Content-Length` over the route's cap is answered 413
 at once, without reading a byte of the body; a body without one (chunked) is counted as it
 streams and answered 413 as soon as it passes the cap. The 413 closes the connection, so the rest
-is never read. What was read is then handed to the app as if it came from the socket: no handler
-ever holds more than its route's cap, whoever sends what.
+is never read (a client that is still writing may see the connection reset before it reads the
+413: the price of not reading the rest; one that declares its length and waits, or sends
+`Expect: 100-continue`, reads the 413). What was read is then handed to the app as if it came
+from the socket: no handler ever holds more than its route's cap, whoever sends what.
 
 Routes declare their cap by being a `LimitedRoute`; every other path gets `DEFAULT_MAX_BODY`.
 """
