@@ -14,13 +14,15 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import insert, select
 
 from bot.adapter import CommandRequest
-from bot.catalog import load_catalog
+from bot.catalog import default_catalog, load_catalog
 from bot.cli.main import main
+from bot.commands.conjure import models_text
 from bot.money import usd_to_micros
 from bot.quotas.limits import Limits
 from bot.quotas.windows import day_window, month_window
@@ -77,6 +79,16 @@ def test_the_catalog_in_these_tests_is_what_the_docstring_says(catalog_file: Pat
     price = load_catalog(catalog_file).models["whisper"].price
     assert price.estimate_micros(1) == 24_000 and price.ceiling_micros(1) == CEILING
     assert go_duration(price.deadline_seconds(1) or 0) == "0.6s"
+
+
+def test_models_show_what_a_run_usually_costs_and_the_most_it_can() -> None:
+    service = SimpleNamespace(catalog=default_catalog())
+    text = models_text(service)  # type: ignore[arg-type]
+    assert (
+        "whisper (transcript): OpenAI Whisper speech recognition; $0.0012 per second, "
+        "about $0.024 a run, at most $0.072 (stopped after 60 s)" in text
+    )
+    assert "sdxl (image): Stable Diffusion XL; $0.0023 per second, about $0.0184 an output" in text
 
 
 async def test_25_concurrent_transcriptions_running_4x_long_stay_within_the_budget(

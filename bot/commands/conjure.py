@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from bot.adapter import CommandRequest
+from bot.catalog import format_number
 from bot.jobs import JobService
 from bot.markup import Mention, Text
 from bot.money import format_usd, usd_to_micros
@@ -88,7 +89,14 @@ def models_text(service: JobService) -> str:
         if price.per_output_usd is not None:
             cost = f"{format_usd(usd_to_micros(price.per_output_usd))} per output"
         else:
-            cost = f"{format_usd(usd_to_micros(price.per_second_usd or 0))} per second"
+            # What one usually costs, and the most it can: where Replicate stops it.
+            each = "an output" if model.outputs_field else "a run"
+            cost = (
+                f"{format_usd(usd_to_micros(price.per_second_usd or 0))} per second, about "
+                f"{format_usd(price.estimate_micros(1))} {each}, at most "
+                f"{format_usd(price.ceiling_micros(1))} (stopped after "
+                f"{format_number(price.run_limit_seconds)} s)"
+            )
         lines.append(f"• {model.key} ({model.kind}): {model.description}; {cost}")
     return "\n".join(lines)
 
