@@ -186,8 +186,8 @@ async def settle(
                 {**row, "s_estimate": estimate, "s_actual": actual, "s_now": now},
             )
             spent = result.scalar_one_or_none()
-            if spent is not None and hold.limit and actual > 0:
-                alerts += await _raise_alerts(conn, hold, spent)
+            if spent is not None and hold.limit and actual > 0:  # no alert without a budget
+                alerts += await _raise_alerts(conn, hold, hold.limit, spent)
         elif hold.kind is HoldKind.IN_FLIGHT or give_back_job:
             await conn.execute(_give_back_job_statement(), {**row, "s_now": now})
     return alerts
@@ -240,12 +240,14 @@ async def charge_late(conn: AsyncConnection, holds: Sequence[Hold], actual: int)
             )
 
 
-async def _raise_alerts(conn: AsyncConnection, hold: Hold, spent: int) -> list[BudgetAlert]:
+async def _raise_alerts(
+    conn: AsyncConnection, hold: Hold, limit: int, spent: int
+) -> list[BudgetAlert]:
     """Insert an alert for each threshold reached; the unique key makes each fire once a window."""
     due: list[BudgetAlert] = []
     insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     for threshold in ALERT_THRESHOLDS:
-        line = hold.limit * threshold // 100
+        line = limit * threshold // 100
         if line <= spent:
             alert = BudgetAlert(
                 scope=hold.scope,
@@ -253,7 +255,7 @@ async def _raise_alerts(conn: AsyncConnection, hold: Hold, spent: int) -> list[B
                 period=hold.period,
                 threshold=threshold,
                 spent_micros=spent,
-                limit_micros=hold.limit,
+                limit_micros=limit,
             )
             values = alert.model_dump(exclude={"id"})
             result = await conn.execute(
