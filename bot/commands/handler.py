@@ -94,7 +94,8 @@ class Commands:
         try:
             return Reply(await run_conjure_command(self.service, request))
         except Exception:
-            log.exception("/conjure %s failed", request.text)
+            # Not the text typed: what a request carries never reaches the log.
+            log.exception("/conjure failed for %s", request.user_id)
             return Reply(Text.of(CONJURE_FAILED), refused=True)
 
 
