@@ -99,6 +99,8 @@ async def declared_head_only(url: str, path: str) -> str:
         )
         await writer.drain()
         answer = await asyncio.wait_for(reader.read(), timeout=10)
+    except TimeoutError:
+        return "no answer within 10 s (the server waits for the body)"
     finally:
         writer.close()
     return answer.split(b"\r\n", 1)[0].decode("latin-1")
