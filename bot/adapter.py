@@ -117,13 +117,25 @@ class ChatAdapter(ABC):
     async def post_result(self, job: Job, result: JobResult) -> None:
         """Deliver a succeeded job's outputs, and show its final status (duration, cost).
 
-        An error leaves the delivery marked failed; the result is not posted again.
+        An error that `retry_delay` calls passing is tried again (soon, then by the sweeper),
+        so this may be called more than once for a job; any other error marks the delivery
+        failed and the result is not posted again.
         """
 
     @abstractmethod
     async def post_error(self, job: Job, message: str) -> None:
         """Tell the person a job failed, was canceled or could not start, and show its final
         status. `message` is plain text (shown literally). An error is logged."""
+
+    def retry_delay(self, exc: BaseException) -> float | None:
+        """Whether an error of post_result or post_error will pass: the seconds to wait at
+        least before trying again (the platform's Retry-After; 0 when it gave none), or None
+        when trying again cannot help (the platform refused for good).
+
+        This default treats timeouts and dropped connections as passing, anything else as
+        permanent; adapters add their platform's rate limits and server errors.
+        """
+        return 0.0 if isinstance(exc, TimeoutError | ConnectionError) else None
 
     @abstractmethod
     async def post_notice(self, channel: str, text: Text) -> None:

@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
@@ -46,6 +46,10 @@ SILENT_AFTER = timedelta(minutes=5)  # no webhook for this long: read the predic
 SUBMITS_AT_ONCE = 16  # commands being started at the same time; more wait their turn
 READS_AT_ONCE = 16  # polls of Replicate in progress at the same time; more wait their turn
 DELIVERIES_AT_ONCE = 16  # results being downloaded and posted at once (each holds its files)
+UNDELIVERABLE = (
+    "Your result is ready, but Conjure could not post it here after several tries; "
+    "it was charged. Please ask an admin."
+)
 GONE_AFTER = 10  # reads in a row answered 404: the prediction is gone, and so is its result
 PREDICTION_GONE = (
     "Replicate can no longer find this job's prediction, so its result cannot be fetched. "
@@ -61,6 +65,39 @@ class _Screen:
     users: int = 0
     ended: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """How hard a delivery is tried. An error the adapter calls passing (`retry_delay`) is
+    tried `tries` times within one claim, waiting `backoff` seconds (doubling, at least the
+    platform's Retry-After, at most `max_wait`); then the delivery is released for the
+    sweeper, which claims it again no sooner than `sweep_backoff` * 2^(claims - 1) later.
+    After `max_claims` claims it is failed and the person told, where that still works."""
+
+    tries: int = 3
+    backoff: float = 1.0
+    max_wait: float = 30.0
+    max_claims: int = 5
+    sweep_backoff: timedelta = timedelta(seconds=30)
+
+    def wait(self, attempt: int, retry_after: float) -> float:
+        """Seconds before try `attempt + 1` (attempt counts from 1)."""
+        return min(self.max_wait, max(retry_after, self.backoff * 2 ** (attempt - 1)))
+
+    def due(self, job: Job, now: datetime) -> bool:
+        """Whether a pending delivery released `job.delivery_attempts` times may be claimed."""
+        if job.delivery_attempts <= 0:
+            return True
+        return job.updated_at + self.sweep_backoff * 2 ** (job.delivery_attempts - 1) <= now
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """How one claim's delivery ended without success: the error, and whether it may pass."""
+
+    error: BaseException
+    passing: bool
 
 
 class CommandRefused(Exception):
@@ -84,6 +121,7 @@ class JobService:
         replicate: ReplicateClient,
         fetcher: OutputFetcher,
         progress_interval: float = 2.0,
+        delivery: DeliveryPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
@@ -92,6 +130,7 @@ class JobService:
         self.replicate = replicate
         self.fetcher = fetcher
         self.progress_interval = progress_interval
+        self.delivery = delivery or DeliveryPolicy()
         self._adapters: dict[str, ChatAdapter] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._polling: set[str] = set()
@@ -447,7 +486,8 @@ class JobService:
         return await self._deliver_claimed(job)
 
     async def _deliver_claimed(self, job: Job) -> bool:
-        """Post the result (or the failure) of a job whose delivery this caller holds."""
+        """Post the result (or the failure) of a job whose delivery this caller holds; an
+        error that should pass is tried again, then left to the sweeper, never failed."""
         adapter = self._adapters.get(job.platform)
         if adapter is None:
             await self.store.finish_delivery(job.id, f"no adapter for {job.platform}")
@@ -455,18 +495,48 @@ class JobService:
         async with self._delivering:
             with self._screen(job.id) as screen:
                 screen.ended = True  # a progress update still on its way is not shown after
-                try:
-                    async with screen.lock:
-                        if job.job_status is JobStatus.SUCCEEDED:
-                            await adapter.post_result(job, await self.fetcher.fetch(job.output))
-                        else:
-                            await adapter.post_error(job, failure_message(job, self._deadline(job)))
-                except Exception as exc:
-                    log.exception("delivery of job %s failed", job.id)
-                    await self.store.finish_delivery(job.id, f"{type(exc).__name__}")
-                    return False
-        await self.store.finish_delivery(job.id)
-        return True
+                async with screen.lock:
+                    failed = await self._post_outcome(adapter, job)
+        if failed is None:
+            await self.store.finish_delivery(job.id)
+            return True
+        reason = type(failed.error).__name__
+        if not failed.passing:
+            log.error("delivery of job %s failed for good", job.id, exc_info=failed.error)
+            await self.store.finish_delivery(job.id, reason)
+        elif job.delivery_attempts >= self.delivery.max_claims:
+            log.error(
+                "delivery of job %s failed %d times; giving up", job.id, job.delivery_attempts
+            )
+            await self.store.finish_delivery(job.id, f"{reason} (gave up)")
+            if job.job_status is JobStatus.SUCCEEDED:
+                with contextlib.suppress(Exception):
+                    await adapter.post_error(job, UNDELIVERABLE)
+        else:
+            log.warning("delivery of job %s: %s; the sweeper tries again", job.id, reason)
+            await self.store.release_delivery(job.id, reason)
+        return False
+
+    async def _post_outcome(self, adapter: ChatAdapter, job: Job) -> _Failed | None:
+        """Show the job's outcome, trying again after errors the adapter calls passing; None
+        once shown, else how the last try failed."""
+        policy = self.delivery
+        for attempt in range(1, policy.tries + 1):
+            try:
+                if job.job_status is JobStatus.SUCCEEDED:
+                    await adapter.post_result(job, await self.fetcher.fetch(job.output))
+                else:
+                    await adapter.post_error(job, failure_message(job, self._deadline(job)))
+                return None
+            except Exception as exc:
+                retry_after = adapter.retry_delay(exc)
+                if retry_after is None:
+                    return _Failed(exc, passing=False)
+                if attempt == policy.tries:
+                    return _Failed(exc, passing=True)
+                log.warning("job %s: delivery try %d failed (%r)", job.id, attempt, exc)
+                await asyncio.sleep(policy.wait(attempt, retry_after))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # ---- budget alerts --------------------------------------------------------------------
 
@@ -559,8 +629,9 @@ class JobService:
                 await self._fail_before_start(
                     job, "Conjure restarted before your job could start; please run it again."
                 )
+        now = utcnow()
         for job in await self.store.undelivered(DELIVERY_STALE_AFTER):
-            if job.platform in self._adapters:
+            if job.platform in self._adapters and self.delivery.due(job, now):
                 self.spawn(self.deliver(job.id))
         self.spawn(self.send_alerts())
 

@@ -262,6 +262,18 @@ class JobStore:
             )
         return result.rowcount == 1
 
+    async def release_delivery(self, job_id: str, error: str) -> None:
+        """Give a claimed delivery back, pending, after an error that should pass (the platform
+        down, rate-limited): the sweeper claims it again later. Its attempt stays counted, and
+        its destination keeps what later attempts need."""
+        now = utcnow()
+        async with write(self.engine) as conn:
+            await conn.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.delivery == Delivery.DELIVERING)
+                .values(delivery=Delivery.PENDING, delivery_error=error, updated_at=now)
+            )
+
     async def finish_delivery(self, job_id: str, error: str | None = None) -> None:
         """Mark the delivery done, or failed for good (it is never tried again), and in the same
         UPDATE drop the destination's capabilities (CAPABILITY_KEYS): nothing posts for the job

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
+import aiohttp
 import discord
 
 from adapters.discord import markup
@@ -85,6 +86,22 @@ class DiscordAdapter(ChatAdapter):
             await answer_privately(interaction, text)
             return
         await self._deliver(job, f"{self._status(job)}\n{message}", [])
+
+    def retry_delay(self, exc: BaseException) -> float | None:
+        """429s (past discord.py's own retries) and 5xx pass, honouring Retry-After, as do
+        dropped connections and timeouts. Other 4xx are Discord refusing for good: 403 (no
+        permission in the channel), 404 (the channel or message is gone), 400 (a bad body)."""
+        if isinstance(exc, discord.HTTPException):
+            if exc.status == 429 or exc.status >= 500:
+                headers = getattr(exc.response, "headers", None) or {}
+                try:
+                    return max(0.0, float(headers.get("Retry-After", 0)))
+                except (TypeError, ValueError):
+                    return 0.0
+            return None
+        if isinstance(exc, aiohttp.ClientError | TimeoutError | ConnectionError):
+            return 0.0
+        return None
 
     async def post_notice(self, channel: str, text: Text) -> None:
         """Admin notices (budget alerts): they name people without pinging them."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from aiohttp import ClientError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -36,6 +37,10 @@ CANNOT_POST = frozenset(
     }
 )
 _NOUNS = {"image": "image", "video": "video", "audio": "audio clip"}
+# Slack's own words for "not now": worth trying the same call again later.
+PASSING_ERRORS = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
 
 
 class SlackAdapter(ChatAdapter):
@@ -162,6 +167,20 @@ class SlackAdapter(ChatAdapter):
                     raise
         await self._tell(job, f"{say.announcement(job)}\n{say.failure_reply(job, message)}")
 
+    def retry_delay(self, exc: BaseException) -> float | None:
+        """429s, 5xx and Slack's "try later" errors pass (honouring Retry-After), as do dropped
+        connections and timeouts. Any other answer (a 4xx, `not_in_channel`, `invalid_auth`,
+        `file_not_found`) is Slack refusing this request as it is: sending it again repeats it.
+        """
+        if isinstance(exc, SlackApiError):
+            status = exc.response.status_code
+            if status == 429 or status >= 500 or (status == 200 and _reason(exc) in PASSING_ERRORS):
+                return _retry_after(exc.response.headers)
+            return None
+        if isinstance(exc, ClientError | TimeoutError | ConnectionError):
+            return 0.0
+        return None
+
     # ---- admin notices --------------------------------------------------------------------
 
     async def post_notice(self, channel: str, text: Text) -> None:
@@ -228,6 +247,17 @@ def _thread(job: Job) -> tuple[str, str] | None:
     ts = job.destination.get("thread_ts")
     channel = job.destination.get("channel") or job.channel
     return (channel, ts) if ts else None
+
+
+def _retry_after(headers: Any) -> float:
+    """Slack's Retry-After in seconds (0 when absent or unreadable)."""
+    for name, value in (headers or {}).items():
+        if name.lower() == "retry-after":
+            try:
+                return max(0.0, float(value if isinstance(value, str) else value[0]))
+            except (TypeError, ValueError, IndexError):
+                return 0.0
+    return 0.0
 
 
 def _reason(exc: BaseException) -> str:

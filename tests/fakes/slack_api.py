@@ -5,7 +5,8 @@ chat.update, chat.postEphemeral, conversations.open, the three steps of files_up
 (files.getUploadURLExternal, the upload URL, files.completeUploadExternal), response_url posts,
 and apps.connections.open plus a Socket Mode WebSocket (aiohttp) for Socket Mode tests.
 Failures are switched on per test: a channel the bot cannot post in, 429s with Retry-After for
-the next N calls of a method, a slow method, a revoked token.
+the next N calls of a method, 5xx for the next N calls of a method, a slow method, a revoked
+token.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ class FakeSlack:
         self.invalid_auth = False
         self.socket = FakeSocketMode()
         self._rate_limits: dict[str, list[float]] = {}  # method -> Retry-After of next 429s
+        self._failures: dict[str, list[int]] = {}  # method -> HTTP status of next failures
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
 
@@ -117,6 +119,14 @@ class FakeSlack:
     def rate_limit(self, method: str, count: int = 1, retry_after: float = 1) -> None:
         """Answer the next `count` calls of `method` with 429 and Retry-After."""
         self._rate_limits.setdefault(method, []).extend([retry_after] * count)
+
+    def fail(self, method: str, count: int = 1, status: int = 500) -> None:
+        """Answer the next `count` calls of `method` with `status` (Slack having a bad day)."""
+        self._failures.setdefault(method, []).extend([status] * count)
+
+    def recover(self, method: str) -> None:
+        """Stop failing `method`."""
+        self._failures.pop(method, None)
 
     # ---- addresses ------------------------------------------------------------------------
 
@@ -172,6 +182,11 @@ class FakeSlack:
                 status_code=429,
                 headers={"Retry-After": f"{retry_after:g}"},
             )
+        failing = self._failures.get(method)
+        if failing:
+            call.status = failing.pop(0)
+            call.error = "internal_error" if call.status >= 500 else "request_refused"
+            return JSONResponse({"ok": False, "error": call.error}, status_code=call.status)
         token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         token = token or str(args.get("token", ""))
         wanted = APP_TOKEN if method == "apps.connections.open" else BOT_TOKEN

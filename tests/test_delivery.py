@@ -1,0 +1,160 @@
+"""Deliveries that finish exactly once: transient platform errors are retried, then left to
+the sweeper, never failed; through the real app, the sandbox and the fake Slack on loopback.
+
+Every test asserts the invariant: the image is in the thread once, and the job is charged once.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from bot.jobs import DeliveryPolicy
+from bot.quotas.windows import month_window
+from storage.jobs import user_subject
+from storage.models import Delivery, Job, JobStatus, utcnow
+from tests.slack_harness import SlackConjure, running_slack_conjure
+
+CHANNEL = "C0GENERAL"
+USER = "U0ADA"
+FLUX_SCHNELL_MICROS = 3000
+QUICK = DeliveryPolicy(tries=3, backoff=0.01, max_wait=0.05, sweep_backoff=timedelta(0))
+
+
+async def only_job(conjure: SlackConjure, sandbox_server) -> Job:
+    [prediction_id] = sandbox_server.sandbox.predictions
+    job = await conjure.runtime.store.find_by_prediction(prediction_id)
+    assert job is not None
+    return job
+
+
+async def assert_delivered_once_charged_once(conjure: SlackConjure, job: Job) -> None:
+    """One image in the job's thread, the job delivered, and charged exactly once."""
+    fake = conjure.fake
+    [parent] = fake.channel_messages(CHANNEL)
+    [upload] = fake.shared_uploads()
+    assert (upload.channel_id, upload.thread_ts) == (CHANNEL, parent.ts)
+    [reply] = fake.replies(CHANNEL, parent.ts)
+    assert reply.files == [upload.file_id]
+    assert "✅ done in " in parent.text
+    stored = await conjure.runtime.store.get(job.id)
+    assert stored is not None
+    assert stored.job_status is JobStatus.SUCCEEDED
+    assert stored.delivery == Delivery.DELIVERED, stored.delivery_error
+    assert stored.actual_micros == FLUX_SCHNELL_MICROS
+    subject = user_subject("slack", stored.workspace, USER)
+    counter = await conjure.runtime.store.counter("user", subject, month_window(utcnow()).key)
+    assert counter is not None
+    assert (counter.reserved_micros, counter.spent_micros) == (0, FLUX_SCHNELL_MICROS)
+
+
+async def test_slack_5xx_on_upload_is_retried_and_the_image_posted_once(
+    sandbox_server, database_url: str
+) -> None:
+    async with running_slack_conjure(sandbox_server, database_url) as conjure:
+        conjure.service.delivery = QUICK
+        conjure.fake.fail("files.getUploadURLExternal", count=2, status=500)
+        await conjure.slash("/imagine", "a red fox in the snow")
+        await conjure.settle(sandbox_server)
+
+        job = await only_job(conjure, sandbox_server)
+        assert len(conjure.fake.calls_to("files.getUploadURLExternal")) == 3
+        await assert_delivered_once_charged_once(conjure, job)
+        stored = await conjure.runtime.store.get(job.id)
+        assert stored is not None and stored.delivery_attempts == 1  # all within one claim
+
+
+async def test_a_long_slack_outage_leaves_the_delivery_pending_for_the_sweeper(
+    sandbox_server, database_url: str
+) -> None:
+    async with running_slack_conjure(sandbox_server, database_url) as conjure:
+        conjure.service.delivery = QUICK
+        conjure.fake.fail("files.getUploadURLExternal", count=1000, status=503)
+        await conjure.slash("/imagine", "a red fox in the snow")
+        await conjure.settle(sandbox_server)
+
+        job = await only_job(conjure, sandbox_server)
+        waiting = await conjure.runtime.store.get(job.id)
+        assert waiting is not None
+        assert waiting.delivery == Delivery.PENDING and waiting.delivery_attempts == 1
+        assert waiting.delivery_error == "SlackApiError"
+        assert waiting.destination.get("thread_ts")  # kept for the next try
+        assert conjure.fake.shared_uploads() == []
+
+        await conjure.service.recover()  # still down: released again, still pending
+        await conjure.service.wait_idle()
+        again = await conjure.runtime.store.get(job.id)
+        assert again is not None
+        assert again.delivery == Delivery.PENDING and again.delivery_attempts == 2
+
+        conjure.fake.recover("files.getUploadURLExternal")
+        await conjure.service.recover()
+        await conjure.service.wait_idle()
+        await assert_delivered_once_charged_once(conjure, job)
+
+
+async def test_a_pending_delivery_waits_out_its_backoff_before_the_sweeper_claims_it(
+    sandbox_server, sqlite_url: str
+) -> None:
+    async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
+        conjure.service.delivery = DeliveryPolicy(
+            tries=1, backoff=0.01, sweep_backoff=timedelta(hours=1)
+        )
+        conjure.fake.fail("files.getUploadURLExternal", count=1, status=500)
+        await conjure.slash("/imagine", "a red fox in the snow")
+        await conjure.settle(sandbox_server)
+        job = await only_job(conjure, sandbox_server)
+
+        await conjure.service.recover()  # not due for an hour: left alone
+        await conjure.service.wait_idle()
+        waiting = await conjure.runtime.store.get(job.id)
+        assert waiting is not None
+        assert waiting.delivery == Delivery.PENDING and waiting.delivery_attempts == 1
+
+        conjure.service.delivery = QUICK
+        await conjure.service.recover()
+        await conjure.service.wait_idle()
+        await assert_delivered_once_charged_once(conjure, job)
+
+
+async def test_a_refusal_for_good_fails_the_delivery_without_retrying(
+    sandbox_server, sqlite_url: str
+) -> None:
+    async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
+        conjure.service.delivery = QUICK
+        conjure.fake.fail("files.getUploadURLExternal", count=1000, status=403)
+        await conjure.slash("/imagine", "a red fox in the snow")
+        await conjure.settle(sandbox_server)
+
+        job = await only_job(conjure, sandbox_server)
+        assert len(conjure.fake.calls_to("files.getUploadURLExternal")) == 1
+        failed = await conjure.runtime.store.get(job.id)
+        assert failed is not None
+        assert failed.delivery == Delivery.FAILED and failed.delivery_attempts == 1
+        assert failed.actual_micros == FLUX_SCHNELL_MICROS  # it ran, and is charged once
+
+
+async def test_after_the_last_claim_the_delivery_fails_and_the_person_is_told(
+    sandbox_server, sqlite_url: str
+) -> None:
+    async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
+        conjure.service.delivery = DeliveryPolicy(
+            tries=1, backoff=0.01, max_claims=2, sweep_backoff=timedelta(0)
+        )
+        conjure.fake.fail("files.getUploadURLExternal", count=1000, status=500)
+        await conjure.slash("/imagine", "a red fox in the snow")
+        await conjure.settle(sandbox_server)
+        job = await only_job(conjure, sandbox_server)
+
+        await conjure.service.recover()
+        await conjure.service.wait_idle()
+        failed = await conjure.runtime.store.get(job.id)
+        assert failed is not None
+        assert failed.delivery == Delivery.FAILED and failed.delivery_attempts == 2
+        assert conjure.fake.shared_uploads() == []
+        [parent] = conjure.fake.channel_messages(CHANNEL)
+        [told] = conjure.fake.replies(CHANNEL, parent.ts)
+        assert "could not post it here" in told.text and f"<@{USER}>" in told.text
+
+        await conjure.service.recover()  # failed for good: never claimed again
+        await conjure.service.wait_idle()
+        assert len(conjure.fake.calls_to("files.getUploadURLExternal")) == 2
