@@ -13,7 +13,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -33,14 +33,14 @@ from bot.replicate.client import Prediction, ReplicateClient
 from bot.replicate.errors import PredictionOutcomeUnknown, ReplicateError
 from bot.replicate.outputs import OutputFetcher, split_output
 from bot.replicate.progress import progress_from_logs
-from storage.jobs import JobStore
-from storage.models import BudgetAlert, Job, JobStatus, utcnow
+from storage.jobs import DELIVERY_LEASE, JobStore
+from storage.models import BudgetAlert, Delivery, Job, JobStatus, utcnow
 from storage.usage import LimitReached
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_EVENTS = ["start", "logs", "completed"]
-DELIVERY_STALE_AFTER = timedelta(minutes=10)
+DELIVERY_SWEEP_EVERY = 10.0  # seconds: a dead claimant's delivery is taken over this soon
 CLOCK_MARGIN = timedelta(minutes=5)  # between our clock and Replicate's created_at
 SILENT_AFTER = timedelta(minutes=5)  # no webhook for this long: read the prediction instead
 SUBMITS_AT_ONCE = 16  # commands being started at the same time; more wait their turn
@@ -80,6 +80,12 @@ class DeliveryPolicy:
     max_wait: float = 30.0
     max_claims: int = 5
     sweep_backoff: timedelta = timedelta(seconds=30)
+    lease: timedelta = DELIVERY_LEASE
+
+    @property
+    def renew_every(self) -> float:
+        """Seconds between renewals: a third of the lease, so one late renewal is no loss."""
+        return self.lease.total_seconds() / 3
 
     def wait(self, attempt: int, retry_after: float) -> float:
         """Seconds before try `attempt + 1` (attempt counts from 1)."""
@@ -87,8 +93,8 @@ class DeliveryPolicy:
 
     def due(self, job: Job, now: datetime) -> bool:
         """Whether a pending delivery released `job.delivery_attempts` times may be claimed."""
-        if job.delivery_attempts <= 0:
-            return True
+        if job.delivery != Delivery.PENDING or job.delivery_attempts <= 0:
+            return True  # never tried, or a lapsed claim: its holder died
         return job.updated_at + self.sweep_backoff * 2 ** (job.delivery_attempts - 1) <= now
 
 
@@ -391,6 +397,7 @@ class JobService:
             actual_micros=self._actual_cost(job, prediction),
             give_back_job=status in (JobStatus.FAILED, JobStatus.ABORTED),
             claim=ours,
+            lease=self.delivery.lease,
             output=prediction.output,
             error=_error_text(prediction.error),
             predict_time=(prediction.metrics or {}).get("predict_time"),
@@ -434,6 +441,7 @@ class JobService:
             actual,
             output=prediction.output if succeeded else None,
             claim=deliver,
+            lease=self.delivery.lease,
         )
         if late is None:
             return
@@ -479,7 +487,7 @@ class JobService:
 
     async def deliver(self, job_id: str) -> bool:
         """Deliver a finished job's result if this caller wins the claim; True when it did."""
-        if not await self.store.claim_delivery(job_id, DELIVERY_STALE_AFTER):
+        if not await self.store.claim_delivery(job_id, self.delivery.lease):
             return False
         job = await self.store.get(job_id)
         assert job is not None
@@ -495,7 +503,7 @@ class JobService:
         async with self._delivering:
             with self._screen(job.id) as screen:
                 screen.ended = True  # a progress update still on its way is not shown after
-                async with screen.lock:
+                async with screen.lock, self._leased(job):
                     failed = await self._post_outcome(adapter, job)
         if failed is None:
             await self.store.finish_delivery(job.id)
@@ -514,8 +522,35 @@ class JobService:
                     await adapter.post_error(job, UNDELIVERABLE)
         else:
             log.warning("delivery of job %s: %s; the sweeper tries again", job.id, reason)
-            await self.store.release_delivery(job.id, reason)
+            await self.store.release_delivery(job.id, reason, job.delivery_attempts)
         return False
+
+    @contextlib.asynccontextmanager
+    async def _leased(self, job: Job) -> AsyncIterator[None]:
+        """Keep this claim's lease alive while the delivery inside runs: renewed every third
+        of the lease, so only a claimant that died (and its renewals with it) loses it."""
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self.delivery.renew_every)
+                try:
+                    held = await self.store.renew_lease(
+                        job.id, job.delivery_attempts, self.delivery.lease
+                    )
+                except SQLAlchemyError:
+                    log.warning("job %s: could not renew the delivery lease", job.id)
+                    continue
+                if not held:
+                    log.warning("job %s: the delivery lease was lost", job.id)
+                    return
+
+        renewal = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
 
     async def _post_outcome(self, adapter: ChatAdapter, job: Job) -> _Failed | None:
         """Show the job's outcome, trying again after errors the adapter calls passing; None
@@ -601,12 +636,24 @@ class JobService:
         )
         await self._fail_before_start(job, PREDICTION_GONE)
 
-    async def sweep_forever(self, every: float = 60, silent_for: timedelta = SILENT_AFTER) -> None:
-        """Now and then, recover jobs whose webhooks went missing, so no hold leaks."""
+    async def sweep_forever(
+        self,
+        every: float = 60,
+        silent_for: timedelta = SILENT_AFTER,
+        deliveries_every: float = DELIVERY_SWEEP_EVERY,
+    ) -> None:
+        """Now and then, recover jobs whose webhooks went missing, so no hold leaks (every
+        `every` seconds); more often, take over deliveries whose claimant died or that wait
+        for another try (every `deliveries_every`)."""
+        next_recover = time.monotonic() + every
         while True:
-            await asyncio.sleep(every)
+            await asyncio.sleep(min(every, deliveries_every))
             try:
-                await self.recover(silent_for)
+                if time.monotonic() >= next_recover:
+                    next_recover = time.monotonic() + every
+                    await self.recover(silent_for)
+                else:
+                    await self.sweep_deliveries()
             except Exception:
                 log.exception("sweep failed; will try again")
 
@@ -629,11 +676,16 @@ class JobService:
                 await self._fail_before_start(
                     job, "Conjure restarted before your job could start; please run it again."
                 )
+        await self.sweep_deliveries()
+        self.spawn(self.send_alerts())
+
+    async def sweep_deliveries(self) -> None:
+        """Claim and deliver what waits: pending deliveries whose backoff is over, and claims
+        whose lease lapsed (their holder died)."""
         now = utcnow()
-        for job in await self.store.undelivered(DELIVERY_STALE_AFTER):
+        for job in await self.store.undelivered(now):
             if job.platform in self._adapters and self.delivery.due(job, now):
                 self.spawn(self.deliver(job.id))
-        self.spawn(self.send_alerts())
 
 
 def failure_message(job: Job, deadline: float | None = None) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import JSON, String, bindparam, cast, func, literal, select, update
@@ -30,6 +30,11 @@ from storage.models import (
     utcnow,
 )
 from storage.usage import Hold
+
+DELIVERY_LEASE = timedelta(seconds=20)
+"""How long a delivery claim holds unless renewed (its holder renews it every third of this)."""
+LEGACY_CLAIM_STALE = timedelta(minutes=10)
+"""A claim taken before leases existed (no lease recorded) is taken over at this age, as then."""
 
 
 class DuplicateRequest(Exception):
@@ -113,13 +118,10 @@ class JobStore:
             condition = condition & (Job.updated_at < utcnow() - silent_for)
         return await self._select(condition)
 
-    async def undelivered(self, stale_after: timedelta) -> list[Job]:
-        """Finished jobs whose delivery is pending, or was claimed so long ago its owner died."""
-        cutoff = utcnow() - stale_after
-        return await self._select(
-            (Job.delivery == Delivery.PENDING)
-            | ((Job.delivery == Delivery.DELIVERING) & (Job.delivery_claimed_at < cutoff))
-        )
+    async def undelivered(self, at: datetime | None = None) -> list[Job]:
+        """Finished jobs whose delivery is pending, or claimed by a holder whose lease lapsed
+        (by `at`, default now): it died, and another instance may take the delivery over."""
+        return await self._select(_claimable(at or utcnow()))
 
     async def count(self) -> int:
         async with self.reader.connect() as conn:
@@ -169,6 +171,7 @@ class JobStore:
         give_back_job: bool,
         deliver: bool = True,
         claim: bool = False,
+        lease: timedelta = DELIVERY_LEASE,
         **values: Any,
     ) -> Finished | None:
         """Record the terminal status and settle the reservation in one transaction.
@@ -188,7 +191,7 @@ class JobStore:
             updated_at=now,
             reservation=Reservation.RELEASED if give_back_job else Reservation.SETTLED,
         )
-        values.update(_delivery(now, deliver=deliver, claim=claim))
+        values.update(_delivery(now, deliver=deliver, claim=claim, lease=lease))
         statement = _terminal_statement(_names(values), "running")
         async with write(self.engine) as conn:
             row = (await conn.execute(statement, _params(job.id, values))).first()
@@ -211,6 +214,7 @@ class JobStore:
         *,
         output: Any = None,
         claim: bool = False,
+        lease: timedelta = DELIVERY_LEASE,
     ) -> Job | None:
         """A terminal webhook for a job that had already failed before its prediction was known
         (its create looked lost): record the prediction and what Replicate billed, once; the
@@ -230,7 +234,7 @@ class JobStore:
                 progress=100,
                 completed_at=now,
                 updated_at=now,
-                **_delivery(now, deliver=True, claim=claim),
+                **_delivery(now, deliver=True, claim=claim, lease=lease),
             )
         statement = _terminal_statement(_names(values), "no_prediction")
         async with write(self.engine) as conn:
@@ -240,37 +244,49 @@ class JobStore:
             await usage.charge_late(conn, [Hold.from_json(d) for d in job.holds], actual_micros)
         return _job(row._mapping)
 
-    async def claim_delivery(self, job_id: str, stale_after: timedelta) -> bool:
-        """Take the delivery of a finished job; exactly one caller gets True."""
+    async def claim_delivery(self, job_id: str, lease: timedelta = DELIVERY_LEASE) -> bool:
+        """Take the delivery of a finished job (pending, or its holder's lease lapsed) for
+        `lease`; exactly one caller gets True. Each claim counts an attempt, whose number is
+        the claim's identity when it is renewed."""
         now = utcnow()
         async with write(self.engine) as conn:
             result = await conn.execute(
                 update(Job)
-                .where(
-                    Job.id == job_id,
-                    (Job.delivery == Delivery.PENDING)
-                    | (
-                        (Job.delivery == Delivery.DELIVERING)
-                        & (Job.delivery_claimed_at < now - stale_after)
-                    ),
-                )
+                .where(Job.id == job_id, _claimable(now))
                 .values(
                     delivery=Delivery.DELIVERING,
                     delivery_claimed_at=now,
+                    delivery_lease_until=now + lease,
                     delivery_attempts=Job.delivery_attempts + 1,
                 )
             )
         return result.rowcount == 1
 
-    async def release_delivery(self, job_id: str, error: str) -> None:
+    async def renew_lease(self, job_id: str, attempt: int, lease: timedelta) -> bool:
+        """Extend the lease of claim number `attempt`; False when it is no longer held (it
+        ended, or lapsed and was taken over)."""
+        async with write(self.engine) as conn:
+            result = await conn.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.delivery == Delivery.DELIVERING,
+                    Job.delivery_attempts == attempt,
+                )
+                .values(delivery_lease_until=utcnow() + lease)
+            )
+        return result.rowcount == 1
+
+    async def release_delivery(self, job_id: str, error: str, attempt: int | None = None) -> None:
         """Give a claimed delivery back, pending, after an error that should pass (the platform
         down, rate-limited): the sweeper claims it again later. Its attempt stays counted, and
-        its destination keeps what later attempts need."""
+        its destination keeps what later attempts need. With `attempt`, only that claim."""
         now = utcnow()
+        held = Job.delivery_attempts == attempt if attempt is not None else True
         async with write(self.engine) as conn:
             await conn.execute(
                 update(Job)
-                .where(Job.id == job_id, Job.delivery == Delivery.DELIVERING)
+                .where(Job.id == job_id, Job.delivery == Delivery.DELIVERING, held)
                 .values(delivery=Delivery.PENDING, delivery_error=error, updated_at=now)
             )
 
@@ -350,12 +366,26 @@ def _progress_statement() -> Any:
 _GUARDS = {"running": _RUNNING, "no_prediction": _JOBS.c.prediction_id.is_(None)}
 
 
-def _delivery(now: Any, *, deliver: bool, claim: bool) -> dict[str, Any]:
+def _claimable(now: datetime) -> Any:
+    """A delivery that may be claimed at `now`: pending, or held by a lease that lapsed."""
+    delivering = _JOBS.c.delivery == Delivery.DELIVERING
+    lease = _JOBS.c.delivery_lease_until
+    lapsed = (lease < now) | (
+        lease.is_(None) & (_JOBS.c.delivery_claimed_at < now - LEGACY_CLAIM_STALE)
+    )
+    return (_JOBS.c.delivery == Delivery.PENDING) | (delivering & lapsed)
+
+
+def _delivery(now: Any, *, deliver: bool, claim: bool, lease: timedelta) -> dict[str, Any]:
     """A finished job's delivery columns: none, pending, or claimed by the caller."""
     if not deliver:
         return {"delivery": Delivery.NONE}
     if claim:
-        return {"delivery": Delivery.DELIVERING, "delivery_claimed_at": now}
+        return {
+            "delivery": Delivery.DELIVERING,
+            "delivery_claimed_at": now,
+            "delivery_lease_until": now + lease,
+        }
     return {"delivery": Delivery.PENDING}
 
 

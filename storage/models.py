@@ -52,7 +52,7 @@ class Delivery(StrEnum):
 
     NONE = "none"  # not finished yet
     PENDING = "pending"  # finished; waiting for an instance to claim the delivery
-    DELIVERING = "delivering"  # claimed (delivery_claimed_at says when)
+    DELIVERING = "delivering"  # claimed, until delivery_lease_until unless renewed
     DELIVERED = "delivered"
     FAILED = "failed"
 
@@ -117,6 +117,9 @@ class Job(SQLModel, table=True):
 
     delivery: str = Field(default=Delivery.NONE, max_length=16)
     delivery_claimed_at: datetime | None = None
+    # The claim's lease: its holder renews it while delivering; once it has lapsed, the holder
+    # is taken for dead and another instance may claim the delivery.
+    delivery_lease_until: datetime | None = None
     delivery_attempts: int = 0
     delivery_error: str | None = None
 

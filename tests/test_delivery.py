@@ -6,6 +6,7 @@ Every test asserts the invariant: the image is in the thread once, and the job i
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from bot.jobs import DeliveryPolicy
@@ -158,3 +159,86 @@ async def test_after_the_last_claim_the_delivery_fails_and_the_person_is_told(
         await conjure.service.recover()  # failed for good: never claimed again
         await conjure.service.wait_idle()
         assert len(conjure.fake.calls_to("files.getUploadURLExternal")) == 2
+
+
+# ---- a claim is a lease ----------------------------------------------------------------------
+
+LEASED = DeliveryPolicy(
+    tries=3, backoff=0.01, max_wait=0.05, sweep_backoff=timedelta(0), lease=timedelta(seconds=0.3)
+)
+
+
+async def delivering(conjure: SlackConjure, timeout: float = 5) -> Job:
+    """The only job, once its delivery has been claimed (and is under way)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        for job in await conjure.runtime.store.unfinished() + await _finished(conjure):
+            if job.delivery == Delivery.DELIVERING:
+                return job
+        await asyncio.sleep(0.01)
+    raise TimeoutError("no delivery was claimed")
+
+
+async def _finished(conjure: SlackConjure) -> list[Job]:
+    store = conjure.runtime.store
+    return [j for j in await store.undelivered(utcnow() + timedelta(days=1))]
+
+
+async def test_a_dead_claimants_delivery_is_taken_over_once_its_lease_lapses(
+    sandbox_server, database_url: str
+) -> None:
+    async with running_slack_conjure(sandbox_server, database_url) as conjure:
+        service = conjure.service
+        service.delivery = LEASED
+        conjure.fake.delays["files.getUploadURLExternal"] = 0.5  # dies mid-delivery
+        await conjure.slash("/imagine", "a red fox in the snow")
+        await sandbox_server.sandbox.wait_idle()
+        claimed = await delivering(conjure)
+        # kill -9: the delivery and its lease renewals stop; the claim stays in the row.
+        for task in list(service._tasks):
+            task.cancel()
+        await service.wait_idle()
+        conjure.fake.delays.clear()
+        held = await conjure.runtime.store.get(claimed.id)
+        assert held is not None and held.delivery == Delivery.DELIVERING
+
+        await service.sweep_deliveries()  # the lease still holds: nobody takes it
+        await service.wait_idle()
+        still = await conjure.runtime.store.get(claimed.id)
+        assert still is not None and still.delivery_attempts == held.delivery_attempts
+
+        await asyncio.sleep(0.35)
+        await service.sweep_deliveries()  # lapsed: taken over, delivered once
+        await service.wait_idle()
+        await assert_delivered_once_charged_once(conjure, claimed)
+        done = await conjure.runtime.store.get(claimed.id)
+        assert done is not None and done.delivery_attempts == held.delivery_attempts + 1
+
+
+async def test_a_slow_delivery_that_renews_its_lease_is_never_taken_over(
+    sandbox_server, database_url: str
+) -> None:
+    async with running_slack_conjure(sandbox_server, database_url) as conjure:
+        service = conjure.service
+        service.delivery = LEASED
+        conjure.fake.delays["files.getUploadURLExternal"] = 1.0  # longer than three leases
+        await conjure.slash("/imagine", "a red fox in the snow")
+        await sandbox_server.sandbox.wait_idle()
+        claimed = await delivering(conjure)
+
+        async def sweep_meanwhile() -> None:
+            while True:
+                await service.sweep_deliveries()
+                await asyncio.sleep(0.05)
+
+        sweeper = asyncio.create_task(sweep_meanwhile())
+        try:
+            await service.wait_idle()
+        finally:
+            sweeper.cancel()
+        await service.wait_idle()
+
+        assert len(conjure.fake.calls_to("files.getUploadURLExternal")) == 1
+        await assert_delivered_once_charged_once(conjure, claimed)
+        done = await conjure.runtime.store.get(claimed.id)
+        assert done is not None and done.delivery_attempts == 1
