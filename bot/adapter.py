@@ -75,6 +75,11 @@ class Reply:
     refused: bool = False
 
 
+Checkpoint = Callable[[Mapping[str, Any]], Awaitable[None]]
+"""Given to `ChatAdapter.deliver_result` by the core: merges the fields into the job's
+destination and stores them before it returns, so a delivery that dies after a step an adapter
+cannot take back (files shared) leaves a trace that the next delivery can check."""
+
 Acknowledge = Callable[[], Awaitable[Mapping[str, Any] | None]]
 """Called by the core once a command is valid and before any slow work (the database,
 Replicate): the adapter answers its platform's deadline here (Slack's ack, Discord's defer) and
@@ -121,6 +126,19 @@ class ChatAdapter(ABC):
         so this may be called more than once for a job; any other error marks the delivery
         failed and the result is not posted again.
         """
+
+    async def deliver_result(
+        self, job: Job, result: JobResult, checkpoint: Checkpoint | None
+    ) -> None:
+        """What the core calls to deliver a result: post_result, for a delivery that may be a
+        second one (its first claimant died after posting, before it was marked delivered).
+
+        An adapter whose platform can say what was already posted overrides this: it records
+        what it is about to post with `checkpoint` before the step that makes it visible and,
+        finding that record in `job.destination` on a later call, asks its platform before
+        posting again. This default cannot tell, and posts.
+        """
+        await self.post_result(job, result)
 
     @abstractmethod
     async def post_error(self, job: Job, message: str) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.adapter import ChatAdapter, CommandRequest
+from bot.adapter import ChatAdapter, Checkpoint, CommandRequest
 from bot.catalog import Catalog, ModelSpec
 from bot.commands.parsing import Invocation
 from bot.config import Settings
@@ -525,6 +525,15 @@ class JobService:
             await self.store.release_delivery(job.id, reason, job.delivery_attempts)
         return False
 
+    def _checkpoint(self, job: Job) -> Checkpoint:
+        """What an adapter calls to record a delivery step in the job's destination."""
+
+        async def record(fields: Mapping[str, Any]) -> None:
+            job.destination.update(fields)
+            await self.store.update_fields(job.id, destination=job.destination)
+
+        return record
+
     @contextlib.asynccontextmanager
     async def _leased(self, job: Job) -> AsyncIterator[None]:
         """Keep this claim's lease alive while the delivery inside runs: renewed every third
@@ -559,7 +568,8 @@ class JobService:
         for attempt in range(1, policy.tries + 1):
             try:
                 if job.job_status is JobStatus.SUCCEEDED:
-                    await adapter.post_result(job, await self.fetcher.fetch(job.output))
+                    result = await self.fetcher.fetch(job.output)
+                    await adapter.deliver_result(job, result, self._checkpoint(job))
                 else:
                     await adapter.post_error(job, failure_message(job, self._deadline(job)))
                 return None

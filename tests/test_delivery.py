@@ -242,3 +242,37 @@ async def test_a_slow_delivery_that_renews_its_lease_is_never_taken_over(
         await assert_delivered_once_charged_once(conjure, claimed)
         done = await conjure.runtime.store.get(claimed.id)
         assert done is not None and done.delivery_attempts == 1
+
+
+# ---- idempotent final posts ------------------------------------------------------------------
+
+
+async def test_a_delivery_taken_over_after_the_share_does_not_post_the_image_again(
+    sandbox_server, database_url: str
+) -> None:
+    """kill -9 after the upload was shared, before the job was marked delivered: the instance
+    that takes it over finds the recorded file ids shared in the thread (files.info) and only
+    finishes the status."""
+    async with running_slack_conjure(sandbox_server, database_url) as conjure:
+        service, fake = conjure.service, conjure.fake
+        service.delivery = LEASED
+        fake.delays["chat.update"] = 0.5  # the status edit that follows the share is slow
+        await conjure.slash("/imagine", "a red fox in the snow")
+        await sandbox_server.sandbox.wait_idle()
+        claimed = await delivering(conjure)
+        while not fake.shared_uploads():
+            await asyncio.sleep(0.01)
+        for task in list(service._tasks):  # dies between the share and the delivered mark
+            task.cancel()
+        await service.wait_idle()
+        fake.delays.clear()
+        held = await conjure.runtime.store.get(claimed.id)
+        assert held is not None and held.delivery == Delivery.DELIVERING
+        assert held.destination["slack_files"] == [fake.shared_uploads()[0].file_id]
+
+        await asyncio.sleep(0.35)
+        await service.sweep_deliveries()
+        await service.wait_idle()
+        assert len(fake.calls_to("files.info")) == 1
+        assert len(fake.calls_to("files.getUploadURLExternal")) == 1
+        await assert_delivered_once_charged_once(conjure, claimed)

@@ -13,11 +13,12 @@ import logging
 from typing import Any
 
 from aiohttp import ClientError
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import markup as say
 from adapters.slack.reach import SLACK_ERRORS, open_dm, respond
+from adapters.slack.uploads import FILES_KEY, Checkpoint, already_shared, upload_and_share
 from bot.adapter import ChatAdapter, JobResult, OutputFile
 from bot.catalog import Catalog
 from bot.markup import Text
@@ -94,10 +95,24 @@ class SlackAdapter(ChatAdapter):
 
     async def post_result(self, job: Job, result: JobResult) -> None:
         """Upload the outputs into the thread, then show done (duration, cost) on the parent."""
+        await self.deliver_result(job, result, None)
+
+    async def deliver_result(
+        self, job: Job, result: JobResult, checkpoint: Checkpoint | None
+    ) -> None:
+        """post_result, once: the ids of files about to be shared in the thread are recorded
+        (`checkpoint`) first, and a later delivery that finds them asks Slack (files.info)
+        whether they were shared there before it uploads again."""
         where = _thread(job)
+        if where is not None and await already_shared(
+            self.client, job.destination.get(FILES_KEY) or [], *where
+        ):
+            log.info("job %s: its files are already in the thread; not posted again", job.id)
+            await self.update_status(job)
+            return
         if where is not None:
             try:
-                await self._result_in_thread(job, result, *where)
+                await self._result_in_thread(job, result, *where, checkpoint)
                 await self.update_status(job)
                 return
             except SlackApiError as exc:
@@ -106,11 +121,18 @@ class SlackAdapter(ChatAdapter):
                 log.warning("job %s: the thread is gone (%s)", job.id, _reason(exc))
         await self._result_elsewhere(job, result)
 
-    async def _result_in_thread(self, job: Job, result: JobResult, channel: str, ts: str) -> None:
+    async def _result_in_thread(
+        self,
+        job: Job,
+        result: JobResult,
+        channel: str,
+        ts: str,
+        checkpoint: Checkpoint | None = None,
+    ) -> None:
         note = say.skipped_note(result.skipped)
         if result.files:
             comment = say.files_comment(job.user_id, len(result.files), self._noun(job)) + note
-            await self._upload(job, result.files, channel, ts, comment)
+            await self._upload(job, result.files, channel, ts, comment, checkpoint)
             note = ""
         if result.text is not None and len(result.text) > self.long_text_chars:
             await self._upload_text(
@@ -177,8 +199,8 @@ class SlackAdapter(ChatAdapter):
             if status == 429 or status >= 500 or (status == 200 and _reason(exc) in PASSING_ERRORS):
                 return _retry_after(exc.response.headers)
             return None
-        if isinstance(exc, ClientError | TimeoutError | ConnectionError):
-            return 0.0
+        if isinstance(exc, SlackRequestError | ClientError | TimeoutError | ConnectionError):
+            return 0.0  # the upload URL failing (SlackRequestError), or the network
         return None
 
     # ---- admin notices --------------------------------------------------------------------
@@ -200,7 +222,13 @@ class SlackAdapter(ChatAdapter):
         )
 
     async def _upload(
-        self, job: Job, files: list[OutputFile], channel: str, ts: str | None, comment: str
+        self,
+        job: Job,
+        files: list[OutputFile],
+        channel: str,
+        ts: str | None,
+        comment: str,
+        checkpoint: Checkpoint | None = None,
     ) -> None:
         uploads = []
         for index, output in enumerate(files):
@@ -212,8 +240,13 @@ class SlackAdapter(ChatAdapter):
             if output.content_type.startswith("image/"):
                 upload["alt_txt"] = say.alt_text(job)
             uploads.append(upload)
-        await self.client.files_upload_v2(
-            file_uploads=uploads, channel=channel, thread_ts=ts, initial_comment=comment
+        await upload_and_share(
+            self.client,
+            uploads,
+            channel=channel,
+            thread_ts=ts,
+            comment=comment,
+            checkpoint=checkpoint,
         )
 
     async def _upload_text(

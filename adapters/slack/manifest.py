@@ -4,10 +4,11 @@ Generated from the catalog rather than written by hand, so the commands Slack of
 usage hints and the commands the bot answers can never drift apart.
 
 Scopes are exactly what the adapter calls: `commands` (slash commands), `chat:write` (the status
-message, chat.update, threaded replies, DMs), `files:write` (files_upload_v2) and `im:write`
-(conversations.open, to DM a result that has no thread to go to). Not `chat:write.public`:
-where the bot is not a member the command's response_url answers instead, and files could not
-be uploaded there anyway.
+message, chat.update, threaded replies, DMs), `files:write` (the three upload steps),
+`files:read` (files.info: whether a delivery taken over from a dead instance had already shared
+its files) and `im:write` (conversations.open, to DM a result that has no thread to go to).
+Not `chat:write.public`: where the bot is not a member the command's response_url answers
+instead, and files could not be uploaded there anyway.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from bot.catalog import Catalog
 APP_NAME = "Conjure"  # Slack: display name at most 35 characters
 APP_DESCRIPTION = "Run Replicate models from slash commands: images, answers and transcripts."
 BACKGROUND_COLOR = "#3b2e58"
-BOT_SCOPES = ("commands", "chat:write", "files:write", "im:write")
+BOT_SCOPES = ("commands", "chat:write", "files:read", "files:write", "im:write")
 EVENTS_PATH = "/slack/events"
 CONJURE_DESCRIPTION = "Conjure: help, your usage today, the models you can use"
 CONJURE_USAGE_HINT = "help | usage | models"

@@ -2,7 +2,8 @@
 
 It implements what Conjure's Slack adapter and slack-bolt use: auth.test, chat.postMessage,
 chat.update, chat.postEphemeral, conversations.open, the three steps of files_upload_v2
-(files.getUploadURLExternal, the upload URL, files.completeUploadExternal), response_url posts,
+(files.getUploadURLExternal, the upload URL, files.completeUploadExternal), files.info (where a
+file was shared), response_url posts,
 and apps.connections.open plus a Socket Mode WebSocket (aiohttp) for Socket Mode tests.
 Failures are switched on per test: a channel the bot cannot post in, 429s with Retry-After for
 the next N calls of a method, 5xx for the next N calls of a method, a slow method, a revoked
@@ -280,6 +281,23 @@ class FakeSlack:
             message.files = [u.file_id for u in uploads if u is not None]
             self.messages.append(message)
         return {"ok": True, "files": [{"id": i.get("id"), "title": i.get("title")} for i in files]}
+
+    def _files_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Where a file was shared, from what completeUploadExternal recorded: channel id ->
+        [{ts, thread_ts}] under `public` (C...) or `private` (anything else)."""
+        upload = self.uploads.get(str(args.get("file", "")))
+        if upload is None:
+            return {"ok": False, "error": "file_not_found"}
+        shares: dict[str, Any] = {}
+        for message in self.messages:
+            if upload.file_id in message.files:
+                kind = "public" if message.channel.startswith("C") else "private"
+                share = {"ts": message.ts, "thread_ts": message.thread_ts}
+                shares.setdefault(kind, {}).setdefault(message.channel, []).append(share)
+        return {
+            "ok": True,
+            "file": {"id": upload.file_id, "name": upload.filename, "shares": shares},
+        }
 
     def _apps_connections_open(self, _: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "url": f"{self.socket_url}/link/?ticket={uuid.uuid4()}"}
