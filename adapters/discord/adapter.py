@@ -76,7 +76,7 @@ class DiscordAdapter(ChatAdapter):
             )
             lines = [self._status(job), *notes, *(f"⚠️ {reason}" for reason in result.skipped)]
             lines.append(f"The answer is {len(result.text):,} characters long; it is in {name}.")
-        await self._deliver(job, "\n".join(lines), attach)
+        await self._deliver(job, "\n".join(lines), attach, kind="r")
 
     async def post_error(self, job: Job, message: str) -> None:
         interaction = self._live.get(Destination.of(job).token)
@@ -85,7 +85,7 @@ class DiscordAdapter(ChatAdapter):
             text = markup.fit(f"{markup.mention(job.user_id)} {message}")
             await answer_privately(interaction, text)
             return
-        await self._deliver(job, f"{self._status(job)}\n{message}", [])
+        await self._deliver(job, f"{self._status(job)}\n{message}", [], kind="e")
 
     def retry_delay(self, exc: BaseException) -> float | None:
         """429s (past discord.py's own retries) and 5xx pass, honouring Retry-After, as do
@@ -131,8 +131,13 @@ class DiscordAdapter(ChatAdapter):
                 raise
             return None
 
-    async def _deliver(self, job: Job, content: str, files: Sequence[OutputFile]) -> None:
-        """The final word: an edit of the original response, else a reply in the channel."""
+    async def _deliver(
+        self, job: Job, content: str, files: Sequence[OutputFile], *, kind: str
+    ) -> None:
+        """The final word: an edit of the original response (the same edit twice shows once),
+        else a reply in the channel, sent with a nonce of the job and `kind` ("r" result, "e"
+        error) that Discord enforces: a second delivery after a takeover, within a few
+        minutes, gets the message the first one created instead of a second one."""
         where = Destination.of(job)
         content = markup.fit(content)
         mentions = markup.pings_only_the_asker(job)
@@ -156,7 +161,11 @@ class DiscordAdapter(ChatAdapter):
                 message_id=where.message_id, channel_id=where.channel_id, fail_if_not_exists=False
             )
         await channel.send(
-            content, files=as_files(files), reference=reference, allowed_mentions=mentions
+            content,
+            files=as_files(files),
+            reference=reference,
+            allowed_mentions=mentions,
+            nonce=delivery_nonce(job, kind),  # discord.py adds enforce_nonce: true
         )
 
 
@@ -165,6 +174,11 @@ async def answer_privately(interaction: discord.Interaction, text: str) -> None:
     await interaction.followup.send(text, ephemeral=True)
     with contextlib.suppress(discord.HTTPException):
         await interaction.delete_original_response()
+
+
+def delivery_nonce(job: Job, kind: str) -> str:
+    """The nonce of a job's final channel post: at most 25 characters, one per job and kind."""
+    return f"cj{kind}{job.id}"[:25]
 
 
 def _token_dead(exc: discord.HTTPException) -> bool:

@@ -4,6 +4,8 @@ It answers the handful of routes discord.py uses for a slash-command bot (login,
 interaction callbacks, webhook edits and follow-ups, channel messages), keeps the messages it
 created so tests can read what a person would see, and can misbehave on purpose: 429s with
 `retry_after` (and the `Via` header discord.py insists on) and expired interaction tokens.
+Channel posts honour `enforce_nonce`: the same author and nonce within a few minutes gets the
+message created the first time.
 Answers carry `Content-Type: application/json` exactly, as discord.py only parses that.
 The gateway does just HELLO, heartbeat ACKs, IDENTIFY -> READY and dispatching events, enough
 for `conjure serve`'s real connect path to receive an INTERACTION_CREATE.
@@ -36,6 +38,7 @@ from bot.serving import bind_socket, serve_app, socket_url
 API_PREFIX = "/api/v10"
 APP_ID = 1_300_000_000_000_000_001  # also the bot user's id, as for every modern application
 TOKEN_LIFETIME = timedelta(minutes=15)
+NONCE_MEMORY = 300.0  # seconds: a channel post with enforce_nonce returns the earlier one
 CALLBACK_DEADLINE = timedelta(seconds=3)
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
@@ -106,6 +109,8 @@ class FakeDiscord:
     clock_shift: timedelta = timedelta(0)  # "now" moves forward by this much (token expiry)
     interactions: dict[str, dict[str, Any]] = field(default_factory=dict)  # token -> payload
     _originals: dict[str, int] = field(default_factory=dict)  # token -> original message id
+    # (author id, nonce) -> (message id, when): enforce_nonce's memory of recent creates
+    _nonces: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -437,7 +442,16 @@ async def _channel_message(fake: FakeDiscord, call: Call, params: dict[str, str]
     if reference and reference.get("fail_if_not_exists", True):
         if int(reference["message_id"]) not in fake.messages:
             return _error(400, "Invalid Form Body (message_reference: Unknown message)", 50035)
-    return _json(_public(fake.new_message(params["channel_id"], call.payload, call.files)))
+    nonce = call.payload.get("nonce")
+    key = (str(fake.bot_user()["id"]), str(nonce))
+    if nonce is not None and call.payload.get("enforce_nonce"):
+        seen = fake._nonces.get(key)
+        if seen is not None and time.monotonic() - seen[1] < NONCE_MEMORY:
+            return _json(_public(fake.messages[seen[0]]))  # the same author and nonce: as before
+    message = fake.new_message(params["channel_id"], call.payload, call.files)
+    if nonce is not None:
+        fake._nonces[key] = (int(message["id"]), time.monotonic())
+    return _json(_public(message))
 
 
 _ROUTES: list[tuple[str, re.Pattern[str], _Handler]] = [
