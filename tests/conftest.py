@@ -7,7 +7,6 @@ import os
 import ssl
 from collections.abc import Iterator
 
-import httpx._transports.default as httpx_transports
 import pytest
 
 pytest_plugins = ["tests.sandbox_fixtures", "tests.db_fixtures"]
@@ -30,6 +29,8 @@ def _one_default_tls_context() -> Iterator[None]:
     ~20 ms of CPU each, a fifth of the suite's CPU, for clients that only ever speak plain HTTP
     to loopback. Within the test process, clients with default TLS settings share one context
     (httpx's own advice for many clients); any other setting still gets its own."""
+    import httpx._transports.default as httpx_transports
+
     create = httpx_transports.create_ssl_context
 
     @functools.cache

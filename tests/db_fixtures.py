@@ -12,9 +12,7 @@ import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
 
 POSTGRES_ENV = "CONJURE_TEST_POSTGRES_URL"
 
@@ -33,6 +31,9 @@ async def postgres_url() -> AsyncIterator[str]:
     admin = postgres_admin_url()
     if admin is None:
         pytest.skip(f"{POSTGRES_ENV} is not set")
+    import asyncpg  # here, not at the top: pytest-xdist's controller loads this plugin too
+    from sqlalchemy.engine import make_url
+
     url = make_url(admin.replace("postgresql+asyncpg://", "postgresql://"))
     name = f"conjure_test_{secrets.token_hex(6)}"
     dsn = url.render_as_string(hide_password=False)

@@ -10,17 +10,16 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
-from bot.jobs import JobService
-from bot.replicate.client import ReplicateClient
-from bot.sandbox import HttpFault, Sandbox, SandboxConfig, create_sandbox_app
-from bot.serving import serve_app
+if TYPE_CHECKING:  # imported where used: pytest-xdist's controller loads this plugin too
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from bot.jobs import JobService
+    from bot.sandbox import Sandbox
 
 
 @dataclass
@@ -36,6 +35,9 @@ class SandboxServer:
 @pytest.fixture
 async def sandbox_server() -> AsyncIterator[SandboxServer]:
     """A sandbox served on an ephemeral loopback port at speed 0.02."""
+    from bot.sandbox import SandboxConfig, create_sandbox_app
+    from bot.serving import serve_app
+
     app = create_sandbox_app(SandboxConfig(speed=0.02))
     sandbox: Sandbox = app.state.sandbox
     async with serve_app(app) as url:
@@ -64,6 +66,12 @@ class WebhookReceiver:
 @pytest.fixture
 async def webhook_receiver() -> AsyncIterator[WebhookReceiver]:
     """A webhook receiver served on an ephemeral loopback port."""
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from bot.serving import serve_app
+
     receiver = WebhookReceiver(url="")
 
     async def receive(request: Request) -> Response:
@@ -84,6 +92,8 @@ def lose_the_next_create(server: SandboxServer) -> None:
     """The next create runs, but its answer comes too late, its `start` webhook is lost and the
     list cannot be read (500s): an impatient caller gives the job up, and only the prediction's
     later webhooks show that it ran."""
+    from bot.sandbox import HttpFault
+
     faults = server.sandbox.faults
     faults.drop_webhooks = 1
     faults.slow_start = 1.0
@@ -97,6 +107,8 @@ async def impatient_replicate(
 ) -> AsyncIterator[None]:
     """For the block, `service` waits `timeout` seconds for an answer from Replicate and tries
     `max_attempts` times (None: as often as the client does by default)."""
+    from bot.replicate.client import ReplicateClient
+
     options = {} if max_attempts is None else {"max_attempts": max_attempts}
     impatient = ReplicateClient(server.url, server.token, timeout=timeout, **options)
     patient, service.replicate = service.replicate, impatient
