@@ -31,7 +31,7 @@ from bot.money import format_usd
 from bot.quotas.service import Quotas
 from bot.replicate.client import Prediction, ReplicateClient
 from bot.replicate.errors import PredictionOutcomeUnknown, ReplicateError
-from bot.replicate.outputs import OutputFetcher, split_output
+from bot.replicate.outputs import OutputFetcher, OutputUnavailable, split_output
 from bot.replicate.progress import progress_from_logs
 from storage.jobs import DELIVERY_LEASE, JobStore
 from storage.models import BudgetAlert, Delivery, Job, JobStatus, utcnow
@@ -574,7 +574,11 @@ class JobService:
                     await adapter.post_error(job, failure_message(job, self._deadline(job)))
                 return None
             except Exception as exc:
-                retry_after = adapter.retry_delay(exc)
+                retry_after = (
+                    exc.retry_after
+                    if isinstance(exc, OutputUnavailable)
+                    else adapter.retry_delay(exc)
+                )
                 if retry_after is None:
                     return _Failed(exc, passing=False)
                 if attempt == policy.tries:

@@ -9,8 +9,15 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
 from bot.jobs import DeliveryPolicy
 from bot.quotas.windows import month_window
+from bot.replicate.outputs import OutputFetcher
+from bot.serving import serve_app
 from storage.jobs import user_subject
 from storage.models import Delivery, Job, JobStatus, utcnow
 from tests.slack_harness import SlackConjure, running_slack_conjure
@@ -18,6 +25,7 @@ from tests.slack_harness import SlackConjure, running_slack_conjure
 CHANNEL = "C0GENERAL"
 USER = "U0ADA"
 FLUX_SCHNELL_MICROS = 3000
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64  # what the file host serves
 QUICK = DeliveryPolicy(tries=3, backoff=0.01, max_wait=0.05, sweep_backoff=timedelta(0))
 
 
@@ -276,3 +284,45 @@ async def test_a_delivery_taken_over_after_the_share_does_not_post_the_image_aga
         assert len(fake.calls_to("files.info")) == 1
         assert len(fake.calls_to("files.getUploadURLExternal")) == 1
         await assert_delivered_once_charged_once(conjure, claimed)
+
+
+# ---- the output file host --------------------------------------------------------------------
+
+
+async def test_a_file_host_5xx_is_retried_and_the_image_posted_once(
+    sandbox_server, sqlite_url: str
+) -> None:
+    """The file host answers 503 (then 429 with Retry-After) before it serves the image: the
+    delivery waits and tries again, instead of posting a "could not be downloaded" note."""
+    answers = [503, 429]
+
+    async def image(request: Request) -> Response:
+        if answers:
+            return Response(b"busy", status_code=answers.pop(0), headers={"Retry-After": "0.05"})
+        return Response(PNG, media_type="image/png")
+
+    sandbox_server.sandbox.faults.drop_webhooks = 1_000_000  # the result below is the test's
+    async with serve_app(Starlette(routes=[Route("/out-0.png", image)])) as host:
+        async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
+            service = conjure.service
+            service.delivery = QUICK
+            fetcher = service.fetcher
+            netloc = host.removeprefix("http://")
+            service.fetcher = OutputFetcher(
+                fetcher.http, [*fetcher.allowed_hosts, netloc], fetcher.max_bytes
+            )
+            await conjure.slash("/imagine", "a red fox in the snow")
+            await service.wait_idle()
+            [prediction_id] = sandbox_server.sandbox.predictions
+            await asyncio.wait_for(sandbox_server.sandbox.runs[prediction_id].done.wait(), 10)
+            final = await conjure.runtime.replicate.get_prediction(prediction_id)
+            job = await only_job(conjure, sandbox_server)
+            output = [f"{host}/out-0.png"]
+            await service.apply_prediction(job.id, final.model_copy(update={"output": output}))
+            await service.wait_idle()
+
+            assert answers == []
+            await assert_delivered_once_charged_once(conjure, job)
+            [upload] = conjure.fake.shared_uploads()
+            assert upload.content == PNG
+            assert "Not delivered" not in (upload.initial_comment or "")

@@ -55,6 +55,8 @@ class OutputFetcher:
         for index, url in enumerate(urls):
             try:
                 files.append(await self._download(url, index))
+            except OutputUnavailable:
+                raise  # the host should be back soon: the delivery is tried again, not shorted
             except OutputRejected as exc:
                 skipped.append(str(exc))
         return JobResult(files=files, text=text, skipped=skipped)
@@ -85,6 +87,10 @@ class OutputFetcher:
             raise OutputRejected(
                 f"output {index + 1} took longer than {self.deadline:g} s to download"
             ) from None
+        except httpx.TransportError as exc:  # refused, reset, a read timeout: it may pass
+            raise OutputUnavailable(
+                f"output {index + 1} could not be downloaded ({type(exc).__name__})"
+            ) from exc
         except httpx.HTTPError as exc:
             raise OutputRejected(
                 f"output {index + 1} could not be downloaded ({type(exc).__name__})"
@@ -109,6 +115,11 @@ class OutputFetcher:
         async with self.http.stream(
             "GET", url, headers=headers, follow_redirects=False
         ) as response:
+            if response.status_code == 429 or response.status_code >= 500:
+                raise OutputUnavailable(
+                    f"output {index + 1} could not be downloaded (HTTP {response.status_code})",
+                    retry_after=_retry_after(response.headers.get("retry-after")),
+                )
             if response.status_code != 200:
                 raise OutputRejected(
                     f"output {index + 1} could not be downloaded (HTTP {response.status_code})"
@@ -173,6 +184,23 @@ def _decode(stages: Sequence[_Inflater], data: bytes) -> Iterator[bytes]:
 
 class OutputRejected(Exception):
     """An output file that will not be delivered; the message is safe to show."""
+
+
+class OutputUnavailable(OutputRejected):
+    """The file host failed in a way that passes (429, 5xx, a dropped connection): the whole
+    delivery is tried again later (at least `retry_after` seconds) instead of skipping it."""
+
+    def __init__(self, message: str, *, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _retry_after(value: str | None) -> float:
+    """A Retry-After in seconds (0 when absent, or a date, or unreadable)."""
+    try:
+        return max(0.0, float(value or 0))
+    except ValueError:
+        return 0.0
 
 
 def split_output(output: Any) -> tuple[list[str], str | None]:
