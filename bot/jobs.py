@@ -13,7 +13,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -96,6 +96,10 @@ class DeliveryPolicy:
         if job.delivery != Delivery.PENDING or job.delivery_attempts <= 0:
             return True  # never tried, or a lapsed claim: its holder died
         return job.updated_at + self.sweep_backoff * 2 ** (job.delivery_attempts - 1) <= now
+
+
+class LeaseLost(Exception):
+    """This instance's claim on a delivery lapsed and was taken over: it must stop posting."""
 
 
 @dataclass(frozen=True)
@@ -503,8 +507,12 @@ class JobService:
         async with self._delivering:
             with self._screen(job.id) as screen:
                 screen.ended = True  # a progress update still on its way is not shown after
-                async with screen.lock, self._leased(job):
-                    failed = await self._post_outcome(adapter, job)
+                try:
+                    async with screen.lock:
+                        failed = await self._post_leased(adapter, job)
+                except LeaseLost:
+                    log.warning("job %s: its delivery was taken over; this one stopped", job.id)
+                    return False
         if failed is None:
             await self.store.finish_delivery(job.id)
             return True
@@ -534,32 +542,39 @@ class JobService:
 
         return record
 
-    @contextlib.asynccontextmanager
-    async def _leased(self, job: Job) -> AsyncIterator[None]:
-        """Keep this claim's lease alive while the delivery inside runs: renewed every third
-        of the lease, so only a claimant that died (and its renewals with it) loses it."""
-
-        async def renew() -> None:
-            while True:
-                await asyncio.sleep(self.delivery.renew_every)
-                try:
-                    held = await self.store.renew_lease(
-                        job.id, job.delivery_attempts, self.delivery.lease
-                    )
-                except SQLAlchemyError:
-                    log.warning("job %s: could not renew the delivery lease", job.id)
-                    continue
-                if not held:
-                    log.warning("job %s: the delivery lease was lost", job.id)
-                    return
-
-        renewal = asyncio.create_task(renew())
+    async def _post_leased(self, adapter: ChatAdapter, job: Job) -> _Failed | None:
+        """_post_outcome, with this claim's lease kept alive meanwhile: renewed every third of
+        the lease, so only a claimant that died (and its renewals with it) loses it. One that
+        finds it lost anyway (stalled past its lease, and taken over) stops posting (LeaseLost),
+        so two instances never post at once."""
+        posting = asyncio.create_task(self._post_outcome(adapter, job))
+        renewal = asyncio.create_task(self._renew(job, posting))
         try:
-            yield
+            return await posting
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if posting.cancelled() and (me is None or not me.cancelling()):
+                raise LeaseLost(job.id) from None
+            raise
         finally:
             renewal.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewal
+
+    async def _renew(self, job: Job, posting: asyncio.Task[Any]) -> None:
+        """Renew the lease of `job`'s claim until cancelled; if it is lost, cancel `posting`."""
+        while True:
+            await asyncio.sleep(self.delivery.renew_every)
+            try:
+                held = await self.store.renew_lease(
+                    job.id, job.delivery_attempts, self.delivery.lease
+                )
+            except SQLAlchemyError:
+                log.warning("job %s: could not renew the delivery lease", job.id)
+                continue
+            if not held:
+                posting.cancel()
+                return
 
     async def _post_outcome(self, adapter: ChatAdapter, job: Job) -> _Failed | None:
         """Show the job's outcome, trying again after errors the adapter calls passing; None

@@ -252,6 +252,26 @@ async def test_a_slow_delivery_that_renews_its_lease_is_never_taken_over(
         assert done is not None and done.delivery_attempts == 1
 
 
+async def test_a_claimant_that_finds_its_lease_taken_over_stops_posting(
+    sandbox_server, sqlite_url: str
+) -> None:
+    """A claimant stalled past its lease and taken over (here: the row says another claim
+    holds it) stops at its next renewal instead of posting alongside the new holder."""
+    async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
+        service, store = conjure.service, conjure.runtime.store
+        service.delivery = LEASED
+        conjure.fake.delays["files.getUploadURLExternal"] = 1.0
+        await conjure.slash("/imagine", "a red fox in the snow")
+        await sandbox_server.sandbox.wait_idle()
+        claimed = await delivering(conjure)
+        await store.update_fields(claimed.id, delivery_attempts=claimed.delivery_attempts + 1)
+        await service.wait_idle()
+
+        assert conjure.fake.shared_uploads() == []
+        taken = await store.get(claimed.id)
+        assert taken is not None and taken.delivery == Delivery.DELIVERING  # the new holder's
+
+
 # ---- idempotent final posts ------------------------------------------------------------------
 
 
