@@ -2,8 +2,10 @@
 
 Two directions, both narrow. Into the core: an adapter turns its platform's event into a
 `CommandRequest` and hands it to `bot.commands.handler.Commands.handle`, which answers with a
-`Reply`. Out of the core: the job service calls the five methods of `ChatAdapter` below and
-nothing else. Everything an adapter needs to find its messages again (a Slack thread ts, a
+`Reply`. Out of the core: the job service calls the five required methods of `ChatAdapter`
+below, and two with defaults that a platform may refine for deliveries: `deliver_result` (post
+a result once, across a takeover, with a checkpoint) and `retry_delay` (which errors pass).
+Everything an adapter needs to find its messages again (a Slack thread ts, a
 Discord interaction token) lives in `job.destination`, which the adapter itself fills in, so any
 instance, or the same one after a restart, can deliver a job that another one started.
 """
