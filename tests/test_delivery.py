@@ -172,7 +172,7 @@ async def test_after_the_last_claim_the_delivery_fails_and_the_person_is_told(
 # ---- a claim is a lease ----------------------------------------------------------------------
 
 LEASED = DeliveryPolicy(
-    tries=3, backoff=0.01, max_wait=0.05, sweep_backoff=timedelta(0), lease=timedelta(seconds=0.3)
+    tries=3, backoff=0.01, max_wait=0.05, sweep_backoff=timedelta(0), lease=timedelta(seconds=0.45)
 )
 
 
@@ -215,7 +215,7 @@ async def test_a_dead_claimants_delivery_is_taken_over_once_its_lease_lapses(
         still = await conjure.runtime.store.get(claimed.id)
         assert still is not None and still.delivery_attempts == held.delivery_attempts
 
-        await asyncio.sleep(0.35)
+        await asyncio.sleep(0.5)
         await service.sweep_deliveries()  # lapsed: taken over, delivered once
         await service.wait_idle()
         await assert_delivered_once_charged_once(conjure, claimed)
@@ -229,7 +229,7 @@ async def test_a_slow_delivery_that_renews_its_lease_is_never_taken_over(
     async with running_slack_conjure(sandbox_server, database_url) as conjure:
         service = conjure.service
         service.delivery = LEASED
-        conjure.fake.delays["files.getUploadURLExternal"] = 1.0  # longer than three leases
+        conjure.fake.delays["files.getUploadURLExternal"] = 1.0  # longer than two leases
         await conjure.slash("/imagine", "a red fox in the snow")
         await sandbox_server.sandbox.wait_idle()
         claimed = await delivering(conjure)
@@ -298,7 +298,7 @@ async def test_a_delivery_taken_over_after_the_share_does_not_post_the_image_aga
         assert held is not None and held.delivery == Delivery.DELIVERING
         assert held.destination["slack_files"] == [fake.shared_uploads()[0].file_id]
 
-        await asyncio.sleep(0.35)
+        await asyncio.sleep(0.5)
         await service.sweep_deliveries()
         await service.wait_idle()
         assert len(fake.calls_to("files.info")) == 1
