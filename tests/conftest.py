@@ -58,3 +58,35 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
     return cpus + 1
+
+
+# Slowest tests first: each test's last duration is kept in pytest's cache, and with
+# `--dist load --maxschedchunk 1` the workers take the tests one by one from that order, so the
+# run does not end with one worker still in a long test while the others wait.
+_DURATIONS = "conjure/durations"
+_durations_seen: dict[str, float] = {}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:  # type: ignore[no-untyped-def]
+    """pytest-xdist's controller: every worker gets the same durations (the cache may change)."""
+    cache = getattr(node.config, "cache", None)
+    node.workerinput[_DURATIONS] = cache.get(_DURATIONS, {}) if cache else {}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    durations = getattr(config, "workerinput", {}).get(_DURATIONS)
+    if durations:  # stable: tests never timed keep their order, at the end
+        items.sort(key=lambda item: -durations.get(item.nodeid, 0.0))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _durations_seen[report.nodeid] = _durations_seen.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    cache = getattr(session.config, "cache", None)
+    if cache is None or hasattr(session.config, "workerinput") or not _durations_seen:
+        return
+    cache.set(_DURATIONS, {**cache.get(_DURATIONS, {}), **_durations_seen})
