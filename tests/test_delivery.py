@@ -198,7 +198,7 @@ async def test_a_dead_claimants_delivery_is_taken_over_once_its_lease_lapses(
     async with running_slack_conjure(sandbox_server, database_url) as conjure:
         service = conjure.service
         service.delivery = LEASED
-        conjure.fake.delays["files.getUploadURLExternal"] = 0.5  # dies mid-delivery
+        conjure.fake.delays["files.getUploadURLExternal"] = 0.3  # dies mid-delivery
         await conjure.slash("/imagine", "a red fox in the snow")
         await sandbox_server.sandbox.wait_idle()
         claimed = await delivering(conjure)
@@ -229,7 +229,7 @@ async def test_a_slow_delivery_that_renews_its_lease_is_never_taken_over(
     async with running_slack_conjure(sandbox_server, database_url) as conjure:
         service = conjure.service
         service.delivery = LEASED
-        conjure.fake.delays["files.getUploadURLExternal"] = 1.0  # longer than two leases
+        conjure.fake.delays["files.getUploadURLExternal"] = 0.8  # longer than a lease and a half
         await conjure.slash("/imagine", "a red fox in the snow")
         await sandbox_server.sandbox.wait_idle()
         claimed = await delivering(conjure)
@@ -260,7 +260,7 @@ async def test_a_claimant_that_finds_its_lease_taken_over_stops_posting(
     async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
         service, store = conjure.service, conjure.runtime.store
         service.delivery = LEASED
-        conjure.fake.delays["files.getUploadURLExternal"] = 1.0
+        conjure.fake.delays["files.getUploadURLExternal"] = 0.8
         await conjure.slash("/imagine", "a red fox in the snow")
         await sandbox_server.sandbox.wait_idle()
         claimed = await delivering(conjure)
