@@ -65,6 +65,7 @@ class _EmbeddedServer(uvicorn.Server):
 
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
+        self.started_event = asyncio.Event()
         self._exit_requested = asyncio.Event()
 
     def request_exit(self) -> None:
@@ -74,6 +75,11 @@ class _EmbeddedServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self.started_event.set()
 
     async def main_loop(self) -> None:
         counter = 0
@@ -140,14 +146,15 @@ async def serve_app(
     )
     server = _EmbeddedServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
+    started = asyncio.create_task(server.started_event.wait())
     try:
-        while not server.started:
-            if task.done():
-                task.result()  # re-raise a start-up failure
-                raise RuntimeError("server stopped before it started")
-            await asyncio.sleep(0.01)
+        await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+        if not server.started:
+            task.result()  # re-raise a start-up failure
+            raise RuntimeError("server stopped before it started")
         yield socket_url(sock)
     finally:
+        started.cancel()
         server.request_exit()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, timeout=10)
