@@ -94,7 +94,11 @@ async def _lifecycle(sandbox: Sandbox, run: Run) -> None:
         async with asyncio.timeout_at(run.deadline):
             await _run(sandbox, run)
     except TimeoutError:
-        _finish(run, "canceled" if run.started is not None else "aborted")
+        # Stopped at the deadline, as Replicate does: a loop that woke late (a busy machine)
+        # does not bill past it, and a run that had not really started by then is aborted.
+        deadline = run.deadline
+        started = run.started is not None and deadline is not None and run.started < deadline
+        _finish(run, "canceled" if started else "aborted", at=deadline)
 
 
 async def _run(sandbox: Sandbox, run: Run) -> None:
@@ -153,11 +157,14 @@ def _changed(run: Run, event: str) -> None:
         run.hooks.changed(event)
 
 
-def _finish(run: Run, status: str, error: str | None = None) -> None:
+def _finish(run: Run, status: str, error: str | None = None, at: float | None = None) -> None:
+    """End the prediction now, or as of `at` (its deadline) when it was stopped there."""
     prediction = run.prediction
     if prediction["status"] in TERMINAL:
         return
     now = asyncio.get_running_loop().time()
+    if at is not None:
+        now = min(now, at)
     metrics: dict[str, Any] = {
         "predict_time": round(now - run.started, 6) if run.started is not None else 0.0,
         "total_time": round(now - run.created, 6),
