@@ -70,7 +70,8 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 # Slowest tests first: each test's last duration is kept in pytest's cache, and with
 # `--dist load --maxschedchunk 1` the workers take the tests one by one from that order, so the
-# run does not end with one worker still in a long test while the others wait.
+# run does not end with one worker still in a long test while the others wait. (No fixture here
+# is module- or class-scoped, so running a module's tests apart costs no extra set-up.)
 _DURATIONS = "conjure/durations"
 _durations_seen: dict[str, float] = {}
 
