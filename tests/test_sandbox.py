@@ -805,16 +805,16 @@ async def test_a_running_prediction_is_canceled_at_its_deadline_and_billed_what_
         answer = await http.post(
             "/v1/predictions",
             json=whisper_body(webhook_receiver.url),
-            headers={"Cancel-After": "0.3s"},
+            headers={"Cancel-After": "1s"},  # room for a loaded machine to start it first
         )
         created = answer.json()
         assert answer.status_code == 201 and created["status"] == "starting"
         assert TIME.match(created["deadline"]) and created["deadline"] > created["created_at"]
-        await sandbox.wait_idle(timeout=3)
+        await sandbox.wait_idle(timeout=5)
         done = (await http.get(created["urls"]["get"])).json()
     assert done["status"] == "canceled" and done["output"] is None and done["error"] is None
     metrics = done["metrics"]
-    assert 0 < metrics["predict_time"] < 0.3 <= metrics["total_time"] < 1
+    assert 0 < metrics["predict_time"] < 1 <= metrics["total_time"] < 3
     events = [(d.event, d.status) for d in sandbox.webhook_deliveries]
     assert events[0] == ("start", "starting") and events[-1] == ("completed", "canceled")
 
