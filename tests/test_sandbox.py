@@ -560,6 +560,30 @@ async def test_delay_fault_loses_the_answer_but_creates(sandbox_server: SandboxS
     await sandbox.wait_idle()
 
 
+async def test_file_faults_apply_to_output_files_only_when_named(sandbox_server: SandboxServer):
+    sandbox = sandbox_server.sandbox
+    async with api(sandbox_server) as http, anonymous(sandbox_server) as guest:
+        created = (await http.post(FLUX, json={"input": {"prompt": "x"}})).json()
+        await sandbox.wait_idle()
+        done = (await http.get(created["urls"]["get"])).json()
+        path = httpx.URL(done["output"][0]).path
+        sandbox.faults.http = [HttpFault(status=503)]  # no prefix: /v1 only
+        assert (await guest.get(path)).status_code == 200
+        assert sandbox.faults.http == [HttpFault(status=503)]
+        sandbox.faults.http = [
+            HttpFault(status=429, count=2, path_prefix="/files/", retry_after=1),
+            HttpFault(delay=0.2, path_prefix="/files/"),
+        ]
+        throttled = await guest.get(path)
+        assert throttled.status_code == 429 and throttled.headers["retry-after"] == "1"
+        assert (await guest.get(path)).status_code == 429
+        started = time.monotonic()
+        held = await guest.get(path)
+        assert held.status_code == 200 and time.monotonic() - started >= 0.2
+        assert sandbox.faults.http == []
+    sandbox.faults.reset()
+
+
 async def test_faults_can_be_set_over_http(sandbox_server: SandboxServer):
     sandbox = sandbox_server.sandbox
     async with anonymous(sandbox_server) as guest:

@@ -1,5 +1,8 @@
 """What stands in front of every `/v1` route: the bearer token check and injected HTTP faults.
 
+Output files (`/files/...`, replicate.delivery's stand-in) take no token, but a fault whose
+`path_prefix` names them applies there too: a file host that fails, throttles, or hangs.
+
 Done as plain ASGI so a "delay" fault can let the real handler run (a create IS created) and
 then hold back its answer, which is how a lost or timed-out response looks to a client.
 """
@@ -52,10 +55,11 @@ class V1Guard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not (path == "/v1" or path.startswith("/v1/")):
+        files = path.startswith("/files/")
+        if scope["type"] != "http" or not (path == "/v1" or path.startswith("/v1/") or files):
             await self.app(scope, receive, send)
             return
-        if not self._authorized(scope):
+        if not files and not self._authorized(scope):
             await unauthenticated()(scope, receive, send)
             return
         fault = self.sandbox.faults.take_http(scope["method"], path)
