@@ -1,4 +1,8 @@
-"""The tables. Money is integer micro-dollars; times are aware UTC datetimes."""
+"""The tables. Money is integer micro-dollars; times are aware UTC datetimes.
+
+Every micro-dollar column is a BIGINT: PostgreSQL's INTEGER stops at 2^31 - 1 micro-dollars
+($2,147.48), which one month's budget or spend, or one long by-the-second run, can pass.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -105,8 +109,8 @@ class Job(SQLModel, table=True):
     predict_time: float | None = None
 
     outputs_expected: int = 1
-    estimated_micros: int = 0
-    actual_micros: int | None = None
+    estimated_micros: int = Field(default=0, sa_type=BigInteger)
+    actual_micros: int | None = Field(default=None, sa_type=BigInteger)
     usage_period: str = Field(max_length=32)
     # The usage-counter rows this job holds, with the limits in force when it was admitted:
     # settling walks exactly these, whatever the configuration says by then.
@@ -156,8 +160,8 @@ class UsageCounter(SQLModel, table=True):
     subject: str = Field(max_length=200)  # "slack:T123:U456"
     period: str = Field(max_length=32)  # "day:2026-11-23"
     jobs: int = 0
-    reserved_micros: int = 0
-    spent_micros: int = 0
+    reserved_micros: int = Field(default=0, sa_type=BigInteger)
+    spent_micros: int = Field(default=0, sa_type=BigInteger)
     updated_at: datetime = Field(default_factory=utcnow)
 
 
@@ -171,7 +175,7 @@ class QuotaOverride(SQLModel, table=True):
     scope: str = Field(max_length=16)
     subject: str = Field(max_length=200)
     jobs_per_day: int | None = None
-    usd_per_month_micros: int | None = None
+    usd_per_month_micros: int | None = Field(default=None, sa_type=BigInteger)
     max_in_flight: int | None = None
     updated_by: str | None = Field(default=None, max_length=200)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -190,8 +194,8 @@ class BudgetAlert(SQLModel, table=True):
     subject: str = Field(max_length=200)
     period: str = Field(max_length=32)
     threshold: int  # percent: 80 or 100
-    spent_micros: int
-    limit_micros: int
+    spent_micros: int = Field(sa_type=BigInteger)
+    limit_micros: int = Field(sa_type=BigInteger)
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
 

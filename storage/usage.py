@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Integer, and_, bindparam, true, update
+from sqlalchemy import BigInteger, Integer, and_, bindparam, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -145,9 +145,12 @@ def _reserve_statement(usd: bool, limited: bool) -> Any:
     checks the limit."""
     table = UsageCounter.__table__.c
     if usd:
-        total = table.spent_micros + table.reserved_micros + bindparam("r_estimate", type_=Integer)
-        fits = total <= bindparam("r_limit", type_=Integer)
-        change = {"reserved_micros": table.reserved_micros + bindparam("r_estimate", type_=Integer)}
+        # Micro-dollars are BIGINT: a bind typed INTEGER is cast to 32 bits on PostgreSQL.
+        estimate = bindparam("r_estimate", type_=BigInteger)
+        fits = table.spent_micros + table.reserved_micros + estimate <= bindparam(
+            "r_limit", type_=BigInteger
+        )
+        change = {"reserved_micros": table.reserved_micros + estimate}
     else:
         fits = table.jobs + 1 <= bindparam("r_limit", type_=Integer)  # a limit of 0: none fit
         change = {"jobs": table.jobs + 1}
@@ -210,8 +213,8 @@ def _settle_usd_statement() -> Any:
         update(UsageCounter.__table__)
         .where(_settled_row())
         .values(
-            reserved_micros=table.reserved_micros - bindparam("s_estimate", type_=Integer),
-            spent_micros=table.spent_micros + bindparam("s_actual", type_=Integer),
+            reserved_micros=table.reserved_micros - bindparam("s_estimate", type_=BigInteger),
+            spent_micros=table.spent_micros + bindparam("s_actual", type_=BigInteger),
             updated_at=bindparam("s_now", type_=table.updated_at.type),
         )
         .returning(table.spent_micros)
