@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -18,7 +21,23 @@ def alembic_config() -> Config:
     return config
 
 
+@functools.cache
+def head_revisions() -> frozenset[str]:
+    """The revisions a database at head records (read from the scripts once per process)."""
+    return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+def _at(connection: Connection, revision: str) -> bool:
+    """Whether the database already records `revision` ("head": the newest), so Alembic, which
+    reads and compiles every migration script on each run, need not be started at all."""
+    wanted = head_revisions() if revision == "head" else frozenset({revision})
+    current = MigrationContext.configure(connection).get_current_heads()
+    return frozenset(current) == wanted
+
+
 def _upgrade(connection: Connection, revision: str) -> None:
+    if _at(connection, revision):
+        return
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, revision)

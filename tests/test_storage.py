@@ -71,8 +71,8 @@ def test_database_urls_are_normalised_to_async_drivers() -> None:
         normalize_database_url("mysql://u@h/db")
 
 
-async def test_migrations_match_the_models_and_run_twice(database_url: str) -> None:
-    engine = create_engine(database_url)
+async def test_migrations_match_the_models_and_run_twice(empty_database_url: str) -> None:
+    engine = create_engine(empty_database_url)
     try:
         await migrate(engine)
         await migrate(engine)  # already at head: nothing to do, no error
