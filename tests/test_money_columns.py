@@ -125,10 +125,10 @@ async def test_money_columns_are_64_bit_on_postgresql(postgres_url: str) -> None
     }
 
 
-async def test_0005_keeps_rows_indexes_and_constraints(database_url: str) -> None:
+async def test_0005_keeps_rows_indexes_and_constraints(empty_database_url: str) -> None:
     """Upgraded from 0004 with rows in place: they survive (SQLite rebuilds the tables), and the
     schema is exactly the models', indexes and unique keys included."""
-    engine = create_engine(database_url)
+    engine = create_engine(empty_database_url)
     try:
         await migrate(engine, "0004")
         store = JobStore(engine)
