@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     @field_validator("conjure_database_url")
     @classmethod
     def _database_url_shape(cls, value: str) -> str:
-        from storage.engine import normalize_database_url
+        from storage.urls import normalize_database_url
 
         return normalize_database_url(value)
 

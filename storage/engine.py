@@ -24,25 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from storage import sqlite_inline
-
-_DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
-    "sqlite+aiosqlite": "sqlite+aiosqlite",
-    "postgres": "postgresql+asyncpg",
-    "postgresql": "postgresql+asyncpg",
-    "postgresql+asyncpg": "postgresql+asyncpg",
-}
-
-
-def normalize_database_url(url: str) -> str:
-    """Map `sqlite:///x.db` and `postgresql://...` to their async drivers; refuse anything else."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in _DRIVERS:
-        raise ValueError(
-            "must be a sqlite:/// or postgresql:// URL (e.g. sqlite+aiosqlite:///conjure.db)"
-        )
-    return f"{_DRIVERS[scheme]}://{rest}"
-
+from storage.urls import normalize_database_url
 
 READ_ONLY = "conjure_read_only"
 

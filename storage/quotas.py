@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
 
 from sqlalchemy import desc, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -18,21 +17,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.engine import reader, write
+from storage.limit_change import Default, LimitChange
 from storage.models import AuditEntry, BudgetAlert, Job, QuotaOverride, UsageCounter, utcnow
 from storage.usage import store_limit
 
 OVERRIDE_FIELDS = ("jobs_per_day", "usd_per_month_micros", "max_in_flight")
-
-
-class Default(Enum):
-    """An override change that clears the field, so the configured default applies again."""
-
-    DEFAULT = "default"
-
-
-DEFAULT = Default.DEFAULT
-LimitChange = int | None | Default
-"""A change to one override field: a limit (None = unlimited, 0 = none allowed) or DEFAULT."""
 
 
 def _stored(change: LimitChange) -> int | None:

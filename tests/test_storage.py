@@ -12,10 +12,11 @@ from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
 
 from bot.quotas.windows import day_window
-from storage.engine import create_engine, normalize_database_url
+from storage.engine import create_engine
 from storage.jobs import JobStore, user_subject
 from storage.migrate import migrate
 from storage.models import Delivery, Job, JobStatus, Reservation, utcnow
+from storage.urls import normalize_database_url
 from storage.usage import Hold, HoldKind, LimitReached
 
 

@@ -121,13 +121,12 @@ async def _sandbox(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from bot.app import create_app
-    from bot.runtime import Runtime
-
-    settings = load_settings()
+    settings = load_settings()  # first: a setting to fix is named before anything heavy loads
     if settings.replicate_api_token is None:
         raise ConfigError("REPLICATE_API_TOKEN: required to run models (see README, Configuration)")
     from adapters.platforms import configured_platforms, start_platforms
+    from bot.app import create_app
+    from bot.runtime import Runtime
 
     platforms = configured_platforms(settings)
     if not platforms:

@@ -1,21 +1,23 @@
-"""`conjure quota show|set` and `conjure report`: quota administration from the operator's shell."""
+"""`conjure quota show|set` and `conjure report`: quota administration from the operator's shell.
+
+The database layer is imported when one of these commands runs, not when the parser is built:
+every `conjure` start builds the whole parser, and SQLAlchemy alone is a third of a second.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from bot.config import ConfigError, load_settings
 from bot.money import format_usd
-from bot.quotas.limits import USER, WORKSPACE
-from bot.quotas.service import Quotas
 from bot.quotas.words import LimitError, parse_limit
-from storage.engine import create_engine
-from storage.jobs import user_subject, workspace_subject
-from storage.migrate import migrate
-from storage.models import utcnow
-from storage.quotas import LimitChange, QuotaStore
+from storage.limit_change import LimitChange
+
+if TYPE_CHECKING:
+    from bot.quotas.service import Quotas
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -47,6 +49,11 @@ def _subject_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
 
 
 async def _open() -> tuple[Quotas, object]:
+    from bot.quotas.service import Quotas
+    from storage.engine import create_engine
+    from storage.migrate import migrate
+    from storage.quotas import QuotaStore
+
     settings = load_settings()
     engine = create_engine(settings.conjure_database_url)
     await migrate(engine)
@@ -54,6 +61,9 @@ async def _open() -> tuple[Quotas, object]:
 
 
 def _subject(args: argparse.Namespace) -> tuple[str, str]:
+    from bot.quotas.limits import USER, WORKSPACE
+    from storage.jobs import user_subject, workspace_subject
+
     if args.user:
         return USER, user_subject(args.platform, args.workspace, args.user)
     return WORKSPACE, workspace_subject(args.platform, args.workspace)
@@ -101,7 +111,7 @@ async def _quota_set(args: argparse.Namespace) -> int:
 
 
 async def _report(args: argparse.Namespace) -> int:
-    moment = utcnow()
+    moment = datetime.now(UTC)
     if args.month:
         try:
             moment = datetime.strptime(args.month + "-15", "%Y-%m-%d").replace(tzinfo=UTC)

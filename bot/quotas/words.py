@@ -11,7 +11,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 
 from bot.money import MICROS_PER_USD
-from storage.quotas import DEFAULT, Default
+from storage.limit_change import DEFAULT, Default
 
 MAX_LIMIT = 1_000_000  # jobs, dollars or jobs at once: anything larger is a typo
 UNLIMITED = "unlimited"

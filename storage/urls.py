@@ -1,0 +1,24 @@
+"""Database URLs as people write them, mapped to the async drivers Conjure uses.
+
+Apart from the engine so that checking a setting (every `conjure` start) needs no SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+
+
+def normalize_database_url(url: str) -> str:
+    """Map `sqlite:///x.db` and `postgresql://...` to their async drivers; refuse anything else."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in _DRIVERS:
+        raise ValueError(
+            "must be a sqlite:/// or postgresql:// URL (e.g. sqlite+aiosqlite:///conjure.db)"
+        )
+    return f"{_DRIVERS[scheme]}://{rest}"
