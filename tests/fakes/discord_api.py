@@ -3,7 +3,8 @@
 It answers the handful of routes discord.py uses for a slash-command bot (login, command sync,
 interaction callbacks, webhook edits and follow-ups, channel messages), keeps the messages it
 created so tests can read what a person would see, and can misbehave on purpose: 429s with
-`retry_after` (and the `Via` header discord.py insists on) and expired interaction tokens.
+`retry_after` (and the `Via` header discord.py insists on), expired interaction tokens, and an
+outage: every matching call answered 5xx or 429 for a stretch of time.
 Channel posts honour `enforce_nonce`: the same author and nonce within a few minutes gets the
 message created the first time.
 Answers carry `Content-Type: application/json` exactly, as discord.py only parses that.
@@ -92,6 +93,25 @@ class RateLimit:
     retry_after: float
 
 
+@dataclass
+class Outage:
+    """Answer every call matching `method` (None: any) and `path` (a regex, searched) with
+    `status` until `until` (time.monotonic()); a 429 carries `retry_after`."""
+
+    status: int
+    until: float
+    path: str = ""
+    method: str | None = None
+    retry_after: float = 1.0
+
+    def matches(self, call: Call) -> bool:
+        if time.monotonic() >= self.until:
+            return False
+        if self.method is not None and self.method != call.method:
+            return False
+        return re.search(self.path, call.path) is not None
+
+
 _Handler = Callable[["FakeDiscord", Call, dict[str, str]], Awaitable[Response]]
 
 
@@ -105,6 +125,7 @@ class FakeDiscord:
     messages: dict[int, dict[str, Any]] = field(default_factory=dict)
     commands: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # "global"/guild id
     rate_limits: list[RateLimit] = field(default_factory=list)
+    outages: list[Outage] = field(default_factory=list)
     expire_tokens: bool = False  # every interaction-token call answers 401, as after 15 minutes
     clock_shift: timedelta = timedelta(0)  # "now" moves forward by this much (token expiry)
     interactions: dict[str, dict[str, Any]] = field(default_factory=dict)  # token -> payload
@@ -125,6 +146,19 @@ class FakeDiscord:
     ) -> None:
         """Answer the next `count` matching calls (path is a regex, searched) with 429."""
         self.rate_limits.append(RateLimit(method.upper(), path, count, retry_after))
+
+    def outage(
+        self,
+        status: int,
+        seconds: float,
+        *,
+        path: str = "",
+        method: str | None = None,
+        retry_after: float = 1.0,
+    ) -> None:
+        """Answer every matching call (path is a regex, searched) with `status` for `seconds`."""
+        until = time.monotonic() + seconds
+        self.outages.append(Outage(status, until, path, method and method.upper(), retry_after))
 
     def register_interaction(self, payload: dict[str, Any]) -> None:
         """Remember an interaction Discord "sent", so its callback and token can be checked."""
@@ -505,16 +539,15 @@ def create_discord_app(fake: FakeDiscord) -> Starlette:
 
 
 async def _answer(fake: FakeDiscord, call: Call) -> Response:
+    for outage in fake.outages:
+        if outage.matches(call):
+            if outage.status == 429:
+                return _rate_limited(outage.retry_after)
+            return _error(outage.status, f"{outage.status}: Server Error", 0)
     for limit in fake.rate_limits:
         if limit.count > 0 and limit.method == call.method and re.search(limit.path, call.path):
             limit.count -= 1
-            body = {"message": "You are being rate limited.", "retry_after": limit.retry_after}
-            headers = {
-                "Retry-After": str(max(1, round(limit.retry_after))),
-                "X-RateLimit-Scope": "user",
-                "Via": "1.1 google",
-            }
-            return _json({**body, "global": False}, 429, headers)
+            return _rate_limited(limit.retry_after)
     for method, pattern, handler in _ROUTES:
         match = pattern.fullmatch(call.path)
         if method != call.method or match is None:
@@ -525,6 +558,16 @@ async def _answer(fake: FakeDiscord, call: Call) -> Response:
             return _error(401, "Invalid Webhook Token", 50027)
         return await handler(fake, call, params)
     return _error(404, "404: Not Found", 0)
+
+
+def _rate_limited(retry_after: float) -> Response:
+    body = {"message": "You are being rate limited.", "retry_after": retry_after}
+    headers = {
+        "Retry-After": str(max(1, round(retry_after))),
+        "X-RateLimit-Scope": "user",
+        "Via": "1.1 google",
+    }
+    return _json({**body, "global": False}, 429, headers)
 
 
 @contextlib.asynccontextmanager
