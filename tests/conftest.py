@@ -13,6 +13,17 @@ import pytest
 
 pytest_plugins = ["tests.sandbox_fixtures", "tests.db_fixtures"]
 
+
+def _cache_bytecode() -> None:
+    """Where PYTHONDONTWRITEBYTECODE is set (as in many containers), every xdist worker and every
+    `conjure` the tests start compiled the project again, and pytest re-wrote the asserts of
+    every module of its plugins' packages (all of hypothesis), on each run: a sixth of the
+    suite's CPU. This process's children cache bytecode (in __pycache__, which git ignores)."""
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
+
+_cache_bytecode()
+
 _PREFIXES = ("CONJURE_", "REPLICATE_", "SLACK_", "DISCORD_")
 
 
