@@ -114,14 +114,27 @@ class Settings(BaseSettings):
             raise ValueError("must be an IANA time zone such as UTC or Europe/Berlin") from None
         return value
 
-    @field_validator("conjure_admins", "conjure_alert_channels")
+    @field_validator("conjure_alert_channels")
     @classmethod
     def _platform_pairs(cls, value: str) -> str:
         for item in _split_pairs(value):
             platform, _, ident = item.partition(":")
             if platform not in PLATFORMS or not ident:
                 raise ValueError(
-                    f"each entry must look like slack:U0123 or discord:1234 ({item!r})"
+                    f"each entry must look like slack:C0123 or discord:1234 ({item!r})"
+                )
+        return value
+
+    @field_validator("conjure_admins")
+    @classmethod
+    def _admin_entries(cls, value: str) -> str:
+        for item in _split_pairs(value):
+            platform, _, ident = item.partition(":")
+            workspace, slash, user = ident.rpartition("/")
+            if platform not in PLATFORMS or not user or (slash and not workspace):
+                raise ValueError(
+                    "each entry must look like slack:T0123/U0123 or discord:<server id>/<user id>"
+                    f" (an admin of that workspace), or slack:U0123 (of every one) ({item!r})"
                 )
         return value
 
@@ -147,8 +160,18 @@ class Settings(BaseSettings):
 
     @property
     def admins(self) -> frozenset[str]:
-        """Admin identities as "platform:user_id"."""
+        """Admin entries as written: "platform:workspace/user", or "platform:user" for an
+        admin of every workspace Conjure serves (the operator's own account)."""
         return frozenset(_split_pairs(self.conjure_admins))
+
+    def is_admin(self, platform: str, workspace: str, user_id: str) -> bool:
+        """Whether this person may set quotas and read reports in this workspace.
+
+        A Discord user id is the same in every server, so a bare `discord:<user>` would make
+        someone an admin of every server the bot is in; `discord:<server>/<user>` keeps them to
+        their own. The same holds for Slack workspaces under one app."""
+        admins = self.admins
+        return f"{platform}:{workspace}/{user_id}" in admins or f"{platform}:{user_id}" in admins
 
     def alert_channel(self, platform: str) -> str | None:
         for item in _split_pairs(self.conjure_alert_channels):

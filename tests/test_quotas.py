@@ -273,6 +273,39 @@ async def test_quota_and_report_are_admin_only(
         assert usage.text is not None and "Jobs today: 1 of 1; 0 left" in usage.text
 
 
+async def test_an_admin_of_one_server_is_not_an_admin_of_another(
+    sandbox_server, sqlite_url: str, tmp_path: Path
+) -> None:
+    """A Discord user id is the same in every server the bot is in: `discord:<server>/<user>`
+    makes someone an admin of that server only; a bare `discord:<user>` of every one."""
+    async with running_conjure(
+        sandbox_server,
+        sqlite_url,
+        tmp_path / "out",
+        conjure_admins="discord:G1/boss, discord:operator",
+    ) as conjure:
+
+        async def conjure_in(server: str, user: str, text: str) -> str:
+            request = CommandRequest("discord", server, "C1", user, "conjure", text)
+            return str((await conjure.runtime.commands.handle(request)).text)
+
+        assert "now has limits: jobs 3/day" in await conjure_in("G1", "boss", "quota <@u1> jobs=3")
+        assert "Only Conjure admins" in await conjure_in("G2", "boss", "quota <@u1> jobs=3")
+        assert "Only Conjure admins" in await conjure_in("G2", "boss", "report")
+        assert "now has limits: jobs 4/day" in await conjure_in(
+            "G2", "operator", "quota <@u1> jobs=4"
+        )
+        actors = sorted(entry.actor for entry in await conjure.service.quotas.store.audit())
+        assert actors == ["discord:G1:boss", "discord:G2:operator"]
+
+
+@pytest.mark.parametrize("entry", ["discord:/boss", "discord:G1/", "teams:boss", "slack:"])
+def test_a_malformed_admin_entry_stops_start_up(entry: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=None, conjure_admins=f"slack:U1,{entry}")
+    assert "CONJURE_ADMINS: each entry must look like slack:T0123/U0123" in str(caught.value)
+
+
 def test_defaults_come_from_the_environment_over_conjure_toml(tmp_path: Path) -> None:
     config = tmp_path / "conjure.toml"
     config.write_text("[quotas.user]\njobs_per_day = 20\nusd_per_month = 5\n")

@@ -37,7 +37,7 @@ class CommandInputError(Exception):
 
 
 def is_admin(service: JobService, request: CommandRequest) -> bool:
-    return f"{request.platform}:{request.user_id}" in service.settings.admins
+    return service.settings.is_admin(request.platform, request.workspace, request.user_id)
 
 
 async def run_conjure_command(service: JobService, request: CommandRequest) -> Text:
