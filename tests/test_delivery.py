@@ -306,6 +306,75 @@ async def test_a_delivery_taken_over_after_the_share_does_not_post_the_image_aga
         await assert_delivered_once_charged_once(conjure, claimed)
 
 
+async def _die_after_the_share(conjure: SlackConjure, sandbox_server) -> Job:
+    """Run until the result's files are shared, then kill the delivery (kill -9: its lease
+    renewals stop, the claim stays) before it is marked delivered; return the held job."""
+    service, fake = conjure.service, conjure.fake
+    await sandbox_server.sandbox.wait_idle()
+    claimed = await delivering(conjure)
+    while not fake.shared_uploads():
+        await asyncio.sleep(0.01)
+    for task in list(service._tasks):
+        task.cancel()
+    await service.wait_idle()
+    fake.delays.clear()
+    held = await conjure.runtime.store.get(claimed.id)
+    assert held is not None and held.delivery == Delivery.DELIVERING
+    await asyncio.sleep(0.5)  # the lease lapses
+    await service.sweep_deliveries()
+    await service.wait_idle()
+    return held
+
+
+async def test_a_long_answer_taken_over_after_the_share_is_not_posted_again(
+    sandbox_server, sqlite_url: str
+) -> None:
+    """A long text answer goes up as a .txt through the same recorded upload as images."""
+    async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
+        fake = conjure.fake
+        conjure.service.delivery = LEASED
+        conjure.service.adapters["slack"].long_text_chars = 40  # type: ignore[attr-defined]
+        fake.delays["chat.update"] = 0.5  # the status edit after the share is slow
+        await conjure.slash("/ask", "what is an owl?")
+        held = await _die_after_the_share(conjure, sandbox_server)
+        assert held.destination["slack_files"] == [fake.shared_uploads()[0].file_id]
+
+        [parent] = fake.channel_messages(CHANNEL)
+        [upload] = fake.shared_uploads()
+        assert (upload.channel_id, upload.thread_ts) == (CHANNEL, parent.ts)
+        assert upload.filename.endswith(".txt") and upload.snippet_type == "text"
+        assert "as a file" in (upload.initial_comment or "")
+        assert len(fake.replies(CHANNEL, parent.ts)) == 1
+        assert len(fake.calls_to("files.getUploadURLExternal")) == 1
+        assert "✅ done in " in parent.text
+        done = await conjure.runtime.store.get(held.id)
+        assert done is not None and done.delivery == Delivery.DELIVERED
+
+
+async def test_files_sent_to_a_dm_and_taken_over_after_the_share_are_not_sent_again(
+    sandbox_server, sqlite_url: str
+) -> None:
+    """No thread (a channel the bot is not in): the image goes to the person's DM. Killed
+    after that share, the next delivery finds it there and only tells the channel."""
+    async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
+        fake = conjure.fake
+        conjure.service.delivery = LEASED
+        fake.cannot_post["C0RANDOM"] = "not_in_channel"
+        fake.delays["response_url"] = 0.5  # telling the channel, after the share, is slow
+        sent = await conjure.slash("/imagine", "a heron", channel_id="C0RANDOM")
+        held = await _die_after_the_share(conjure, sandbox_server)
+        assert held.destination["slack_files_channel"] == f"D{USER}"
+
+        [upload] = fake.shared_uploads()
+        assert (upload.channel_id, upload.thread_ts) == (f"D{USER}", None)
+        assert len(fake.calls_to("files.getUploadURLExternal")) == 1
+        assert len(fake.calls_to("files.info")) == 1
+        posts = fake.responses_to(sent.response_id)
+        assert "✅ done in " in posts[-1].text and "direct message" in posts[-1].text
+        done = await conjure.runtime.store.get(held.id)
+        assert done is not None and done.delivery == Delivery.DELIVERED
+
+
 # ---- the output file host --------------------------------------------------------------------
 
 

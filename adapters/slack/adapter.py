@@ -10,6 +10,7 @@ messages again lives in `job.destination`, so a restarted instance delivers as w
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import ClientError
@@ -19,12 +20,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack import markup as say
 from adapters.slack.reach import SLACK_ERRORS, open_dm, respond
 from adapters.slack.uploads import FILES_KEY, Checkpoint, already_shared, upload_and_share
-from bot.adapter import ChatAdapter, JobResult, OutputFile
+from bot.adapter import ChatAdapter, JobResult
 from bot.catalog import Catalog
 from bot.markup import Text
 from storage.models import Job
 
 log = logging.getLogger(__name__)
+FILES_CHANNEL_KEY = "slack_files_channel"  # in job.destination: where those files are shared
 
 PLATFORM = "slack"
 LONG_TEXT_CHARS = 3000  # longer text outputs are uploaded as a .txt file
@@ -100,17 +102,19 @@ class SlackAdapter(ChatAdapter):
     async def deliver_result(
         self, job: Job, result: JobResult, checkpoint: Checkpoint | None
     ) -> None:
-        """post_result, once: the ids of files about to be shared in the thread are recorded
-        (`checkpoint`) first, and a later delivery that finds them asks Slack (files.info)
-        whether they were shared there before it uploads again."""
+        """post_result, once: the ids of files about to be shared (in the thread, or in the
+        person's DM) are recorded (`checkpoint`) first, with where, and a later delivery that
+        finds them asks Slack (files.info) whether they were shared there before it uploads
+        again. Every file of a result, a long answer's .txt included, is shared in one call,
+        so they are all there or none is."""
         where = _thread(job)
-        if where is not None and await already_shared(
-            self.client, job.destination.get(FILES_KEY) or [], *where
-        ):
+        shared_in = job.destination.get(FILES_CHANNEL_KEY)
+        already = await self._already_shared(job, where, shared_in)
+        if already and where is not None and shared_in in (None, where[0]):
             log.info("job %s: its files are already in the thread; not posted again", job.id)
             await self.update_status(job)
             return
-        if where is not None:
+        if where is not None and not already:
             try:
                 await self._result_in_thread(job, result, *where, checkpoint)
                 await self.update_status(job)
@@ -119,7 +123,21 @@ class SlackAdapter(ChatAdapter):
                 if _reason(exc) not in CANNOT_POST:
                     raise
                 log.warning("job %s: the thread is gone (%s)", job.id, _reason(exc))
-        await self._result_elsewhere(job, result)
+        dm_done = shared_in if already else None
+        await self._result_elsewhere(job, result, checkpoint, dm_done=dm_done)
+
+    async def _already_shared(
+        self, job: Job, where: tuple[str, str] | None, shared_in: str | None
+    ) -> bool:
+        """Whether an earlier delivery of this job shared its files where they were going."""
+        ids = job.destination.get(FILES_KEY) or []
+        if not ids:
+            return False
+        if where is not None and shared_in in (None, where[0]):
+            return await already_shared(self.client, ids, *where)
+        if shared_in is not None:
+            return await already_shared(self.client, ids, shared_in, None)
+        return False
 
     async def _result_in_thread(
         self,
@@ -130,28 +148,39 @@ class SlackAdapter(ChatAdapter):
         checkpoint: Checkpoint | None = None,
     ) -> None:
         note = say.skipped_note(result.skipped)
-        if result.files:
-            comment = say.files_comment(job.user_id, len(result.files), self._noun(job)) + note
-            await self._upload(job, result.files, channel, ts, comment, checkpoint)
-            note = ""
-        if result.text is not None and len(result.text) > self.long_text_chars:
-            await self._upload_text(
-                job, result.text, channel, ts, say.long_text_comment(job.user_id) + note
-            )
+        long_text = result.text is not None and len(result.text) > self.long_text_chars
+        uploads = self._uploads(job, result, long_text)
+        if uploads:
+            if result.files:
+                comment = say.files_comment(job.user_id, len(result.files), self._noun(job))
+            else:
+                comment = say.long_text_comment(job.user_id)
+            await self._share(uploads, channel, ts, comment + note, checkpoint)
         elif result.text is not None:
             reply = f"{say.mention(job.user_id)}\n{say.escape(result.text)}{note}"
             await self._reply(channel, ts, reply)
-        elif not result.files:
+        else:
             empty = say.nothing_to_show(result.skipped)
             await self._reply(channel, ts, f"{say.mention(job.user_id)} {empty}{note}")
+        if uploads and result.text is not None and not long_text:
+            await self._reply(channel, ts, f"{say.mention(job.user_id)}\n{say.escape(result.text)}")
 
-    async def _result_elsewhere(self, job: Job, result: JobResult) -> None:
-        """No thread: files (and long text) to the person's DM, the rest via response_url."""
+    async def _result_elsewhere(
+        self,
+        job: Job,
+        result: JobResult,
+        checkpoint: Checkpoint | None = None,
+        dm_done: str | None = None,
+    ) -> None:
+        """No thread: files (and long text) to the person's DM, the rest via response_url.
+        `dm_done`: the DM where an earlier delivery already shared them."""
         long_text = result.text is not None and len(result.text) > self.long_text_chars
-        dm: str | None = None
-        if result.files or long_text:
+        dm: str | None = dm_done
+        if dm_done is not None:
+            body = say.DM_NOTE
+        elif result.files or long_text:
             try:
-                dm = await self._to_dm(job, result, long_text)
+                dm = await self._to_dm(job, result, long_text, checkpoint)
                 body = say.DM_NOTE
             except SLACK_ERRORS as exc:
                 log.warning("job %s: could not DM the result (%s)", job.id, _reason(exc))
@@ -163,16 +192,17 @@ class SlackAdapter(ChatAdapter):
         summary = f"{say.announcement(job)}\n{say.mention(job.user_id)} {body}"
         await self._tell(job, summary + say.skipped_note(result.skipped), dm)
 
-    async def _to_dm(self, job: Job, result: JobResult, long_text: bool) -> str:
+    async def _to_dm(
+        self, job: Job, result: JobResult, long_text: bool, checkpoint: Checkpoint | None = None
+    ) -> str:
         """Files (and a long text) into the person's DM with the bot; returns the DM's id."""
         dm = await open_dm(self.client, job.user_id)
         intro = f"Your /{job.command} “{say.escape(say.clip(job.prompt, 200))}”:"
         if result.files:
             count = len(result.files)
             noun = self._noun(job) + ("s" if count > 1 else "")
-            await self._upload(job, result.files, dm, None, f"{intro} {count} {noun}.")
-        if long_text and result.text is not None:
-            await self._upload_text(job, result.text, dm, None, intro)
+            intro = f"{intro} {count} {noun}."
+        await self._share(self._uploads(job, result, long_text), dm, None, intro, checkpoint)
         return dm
 
     async def post_error(self, job: Job, message: str) -> None:
@@ -221,45 +251,44 @@ class SlackAdapter(ChatAdapter):
             channel=channel, thread_ts=ts, text=text, unfurl_links=False, unfurl_media=False
         )
 
-    async def _upload(
-        self,
-        job: Job,
-        files: list[OutputFile],
-        channel: str,
-        ts: str | None,
-        comment: str,
-        checkpoint: Checkpoint | None = None,
-    ) -> None:
-        uploads = []
-        for index, output in enumerate(files):
+    def _uploads(self, job: Job, result: JobResult, long_text: bool) -> list[dict[str, Any]]:
+        """What to upload for a result: its files, and a long text answer as a .txt snippet."""
+        count = len(result.files) + (1 if long_text else 0)
+        uploads: list[dict[str, Any]] = []
+        for index, output in enumerate(result.files):
             upload: dict[str, Any] = {
                 "content": output.content,
                 "filename": output.filename,
-                "title": say.file_title(job, index, len(files)),
+                "title": say.file_title(job, index, count),
             }
             if output.content_type.startswith("image/"):
                 upload["alt_txt"] = say.alt_text(job)
             uploads.append(upload)
-        await upload_and_share(
-            self.client,
-            uploads,
-            channel=channel,
-            thread_ts=ts,
-            comment=comment,
-            checkpoint=checkpoint,
-        )
+        if long_text and result.text is not None:
+            uploads.append(
+                {
+                    "content": result.text.encode("utf-8"),
+                    "filename": f"{job.command}-{job.id[:8]}.txt",
+                    "title": say.file_title(job, len(result.files), count),
+                    "snippet_type": "text",
+                }
+            )
+        return uploads
 
-    async def _upload_text(
-        self, job: Job, text: str, channel: str, ts: str | None, comment: str
+    async def _share(
+        self,
+        uploads: list[dict[str, Any]],
+        channel: str,
+        ts: str | None,
+        comment: str,
+        checkpoint: Checkpoint | None,
     ) -> None:
-        await self.client.files_upload_v2(
-            content=text.encode("utf-8"),
-            filename=f"{job.command}-{job.id[:8]}.txt",
-            title=say.file_title(job, 0, 1),
-            snippet_type="text",
-            channel=channel,
-            thread_ts=ts,
-            initial_comment=comment,
+        async def record(fields: Mapping[str, Any]) -> None:
+            if checkpoint is not None:
+                await checkpoint({**fields, FILES_CHANNEL_KEY: channel})
+
+        await upload_and_share(
+            self.client, uploads, channel=channel, thread_ts=ts, comment=comment, checkpoint=record
         )
 
     async def _tell(self, job: Job, text: str, dm: str | None = None) -> None:

@@ -317,6 +317,7 @@ class FakeSlack:
     async def _response(self, request: Request) -> Response:
         response_id = request.path_params["response_id"]
         body = json.loads(await request.body() or b"{}")
+        await asyncio.sleep(self.delays.get("response_url", 0))  # held before it is recorded
         used = len([r for r in self.responses_to(response_id) if r.accepted])
         refused = used >= RESPONSE_URL_LIMIT or (
             body.get("response_type") == "in_channel" and response_id in self.refuse_in_channel
