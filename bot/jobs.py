@@ -1,6 +1,8 @@
 """The job service: a command's whole life, from reservation to a result in the thread.
 
-submit: reserve the user's job (atomically) → announce → create the prediction. apply: each
+submit: reserve the user's job and record it (atomically) → acknowledge the command → announce
+→ create the prediction; a job recorded but never started (its instance died) is started by
+another instance's sweeper. apply: each
 webhook (or poll) moves the job forward, never back. finish: the first terminal update settles
 the reservation and marks the delivery pending, in one transaction. deliver: exactly one claimant
 downloads the outputs and hands them to the adapter.
@@ -21,7 +23,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.adapter import ChatAdapter, Checkpoint, CommandRequest
+from bot.adapter import Acknowledge, ChatAdapter, Checkpoint, CommandRequest
 from bot.catalog import Catalog, ModelSpec
 from bot.commands.parsing import Invocation
 from bot.config import Settings
@@ -50,6 +52,14 @@ UNDELIVERABLE = (
     "Your result is ready, but Conjure could not post it here after several tries; "
     "it was charged. Please ask an admin."
 )
+# A job recorded but not started (no prediction) and untouched for this long is taken for
+# abandoned: its instance died between recording it and creating its prediction, and another
+# starts it. Whoever starts a job first claims it (touch_unstarted), so the one still starting
+# it and one taking it over never both send a create; this must outlast the time a create sent
+# just after that claim takes to reach Replicate (where the takeover would find it).
+START_TAKEOVER = timedelta(seconds=15)
+START_GIVE_UP = timedelta(minutes=2)  # not started by then: given back, the person told
+RESTARTED_BEFORE_START = "Conjure restarted before your job could start; please run it again."
 GONE_AFTER = 10  # reads in a row answered 404: the prediction is gone, and so is its result
 PREDICTION_GONE = (
     "Replicate can no longer find this job's prediction, so its result cannot be fetched. "
@@ -150,6 +160,9 @@ class JobService:
         # concurrent queries and calls, and every ack and webhook waits behind them; started a
         # few at a time, the same work gets done sooner (less contention) and acks stay quick.
         self._starting = asyncio.Semaphore(SUBMITS_AT_ONCE)
+        # Recording (the one transaction before the ack) waits behind other recordings only,
+        # not behind announcements and creates, so acks stay quick in a burst.
+        self._recording = asyncio.Semaphore(SUBMITS_AT_ONCE)
         # recover() and the sweeper may start thousands of pollers at once; their reads all
         # queued in httpx's pool at once cost CPU quadratic in the queue (100% for minutes).
         self._reading = asyncio.Semaphore(READS_AT_ONCE)
@@ -221,12 +234,53 @@ class JobService:
 
     # ---- submit ---------------------------------------------------------------------------
 
-    async def submit(self, request: CommandRequest, invocation: Invocation) -> Job:
-        """Reserve, announce and start one job. Raises CommandRefused when nothing was created."""
-        async with self._starting:
-            return await self._start(request, invocation)
+    async def submit(
+        self,
+        request: CommandRequest,
+        invocation: Invocation,
+        acknowledge: Acknowledge | None = None,
+    ) -> Job:
+        """Reserve and record one job, acknowledge the command, announce the job and start it.
+        Raises CommandRefused when nothing was created.
 
-    async def _start(self, request: CommandRequest, invocation: Invocation) -> Job:
+        The command is acknowledged (`acknowledge`, the platform's ack or defer) only once its
+        job is committed: a crash after the ack finds the job at the restart and starts it,
+        where acknowledging first would lose a command the person was told was taken. One
+        whose acknowledgement fails is given back, and the error raised."""
+        async with self._recording:
+            job = await self._record(request, invocation)
+        if acknowledge is not None:
+            await self._acknowledge(job, acknowledge)
+        async with self._starting:
+            return await self._launch(job, invocation.model)
+
+    async def _acknowledge(self, job: Job, acknowledge: Acknowledge) -> None:
+        try:
+            extra = await acknowledge()
+        except Exception:
+            await self.store.finish(
+                job,
+                JobStatus.FAILED,
+                actual_micros=0,
+                give_back_job=True,
+                deliver=False,
+                error="the command could not be acknowledged",
+            )
+            raise
+        if extra:
+            job.destination.update(extra)
+            await self._touch_unstarted(job, destination=job.destination)
+
+    async def _touch_unstarted(self, job: Job, **values: Any) -> bool:
+        """Claim `job`'s start (see JobStore.touch_unstarted), writing `values`; False when
+        another instance took it over meanwhile."""
+        now = utcnow()
+        if not await self.store.touch_unstarted(job.id, job.updated_at, now, **values):
+            return False
+        job.updated_at = now
+        return True
+
+    async def _record(self, request: CommandRequest, invocation: Invocation) -> Job:
         now = utcnow()
         job = Job(
             id=secrets.token_hex(10),
@@ -266,14 +320,28 @@ class JobService:
                 "Please try again in a minute."
             ) from None
 
+        return job
+
+    async def _launch(self, job: Job, model: ModelSpec) -> Job:
+        """Announce a recorded job and create its prediction, unless it was taken over."""
         adapter = self._adapters[job.platform]
         try:
             job.destination.update(await adapter.post_status(job) or {})
-            await self.store.update_fields(job.id, destination=job.destination)
         except Exception:
             log.exception("could not announce job %s; continuing", job.id)
+        try:
+            claimed = await self._touch_unstarted(job, destination=job.destination)
+        except SQLAlchemyError:
+            log.exception("could not record the announcement of job %s; continuing", job.id)
+            claimed = True
+        if not claimed:
+            log.warning("job %s was taken over by another instance before its create", job.id)
+            return job
+        return await self._create_and_follow(job, model)
 
-        prediction = await self._create_prediction(job, invocation.model)
+    async def _create_and_follow(self, job: Job, model: ModelSpec) -> Job:
+        """Create the prediction of a job this instance claimed, and follow it."""
+        prediction = await self._create_prediction(job, model)
         if prediction is None:
             return job
         job.prediction_id = prediction.id
@@ -683,6 +751,7 @@ class JobService:
                     await self.recover(silent_for)
                 else:
                     await self.sweep_deliveries()
+                    await self.sweep_unstarted()
             except Exception:
                 log.exception("sweep failed; will try again")
 
@@ -697,16 +766,35 @@ class JobService:
             if job.prediction_id:
                 self.start_polling(job.id, job.prediction_id)
                 continue
-            found = await self._find_lost_prediction(job, self.webhook_url(job.id))
-            if found is not None:
-                await self.store.update_fields(job.id, prediction_id=found.id)
-                self.start_polling(job.id, found.id)
-            elif job.created_at < utcnow() - timedelta(minutes=2):
-                await self._fail_before_start(
-                    job, "Conjure restarted before your job could start; please run it again."
-                )
+            await self._resume_unstarted(job)
         await self.sweep_deliveries()
         self.spawn(self.send_alerts())
+
+    async def _resume_unstarted(self, job: Job) -> None:
+        """A job with no prediction known: adopt the prediction its create made (found by its
+        webhook URL), else start it if it was abandoned (untouched for START_TAKEOVER), or give
+        it back if it is too old to start now; one younger may still be starting elsewhere."""
+        found = await self._find_lost_prediction(job, self.webhook_url(job.id))
+        if found is not None:
+            await self.store.update_fields(job.id, prediction_id=found.id)
+            self.start_polling(job.id, found.id)
+            return
+        now = utcnow()
+        model = self.catalog.models.get(job.model)
+        if job.created_at < now - START_GIVE_UP or model is None:
+            await self._fail_before_start(job, RESTARTED_BEFORE_START)
+            return
+        if job.updated_at >= now - START_TAKEOVER or not await self._touch_unstarted(job):
+            return  # may still be starting elsewhere; or another instance took it over
+        log.warning("job %s: recorded but never started (its instance stopped); starting", job.id)
+        async with self._starting:
+            await self._create_and_follow(job, model)
+
+    async def sweep_unstarted(self) -> None:
+        """Start jobs recorded but abandoned before their create (their instance died)."""
+        for job in await self.store.unstarted(utcnow() - START_TAKEOVER):
+            if job.platform in self._adapters:
+                self.spawn(self._resume_unstarted(job))
 
     async def sweep_deliveries(self) -> None:
         """Claim and deliver what waits: pending deliveries whose backoff is over, and claims

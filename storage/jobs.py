@@ -118,6 +118,11 @@ class JobStore:
             condition = condition & (Job.updated_at < utcnow() - silent_for)
         return await self._select(condition)
 
+    async def unstarted(self, quiet_since: datetime) -> list[Job]:
+        """Jobs recorded but never started (queued, no prediction) and untouched since
+        `quiet_since`: the instance that recorded them may have died before their create."""
+        return await self._select(_UNSTARTED & (_JOBS.c.updated_at < quiet_since))
+
     async def undelivered(self, at: datetime | None = None) -> list[Job]:
         """Finished jobs whose delivery is pending, or claimed by a holder whose lease lapsed
         (by `at`, default now): it died, and another instance may take the delivery over."""
@@ -141,6 +146,19 @@ class JobStore:
         values["updated_at"] = utcnow()
         async with write(self.engine) as conn:
             await conn.execute(_update_statement(_names(values)), _params(job_id, values))
+
+    async def touch_unstarted(
+        self, job_id: str, seen: datetime, now: datetime, **values: Any
+    ) -> bool:
+        """Write `values` and `updated_at = now` to a job still unstarted (queued, no
+        prediction) whose `updated_at` is still `seen`; False when it changed meanwhile. Who
+        starts a job claims it this way just before its create, so an instance taking over a
+        job that looked abandoned and the instance still starting it never both create it."""
+        values["updated_at"] = now
+        params = {**_params(job_id, values), "seen": seen}
+        async with write(self.engine) as conn:
+            result = await conn.execute(_touch_unstarted_statement(_names(values)), params)
+        return result.rowcount == 1
 
     async def advance(self, job_id: str, status: JobStatus, **values: Any) -> Job | None:
         """Move a job to a non-terminal `status` if that is forward: the job as it now stands,
@@ -341,6 +359,15 @@ def _set(names: tuple[str, ...]) -> dict[str, Any]:
 @functools.cache
 def _update_statement(names: tuple[str, ...]) -> Any:
     return update(_JOBS).where(_ID).values(_set(names))
+
+
+_UNSTARTED = (_JOBS.c.status_rank == 0) & _JOBS.c.prediction_id.is_(None)
+
+
+@functools.cache
+def _touch_unstarted_statement(names: tuple[str, ...]) -> Any:
+    unchanged = _JOBS.c.updated_at == bindparam("seen", type_=_JOBS.c.updated_at.type)
+    return update(_JOBS).where(_ID, _UNSTARTED, unchanged).values(_set(names))
 
 
 @functools.cache

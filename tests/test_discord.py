@@ -223,12 +223,13 @@ async def test_over_quota_is_refused_privately(
         await conjure.settle()
         sent = await conjure.interact("imagine", {"prompt": "two"})
 
-        [follow_up] = webhook_calls(fake, sent.token, "POST")
-        assert follow_up.payload["flags"] == EPHEMERAL
-        assert "used all 1 of your jobs for today" in follow_up.payload["content"]
-        [deleted] = webhook_calls(fake, sent.token, "DELETE")
-        assert deleted.path.endswith("/messages/@original") and deleted.status == 204
-        assert fake.original(sent.token) is None  # the public "thinking..." is gone
+        # Known before the interaction is deferred: the first response is the private answer.
+        [callback] = fake.find("POST", f"/interactions/\\d+/{sent.token}/callback")
+        assert callback.payload["type"] == 4
+        assert callback.payload["data"]["flags"] == EPHEMERAL
+        assert "used all 1 of your jobs for today" in callback.payload["data"]["content"]
+        assert webhook_calls(fake, sent.token, "POST") == []
+        assert webhook_calls(fake, sent.token, "DELETE") == []
         assert sandbox_server.sandbox.create_count == 1
         assert await conjure.runtime.store.count() == 1
 

@@ -240,9 +240,10 @@ async def test_over_quota_is_refused_privately_and_starts_nothing(
 
         assert second.response.status_code == 200
         assert conjure.fake.responses_to(first.response_id) == []
-        [refusal] = conjure.fake.responses_to(second.response_id)
-        assert refusal.response_type == "ephemeral"
-        assert "all 1 of your jobs for today" in refusal.text and "00:00 UTC" in refusal.text
+        assert conjure.fake.responses_to(second.response_id) == []
+        refusal = second.response.json()  # known before the ack: answered in it
+        assert refusal["response_type"] == "ephemeral"
+        assert "all 1 of your jobs for today" in refusal["text"] and "00:00 UTC" in refusal["text"]
         assert sandbox_server.sandbox.create_count == 1
         assert await conjure.runtime.store.count() == 1
         assert len(conjure.fake.channel_messages(CHANNEL)) == 1

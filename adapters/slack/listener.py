@@ -1,9 +1,10 @@
 """The bolt listener for every slash command: a Slack payload in, the core's Reply out.
 
 Slack gives 3 seconds. The core's `handle` runs in a task the job service tracks; the listener
-acks as soon as the core acknowledges (a valid job command, before anything slow) or answers
-(bad input, a quick `/conjure`), whichever comes first, and at the latest after
-CONJURE_ACK_BUDGET. A reply that comes after the ack goes through the command's response_url.
+acks as soon as the core acknowledges (a valid job command, once its job is recorded) or
+answers (bad input, a limit reached, a quick `/conjure`), whichever comes first, and at the
+latest after CONJURE_ACK_BUDGET. A reply that comes after the ack goes through the command's
+response_url.
 """
 
 from __future__ import annotations
@@ -53,7 +54,11 @@ class SlashCommandListener:
         finally:
             waiting.cancel()
         if reply.done() and not acknowledged.is_set():
-            await ack(response_type="ephemeral", text=_answer(reply))
+            answer = _answer(reply)
+            if answer:
+                await ack(response_type="ephemeral", text=answer)
+            else:
+                await ack()  # a copy of a command already taken: nothing to say
             return
         await ack()
         service.spawn(self._answer_later(reply, request.destination.get("response_url")))

@@ -2,13 +2,15 @@
 
 An adapter turns its platform's event into a `CommandRequest` and the `Reply` into its platform's
 answer; everything between is here. Parsing is pure, so bad input is answered before the
-platform's deadline with nothing created; a valid command is acknowledged (the adapter's
-`acknowledge`) before anything slow, then reserved, announced and started by the job service.
+platform's deadline with nothing created; a valid command is reserved and recorded, then
+acknowledged (the adapter's `acknowledge`), then announced and started by the job service.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from bot.adapter import Acknowledge, CommandRequest, Reply, no_acknowledgement
 from bot.commands.conjure import run_conjure_command
@@ -37,9 +39,11 @@ class Commands:
     ) -> Reply:
         """The answer to one command. Never raises: an internal error is logged and answered.
 
-        `acknowledge` is called once, only for a valid job command, before the database or
-        Replicate is touched; a Reply returned without it having been called is a quick answer
-        the adapter may send within the platform's deadline.
+        `acknowledge` is called once, only for a valid job command, as soon as its job is
+        recorded (one transaction) and before anything slower (the announcement, Replicate):
+        a command the platform was told was taken is never lost to a crash. A Reply returned
+        without it having been called (bad input, a limit reached) is a quick answer the
+        adapter may send within the platform's deadline.
 
         A command the platform sent again (its request key already has a job) is refused with
         nothing to say: the first copy is running and its own messages speak for it, and
@@ -51,21 +55,24 @@ class Commands:
             invocation = self.parse(request)
         except UsageError as exc:
             return Reply(usage_text(exc), refused=True)
-        acknowledged = False
+        acknowledging = False
+
+        async def acknowledge_once() -> Mapping[str, Any] | None:
+            nonlocal acknowledging
+            acknowledging = True
+            return await acknowledge()
+
         try:
-            extra = await acknowledge()
-            acknowledged = True
-            if extra:
-                request.destination.update(extra)
-            job = await self.service.submit(request, invocation)
+            job = await self.service.submit(request, invocation, acknowledge_once)
         except CommandRefused as exc:
             return Reply(exc.text, refused=True)
         except DuplicateRequest:
             return _sent_again(request)
         except Exception:
-            # A platform refuses a second acknowledgement of one command (Discord: "already
-            # acknowledged"): when its first copy has a job, this is a copy, not a failure.
-            if not acknowledged and await self._has_job(request):
+            # A copy of a command whose first copy has a job is refused by the database before
+            # it is acknowledged (DuplicateRequest); an error before acknowledging with a job
+            # for the command is one more such copy, not a failure.
+            if not acknowledging and await self._has_job(request):
                 return _sent_again(request)
             log.exception("could not start /%s for %s", request.command, request.user_id)
             return Reply(Text.of(INTERNAL_ERROR), refused=True)

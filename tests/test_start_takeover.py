@@ -1,0 +1,136 @@
+"""A command acknowledged is never lost to a crash before its prediction is created.
+
+The job is recorded before the platform is told the command was taken; an instance that dies
+after that, before its create, leaves a queued job with no prediction, which another instance's
+sweeper starts once it has been untouched for START_TAKEOVER. Whoever starts a job claims it
+first (JobStore.touch_unstarted), so a slow instance and a takeover never both create it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import update
+
+from bot.adapter import CommandRequest
+from bot.jobs import START_TAKEOVER
+from storage.engine import write
+from storage.models import Delivery, Job, JobStatus, utcnow
+from tests.harness import Conjure, running_conjure, settle
+
+
+def _request(key: str) -> CommandRequest:
+    return CommandRequest(
+        platform="console",
+        workspace="local",
+        channel="terminal",
+        user_id="you",
+        command="imagine",
+        text="a red fox",
+        request_key=key,
+    )
+
+
+async def _age(conjure: Conjure) -> None:
+    """Make every job look untouched for longer than START_TAKEOVER."""
+    past = utcnow() - START_TAKEOVER * 2
+    async with write(conjure.runtime.store.engine) as conn:
+        await conn.execute(update(Job).values(updated_at=past))
+
+
+def _hold_announcements(conjure: Conjure) -> asyncio.Event:
+    """The console's post_status waits for the returned event (an instance stuck, or dying,
+    between recording a job and creating its prediction)."""
+    release = asyncio.Event()
+    post_status = conjure.console.post_status
+
+    async def held(job: Job) -> dict[str, Any]:
+        await release.wait()
+        return await post_status(job)
+
+    conjure.console.post_status = held  # type: ignore[method-assign]
+    return release
+
+
+async def _recorded(conjure: Conjure) -> None:
+    while await conjure.runtime.store.count() == 0:
+        await asyncio.sleep(0.01)
+
+
+async def test_a_command_is_acknowledged_only_once_its_job_is_recorded(
+    sandbox_server: Any, sqlite_url: str, tmp_path: Path
+) -> None:
+    async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
+        recorded_at_ack: list[bool] = []
+
+        async def acknowledge() -> None:
+            recorded_at_ack.append(await conjure.runtime.store.has_request("console:one"))
+
+        reply = await conjure.runtime.commands.handle(_request("console:one"), acknowledge)
+        await settle(conjure, sandbox_server)
+    assert reply.job is not None
+    assert recorded_at_ack == [True]
+
+
+async def test_a_failed_acknowledgement_gives_the_job_back(
+    sandbox_server: Any, sqlite_url: str, tmp_path: Path
+) -> None:
+    async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
+
+        async def acknowledge() -> None:
+            raise RuntimeError("the interaction expired")
+
+        reply = await conjure.runtime.commands.handle(_request("console:late"), acknowledge)
+        await settle(conjure, sandbox_server)
+        [job] = await conjure.runtime.store._select(Job.id.is_not(None))  # type: ignore[union-attr]
+    assert reply.job is None and reply.refused
+    assert job.job_status is JobStatus.FAILED and job.reservation == "released"
+    assert sandbox_server.sandbox.create_count == 0
+
+
+async def test_a_job_whose_instance_died_before_its_create_is_started_by_the_sweeper(
+    sandbox_server: Any, database_url: str, tmp_path: Path
+) -> None:
+    async with running_conjure(sandbox_server, database_url, tmp_path / "out") as conjure:
+        release = _hold_announcements(conjure)
+        dying = asyncio.create_task(conjure.runtime.commands.handle(_request("console:k")))
+        await _recorded(conjure)
+        dying.cancel()  # the instance is gone: recorded, acknowledged, never created
+        release.set()
+        service = conjure.service
+        await service.sweep_unstarted()
+        await service.recover()
+        await service.wait_idle()
+        assert sandbox_server.sandbox.create_count == 0  # too young: may still be starting
+
+        await _age(conjure)
+        await service.sweep_unstarted()
+        await service.wait_idle()
+        await settle(conjure, sandbox_server)
+        [job] = await conjure.runtime.store._select(Job.id.is_not(None))  # type: ignore[union-attr]
+    assert sandbox_server.sandbox.create_count == 1
+    assert job.job_status is JobStatus.SUCCEEDED and job.delivery == Delivery.DELIVERED
+    assert job.reservation == "settled" and job.actual_micros == 3000
+    assert len(list((tmp_path / "out").iterdir())) == 1
+
+
+async def test_an_instance_that_lost_its_job_to_a_takeover_does_not_create_it_again(
+    sandbox_server: Any, database_url: str, tmp_path: Path
+) -> None:
+    async with running_conjure(sandbox_server, database_url, tmp_path / "out") as conjure:
+        release = _hold_announcements(conjure)
+        slow = asyncio.create_task(conjure.runtime.commands.handle(_request("console:s")))
+        await _recorded(conjure)
+        await _age(conjure)  # stuck past START_TAKEOVER: another instance takes it over
+        await conjure.service.sweep_unstarted()
+        while sandbox_server.sandbox.create_count == 0:
+            await asyncio.sleep(0.01)
+        release.set()  # the slow instance comes back and finds its job taken
+        await slow
+        await settle(conjure, sandbox_server)
+        [job] = await conjure.runtime.store._select(Job.id.is_not(None))  # type: ignore[union-attr]
+    assert sandbox_server.sandbox.create_count == 1
+    assert job.job_status is JobStatus.SUCCEEDED and job.delivery == Delivery.DELIVERED
+    assert len(list((tmp_path / "out").iterdir())) == 1
