@@ -18,6 +18,7 @@ import httpx
 from bot.sandbox.config import SandboxConfig
 from bot.sandbox.faults import Faults
 from bot.sandbox.models import FakeModel
+from bot.sandbox.uploads import Uploads
 from bot.sandbox.webhooks import PredictionWebhooks, WebhookDelivery
 
 Files = dict[str, tuple[bytes, str]]
@@ -55,6 +56,7 @@ class Sandbox:
         self.webhook_deliveries: list[WebhookDelivery] = []
         self.create_count = 0
         self.runs: dict[str, Run] = {}
+        self.uploads = Uploads()  # the Files API's files
         self._tasks: set[asyncio.Task[Any]] = set()
         self._http: httpx.AsyncClient | None = None
         # Webhooks in flight at once. Beyond the client's pool, httpx queues requests in a list
