@@ -929,3 +929,245 @@ async def test_run_time_factor_makes_runs_longer(sandbox_server: SandboxServer):
     assert faults.status_code == 422
     sandbox.faults.reset()
     assert sandbox.faults.run_time_factor == 1
+
+
+# --- image inputs: flux-dev's image to image, and the real-esrgan upscaler ------------------
+
+FLUX_DEV = "/v1/models/black-forest-labs/flux-dev/predictions"
+ESRGAN_VERSION = "42fed1c4974146d4d2414e2be2c5277c7fcf05fcc3a73abf41610695738c1d7b"
+
+
+def png(size: tuple[int, int], color: tuple[int, int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def data_url(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def mean_difference(a: Image.Image, b: Image.Image) -> float:
+    """Mean absolute difference per channel (0-255) of two images at a's size."""
+    first, second = a.convert("RGB").tobytes(), b.convert("RGB").resize(a.size).tobytes()
+    return sum(abs(x - y) for x, y in zip(first, second, strict=True)) / len(first)
+
+
+async def run_to_end(http: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Create a prediction and wait for it (Prefer: wait), then read it back with its URLs."""
+    answer = await http.post(path, json=body, headers={"Prefer": "wait"})
+    assert answer.status_code == 201, answer.text
+    return (await http.get(answer.json()["urls"]["get"])).json()
+
+
+async def fetch_image(http: httpx.AsyncClient, url: str) -> Image.Image:
+    answer = await http.get(url)
+    assert answer.status_code == 200
+    image = Image.open(io.BytesIO(answer.content))
+    image.load()
+    return image
+
+
+async def test_flux_dev_and_real_esrgan_publish_replicates_image_inputs(
+    sandbox_server: SandboxServer,
+):
+    async with api(sandbox_server) as http:
+        dev = (await http.get("/v1/models/black-forest-labs/flux-dev")).json()
+        esrgan = (await http.get("/v1/models/nightmareai/real-esrgan")).json()
+    inputs = dev["latest_version"]["openapi_schema"]["components"]["schemas"]["Input"]
+    image, strength = inputs["properties"]["image"], inputs["properties"]["prompt_strength"]
+    assert (image["type"], image["format"]) == ("string", "uri")
+    assert (strength["type"], strength["default"], strength["minimum"], strength["maximum"]) == (
+        "number",
+        0.8,
+        0,
+        1,
+    )
+    assert inputs["required"] == ["prompt"]
+    assert esrgan["is_official"] is False
+    assert esrgan["latest_version"]["id"] == ESRGAN_VERSION
+    schemas = esrgan["latest_version"]["openapi_schema"]["components"]["schemas"]
+    props = schemas["Input"]["properties"]
+    assert schemas["Input"]["required"] == ["image"]
+    assert props["image"]["format"] == "uri"
+    assert (props["scale"]["default"], props["scale"]["minimum"], props["scale"]["maximum"]) == (
+        4,
+        0,
+        10,
+    )
+    assert (props["face_enhance"]["type"], props["face_enhance"]["default"]) == ("boolean", False)
+    assert schemas["Output"] == {"type": "string", "title": "Output", "format": "uri"}
+
+
+async def test_an_upscale_is_the_input_times_scale_and_shows_which_input(
+    sandbox_server: SandboxServer,
+):
+    async with api(sandbox_server) as http:
+        made = await run_to_end(
+            http,
+            FLUX,
+            {"input": {"prompt": "two foxes", "num_outputs": 2, "output_format": "png"}},
+        )
+        first, second = made["output"]
+        upscaled = []
+        for url in (second, first):
+            done = await run_to_end(
+                http,
+                "/v1/predictions",
+                {"version": ESRGAN_VERSION, "input": {"image": url, "scale": 2}},
+            )
+            assert done["status"] == "succeeded", done["error"]
+            assert isinstance(done["output"], str) and done["output"].endswith("/output.png")
+            assert done["metrics"]["predict_time"] > 0  # billed by the second
+            upscaled.append(await fetch_image(http, done["output"]))
+        originals = [await fetch_image(http, url) for url in (second, first)]
+    assert [image.size for image in upscaled] == [(1024, 1024), (1024, 1024)]
+    assert upscaled[0].format == "PNG"
+    assert mean_difference(originals[0], upscaled[0]) < 3
+    assert mean_difference(originals[0], upscaled[1]) > 3 * mean_difference(
+        originals[0], upscaled[0]
+    )
+
+
+async def test_upscale_takes_data_urls_and_files_api_urls_and_caps_the_size(
+    sandbox_server: SandboxServer,
+):
+    async with api(sandbox_server) as http:
+        by_data = await run_to_end(
+            http,
+            "/v1/predictions",
+            {"version": ESRGAN_VERSION, "input": {"image": data_url(png((100, 60), (200, 0, 0)))}},
+        )
+        upload = await http.post(
+            "/v1/files", files={"content": ("big.png", png((800, 400), (0, 0, 200)), "image/png")}
+        )
+        by_file = await run_to_end(
+            http,
+            "/v1/deployments/conjure/real-esrgan/predictions",
+            {"input": {"image": upload.json()["urls"]["get"], "scale": 10}},
+        )
+        small = await fetch_image(http, by_data["output"])
+        capped = await fetch_image(http, by_file["output"])
+    assert small.size == (400, 240)  # the default scale is 4
+    assert small.getpixel((200, 120)) == (200, 0, 0)
+    assert capped.size == (2048, 1024)  # 8000 x 4000 shrunk to 2048 on the long side
+    assert capped.getpixel((1000, 500)) == (0, 0, 200)
+
+
+async def test_a_variation_keeps_the_input_size_and_shows_it_by_prompt_strength(
+    sandbox_server: SandboxServer,
+):
+    source = Image.new("RGB", (300, 200), (0, 160, 0))
+    buffer = io.BytesIO()
+    source.save(buffer, "PNG")
+    body = {"prompt": "a fox", "image": data_url(buffer.getvalue()), "seed": 3}
+    async with api(sandbox_server) as http:
+        faint = await run_to_end(http, FLUX_DEV, {"input": {**body, "prompt_strength": 0.1}})
+        strong = await run_to_end(http, FLUX_DEV, {"input": {**body, "prompt_strength": 1}})
+        plain = await run_to_end(http, FLUX_DEV, {"input": {"prompt": "a fox", "seed": 3}})
+        faint_image = await fetch_image(http, faint["output"][0])
+        strong_image = await fetch_image(http, strong["output"][0])
+        plain_image = await fetch_image(http, plain["output"][0])
+    assert faint_image.size == strong_image.size == (300, 200)
+    assert plain_image.size == (512, 512)
+    assert mean_difference(source, faint_image) < mean_difference(source, strong_image)
+    assert faint_image.format == "WEBP"
+
+
+async def test_image_inputs_are_fetched_over_http(sandbox_server: SandboxServer):
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    served = png((40, 30), (10, 20, 30))
+
+    async def image(request: Any) -> Response:
+        return Response(served, media_type="image/png")
+
+    async def text(request: Any) -> Response:
+        return Response(b"<html>not an image</html>", media_type="text/html")
+
+    host = Starlette(routes=[Route("/fox.png", image), Route("/page.html", text)])
+    async with serve_app(host) as url, api(sandbox_server) as http:
+        good = await run_to_end(
+            http,
+            "/v1/predictions",
+            {"version": ESRGAN_VERSION, "input": {"image": f"{url}/fox.png"}},
+        )
+        missing = await run_to_end(
+            http,
+            "/v1/predictions",
+            {"version": ESRGAN_VERSION, "input": {"image": f"{url}/no.png"}},
+        )
+        html = await run_to_end(
+            http,
+            "/v1/predictions",
+            {"version": ESRGAN_VERSION, "input": {"image": f"{url}/page.html"}},
+        )
+        fetched = await fetch_image(http, good["output"])
+    assert fetched.size == (160, 120)
+    assert missing["status"] == "failed" and missing["output"] is None
+    assert missing["error"] == f"Failed to download {url}/no.png: HTTP 404"
+    assert html["status"] == "failed" and html["error"].startswith("cannot identify image file")
+
+
+async def test_unreadable_image_inputs_fail_the_prediction(sandbox_server: SandboxServer):
+    url = sandbox_server.url
+    cases = {
+        data_url(b"not an image at all"): "cannot identify image file",
+        "data:image/png;base64,%%%": "Invalid data URL: the data is not valid base64",
+        f"{url}/files/nosuchprediction/out-0.png": "Failed to download",
+        f"{url}/v1/files/nosuchfile": "Failed to download",
+        "http://127.0.0.1:9/x.png": "Failed to download http://127.0.0.1:9/x.png: ConnectError",
+        "ftp://example.com/x.png": "unsupported URL scheme",
+    }
+    async with api(sandbox_server) as http:
+        for image, error in cases.items():
+            done = await run_to_end(http, FLUX_DEV, {"input": {"prompt": "x", "image": image}})
+            assert done["status"] == "failed", image
+            assert error in done["error"], (image, done["error"])
+            assert "metrics" in done and done["output"] is None
+
+
+async def test_malformed_image_inputs_are_422_at_create(sandbox_server: SandboxServer):
+    async with api(sandbox_server) as http:
+        bad = await http.post(
+            FLUX_DEV, json={"input": {"prompt": "x", "image": "fox.png", "prompt_strength": 1.5}}
+        )
+        wrong_type = await http.post(
+            "/v1/predictions",
+            json={"version": ESRGAN_VERSION, "input": {"image": 7, "face_enhance": "yes"}},
+        )
+        missing = await http.post("/v1/predictions", json={"version": ESRGAN_VERSION, "input": {}})
+        broken = await http.post(FLUX_DEV, json={"input": {"prompt": "x", "image": "http://[x"}})
+    assert bad.status_code == 422
+    assert bad.json()["invalid_fields"] == [
+        {"type": "format", "field": "input.image", "description": "Does not match format 'uri'"},
+        {
+            "type": "number_lte",
+            "field": "input.prompt_strength",
+            "description": "Must be less than or equal to 1",
+        },
+    ]
+    assert [f["type"] for f in wrong_type.json()["invalid_fields"]] == [
+        "invalid_type",
+        "invalid_type",
+    ]
+    assert missing.json()["invalid_fields"] == [
+        {"type": "required", "field": "input", "description": "image is required"}
+    ]
+    assert broken.status_code == 422
+    assert sandbox_server.sandbox.create_count == 0
+
+
+async def test_official_client_upscales_an_uploaded_file(sandbox_server: SandboxServer):
+    async with official_client(sandbox_server) as client:
+        file = await client.files.async_create(
+            io.BytesIO(png((64, 32), (9, 9, 9))), filename="in.png"
+        )
+        output = await client.async_run(
+            f"nightmareai/real-esrgan:{ESRGAN_VERSION}",
+            input={"image": file.urls["get"], "scale": 2},
+        )
+        image = Image.open(io.BytesIO(await output.aread()))
+    assert image.size == (128, 64)

@@ -35,7 +35,7 @@ class FakeModel:
 
     owner: str
     name: str
-    kind: str  # "image" | "text" | "speech"
+    kind: str  # "image" | "upscale" | "text" | "speech"
     official: bool
     version_id: str
     description: str
@@ -63,7 +63,9 @@ def _official_version(ref: str) -> str:
     return hashlib.sha256(f"sandbox:{ref}".encode()).hexdigest()
 
 
-def _flux_params(max_steps: int, default_steps: int, guidance: bool) -> tuple[Param, ...]:
+def _flux_params(
+    max_steps: int, default_steps: int, guidance: bool, img2img: bool = False
+) -> tuple[Param, ...]:
     params = [
         Param("prompt", "string", "Prompt for generated image", required=True),
         Param(
@@ -73,6 +75,27 @@ def _flux_params(max_steps: int, default_steps: int, guidance: bool) -> tuple[Pa
             "1:1",
             choices=ASPECT_RATIOS,
         ),
+    ]
+    if img2img:  # flux-dev's image-to-image inputs, named and ordered as Replicate lists them
+        params += [
+            Param(
+                "image",
+                "string",
+                "Input image for image to image mode. "
+                "The aspect ratio of your output will match this image",
+                format="uri",
+            ),
+            Param(
+                "prompt_strength",
+                "number",
+                "Prompt strength when using img2img. "
+                "1.0 corresponds to full destruction of information in image",
+                0.8,
+                minimum=0,
+                maximum=1,
+            ),
+        ]
+    params += [
         Param("num_outputs", "integer", "Number of outputs to generate", 1, minimum=1, maximum=4),
         Param("seed", "integer", "Random seed. Set for reproducible generation"),
         Param(
@@ -139,7 +162,7 @@ FLUX_DEV = FakeModel(
     True,
     _official_version("black-forest-labs/flux-dev"),
     "A 12 billion parameter rectified flow transformer capable of generating images from text",
-    _flux_params(50, 28, guidance=True),
+    _flux_params(50, 28, guidance=True, img2img=True),
     _IMAGE_OUTPUT,
 )
 SDXL = FakeModel(
@@ -243,7 +266,31 @@ WHISPER = FakeModel(
     version_created_at="2023-11-03T16:32:54.614036Z",
 )
 
-MODELS: dict[str, FakeModel] = {m.ref: m for m in (FLUX_SCHNELL, FLUX_DEV, SDXL, LLAMA, WHISPER)}
+REAL_ESRGAN = FakeModel(
+    "nightmareai",
+    "real-esrgan",
+    "upscale",
+    False,
+    "42fed1c4974146d4d2414e2be2c5277c7fcf05fcc3a73abf41610695738c1d7b",
+    "Real-ESRGAN with optional face correction and adjustable upscale",
+    (
+        Param("image", "string", "Input image", required=True, format="uri"),
+        Param("scale", "number", "Factor to scale image by", 4, minimum=0, maximum=10),
+        Param(
+            "face_enhance",
+            "boolean",
+            "Run GFPGAN face enhancement along with upscaling",
+            False,
+        ),
+    ),
+    {"type": "string", "title": "Output", "format": "uri"},
+    version_created_at="2023-09-11T13:38:31.911624Z",
+    step_seconds=0.3,  # x UPSCALE_STEPS: about 3 s a run on a T4, billed by the second
+)
+
+MODELS: dict[str, FakeModel] = {
+    m.ref: m for m in (FLUX_SCHNELL, FLUX_DEV, SDXL, LLAMA, WHISPER, REAL_ESRGAN)
+}
 VERSIONS: dict[str, FakeModel] = {m.version_id: m for m in MODELS.values()}
 DEPLOYMENTS: dict[str, FakeModel] = {
     "conjure/flux": FLUX_SCHNELL,
@@ -251,6 +298,7 @@ DEPLOYMENTS: dict[str, FakeModel] = {
     "conjure/sdxl": SDXL,
     "conjure/llama": LLAMA,
     "conjure/whisper": WHISPER,
+    "conjure/real-esrgan": REAL_ESRGAN,
 }
 
 

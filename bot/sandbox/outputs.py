@@ -9,8 +9,16 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from PIL import Image
+
 from bot.sandbox.models import FakeModel
-from bot.sandbox.render import CONTENT_TYPES, aspect_size, render_image, scaled_size
+from bot.sandbox.render import (
+    CONTENT_TYPES,
+    aspect_size,
+    render_image,
+    scaled_size,
+    upscale_image,
+)
 
 Files = dict[str, tuple[bytes, str]]  # filename -> (bytes, content type)
 
@@ -28,10 +36,21 @@ def file_url(base_url: str, prediction_id: str, filename: str) -> str:
 
 
 def image_outputs(
-    model: FakeModel, inputs: dict[str, Any], prediction_id: str, base_url: str
+    model: FakeModel,
+    inputs: dict[str, Any],
+    prediction_id: str,
+    base_url: str,
+    source: Image.Image | None = None,
 ) -> tuple[list[str], Files]:
-    """Render every requested image; returns the output URL list and the files behind it."""
-    if model.param("aspect_ratio") is not None:
+    """Render every requested image; returns the output URL list and the files behind it.
+
+    Image to image (`source` given) keeps the source's size (at most 512 a side), as flux-dev
+    keeps its aspect ratio, and lets the source show through by `prompt_strength`.
+    """
+    if source is not None:
+        size = scaled_size(*source.size)
+        fmt = inputs.get("output_format", "png")
+    elif model.param("aspect_ratio") is not None:
         size = aspect_size(inputs["aspect_ratio"], inputs.get("megapixels", "1"))
         fmt = inputs["output_format"]
     else:
@@ -51,11 +70,22 @@ def image_outputs(
                 size=size,
                 fmt=fmt,
                 quality=inputs.get("output_quality", 80),
+                source=source,
+                strength=inputs.get("prompt_strength", 1.0),
             ),
             CONTENT_TYPES[fmt],
         )
         urls.append(file_url(base_url, prediction_id, name))
     return urls, files
+
+
+def upscale_output(
+    inputs: dict[str, Any], source: Image.Image, prediction_id: str, base_url: str
+) -> tuple[str, Files]:
+    """Real-ESRGAN's output: one PNG URL, the source scaled by `scale`."""
+    name = "output.png"
+    data = upscale_image(source, inputs["scale"])
+    return file_url(base_url, prediction_id, name), {name: (data, "image/png")}
 
 
 def llama_tokens(inputs: dict[str, Any]) -> list[str]:

@@ -43,10 +43,19 @@ def render_image(
     size: tuple[int, int],
     fmt: str = "webp",
     quality: int = 80,
+    source: Image.Image | None = None,
+    strength: float = 1.0,
 ) -> bytes:
-    """Encoded image bytes (`fmt` is webp, jpg or png) showing the prompt and output index."""
+    """Encoded image bytes (`fmt` is webp, jpg or png) showing the prompt and output index.
+
+    With a `source` (image to image), the new background is laid over it at `strength` (1.0 keeps
+    nothing of the source, as a prompt strength of 1.0 does), so a variation shows its origin.
+    """
     width, height = size
     image = _background(prompt, seed, index, size)
+    if source is not None:
+        under = source.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+        image = Image.blend(under, image, max(0.0, min(float(strength), 1.0)))
     draw = ImageDraw.Draw(image)
     margin = max(4, width // 20)
     font = _font(max(10, min(width, height) // 14))
@@ -66,6 +75,28 @@ def render_image(
     if fmt == "webp":
         options["method"] = 0  # libwebp's fastest effort: ~5 ms instead of ~20 ms an image
     image.save(buffer, _PIL_FORMATS[fmt], **options)
+    return buffer.getvalue()
+
+
+MAX_UPSCALED_SIDE = 2048
+"""Longest side of an upscaled output: a 512-pixel image at x4, and no bigger, so a large scale
+cannot make the sandbox encode a huge PNG (a larger result is shrunk to fit, keeping its shape)."""
+
+
+def upscaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """`size` x `scale` (at least one pixel a side), shrunk to fit MAX_UPSCALED_SIDE."""
+    width, height = (max(1, round(side * scale)) for side in size)
+    factor = min(1.0, MAX_UPSCALED_SIDE / max(width, height))
+    return max(1, round(width * factor)), max(1, round(height * factor))
+
+
+def upscale_image(source: Image.Image, scale: float) -> bytes:
+    """The source resized by `scale` (Lanczos, standing in for Real-ESRGAN), as PNG bytes."""
+    image = source.convert("RGB").resize(
+        upscaled_size(source.size, scale), Image.Resampling.LANCZOS
+    )
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=1)  # fast: outputs can be 2048 pixels a side
     return buffer.getvalue()
 
 

@@ -17,8 +17,11 @@ import random
 import re
 from typing import Any
 
+from PIL import Image
+
+from bot.sandbox.images import ImageInputError, read_image
 from bot.sandbox.models import FakeModel
-from bot.sandbox.outputs import image_outputs, llama_tokens, whisper_output
+from bot.sandbox.outputs import image_outputs, llama_tokens, upscale_output, whisper_output
 from bot.sandbox.predictions import (
     TERMINAL,
     WEBHOOK_EVENTS,
@@ -32,6 +35,7 @@ from bot.sandbox.webhooks import PredictionWebhooks
 
 STARTING_SECONDS = 0.3  # x speed: queueing and booting before `processing`
 SPEECH_STEPS = 8
+UPSCALE_STEPS = 10  # x the model's step_seconds: the run time billed by the second
 _FAIL_WORD = re.compile(r"\bFAIL_ME\b")
 
 
@@ -111,12 +115,22 @@ async def _run(sandbox: Sandbox, run: Run) -> None:
         prediction["status"] = "processing"
         prediction["started_at"] = rfc3339()
         run.started = loop.time()
+        source: Image.Image | None = None
+        image_url = run.inputs.get("image") if model.param("image") is not None else None
+        if isinstance(image_url, str):
+            try:  # read when the run starts, as a model does: a bad file fails the run
+                source = await read_image(sandbox, image_url, run.base_url)
+            except ImageInputError as exc:
+                _finish(run, "failed", str(exc))
+                return
         tokens = llama_tokens(run.inputs) if model.kind == "text" else None
         if tokens is not None:
             total = len(tokens)
         elif model.kind == "image":
             total = run.inputs["num_inference_steps"]
             _log(run, f"Using seed: {run.inputs['seed']}")
+        elif model.kind == "upscale":
+            total = UPSCALE_STEPS
         else:
             total = SPEECH_STEPS
         for step in range(1, total + 1):
@@ -130,10 +144,17 @@ async def _run(sandbox: Sandbox, run: Run) -> None:
             return
         if model.kind == "image":
             output, files = await asyncio.to_thread(
-                image_outputs, model, run.inputs, prediction["id"], run.base_url
+                image_outputs, model, run.inputs, prediction["id"], run.base_url, source
             )
             run.files.update(files)
             prediction["output"] = output
+            _changed(run, "output")
+        elif model.kind == "upscale" and source is not None:
+            upscaled, files = await asyncio.to_thread(
+                upscale_output, run.inputs, source, prediction["id"], run.base_url
+            )
+            run.files.update(files)
+            prediction["output"] = upscaled
             _changed(run, "output")
         elif model.kind == "speech":
             output, files = whisper_output(run.inputs, prediction["id"], run.base_url)

@@ -62,13 +62,22 @@ def _check(p: Param, value: Any) -> tuple[Any, dict[str, str] | None]:
             "field": field,
             "description": f"Must be less than or equal to {_num(p.maximum)}",
         }
-    if p.format == "uri" and not urlsplit(value).scheme:
+    if p.format == "uri" and not _is_uri(value):
         return None, {
             "type": "format",
             "field": field,
             "description": "Does not match format 'uri'",
         }
     return value, None
+
+
+def _is_uri(value: str) -> bool:
+    """What JSON Schema's `format: uri` asks: an absolute URI (a scheme, then the rest)."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. "http://[broken": not a URI, and not a reason for a 500
+        return False
+    return bool(parts.scheme) and len(value) > len(parts.scheme) + 1
 
 
 def _has_type(value: Any, type_: str) -> bool:
