@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import io
+import os
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -11,7 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
+from bot.replicate import files
 from bot.replicate.client import Prediction, ReplicateClient
 from bot.replicate.errors import (
     AuthenticationError,
@@ -21,10 +26,11 @@ from bot.replicate.errors import (
     PredictionOutcomeUnknown,
     RateLimitedError,
     ReplicateConnectionError,
+    ReplicateError,
     ReplicateUnavailableError,
     parse_retry_after,
 )
-from bot.sandbox import api_predictions
+from bot.sandbox import api_predictions, uploads
 from bot.sandbox.faults import HttpFault
 
 FLUX = "black-forest-labs/flux-schnell"
@@ -465,3 +471,108 @@ def test_retry_after_as_seconds_or_http_date():
     assert 28 <= (parse_retry_after(later) or 0) <= 30
     earlier = format_datetime(datetime.now(UTC) - timedelta(seconds=30), usegmt=True)
     assert parse_retry_after(earlier) == 0.0
+
+
+# -- image inputs and the Files API ---------------------------------------------------------
+
+
+def noisy_png(size: tuple[int, int]) -> bytes:
+    """A PNG that does not compress (random pixels), so its byte size follows its pixel size."""
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", size, os.urandom(size[0] * size[1] * 3)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+async def test_a_small_image_is_sent_inline_as_a_data_url(client: ReplicateClient, log: RequestLog):
+    at_limit = b"\x89PNG" + b"x" * (files.DATA_URL_MAX_BYTES - 4)
+    url = await files.image_input(client, at_limit, "image/png; charset=binary", "fox.png")
+    assert url == "data:image/png;base64," + base64.b64encode(at_limit).decode()
+    assert log.requests == []
+
+
+async def test_a_large_image_is_uploaded_and_a_model_reads_it(
+    client: ReplicateClient, sandbox: Any, log: RequestLog
+):
+    image = noisy_png((320, 300))
+    assert len(image) > files.DATA_URL_MAX_BYTES
+    url = await files.image_input(client, image, "image/png", "fox.png")
+    [upload] = sandbox.uploads.newest_first()
+    assert url == f"{str(log.requests[0].url).removesuffix('/v1/files')}/v1/files/{upload.id}"
+    assert (upload.content, upload.content_type, upload.name) == (image, "image/png", "fox.png")
+    version = (
+        "nightmareai/real-esrgan:42fed1c4974146d4d2414e2be2c5277c7fcf05fcc3a73abf41610695738c1d7b"
+    )
+    done = await client.create_prediction(
+        version=version, input={"image": url, "scale": 2}, wait=30
+    )
+    assert done.status == "succeeded", done.error
+    assert isinstance(done.output, str) and done.output.startswith("data:image/png;base64,")
+    upscaled = Image.open(io.BytesIO(base64.b64decode(done.output.partition(",")[2])))
+    assert upscaled.size == (640, 600)
+
+
+async def test_one_byte_over_the_inline_limit_is_uploaded(client: ReplicateClient, sandbox: Any):
+    content = b"y" * (files.DATA_URL_MAX_BYTES + 1)
+    url = await files.image_input(client, content, "image/webp", "v.webp")
+    [upload] = sandbox.uploads.newest_first()
+    assert url.endswith(f"/v1/files/{upload.id}") and upload.content == content
+
+
+async def test_an_upload_is_retried_on_5xx_429_and_a_lost_answer(
+    sandbox_server: Any, sandbox: Any, log: RequestLog
+):
+    http = httpx.AsyncClient(timeout=0.5, event_hooks={"request": [log]})
+    async with (
+        http,
+        ReplicateClient(
+            sandbox_server.url, sandbox_server.token, http=http, max_backoff=0.2
+        ) as client,
+    ):
+        sandbox.faults.http += [
+            HttpFault(status=503, method="POST", path_prefix="/v1/files"),
+            HttpFault(status=429, method="POST", path_prefix="/v1/files", retry_after=0.1),
+        ]
+        first = await client.upload_file(b"abc", filename="a.png", content_type="image/png")
+        assert len(log.requests) == 3 and len(sandbox.uploads.newest_first()) == 1
+        sandbox.faults.http.append(HttpFault(delay=1.0, method="POST", path_prefix="/v1/files"))
+        second = await client.upload_file(b"def", filename="b.png", content_type="image/png")
+    assert sandbox.uploads.get(first.id).content == b"abc"
+    assert sandbox.uploads.get(second.id).content == b"def"
+    # The lost answer's upload happened too: a spare file, harmless, gone when it expires.
+    assert len(sandbox.uploads.newest_first()) == 3
+
+
+async def test_upload_errors_are_the_clients_error_types(
+    sandbox_server: Any, sandbox: Any, client: ReplicateClient, monkeypatch: pytest.MonkeyPatch
+):
+    async with ReplicateClient(sandbox_server.url, "r8_wrong", max_attempts=1) as stranger:
+        with pytest.raises(AuthenticationError):
+            await files.image_input(stranger, b"z" * 300_000, "image/png", "a.png")
+    monkeypatch.setattr(uploads, "MAX_FILE_BYTES", 1000)
+    with pytest.raises(ReplicateError) as excinfo:
+        await client.upload_file(b"z" * 2000, filename="a.png", content_type="image/png")
+    assert excinfo.value.status == 413 and "maximum file size" in (excinfo.value.detail or "")
+    assert sandbox.uploads.newest_first() == []
+
+
+async def test_image_input_refuses_what_it_cannot_send(
+    client: ReplicateClient, log: RequestLog, monkeypatch: pytest.MonkeyPatch
+):
+    with pytest.raises(ValueError, match="needs content"):
+        await files.image_input(client, b"", "image/png", "a.png")
+    for bad in ("png", "image/", "image/png,evil", ""):
+        with pytest.raises(ValueError, match="not a content type"):
+            await files.image_input(client, b"x", bad, "a.png")
+    monkeypatch.setattr(files, "MAX_UPLOAD_BYTES", 300_000)
+    with pytest.raises(InvalidInputError) as excinfo:
+        await files.image_input(client, b"x" * 300_001, "image/png", "a.png")
+    assert "too large" in excinfo.value.user_message
+    assert log.requests == []
+
+
+async def test_delete_file(client: ReplicateClient, sandbox: Any):
+    uploaded = await client.upload_file(b"abc", filename="a.txt", content_type="text/plain")
+    await client.delete_file(uploaded.id)
+    assert sandbox.uploads.get(uploaded.id) is None
+    with pytest.raises(ModelNotFoundError):
+        await client.delete_file(uploaded.id)

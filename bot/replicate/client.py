@@ -9,6 +9,7 @@ prediction (`find_prediction_by_webhook`) before creating another.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_FLOOR, Decimal
 from types import TracebackType
 from typing import Annotated, Any, Literal, Self
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, field_validator
@@ -32,7 +34,7 @@ from bot.replicate.errors import (
     error_from_response,
 )
 
-__all__ = ["Prediction", "PredictionPage", "ReplicateClient"]
+__all__ = ["Prediction", "PredictionPage", "ReplicateClient", "UploadedFile"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +111,36 @@ class Prediction(BaseModel):
         if isinstance(error, str) and "\x00" in error:
             raise ValueError("error must not contain NUL characters")
         return error
+
+
+class UploadedFile(BaseModel):
+    """A file made by `POST /v1/files`; `urls["get"]` is what a model input names.
+
+    Only what Conjure uses is checked (an id to delete it by, and a `get` URL); the rest of
+    Replicate's file object (etag, checksums, metadata, ...) is kept as it came.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    name: str | None = None
+    content_type: str | None = None
+    size: int | None = None
+    urls: dict[str, Any]
+    expires_at: datetime | None = None
+
+    @field_validator("urls")
+    @classmethod
+    def _has_get_url(cls, urls: dict[str, Any]) -> dict[str, Any]:
+        url = urls.get("get")
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            raise ValueError("urls.get must be an http(s) URL")
+        return urls
+
+    @property
+    def url(self) -> str:
+        """`urls.get`: the URL to pass as a model input."""
+        return str(self.urls["get"])
 
 
 @dataclass
@@ -291,6 +323,39 @@ class ReplicateClient:
             raise ReplicateError("GET /v1/webhooks/default/secret answered without a key")
         return key
 
+    # -- files ------------------------------------------------------------------------------
+
+    async def upload_file(
+        self,
+        content: bytes,
+        *,
+        filename: str,
+        content_type: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> UploadedFile:
+        """Upload `content` through the Files API (`POST /v1/files`, multipart).
+
+        Retried like a read (429, 5xx, no answer): unlike a prediction, an upload repeated after
+        a lost answer costs nothing but a spare file, which Replicate deletes when it expires.
+        """
+        form = {"metadata": json.dumps(metadata)} if metadata else None
+        response = await self._request(
+            "POST",
+            "/files",
+            files={"content": (filename, content, content_type)},
+            data=form,
+        )
+        try:
+            return UploadedFile.model_validate(_json(response))
+        except ValidationError:
+            raise ReplicateUnavailableError(
+                f"POST /v1/files -> {response.status_code} with a file Conjure cannot read"
+            ) from None
+
+    async def delete_file(self, file_id: str) -> None:
+        """Delete an uploaded file (once a prediction no longer needs it); repeating is harmless."""
+        await self._request("DELETE", f"/files/{quote(file_id, safe='')}")
+
     # -- transport --------------------------------------------------------------------------
 
     async def _request(
@@ -299,6 +364,8 @@ class ReplicateClient:
         path_or_url: str,
         *,
         json: dict[str, Any] | None = None,
+        files: dict[str, tuple[str, bytes, str]] | None = None,
+        data: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
         extra_wait: float = 0,
         create: bool = False,
@@ -309,6 +376,8 @@ class ReplicateClient:
             method,
             url,
             json=json,
+            files=files,
+            data=data,
             headers={**self._headers(), **(headers or {})},
             **({"timeout": self._timeout_plus(extra_wait)} if extra_wait else {}),
         )
