@@ -82,16 +82,17 @@ def parser() -> argparse.ArgumentParser:
         "many deliveries: every result delivered once, none failed.",
     )
     add_arguments(p)
+    p.add_argument("--postgres-url", default=POSTGRES_URL, help=f"({POSTGRES_URL})")
     return p
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The storm bench's options (also offered by `python -m bench.faults`)."""
+    """The storm bench's options (also offered by `python -m bench.faults`); --postgres-url is
+    the crash bench's, shared."""
     p.add_argument("--deliveries", type=int, default=200, help="results per storm (200)")
     p.add_argument("--storm-seconds", type=float, default=10.0, help="how long it fails (10)")
     p.add_argument("--storms", default="", help="e.g. slack-500,files-429 (all six)")
     p.add_argument("--storm-db", choices=["sqlite", "postgres"], default="sqlite")
-    p.add_argument("--postgres-url", default=POSTGRES_URL, help=f"({POSTGRES_URL})")
 
 
 async def run_storms(args: argparse.Namespace) -> dict[str, Any]:
@@ -103,7 +104,10 @@ async def run_storms(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="conjure-storms-") as tmp:
         async with running_discord() as discord:
             async with running_rig(
-                Path(tmp), args.storm_db, args.postgres_url, platform_env=discord.env
+                Path(tmp),
+                args.storm_db,
+                getattr(args, "postgres_url", POSTGRES_URL),
+                platform_env=discord.env,
             ) as rig:
                 await rig.start_serve()
                 if not await wait_until(_synced(discord), timeout=30, interval=0.1):
