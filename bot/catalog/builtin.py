@@ -55,6 +55,18 @@ BUILTIN: Mapping[str, Any] = {
             "expected_seconds": 20,
             "description": "OpenAI Whisper speech recognition",
         },
+        "real-esrgan": {
+            "ref": "nightmareai/real-esrgan:"
+            "42fed1c4974146d4d2414e2be2c5277c7fcf05fcc3a73abf41610695738c1d7b",
+            "route": "version",
+            "kind": "image",
+            "price_per_second": 0.0012,  # T4
+            "expected_seconds": 3,
+            # A community model may queue or boot first, and the deadline counts from the create:
+            # 20 s (2.4 cents) rather than 3 x 3 s, so a slow start is not stopped unfinished.
+            "max_seconds": 20,
+            "description": "Real-ESRGAN upscaler (the Upscale follow-up)",
+        },
     },
     "commands": {
         "imagine": {
@@ -88,6 +100,16 @@ BUILTIN: Mapping[str, Any] = {
                 },
                 {"name": "model", "type": "model", "description": "Which model to use"},
             ],
+            "followups": {
+                "reroll": True,
+                "variations": {
+                    "model": "flux-dev",
+                    "image_field": "image",
+                    "strength_field": "prompt_strength",
+                    "strength": 0.75,
+                },
+                "upscale": {"model": "real-esrgan", "image_field": "image", "inputs": {"scale": 2}},
+            },
         },
         "ask": {
             "description": "Ask a language model",

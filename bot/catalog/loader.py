@@ -43,6 +43,8 @@ from bot.catalog.specs import (
     Catalog,
     CatalogError,
     CommandSpec,
+    Followups,
+    ImageFollowup,
     Kind,
     ModelSpec,
     OptionSpec,
@@ -359,6 +361,74 @@ def _model_problem(key: str, info: ValidationInfo) -> str | None:
     return None
 
 
+_IMAGE_FOLLOWUPS = ("variations", "upscale")
+
+
+def _on_or_off(value: Any) -> Any:
+    """`false` turns an image follow-up off; `true` cannot say which model to use."""
+    if value is False:
+        return None
+    if value is True:
+        raise ValueError("must be a table (model, image_field, ...) or false to turn it off")
+    return value
+
+
+class RawImageFollowup(_Table):
+    """[commands.NAME.followups] variations or upscale: which model gets the image, and how."""
+
+    model: _Text = Field(description="the key of an image model under [models]")
+    image_field: _FieldName = Field(description="the model input the image goes to")
+    strength_field: _FieldName | None = None
+    strength: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
+    inputs: Annotated[dict[_FieldName, Any], AfterValidator(_json_only)] = Field(
+        {}, description="other inputs sent to the model"
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _model_makes_images(cls, key: str, info: ValidationInfo) -> str:
+        if problem := _model_problem(key, info):
+            raise ValueError(problem)
+        kind = info.context[0][key].kind
+        if kind != "image":
+            raise ValueError(f"model '{key}' makes {kind}, not images")
+        return key
+
+    @model_validator(mode="after")
+    def _fields_fit(self) -> Self:
+        """A strength needs the input it goes to, and `inputs` cannot also set the image or it."""
+        if (self.strength is None) != (self.strength_field is None):
+            missing = "strength" if self.strength is None else "strength_field"
+            raise _Fault("strength and strength_field go together", missing)
+        for name in (self.image_field, self.strength_field):
+            if name is not None and name in self.inputs:
+                raise _Fault(f"'{name}' is set by the follow-up itself", "inputs", name)
+        return self
+
+    def to_spec(self) -> ImageFollowup:
+        return ImageFollowup(
+            self.model, self.image_field, self.strength_field, self.strength, self.inputs
+        )
+
+
+_ImageFollowupTable = Annotated[RawImageFollowup | None, BeforeValidator(_on_or_off)]
+
+
+class RawFollowups(_Table):
+    """[commands.NAME.followups]: the buttons a result offers (each one may be left out)."""
+
+    reroll: bool = False
+    variations: _ImageFollowupTable = None
+    upscale: _ImageFollowupTable = None
+
+    def to_spec(self) -> Followups:
+        return Followups(
+            reroll=self.reroll,
+            variations=self.variations.to_spec() if self.variations else None,
+            upscale=self.upscale.to_spec() if self.upscale else None,
+        )
+
+
 class RawCommand(_Table):
     """One [commands.NAME], merged over its built-in, its enabled options keyed by name (so error
     locations read like the TOML: `options.seed.type`); validated with (enabled models, disabled
@@ -372,6 +442,7 @@ class RawCommand(_Table):
     prompt_label: _Stripped = "prompt"
     prompt_type: PromptType = "text"
     options: dict[str, RawOption] = {}
+    followups: RawFollowups | None = None
 
     @field_validator("model")
     @classmethod
@@ -413,6 +484,20 @@ class RawCommand(_Table):
             raise _Fault(f"at most {MAX_CHOICES - 1} options (Discord's limit)", "options")
         return self
 
+    @model_validator(mode="after")
+    def _followups_fit(self, info: ValidationInfo) -> Self:
+        """Variations and Upscale act on an image, so every model the command runs makes one."""
+        models = info.context[0]
+        for key in _IMAGE_FOLLOWUPS:
+            if self.followups is None or getattr(self.followups, key) is None:
+                continue
+            for name in self.allowed_models():
+                if models[name].kind != "image":
+                    kind = models[name].kind
+                    problem = f"the command's model '{name}' makes {kind}, not images"
+                    raise _Fault(f"{problem}; set {key} = false", "followups", key)
+        return self
+
     def allowed_models(self) -> tuple[str, ...]:
         """`models`, with the default model first unless listed: it is always allowed."""
         return tuple(self.models) if self.model in self.models else (self.model, *self.models)
@@ -435,6 +520,7 @@ class RawCommand(_Table):
             models=self.allowed_models(),
             prompt_label=self.prompt_label,
             prompt_type=self.prompt_type,
+            followups=self.followups.to_spec() if self.followups else Followups(),
         )
 
 
@@ -476,6 +562,8 @@ def _message(schema: type[BaseModel], error: ErrorDetails) -> str:
     if kind in ("greater_than_equal", "greater_than"):
         bound = f"at least {ctx['ge']:g}" if "ge" in ctx else f"above {ctx['gt']:g}"
         return f"must be {bound}, not {format_number(given)}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx['le']:g}, not {format_number(given)}"
     hint = f" ({field.description})" if field and field.description else ""
     return _MESSAGES[kind] + hint if kind in _MESSAGES else error["msg"]
 
@@ -515,6 +603,36 @@ def _merge_options(base: list[Mapping[str, Any]], override: list[Mapping[str, An
         old = merged.get(option["name"], {})
         merged[option["name"]] = dict(option) if "type" in option else {**old, **option}
     return list(merged.values())
+
+
+def _builtin_followups_that_fit(
+    table: Mapping[str, Any],
+    file_table: Mapping[str, Any],
+    models: Mapping[str, ModelSpec],
+    disabled: Collection[str],
+) -> Mapping[str, Any]:
+    """A built-in image follow-up is quietly turned off when the file disabled its model (as a
+    built-in list loses that model) or made the command run a model that makes no images; one
+    the file itself writes is checked as written."""
+    followups = table.get("followups")
+    if not isinstance(followups, Mapping):
+        return table
+    written = file_table.get("followups")
+    written = written if isinstance(written, Mapping) else {}
+    listed = table.get("models")
+    runs = [table.get("model"), *(listed if isinstance(listed, list) else [])]
+    not_images = any(
+        isinstance(key, str) and key in models and models[key].kind != "image" for key in runs
+    )
+    off = {
+        key: False
+        for key, value in followups.items()
+        if key in _IMAGE_FOLLOWUPS
+        and key not in written
+        and isinstance(value, Mapping)
+        and (value.get("model") in disabled or not_images)
+    }
+    return {**table, "followups": {**followups, **off}} if off else table
 
 
 # --------------------------------------------------------------------------- loading
@@ -572,12 +690,24 @@ class _Loader:
             if "models" not in file.commands.get(name, {}) and "models" in table:
                 # A built-in list quietly loses models the file disabled.
                 table = {**table, "models": [m for m in table["models"] if m not in disabled]}
+            if name in BUILTIN["commands"]:
+                written = file.commands.get(name, {})
+                table = _builtin_followups_that_fit(table, written, models, disabled)
             commands[name] = self.command(name, table, (models, disabled))
         return Catalog(commands=MappingProxyType(commands), models=MappingProxyType(models))
 
     def merge_command(self, name: str, override: Mapping[str, Any]) -> dict[str, Any]:
         base = BUILTIN["commands"][name]
         merged = _merge_tables(base, override)
+        followups = override.get("followups")
+        if isinstance(followups, Mapping) and isinstance(merged.get("followups"), Mapping):
+            # Naming another model replaces the built-in follow-up: its fields were for its model.
+            chosen = {
+                key: dict(value)
+                for key, value in followups.items()
+                if isinstance(value, Mapping) and "model" in value
+            }
+            merged["followups"] = {**merged["followups"], **chosen}
         if "options" in override:
             options = self.options(f"commands.{name}", override["options"])
             merged["options"] = _merge_options(base.get("options", []), options)

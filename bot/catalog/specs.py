@@ -238,6 +238,52 @@ def format_number(value: float) -> str:
 
 
 @dataclass(frozen=True)
+class ImageFollowup:
+    """A follow-up that sends one delivered image to a model: Variations or Upscale.
+
+    Field names are the follow-up model's own input names (conjure.toml cannot check them
+    offline, so a wrong one is Replicate's 422 when pressed): the image goes to `image_field`,
+    `strength` (0..1) to `strength_field` when set, and `inputs` are sent as they are.
+    """
+
+    model: str  # a key of Catalog.models, of kind "image"
+    image_field: str
+    strength_field: str | None = None
+    strength: float | None = None
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", _frozen(self.inputs))
+
+    def fields(self, image_url: str) -> dict[str, Any]:
+        """The inputs this follow-up sets for the image at `image_url` (a URL or `data:` URL):
+        `inputs`, then the strength, then the image, over whatever else the job sends."""
+        result = dict(self.inputs)
+        if self.strength_field is not None and self.strength is not None:
+            result[self.strength_field] = self.strength
+        result[self.image_field] = image_url
+        return result
+
+
+@dataclass(frozen=True)
+class Followups:
+    """Which follow-ups a command's results offer; None (or False) is a follow-up turned off.
+
+    Re-roll runs the same command again with a new seed; Variations and Upscale send one of the
+    result's images to their model.
+    """
+
+    reroll: bool = False
+    variations: ImageFollowup | None = None
+    upscale: ImageFollowup | None = None
+
+    @property
+    def any(self) -> bool:
+        """Whether a result gets any follow-up button at all."""
+        return self.reroll or self.variations is not None or self.upscale is not None
+
+
+@dataclass(frozen=True)
 class CommandSpec:
     """A slash command: its default model, the field its free text goes to, and its options."""
 
@@ -249,6 +295,7 @@ class CommandSpec:
     models: tuple[str, ...]
     prompt_label: str = "prompt"
     prompt_type: PromptType = "text"
+    followups: Followups = Followups()
 
     def usage_hint(self) -> str:
         """The usage line without the command, as Slack's manifest `usage_hint` wants it."""
