@@ -353,7 +353,7 @@ class ReplicateClient:
             ) from None
 
     async def delete_file(self, file_id: str) -> None:
-        """Delete an uploaded file (once a prediction no longer needs it); repeating is harmless."""
+        """Delete an uploaded file once no prediction needs it (a second delete is a 404)."""
         await self._request("DELETE", f"/files/{quote(file_id, safe='')}")
 
     # -- transport --------------------------------------------------------------------------
