@@ -62,6 +62,9 @@ class CommandRequest:
     options: Mapping[str, Any] | None = None
     destination: dict[str, Any] = field(default_factory=dict)
     request_key: str | None = None
+    # Set for a job started by a button on another job's message (bot.followups).
+    parent_id: str | None = None
+    followup: str | None = None
 
 
 @dataclass(frozen=True)

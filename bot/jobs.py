@@ -290,6 +290,8 @@ class JobService:
             user_id=request.user_id,
             user_name=request.user_name,
             request_key=request.request_key,
+            parent_id=request.parent_id,
+            followup=request.followup,
             command=invocation.command.name,
             model=invocation.model.key,
             model_ref=invocation.model.ref,
@@ -344,8 +346,13 @@ class JobService:
         prediction = await self._create_prediction(job, model)
         if prediction is None:
             return job
+        if not await self.store.attach_prediction(job.id, prediction.id):
+            # Canceled by its owner while the create was on its way: stop the run too. Its
+            # webhook then charges what ran, as for any prediction of a job that had ended.
+            log.info("job %s was canceled during its create; canceling %s", job.id, prediction.id)
+            await self._cancel_prediction(prediction.id)
+            return job
         job.prediction_id = prediction.id
-        await self.store.update_fields(job.id, prediction_id=prediction.id)
         await self.apply_prediction(job.id, prediction, job=job)
         if not self.uses_webhooks:
             self.start_polling(job.id, prediction.id)
@@ -409,6 +416,45 @@ class JobService:
             await adapter.post_error(failed.job, message)
         except Exception:
             log.exception("could not post the error of job %s", job.id)
+
+    # ---- cancel ---------------------------------------------------------------------------
+
+    async def cancel(self, job: Job) -> bool:
+        """Stop a job that may still run; False when it had already ended.
+
+        With a prediction, Replicate cancels it and the job ends as Replicate says (charged for
+        the time it ran, which Replicate bills). Before its create, the job ends here, charged
+        nothing; a create already on its way is stopped when it answers (attach_prediction)."""
+        if job.job_status.terminal:
+            return False
+        if job.prediction_id is not None:
+            prediction = await self._cancel_prediction(job.prediction_id)
+            if prediction is not None:
+                await self.apply_prediction(job.id, prediction)
+            return True
+        finished = await self.store.finish(
+            job,
+            JobStatus.CANCELED,
+            actual_micros=0,
+            give_back_job=True,
+            claim=job.platform in self._adapters,
+            lease=self.delivery.lease,
+        )
+        if finished is None:
+            current = await self.store.get(job.id)
+            if current is not None and current.prediction_id is not None:
+                return await self.cancel(current)  # its create had just answered
+            return False
+        if job.platform in self._adapters:
+            self.spawn(self._deliver_claimed(finished.job))
+        return True
+
+    async def _cancel_prediction(self, prediction_id: str) -> Prediction | None:
+        try:
+            return await self.replicate.cancel_prediction(prediction_id)
+        except ReplicateError:
+            log.warning("could not cancel prediction %s", prediction_id, exc_info=True)
+            return None
 
     # ---- updates --------------------------------------------------------------------------
 

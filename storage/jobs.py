@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import JSON, String, bindparam, cast, func, literal, select, update
@@ -84,6 +84,24 @@ class JobStore:
             found = await conn.execute(select(_JOBS.c.id).where(_JOBS.c.request_key == request_key))
             return found.first() is not None
 
+    async def followups_of(
+        self, parent_id: str, followup: str, user_id: str
+    ) -> tuple[int, datetime | None]:
+        """How many jobs `user_id` started from `parent_id`'s `followup` button, and when the
+        newest was: a press's request key counts them, so two quick presses are one job."""
+        statement = select(func.count(), func.max(_JOBS.c.created_at)).where(
+            _JOBS.c.parent_id == parent_id,
+            _JOBS.c.followup == followup,
+            _JOBS.c.user_id == user_id,
+        )
+        async with self.reader.connect() as conn:
+            count, newest = (await conn.execute(statement)).one()
+        if isinstance(newest, str):  # SQLite's max() of a datetime column is its text
+            newest = datetime.fromisoformat(newest)
+        if newest is not None and newest.tzinfo is None:
+            newest = newest.replace(tzinfo=UTC)
+        return int(count), newest
+
     async def counter(self, scope: str, subject: str, period: str) -> UsageCounter | None:
         async with self.reader.connect() as conn:
             row = (
@@ -146,6 +164,21 @@ class JobStore:
         values["updated_at"] = utcnow()
         async with write(self.engine) as conn:
             await conn.execute(_update_statement(_names(values)), _params(job_id, values))
+
+    async def attach_prediction(self, job_id: str, prediction_id: str) -> bool:
+        """Record the prediction a create made; False when the job ended without one while the
+        create was on its way (its owner canceled it): that prediction must then be stopped."""
+        statement = (
+            update(Job)
+            .where(
+                _JOBS.c.id == job_id,
+                (_JOBS.c.status_rank < TERMINAL_RANK) | _JOBS.c.prediction_id.is_not(None),
+            )
+            .values(prediction_id=prediction_id, updated_at=utcnow())
+        )
+        async with write(self.engine) as conn:
+            result = await conn.execute(statement)
+        return result.rowcount == 1
 
     async def touch_unstarted(
         self, job_id: str, seen: datetime, now: datetime, **values: Any

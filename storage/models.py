@@ -80,6 +80,7 @@ class Job(SQLModel, table=True):
         # One job per command however often the platform sends it (Slack's retries, a gateway
         # redelivering an interaction, two instances both receiving it): the database says no.
         Index("uq_job_request_key", "request_key", unique=True),
+        Index("ix_job_parent", "parent_id", "followup", "user_id"),
     )
 
     id: str = Field(primary_key=True, max_length=32)
@@ -91,6 +92,10 @@ class Job(SQLModel, table=True):
     # The platform's id of the command ("slack:<trigger_id>", "discord:<interaction id>");
     # None where there is none (the console). Unique, so a command sent twice runs once.
     request_key: str | None = Field(default=None, max_length=128)
+    # A job started by a button on another job's message: that job, and which button
+    # ("reroll", "upscale:2", "vary:1"). None for a job typed as a command.
+    parent_id: str | None = Field(default=None, max_length=32)
+    followup: str | None = Field(default=None, max_length=16)
     command: str = Field(max_length=32)
     model: str = Field(max_length=64)
     model_ref: str = Field(max_length=200)
