@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.catalog import Catalog, load_catalog
 from bot.commands.handler import Commands
 from bot.config import Settings
+from bot.followups.service import Followups
 from bot.jobs import JobService
 from bot.metrics import Metrics
 from bot.quotas.service import Quotas
@@ -41,6 +42,7 @@ class Runtime:
     http: httpx.AsyncClient
     service: JobService
     commands: Commands
+    followups: Followups
     metrics: Metrics = field(default_factory=Metrics)
     webhook_secrets: WebhookSecrets = field(init=False)
 
@@ -75,7 +77,10 @@ class Runtime:
             fetcher=fetcher,
             progress_interval=progress_interval,
         )
-        return cls(settings, catalog, engine, store, replicate, http, service, Commands(service))
+        followups = Followups(service, fetcher)
+        return cls(
+            settings, catalog, engine, store, replicate, http, service, Commands(service), followups
+        )
 
     async def _fetch_webhook_secret(self) -> str:
         # Through whichever client is current (tests swap in an impatient one).
