@@ -1,24 +1,34 @@
 """The terminal backend: `/imagine ...` typed at a prompt, results saved under ./conjure-output/.
 
 Like Errbot's text backend, it exists so the whole flow (catalog, quotas, Replicate, webhooks,
-delivery) can be run and watched locally with no chat account at all.
+delivery) can be run and watched locally with no chat account at all. The buttons a chat shows
+under a result are commands here: `/reroll`, `/upscale 2`, `/vary 1`, `/cancel`, acting on the
+last job, or on the one named by (the start of) its id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from bot.adapter import ChatAdapter, CommandRequest, JobResult
+from PIL import Image
+
+from bot.adapter import ChatAdapter, CommandRequest, JobResult, OutputFile, Reply
 from bot.commands.handler import Commands
+from bot.followups.buttons import Action, Button, job_buttons
+from bot.followups.service import Followups, Press
 from bot.markup import Mention, Text
 from bot.messages import status_line, status_text
 from storage.models import Job
 
 PLATFORM = "console"
+FOLLOW_UPS = {"reroll": Action.REROLL, "upscale": Action.UPSCALE, "vary": Action.VARY}
+FOLLOW_UPS["cancel"] = Action.CANCEL
+JOB_ID_LENGTH = 20  # secrets.token_hex(10), as bot.jobs makes them
 
 
 @dataclass
@@ -52,8 +62,11 @@ class ConsoleAdapter(ChatAdapter):
         out: TextIO = sys.stdout,
         user: str = "you",
         workspace: str = "local",
+        followups: Followups | None = None,
     ) -> None:
         self.commands = commands
+        self.followups = followups
+        self._jobs: list[str] = []  # ids of the jobs started here, oldest first
         self.output_dir = output_dir
         self.out = out
         self.user = user
@@ -71,7 +84,8 @@ class ConsoleAdapter(ChatAdapter):
 
     async def post_status(self, job: Job) -> dict[str, Any]:
         self._future(job.id)
-        self._print(render(status_text(job)))
+        self._jobs.append(job.id)
+        self._print(f"{render(status_text(job))}  [job {job.id[:8]}]")
         return {}
 
     async def update_status(self, job: Job) -> None:
@@ -93,6 +107,9 @@ class ConsoleAdapter(ChatAdapter):
             self._print(result.text)
         for reason in result.skipped:
             self._print(f"  skipped: {reason}")
+        hint = self._follow_up_hint(job)
+        if hint:
+            self._print(hint)
         ok = bool(saved or result.text)
         self._settle(job.id, Outcome(ok=ok, files=saved, text=result.text))
 
@@ -116,7 +133,16 @@ class ConsoleAdapter(ChatAdapter):
         if not command.startswith("/"):
             return self._refuse("Commands start with a slash, e.g. /imagine a red fox --ar 16:9")
         name = command.removeprefix("/").lower()
-        reply = await self.commands.handle(self._request(name, text))
+        if name in FOLLOW_UPS and self.followups is not None:
+            button = self._button(FOLLOW_UPS[name], text.split())
+            if isinstance(button, str):
+                return self._refuse(button)
+            reply = await self.followups.press(self._press(button))
+        else:
+            reply = await self.commands.handle(self._request(name, text))
+        return await self._outcome(reply, timeout)
+
+    async def _outcome(self, reply: Reply, timeout: float) -> Outcome:
         if reply.job is None:
             answer = render(reply.text) if reply.text else ""
             if reply.refused:
@@ -143,6 +169,78 @@ class ConsoleAdapter(ChatAdapter):
             text=text,
         )
 
+    # ---- follow-ups ---------------------------------------------------------------------------
+
+    def _follow_up_hint(self, job: Job) -> str:
+        """The buttons a chat would show under this result, as the commands that do the same."""
+        if self.followups is None:
+            return ""
+        words = []
+        for row in job_buttons(self.followups.catalog, job):
+            action = row[0].action
+            if action is Action.REROLL:
+                words.append("/reroll")
+            elif action in (Action.UPSCALE, Action.VARY):
+                words.append(f"/{action.value} 1" + (f"-{len(row)}" if len(row) > 1 else ""))
+        return f"  follow up with {', '.join(words)}" if words else ""
+
+    def _button(self, action: Action, words: list[str]) -> Button | str:
+        """The button `/upscale [job] N` and the like name, or what is wrong with the words."""
+        per_output = action in (Action.UPSCALE, Action.VARY)
+        index = 0
+        if per_output:
+            if not words or not words[-1].isdigit():
+                return f"Which image? For example /{action.value} 1"
+            index = int(words.pop())
+            if not 1 <= index <= 99:
+                return f"There is no image {index}."
+        if len(words) > 1:
+            return f"Usage: /{action.value} [job]" + (" N" if per_output else "")
+        job_id = self._job_named(words[0] if words else None)
+        if job_id is None:
+            named = f"“{words[0]}”" if words else "yet"
+            return f"No job {named} was started here." if words else "No job was started here yet."
+        return Button(action, job_id, index)
+
+    def _job_named(self, prefix: str | None) -> str | None:
+        """The last job, one started here whose id begins with `prefix`, or any job by its
+        whole id (one from before a restart)."""
+        if prefix is None:
+            return self._jobs[-1] if self._jobs else None
+        if len(prefix) == JOB_ID_LENGTH:
+            return prefix.lower()
+        found = [job_id for job_id in self._jobs if job_id.startswith(prefix.lower())]
+        return found[0] if len(set(found)) == 1 else None
+
+    def _press(self, button: Button) -> Press:
+        return Press(
+            platform=PLATFORM,
+            workspace=self.workspace,
+            channel="terminal",
+            user_id=self.user,
+            user_name=self.user,
+            custom_id=button.custom_id,
+            source=self._saved_output,
+        )
+
+    async def _saved_output(self, job: Job, index: int) -> OutputFile | None:
+        """Output `index` as saved under the output directory (it outlives Replicate's link)."""
+        saved = sorted(self.output_dir.glob(f"{job.id[:8]}-*"))
+        if not 1 <= index <= len(saved):
+            return None
+        path = saved[index - 1]
+        content = path.read_bytes()
+        return OutputFile(path.name, content, _content_type(content))
+
     def _refuse(self, message: str) -> Outcome:
         self._print(message)
         return Outcome(ok=False, error=message)
+
+
+def _content_type(content: bytes) -> str:
+    """What a saved file really is (it may have been edited since), by its bytes."""
+    try:
+        with Image.open(io.BytesIO(content)) as image:
+            return Image.MIME.get(image.format or "", "application/octet-stream")
+    except (OSError, ValueError):
+        return "application/octet-stream"

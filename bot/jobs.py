@@ -425,26 +425,25 @@ class JobService:
         With a prediction, Replicate cancels it and the job ends as Replicate says (charged for
         the time it ran, which Replicate bills). Before its create, the job ends here, charged
         nothing; a create already on its way is stopped when it answers (attach_prediction)."""
-        if job.job_status.terminal:
+        current = await self.store.get(job.id)  # a webhook may have named its prediction
+        if current is None or current.job_status.terminal:
             return False
-        if job.prediction_id is not None:
-            prediction = await self._cancel_prediction(job.prediction_id)
+        if current.prediction_id is not None:
+            prediction = await self._cancel_prediction(current.prediction_id)
             if prediction is not None:
-                await self.apply_prediction(job.id, prediction)
+                await self.apply_prediction(current.id, prediction)
             return True
         finished = await self.store.finish(
-            job,
+            current,
             JobStatus.CANCELED,
             actual_micros=0,
             give_back_job=True,
             claim=job.platform in self._adapters,
             lease=self.delivery.lease,
+            unstarted_only=True,
         )
         if finished is None:
-            current = await self.store.get(job.id)
-            if current is not None and current.prediction_id is not None:
-                return await self.cancel(current)  # its create had just answered
-            return False
+            return await self.cancel(current)  # its prediction became known meanwhile
         if job.platform in self._adapters:
             self.spawn(self._deliver_claimed(finished.job))
         return True

@@ -223,9 +223,13 @@ class JobStore:
         deliver: bool = True,
         claim: bool = False,
         lease: timedelta = DELIVERY_LEASE,
+        unstarted_only: bool = False,
         **values: Any,
     ) -> Finished | None:
         """Record the terminal status and settle the reservation in one transaction.
+
+        With `unstarted_only`, only while no prediction is known for the job (a cancel before
+        its create: once a prediction is known, it is Replicate's to stop).
 
         Only the first terminal update for a job changes a row; every later copy gets None and
         does nothing, so a result is charged and delivered once. A job that is not terminal
@@ -243,7 +247,8 @@ class JobStore:
             reservation=Reservation.RELEASED if give_back_job else Reservation.SETTLED,
         )
         values.update(_delivery(now, deliver=deliver, claim=claim, lease=lease))
-        statement = _terminal_statement(_names(values), "running")
+        guard = "running_without_prediction" if unstarted_only else "running"
+        statement = _terminal_statement(_names(values), guard)
         async with write(self.engine) as conn:
             row = (await conn.execute(statement, _params(job.id, values))).first()
             if row is None:
@@ -423,7 +428,11 @@ def _progress_statement() -> Any:
 
 # The row a terminal UPDATE may change: a job still running, or one given up on before its
 # prediction was known (a late result). Named, because the statements are cached by name.
-_GUARDS = {"running": _RUNNING, "no_prediction": _JOBS.c.prediction_id.is_(None)}
+_GUARDS = {
+    "running": _RUNNING,
+    "no_prediction": _JOBS.c.prediction_id.is_(None),
+    "running_without_prediction": _RUNNING & _JOBS.c.prediction_id.is_(None),
+}
 
 
 def _claimable(now: datetime) -> Any:

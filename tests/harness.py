@@ -61,7 +61,7 @@ async def running_conjure(
     )
     runtime = await Runtime.start(settings, progress_interval=0.0)
     output = io.StringIO()
-    console = ConsoleAdapter(runtime.commands, output_dir, out=output)
+    console = ConsoleAdapter(runtime.commands, output_dir, out=output, followups=runtime.followups)
     try:
         with attached(runtime.service, console):
             async with serve_app(create_app(runtime), sock=sock) as url:

@@ -169,7 +169,7 @@ async def _demo(args: argparse.Namespace) -> int:
                 **replicate,
             )
             runtime = await Runtime.start(settings)
-            console = ConsoleAdapter(runtime.commands, args.output)
+            console = ConsoleAdapter(runtime.commands, args.output, followups=runtime.followups)
             try:
                 with attached(runtime.service, console):
                     async with serve_app(create_app(runtime), sock=app_socket):
@@ -209,6 +209,7 @@ async def _interactive(console: ConsoleAdapter, catalog: Catalog) -> None:
     print("Conjure demo. Type /imagine <prompt> [--ar 16:9] [--n 2], or 'exit'.")
     for name, spec in catalog.commands.items():
         print(f"  /{name}: {spec.description}")
+    print("  After an image: /reroll, /upscale N, /vary N; while a job runs: /cancel")
     while True:
         try:
             line = await asyncio.to_thread(input, "conjure> ")
