@@ -3,7 +3,10 @@
 `running_slack_conjure` starts the real Starlette app under uvicorn with the Slack platform's
 routes, its Web API client pointed at the fake through SLACK_API_URL. `SlackConjure.slash` sends
 a slash command the way Slack does: a form body with every documented field, signed with the
-signing secret (`v0=` + HMAC-SHA256 of `v0:{timestamp}:{body}`).
+signing secret (`v0=` + HMAC-SHA256 of `v0:{timestamp}:{body}`). `SlackConjure.press` clicks a
+button on a message the fake recorded: a signed `block_actions` payload (form field `payload`).
+Give `running_slack_conjure` an existing `fake` to run a second instance (or a restarted one)
+against the same Slack.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextlib
 import hashlib
 import hmac
 import itertools
+import json
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -27,12 +31,13 @@ from bot.config import Settings
 from bot.jobs import JobService
 from bot.runtime import Runtime
 from bot.serving import bind_socket, serve_app, socket_url
-from tests.fakes.slack_api import BOT_TOKEN, TEAM_ID, FakeSlack, serve_fake_slack
+from tests.fakes.slack_api import BOT_TOKEN, TEAM_ID, FakeSlack, Message, serve_fake_slack
 from tests.harness import make_settings
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 _response_ids = itertools.count(1)
 _trigger_ids = itertools.count(1)
+_press_ids = itertools.count(1)
 
 
 def sign(secret: str, timestamp: int, body: str) -> str:
@@ -101,6 +106,76 @@ class SlashResult:
 
 
 @dataclass
+class PressResult:
+    """The HTTP answer to a button press, and the id of its response_url."""
+
+    response: httpx.Response
+    response_id: str
+
+
+def block_actions_payload(
+    fake: FakeSlack,
+    message: Message,
+    button: dict[str, Any],
+    *,
+    user_id: str,
+    user_name: str,
+    response_id: str,
+) -> dict[str, Any]:
+    """What Slack sends when `button` on `message` is clicked (the documented fields)."""
+    container: dict[str, Any] = {
+        "type": "message",
+        "message_ts": message.ts,
+        "channel_id": message.channel,
+        "is_ephemeral": False,
+    }
+    shown: dict[str, Any] = {
+        "type": "message",
+        "user": "U0BOT",
+        "ts": message.ts,
+        "text": message.text,
+        "blocks": message.blocks or [],
+    }
+    if message.thread_ts is not None:
+        container["thread_ts"] = message.thread_ts
+        shown["thread_ts"] = message.thread_ts
+    block_id = next(
+        (
+            block.get("block_id")
+            for block in message.blocks or []
+            if button in block.get("elements", [])
+        ),
+        "actions",
+    )
+    return {
+        "type": "block_actions",
+        "user": {"id": user_id, "username": user_name, "name": user_name, "team_id": TEAM_ID},
+        "api_app_id": "A0CONJURE",
+        "token": "deprecated-verification-token",
+        "container": container,
+        "trigger_id": _new_trigger_id(),
+        "team": {"id": TEAM_ID, "domain": "fake-team"},
+        "enterprise": None,
+        "is_enterprise_install": False,
+        "channel": {"id": message.channel, "name": "general"},
+        "message": shown,
+        "state": {"values": {}},
+        "response_url": fake.response_url(response_id),
+        "actions": [
+            {
+                "action_id": button["action_id"],
+                "block_id": block_id,
+                "text": button["text"],
+                "value": button.get("value"),
+                "style": button.get("style"),
+                "type": "button",
+                "action_ts": f"{time.time():.6f}",
+            }
+        ],
+    }
+
+
+@dataclass
 class SlackConjure:
     url: str
     runtime: Runtime
@@ -144,6 +219,36 @@ class SlackConjure:
         self.sent.append(result)
         return result
 
+    async def press(
+        self,
+        message: Message,
+        label: str,
+        *,
+        user_id: str = "U0ADA",
+        user_name: str = "ada",
+        response_id: str | None = None,
+    ) -> PressResult:
+        """Click the button labelled `label` on `message` as `user_id`, as Slack would: a
+        signed POST to /slack/events whose form field `payload` is the block_actions JSON."""
+        response_id = response_id or f"p{next(_press_ids)}"
+        payload = block_actions_payload(
+            self.fake,
+            message,
+            message.button(label),
+            user_id=user_id,
+            user_name=user_name,
+            response_id=response_id,
+        )
+        body = urlencode({"payload": json.dumps(payload)})
+        stamp = int(time.time())
+        headers = {
+            "content-type": "application/x-www-form-urlencoded",
+            "x-slack-request-timestamp": str(stamp),
+            "x-slack-signature": sign(self.signing_secret, stamp, body),
+        }
+        response = await self.http.post("/slack/events", content=body, headers=headers)
+        return PressResult(response, response_id)
+
     async def settle(self, sandbox: Any) -> None:
         """Until the sandbox has sent everything and Conjure has delivered everything."""
         await self.service.wait_idle()
@@ -166,10 +271,18 @@ def slack_settings(
 
 @contextlib.asynccontextmanager
 async def running_slack_conjure(
-    sandbox: Any, database_url: str, *, progress_interval: float = 2.0, **extra: Any
+    sandbox: Any,
+    database_url: str,
+    *,
+    progress_interval: float = 2.0,
+    fake: FakeSlack | None = None,
+    **extra: Any,
 ) -> AsyncIterator[SlackConjure]:
-    """The real app with Slack on loopback, talking to `sandbox` and a fresh fake Slack."""
-    async with serve_fake_slack() as fake:
+    """The real app with Slack on loopback, talking to `sandbox` and a fresh fake Slack (or
+    `fake`, one already serving: another instance's, or the one before a restart)."""
+    async with contextlib.AsyncExitStack() as stack:
+        if fake is None:
+            fake = await stack.enter_async_context(serve_fake_slack())
         sock = bind_socket()
         settings = slack_settings(sandbox, database_url, fake, socket_url(sock), **extra)
         runtime = await Runtime.start(settings, progress_interval=progress_interval)

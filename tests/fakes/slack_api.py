@@ -1,9 +1,10 @@
 """A fake Slack Web API on loopback that records every call, for end-to-end tests.
 
 It implements what Conjure's Slack adapter and slack-bolt use: auth.test, chat.postMessage,
-chat.update, chat.postEphemeral, conversations.open, the three steps of files_upload_v2
-(files.getUploadURLExternal, the upload URL, files.completeUploadExternal), files.info (where a
-file was shared), response_url posts,
+chat.update (text and Block Kit blocks), chat.postEphemeral (recorded), conversations.open, the
+three steps of files_upload_v2 (files.getUploadURLExternal, the upload URL,
+files.completeUploadExternal), files.info (where a file was shared, and its
+`url_private_download`, served only with the bot token), response_url posts,
 and apps.connections.open plus a Socket Mode WebSocket (aiohttp) for Socket Mode tests.
 Failures are switched on per test: a channel the bot cannot post in, 429s with Retry-After for
 the next N calls of a method, 5xx for the next N calls of a method, a slow method, a revoked
@@ -16,6 +17,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import mimetypes
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -60,6 +62,48 @@ class Message:
     thread_ts: str | None = None
     files: list[str] = field(default_factory=list)  # file ids shared with it
     edits: list[str] = field(default_factory=list)
+    blocks: list[dict[str, Any]] | None = None  # as last posted or updated
+    block_edits: list[list[dict[str, Any]] | None] = field(default_factory=list)
+
+    @property
+    def buttons(self) -> list[dict[str, Any]]:
+        """Every button in its blocks, in order."""
+        return [
+            element
+            for block in self.blocks or []
+            if block.get("type") == "actions"
+            for element in block.get("elements", [])
+            if element.get("type") == "button"
+        ]
+
+    @property
+    def button_labels(self) -> list[str]:
+        return [str(button["text"]["text"]) for button in self.buttons]
+
+    def button(self, label: str) -> dict[str, Any]:
+        """The button with this label (KeyError when the message has none)."""
+        for button in self.buttons:
+            if button["text"]["text"] == label:
+                return button
+        raise KeyError(label)
+
+
+@dataclass
+class Ephemeral:
+    """One chat.postEphemeral: a message only `user` sees."""
+
+    channel: str
+    user: str
+    text: str
+    thread_ts: str | None = None
+
+
+@dataclass
+class Download:
+    """One request for a file's url_private_download, and whether it carried the bot token."""
+
+    file_id: str
+    authorized: bool
 
 
 @dataclass
@@ -105,6 +149,8 @@ class FakeSlack:
         self.messages: list[Message] = []
         self.uploads: dict[str, Upload] = {}
         self.responses: list[ResponsePost] = []
+        self.ephemerals: list[Ephemeral] = []
+        self.downloads: list[Download] = []
         self.cannot_post: dict[str, str] = {}  # channel -> error (not_in_channel, ...)
         self.refuse_in_channel: set[str] = set()  # response ids that only take ephemeral posts
         self.delays: dict[str, float] = {}
@@ -164,6 +210,7 @@ class FakeSlack:
             routes=[
                 Route("/api/{method}", self._api, methods=["GET", "POST"]),
                 Route("/upload/{file_id}", self._upload, methods=["POST"]),
+                Route("/files-pri/{file_id}/{name}", self._download, methods=["GET"]),
                 Route("/response/{response_id}", self._response, methods=["POST"]),
             ]
         )
@@ -224,6 +271,7 @@ class FakeSlack:
         if thread_ts and not any(m.ts == thread_ts for m in self.channel_messages(channel)):
             return {"ok": False, "error": "thread_not_found"}
         message = Message(channel, self._new_ts(), str(args.get("text", "")), thread_ts)
+        message.blocks = _blocks(args.get("blocks"))
         self.messages.append(message)
         return {"ok": True, "channel": channel, "ts": message.ts, "message": {"text": message.text}}
 
@@ -233,6 +281,9 @@ class FakeSlack:
             if message.channel == channel and message.ts == ts:
                 message.text = str(args.get("text", ""))
                 message.edits.append(message.text)
+                if "blocks" in args:
+                    message.blocks = _blocks(args.get("blocks"))
+                    message.block_edits.append(message.blocks)
                 return {"ok": True, "channel": channel, "ts": ts, "text": message.text}
         return {"ok": False, "error": "message_not_found"}
 
@@ -240,6 +291,10 @@ class FakeSlack:
         channel = str(args.get("channel", ""))
         if channel in self.cannot_post:
             return {"ok": False, "error": self.cannot_post[channel]}
+        thread_ts = args.get("thread_ts") or None
+        self.ephemerals.append(
+            Ephemeral(channel, str(args.get("user", "")), str(args.get("text", "")), thread_ts)
+        )
         return {"ok": True, "message_ts": self._new_ts()}
 
     def _conversations_open(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -296,8 +351,20 @@ class FakeSlack:
                 shares.setdefault(kind, {}).setdefault(message.channel, []).append(share)
         return {
             "ok": True,
-            "file": {"id": upload.file_id, "name": upload.filename, "shares": shares},
+            "file": {
+                "id": upload.file_id,
+                "name": upload.filename,
+                "mimetype": mimetypes.guess_type(upload.filename)[0] or "application/octet-stream",
+                "size": upload.length,
+                "url_private": self.file_url(upload),
+                "url_private_download": self.file_url(upload) + "?download=1",
+                "shares": shares,
+            },
         }
+
+    def file_url(self, upload: Upload) -> str:
+        """Where a file's bytes are served, to the bot token only (as Slack's files.slack.com)."""
+        return f"{self.url}/files-pri/{upload.file_id}/{upload.filename}"
 
     def _apps_connections_open(self, _: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "url": f"{self.socket_url}/link/?ticket={uuid.uuid4()}"}
@@ -313,6 +380,22 @@ class FakeSlack:
             return PlainTextResponse("length mismatch", status_code=400)
         upload.content = content
         return PlainTextResponse(f"OK - {len(content)}")
+
+    async def _download(self, request: Request) -> Response:
+        """A file's bytes with the bot token; without it, Slack's sign-in page (not the file)."""
+        file_id = request.path_params["file_id"]
+        token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        authorized = token == BOT_TOKEN and not self.invalid_auth
+        self.downloads.append(Download(file_id, authorized))
+        upload = self.uploads.get(file_id)
+        if not authorized:
+            return Response(
+                "<html>Sign in to Slack</html>", status_code=302, headers={"location": "/signin"}
+            )
+        if upload is None or upload.content is None or upload.channel_id is None:
+            return PlainTextResponse("not found", status_code=404)
+        media_type = mimetypes.guess_type(upload.filename)[0] or "application/octet-stream"
+        return Response(upload.content, media_type=media_type)
 
     async def _response(self, request: Request) -> Response:
         response_id = request.path_params["response_id"]
@@ -381,6 +464,13 @@ class FakeSocketMode:
     async def close(self) -> None:
         for ws in self.connections:
             await ws.close()
+
+
+def _blocks(value: Any) -> list[dict[str, Any]] | None:
+    """Blocks as sent: a JSON body's list, or a form's JSON string."""
+    if value is None or value == "":
+        return None
+    return json.loads(value) if isinstance(value, str) else list(value)
 
 
 async def _arguments(request: Request) -> dict[str, Any]:
