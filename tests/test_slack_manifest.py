@@ -99,8 +99,9 @@ SCOPE_OF_METHOD = {
     "files.completeUploadExternal": "files:write",
     "files.info": "files:read",
 }
-# Scopes used only off the happy path: files.info, when a delivery taken over from a dead
-# instance checks whether its files were already shared (tests/test_delivery.py).
+# Scopes used only off this path: files.info, when a delivery taken over from a dead instance
+# checks whether its files were already shared (tests/test_delivery.py), and when an Upscale or
+# Variations button reads back a delivered image (tests/test_slack_buttons.py).
 TAKEOVER_SCOPES = {"files:read"}
 
 

@@ -18,15 +18,21 @@ from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import markup as say
+from adapters.slack.buttons import status_blocks
+from adapters.slack.files import OUTPUTS_KEY
 from adapters.slack.reach import SLACK_ERRORS, open_dm, respond
 from adapters.slack.uploads import FILES_KEY, Checkpoint, already_shared, upload_and_share
 from bot.adapter import ChatAdapter, JobResult
 from bot.catalog import Catalog
 from bot.markup import Text
+from bot.replicate.outputs import split_output
 from storage.models import Job
 
 log = logging.getLogger(__name__)
 FILES_CHANNEL_KEY = "slack_files_channel"  # in job.destination: where those files are shared
+# In job.destination: the ts of the status message when it is not the thread root (`thread_ts`,
+# where results go), as for a follow-up posted in its parent's thread.
+STATUS_KEY = "status_ts"
 
 PLATFORM = "slack"
 LONG_TEXT_CHARS = 3000  # longer text outputs are uploaded as a .txt file
@@ -61,11 +67,19 @@ class SlackAdapter(ChatAdapter):
     # ---- status ---------------------------------------------------------------------------
 
     async def post_status(self, job: Job) -> dict[str, Any]:
-        """Post the thread parent; without one, announce through the response_url instead."""
+        """Post the status message, with its buttons: the thread parent, or, for a job whose
+        destination already names a thread (a follow-up of a job in it), a reply in that thread.
+        Without either, announce through the response_url instead."""
         text = say.announcement(job)
+        thread_ts = job.destination.get("thread_ts")
         try:
             response = await self.client.chat_postMessage(
-                channel=job.channel, text=text, unfurl_links=False, unfurl_media=False
+                channel=job.channel,
+                text=text,
+                blocks=status_blocks(job, self.catalog, text),
+                thread_ts=thread_ts,
+                unfurl_links=False,
+                unfurl_media=False,
             )
         except SLACK_ERRORS as exc:
             reason = _reason(exc)
@@ -79,16 +93,23 @@ class SlackAdapter(ChatAdapter):
             )
             # Where in_channel was refused, later posts go straight to ephemeral (5 posts).
             return {"thread_ts": None, "no_thread": reason, "response_type": kind or "in_channel"}
+        if thread_ts:
+            # Results go into the thread; the status is this reply (STATUS_KEY).
+            status = {STATUS_KEY: response["ts"]}
+            return {"channel": response["channel"], "thread_ts": thread_ts, **status}
         return {"channel": response["channel"], "thread_ts": response["ts"]}
 
     async def update_status(self, job: Job) -> None:
-        """Edit the thread parent (a no-op without a thread)."""
-        where = _thread(job)
+        """Edit the status message and its buttons (a no-op without a thread)."""
+        where = _status_message(job)
         if where is None:
             return
         channel, ts = where
+        text = say.announcement(job)
         try:
-            await self.client.chat_update(channel=channel, ts=ts, text=say.announcement(job))
+            await self.client.chat_update(
+                channel=channel, ts=ts, text=text, blocks=status_blocks(job, self.catalog, text)
+            )
         except SLACK_ERRORS as exc:
             # Only cosmetic: the result must still be delivered when the parent is gone.
             log.warning("job %s: could not update its status (%s)", job.id, _reason(exc))
@@ -254,12 +275,17 @@ class SlackAdapter(ChatAdapter):
     def _uploads(self, job: Job, result: JobResult, long_text: bool) -> list[dict[str, Any]]:
         """What to upload for a result: its files, and a long text answer as a .txt snippet."""
         count = len(result.files) + (1 if long_text else 0)
+        urls = split_output(job.output)[0]
         uploads: list[dict[str, Any]] = []
         for index, output in enumerate(result.files):
             upload: dict[str, Any] = {
                 "content": output.content,
                 "filename": output.filename,
                 "title": say.file_title(job, index, count),
+                # Which output this is (U2 reads it back): skipped outputs leave gaps.
+                "output": urls.index(output.source_url) + 1
+                if output.source_url in urls
+                else index + 1,
             }
             if output.content_type.startswith("image/"):
                 upload["alt_txt"] = say.alt_text(job)
@@ -285,7 +311,8 @@ class SlackAdapter(ChatAdapter):
     ) -> None:
         async def record(fields: Mapping[str, Any]) -> None:
             if checkpoint is not None:
-                await checkpoint({**fields, FILES_CHANNEL_KEY: channel})
+                outputs = [upload.get("output") for upload in uploads]
+                await checkpoint({**fields, FILES_CHANNEL_KEY: channel, OUTPUTS_KEY: outputs})
 
         await upload_and_share(
             self.client, uploads, channel=channel, thread_ts=ts, comment=comment, checkpoint=record
@@ -305,10 +332,19 @@ class SlackAdapter(ChatAdapter):
 
 
 def _thread(job: Job) -> tuple[str, str] | None:
-    """(channel, parent ts) when the job has a thread."""
+    """(channel, thread root ts) when the job has a thread: where its results go."""
     ts = job.destination.get("thread_ts")
     channel = job.destination.get("channel") or job.channel
     return (channel, ts) if ts else None
+
+
+def _status_message(job: Job) -> tuple[str, str] | None:
+    """(channel, ts) of the job's status message: its own reply in the thread (a follow-up's),
+    else the thread root (every other job, and those recorded before STATUS_KEY existed)."""
+    where = _thread(job)
+    if where is None:
+        return None
+    return where[0], str(job.destination.get(STATUS_KEY) or where[1])
 
 
 def _retry_after(headers: Any) -> float:

@@ -25,6 +25,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.running import RunningPlatform
 from adapters.slack.adapter import SlackAdapter
 from adapters.slack.bolt_logs import BOLT, bolt_logger, quiet_bolt_loggers
+from adapters.slack.buttons import ButtonListener
+from adapters.slack.files import SlackFiles
 from adapters.slack.listener import SlashCommandListener
 from adapters.slack.manifest import EVENTS_PATH
 from adapters.slack.reach import SLACK_ERRORS, retry_handlers
@@ -57,9 +59,13 @@ def make_client(settings: Settings, session: aiohttp.ClientSession | None = None
 
 
 def make_app(
-    settings: Settings, client: AsyncWebClient, listener: SlashCommandListener
+    settings: Settings,
+    client: AsyncWebClient,
+    listener: SlashCommandListener,
+    buttons: ButtonListener | None = None,
 ) -> AsyncApp:
-    """The bolt app with one listener for every slash command."""
+    """The bolt app with one listener for every slash command, and one for every Conjure
+    button (`buttons`)."""
     secret = settings.slack_signing_secret
     app = AsyncApp(
         client=client,
@@ -77,6 +83,8 @@ def make_app(
         process_before_response=True,
     )
     listener.register(app)
+    if buttons is not None:
+        buttons.register(app)
     app.error(_log_listener_error)
     quiet_bolt_loggers()
     return app
@@ -124,7 +132,9 @@ async def _serve(runtime: Runtime, client: AsyncWebClient) -> AsyncIterator[Runn
     settings = runtime.settings
     await check_token(client)
     adapter = SlackAdapter(client, runtime.catalog)
-    app = make_app(settings, client, SlashCommandListener(runtime.commands))
+    files = SlackFiles(client, runtime.http, settings.conjure_max_download_bytes)
+    buttons = ButtonListener(runtime.followups, client, files)
+    app = make_app(settings, client, SlashCommandListener(runtime.commands), buttons)
     if settings.slack_app_token is None:
         assert settings.slack_signing_secret is not None  # running() refuses to start without
         gate = SlackRequestGate(app, settings.slack_signing_secret.get_secret_value())

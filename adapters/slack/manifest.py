@@ -4,9 +4,12 @@ Generated from the catalog rather than written by hand, so the commands Slack of
 usage hints and the commands the bot answers can never drift apart.
 
 Scopes are exactly what the adapter calls: `commands` (slash commands), `chat:write` (the status
-message, chat.update, threaded replies, DMs), `files:write` (the three upload steps),
-`files:read` (files.info: whether a delivery taken over from a dead instance had already shared
-its files) and `im:write` (conversations.open, to DM a result that has no thread to go to).
+message, chat.update, threaded replies, DMs, a private answer to a button press),
+`files:write` (the three upload steps), `files:read` (files.info: whether a delivery taken over
+from a dead instance had already shared its files, and the delivered image that an Upscale or
+Variations button reads back with the bot token) and `im:write` (conversations.open, to DM a
+result that has no thread to go to). Interactivity sends button presses to the same
+/slack/events (adapters/slack/buttons.py).
 Not `chat:write.public`: where the bot is not a member the command's response_url answers
 instead, and files could not be uploaded there anyway.
 """

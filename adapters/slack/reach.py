@@ -31,8 +31,16 @@ def retry_handlers() -> list[AsyncRetryHandler]:
     return [AsyncConnectionErrorRetryHandler(), AsyncRateLimitErrorRetryHandler(max_retry_count=2)]
 
 
-async def respond(response_url: str | None, text: str, *, in_channel: bool) -> str | None:
+async def respond(
+    response_url: str | None,
+    text: str,
+    *,
+    in_channel: bool,
+    replace_original: bool | None = None,
+) -> str | None:
     """Post `text` through a command's response_url; in_channel falls back to ephemeral.
+    A button press's response_url answers with `replace_original=False`: a new message, not
+    an edit of the one that carried the button.
 
     Returns the response_type Slack accepted, or None when it accepted neither (the URL has
     expired, been used five times, or Slack is unreachable).
@@ -43,7 +51,9 @@ async def respond(response_url: str | None, text: str, *, in_channel: bool) -> s
     kinds = ["in_channel", "ephemeral"] if in_channel else ["ephemeral"]
     for kind in kinds:
         try:
-            response = await client.send(text=text, response_type=kind)
+            response = await client.send(
+                text=text, response_type=kind, replace_original=replace_original
+            )
         except (ClientError, TimeoutError) as exc:
             log.warning("response_url post failed: %s", type(exc).__name__)
             return None
