@@ -89,7 +89,7 @@ def parser() -> argparse.ArgumentParser:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The crash bench's options (also offered by `python -m bench.faults`)."""
     p.add_argument("--rounds", type=int, default=20, help="jobs killed at each step (20)")
-    p.add_argument("--per-kill", type=int, default=5, help="jobs caught by one kill (5)")
+    p.add_argument("--per-kill", type=int, default=10, help="jobs caught by one kill (10)")
     p.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     p.add_argument("--postgres-url", default=POSTGRES_URL, help=f"({POSTGRES_URL})")
     p.add_argument("--steps", default="", help="comma-separated step names (all)")

@@ -252,8 +252,7 @@ async def running_rig(
 ) -> AsyncIterator[Rig]:
     """The sandbox and the fake Slack running, a fresh database; serve not started yet. It
     will speak to the fake Slack, and to whatever else `platform_env` names (Discord)."""
-    logs = work / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    logs = _fresh_logs(work)
     secret = generate_webhook_secret()
     children: list[Child] = []
     try:
@@ -308,6 +307,15 @@ async def running_rig(
     finally:
         for child in reversed(children):
             stop(child)
+
+
+def _fresh_logs(work: Path) -> Path:
+    """The log directory, without a kept directory's last run (its database, its logs)."""
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    for old in (*work.glob("bench.db*"), *logs.glob("*.log")):
+        old.unlink()
+    return logs
 
 
 async def wait_until(check: Any, timeout: float, interval: float = 0.02) -> bool:
