@@ -113,6 +113,38 @@ class DiscordConjure:
             await asyncio.wait_for(asyncio.gather(*started), timeout=20)
         return sent
 
+    async def press(
+        self,
+        message: dict[str, Any],
+        label: str,
+        *,
+        user_id: int = USER_ID,
+        display_name: str = "Fox Lover",
+    ) -> Sent:
+        """Press the button labelled `label` on `message` (as the fake stores it), as `user_id`,
+        through discord.py's own dispatch, and wait for its handler to finish (over the
+        gateway, only until the press is answered)."""
+        payload = component_payload(
+            self.discord, message, custom_id_of(message, label), user_id, display_name
+        )
+        return await self._dispatch(payload)
+
+    async def _dispatch(self, payload: dict[str, Any]) -> Sent:
+        self.discord.register_interaction(payload)
+        sent = Sent(payload, time.monotonic())
+        if self.gateway is not None:
+            await self.gateway.dispatch("INTERACTION_CREATE", payload)
+            await self.discord.wait_for(
+                lambda: self.discord.find("POST", f"/{payload['token']}/callback$")
+            )
+            return sent
+        before = asyncio.all_tasks()
+        self.client._connection.parse_interaction_create(payload)  # type: ignore[arg-type]
+        started = asyncio.all_tasks() - before  # the view store's dispatch, made synchronously
+        if started:
+            await asyncio.wait_for(asyncio.gather(*started), timeout=20)
+        return sent
+
     async def settle(self) -> None:
         """Until the sandbox has sent everything and Conjure has delivered everything."""
         await self.sandbox.sandbox.wait_idle()
@@ -218,6 +250,59 @@ def interaction_payload(
     }
 
 
+def buttons(message: dict[str, Any]) -> list[list[str]]:
+    """The labels of a message's buttons, row by row, as a person sees them."""
+    return [
+        [c["label"] for c in row["components"] if c["type"] == 2]
+        for row in message.get("components") or []
+    ]
+
+
+def button_styles(message: dict[str, Any]) -> dict[str, int]:
+    """Each button's style by label (1 primary, 2 secondary, 4 danger)."""
+    return {
+        c["label"]: c["style"]
+        for row in message.get("components") or []
+        for c in row["components"]
+        if c["type"] == 2
+    }
+
+
+def custom_id_of(message: dict[str, Any], label: str) -> str:
+    [custom_id] = [
+        c["custom_id"]
+        for row in message.get("components") or []
+        for c in row["components"]
+        if c.get("label") == label
+    ]
+    return custom_id
+
+
+def component_payload(
+    fake: FakeDiscord,
+    message: dict[str, Any],
+    custom_id: str,
+    user_id: int = USER_ID,
+    display_name: str = "Fox Lover",
+) -> dict[str, Any]:
+    """An INTERACTION_CREATE for a button press (type 3): `data.component_type` 2 and the
+    button's `custom_id`, and the message the button is on as Discord sends it, with its
+    attachments and components."""
+    payload = interaction_payload(
+        fake,
+        "-",
+        {},
+        subcommand=None,
+        user_id=user_id,
+        attachment_size_limit=10 * 1024 * 1024,
+    )
+    payload["type"] = 3
+    payload["data"] = {"component_type": 2, "custom_id": custom_id}
+    payload["message"] = fake.as_sent(message)
+    payload["member"]["user"]["global_name"] = display_name
+    return payload
+
+
 @contextlib.asynccontextmanager
 async def running_discord_conjure(
     sandbox: Any,
@@ -226,11 +311,16 @@ async def running_discord_conjure(
     guild: bool = True,
     progress_interval: float = 2.0,
     gateway: bool = False,
+    fake: FakeDiscord | None = None,
     **extra: Any,
 ) -> AsyncIterator[DiscordConjure]:
-    """The real app and the Discord platform, logged in to a fake Discord, on `sandbox`."""
+    """The real app and the Discord platform, logged in to a fake Discord, on `sandbox`.
+
+    Pass `fake` to log in to one already running: a restart, or a second instance, sees the
+    messages the first one made."""
     async with contextlib.AsyncExitStack() as stack:
-        fake = await stack.enter_async_context(running_fake_discord())
+        if fake is None:
+            fake = await stack.enter_async_context(running_fake_discord())
         fake_gateway = None
         if gateway:
             fake_gateway = await stack.enter_async_context(running_fake_gateway(fake))

@@ -10,6 +10,9 @@ message created the first time.
 Answers carry `Content-Type: application/json` exactly, as discord.py only parses that.
 The gateway does just HELLO, heartbeat ACKs, IDENTIFY -> READY and dispatching events, enough
 for `conjure serve`'s real connect path to receive an INTERACTION_CREATE.
+Messages keep their `components` (buttons); component interactions (type 3) are answered as
+Discord answers them (a deferred update makes the button's message the "original"), and
+attachments are served from the fake's own CDN at their `url`, as Discord's signed links are.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import mimetypes
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -269,14 +273,28 @@ class FakeDiscord:
                         "size": len(upload.data),
                         "url": f"{self.url}/attachments/{attachment_id}/{upload.filename}",
                         "proxy_url": f"{self.url}/attachments/{attachment_id}/{upload.filename}",
-                        "content_type": upload.content_type,
+                        "content_type": _detected_type(upload),
                         "data": upload.data,  # not in Discord's answer; stripped when sent
                     }
                 )
             message["attachments"] = attachments
+        if "components" in payload:
+            message["components"] = payload["components"] or []
         if payload.get("message_reference"):
             message["message_reference"] = payload["message_reference"]
         return message
+
+    def as_sent(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A stored message as Discord sends it (in an answer, or in a component interaction)."""
+        return _public(message)
+
+    def attachment(self, attachment_id: str) -> dict[str, Any] | None:
+        """A stored attachment (with its bytes), on any message still there."""
+        for message in self.messages.values():
+            for attachment in message["attachments"]:
+                if attachment["id"] == attachment_id:
+                    return attachment
+        return None
 
     def now(self) -> datetime:
         return datetime.now(UTC) + self.clock_shift
@@ -289,6 +307,14 @@ class FakeDiscord:
         """Discord refuses an interaction token after 15 minutes (or when a test says so)."""
         created = self.created(token)
         return self.expire_tokens or created is None or self.now() - created > TOKEN_LIFETIME
+
+
+def _detected_type(upload: Part) -> str | None:
+    """Discord detects an upload's type; discord.py sends every file as octet-stream."""
+    given = upload.content_type
+    if given and given != "application/octet-stream":
+        return given
+    return mimetypes.guess_type(upload.filename or "")[0] or given
 
 
 def _public(message: dict[str, Any]) -> dict[str, Any]:
@@ -396,36 +422,68 @@ async def _callback(fake: FakeDiscord, call: Call, params: dict[str, str]) -> Re
         return _error(404, "Unknown interaction", 10062)  # Discord gives 3 seconds
     if token in fake._originals:
         return _error(400, "Interaction has already been acknowledged.", 40060)
+    component = interaction["type"] == 3
+    if component and kind in (6, 7):
+        return _update_callback(fake, call, params, interaction)
     if kind not in (4, 5):
         return _error(400, f"fake: callback type {kind} not supported", 0)
     flags = int(data.get("flags") or 0)
     if kind == 5:
         flags |= LOADING
+    metadata: dict[str, Any] = {
+        "id": params["interaction_id"],
+        "type": interaction["type"],
+        "user": (interaction.get("member") or interaction)["user"],
+        "authorizing_integration_owners": interaction["authorizing_integration_owners"],
+    }
+    if component:  # a response to a button: it names the message the button is on
+        metadata["interacted_message_id"] = interaction["message"]["id"]
+    else:
+        metadata |= {"name": interaction["data"]["name"], "command_type": 1}
     message = fake.new_message(
         interaction["channel_id"],
         {**data, "flags": flags},
         call.files,
         webhook_id=str(APP_ID),
         application_id=str(APP_ID),
-        interaction_metadata={
-            "id": params["interaction_id"],
-            "type": 2,
-            "user": (interaction.get("member") or interaction)["user"],
-            "authorizing_integration_owners": interaction["authorizing_integration_owners"],
-            "name": interaction["data"]["name"],
-            "command_type": 1,
-        },
+        interaction_metadata=metadata,
     )
     fake._originals[token] = int(message["id"])
     answer = {
         "interaction": {
             "id": params["interaction_id"],
-            "type": 2,
+            "type": interaction["type"],
             "response_message_id": message["id"],
             "response_message_loading": kind == 5,
             "response_message_ephemeral": bool(flags & EPHEMERAL),
         },
         "resource": {"type": kind, "message": _public(message)},
+    }
+    return _json(answer)
+
+
+def _update_callback(
+    fake: FakeDiscord, call: Call, params: dict[str, str], interaction: dict[str, Any]
+) -> Response:
+    """A component's DEFERRED_UPDATE_MESSAGE (6) or UPDATE_MESSAGE (7): no new message; the
+    button's message becomes the interaction's original (7 edits it at once)."""
+    message = fake.messages.get(int(interaction["message"]["id"]))
+    if message is None:
+        return _error(404, "Unknown Message", 10008)
+    fake._originals[params["token"]] = int(message["id"])
+    kind = call.payload["type"]
+    if kind == 7:
+        fake.apply(message, call.payload.get("data") or {}, call.files)
+        message["edited_timestamp"] = datetime.now(UTC).isoformat()
+    answer: dict[str, Any] = {
+        "interaction": {
+            "id": params["interaction_id"],
+            "type": 3,
+            "response_message_id": message["id"],
+            "response_message_loading": False,
+            "response_message_ephemeral": False,
+        },
+        "resource": {"type": kind, **({"message": _public(message)} if kind == 7 else {})},
     }
     return _json(answer)
 
@@ -488,6 +546,15 @@ async def _channel_message(fake: FakeDiscord, call: Call, params: dict[str, str]
     return _json(_public(message))
 
 
+async def _attachment(fake: FakeDiscord, call: Call, params: dict[str, str]) -> Response:
+    """The CDN: an attachment's bytes at its URL, while its message exists."""
+    attachment = fake.attachment(params["attachment_id"])
+    if attachment is None or attachment["filename"] != params["filename"]:
+        return Response("Not Found", status_code=404, media_type="text/plain")
+    media_type = attachment.get("content_type") or "application/octet-stream"
+    return Response(attachment["data"], media_type=media_type)
+
+
 _ROUTES: list[tuple[str, re.Pattern[str], _Handler]] = [
     (method, re.compile(pattern), handler)
     for method, pattern, handler in [
@@ -505,6 +572,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], _Handler]] = [
          _delete_message),
         ("POST", r"/webhooks/(?P<app_id>\d+)/(?P<token>[^/]+)", _follow_up),
         ("POST", r"/channels/(?P<channel_id>\d+)/messages", _channel_message),
+        ("GET", r"/attachments/(?P<attachment_id>\d+)/(?P<filename>[^/]+)", _attachment),
     ]
 ]  # fmt: skip
 
