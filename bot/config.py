@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     conjure_workspace_jobs_per_day: int | None = None
     conjure_workspace_usd_per_month: Decimal | None = None
     conjure_workspace_max_in_flight: int | None = None
+    # Jobs that wait for a slot when one's jobs in flight are at their limit (0: refuse instead).
+    conjure_user_max_queued: int = Field(default=5, ge=0)
+    conjure_workspace_max_queued: int = Field(default=50, ge=0)
     conjure_timezone: str = "UTC"
     # "slack:U0123,discord:80351110224678912": who may run /conjure quota and /conjure report.
     conjure_admins: str = ""

@@ -30,6 +30,8 @@ from bot.config import Settings
 from bot.markup import Mention, Text
 from bot.messages import format_duration
 from bot.money import format_usd
+from bot.queue import queue_full, queue_places, queueable
+from bot.quotas.limits import USER
 from bot.quotas.service import Quotas
 from bot.replicate.client import Prediction, ReplicateClient
 from bot.replicate.errors import PredictionOutcomeUnknown, ReplicateError
@@ -37,7 +39,7 @@ from bot.replicate.outputs import OutputFetcher, OutputUnavailable, split_output
 from bot.replicate.progress import progress_from_logs
 from storage.jobs import DELIVERY_LEASE, JobStore
 from storage.models import BudgetAlert, Delivery, Job, JobStatus, utcnow
-from storage.usage import LimitReached
+from storage.usage import HoldKind, LimitReached
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +165,7 @@ class JobService:
         # Recording (the one transaction before the ack) waits behind other recordings only,
         # not behind announcements and creates, so acks stay quick in a burst.
         self._recording = asyncio.Semaphore(SUBMITS_AT_ONCE)
+        self._promoting = asyncio.Lock()  # one pass over the queue at a time in this process
         # recover() and the sweeper may start thousands of pollers at once; their reads all
         # queued in httpx's pool at once cost CPU quadratic in the queue (100% for minutes).
         self._reading = asyncio.Semaphore(READS_AT_ONCE)
@@ -251,6 +254,10 @@ class JobService:
             job = await self._record(request, invocation)
         if acknowledge is not None:
             await self._acknowledge(job, acknowledge)
+        if job.waiting_since is not None:
+            await self._announce(job)  # queued: started by start_waiting when a slot frees
+            self.spawn(self.start_waiting(job.platform, job.workspace))  # one may have freed
+            return job
         async with self._starting:
             return await self._launch(job, invocation.model)
 
@@ -310,10 +317,17 @@ class JobService:
             holds = await self.quotas.holds(job.platform, job.workspace, job.user_id, now)
             await self.store.reserve_and_insert(job, holds)
         except LimitReached as exc:
+            full = ""
+            if queueable(exc.hold, self.settings):
+                try:
+                    await self._enqueue(job, now)
+                    return job
+                except LimitReached as queue:
+                    full = " " + queue_full(queue.hold)
             refusal = self.quotas.refusal(
                 exc.hold, invocation.estimate_micros(), now, ceiling=job.estimated_micros
             )
-            raise CommandRefused(refusal) from None
+            raise CommandRefused(refusal + full) from None
         except SQLAlchemyError:
             # Several instances share one database: admitting without it could pass a limit.
             log.exception("cannot reserve a job: database unavailable")
@@ -324,13 +338,22 @@ class JobService:
 
         return job
 
-    async def _launch(self, job: Job, model: ModelSpec) -> Job:
-        """Announce a recorded job and create its prediction, unless it was taken over."""
+    async def _announce(self, job: Job) -> None:
+        """Post the job's status message (the thread, the response); record where it is."""
         adapter = self._adapters[job.platform]
         try:
             job.destination.update(await adapter.post_status(job) or {})
         except Exception:
             log.exception("could not announce job %s; continuing", job.id)
+        if job.waiting_since is not None:
+            try:
+                await self.store.update_fields(job.id, destination=job.destination)
+            except SQLAlchemyError:
+                log.exception("could not record the announcement of job %s", job.id)
+
+    async def _launch(self, job: Job, model: ModelSpec) -> Job:
+        """Announce a recorded job and create its prediction, unless it was taken over."""
+        await self._announce(job)
         try:
             claimed = await self._touch_unstarted(job, destination=job.destination)
         except SQLAlchemyError:
@@ -409,6 +432,7 @@ class JobService:
         )
         if failed is None:
             return  # a webhook finished it meanwhile; that result stands
+        self._slot_freed(job)
         adapter = self._adapters.get(job.platform)
         if adapter is None:
             return  # recovered on an instance that does not serve this platform
@@ -416,6 +440,104 @@ class JobService:
             await adapter.post_error(failed.job, message)
         except Exception:
             log.exception("could not post the error of job %s", job.id)
+
+    # ---- the queue at the jobs-in-flight limit ----------------------------------------------
+
+    async def _enqueue(self, job: Job, now: datetime) -> None:
+        """Record `job` as waiting for a slot, holding only its place in the queue (the per
+        person and per workspace caps); LimitReached when the queue is full too."""
+        job.waiting_since = now
+        try:
+            await self.store.reserve_and_insert(job, queue_places(job, self.settings))
+        except LimitReached:
+            job.waiting_since = None
+            raise
+        waiting = await self.store.waiting(job.platform, job.workspace)
+        mine = [other for other in waiting if other.user_id == job.user_id]
+        job.queue_ahead = sum(1 for other in mine if other.waiting_since < now)
+
+        await self.store.update_fields(job.id, queue_ahead=job.queue_ahead)
+        log.info("job %s queued for %s (%d ahead)", job.id, job.user_id, job.queue_ahead)
+
+    async def start_waiting(self, platform: str, workspace: str) -> None:
+        """Start a workspace's queued jobs, first come first, as far as slots allow: each
+        reserved for as a new job is (so a budget spent meanwhile refuses it now, with the
+        reason), on whichever instance freed the slot. Then show the rest their new places."""
+        if platform not in self._adapters:
+            return
+        async with self._promoting:
+            waiting = await self.store.waiting(platform, workspace)
+            if not waiting:
+                return
+            blocked: set[str] = set()
+            for job in waiting:
+                if job.user_id in blocked:
+                    continue  # a person's jobs start in the order they were given
+                now = utcnow()
+                holds = await self.quotas.holds(job.platform, job.workspace, job.user_id, now)
+                try:
+                    started = await self.store.promote(job, holds)
+                except LimitReached as exc:
+                    if exc.hold.kind is HoldKind.IN_FLIGHT:
+                        if exc.hold.scope != USER:
+                            break  # the workspace is full: nobody else fits either
+                        blocked.add(job.user_id)
+                        continue
+                    estimate = self._estimate(job)
+                    refusal = self.quotas.refusal(exc.hold, estimate, now, job.estimated_micros)
+                    await self._fail_before_start(job, refusal)
+                    continue
+                if started is not None:
+                    log.info("job %s leaves the queue", job.id)
+                    self.spawn(self._start_promoted(started))
+            await self._show_places(platform, workspace)
+
+    def _slot_freed(self, job: Job) -> None:
+        """A job that held a slot (or a place in the queue) ended: what waits may start."""
+        if any(hold.get("kind") == HoldKind.IN_FLIGHT for hold in job.holds):
+            self.spawn(self.start_waiting(job.platform, job.workspace))
+
+    def _estimate(self, job: Job) -> int:
+        model = self.catalog.models.get(job.model)
+        return (
+            job.estimated_micros
+            if model is None
+            else model.price.estimate_micros(job.outputs_expected)
+        )
+
+    async def _start_promoted(self, job: Job) -> None:
+        model = self.catalog.models.get(job.model)
+        if model is None:
+            await self._fail_before_start(job, RESTARTED_BEFORE_START)
+            return
+        async with self._starting:
+            if not await self._touch_unstarted(job):
+                return
+            await self._show(job)
+            await self._create_and_follow(job, model)
+
+    async def _show(self, job: Job) -> None:
+        try:
+            await self._adapters[job.platform].update_status(job)
+        except Exception:
+            log.warning("could not update the status of job %s", job.id, exc_info=True)
+
+    async def _show_places(self, platform: str, workspace: str) -> None:
+        """Tell each queued job how many of its person's jobs are ahead of it, where changed."""
+        ahead: dict[str, int] = {}
+        for job in await self.store.waiting(platform, workspace):
+            place = ahead.get(job.user_id, 0)
+            ahead[job.user_id] = place + 1
+            if job.queue_ahead != place:
+                job.queue_ahead = place
+                await self.store.update_fields(job.id, queue_ahead=place)
+                await self._show(job)
+
+    async def sweep_waiting(self) -> None:
+        """Start what waits where a slot freed on an instance that stopped before it could."""
+        for platform, workspace in await self.store.waiting_workspaces():
+            if platform in self._adapters:
+                await self.start_waiting(platform, workspace)
 
     # ---- cancel ---------------------------------------------------------------------------
 
@@ -444,6 +566,7 @@ class JobService:
         )
         if finished is None:
             return await self.cancel(current)  # its prediction became known meanwhile
+        self._slot_freed(current)
         if job.platform in self._adapters:
             self.spawn(self._deliver_claimed(finished.job))
         return True
@@ -526,6 +649,7 @@ class JobService:
                 self.spawn(self._deliver_claimed(finished.job))
             if finished.alerts_due:
                 self.spawn(self.send_alerts())
+            self._slot_freed(job)
 
     def _actual_cost(self, job: Job, prediction: Prediction) -> int:
         """What Replicate billed: predict_time x rate, or outputs x price (the ceiling that was
@@ -797,6 +921,7 @@ class JobService:
                 else:
                     await self.sweep_deliveries()
                     await self.sweep_unstarted()
+                    await self.sweep_waiting()
             except Exception:
                 log.exception("sweep failed; will try again")
 
@@ -808,11 +933,14 @@ class JobService:
         for job in await self.store.unfinished(silent_for):
             if job.platform not in self._adapters:
                 continue
+            if job.waiting_since is not None:
+                continue  # queued on purpose: sweep_waiting starts it when a slot frees
             if job.prediction_id:
                 self.start_polling(job.id, job.prediction_id)
                 continue
             await self._resume_unstarted(job)
         await self.sweep_deliveries()
+        await self.sweep_waiting()
         self.spawn(self.send_alerts())
 
     async def _resume_unstarted(self, job: Job) -> None:

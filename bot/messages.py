@@ -46,6 +46,9 @@ def status_line(job: Job) -> str:
     """One line for the announcement: state, progress, and on completion duration and cost."""
     status = job.job_status
     text = f"{_STATUS_ICONS[status]} {_STATUS_WORDS[status]}"
+    if status is JobStatus.QUEUED and job.waiting_since is not None:
+        ahead = job.queue_ahead or 0
+        text += f", {ahead} ahead of you" if ahead else ", next in line"
     if status is JobStatus.PROCESSING and job.progress is not None:
         text += f" {progress_bar(job.progress)}"
     if status.terminal:

@@ -139,7 +139,56 @@ class JobStore:
     async def unstarted(self, quiet_since: datetime) -> list[Job]:
         """Jobs recorded but never started (queued, no prediction) and untouched since
         `quiet_since`: the instance that recorded them may have died before their create."""
-        return await self._select(_UNSTARTED & (_JOBS.c.updated_at < quiet_since))
+        waiting = _JOBS.c.waiting_since.is_not(None)  # in the queue on purpose, not lost
+        return await self._select(_UNSTARTED & ~waiting & (_JOBS.c.updated_at < quiet_since))
+
+    async def waiting(self, platform: str, workspace: str) -> list[Job]:
+        """A workspace's queued jobs, first come first."""
+        condition = (
+            (_JOBS.c.platform == platform)
+            & (_JOBS.c.workspace == workspace)
+            & _JOBS.c.waiting_since.is_not(None)
+        )
+        async with self.reader.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(Job.__table__)
+                    .where(condition)
+                    .order_by(_JOBS.c.waiting_since, _JOBS.c.id)
+                )
+            ).all()
+        return [_job(row._mapping) for row in rows]
+
+    async def waiting_workspaces(self) -> list[tuple[str, str]]:
+        """(platform, workspace) of every workspace with a queued job."""
+        statement = (
+            select(_JOBS.c.platform, _JOBS.c.workspace)
+            .where(_JOBS.c.waiting_since.is_not(None))
+            .distinct()
+        )
+        async with self.reader.connect() as conn:
+            return [(row[0], row[1]) for row in (await conn.execute(statement)).all()]
+
+    async def promote(self, job: Job, holds: Sequence[Hold]) -> Job | None:
+        """Take a queued job out of the queue and reserve for it as for a new job, atomically:
+        its place given back, every hold taken (or LimitReached, having changed nothing). None
+        when it is no longer queued (another instance promoted or someone canceled it)."""
+        now = utcnow()
+        taken = [hold.as_json() for hold in holds]
+        statement = (
+            update(_JOBS)
+            .where(_ID, _JOBS.c.waiting_since.is_not(None), _JOBS.c.status_rank == 0)
+            .values(waiting_since=None, queue_ahead=None, holds=taken, updated_at=now)
+            .returning(*_JOBS.c)
+        )
+        async with write(self.engine) as conn:
+            row = (await conn.execute(statement, {"job_id": job.id})).first()
+            if row is None:
+                return None
+            places = [Hold.from_json(data) for data in job.holds]
+            await usage.settle(conn, places, estimate=0, actual=0, give_back_job=True)
+            await usage.reserve(conn, holds, job.estimated_micros)
+        return _job(row._mapping)
 
     async def undelivered(self, at: datetime | None = None) -> list[Job]:
         """Finished jobs whose delivery is pending, or claimed by a holder whose lease lapsed
@@ -245,6 +294,8 @@ class JobStore:
             completed_at=now,
             updated_at=now,
             reservation=Reservation.RELEASED if give_back_job else Reservation.SETTLED,
+            waiting_since=None,  # out of the queue, if it was in it
+            queue_ahead=None,
         )
         values.update(_delivery(now, deliver=deliver, claim=claim, lease=lease))
         guard = "running_without_prediction" if unstarted_only else "running"

@@ -81,6 +81,7 @@ class Job(SQLModel, table=True):
         # redelivering an interaction, two instances both receiving it): the database says no.
         Index("uq_job_request_key", "request_key", unique=True),
         Index("ix_job_parent", "parent_id", "followup", "user_id"),
+        Index("ix_job_waiting", "platform", "workspace", "waiting_since"),
     )
 
     id: str = Field(primary_key=True, max_length=32)
@@ -106,6 +107,10 @@ class Job(SQLModel, table=True):
     )
 
     status: str = Field(default=JobStatus.QUEUED, max_length=16)
+    # Set while the job waits for one of its person's (or workspace's) jobs-in-flight slots:
+    # the queue's order. It holds no reservation then, only its place (JobStore.promote).
+    waiting_since: datetime | None = None
+    queue_ahead: int | None = None  # jobs ahead of it in its person's queue, as last shown
     status_rank: int = 0
     progress: int | None = None
     prediction_id: str | None = Field(default=None, max_length=64, index=True)

@@ -117,10 +117,16 @@ async def test_monthly_budget_refuses_the_job_that_would_pass_it(
         assert money is not None and money.spent_micros == 9000 and money.reserved_micros == 0
 
 
-async def test_jobs_in_flight_limit(sandbox_server, sqlite_url: str, tmp_path: Path) -> None:
+async def test_jobs_in_flight_limit_refuses_where_queueing_is_off(
+    sandbox_server, sqlite_url: str, tmp_path: Path
+) -> None:
     sandbox_server.sandbox.faults.slow_start = 0.5
     async with running_conjure(
-        sandbox_server, sqlite_url, tmp_path / "out", conjure_user_max_in_flight=1
+        sandbox_server,
+        sqlite_url,
+        tmp_path / "out",
+        conjure_user_max_in_flight=1,
+        conjure_user_max_queued=0,  # see tests/test_queue.py for the queue
     ) as conjure:
         results = await submit_many(conjure, 3)
         assert results.count("accepted") == 1
