@@ -19,9 +19,11 @@ import aiohttp
 import discord
 
 from adapters.discord import markup
+from adapters.discord.buttons import job_view
 from adapters.discord.destination import Destination
 from adapters.discord.uploads import as_files, fit_files
 from bot.adapter import ChatAdapter, JobResult, OutputFile
+from bot.catalog import Catalog
 from bot.markup import Text
 from bot.messages import status_text
 from storage.models import Job, utcnow
@@ -35,12 +37,14 @@ ORIGINAL: Any = "@original"  # discord.py types message ids as int; Discord take
 
 
 class DiscordAdapter(ChatAdapter):
-    """Shows each job on its interaction's response message (or, later, in the channel)."""
+    """Shows each job on its interaction's response message (or, later, in the channel), with
+    the job's buttons (Cancel while it runs; Re-roll, U1.., V1.. on a finished image job)."""
 
     platform = PLATFORM
 
-    def __init__(self, client: discord.Client) -> None:
+    def __init__(self, client: discord.Client, catalog: Catalog) -> None:
         self.client = client
+        self.catalog = catalog  # which follow-ups each command offers
         self.clock: Callable[[], datetime] = utcnow  # replaceable, to test token expiry
         self._live: dict[str, discord.Interaction] = {}  # token -> interaction being submitted
 
@@ -76,7 +80,9 @@ class DiscordAdapter(ChatAdapter):
             )
             lines = [self._status(job), *notes, *(f"⚠️ {reason}" for reason in result.skipped)]
             lines.append(f"The answer is {len(result.text):,} characters long; it is in {name}.")
-        await self._deliver(job, "\n".join(lines), attach, kind="r")
+        await self._deliver(
+            job, "\n".join(lines), attach, kind="r", view=job_view(self.catalog, job)
+        )
 
     async def post_error(self, job: Job, message: str) -> None:
         interaction = self._live.get(Destination.of(job).token)
@@ -85,7 +91,7 @@ class DiscordAdapter(ChatAdapter):
             text = markup.fit(f"{markup.mention(job.user_id)} {message}")
             await answer_privately(interaction, text)
             return
-        await self._deliver(job, f"{self._status(job)}\n{message}", [], kind="e")
+        await self._deliver(job, f"{self._status(job)}\n{message}", [], kind="e", view=None)
 
     def retry_delay(self, exc: BaseException) -> float | None:
         """429s (past discord.py's own retries) and 5xx pass, honouring Retry-After, as do
@@ -112,19 +118,25 @@ class DiscordAdapter(ChatAdapter):
     # ---- sending ----------------------------------------------------------------------
 
     def _status(self, job: Job) -> str:
-        return markup.render(status_text(job, prompt_limit=PROMPT_SHOWN))
+        status = markup.render(status_text(job, prompt_limit=PROMPT_SHOWN))
+        label = markup.followup_label(job.followup)
+        return f"{label} · {status}" if label else status
 
     def _hook(self, where: Destination) -> discord.Webhook:
         return discord.Webhook.partial(where.application_id, where.token, client=self.client)
 
     async def _edit_original(self, job: Job, *, content: str) -> discord.WebhookMessage | None:
-        """Show `content` on the original response while its token lives; else do nothing."""
+        """Show `content` and the running job's buttons (Cancel) on the original response while
+        its token lives; else do nothing."""
         where = Destination.of(job)
         if not where.token_alive(self.clock()):
             return None
         try:
             return await self._hook(where).edit_message(
-                ORIGINAL, content=content, allowed_mentions=markup.pings_only_the_asker(job)
+                ORIGINAL,
+                content=content,
+                view=job_view(self.catalog, job),
+                allowed_mentions=markup.pings_only_the_asker(job),
             )
         except discord.HTTPException as exc:
             if not _token_dead(exc):
@@ -132,12 +144,19 @@ class DiscordAdapter(ChatAdapter):
             return None
 
     async def _deliver(
-        self, job: Job, content: str, files: Sequence[OutputFile], *, kind: str
+        self,
+        job: Job,
+        content: str,
+        files: Sequence[OutputFile],
+        *,
+        kind: str,
+        view: discord.ui.View | None,
     ) -> None:
         """The final word: an edit of the original response (the same edit twice shows once),
         else a reply in the channel, sent with a nonce of the job and `kind` ("r" result, "e"
         error) that Discord enforces: a second delivery after a takeover, within a few
-        minutes, gets the message the first one created instead of a second one."""
+        minutes, gets the message the first one created instead of a second one. `view` is
+        the job's buttons now; None removes the ones the response had (Cancel)."""
         where = Destination.of(job)
         content = markup.fit(content)
         mentions = markup.pings_only_the_asker(job)
@@ -147,6 +166,7 @@ class DiscordAdapter(ChatAdapter):
                     ORIGINAL,
                     content=content,
                     attachments=as_files(files),
+                    view=view,
                     allowed_mentions=mentions,
                 )
                 return
@@ -165,6 +185,7 @@ class DiscordAdapter(ChatAdapter):
             files=as_files(files),
             reference=reference,
             allowed_mentions=mentions,
+            view=view,
             nonce=delivery_nonce(job, kind),  # discord.py adds enforce_nonce: true
         )
 

@@ -15,8 +15,10 @@ from collections.abc import AsyncIterator
 import discord
 
 from adapters.discord.adapter import DiscordAdapter
+from adapters.discord.buttons import FollowupButton, PressHandler
 from adapters.discord.command_tree import ConjureTree, build_commands
 from adapters.discord.listener import InteractionListener
+from adapters.discord.presses import PressListener
 from adapters.discord.route_patch import point_discord_py
 from adapters.running import RunningPlatform
 from bot.config import ConfigError
@@ -26,7 +28,10 @@ log = logging.getLogger(__name__)
 
 
 class ConjureClient(discord.Client):
-    """A gateway client with the command tree; syncs the commands when it logs in."""
+    """A gateway client with the command tree; syncs the commands when it logs in. Presses of
+    Conjure's buttons go to `presses` (see adapters.discord.buttons)."""
+
+    presses: PressHandler | None = None
 
     def __init__(self, guild_id: int | None) -> None:
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False  # no voice here
@@ -63,10 +68,16 @@ async def running(
         raise ConfigError("DISCORD_TOKEN: not set (README: Set up in Discord)")
     undo = point_discord_py(runtime.settings)
     client = ConjureClient(runtime.settings.discord_guild_id)
-    adapter = DiscordAdapter(client)
+    adapter = DiscordAdapter(client, runtime.catalog)
     listener = InteractionListener(runtime.commands, adapter)
     for command in build_commands(runtime.catalog, listener):
         client.tree.add_command(command, guild=client.guild)
+    # Buttons are matched by their custom_id's template, with no view kept: a press on any
+    # message, made by this process or another, before a restart or after, lands here.
+    client.presses = PressListener(
+        runtime.followups, adapter, runtime.settings.conjure_max_download_bytes
+    )
+    client.add_dynamic_items(FollowupButton)
     gateway: asyncio.Task[None] | None = None
     try:
         try:

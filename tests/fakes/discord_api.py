@@ -132,6 +132,7 @@ class FakeDiscord:
     outages: list[Outage] = field(default_factory=list)
     expire_tokens: bool = False  # every interaction-token call answers 401, as after 15 minutes
     clock_shift: timedelta = timedelta(0)  # "now" moves forward by this much (token expiry)
+    attachment_delay: float = 0.0  # seconds the CDN takes before serving an attachment
     interactions: dict[str, dict[str, Any]] = field(default_factory=dict)  # token -> payload
     _originals: dict[str, int] = field(default_factory=dict)  # token -> original message id
     # (author id, nonce) -> (message id, when): enforce_nonce's memory of recent creates
@@ -548,6 +549,7 @@ async def _channel_message(fake: FakeDiscord, call: Call, params: dict[str, str]
 
 async def _attachment(fake: FakeDiscord, call: Call, params: dict[str, str]) -> Response:
     """The CDN: an attachment's bytes at its URL, while its message exists."""
+    await asyncio.sleep(fake.attachment_delay)
     attachment = fake.attachment(params["attachment_id"])
     if attachment is None or attachment["filename"] != params["filename"]:
         return Response("Not Found", status_code=404, media_type="text/plain")
