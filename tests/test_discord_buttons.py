@@ -7,9 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
+import os
+import sys
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -25,10 +31,24 @@ from tests.discord_harness import (
     Sent,
     button_styles,
     buttons,
+    component_payload,
+    custom_id_of,
+    interaction_payload,
     running_discord_conjure,
 )
-from tests.fakes.discord_api import APP_ID, EPHEMERAL, Call, FakeDiscord, running_fake_discord
+from tests.fakes.discord_api import (
+    APP_ID,
+    EPHEMERAL,
+    Call,
+    FakeDiscord,
+    FakeGateway,
+    running_fake_discord,
+    running_fake_gateway,
+)
+from tests.harness import port_for_another_process
 from tests.sandbox_fixtures import SandboxServer
+
+ROOT = Path(__file__).resolve().parent.parent
 
 FLUX_SCHNELL_MICROS = 3000  # per image
 BYSTANDER = 1_100_000_000_000_000_005
@@ -436,3 +456,127 @@ async def test_each_follow_up_pressed_over_the_gateway_starts_its_job(
         [answer] = callbacks(fake, press)  # the fake refuses an answer later than 3 s
         assert answer.status == 200 and answer.payload == {"type": 5}
         assert "✅ done" in new["content"] and new["id"] != message["id"]
+
+
+# ---- `conjure serve` killed and started again ------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    sandbox: SandboxServer, tmp_path: Path, fake: FakeDiscord, gateway: FakeGateway
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`python -m bot.cli serve` with Discord (over `gateway`) on tmp_path's SQLite database,
+    until its gateway session is up; killed afterwards if still running."""
+    port = port_for_another_process()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(ROOT),
+        "REPLICATE_API_TOKEN": sandbox.token,
+        "REPLICATE_BASE_URL": sandbox.url,
+        "CONJURE_WEBHOOK_SECRET": sandbox.webhook_secret,
+        "CONJURE_PUBLIC_URL": url,
+        "CONJURE_DATABASE_URL": f"sqlite:///{tmp_path / 'conjure.db'}",
+        "DISCORD_TOKEN": fake.bot_token,
+        "DISCORD_API_URL": fake.api_url,
+        "DISCORD_GATEWAY_URL": gateway.url,
+        "DISCORD_GUILD_ID": str(GUILD_ID),
+    }
+    sessions = len(gateway.identifies)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port)),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            while True:
+                assert process.returncode is None, "serve exited"
+                with contextlib.suppress(httpx.TransportError):
+                    if (await http.get("/healthz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+        await fake.wait_for(
+            lambda: len(gateway.identifies) > sessions and gateway.connected == 1, timeout=30
+        )
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+
+async def test_each_button_works_after_serve_was_killed_and_started_again(
+    sandbox_server: SandboxServer, tmp_path: Path
+) -> None:
+    """The issue's test: a result made by one `conjure serve`, which is then killed (-9); a new
+    one on the same database answers each button of that result, over the gateway."""
+    async with running_fake_discord() as fake, running_fake_gateway(fake) as gateway:
+
+        async def send(payload: dict) -> dict:
+            fake.register_interaction(payload)
+            await asyncio.wait_for(gateway.dispatch("INTERACTION_CREATE", payload), timeout=30)
+            token = payload["token"]
+            return await fake.wait_for(
+                lambda: (m := fake.original(token)) and "✅ done" in m["content"] and m,
+                timeout=30,
+            )
+
+        async with serve(sandbox_server, tmp_path, fake, gateway) as first:
+            command = interaction_payload(
+                fake,
+                "imagine",
+                {"prompt": "a lighthouse at dusk", "n": 2},
+                subcommand=None,
+                user_id=USER_ID,
+                attachment_size_limit=10 * 1024 * 1024,
+            )
+            message = await send(command)
+            sandbox_server.sandbox.faults.run_time_factor = 1000.0  # /ask runs for a minute
+            ask = interaction_payload(
+                fake,
+                "ask",
+                {"prompt": "a long story"},
+                subcommand=None,
+                user_id=USER_ID,
+                attachment_size_limit=10 * 1024 * 1024,
+            )
+            fake.register_interaction(ask)
+            await gateway.dispatch("INTERACTION_CREATE", ask)
+            running = await fake.wait_for(  # its prediction is known: Replicate said starting
+                lambda: (m := fake.original(ask["token"])) and "starting" in m["content"] and m,
+                timeout=30,
+            )
+            sandbox_server.sandbox.faults.run_time_factor = 1.0
+            first.kill()  # -9: nothing is wound down
+        assert buttons(message) == FOLLOW_UPS_OF_TWO
+        assert buttons(running) == [["Cancel"]]
+
+        async with serve(sandbox_server, tmp_path, fake, gateway):
+            made = {}
+            for label in ("Re-roll", "U2", "V1"):
+                custom_id = custom_id_of(message, label)
+                payload = component_payload(fake, message, custom_id, BYSTANDER)
+                made[label] = await send(payload)
+            cancel = component_payload(fake, running, custom_id_of(running, "Cancel"), USER_ID)
+            fake.register_interaction(cancel)
+            await gateway.dispatch("INTERACTION_CREATE", cancel)
+            canceled = await fake.wait_for(
+                lambda: "canceled" in running["content"] and running, timeout=30
+            )
+
+    assert made["Re-roll"]["content"].startswith(f"🔁 Re-roll · {BYSTANDER_MENTION} asked")
+    assert len(made["Re-roll"]["attachments"]) == 2
+    [upscaled] = made["U2"]["attachments"]
+    width, height = size(message["attachments"][1]["data"])
+    assert size(upscaled["data"]) == (2 * width, 2 * height)
+    assert made["V1"]["content"].startswith(f"🎲 Variations of image 1 · {BYSTANDER_MENTION}")
+    assert "model flux-dev" in made["V1"]["content"]
+    assert sandbox_server.sandbox.create_count == 5
+    assert "The job was canceled." in canceled["content"] and canceled["components"] == []
+    predictions = sandbox_server.sandbox.predictions.values()
+    [story] = [p for p in predictions if p["input"].get("prompt") == "a long story"]
+    assert story["status"] == "canceled"
