@@ -386,6 +386,38 @@ async def test_cancel_is_refused_to_a_bystander_and_stops_the_owners_job(
         assert await spent(conjure, BYSTANDER) == 0
 
 
+async def test_cancel_of_a_job_older_than_its_token_still_takes_the_button_away(
+    sandbox_server: SandboxServer, sqlite_url: str
+) -> None:
+    """A job running past its interaction's 15 minutes can no longer edit its message: the
+    canceled result is a reply in the channel, and the press's own token takes Cancel away."""
+    sandbox_server.sandbox.config.speed = 1.0
+    sandbox_server.sandbox.faults.run_time_factor = 10.0
+    async with running_discord_conjure(sandbox_server, sqlite_url) as conjure:
+        fake, store = conjure.discord, conjure.runtime.store
+        sent = await conjure.interact("ask", {"prompt": "a very long story"})
+        [job] = await jobs(conjure)
+        while (await store.get(job.id)).job_status is not JobStatus.PROCESSING:
+            await asyncio.sleep(0.05)
+        running = fake.original(sent.token)
+        assert running is not None and buttons(running) == [["Cancel"]]
+        later = timedelta(minutes=16)
+        conjure.adapter.clock = lambda: utcnow() + later  # the job's token is dead by now
+
+        press = await conjure.press(running, "Cancel")
+        await conjure.settle()
+
+        assert [c.payload for c in callbacks(fake, press)] == [{"type": 6}]
+        assert running["components"] == []  # edited through the press's token
+        assert "canceled" not in running["content"]  # the job's own token could not
+        [reply] = fake.channel_messages(CHANNEL_ID)
+        assert reply["content"].startswith(OWNER_MENTION)
+        assert "The job was canceled." in reply["content"] and reply["components"] == []
+        done = await store.get(job.id)
+        assert done is not None and done.job_status is JobStatus.CANCELED
+        assert await spent(conjure, USER_ID) == done.actual_micros
+
+
 # ---- restarts and other instances ------------------------------------------------------------
 
 

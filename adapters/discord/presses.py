@@ -52,12 +52,17 @@ class PressListener:
             await self._follow_up(interaction, custom_id)
 
     async def _cancel(self, interaction: discord.Interaction, custom_id: str) -> None:
-        """Deferred without a word (the job's own message then says canceled, without its
-        Cancel); a refusal is told to the presser only."""
+        """Deferred without a word: the job's own message then says canceled, without its
+        Cancel. The pressed message loses its Cancel at once too, through this press's token,
+        since the job's own token dies after 15 minutes (its "canceled" is then a reply in the
+        channel). A refusal is told to the presser only."""
         await interaction.response.defer()
         reply = await self.followups.press(self._press(interaction, custom_id))
         if reply.text is not None:
             await interaction.followup.send(_text(reply), ephemeral=True)
+        elif not reply.refused:
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.edit_original_response(view=None)
 
     async def _follow_up(self, interaction: discord.Interaction, custom_id: str) -> None:
         """A new job whose message is this press's deferred response; or a private answer."""
