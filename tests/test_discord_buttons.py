@@ -515,13 +515,14 @@ async def serve(
         "DISCORD_GUILD_ID": str(GUILD_ID),
     }
     sessions = len(gateway.identifies)
+    log = (tmp_path / f"serve-{port}.log").open("wb")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         *("-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port)),
         cwd=tmp_path,
         env=env,
         stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=log,
     )
     try:
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
@@ -539,6 +540,16 @@ async def serve(
         if process.returncode is None:
             process.kill()
         await process.wait()
+        log.close()
+
+
+def assert_quiet(tmp_path: Path) -> None:
+    """Both serves' logs: nothing went wrong (no traceback, warning or error)."""
+    logs = sorted(tmp_path.glob("serve-*.log"))
+    assert len(logs) == 2
+    for path in logs:
+        text = path.read_text()
+        assert "Traceback" not in text and " WARNING " not in text and " ERROR " not in text, text
 
 
 async def test_each_button_works_after_serve_was_killed_and_started_again(
@@ -600,6 +611,7 @@ async def test_each_button_works_after_serve_was_killed_and_started_again(
                 lambda: "canceled" in running["content"] and running, timeout=30
             )
 
+    assert_quiet(tmp_path)
     assert made["Re-roll"]["content"].startswith(f"🔁 Re-roll · {BYSTANDER_MENTION} asked")
     assert len(made["Re-roll"]["attachments"]) == 2
     [upscaled] = made["U2"]["attachments"]
