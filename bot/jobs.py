@@ -946,7 +946,9 @@ class JobService:
     async def _resume_unstarted(self, job: Job) -> None:
         """A job with no prediction known: adopt the prediction its create made (found by its
         webhook URL), else start it if it was abandoned (untouched for START_TAKEOVER), or give
-        it back if it is too old to start now; one younger may still be starting elsewhere."""
+        it back if it is too old to start now; one younger may still be starting elsewhere.
+        Without webhooks a lost create cannot be found, so nothing is started twice: the job
+        is given back at START_GIVE_UP, as before."""
         found = await self._find_lost_prediction(job, self.webhook_url(job.id))
         if found is not None:
             await self.store.update_fields(job.id, prediction_id=found.id)
@@ -957,6 +959,8 @@ class JobService:
         if job.created_at < now - START_GIVE_UP or model is None:
             await self._fail_before_start(job, RESTARTED_BEFORE_START)
             return
+        if not self.uses_webhooks:
+            return  # a create that reached Replicate cannot be found without a webhook URL
         if job.updated_at >= now - START_TAKEOVER or not await self._touch_unstarted(job):
             return  # may still be starting elsewhere; or another instance took it over
         log.warning("job %s: recorded but never started (its instance stopped); starting", job.id)

@@ -134,3 +134,23 @@ async def test_an_instance_that_lost_its_job_to_a_takeover_does_not_create_it_ag
     assert sandbox_server.sandbox.create_count == 1
     assert job.job_status is JobStatus.SUCCEEDED and job.delivery == Delivery.DELIVERED
     assert len(list((tmp_path / "out").iterdir())) == 1
+
+
+async def test_without_webhooks_an_abandoned_job_is_not_started_again(
+    sandbox_server: Any, sqlite_url: str, tmp_path: Path
+) -> None:
+    """Polling only: a create that reached Replicate could not be found by its webhook URL, so
+    starting the job again could run it twice; it waits to be given back instead."""
+    async with running_conjure(
+        sandbox_server, sqlite_url, tmp_path / "out", webhooks=False
+    ) as conjure:
+        _hold_announcements(conjure)
+        dying = asyncio.create_task(conjure.runtime.commands.handle(_request("console:p")))
+        await _recorded(conjure)
+        dying.cancel()
+        await _age(conjure)
+        await conjure.service.sweep_unstarted()
+        await conjure.service.wait_idle()
+        [job] = await conjure.runtime.store._select(Job.id.is_not(None))  # type: ignore[union-attr]
+    assert sandbox_server.sandbox.create_count == 0
+    assert job.job_status is JobStatus.QUEUED
