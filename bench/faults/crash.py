@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.faults.charges import charge_problem
 from bench.faults.rig import Rig, running_rig, wait_until
 from bench.faults.steps import STEPS, Step
 from bench.stack import POSTGRES_URL
@@ -175,34 +176,9 @@ async def _final_check(rig: Rig, outcomes: list[JobOutcome]) -> None:
     for outcome in outcomes:
         outcome.posts = len(ledger.uploads.get(outcome.user, []))
         rows = jobs.get(outcome.user) or []
-        outcome.charge_problem = _charge_problem(rows, counters.get(outcome.user, []))
+        outcome.charge_problem = charge_problem(rows, counters.get(outcome.user, []))
         if rows:
             outcome.status, outcome.delivery = rows[0]["status"], rows[0]["delivery"]
-
-
-def _charge_problem(rows: list[dict[str, Any]], counters: list[dict[str, Any]]) -> str | None:
-    """Why this user's charges are wrong, or None: one job, settled; its day counted once (none
-    if it was given back), its month's spend exactly its cost, nothing reserved or in flight."""
-    if len(rows) != 1:
-        return f"{len(rows)} jobs"
-    job = rows[0]
-    if job["reservation"] != "settled":
-        return f"reservation {job['reservation']}"
-    actual = job["actual_micros"]
-    if job["status"] == "succeeded" and not actual:
-        return "succeeded but charged nothing"
-    for counter in counters:
-        period = str(counter["period"])
-        if period == "live" and counter["jobs"]:
-            return f"{counter['jobs']} still in flight"
-        if period.startswith("day:") and counter["jobs"] != int(job["status"] == "succeeded"):
-            return f"{counter['jobs']} jobs counted ({period})"
-        if period.startswith("month:"):
-            if counter["reserved_micros"]:
-                return f"{counter['reserved_micros']} still reserved ({period})"
-            if counter["spent_micros"] != (actual or 0):
-                return f"spent {counter['spent_micros']} != cost {actual} ({period})"
-    return None
 
 
 def _reports(

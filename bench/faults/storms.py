@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.faults.charges import charge_problem
 from bench.faults.discord_side import DiscordSide, outage_paths, running_discord
 from bench.faults.rig import Rig, running_rig, wait_until
 from bench.stack import POSTGRES_URL
@@ -62,6 +63,7 @@ class StormReport:
     doubled: int = 0
     lost: int = 0
     failed: int = 0
+    charged_wrong: int = 0
     failed_calls: int = 0  # calls the storm answered with its status, as far as seen
     seconds_to_all: float | None = None  # from the storm's start to the last delivery
     problems: list[str] = field(default_factory=list)
@@ -70,7 +72,7 @@ class StormReport:
     def ok(self) -> bool:
         return (
             self.delivered == self.deliveries
-            and not (self.doubled or self.lost or self.failed)
+            and not (self.doubled or self.lost or self.failed or self.charged_wrong)
             and self.acked == self.deliveries
         )
 
@@ -162,18 +164,22 @@ async def _storm(
     await asyncio.sleep(2.0)  # a late second post would show here
     posts = await _posts(rig, discord, storm, users)
     jobs = await rig.jobs(users)
+    counters = await rig.counters()
     for user in users:
         rows = jobs.get(user) or []
         count = posts.get(user, 0)
+        charge = charge_problem(rows, counters.get(user, []))
+        report.charged_wrong += charge is not None
         status = rows[0]["status"] if rows else None
         delivery = rows[0]["delivery"] if rows else None
         report.delivered += user in delivered_at and count == 1
         report.doubled += count > 1
         report.lost += count == 0
         report.failed += status == "failed" or delivery == "failed"
-        if count != 1 or status != "succeeded" or delivery != "delivered":
+        if count != 1 or status != "succeeded" or delivery != "delivered" or charge:
             report.problems.append(
-                f"{user}: posts={count} jobs={len(rows)} status={status} delivery={delivery}"
+                f"{user}: posts={count} jobs={len(rows)} status={status} "
+                f"delivery={delivery} charge={charge}"
             )
     if delivered_at:
         report.seconds_to_all = round(max(delivered_at.values()) - storm_started, 1)
@@ -256,12 +262,12 @@ def print_report(result: dict[str, Any]) -> None:
     )
     print(
         f"{'storm':<12} {'acked':>5} {'once':>5} {'twice':>5} {'lost':>4} {'failed':>6} "
-        f"{'errors':>6} {'all in s':>8}"
+        f"{'charge':>6} {'errors':>6} {'all in s':>8}"
     )
     for s in result["storms"]:
         print(
             f"{s['storm']:<12} {s['acked']:>5} {s['delivered']:>5} {s['doubled']:>5} "
-            f"{s['lost']:>4} {s['failed']:>6} {s['failed_calls']:>6} "
+            f"{s['lost']:>4} {s['failed']:>6} {s['charged_wrong']:>6} {s['failed_calls']:>6} "
             f"{s['seconds_to_all'] if s['seconds_to_all'] is not None else '-':>8}"
         )
         for problem in s["problems"][:5]:
