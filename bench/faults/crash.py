@@ -1,12 +1,12 @@
 """`python -m bench.faults.crash`: kill -9 `conjure serve` at each step of a job's life.
 
 For each step (bench/faults/steps.py), `--rounds` jobs are each caught at that step, `--per-kill`
-at a time: the outside world is held there, the server SIGKILLed the moment every job of the
-batch has reached it, the holds lifted and the server started again on the same port and
-database. Per job the bench checks: delivered (its image shared once, the row marked delivered)
-within 30 s of the restart, never posted twice, charged once (the job settled, and the user's
-spend equal to what the job cost, nothing left reserved or in flight). Writes
-bench/results/faults-crash.json; exits 1 when a criterion fails.
+at a time (`after_ack`, a burst, 20 at a time): the outside world is held there, the server
+SIGKILLed the moment every job of the batch has reached it, the holds lifted and the server
+started again on the same port and database. Per job the bench checks: delivered (its image
+shared once, the row marked delivered) within 30 s of the restart, never posted twice, charged
+once (the job settled, and the user's spend equal to what the job cost, nothing left reserved
+or in flight). Writes bench/results/faults-crash.json; exits 1 when a criterion fails.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ async def run_crashes(args: argparse.Namespace) -> dict[str, Any]:
             for number, step in enumerate(steps, start=1):
                 done = 0
                 while done < args.rounds:
-                    n = min(args.per_kill, args.rounds - done)
+                    n = min(step.batch or args.per_kill, args.rounds - done)
                     users = [f"U{number}K{done + i:04d}" for i in range(n)]
                     outcomes += await _round(rig, step, users)
                     kills[step.name] = kills.get(step.name, 0) + 1

@@ -4,8 +4,9 @@ Each step is hit precisely by holding the outside world at that moment: the fake
 the announcement (the job row is committed, the create not yet sent), the sandbox holds a
 create's answer (created, the answer not yet read), keeps predictions starting (created and
 known, not finished), holds the output download (the terminal webhook applied), the fake Slack
-holds the upload's bytes or the answer to the share. `arm` sets the hold for `n` jobs,
-`reached` says when all `n` are there, and the kill follows at once.
+holds the upload's bytes or the answer to the share. One more, `after_ack`, is a burst whose
+commands beyond the start slots are acknowledged while they wait their turn. `arm` sets the
+hold for `n` jobs, `reached` says when all `n` are there, and the kill follows at once.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.faults.rig import Rig
+from bot.jobs import SUBMITS_AT_ONCE
 from storage.models import TERMINAL_RANK
 
 HOLD = 120.0  # seconds: longer than any round; a killed client ends a hold at once
@@ -37,6 +39,7 @@ class Step:
     arm: Callable[[Rig, int], Awaitable[Moment]]
     reached: Callable[[Rig, int, Moment, list[str]], Awaitable[bool]]
     lease_takeover: bool  # the killed instance held the delivery: the lease must lapse first
+    batch: int | None = None  # jobs per kill whatever --per-kill says
 
 
 async def _seen(rig: Rig, target: str) -> int:
@@ -58,6 +61,13 @@ def _slack_arrived(method: str) -> Callable[[Rig, int, Moment, list[str]], Await
         return await _seen(rig, method) >= moment.faults_seen + n
 
     return reached
+
+
+async def _starting_full(rig: Rig, n: int, moment: Moment, users: list[str]) -> bool:
+    """As many announcements held as jobs may start at once: the rest wait their turn, and
+    are acknowledged meanwhile (the bench kills once every ack is back)."""
+    held = min(n, SUBMITS_AT_ONCE)
+    return await _seen(rig, "chat.postMessage") >= moment.faults_seen + held
 
 
 async def _arm_create(rig: Rig, n: int) -> Moment:
@@ -107,6 +117,15 @@ STEPS: tuple[Step, ...] = (
         _slack_hold("chat.postMessage", "hold"),
         _slack_arrived("chat.postMessage"),
         False,
+    ),
+    # A burst: every start slot held at its announcement, the commands past them acknowledged
+    # while they wait for one. Acknowledged before being recorded, they would be lost here.
+    Step(
+        "after_ack",
+        _slack_hold("chat.postMessage", "hold"),
+        _starting_full,
+        False,
+        batch=SUBMITS_AT_ONCE + 4,
     ),
     Step("during_create", _arm_create, _created, False),
     Step("after_create", _arm_starting, _known, False),
