@@ -1,4 +1,4 @@
-"""The seven moments of a job's life at which the crash bench kills `conjure serve`.
+"""The moments of a job's life at which the crash bench kills `conjure serve` (eight).
 
 Each step is hit precisely by holding the outside world at that moment: the fake Slack holds
 the announcement (the job row is committed, the create not yet sent), the sandbox holds a
