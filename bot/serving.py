@@ -42,7 +42,7 @@ def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
 
 def freeze_startup_heap() -> None:
     """Keep what start-up built (modules, SQLAlchemy and pydantic caches, clients) out of the
-    garbage collector's full passes.
+    garbage collector's full passes, and collect from now on.
 
     A full (generation 2) collection walks every tracked object; with a started server's
     hundreds of thousands of them, each pass held the event loop for 50-60 ms, which was the
@@ -50,6 +50,7 @@ def freeze_startup_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+    gc.enable()  # off during the CLI's start-up (bot.cli.main)
 
 
 class _EmbeddedServer(uvicorn.Server):
