@@ -75,3 +75,17 @@ def until(moment: datetime, now: datetime) -> str:
     minutes = max(1, int((moment - now).total_seconds() // 60))
     hours, minutes = divmod(minutes, 60)
     return f"in {hours} h {minutes} min" if hours else f"in {minutes} min"
+
+
+def followup_label(followup: str | None) -> str | None:
+    """What a job started by a button says first, since its message sits among the others:
+    "reroll" -> "🔁 Re-roll", "upscale:2" -> "🔍 Upscale of image 2", "vary:1" -> "🎲 Variations
+    of image 1"; None for a job a command started."""
+    action, _, index = (followup or "").partition(":")
+    if action == "reroll":
+        return "🔁 Re-roll"
+    if action == "upscale":
+        return f"🔍 Upscale of image {index}"
+    if action == "vary":
+        return f"🎲 Variations of image {index}"
+    return None

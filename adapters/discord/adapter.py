@@ -25,7 +25,7 @@ from adapters.discord.uploads import as_files, fit_files
 from bot.adapter import ChatAdapter, JobResult, OutputFile
 from bot.catalog import Catalog
 from bot.markup import Text
-from bot.messages import status_text
+from bot.messages import followup_label, status_text
 from storage.models import Job, utcnow
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class DiscordAdapter(ChatAdapter):
 
     def _status(self, job: Job) -> str:
         status = markup.render(status_text(job, prompt_limit=PROMPT_SHOWN))
-        label = markup.followup_label(job.followup)
+        label = followup_label(job.followup)
         return f"{label} · {status}" if label else status
 
     def _hook(self, where: Destination) -> discord.Webhook:

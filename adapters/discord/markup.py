@@ -19,20 +19,6 @@ def render(text: Text) -> str:
     return text.render(str, lambda who: mention(who.user_id), str)
 
 
-def followup_label(followup: str | None) -> str | None:
-    """What a job started by a button says first, as its message sits among the others:
-    "reroll" -> "🔁 Re-roll", "upscale:2" -> "🔍 Upscale of image 2", "vary:1" -> "🎲 Variations
-    of image 1" (the words Slack's messages use); None for a job a command started."""
-    action, _, index = (followup or "").partition(":")
-    if action == "reroll":
-        return "🔁 Re-roll"
-    if action == "upscale":
-        return f"🔍 Upscale of image {index}"
-    if action == "vary":
-        return f"🎲 Variations of image {index}"
-    return None
-
-
 def mention(user_id: str) -> str:
     return f"<@{user_id}>"
 

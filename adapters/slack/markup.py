@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from bot.markup import Text
-from bot.messages import status_text
+from bot.messages import followup_label, status_text
 from storage.models import Job
 
 _ENTITY = re.compile(r"&(amp|lt|gt);")
@@ -53,21 +53,6 @@ def announcement(job: Job) -> str:
     job started by a button says which, since it sits in another job's thread."""
     label = followup_label(job.followup)
     return f"{label} · {render(status_text(job))}" if label else render(status_text(job))
-
-
-def followup_label(followup: str | None) -> str | None:
-    """ "reroll" -> "🔁 Re-roll", "upscale:2" -> "🔍 Upscale of image 2", "vary:1" ->
-    "🎲 Variations of image 1"; None for a job a command started."""
-    if not followup:
-        return None
-    action, _, index = followup.partition(":")
-    if action == "reroll":
-        return "🔁 Re-roll"
-    if action == "upscale":
-        return f"🔍 Upscale of image {index}"
-    if action == "vary":
-        return f"🎲 Variations of image {index}"
-    return None
 
 
 def file_title(job: Job, index: int, count: int) -> str:
