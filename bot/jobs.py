@@ -39,7 +39,7 @@ from bot.replicate.outputs import OutputFetcher, OutputUnavailable, split_output
 from bot.replicate.progress import progress_from_logs
 from storage.jobs import DELIVERY_LEASE, JobStore
 from storage.models import BudgetAlert, Delivery, Job, JobStatus, utcnow
-from storage.usage import HoldKind, LimitReached
+from storage.usage import Hold, HoldKind, LimitReached
 
 log = logging.getLogger(__name__)
 
@@ -315,6 +315,9 @@ class JobService:
         )
         try:
             holds = await self.quotas.holds(job.platform, job.workspace, job.user_id, now)
+            queue = await self._queue_to_join(job, holds)
+            if queue is not None:
+                raise LimitReached(queue)  # others wait for this slot: behind them, not past
             await self.store.reserve_and_insert(job, holds)
         except LimitReached as exc:
             full = ""
@@ -442,6 +445,18 @@ class JobService:
             log.exception("could not post the error of job %s", job.id)
 
     # ---- the queue at the jobs-in-flight limit ----------------------------------------------
+
+    async def _queue_to_join(self, job: Job, holds: list[Hold]) -> Hold | None:
+        """The jobs-in-flight limit whose queue already has jobs waiting (the person's, or
+        the workspace's), so a new job waits behind them even if a slot has just freed; None
+        when nothing waits (the common case: one indexed read, only where a limit is set)."""
+        for hold in holds:
+            if hold.kind is not HoldKind.IN_FLIGHT or not queueable(hold, self.settings):
+                continue
+            user = job.user_id if hold.scope == USER else None
+            if await self.store.has_waiting(job.platform, job.workspace, user):
+                return hold
+        return None
 
     async def _enqueue(self, job: Job, now: datetime) -> None:
         """Record `job` as waiting for a slot, holding only its place in the queue (the per

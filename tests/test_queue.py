@@ -179,3 +179,31 @@ async def test_two_instances_start_one_queue_in_order_and_never_pass_the_limit(
         predictions = list(sandbox_server.sandbox.predictions.values())
         assert [p["input"]["prompt"] for p in predictions] == [f"fox number {n}" for n in range(6)]
         assert overlaps(predictions) == 1
+
+
+async def test_a_new_job_waits_behind_the_queue_even_when_a_slot_has_just_freed(
+    sandbox_server, sqlite_url: str, tmp_path: Path
+) -> None:
+    """Between a slot freeing and the next queued job taking it, a new command must not
+    take it: it queues behind the ones already waiting."""
+    sandbox_server.sandbox.faults.slow_start = 0.3
+    async with running_conjure(
+        sandbox_server, sqlite_url, tmp_path / "out", conjure_user_max_in_flight=1
+    ) as conjure:
+        service, store = conjure.service, conjure.runtime.store
+        first, second = await submit(conjure, 2)
+        async with service._promoting:  # the freed slot is not handed on yet
+            while (await store.get(first.id)).prediction_id is None:
+                await asyncio.sleep(0.01)
+            assert await service.cancel(await store.get(first.id))
+            late = await conjure.runtime.commands.handle(request(text="fox number 2"))
+            assert late.job is not None
+            assert (await store.get(late.job.id)).waiting_since is not None
+        done = await settle_all(conjure, sandbox_server, [first, second, late.job])
+        assert [job.job_status for job in done] == [
+            JobStatus.CANCELED,
+            JobStatus.SUCCEEDED,
+            JobStatus.SUCCEEDED,
+        ]
+        prompts = [p["input"]["prompt"] for p in sandbox_server.sandbox.predictions.values()]
+        assert prompts == ["fox number 0", "fox number 1", "fox number 2"]
