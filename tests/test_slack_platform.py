@@ -13,7 +13,7 @@ from bot.config import ConfigError
 from bot.runtime import Runtime
 from bot.serving import bind_socket, serve_app, socket_url
 from tests.fakes.slack_api import APP_TOKEN, FakeSlack, serve_fake_slack
-from tests.slack_harness import command_fields, slack_settings
+from tests.slack_harness import block_actions_payload, command_fields, slack_settings
 
 
 async def test_socket_mode_serves_commands_over_the_websocket_and_no_route(
@@ -49,6 +49,47 @@ async def test_socket_mode_serves_commands_over_the_websocket_and_no_route(
         [upload] = fake.shared_uploads()
         assert upload.thread_ts == parent.ts and upload.content
         assert "✅ done" in parent.text
+
+
+async def test_socket_mode_takes_button_presses_over_the_websocket(
+    sandbox_server, sqlite_url: str
+) -> None:
+    async with serve_fake_slack() as fake:
+        sock = bind_socket()
+        settings = slack_settings(
+            sandbox_server, sqlite_url, fake, socket_url(sock), slack_app_token=APP_TOKEN
+        )
+        runtime = await Runtime.start(settings)
+        try:
+            async with run_platform(runtime, "slack") as slack:
+                async with serve_app(create_app(runtime, slack.routes), sock=sock):
+                    await fake.socket.send_command(command_fields(fake, "/imagine", "a kite"))
+                    await settle(runtime, sandbox_server)
+                    [parent] = fake.channel_messages("C0GENERAL")
+                    press = block_actions_payload(
+                        fake,
+                        parent,
+                        parent.button("Re-roll"),
+                        user_id="U0BOB",
+                        user_name="bob",
+                        response_id="socket-press",
+                    )
+                    await fake.socket.send_interactive(press)
+                    await settle(runtime, sandbox_server)
+        finally:
+            await runtime.aclose()
+
+        first, again = fake.shared_uploads()
+        assert first.thread_ts == again.thread_ts == parent.ts  # in the same thread
+        [status] = [m for m in fake.replies("C0GENERAL", parent.ts) if "Re-roll" in m.text]
+        assert "<@U0BOB>" in status.text and "✅ done" in status.text
+
+
+async def settle(runtime: Runtime, sandbox_server) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(3):  # the press's job is started in the background after its ack
+        await runtime.service.wait_idle()
+        await sandbox_server.sandbox.wait_idle()
+    await runtime.service.wait_idle()
 
 
 async def test_a_rejected_bot_token_stops_start_up_with_a_plain_message(

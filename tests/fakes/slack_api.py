@@ -461,6 +461,21 @@ class FakeSocketMode:
             await asyncio.wait_for(self._acked.wait_for(lambda: envelope_id in self.acks), timeout)
         return self.acks[envelope_id]
 
+    async def send_interactive(self, payload: dict[str, Any], timeout: float = 5) -> None:
+        """Deliver an interactivity envelope (a button press: `block_actions`); wait for its ack."""
+        envelope_id = str(uuid.uuid4())
+        await asyncio.wait_for(self.connected.wait(), timeout)
+        await self.connections[-1].send_json(
+            {
+                "envelope_id": envelope_id,
+                "type": "interactive",
+                "accepts_response_payload": False,
+                "payload": payload,
+            }
+        )
+        async with self._acked:
+            await asyncio.wait_for(self._acked.wait_for(lambda: envelope_id in self.acks), timeout)
+
     async def close(self) -> None:
         for ws in self.connections:
             await ws.close()
