@@ -460,3 +460,40 @@ async def test_the_owners_cancel_stops_the_prediction_and_charges_what_ran(
         assert reply.text == "<@U0ADA> The job was canceled."
         assert conjure.fake.responses_to(pressed.response_id) == []
         assert conjure.fake.shared_uploads() == []
+
+
+async def test_the_bot_token_never_goes_to_a_file_url_that_is_not_slacks(
+    sandbox_server, sqlite_url: str, monkeypatch
+) -> None:
+    """files.info naming a URL on another host: nothing is sent there (least of all the bot
+    token); the press falls back as for a deleted file."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from bot.serving import serve_app
+
+    seen: list[dict[str, str]] = []
+
+    async def record(request: Request) -> Response:
+        seen.append(dict(request.headers))
+        return Response(b"not an image")
+
+    elsewhere = Starlette(routes=[Route("/{path:path}", record)])
+    async with (
+        serve_app(elsewhere) as other,
+        running_slack_conjure(sandbox_server, sqlite_url) as conjure,
+    ):
+        parent, job = await finished_imagine(conjure, sandbox_server, "an old map")
+        [prediction_id] = sandbox_server.sandbox.predictions
+        sandbox_server.sandbox.runs[prediction_id].files.clear()
+        await conjure.runtime.store.update_fields(job.id, completed_at=utcnow() - timedelta(days=1))
+        monkeypatch.setattr(conjure.fake, "file_url", lambda upload: f"{other}/{upload.file_id}")
+
+        pressed = await conjure.press(parent, "V1")
+        await conjure.settle(sandbox_server)
+        [answer] = conjure.fake.responses_to(pressed.response_id)
+        assert "That image is no longer available" in answer.text
+        assert seen == []
+        assert sandbox_server.sandbox.create_count == 1

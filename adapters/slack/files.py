@@ -9,7 +9,6 @@ The token is only ever sent to Slack's own hosts (or the Web API's, where it is 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack.reach import SLACK_ERRORS
 from adapters.slack.uploads import FILES_KEY
 from bot.adapter import OutputFile
+from bot.replicate.outputs import OutputFetcher, OutputRejected, OutputUnavailable
 from storage.models import Job
 
 log = logging.getLogger(__name__)
@@ -41,13 +41,16 @@ class SlackFiles:
         deadline: float = DOWNLOAD_DEADLINE,
     ) -> None:
         self.client = client
-        self.http = http
         self.max_bytes = max_bytes
-        self.deadline = deadline
+        # The same bounded download as Replicate's outputs (size cap as it streams, identity
+        # encoding, an overall deadline), allowed only Slack's hosts and the Web API's origin
+        # (SLACK_API_URL, where it is not Slack's), so the bot token goes nowhere else.
+        api = urlsplit(client.base_url).netloc.lower()
+        self.fetcher = OutputFetcher(http, (*SLACK_FILE_HOSTS, api), max_bytes, deadline=deadline)
 
     async def output(self, job: Job, index: int) -> OutputFile | None:
-        """The file, or None when the job has no such delivered file or Slack no longer has it.
-        Slack being unreachable raises (the core logs it and tries Replicate's link)."""
+        """The file, or None when the job has no such delivered file, Slack no longer has it,
+        or it cannot be read (the core then tries Replicate's link)."""
         file_id = file_for_output(job.destination, index)
         if file_id is None:
             return None
@@ -57,60 +60,21 @@ class SlackFiles:
             log.info("job %s: file %d not readable in Slack (%s)", job.id, index, _reason(exc))
             return None
         info = answer.get("file") or {}
-        url = info.get("url_private_download") or info.get("url_private")
-        if not url or not self._is_slack(str(url)):
-            return None
+        url = str(info.get("url_private_download") or info.get("url_private") or "")
         size = info.get("size")
-        if isinstance(size, int) and size > self.max_bytes:
-            log.info("job %s: file %d is over the download limit", job.id, index)
+        if not url or (isinstance(size, int) and size > self.max_bytes):
             return None
-        content, content_type = await self._download(str(url))
-        if content is None:
+        token = {"Authorization": f"Bearer {self.client.token or ''}"}
+        try:
+            downloaded = await self.fetcher.download(url, index - 1, headers=token)
+        except (OutputRejected, OutputUnavailable) as exc:
+            log.info("job %s: file %d not downloaded (%s)", job.id, index, exc)
             return None
         return OutputFile(
-            filename=str(info.get("name") or f"{job.id[:8]}-{index}"),
-            content=content,
-            content_type=str(info.get("mimetype") or content_type or "application/octet-stream"),
+            filename=str(info.get("name") or downloaded.filename),
+            content=downloaded.content,
+            content_type=str(info.get("mimetype") or downloaded.content_type),
         )
-
-    def _is_slack(self, url: str) -> bool:
-        """Whether the bot token may go to `url`: Slack's hosts over https, or the Web API's
-        own origin (SLACK_API_URL, where it is not Slack's)."""
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        if parts.scheme == "https" and any(
-            host == h or host.endswith("." + h) for h in SLACK_FILE_HOSTS
-        ):
-            return True
-        api = urlsplit(self.client.base_url)
-        return (parts.scheme, parts.netloc.lower()) == (api.scheme, api.netloc.lower())
-
-    async def _download(self, url: str) -> tuple[bytes | None, str]:
-        token = self.client.token or ""
-        headers = {"Authorization": f"Bearer {token}", "Accept-Encoding": "identity"}
-        try:
-            async with asyncio.timeout(self.deadline):
-                async with self.http.stream(
-                    "GET", url, headers=headers, follow_redirects=False
-                ) as response:
-                    if response.status_code != 200:
-                        log.info("Slack file download answered %s", response.status_code)
-                        return None, ""
-                    if response.headers.get("content-encoding", "identity") != "identity":
-                        return None, ""  # identity was asked for: a compressed body is not it
-                    chunks: list[bytes] = []
-                    size = 0
-                    async for chunk in response.aiter_raw():
-                        size += len(chunk)
-                        if size > self.max_bytes:
-                            log.info("Slack file is over the download limit")
-                            return None, ""
-                        chunks.append(chunk)
-                    content_type = response.headers.get("content-type", "").split(";")[0]
-        except (TimeoutError, httpx.HTTPError) as exc:
-            log.info("Slack file download failed (%s)", type(exc).__name__)
-            return None, ""
-        return b"".join(chunks), content_type
 
 
 def file_for_output(destination: dict[str, Any], index: int) -> str | None:

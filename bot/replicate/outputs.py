@@ -75,14 +75,23 @@ class OutputFetcher:
                 return True
         return False
 
-    async def _download(self, url: str, index: int) -> OutputFile:
+    async def download(
+        self, url: str, index: int = 0, headers: dict[str, str] | None = None
+    ) -> OutputFile:
+        """One file (output `index`, for messages), with `headers` (a platform's token: it goes
+        only to the allowed hosts); OutputRejected or OutputUnavailable say why not."""
+        return await self._download(url, index, headers)
+
+    async def _download(
+        self, url: str, index: int, headers: dict[str, str] | None = None
+    ) -> OutputFile:
         if url.startswith("data:"):
             return _from_data_url(url, index, self.max_bytes)
         if not self.is_allowed(url):
             raise OutputRejected(f"output {index + 1} is not on a Replicate file host")
         try:
             async with asyncio.timeout(self.deadline):
-                content, content_type = await self._read(url, index)
+                content, content_type = await self._read(url, index, headers or {})
         except TimeoutError:
             raise OutputRejected(
                 f"output {index + 1} took longer than {self.deadline:g} s to download"
@@ -104,14 +113,14 @@ class OutputFetcher:
             source_url=url,
         )
 
-    async def _read(self, url: str, index: int) -> tuple[bytes, str]:
+    async def _read(self, url: str, index: int, headers: dict[str, str]) -> tuple[bytes, str]:
         """The body as it will be uploaded, and its content type; stops at the size cap.
 
         The body is asked for uncompressed and read raw; a server that compresses anyway is
         decoded here, one bounded step at a time, instead of by httpx, which inflates each
         network chunk whole before anyone can count it.
         """
-        headers = {"Accept-Encoding": "identity"}
+        headers = {**headers, "Accept-Encoding": "identity"}
         async with self.http.stream(
             "GET", url, headers=headers, follow_redirects=False
         ) as response:
