@@ -454,7 +454,7 @@ class JobService:
             if hold.kind is not HoldKind.IN_FLIGHT or not queueable(hold, self.settings):
                 continue
             user = job.user_id if hold.scope == USER else None
-            if await self.store.has_waiting(job.platform, job.workspace, user):
+            if await self.store.waiting_count(job.platform, job.workspace, user):
                 return hold
         return None
 
@@ -462,16 +462,14 @@ class JobService:
         """Record `job` as waiting for a slot, holding only its place in the queue (the per
         person and per workspace caps); LimitReached when the queue is full too."""
         job.waiting_since = now
+        # Its place as it is shown first; start_waiting, set off right after, corrects it if
+        # another instance queued one of the person's jobs at the same moment.
+        job.queue_ahead = await self.store.waiting_count(job.platform, job.workspace, job.user_id)
         try:
             await self.store.reserve_and_insert(job, queue_places(job, self.settings))
         except LimitReached:
-            job.waiting_since = None
+            job.waiting_since = job.queue_ahead = None
             raise
-        waiting = await self.store.waiting(job.platform, job.workspace)
-        mine = [other for other in waiting if other.user_id == job.user_id]
-        job.queue_ahead = sum(1 for other in mine if other.waiting_since < now)
-
-        await self.store.update_fields(job.id, queue_ahead=job.queue_ahead)
         log.info("job %s queued for %s (%d ahead)", job.id, job.user_id, job.queue_ahead)
 
     async def start_waiting(self, platform: str, workspace: str) -> None:
@@ -508,8 +506,11 @@ class JobService:
             await self._show_places(platform, workspace)
 
     def _slot_freed(self, job: Job) -> None:
-        """A job that held a slot (or a place in the queue) ended: what waits may start."""
-        if any(hold.get("kind") == HoldKind.IN_FLIGHT for hold in job.holds):
+        """A job that held a limited slot (or a place in the queue) ended: what waits may
+        start. Without a limit on jobs in flight nothing queues, so most jobs read nothing
+        here; a limit set since is the sweeper's (sweep_waiting)."""
+        holds = (Hold.from_json(data) for data in job.holds)
+        if any(hold.kind is HoldKind.IN_FLIGHT and hold.limit is not None for hold in holds):
             self.spawn(self.start_waiting(job.platform, job.workspace))
 
     def _estimate(self, job: Job) -> int:

@@ -159,8 +159,8 @@ class JobStore:
             ).all()
         return [_job(row._mapping) for row in rows]
 
-    async def has_waiting(self, platform: str, workspace: str, user_id: str | None) -> bool:
-        """Whether a job waits in the queue of this workspace (of this person in it)."""
+    async def waiting_count(self, platform: str, workspace: str, user_id: str | None) -> int:
+        """How many jobs wait in the queue of this workspace (of this person in it)."""
         condition = (
             (_JOBS.c.platform == platform)
             & (_JOBS.c.workspace == workspace)
@@ -169,8 +169,8 @@ class JobStore:
         if user_id is not None:
             condition = condition & (_JOBS.c.user_id == user_id)
         async with self.reader.connect() as conn:
-            found = await conn.execute(select(_JOBS.c.id).where(condition).limit(1))
-            return found.first() is not None
+            found = await conn.execute(select(func.count()).select_from(_JOBS).where(condition))
+            return int(found.scalar_one())
 
     async def waiting_workspaces(self) -> list[tuple[str, str]]:
         """(platform, workspace) of every workspace with a queued job."""

@@ -161,7 +161,7 @@ class Followups:
     ) -> Invocation:
         followups = command.followups
         chosen = followups.upscale if button.action is Action.UPSCALE else followups.variations
-        assert chosen is not None  # offered_buttons checked it
+        assert chosen is not None  # _follow_up checked the button is offered
         model = self._model(chosen.model)
         fields: dict[str, Any] = {}
         outputs = 1
