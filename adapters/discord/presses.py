@@ -33,6 +33,7 @@ from storage.models import Job
 log = logging.getLogger(__name__)
 
 DEFER_BY = 1.5  # seconds after the press: defer if the core has not acknowledged it by then
+ATTACHMENT_DEADLINE = 60.0  # seconds to read one attachment back, as for any download
 
 
 class PressListener:
@@ -129,7 +130,8 @@ def attachment_source(message: discord.Message | None, max_bytes: int) -> Output
             log.info("job %s: attachment %d is over %d bytes", job.id, n, max_bytes)
             return None
         try:
-            content = await attachment.read()
+            async with asyncio.timeout(ATTACHMENT_DEADLINE):
+                content = await attachment.read()
         except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
             log.info("job %s: attachment %d unreadable (%r)", job.id, n, exc)
             return None
