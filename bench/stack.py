@@ -59,6 +59,23 @@ async def database(kind: str, work: Path, postgres_url: str) -> AsyncIterator[st
         await admin.close()
 
 
+def start_sandbox(logs: Path, cwd: Path, webhook_secret: str, speed: float = 0) -> Child:
+    """`conjure sandbox` on a free port, with the bench's token and `webhook_secret`."""
+    port = free_port()
+    args = [
+        *("-m", "bot.cli", "sandbox", "--host", "127.0.0.1", "--port", str(port)),
+        *("--speed", f"{speed:g}", "--token", SANDBOX_TOKEN, "--webhook-secret", webhook_secret),
+    ]
+    return start("sandbox", args, port, logs, env=child_env({}), cwd=cwd)
+
+
+def start_fake_slack(logs: Path, cwd: Path) -> Child:
+    """The fake Slack Web API (bench/fake_slack_server.py) on a free port."""
+    port = free_port()
+    args = ["-m", "bench.fake_slack_server", "--port", str(port)]
+    return start("fake-slack", args, port, logs, env=child_env({}), cwd=cwd)
+
+
 @contextlib.asynccontextmanager
 async def running_stack(kind: str, work: Path, postgres_url: str) -> AsyncIterator[Stack]:
     """Start every server, wait until each answers, and stop them all on exit."""
@@ -70,28 +87,9 @@ async def running_stack(kind: str, work: Path, postgres_url: str) -> AsyncIterat
     children: list[Child] = []
     try:
         async with database(kind, work, postgres_url) as database_url:
-            port = free_port()
-            sandbox = start(
-                "sandbox",
-                [
-                    *("-m", "bot.cli", "sandbox", "--host", "127.0.0.1", "--port", str(port)),
-                    *("--speed", "0", "--token", SANDBOX_TOKEN, "--webhook-secret", secret),
-                ],
-                port,
-                logs,
-                env=child_env({}),
-                cwd=scratch,
-            )
+            sandbox = start_sandbox(logs, scratch, secret)
             children.append(sandbox)
-            port = free_port()
-            slack = start(
-                "fake-slack",
-                ["-m", "bench.fake_slack_server", "--port", str(port)],
-                port,
-                logs,
-                env=child_env({}),
-                cwd=scratch,
-            )
+            slack = start_fake_slack(logs, scratch)
             children.append(slack)
             await wait_ready(sandbox, "/_sandbox/stats")
             await wait_ready(slack, "/_bench/events")

@@ -45,7 +45,14 @@ import asyncpg
 from aiohttp import web
 
 from bench.procs import REPO, Child, child_env, free_port, start, stop, wait_ready
-from bench.stack import POSTGRES_URL, SANDBOX_TOKEN, SIGNING_SECRET, database
+from bench.stack import (
+    POSTGRES_URL,
+    SANDBOX_TOKEN,
+    SIGNING_SECRET,
+    database,
+    start_fake_slack,
+    start_sandbox,
+)
 from bot.catalog.loader import default_catalog
 from bot.money import MICROS_PER_USD, format_usd
 from bot.sandbox.config import generate_webhook_secret
@@ -234,27 +241,9 @@ async def run_overspend(args: argparse.Namespace) -> dict[str, Any]:
         logs.mkdir(parents=True, exist_ok=True)
         try:
             async with database("postgres", work, args.postgres_url) as database_url:
-                sandbox = start(
-                    "sandbox",
-                    [
-                        *("-m", "bot.cli", "sandbox", "--host", "127.0.0.1"),
-                        *("--port", str(port := free_port()), "--speed", f"{speed:g}"),
-                        *("--token", SANDBOX_TOKEN, "--webhook-secret", secret),
-                    ],
-                    port,
-                    logs,
-                    env=child_env({}),
-                    cwd=work,
-                )
+                sandbox = start_sandbox(logs, work, secret, speed)
                 children.append(sandbox)
-                slack = start(
-                    "fake-slack",
-                    ["-m", "bench.fake_slack_server", "--port", str(port := free_port())],
-                    port,
-                    logs,
-                    env=child_env({}),
-                    cwd=work,
-                )
+                slack = start_fake_slack(logs, work)
                 children.append(slack)
                 ports = [free_port(), free_port()]
                 front = Front([f"http://127.0.0.1:{p}" for p in ports])

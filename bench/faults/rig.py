@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.procs import Child, child_env, free_port, start, stop, wait_ready
-from bench.stack import SANDBOX_TOKEN, SIGNING_SECRET, database
+from bench.stack import SANDBOX_TOKEN, SIGNING_SECRET, database, start_fake_slack, start_sandbox
 from bot.sandbox.config import generate_webhook_secret
 from storage.engine import create_engine
 from tests.fakes.slack_api import BOT_TOKEN, FakeSlack
@@ -257,28 +257,9 @@ async def running_rig(
     children: list[Child] = []
     try:
         async with database(db, work, postgres_url) as database_url:
-            port = free_port()
-            sandbox = start(
-                "sandbox",
-                [
-                    *("-m", "bot.cli", "sandbox", "--host", "127.0.0.1", "--port", str(port)),
-                    *("--speed", "0", "--token", SANDBOX_TOKEN, "--webhook-secret", secret),
-                ],
-                port,
-                logs,
-                env=child_env({}),
-                cwd=work,
-            )
+            sandbox = start_sandbox(logs, work, secret)
             children.append(sandbox)
-            port = free_port()
-            slack = start(
-                "fake-slack",
-                ["-m", "bench.fake_slack_server", "--port", str(port)],
-                port,
-                logs,
-                env=child_env({}),
-                cwd=work,
-            )
+            slack = start_fake_slack(logs, work)
             children.append(slack)
             await wait_ready(sandbox, "/_sandbox/stats")
             await wait_ready(slack, "/_bench/events")
