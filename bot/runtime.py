@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.catalog import Catalog, load_catalog
 from bot.commands.handler import Commands
+from bot.commands.model_options import prefetch
 from bot.config import Settings
 from bot.followups.service import Followups
 from bot.jobs import JobService
@@ -21,6 +22,7 @@ from bot.metrics import Metrics
 from bot.quotas.service import Quotas
 from bot.replicate.client import ReplicateClient
 from bot.replicate.outputs import REPLICATE_FILE_HOSTS, OutputFetcher
+from bot.replicate.schema_cache import FETCH_TIMEOUT, ModelSchemas
 from bot.replicate.webhook_secret import WebhookSecrets
 from storage.engine import create_engine
 from storage.jobs import JobStore
@@ -78,19 +80,40 @@ class Runtime:
             progress_interval=progress_interval,
         )
         followups = Followups(service, fetcher)
-        return cls(
-            settings, catalog, engine, store, replicate, http, service, Commands(service), followups
-        )
+        schemas = model_schemas(settings)
+        prefetch(schemas, catalog)  # in the background: start-up does not wait for Replicate
+        commands = Commands(service, schemas)
+        return cls(settings, catalog, engine, store, replicate, http, service, commands, followups)
 
     async def _fetch_webhook_secret(self) -> str:
         # Through whichever client is current (tests swap in an impatient one).
         return await self.replicate.default_webhook_secret()
 
+    @property
+    def schemas(self) -> ModelSchemas | None:
+        """The models' input schemas, as the command path checks against them."""
+        return self.commands.schemas
+
     async def aclose(self) -> None:
+        if self.commands.schemas is not None:
+            await self.commands.schemas.aclose()
         await self.service.aclose()
         await self.replicate.aclose()
         await self.http.aclose()
         await self.engine.dispose()
+
+
+def model_schemas(settings: Settings) -> ModelSchemas:
+    """The schema cache, on a client of its own: one attempt, a short timeout (a command never
+    waits on Replicate's retries for help text)."""
+    token = settings.replicate_api_token
+    client = ReplicateClient(
+        settings.replicate_api_base,
+        token.get_secret_value() if token else None,
+        timeout=FETCH_TIMEOUT,
+        max_attempts=1,
+    )
+    return ModelSchemas(client, close_source=client.aclose)
 
 
 def file_hosts(settings: Settings) -> list[str]:

@@ -146,7 +146,7 @@ def test_builtin_commands():
         "prompt",
     )
     assert imagine.models == ("flux-schnell", "flux-dev", "sdxl")
-    assert [o.name for o in imagine.options] == ["ar", "seed", "n", "model"]
+    assert [o.name for o in imagine.options] == ["ar", "seed", "n", "no", "model"]
     ar = imagine.option("ar")
     assert ar is not None
     assert (ar.aliases, ar.field, ar.type, ar.choices) == (
@@ -194,7 +194,7 @@ def test_descriptions_fit_discord():
     [
         (
             "imagine",
-            "/imagine <prompt> [--ar 1:1|16:9|...] [--seed N] [--n 1-4] "
+            "/imagine <prompt> [--ar 1:1|16:9|...] [--seed N] [--n 1-4] [--no TEXT] "
             "[--model flux-schnell|flux-dev|sdxl]",
         ),
         ("ask", "/ask <prompt> [--max-tokens 1-4096]"),
@@ -232,7 +232,7 @@ def test_usage_hints_for_other_types(tmp_path):
         [[commands.imagine.options]]
         name = "negative"
         type = "str"
-        field = "negative_prompt"
+        field = "avoid"
         description = "What to avoid"
         [[commands.imagine.options]]
         name = "style"
@@ -654,7 +654,7 @@ def test_options_merge_by_name(tmp_path):
         """,
     )
     imagine = catalog.commands["imagine"]
-    assert [o.name for o in imagine.options] == ["ar", "n", "model", "steps"]
+    assert [o.name for o in imagine.options] == ["ar", "n", "no", "model", "steps"]
     n = imagine.option("n")
     assert n is not None
     assert (n.minimum, n.maximum, n.field) == (1, 2, OUTPUTS_FIELD)
@@ -1026,7 +1026,13 @@ def test_disabled_tables_are_not_checked_further(tmp_path):
     )
     assert "c" not in catalog.commands
     assert "Not A Key" not in catalog.models
-    assert [o.name for o in catalog.commands["imagine"].options] == ["ar", "seed", "n", "model"]
+    assert [o.name for o in catalog.commands["imagine"].options] == [
+        "ar",
+        "seed",
+        "n",
+        "no",
+        "model",
+    ]
 
 
 def test_repeated_and_disabled_option_names(tmp_path):

@@ -98,6 +98,13 @@ BUILTIN: Mapping[str, Any] = {
                     "maximum": 4,
                     "description": "How many images to make",
                 },
+                {
+                    "name": "no",
+                    "field": "negative_prompt",
+                    "type": "str",
+                    "models": ["sdxl"],  # when the schemas are unknown; else they decide
+                    "description": "What to keep out of the image (a negative prompt)",
+                },
                 {"name": "model", "type": "model", "description": "Which model to use"},
             ],
             "followups": {

@@ -272,6 +272,7 @@ class RawOption(_Table):
     minimum: _Bound | None = None
     maximum: _Bound | None = None
     default: Any = None
+    models: _Names | None = None
 
     @field_validator("name")
     @classmethod
@@ -280,10 +281,21 @@ class RawOption(_Table):
             raise ValueError(f"'{name}' is reserved for the prompt itself")
         return name
 
+    @field_validator("models")
+    @classmethod
+    def _models_are_known(cls, keys: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        """Known models only (a typo would silently refuse the option everywhere); a disabled
+        one is simply left out."""
+        models, disabled = info.context or ({}, ())
+        for index, key in enumerate(keys or ()):
+            if key not in models and key not in disabled:
+                raise _Fault(f"unknown model '{key}'{_did_you_mean(key, models)}", index)
+        return keys
+
     @model_validator(mode="after")
     def _field_fits(self) -> Self:
         """A model option sets no input (its choices are the command's `models`); others do."""
-        for key in ("field", "choices", "minimum", "maximum", "default"):
+        for key in ("field", "choices", "minimum", "maximum", "default", "models"):
             if self.type == "model" and key in self.model_fields_set:
                 raise _Fault("not used by a model option (see 'models')", key)
         if self.type != "model" and self.field is None:
@@ -348,6 +360,8 @@ class RawOption(_Table):
             minimum=None if self.minimum is None else whole(self.minimum),
             maximum=None if self.maximum is None else whole(self.maximum),
             default=self.default,
+            # Only the command's own (enabled) models: disabling sdxl leaves --no for none.
+            models=tuple(key for key in self.models or () if key in models),
         )
 
 

@@ -216,6 +216,9 @@ class OptionSpec:
     minimum: float | None = None
     maximum: float | None = None
     default: Any = None
+    models: tuple[str, ...] = ()
+    """The models that take this option, for when their schema is unknown; () means all. With
+    a model's schema, the schema decides (is the option's input among its properties)."""
 
     def hint(self) -> str:
         """The value placeholder for usage lines: `N`, `1-4`, `a|b|c`, or '' for flags."""

@@ -14,9 +14,11 @@ from typing import Any
 
 from bot.adapter import Acknowledge, CommandRequest, Reply, no_acknowledgement
 from bot.commands.conjure import run_conjure_command
+from bot.commands.model_options import check_model_options
 from bot.commands.parsing import Invocation, UsageError, parse_invocation, parse_options
 from bot.jobs import CommandRefused, JobService
 from bot.markup import Code, Text
+from bot.replicate.schema_cache import ModelSchemas
 from storage.jobs import DuplicateRequest
 
 log = logging.getLogger(__name__)
@@ -31,8 +33,9 @@ CONJURE_FAILED = "Conjure could not answer that just now. Please try again in a 
 class Commands:
     """Parses, answers `/conjure ...`, refuses, or submits: the same for every platform."""
 
-    def __init__(self, service: JobService) -> None:
+    def __init__(self, service: JobService, schemas: ModelSchemas | None = None) -> None:
         self.service = service
+        self.schemas = schemas  # the models' own input schemas; None: the catalog's rules only
 
     async def handle(
         self, request: CommandRequest, acknowledge: Acknowledge = no_acknowledgement
@@ -53,6 +56,7 @@ class Commands:
             return await self._conjure(request)
         try:
             invocation = self.parse(request)
+            invocation = await check_model_options(invocation, self.service.catalog, self.schemas)
         except UsageError as exc:
             return Reply(usage_text(exc), refused=True)
         acknowledging = False

@@ -323,6 +323,23 @@ class ReplicateClient:
             raise ReplicateError("GET /v1/webhooks/default/secret answered without a key")
         return key
 
+    # -- models -----------------------------------------------------------------------------
+
+    async def get_model(self, model: str) -> dict[str, Any]:
+        """`GET /v1/models/{owner}/{name}`: the model, its `latest_version.openapi_schema`."""
+        return _json(await self._request("GET", f"/models/{_checked_name(model)}"))
+
+    async def get_version(self, model: str, version_id: str) -> dict[str, Any]:
+        """`GET /v1/models/{owner}/{name}/versions/{id}`: a pinned version and its schema."""
+        if not re.fullmatch(r"[0-9a-f]{64}", version_id):
+            raise ValueError(f"not a version id: {version_id!r}")
+        path = f"/models/{_checked_name(model)}/versions/{version_id}"
+        return _json(await self._request("GET", path))
+
+    async def get_deployment(self, deployment: str) -> dict[str, Any]:
+        """`GET /v1/deployments/{owner}/{name}`: its `current_release` (model and version)."""
+        return _json(await self._request("GET", f"/deployments/{_checked_name(deployment)}"))
+
     # -- files ------------------------------------------------------------------------------
 
     async def upload_file(
@@ -489,6 +506,13 @@ def _checked_id(prediction_id: str) -> str:
     if not _PREDICTION_ID.match(prediction_id):
         raise ValueError(f"not a prediction id: {prediction_id!r}")
     return prediction_id
+
+
+def _checked_name(name: str) -> str:
+    """`owner/name`, checked so that it cannot reach another path."""
+    if not _NAME.match(name) or ".." in name:
+        raise ValueError(f"not an owner/name: {name!r}")
+    return name
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
