@@ -408,3 +408,40 @@ async def test_a_slow_replicate_does_not_hold_a_command_up(
         refused = await imagine(conjure, "a fox --steps 10")
         assert str(refused.text).startswith("Option --steps must be between 1 and 4")
         await settle(conjure, sandbox_server)
+
+
+async def test_conjure_models_shows_each_model_its_own_options(
+    sandbox_server, sqlite_url: str, tmp_path: Path, loose_catalog: Path
+) -> None:
+    async with running_conjure(
+        sandbox_server, sqlite_url, tmp_path / "out", conjure_config=loose_catalog
+    ) as conjure:
+        assert conjure.runtime.schemas is not None
+        await conjure.runtime.schemas.wait_idle()
+        request = CommandRequest("console", "local", "terminal", "you", "conjure", "models")
+        text = str((await conjure.runtime.commands.handle(request)).text)
+        lines = text.splitlines()
+    flux = lines.index(next(line for line in lines if line.startswith("• flux-schnell ")))
+    sdxl = lines.index(next(line for line in lines if line.startswith("• sdxl ")))
+    assert lines[flux + 1] == (
+        "  /imagine <prompt> [--ar 1:1|16:9|...] [--seed N] [--n 1-4] [--steps 1-4] "
+        "[--format webp|jpg|png] [--quality 0-100]"
+    )
+    # sdxl takes --no and no file format; its steps: the catalog's 1-50 within its own 1-500.
+    assert lines[sdxl + 1] == (
+        "  /imagine <prompt> [--ar 1:1|16:9|...] [--seed N] [--n 1-4] [--no TEXT] [--steps 1-50]"
+    )
+
+
+async def test_an_option_the_model_lacks_names_the_models_that_have_it(
+    sandbox_server, sqlite_url: str, tmp_path: Path, loose_catalog: Path
+) -> None:
+    async with running_conjure(
+        sandbox_server, sqlite_url, tmp_path / "out", conjure_config=loose_catalog
+    ) as conjure:
+        reply = await imagine(conjure, "a fox --model sdxl --format png")
+        assert str(reply.text).startswith(
+            "sdxl has no output format input, so --format would be ignored. "
+            "flux-schnell and flux-dev have one: add --model flux-schnell."
+        ), reply.text
+        assert sandbox_server.sandbox.create_count == 0

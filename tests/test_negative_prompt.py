@@ -84,6 +84,7 @@ async def test_without_schemas_the_catalog_knows_which_models_take_no(
     async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
         refused = await imagine(conjure, "a red fox --no snow")
         assert str(refused.text).startswith(REFUSED_ON_FLUX), refused.text
+        assert "--no" not in str(refused.text).split("Usage:")[1]  # flux's usage, offline too
         await nothing_charged(conjure, sandbox_server)
         ran = await imagine(conjure, "a red fox --no snow --model sdxl")
         assert ran.job is not None, ran.text

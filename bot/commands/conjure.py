@@ -11,11 +11,13 @@ import re
 
 from bot.adapter import CommandRequest
 from bot.catalog import format_number
+from bot.commands.model_options import models_usage
 from bot.jobs import JobService
 from bot.markup import Mention, Text
 from bot.money import format_usd, usd_to_micros
 from bot.quotas.limits import USER, WORKSPACE
 from bot.quotas.words import LimitError, parse_limit
+from bot.replicate.schema_cache import ModelSchemas
 from storage.jobs import user_subject, workspace_subject
 from storage.models import utcnow
 from storage.quotas import LimitChange
@@ -40,8 +42,11 @@ def is_admin(service: JobService, request: CommandRequest) -> bool:
     return service.settings.is_admin(request.platform, request.workspace, request.user_id)
 
 
-async def run_conjure_command(service: JobService, request: CommandRequest) -> Text:
-    """The answer to `/conjure <text>`; unknown subcommands get the help."""
+async def run_conjure_command(
+    service: JobService, request: CommandRequest, schemas: ModelSchemas | None = None
+) -> Text:
+    """The answer to `/conjure <text>`; unknown subcommands get the help. `schemas`, the
+    models' own input schemas, make `/conjure models` show each model's own options."""
     words = request.text.split()
     word = words[0].lower() if words else "help"
     try:
@@ -51,7 +56,7 @@ async def run_conjure_command(service: JobService, request: CommandRequest) -> T
             )
             return Text.of(usage)
         if word == "models":
-            return Text.of(models_text(service))
+            return Text.of(models_text(service, schemas))
         if word == "quota":
             if not is_admin(service, request):
                 return Text.of(ADMIN_ONLY)
@@ -82,7 +87,9 @@ def help_text(service: JobService, admin: bool = False) -> str:
     return "\n".join(lines)
 
 
-def models_text(service: JobService) -> str:
+def models_text(service: JobService, schemas: ModelSchemas | None = None) -> str:
+    """Each model, its price, and the options it takes in each command (its own ranges and
+    choices where its schema is known)."""
     lines = ["Enabled models:"]
     for model in service.catalog.models.values():
         price = model.price
@@ -98,6 +105,7 @@ def models_text(service: JobService) -> str:
                 f"{format_number(price.run_limit_seconds)} s)"
             )
         lines.append(f"• {model.key} ({model.kind}): {model.description}; {cost}")
+        lines.extend(f"  {usage}" for usage in models_usage(service.catalog, model, schemas))
     return "\n".join(lines)
 
 

@@ -103,7 +103,7 @@ class Commands:
 
     async def _conjure(self, request: CommandRequest) -> Reply:
         try:
-            return Reply(await run_conjure_command(self.service, request))
+            return Reply(await run_conjure_command(self.service, request, self.schemas))
         except Exception:
             # Not the text typed: what a request carries never reaches the log.
             log.exception("/conjure failed for %s", request.user_id)

@@ -43,7 +43,7 @@ async def check_model_options(
         if not _takes(model, option, names, schema):
             raise UsageError(
                 _not_taken(catalog, schemas, command, model, option, value, names),
-                _usage(command, model, schema),
+                model_usage(command, model, schema),
             )
     if schema is None:
         return invocation
@@ -53,7 +53,7 @@ async def check_model_options(
         checked[name], problem = schema.check(name, value)
         if problem is not None:
             message = _refusal(model, schema, name, labels.get(name), problem)
-            raise UsageError(message, _usage(command, model, schema))
+            raise UsageError(message, model_usage(command, model, schema))
     for name in sorted(schema.required - checked.keys()):
         words = _described(schema, name)
         raise UsageError(
@@ -146,7 +146,7 @@ def _not_taken(
     chooser = next((o for o in command.options if o.type == "model"), None)
     if not others:
         return f"{text} No model of /{command.name} takes it; leave out --{option.name}."
-    which = others[0] if len(others) == 1 else f"{', '.join(others[:-1])} or {others[-1]}"
+    which = others[0] if len(others) == 1 else f"{', '.join(others[:-1])} and {others[-1]}"
     verb = "has" if len(others) == 1 else "have"
     how = f": add --{chooser.name} {others[0]}" if chooser is not None else ""
     return f"{text} {which} {verb} one{how}."
@@ -194,20 +194,36 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _usage(command: CommandSpec, model: ModelSpec, schema: InputSchema | None) -> str:
-    """The usage line for this model: its own ranges and choices, without options it lacks."""
-    if schema is None:
-        return command.usage()
+def model_usage(
+    command: CommandSpec, model: ModelSpec, schema: InputSchema | None, *, chooser: bool = True
+) -> str:
+    """The usage line for `command` on `model`: without the options it lacks, and with its own
+    ranges and choices where its schema is known (`[--steps 1-4]` for flux-schnell); without
+    the option that picks the model when `chooser` is false."""
     parts = [f"/{command.name} <{command.prompt_label}>"]
     for option in command.options:
         hint = option.hint()
+        if option.type == "model" and not chooser:
+            continue
         if option.type != "model":
             names = input_names(model, option.field, option.default or _sample(option))
-            if not all(schema.has(name) for name in names):
+            if not _takes(model, option, names, schema):
                 continue
-            hint = _model_hint(option, model, schema, names) or hint
+            if schema is not None:
+                hint = _model_hint(option, model, schema, names) or hint
         parts.append(f"[--{option.name} {hint}]" if hint else f"[--{option.name}]")
     return " ".join(parts)
+
+
+def models_usage(catalog: Catalog, model: ModelSpec, schemas: ModelSchemas | None) -> list[str]:
+    """`model_usage` for each command that can run `model` (for `/conjure models`); never
+    waits: a schema not yet known leaves the catalog's rules."""
+    schema = schemas.cached(schema_ref(model)) if schemas is not None else None
+    return [
+        model_usage(command, model, schema, chooser=False)
+        for command in catalog.commands.values()
+        if model.key in command.models
+    ]
 
 
 def _sample(option: OptionSpec) -> Any:
@@ -222,4 +238,15 @@ def _model_hint(
     bool option keeps its own (the catalog's choices are what may be typed)."""
     if len(names) != 1 or _translated(model, option.field) or option.type in ("choice", "bool"):
         return None
-    return schema.properties[names[0]].hint() or None
+    prop = schema.properties[names[0]]
+    if option.type in ("int", "float") and not prop.enum:
+        # Both rules hold, so what may be typed is where they overlap.
+        low = _tighter(max, option.minimum, prop.minimum)
+        high = _tighter(min, option.maximum, prop.maximum)
+        return dataclasses.replace(option, minimum=low, maximum=high).hint()
+    return prop.hint() or None
+
+
+def _tighter(pick: Any, ours: float | None, theirs: float | None) -> float | None:
+    known = [bound for bound in (ours, theirs) if bound is not None]
+    return pick(known) if known else None
