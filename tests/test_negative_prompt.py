@@ -45,9 +45,12 @@ async def test_no_reaches_sdxl_as_its_negative_prompt(
     sandbox_server, sqlite_url: str, tmp_path: Path
 ) -> None:
     async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
-        typed = await imagine(conjure, 'a red fox --model sdxl --no "blurry, text"')
+        # Typed at the console (as in Slack), and as Discord's typed options.
+        line = '/imagine a red fox --model sdxl --no "blurry, text"'
+        typed = await conjure.console.run_line(line)
+        assert typed.ok and len(typed.files) == 1, typed.error
         discord = await imagine(conjure, "a blue fox", model="sdxl", no="watermark")
-        assert typed.job is not None and discord.job is not None, (typed.text, discord.text)
+        assert discord.job is not None, discord.text
         await settle(conjure, sandbox_server)
     inputs = sorted(
         (p["input"] for p in sandbox_server.sandbox.predictions.values()),
@@ -63,9 +66,9 @@ async def test_no_on_flux_is_refused_naming_sdxl_and_nothing_is_charged(
     sandbox_server, sqlite_url: str, tmp_path: Path
 ) -> None:
     async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
-        reply = await imagine(conjure, "a red fox --no snow")
-        assert reply.refused and reply.job is None
-        text = str(reply.text)
+        outcome = await conjure.console.run_line("/imagine a red fox --no snow")
+        assert not outcome.ok and outcome.error is not None
+        text = outcome.error
         assert text.startswith(REFUSED_ON_FLUX), text
         # The usage line is flux-schnell's own: without the option it lacks.
         assert "Usage: /imagine <prompt> [--ar" in text and "--no" not in text.split("Usage:")[1]
