@@ -445,3 +445,29 @@ async def test_an_option_the_model_lacks_names_the_models_that_have_it(
             "flux-schnell and flux-dev have one: add --model flux-schnell."
         ), reply.text
         assert sandbox_server.sandbox.create_count == 0
+
+
+async def test_a_translated_option_is_named_as_typed_with_the_input_it_became(
+    sandbox_server, sqlite_url: str, tmp_path: Path
+) -> None:
+    # --ar taking any ratio: sdxl gets width/height (at most 1536), flux its list of ratios.
+    path = tmp_path / "conjure.toml"
+    path.write_text(
+        '[[commands.imagine.options]]\nname = "ar"\ntype = "str"\nfield = "aspect_ratio"\n'
+        'description = "Aspect ratio, width:height"\n',
+        encoding="utf-8",
+    )
+    async with running_conjure(
+        sandbox_server, sqlite_url, tmp_path / "out", conjure_config=path
+    ) as conjure:
+        sdxl = await imagine(conjure, "a fox --model sdxl --ar 4:1")
+        flux = await imagine(conjure, "a fox --ar 4:1")
+        assert str(sdxl.text).startswith(
+            "Option --ar sets width to 2048; sdxl needs between 128 and 1536 "
+            "(width: Width of output image)."
+        ), sdxl.text
+        assert str(flux.text).startswith(
+            "Option --ar must be one of 1:1, 16:9, 21:9, 3:2, 2:3, 4:5, 5:4, 3:4, 4:3, 9:16, 9:21 "
+            "for flux-schnell, not '4:1' (aspect_ratio: Aspect ratio for the generated image)."
+        ), flux.text
+        assert sandbox_server.sandbox.create_count == 0
