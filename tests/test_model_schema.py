@@ -144,7 +144,8 @@ def test_a_cog_schema_is_read_with_its_enums_resolved() -> None:
         ),
         ("apply_watermark", "off", False, None),
         ("apply_watermark", "maybe", "maybe", "true or false"),
-        ("negative_prompt", 3, 3, "text"),
+        ("negative_prompt", 3, "3", None),  # a number where the model wants text
+        ("negative_prompt", ["a"], ["a"], "text"),
         ("not_an_input", object, object, None),  # Replicate ignores it; the caller decides
     ],
 )
@@ -161,6 +162,8 @@ def test_the_sandbox_models_publish_what_the_checker_reads() -> None:
     assert flux.required == {"prompt"}
     assert flux.properties["num_inference_steps"].hint() == "1-4"
     assert flux.properties["output_format"].enum == ("webp", "jpg", "png")
+    assert flux.properties["output_format"].hint() == "webp|jpg|png"
+    assert flux.properties["seed"].hint() == "N" and flux.properties["go_fast"].hint() == ""
     assert not flux.has("negative_prompt")
     assert InputSchema.from_openapi(input_schema(SDXL)).has("negative_prompt")
 
@@ -231,7 +234,7 @@ async def test_a_slow_replicate_is_not_waited_for(sandbox_server) -> None:
         schemas = ModelSchemas(client, wait=0.01, fetch_timeout=0.2)
         assert await schemas.get(FLUX_REF) is None  # gave up waiting; the fetch goes on
         await schemas.wait_idle()  # and times out: remembered as a failure
-        assert schemas.cached(FLUX_REF) is None and FLUX_REF in schemas._entries
+        assert schemas.tried(FLUX_REF) and schemas.cached(FLUX_REF) is None
         await schemas.aclose()
 
 

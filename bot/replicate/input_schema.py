@@ -49,17 +49,14 @@ class InputProperty:
     order: int = 0
 
     def hint(self) -> str:
-        """`1-4`, `webp|jpg|png` or '' : the short form help text and usage lines show."""
+        """`1-4`, `webp|jpg|png`, `N`: the value placeholder usage lines show, as
+        OptionSpec.hint does for the catalog's rules ('' for a flag)."""
         if self.enum:
             shown = [str(v) for v in self.enum]
             return "|".join(shown if len(shown) <= 6 else [*shown[:5], "..."])
         if self.minimum is not None and self.maximum is not None:
             return f"{_number(self.minimum)}-{_number(self.maximum)}"
-        if self.minimum is not None:
-            return f"{_number(self.minimum)} or more"
-        if self.maximum is not None:
-            return f"at most {_number(self.maximum)}"
-        return ""
+        return {"integer": "N", "number": "X", "boolean": ""}.get(self.type or "", "TEXT")
 
 
 @dataclass(frozen=True)
@@ -208,6 +205,8 @@ def _coerce(kind: str | None, value: Any) -> tuple[Any, bool]:
             return value.strip().lower() in _TRUE, True
         return value, isinstance(value, bool)
     if kind == "string":
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return format(value), True  # a number where the model wants its text ("0.25")
         return value, isinstance(value, str)
     return value, True  # untyped, or array/object: the model's own business
 

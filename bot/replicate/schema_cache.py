@@ -76,6 +76,10 @@ class ModelSchemas:
         self._entries: dict[SchemaRef, _Entry] = {}
         self._fetching: dict[SchemaRef, asyncio.Task[None]] = {}
 
+    def tried(self, ref: SchemaRef) -> bool:
+        """Whether a fetch of `ref` has ended, well or not (a failure is remembered too)."""
+        return ref in self._entries
+
     def cached(self, ref: SchemaRef) -> InputSchema | None:
         """The schema known now, fresh or stale; never waits, never fetches."""
         entry = self._entries.get(ref)
