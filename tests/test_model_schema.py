@@ -6,6 +6,7 @@ command runs."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ import pytest
 
 from bot.adapter import CommandRequest, Reply
 from bot.catalog import default_catalog
-from bot.commands.model_options import schema_ref
+from bot.commands.model_options import check_model_options, schema_ref
+from bot.commands.parsing import parse_invocation
 from bot.replicate.client import ReplicateClient
 from bot.replicate.input_schema import InputSchema, SchemaUnreadable
 from bot.replicate.schema_cache import ModelSchemas, SchemaRef
@@ -474,3 +476,17 @@ async def test_a_translated_option_is_named_as_typed_with_the_input_it_became(
             "for flux-schnell, not '4:1' (aspect_ratio: Aspect ratio for the generated image)."
         ), flux.text
         assert sandbox_server.sandbox.create_count == 0
+
+
+async def test_a_value_resolved_later_is_left_to_its_own_stage(sandbox_server) -> None:
+    """An attachment (an object until it is uploaded) is not judged as text here; whether the
+    model has the input at all still is."""
+    catalog = default_catalog()
+    invocation = parse_invocation(catalog, "imagine", "a fox --model flux-dev")
+    attachment = object()
+    with_file = dataclasses.replace(invocation, input={**invocation.input, "image": attachment})
+    async with ReplicateClient(sandbox_server.url, sandbox_server.token) as client:
+        schemas = ModelSchemas(client)
+        checked = await check_model_options(with_file, catalog, schemas)
+        await schemas.aclose()
+    assert checked.input["image"] is attachment

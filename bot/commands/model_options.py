@@ -19,6 +19,8 @@ from bot.commands.parsing import Invocation, UsageError
 from bot.replicate.input_schema import InputSchema, Problem
 from bot.replicate.schema_cache import ModelSchemas, SchemaRef
 
+_JSON = (str, int, float, bool, list, dict)  # values the checker understands
+
 
 def schema_ref(model: ModelSpec) -> SchemaRef:
     """Where `model`'s schema is read: its pinned version, its deployment, or its latest version."""
@@ -50,6 +52,9 @@ async def check_model_options(
     labels = dict(_labels(invocation))
     checked: dict[str, Any] = {}
     for name, value in invocation.input.items():
+        if not isinstance(value, _JSON):  # resolved later (an attachment becomes a URL)
+            checked[name] = value
+            continue
         checked[name], problem = schema.check(name, value)
         if problem is not None:
             message = _refusal(model, schema, name, labels.get(name), problem)
