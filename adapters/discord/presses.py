@@ -23,6 +23,7 @@ import discord
 
 from adapters.discord import markup
 from adapters.discord.adapter import PLATFORM, DiscordAdapter, answer_privately
+from adapters.discord.buttons import reply_view
 from adapters.discord.destination import destination_of
 from bot.adapter import OutputFile, Reply
 from bot.followups.buttons import Action, parse_custom_id
@@ -94,12 +95,15 @@ class PressListener:
                 await early
         if reply.job is not None:
             return  # its message is the deferred response
+        view = reply_view(reply.buttons)  # a Re-roll's price question: Run it, Cancel
         if interaction.response.is_done():  # deferred early: take the "thinking" back
             if reply.text is not None:
-                await answer_privately(interaction, _text(reply))
+                await answer_privately(interaction, _text(reply), view)
             else:
                 with contextlib.suppress(discord.HTTPException):
                     await interaction.delete_original_response()
+        elif reply.text is not None and view is not None:
+            await interaction.response.send_message(_text(reply), ephemeral=True, view=view)
         elif reply.text is not None:
             await interaction.response.send_message(_text(reply), ephemeral=True)
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
@@ -21,7 +22,7 @@ from adapters.slack.files import SlackFiles
 from adapters.slack.reach import SLACK_ERRORS, respond
 from bot.adapter import Reply, no_acknowledgement
 from bot.catalog import Catalog
-from bot.followups.buttons import PREFIX, job_buttons
+from bot.followups.buttons import PREFIX, Action, Button, job_buttons, parse_custom_id
 from bot.followups.service import Followups, Press
 from storage.models import Job
 
@@ -31,6 +32,7 @@ PLATFORM = "slack"
 ACTION_IDS = re.compile(rf"^{PREFIX}:")
 SECTION_TEXT_LIMIT = 3000  # Slack: a section's text
 BLOCK_ID = "conjure_buttons_{row}"  # unique within the message: one actions block per row
+STARTED = "▶️ Started: its message is in the channel."
 
 
 def status_blocks(job: Job, catalog: Catalog, text: str) -> list[dict[str, Any]]:
@@ -44,20 +46,34 @@ def status_blocks(job: Job, catalog: Catalog, text: str) -> list[dict[str, Any]]
         }
     ]
     for row, buttons in enumerate(job_buttons(catalog, job)):
-        elements = []
-        for button in buttons:
-            element: dict[str, Any] = {
-                "type": "button",
-                "text": {"type": "plain_text", "text": button.label},
-                "action_id": button.custom_id,
-                "value": button.custom_id,
-            }
-            if button.danger:
-                element["style"] = "danger"
-            elements.append(element)
         block_id = BLOCK_ID.format(row=row)
-        blocks.append({"type": "actions", "block_id": block_id, "elements": elements})
+        blocks.append({"type": "actions", "block_id": block_id, "elements": _elements(buttons)})
     return blocks
+
+
+def reply_blocks(text: str, buttons: Sequence[Button]) -> list[dict[str, Any]]:
+    """A private answer with buttons (the price question: Run it, Cancel) as Block Kit."""
+    return [
+        {"type": "section", "text": {"type": "mrkdwn", "text": _clip(text, SECTION_TEXT_LIMIT)}},
+        {"type": "actions", "block_id": BLOCK_ID.format(row=0), "elements": _elements(buttons)},
+    ]
+
+
+def _elements(buttons: Sequence[Button]) -> list[dict[str, Any]]:
+    elements = []
+    for button in buttons:
+        element: dict[str, Any] = {
+            "type": "button",
+            "text": {"type": "plain_text", "text": button.label},
+            "action_id": button.custom_id,
+            "value": button.custom_id,
+        }
+        if button.danger:
+            element["style"] = "danger"
+        elif button.primary:
+            element["style"] = "primary"
+        elements.append(element)
+    return elements
 
 
 def _clip(text: str, limit: int) -> str:
@@ -86,14 +102,32 @@ class ButtonListener:
 
     async def _press(self, press: Press, body: dict[str, Any]) -> None:
         reply = await self.followups.press(press, no_acknowledgement)
-        if reply.text is not None:
+        button = parse_custom_id(press.custom_id)
+        if button is not None and button.action in (Action.CONFIRM, Action.DECLINE):
+            await self._answered(body, reply)
+        elif reply.text is not None:
             await self._tell(press, body, reply)
+
+    async def _answered(self, body: dict[str, Any], reply: Reply) -> None:
+        """A price question answered: the question (private, so only its person can press
+        it) is replaced by the outcome, its buttons gone; a job's own message follows."""
+        if reply.job is not None:
+            text = STARTED
+        elif reply.text is not None:
+            text = markup.render(reply.text)
+        else:
+            return  # a second press of Run it: the first one's answer stands
+        await respond(body.get("response_url"), text, in_channel=False, replace_original=True)
 
     async def _tell(self, press: Press, body: dict[str, Any], reply: Reply) -> None:
         """The core's answer, only for the person who pressed."""
         assert reply.text is not None
         text = markup.render(reply.text)
-        if await respond(body.get("response_url"), text, in_channel=False, replace_original=False):
+        blocks = reply_blocks(text, reply.buttons) if reply.buttons else None
+        response_url = body.get("response_url")
+        if await respond(
+            response_url, text, in_channel=False, replace_original=False, blocks=blocks
+        ):
             return
         try:
             await self.client.chat_postEphemeral(
@@ -123,13 +157,17 @@ def press_from(body: dict[str, Any], source: Any = None) -> Press | None:
     workspace = str(team.get("id") or user.get("team_id") or "")
     if not (custom_id and channel and user_id and workspace):
         return None
-    # The thread root: a reply (a follow-up's own status) names it; a root is its own.
-    root = (
-        message.get("thread_ts")
-        or container.get("thread_ts")
-        or container.get("message_ts")
-        or message.get("ts")
-    )
+    # The thread root: a reply (a follow-up's own status) names it; a root is its own. A
+    # private message (the price question) is no thread root: only a thread it is in counts.
+    if container.get("is_ephemeral"):
+        root = container.get("thread_ts")
+    else:
+        root = (
+            message.get("thread_ts")
+            or container.get("thread_ts")
+            or container.get("message_ts")
+            or message.get("ts")
+        )
     destination: dict[str, Any] = {
         "response_url": body.get("response_url"),
         "channel": channel,
