@@ -130,3 +130,17 @@ async def test_discord_video_is_attached_and_a_too_large_one_linked(
         )
         assert output in linked["content"] and "an hour after the run" in linked["content"]
         assert await spent(conjure, "discord", str(GUILD_ID), str(USER_ID)) == 2 * VIDEO_MICROS
+
+
+def test_a_link_already_dead_is_not_offered() -> None:
+    from datetime import timedelta
+
+    from bot.adapter import LinkedOutput
+    from bot.replicate.links import link_note
+
+    link = LinkedOutput("https://replicate.delivery/x/output.mp4", 1, 30_000_000, 10_000_000)
+    fresh = link_note(link, "video", utcnow(), several=False)
+    assert fresh.startswith("🔗 The video (30.0 MB) is larger than can be uploaded here (10.0 MB)")
+    assert link.url in fresh
+    stale = link_note(link, "video", utcnow() - timedelta(hours=2), several=False)
+    assert link.url not in stale and "expired at" in stale and "Run the command again" in stale

@@ -29,6 +29,12 @@ def link_note(link: LinkedOutput, noun: str, finished: datetime | None, several:
         what = what[0].upper() + what[1:]
     size = f" ({megabytes(link.size)})" if link.size is not None else ""
     expires = (finished or utcnow()) + LINKS_LAST
+    if expires <= utcnow():  # delivered late (retried for over an hour): say so, not a dead link
+        return (
+            f"🔗 {what}{size} is larger than can be uploaded here ({megabytes(link.limit)}), "
+            f"and Replicate's link to it expired at {expires:%H:%M} UTC, an hour after the "
+            "run. Run the command again for a new one."
+        )
     return (
         f"🔗 {what}{size} is larger than can be uploaded here ({megabytes(link.limit)}), "
         f"so here is Replicate's link to it: {link.url}\n"
