@@ -144,7 +144,7 @@ async def test_slack_video_asks_first_and_runs_once_only_after_run_it(
         [upload] = conjure.fake.shared_uploads()
         assert upload.filename == "output.mp4" and upload.thread_ts == parent.ts
         said = answers(conjure, first) + answers(conjure, second)
-        assert "▶️ Started: its message is in the channel." in said
+        assert "▶️ Started: its own message shows how it goes." in said
         started = [r for r in conjure.fake.responses if r.text.startswith("▶️")]
         assert all(r.body.get("replace_original") is True for r in started)
 
@@ -289,7 +289,10 @@ async def test_discord_cancel_and_expiry_are_explained(sandbox_server, sqlite_ur
         question = fake.original(sent.token)
         assert question is not None
         canceled = await conjure.press(question, "Cancel")
-        assert private_answers(fake, canceled.token) == [DECLINED]
+        answered = fake.original(canceled.token)  # the question itself, now the answer
+        assert answered is not None and answered["id"] == question["id"]
+        assert answered["content"] == DECLINED and buttons(answered) == []
+        assert answered["flags"] & EPHEMERAL
 
         sent = await conjure.interact("video", {"prompt": "another fox"})
         other = fake.original(sent.token)
@@ -321,3 +324,18 @@ async def test_console_asks_and_confirm_runs_it(
         await console.run_line("/video another fox")
         declined = await console.run_line("/decline")
         assert declined.error == DECLINED and sandbox_server.sandbox.create_count == 1
+
+
+async def test_slack_run_it_is_checked_against_the_budget_of_whoever_runs_it(
+    sandbox_server, sqlite_url: str
+) -> None:
+    async with running_slack_conjure(
+        sandbox_server, sqlite_url, conjure_user_usd_per_month="0.40"
+    ) as conjure:
+        question = question_of(conjure, (await conjure.slash("/video", "a fox")).ack)
+        pressed = await press_private(conjure, question, "Run it")
+        await conjure.settle(sandbox_server)
+        [refused] = conjure.fake.responses_to(pressed)
+        assert "monthly budget" in refused.text
+        assert refused.body.get("replace_original") is False  # the question stays, to retry
+        await nothing_started(conjure, sandbox_server, ("slack", TEAM_ID, ADA))

@@ -24,6 +24,7 @@ from bot.adapter import Reply, no_acknowledgement
 from bot.catalog import Catalog
 from bot.followups.buttons import PREFIX, Action, Button, job_buttons, parse_custom_id
 from bot.followups.service import Followups, Press
+from bot.markup import Text
 from storage.models import Job
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ PLATFORM = "slack"
 ACTION_IDS = re.compile(rf"^{PREFIX}:")
 SECTION_TEXT_LIMIT = 3000  # Slack: a section's text
 BLOCK_ID = "conjure_buttons_{row}"  # unique within the message: one actions block per row
-STARTED = "▶️ Started: its message is in the channel."
+STARTED = "▶️ Started: its own message shows how it goes."
 
 
 def status_blocks(job: Job, catalog: Catalog, text: str) -> list[dict[str, Any]]:
@@ -103,20 +104,20 @@ class ButtonListener:
     async def _press(self, press: Press, body: dict[str, Any]) -> None:
         reply = await self.followups.press(press, no_acknowledgement)
         button = parse_custom_id(press.custom_id)
-        if button is not None and button.action in (Action.CONFIRM, Action.DECLINE):
+        answered = button is not None and (
+            (button.action is Action.CONFIRM and reply.job is not None)
+            or button.action is Action.DECLINE
+        )
+        if answered:
             await self._answered(body, reply)
         elif reply.text is not None:
             await self._tell(press, body, reply)
 
     async def _answered(self, body: dict[str, Any], reply: Reply) -> None:
-        """A price question answered: the question (private, so only its person can press
-        it) is replaced by the outcome, its buttons gone; a job's own message follows."""
-        if reply.job is not None:
-            text = STARTED
-        elif reply.text is not None:
-            text = markup.render(reply.text)
-        else:
-            return  # a second press of Run it: the first one's answer stands
+        """A price question settled (its job started, or Cancel pressed): the question
+        (private, so only its person can press it) is replaced by the outcome, its buttons
+        gone. Run it refused (a limit reached) keeps the question, to press again later."""
+        text = STARTED if reply.job is not None else markup.render(reply.text or Text())
         await respond(body.get("response_url"), text, in_channel=False, replace_original=True)
 
     async def _tell(self, press: Press, body: dict[str, Any], reply: Reply) -> None:

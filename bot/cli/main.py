@@ -217,6 +217,7 @@ async def _interactive(console: ConsoleAdapter, catalog: Catalog) -> None:
     for name, spec in catalog.commands.items():
         print(f"  /{name}: {spec.description}")
     print("  After an image: /reroll, /upscale N, /vary N; while a job runs: /cancel")
+    print("  Asked to confirm a price: /confirm or /decline")
     while True:
         try:
             line = await asyncio.to_thread(input, "conjure> ")
