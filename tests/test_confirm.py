@@ -305,6 +305,35 @@ async def test_discord_cancel_and_expiry_are_explained(sandbox_server, sqlite_ur
         await nothing_started(conjure, sandbox_server, ("discord", str(GUILD_ID), str(USER_ID)))
 
 
+async def test_discord_reroll_of_a_video_asks_too(sandbox_server, sqlite_url: str) -> None:
+    async with running_discord_conjure(sandbox_server, sqlite_url) as conjure:
+        fake = conjure.discord
+        sent = await conjure.interact("video", {"prompt": "a fox"})
+        question = fake.original(sent.token)
+        assert question is not None
+        started = await conjure.press(question, "Run it")
+        await conjure.settle()
+        result = fake.original(started.token)
+        assert result is not None and buttons(result) == [["Re-roll"]]
+
+        reroll = await conjure.press(result, "Re-roll")
+        await conjure.settle()
+        asked = fake.original(reroll.token)
+        assert asked is not None and asked["flags"] & EPHEMERAL
+        assert asked["content"].startswith(QUESTION) and buttons(asked) == [["Run it", "Cancel"]]
+        assert sandbox_server.sandbox.create_count == 1
+
+        await conjure.press(asked, "Run it")
+        await conjure.settle()
+        assert sandbox_server.sandbox.create_count == 2
+        child = [j for j in await _all_jobs(conjure) if j.parent_id is not None]
+        assert [(j.followup, j.delivery) for j in child] == [("reroll", Delivery.DELIVERED)]
+        assert await usage(conjure, "discord", str(GUILD_ID), str(USER_ID)) == (
+            2 * VIDEO_MICROS,
+            0,
+        )
+
+
 # ---- the console -----------------------------------------------------------------------------
 
 
