@@ -78,6 +78,11 @@ class ConsoleAdapter(ChatAdapter):
         self._outcomes: dict[str, asyncio.Future[Outcome]] = {}
         self._last_line: dict[str, str] = {}
 
+    @property
+    def asking(self) -> bool:
+        """Whether a price question waits for /confirm or /decline."""
+        return self._question is not None
+
     def _print(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
