@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
@@ -19,12 +18,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import markup
 from adapters.slack.files import SlackFiles
+from adapters.slack.questions import reply_blocks, settle_question
 from adapters.slack.reach import SLACK_ERRORS, respond
 from bot.adapter import Reply, no_acknowledgement
 from bot.catalog import Catalog
-from bot.followups.buttons import PREFIX, Action, Button, job_buttons, parse_custom_id
+from bot.followups.buttons import PREFIX, job_buttons
 from bot.followups.service import Followups, Press
-from bot.markup import Text
 from storage.models import Job
 
 log = logging.getLogger(__name__)
@@ -33,7 +32,6 @@ PLATFORM = "slack"
 ACTION_IDS = re.compile(rf"^{PREFIX}:")
 SECTION_TEXT_LIMIT = 3000  # Slack: a section's text
 BLOCK_ID = "conjure_buttons_{row}"  # unique within the message: one actions block per row
-STARTED = "▶️ Started: its own message shows how it goes."
 
 
 def status_blocks(job: Job, catalog: Catalog, text: str) -> list[dict[str, Any]]:
@@ -47,34 +45,20 @@ def status_blocks(job: Job, catalog: Catalog, text: str) -> list[dict[str, Any]]
         }
     ]
     for row, buttons in enumerate(job_buttons(catalog, job)):
+        elements = []
+        for button in buttons:
+            element: dict[str, Any] = {
+                "type": "button",
+                "text": {"type": "plain_text", "text": button.label},
+                "action_id": button.custom_id,
+                "value": button.custom_id,
+            }
+            if button.danger:
+                element["style"] = "danger"
+            elements.append(element)
         block_id = BLOCK_ID.format(row=row)
-        blocks.append({"type": "actions", "block_id": block_id, "elements": _elements(buttons)})
+        blocks.append({"type": "actions", "block_id": block_id, "elements": elements})
     return blocks
-
-
-def reply_blocks(text: str, buttons: Sequence[Button]) -> list[dict[str, Any]]:
-    """A private answer with buttons (the price question: Run it, Cancel) as Block Kit."""
-    return [
-        {"type": "section", "text": {"type": "mrkdwn", "text": _clip(text, SECTION_TEXT_LIMIT)}},
-        {"type": "actions", "block_id": BLOCK_ID.format(row=0), "elements": _elements(buttons)},
-    ]
-
-
-def _elements(buttons: Sequence[Button]) -> list[dict[str, Any]]:
-    elements = []
-    for button in buttons:
-        element: dict[str, Any] = {
-            "type": "button",
-            "text": {"type": "plain_text", "text": button.label},
-            "action_id": button.custom_id,
-            "value": button.custom_id,
-        }
-        if button.danger:
-            element["style"] = "danger"
-        elif button.primary:
-            element["style"] = "primary"
-        elements.append(element)
-    return elements
 
 
 def _clip(text: str, limit: int) -> str:
@@ -103,28 +87,16 @@ class ButtonListener:
 
     async def _press(self, press: Press, body: dict[str, Any]) -> None:
         reply = await self.followups.press(press, no_acknowledgement)
-        button = parse_custom_id(press.custom_id)
-        answered = button is not None and (
-            (button.action is Action.CONFIRM and reply.job is not None)
-            or button.action is Action.DECLINE
-        )
-        if answered:
-            await self._answered(body, reply)
-        elif reply.text is not None:
+        if await settle_question(press.custom_id, body, reply):
+            return  # the price question now says what happened (adapters.slack.questions)
+        if reply.text is not None:
             await self._tell(press, body, reply)
-
-    async def _answered(self, body: dict[str, Any], reply: Reply) -> None:
-        """A price question settled (its job started, or Cancel pressed): the question
-        (private, so only its person can press it) is replaced by the outcome, its buttons
-        gone. Run it refused (a limit reached) keeps the question, to press again later."""
-        text = STARTED if reply.job is not None else markup.render(reply.text or Text())
-        await respond(body.get("response_url"), text, in_channel=False, replace_original=True)
 
     async def _tell(self, press: Press, body: dict[str, Any], reply: Reply) -> None:
         """The core's answer, only for the person who pressed."""
         assert reply.text is not None
         text = markup.render(reply.text)
-        blocks = reply_blocks(text, reply.buttons) if reply.buttons else None
+        blocks = reply_blocks(text, reply.buttons) if reply.buttons else None  # a price question
         response_url = body.get("response_url")
         if await respond(
             response_url, text, in_channel=False, replace_original=False, blocks=blocks

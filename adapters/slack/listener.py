@@ -17,7 +17,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from adapters.slack import markup
-from adapters.slack.buttons import reply_blocks
+from adapters.slack.questions import reply_blocks
 from adapters.slack.reach import respond
 from bot.adapter import CommandRequest, Reply
 from bot.commands.handler import Commands
