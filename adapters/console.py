@@ -3,7 +3,8 @@
 Like Errbot's text backend, it exists so the whole flow (catalog, quotas, Replicate, webhooks,
 delivery) can be run and watched locally with no chat account at all. The buttons a chat shows
 under a result are commands here: `/reroll`, `/upscale 2`, `/vary 1`, `/cancel`, acting on the
-last job, or on the one named by (the start of) its id.
+last job, or on the one named by (the start of) its id; a costly job's price question is answered
+with `/confirm` or `/decline`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from storage.models import Job
 PLATFORM = "console"
 FOLLOW_UPS = {"reroll": Action.REROLL, "upscale": Action.UPSCALE, "vary": Action.VARY}
 FOLLOW_UPS["cancel"] = Action.CANCEL
+# The answers to a price question ("This will cost about $0.50. Run it?"), as chats' buttons.
+ANSWERS = {"confirm": Action.CONFIRM, "decline": Action.DECLINE}
 JOB_ID_LENGTH = 20  # secrets.token_hex(10), as bot.jobs makes them
 
 
@@ -67,12 +70,18 @@ class ConsoleAdapter(ChatAdapter):
         self.commands = commands
         self.followups = followups
         self._jobs: list[str] = []  # ids of the jobs started here, oldest first
+        self._question: str | None = None  # the price question waiting for /confirm
         self.output_dir = output_dir
         self.out = out
         self.user = user
         self.workspace = workspace
         self._outcomes: dict[str, asyncio.Future[Outcome]] = {}
         self._last_line: dict[str, str] = {}
+
+    @property
+    def asking(self) -> bool:
+        """Whether a price question waits for /confirm or /decline."""
+        return self._question is not None
 
     def _print(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -133,7 +142,12 @@ class ConsoleAdapter(ChatAdapter):
         if not command.startswith("/"):
             return self._refuse("Commands start with a slash, e.g. /imagine a red fox --ar 16:9")
         name = command.removeprefix("/").lower()
-        if name in FOLLOW_UPS and self.followups is not None:
+        if name in ANSWERS and self.followups is not None:
+            if self._question is None:
+                return self._refuse("Nothing is waiting for /confirm or /decline.")
+            question, self._question = self._question, None
+            reply = await self.followups.press(self._press(Button(ANSWERS[name], question)))
+        elif name in FOLLOW_UPS and self.followups is not None:
             button = self._button(FOLLOW_UPS[name], text.split())
             if isinstance(button, str):
                 return self._refuse(button)
@@ -143,6 +157,11 @@ class ConsoleAdapter(ChatAdapter):
         return await self._outcome(reply, timeout)
 
     async def _outcome(self, reply: Reply, timeout: float) -> Outcome:
+        if reply.buttons:  # a price question: answered by the next /confirm or /decline
+            self._question = reply.buttons[0].job_id
+            return self._refuse(
+                f"{render(reply.text or Text())}\n  /confirm to run it, /decline not to"
+            )
         if reply.job is None:
             answer = render(reply.text) if reply.text else ""
             if reply.refused:

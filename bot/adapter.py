@@ -32,12 +32,24 @@ class OutputFile:
 
 
 @dataclass(frozen=True)
+class LinkedOutput:
+    """An output too large for where it goes: linked (Replicate's link, good for an hour)
+    instead of uploaded. `number` is 1-based; `size` is None when the host did not say."""
+
+    url: str
+    number: int
+    size: int | None
+    limit: int
+
+
+@dataclass(frozen=True)
 class JobResult:
     """What a finished job produced: files to upload and/or text to post."""
 
     files: list[OutputFile] = field(default_factory=list)
     text: str | None = None
     skipped: list[str] = field(default_factory=list)  # outputs not fetched (too big, bad host)
+    links: list[LinkedOutput] = field(default_factory=list)  # too big to upload: linked
 
 
 @dataclass(frozen=True)
@@ -72,12 +84,16 @@ class Reply:
     """The core's answer to a command, for the person who gave it, privately.
 
     `text` is what to tell them (None: the job's own messages say it all). `job` is the job that
-    started, if one did. `refused` is true when nothing ran: bad input, a limit, an error.
+    started, if one did. `refused` is true when nothing ran: bad input, a limit, an error, or
+    a question with `buttons` (nothing runs until one is pressed).
     """
 
     text: Text | None = None
     job: Job | None = None
     refused: bool = False
+    # Buttons to show with `text`, privately (the question before a costly job: Run it, Cancel).
+    # (bot.followups.buttons.Button: not imported here, since that module imports this one.)
+    buttons: tuple[Any, ...] = ()
 
 
 Checkpoint = Callable[[Mapping[str, Any]], Awaitable[None]]
@@ -144,6 +160,11 @@ class ChatAdapter(ABC):
         posting again. This default cannot tell, and posts.
         """
         await self.post_result(job, result)
+
+    def upload_limit(self, job: Job) -> int | None:
+        """The largest file this job's destination takes, in bytes (None: only the download
+        cap applies); a larger output is linked instead of downloaded."""
+        return None
 
     @abstractmethod
     async def post_error(self, job: Job, message: str) -> None:

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
 
     conjure_poll_interval: float = Field(default=2.0, gt=0)
     conjure_max_download_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+    # A job whose estimate reaches this many dollars asks its person first (bot.confirm);
+    # 0 or blank: never ask.
+    conjure_confirm_above_usd: Decimal | None = Decimal("0.50")
 
     @field_validator(*LIMIT_SETTINGS, mode="before")
     @classmethod
@@ -100,6 +103,20 @@ class Settings(BaseSettings):
         if usd and limit is not None:
             return Decimal(limit) / MICROS_PER_USD
         return limit
+
+    @field_validator("conjure_confirm_above_usd", mode="before")
+    @classmethod
+    def _confirm_price(cls, value: object) -> Decimal | None:
+        """Dollars as a limit is written (bot.quotas.words); blank or 0 turns asking off."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        try:
+            limit = parse_setting("usd", value)
+        except LimitError as exc:
+            raise ValueError(exc.reason) from None
+        if not limit or limit < 0:  # unset, "unlimited" (None) or 0: nothing asks
+            return None
+        return Decimal(limit) / MICROS_PER_USD
 
     @field_validator("conjure_webhook_secret")
     @classmethod

@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.adapter import Acknowledge, ChatAdapter, Checkpoint, CommandRequest
+from bot.adapter import Acknowledge, ChatAdapter, Checkpoint, CommandRequest, JobResult
 from bot.catalog import Catalog, ModelSpec
 from bot.commands.parsing import Invocation
 from bot.config import Settings
@@ -35,6 +35,7 @@ from bot.quotas.limits import USER
 from bot.quotas.service import Quotas
 from bot.replicate.client import Prediction, ReplicateClient
 from bot.replicate.errors import PredictionOutcomeUnknown, ReplicateError
+from bot.replicate.links import with_link_notes
 from bot.replicate.outputs import OutputFetcher, OutputUnavailable, split_output
 from bot.replicate.progress import progress_from_logs
 from storage.jobs import DELIVERY_LEASE, JobStore
@@ -836,7 +837,7 @@ class JobService:
         for attempt in range(1, policy.tries + 1):
             try:
                 if job.job_status is JobStatus.SUCCEEDED:
-                    result = await self.fetcher.fetch(job.output)
+                    result = await self._fetch(adapter, job)
                     await adapter.deliver_result(job, result, self._checkpoint(job))
                 else:
                     await adapter.post_error(job, failure_message(job, self._deadline(job)))
@@ -854,6 +855,13 @@ class JobService:
                 log.warning("job %s: delivery try %d failed (%r)", job.id, attempt, exc)
                 await asyncio.sleep(policy.wait(attempt, retry_after))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _fetch(self, adapter: ChatAdapter, job: Job) -> JobResult:
+        """The outputs, each one too large for where it goes linked instead (with a note)."""
+        result = await self.fetcher.fetch(job.output, link=True, limit=adapter.upload_limit(job))
+        model = self.catalog.models.get(job.model)
+        noun = model.kind if model is not None and model.kind in ("image", "video") else "file"
+        return with_link_notes(result, noun, job.completed_at)
 
     # ---- budget alerts --------------------------------------------------------------------
 

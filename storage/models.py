@@ -220,3 +220,40 @@ class AuditEntry(SQLModel, table=True):
     actor: str = Field(max_length=200)  # "slack:T1:U1", or "cli"
     action: str = Field(max_length=64)
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class ConfirmationStatus(StrEnum):
+    """Where a question "this will cost about $X: run it?" stands; it moves on once."""
+
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    DECLINED = "declined"
+
+
+class Confirmation(SQLModel, table=True):
+    """A command waiting for its person to confirm its price (bot.confirm): everything needed
+    to submit it as typed, and nothing reserved. Kept in the database, not in memory, so the
+    button works after a restart and on any instance; its own table, so no limit, sweeper or
+    report that reads jobs ever counts it."""
+
+    __tablename__ = "confirmation"
+    __table_args__ = (Index("ix_confirmation_expires", "expires_at"),)
+
+    id: str = Field(primary_key=True, max_length=32)
+    platform: str = Field(max_length=32)
+    workspace: str = Field(max_length=64)
+    channel: str = Field(max_length=64)
+    user_id: str = Field(max_length=64)
+    user_name: str | None = Field(default=None, max_length=128)
+    parent_id: str | None = Field(default=None, max_length=32)  # a follow-up's (Re-roll)
+    followup: str | None = Field(default=None, max_length=16)
+    command: str = Field(max_length=32)
+    model: str = Field(max_length=64)
+    prompt: str
+    input: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    outputs: int = 1
+    estimate_micros: int = Field(default=0, sa_type=BigInteger)
+    status: str = Field(default=ConfirmationStatus.PENDING, max_length=16)
+    job_id: str | None = Field(default=None, max_length=32)  # the job its Run it started
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime = Field(default_factory=utcnow)

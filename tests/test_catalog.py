@@ -101,6 +101,7 @@ TYPICAL_PROMPTS = {
     "imagine": "a red fox in the snow",
     "ask": "why is the sky blue?",
     "transcribe": "https://example.com/talk.mp3",
+    "video": "a red fox running through the snow",
 }
 
 
@@ -138,7 +139,7 @@ def test_more_images_reserve_proportionally_more(model):
 
 def test_builtin_commands():
     catalog = default_catalog()
-    assert list(catalog.commands) == ["imagine", "ask", "transcribe"]
+    assert list(catalog.commands) == ["imagine", "ask", "transcribe", "video"]
     imagine = catalog.commands["imagine"]
     assert (imagine.model, imagine.prompt_field, imagine.prompt_label) == (
         "flux-schnell",
@@ -571,7 +572,7 @@ def test_add_model_and_command(tmp_path):
     duration = music.option("len")
     assert duration is not None
     assert duration.default == 8
-    assert list(catalog.commands) == ["imagine", "ask", "transcribe", "music"]
+    assert list(catalog.commands) == ["imagine", "ask", "transcribe", "video", "music"]
 
 
 def test_deployment_model(tmp_path):
@@ -616,7 +617,7 @@ def test_disable_command_and_model(tmp_path):
         enabled = false
         """,
     )
-    assert list(catalog.commands) == ["imagine", "ask"]
+    assert list(catalog.commands) == ["imagine", "ask", "video"]
     assert "whisper" not in catalog.models
     imagine = catalog.commands["imagine"]
     assert imagine.models == ("flux-schnell", "flux-dev")  # the built-in list lost sdxl

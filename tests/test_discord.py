@@ -306,8 +306,9 @@ async def test_a_file_over_the_upload_limit_is_linked(
         [url] = prediction["output"]
         content = final.payload["content"]
         assert "✅ done" in content
-        assert "📎 out-0.webp (" in content and "is over this server's 1 KB upload limit" in content
-        assert f"the link expires in an hour: <{url}>" in content
+        # Linked before it is downloaded: the interaction's limit is known from the start.
+        assert "🔗 The image (" in content and "larger than can be uploaded here" in content
+        assert url in content and "UTC, an hour after the run" in content
 
 
 async def test_a_text_answer_is_the_message_content(
@@ -377,7 +378,7 @@ async def test_commands_are_synced_from_the_catalog(
         assert fake.find("PUT", global_path if guild else guild_path) == []
         assert sync.headers["authorization"] == f"Bot {fake.bot_token}"
         commands = {c["name"]: c for c in sync.json}
-        assert set(commands) == {"imagine", "ask", "transcribe", "conjure"}
+        assert set(commands) == {"imagine", "ask", "transcribe", "video", "conjure"}
         for name in ("imagine", "ask", "transcribe"):
             options = [
                 {k: v for k, v in option.items() if k != "description"}

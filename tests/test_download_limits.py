@@ -154,7 +154,7 @@ async def test_an_encoding_nobody_asked_for_is_refused(file_host: FileHost) -> N
     assert result.skipped == ["output 1 came in an encoding Conjure does not accept"]
 
 
-async def test_refused_outputs_are_named_in_the_thread_and_the_rest_is_delivered(
+async def test_refused_outputs_are_named_or_linked_in_the_thread_and_the_rest_is_delivered(
     sandbox_server, sqlite_url: str, file_host: FileHost
 ) -> None:
     sandbox_server.sandbox.faults.drop_webhooks = 1_000_000  # the result below is the test's
@@ -178,7 +178,12 @@ async def test_refused_outputs_are_named_in_the_thread_and_the_rest_is_delivered
         [upload] = conjure.fake.shared_uploads()
         assert upload.content == PNG
         assert upload.initial_comment is not None
-        assert "⚠️ Not delivered: output 2 is larger than 1 MB" in upload.initial_comment
+        # Too large to upload: linked instead, with when Replicate's link dies.
+        linked = [
+            m.text for m in conjure.fake.messages if "🔗 Image 2" in (getattr(m, "text", "") or "")
+        ]
+        assert len(linked) == 1 and f"{file_host.url}/bomb.png" in linked[0]
+        assert "an hour after the run" in linked[0]
         assert (
             "⚠️ Not delivered: output 3 took longer than 1 s to download" in upload.initial_comment
         )

@@ -122,6 +122,7 @@ async def test_money_columns_are_64_bit_on_postgresql(empty_postgres_url: str) -
         "quota_override.jobs_per_day": "integer",
         "budget_alert.spent_micros": "bigint",
         "budget_alert.limit_micros": "bigint",
+        "confirmation.estimate_micros": "bigint",
     }
 
 

@@ -288,7 +288,7 @@ def test_ask_errors():
 
 def test_unknown_command():
     error = usage_error("/paint", "a fox")
-    assert error.message == "Unknown command /paint. Try /imagine, /ask, /transcribe."
+    assert error.message == "Unknown command /paint. Try /imagine, /ask, /transcribe, /video."
     assert error.usage == ""
     assert str(error) == error.message
 

@@ -290,8 +290,9 @@ async def test_several_images_go_up_together_and_skipped_outputs_are_mentioned(
         await conjure.settle(sandbox_server)
         [parent] = conjure.fake.channel_messages(CHANNEL)
         [reply] = conjure.fake.replies(CHANNEL, parent.ts)
-        assert reply.text.startswith("<@U0ADA> the model finished, but its output could not")
-        assert "\n⚠️ Not delivered: output 1 is larger than" in reply.text
+        # Too large for the download cap: linked, not uploaded (nor downloaded past the cap).
+        assert reply.text.startswith("<@U0ADA>\n🔗 The image (")
+        assert "is larger than can be uploaded here (0.0 MB)" in reply.text
         assert conjure.fake.shared_uploads() == []
 
 

@@ -75,7 +75,7 @@ def test_conjure_manifest_prints_the_manifest_for_the_configured_commands(
     assert result.stdout == render_manifest(load_catalog(config), "https://x")
     manifest = yaml.safe_load(result.stdout)
     commands = {c["command"]: c for c in manifest["features"]["slash_commands"]}
-    assert list(commands) == ["/imagine", "/ask", "/paint", "/conjure"]  # no /transcribe
+    assert list(commands) == ["/imagine", "/ask", "/video", "/paint", "/conjure"]  # no /transcribe
     # The new command as Slack will offer it: its hint names the prompt and the models to pick.
     assert commands["/paint"] == {
         "command": "/paint",

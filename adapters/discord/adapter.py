@@ -21,7 +21,7 @@ import discord
 from adapters.discord import markup
 from adapters.discord.buttons import job_view
 from adapters.discord.destination import Destination
-from adapters.discord.uploads import as_files, fit_files
+from adapters.discord.uploads import UPLOAD_OVERHEAD, as_files, fit_files
 from bot.adapter import ChatAdapter, JobResult, OutputFile
 from bot.catalog import Catalog
 from bot.markup import Text
@@ -83,6 +83,10 @@ class DiscordAdapter(ChatAdapter):
         await self._deliver(
             job, "\n".join(lines), attach, kind="r", view=job_view(self.catalog, job)
         )
+
+    def upload_limit(self, job: Job) -> int | None:
+        """The interaction's `attachment_size_limit`, less room for the message itself."""
+        return Destination.of(job).attachment_size_limit - UPLOAD_OVERHEAD
 
     async def post_error(self, job: Job, message: str) -> None:
         interaction = self._live.get(Destination.of(job).token)
@@ -190,9 +194,14 @@ class DiscordAdapter(ChatAdapter):
         )
 
 
-async def answer_privately(interaction: discord.Interaction, text: str) -> None:
+async def answer_privately(
+    interaction: discord.Interaction, text: str, view: discord.ui.View | None = None
+) -> None:
     """Nothing was created: say so to this person only, and drop the public "thinking"."""
-    await interaction.followup.send(text, ephemeral=True)
+    if view is not None:
+        await interaction.followup.send(text, ephemeral=True, view=view)
+    else:
+        await interaction.followup.send(text, ephemeral=True)
     with contextlib.suppress(discord.HTTPException):
         await interaction.delete_original_response()
 

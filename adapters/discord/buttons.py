@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import discord
@@ -40,7 +41,11 @@ class FollowupButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CU
 
     @classmethod
     def of(cls, button: Button, row: int) -> FollowupButton:
-        style = discord.ButtonStyle.danger if button.danger else discord.ButtonStyle.secondary
+        style = discord.ButtonStyle.secondary
+        if button.danger:
+            style = discord.ButtonStyle.danger
+        elif button.primary:
+            style = discord.ButtonStyle.primary
         return cls(
             discord.ui.Button(label=button.label, custom_id=button.custom_id, style=style, row=row)
         )
@@ -63,6 +68,17 @@ class FollowupButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CU
             log.warning("button %s pressed, but no press handler is set", self.custom_id)
             return
         await handler.on_press(interaction, self.custom_id)
+
+
+def reply_view(buttons: Sequence[Button]) -> discord.ui.View | None:
+    """A private answer's buttons (the price question: Run it, Cancel) in one row; None for
+    none."""
+    if not buttons:
+        return None
+    view = discord.ui.View(timeout=None)
+    for button in buttons[:ROW_WIDTH]:
+        view.add_item(FollowupButton.of(button, 0))
+    return view
 
 
 def job_view(catalog: Catalog, job: Job) -> discord.ui.View | None:

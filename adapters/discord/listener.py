@@ -15,6 +15,7 @@ import discord
 
 from adapters.discord import markup
 from adapters.discord.adapter import PLATFORM, DiscordAdapter, answer_privately
+from adapters.discord.buttons import reply_view
 from adapters.discord.destination import destination_of
 from bot.adapter import CommandRequest
 from bot.catalog import CommandSpec
@@ -50,8 +51,11 @@ class InteractionListener:
         if reply.text is None:
             return
         text = markup.fit(markup.render(reply.text))
+        view = reply_view(reply.buttons)  # the price question's Run it and Cancel
         if interaction.response.is_done():
-            await answer_privately(interaction, text)
+            await answer_privately(interaction, text, view)
+        elif view is not None:
+            await interaction.response.send_message(text, ephemeral=True, view=view)
         else:
             await interaction.response.send_message(text, ephemeral=True)
 

@@ -23,6 +23,7 @@ import discord
 
 from adapters.discord import markup
 from adapters.discord.adapter import PLATFORM, DiscordAdapter, answer_privately
+from adapters.discord.buttons import reply_view
 from adapters.discord.destination import destination_of
 from bot.adapter import OutputFile, Reply
 from bot.followups.buttons import Action, parse_custom_id
@@ -49,6 +50,8 @@ class PressListener:
         button = parse_custom_id(custom_id)
         if button is not None and button.action is Action.CANCEL:
             await self._cancel(interaction, custom_id)
+        elif button is not None and button.action is Action.DECLINE:
+            await self._decline(interaction, custom_id)
         else:
             await self._follow_up(interaction, custom_id)
 
@@ -64,6 +67,13 @@ class PressListener:
         elif not reply.refused:
             with contextlib.suppress(discord.HTTPException):
                 await interaction.edit_original_response(view=None)
+
+    async def _decline(self, interaction: discord.Interaction, custom_id: str) -> None:
+        """Cancel on a price question (private, so only its person can press it): the question
+        becomes the answer, its buttons gone, in the one response (UPDATE_MESSAGE)."""
+        reply = await self.followups.press(self._press(interaction, custom_id))
+        text = _text(reply) if reply.text is not None else ""
+        await interaction.response.edit_message(content=text or None, view=None)
 
     async def _follow_up(self, interaction: discord.Interaction, custom_id: str) -> None:
         """A new job whose message is this press's deferred response; or a private answer."""
@@ -94,12 +104,15 @@ class PressListener:
                 await early
         if reply.job is not None:
             return  # its message is the deferred response
+        view = reply_view(reply.buttons)  # a Re-roll's price question: Run it, Cancel
         if interaction.response.is_done():  # deferred early: take the "thinking" back
             if reply.text is not None:
-                await answer_privately(interaction, _text(reply))
+                await answer_privately(interaction, _text(reply), view)
             else:
                 with contextlib.suppress(discord.HTTPException):
                     await interaction.delete_original_response()
+        elif reply.text is not None and view is not None:
+            await interaction.response.send_message(_text(reply), ephemeral=True, view=view)
         elif reply.text is not None:
             await interaction.response.send_message(_text(reply), ephemeral=True)
         else:

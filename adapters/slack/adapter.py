@@ -36,6 +36,7 @@ STATUS_KEY = "status_ts"
 
 PLATFORM = "slack"
 LONG_TEXT_CHARS = 3000  # longer text outputs are uploaded as a .txt file
+MAX_FILE_BYTES = 1_000_000_000  # Slack's limit per file; CONJURE_MAX_DOWNLOAD_BYTES is lower
 CANNOT_POST = frozenset(
     {
         "not_in_channel",
@@ -225,6 +226,11 @@ class SlackAdapter(ChatAdapter):
             intro = f"{intro} {count} {noun}."
         await self._share(self._uploads(job, result, long_text), dm, None, intro, checkpoint)
         return dm
+
+    def upload_limit(self, job: Job) -> int | None:
+        """Slack takes files up to 1 GB; the download cap (CONJURE_MAX_DOWNLOAD_BYTES, 50 MiB
+        by default, since a file is held in memory) is what links a video in practice."""
+        return MAX_FILE_BYTES
 
     async def post_error(self, job: Job, message: str) -> None:
         """A threaded reply that mentions the person, then the parent shows how it ended;

@@ -18,6 +18,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import markup
 from adapters.slack.files import SlackFiles
+from adapters.slack.questions import reply_blocks, settle_question
 from adapters.slack.reach import SLACK_ERRORS, respond
 from bot.adapter import Reply, no_acknowledgement
 from bot.catalog import Catalog
@@ -86,6 +87,8 @@ class ButtonListener:
 
     async def _press(self, press: Press, body: dict[str, Any]) -> None:
         reply = await self.followups.press(press, no_acknowledgement)
+        if await settle_question(press.custom_id, body, reply):
+            return  # the price question now says what happened (adapters.slack.questions)
         if reply.text is not None:
             await self._tell(press, body, reply)
 
@@ -93,7 +96,11 @@ class ButtonListener:
         """The core's answer, only for the person who pressed."""
         assert reply.text is not None
         text = markup.render(reply.text)
-        if await respond(body.get("response_url"), text, in_channel=False, replace_original=False):
+        blocks = reply_blocks(text, reply.buttons) if reply.buttons else None  # a price question
+        response_url = body.get("response_url")
+        if await respond(
+            response_url, text, in_channel=False, replace_original=False, blocks=blocks
+        ):
             return
         try:
             await self.client.chat_postEphemeral(
@@ -123,13 +130,17 @@ def press_from(body: dict[str, Any], source: Any = None) -> Press | None:
     workspace = str(team.get("id") or user.get("team_id") or "")
     if not (custom_id and channel and user_id and workspace):
         return None
-    # The thread root: a reply (a follow-up's own status) names it; a root is its own.
-    root = (
-        message.get("thread_ts")
-        or container.get("thread_ts")
-        or container.get("message_ts")
-        or message.get("ts")
-    )
+    # The thread root: a reply (a follow-up's own status) names it; a root is its own. A
+    # private message (the price question) is no thread root: only a thread it is in counts.
+    if container.get("is_ephemeral"):
+        root = container.get("thread_ts")
+    else:
+        root = (
+            message.get("thread_ts")
+            or container.get("thread_ts")
+            or container.get("message_ts")
+            or message.get("ts")
+        )
     destination: dict[str, Any] = {
         "response_url": body.get("response_url"),
         "channel": channel,

@@ -17,6 +17,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from adapters.slack import markup
+from adapters.slack.questions import reply_blocks
 from adapters.slack.reach import respond
 from bot.adapter import CommandRequest, Reply
 from bot.commands.handler import Commands
@@ -56,7 +57,7 @@ class SlashCommandListener:
         if reply.done() and not acknowledged.is_set():
             answer = _answer(reply)
             if answer:
-                await ack(response_type="ephemeral", text=answer)
+                await ack(response_type="ephemeral", text=answer, blocks=_blocks(reply, answer))
             else:
                 await ack()  # a copy of a command already taken: nothing to say
             return
@@ -66,7 +67,8 @@ class SlashCommandListener:
     async def _answer_later(self, reply: asyncio.Task[Reply], response_url: str | None) -> None:
         await asyncio.wait({reply})
         if reply.cancelled() or reply.result().text is not None:
-            await respond(response_url, _answer(reply), in_channel=False)
+            answer = _answer(reply)
+            await respond(response_url, answer, in_channel=False, blocks=_blocks(reply, answer))
 
 
 def _answer(reply: asyncio.Task[Reply]) -> str:
@@ -74,6 +76,13 @@ def _answer(reply: asyncio.Task[Reply]) -> str:
         return markup.CONJURE_FAILED
     text = reply.result().text
     return markup.render(text) if text is not None else ""
+
+
+def _blocks(reply: asyncio.Task[Reply], answer: str) -> list[dict[str, Any]] | None:
+    """The answer's buttons (the price question's Run it and Cancel) as Block Kit, if any."""
+    if reply.cancelled() or not reply.result().buttons:
+        return None
+    return reply_blocks(answer, reply.result().buttons)
 
 
 def command_request(command: dict[str, Any]) -> CommandRequest:

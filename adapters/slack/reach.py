@@ -9,6 +9,7 @@ thread to put them in.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiohttp import ClientError
 from slack_sdk.errors import SlackApiError
@@ -37,6 +38,7 @@ async def respond(
     *,
     in_channel: bool,
     replace_original: bool | None = None,
+    blocks: list[dict[str, Any]] | None = None,
 ) -> str | None:
     """Post `text` through a command's response_url; in_channel falls back to ephemeral.
     A button press's response_url answers with `replace_original=False`: a new message, not
@@ -52,7 +54,7 @@ async def respond(
     for kind in kinds:
         try:
             response = await client.send(
-                text=text, response_type=kind, replace_original=replace_original
+                text=text, response_type=kind, replace_original=replace_original, blocks=blocks
             )
         except (ClientError, TimeoutError) as exc:
             log.warning("response_url post failed: %s", type(exc).__name__)

@@ -67,6 +67,16 @@ BUILTIN: Mapping[str, Any] = {
             "max_seconds": 20,
             "description": "Real-ESRGAN upscaler (the Upscale follow-up)",
         },
+        "video-01": {
+            "ref": "minimax/video-01",
+            "route": "official",
+            "kind": "video",
+            # Replicate bills this official model per output: $0.50 a video (6 s, 720p, 25 fps),
+            # however long it takes to make (a few minutes).
+            "price_per_output": 0.50,
+            "expected_seconds": 180,
+            "description": "MiniMax Video-01 (Hailuo): 6-second videos from text",
+        },
     },
     "commands": {
         "imagine": {
@@ -138,6 +148,11 @@ BUILTIN: Mapping[str, Any] = {
             "prompt_field": "audio",
             "prompt_label": "audio URL",
             "prompt_type": "url",
+        },
+        "video": {
+            "description": "Make a short video from a text prompt",
+            "model": "video-01",
+            "followups": {"reroll": True},
         },
     },
 }

@@ -28,6 +28,11 @@ log = logging.getLogger("conjure")
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
+ONE_SHOT_PRICE = (
+    "conjure demo: this command asks before it runs; answer /confirm in `conjure demo` "
+    "(interactive), or set CONJURE_CONFIRM_ABOVE_USD=0 to never ask"
+)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     # Start-up (imports, the catalog, clients) makes long-lived objects only: the collector's
@@ -182,6 +187,8 @@ async def _demo(args: argparse.Namespace) -> int:
                     async with serve_app(create_app(runtime), sock=app_socket):
                         if args.line:
                             outcome = await console.run_line(args.line)
+                            if console.asking:  # nobody to answer in a one-shot demo
+                                print(ONE_SHOT_PRICE, file=sys.stderr)
                             if not outcome.ok:
                                 print(f"conjure demo: {outcome.error}", file=sys.stderr)
                             return EXIT_OK if outcome.ok else EXIT_FAILED
@@ -217,6 +224,7 @@ async def _interactive(console: ConsoleAdapter, catalog: Catalog) -> None:
     for name, spec in catalog.commands.items():
         print(f"  /{name}: {spec.description}")
     print("  After an image: /reroll, /upscale N, /vary N; while a job runs: /cancel")
+    print("  Asked to confirm a price: /confirm or /decline")
     while True:
         try:
             line = await asyncio.to_thread(input, "conjure> ")

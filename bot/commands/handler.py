@@ -16,6 +16,7 @@ from bot.adapter import Acknowledge, CommandRequest, Reply, no_acknowledgement
 from bot.commands.conjure import run_conjure_command
 from bot.commands.model_options import check_model_options
 from bot.commands.parsing import Invocation, UsageError, parse_invocation, parse_options
+from bot.confirm import Confirmations
 from bot.jobs import CommandRefused, JobService
 from bot.markup import Code, Text
 from bot.replicate.schema_cache import ModelSchemas
@@ -36,6 +37,15 @@ class Commands:
     def __init__(self, service: JobService, schemas: ModelSchemas | None = None) -> None:
         self.service = service
         self.schemas = schemas  # the models' own input schemas; None: the catalog's rules only
+        self.confirmations = Confirmations(service)
+
+    async def _ask(self, request: CommandRequest, invocation: Invocation) -> Reply:
+        """A costly command: its price and Run it / Cancel, and nothing else (bot.confirm)."""
+        try:
+            return await self.confirmations.ask(request, invocation)
+        except Exception:
+            log.exception("could not ask %s to confirm /%s", request.user_id, request.command)
+            return Reply(Text.of(INTERNAL_ERROR), refused=True)
 
     async def handle(
         self, request: CommandRequest, acknowledge: Acknowledge = no_acknowledgement
@@ -59,6 +69,8 @@ class Commands:
             invocation = await check_model_options(invocation, self.service.catalog, self.schemas)
         except UsageError as exc:
             return Reply(usage_text(exc), refused=True)
+        if self.confirmations.needed(invocation):
+            return await self._ask(request, invocation)
         acknowledging = False
 
         async def acknowledge_once() -> Mapping[str, Any] | None:

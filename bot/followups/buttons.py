@@ -22,6 +22,9 @@ class Action(StrEnum):
     UPSCALE = "upscale"
     VARY = "vary"
     CANCEL = "cancel"
+    # On the question before a costly job (bot.confirm); their "job" is the question's id.
+    CONFIRM = "confirm"
+    DECLINE = "decline"
 
 
 PREFIX = "conjure"
@@ -46,6 +49,8 @@ class Button:
             return f"U{self.index}"
         if self.action is Action.VARY:
             return f"V{self.index}"
+        if self.action is Action.CONFIRM:
+            return "Run it"
         return "Re-roll" if self.action is Action.REROLL else "Cancel"
 
     @property
@@ -54,7 +59,12 @@ class Button:
 
     @property
     def danger(self) -> bool:
-        return self.action is Action.CANCEL
+        return self.action in (Action.CANCEL, Action.DECLINE)
+
+    @property
+    def primary(self) -> bool:
+        """The button that goes ahead (Run it): shown as the main choice where a platform can."""
+        return self.action is Action.CONFIRM
 
 
 def parse_custom_id(value: str) -> Button | None:

@@ -19,6 +19,7 @@ from bot.adapter import Acknowledge, CommandRequest, OutputFile, Reply, no_ackno
 from bot.catalog import Catalog
 from bot.catalog.specs import OUTPUTS_FIELD, CommandSpec, ModelSpec
 from bot.commands.parsing import Invocation
+from bot.confirm import Confirmations
 from bot.followups.buttons import Action, Button, job_buttons, parse_custom_id
 from bot.jobs import CommandRefused, JobService
 from bot.markup import Text
@@ -72,6 +73,7 @@ class Followups:
     def __init__(self, service: JobService, fetcher: OutputFetcher) -> None:
         self.service = service
         self.fetcher = fetcher
+        self.confirmations = Confirmations(service)
 
     @property
     def catalog(self) -> Catalog:
@@ -83,6 +85,8 @@ class Followups:
         if button is None:
             return _refused(NOT_CONJURES)
         try:
+            if button.action in (Action.CONFIRM, Action.DECLINE):
+                return await self.confirmations.answer(_asked(press), button, acknowledge)
             parent = await self.service.store.get(button.job_id)
             if parent is None or (parent.platform, parent.workspace) != (
                 press.platform,
@@ -147,6 +151,8 @@ class Followups:
             parent_id=parent.id,
             followup=followup,
         )
+        if self.confirmations.needed(invocation):  # a Re-roll of a video costs as much
+            return await self.confirmations.ask(request, invocation)
         job = await self.service.submit(request, invocation, acknowledge)
         return Reply(job=job)
 
@@ -217,6 +223,20 @@ class Followups:
             log.warning("job %s: output %d not downloadable", parent.id, index, exc_info=True)
             return None
         return result.files[0] if result.files else None
+
+
+def _asked(press: Press) -> CommandRequest:
+    """Who answers a price question, and where the job goes: the press's own destination."""
+    return CommandRequest(
+        press.platform,
+        press.workspace,
+        press.channel,
+        press.user_id,
+        "",
+        "",
+        user_name=press.user_name,
+        destination=dict(press.destination),
+    )
 
 
 def reroll(command: CommandSpec, model: ModelSpec, parent: Job) -> Invocation:

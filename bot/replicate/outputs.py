@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from bot.adapter import JobResult, OutputFile
+from bot.adapter import JobResult, LinkedOutput, OutputFile
 
 REPLICATE_FILE_HOSTS = ("replicate.delivery",)
 DOWNLOAD_DEADLINE = 60.0  # seconds for one output, from the request to its last byte
@@ -47,19 +47,33 @@ class OutputFetcher:
         self.max_bytes = max_bytes
         self.deadline = deadline
 
-    async def fetch(self, output: Any) -> JobResult:
-        """Files for URL outputs, text for token lists, transcripts and other values."""
+    async def fetch(
+        self, output: Any, *, link: bool = False, limit: int | None = None
+    ) -> JobResult:
+        """Files for URL outputs, text for token lists, transcripts and other values.
+
+        With `link`, a file larger than the destination takes (`limit`, or the size cap) is
+        linked instead (`JobResult.links`): known from its Content-Length, it is not
+        downloaded at all; else the download stops at the limit.
+        """
         urls, text = split_output(output)
+        cap = self.max_bytes if limit is None else min(self.max_bytes, limit)
         files: list[OutputFile] = []
         skipped: list[str] = []
+        links: list[LinkedOutput] = []
         for index, url in enumerate(urls):
             try:
-                files.append(await self._download(url, index))
+                files.append(await self._download(url, index, max_bytes=cap))
             except OutputUnavailable:
                 raise  # the host should be back soon: the delivery is tried again, not shorted
+            except OutputTooLarge as exc:
+                if link and not url.startswith("data:"):
+                    links.append(LinkedOutput(url, index + 1, exc.size, cap))
+                else:
+                    skipped.append(str(exc))
             except OutputRejected as exc:
                 skipped.append(str(exc))
-        return JobResult(files=files, text=text, skipped=skipped)
+        return JobResult(files=files, text=text, skipped=skipped, links=links)
 
     def is_allowed(self, url: str) -> bool:
         parts = urlsplit(url)
@@ -83,15 +97,20 @@ class OutputFetcher:
         return await self._download(url, index, headers)
 
     async def _download(
-        self, url: str, index: int, headers: dict[str, str] | None = None
+        self,
+        url: str,
+        index: int,
+        headers: dict[str, str] | None = None,
+        max_bytes: int | None = None,
     ) -> OutputFile:
+        cap = self.max_bytes if max_bytes is None else max_bytes
         if url.startswith("data:"):
-            return _from_data_url(url, index, self.max_bytes)
+            return _from_data_url(url, index, cap)
         if not self.is_allowed(url):
             raise OutputRejected(f"output {index + 1} is not on a Replicate file host")
         try:
             async with asyncio.timeout(self.deadline):
-                content, content_type = await self._read(url, index, headers or {})
+                content, content_type = await self._read(url, index, headers or {}, cap)
         except TimeoutError:
             raise OutputRejected(
                 f"output {index + 1} took longer than {self.deadline:g} s to download"
@@ -113,7 +132,9 @@ class OutputFetcher:
             source_url=url,
         )
 
-    async def _read(self, url: str, index: int, headers: dict[str, str]) -> tuple[bytes, str]:
+    async def _read(
+        self, url: str, index: int, headers: dict[str, str], cap: int
+    ) -> tuple[bytes, str]:
         """The body as it will be uploaded, and its content type; stops at the size cap.
 
         The body is asked for uncompressed and read raw; a server that compresses anyway is
@@ -135,24 +156,25 @@ class OutputFetcher:
                 )
             stages = _decoders(response.headers.get("content-encoding", ""), index)
             length = response.headers.get("content-length", "")
-            if not stages and length.isdigit() and int(length) > self.max_bytes:
-                raise self._too_large(index)
+            if not stages and length.isdigit() and int(length) > cap:
+                raise _too_large(index, cap, int(length))
             chunks: list[bytes] = []
             size = 0
             try:
                 async for raw in response.aiter_raw():
                     for piece in _decode(stages, raw):
                         size += len(piece)
-                        if size > self.max_bytes:
-                            raise self._too_large(index)
+                        if size > cap:
+                            raise _too_large(index, cap, None)
                         chunks.append(piece)
             except zlib.error as exc:
                 raise OutputRejected(f"output {index + 1} could not be decoded") from exc
             content_type = response.headers.get("content-type", "").split(";")[0]
         return b"".join(chunks), content_type
 
-    def _too_large(self, index: int) -> OutputRejected:
-        return OutputRejected(f"output {index + 1} is larger than {self.max_bytes // 1_000_000} MB")
+
+def _too_large(index: int, cap: int, size: int | None) -> OutputTooLarge:
+    return OutputTooLarge(f"output {index + 1} is larger than {cap // 1_000_000} MB", size)
 
 
 class _Inflater:
@@ -193,6 +215,14 @@ def _decode(stages: Sequence[_Inflater], data: bytes) -> Iterator[bytes]:
 
 class OutputRejected(Exception):
     """An output file that will not be delivered; the message is safe to show."""
+
+
+class OutputTooLarge(OutputRejected):
+    """An output over the size cap; `size` is its length when the host said (Content-Length)."""
+
+    def __init__(self, message: str, size: int | None = None) -> None:
+        super().__init__(message)
+        self.size = size
 
 
 class OutputUnavailable(OutputRejected):
@@ -249,7 +279,7 @@ def _from_data_url(url: str, index: int, max_bytes: int) -> OutputFile:
     except (binascii.Error, ValueError) as exc:
         raise OutputRejected(f"output {index + 1} is not valid data") from exc
     if len(content) > max_bytes:
-        raise OutputRejected(f"output {index + 1} is larger than {max_bytes // 1_000_000} MB")
+        raise _too_large(index, max_bytes, len(content))
     extension = mimetypes.guess_extension(content_type) or ""
     return OutputFile(
         filename=f"out-{index}{extension}", content=content, content_type=content_type

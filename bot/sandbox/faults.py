@@ -53,6 +53,9 @@ class Faults:
     # Predictions created while this is set run this many times their usual length (a long
     # input, a slow GPU): how a run that overshoots its expected time, and its deadline, is shown.
     run_time_factor: float = 1.0
+    # Videos made while this is set are padded to this many bytes (0: their natural ~17 KB),
+    # so a test can make one larger than a platform takes.
+    video_bytes: int = 0
 
     def reset(self) -> None:
         """Back to no faults at all (in place: holders of this object see the change)."""
@@ -100,7 +103,7 @@ def faults_from_json(data: Any) -> dict[str, Any]:
             values[name] = [_http_fault(item) for item in value]
         elif name == "fail_error":
             values[name] = _typed(name, value, str)
-        elif name in ("fail_next", "drop_webhooks"):
+        elif name in ("fail_next", "drop_webhooks", "video_bytes"):
             values[name] = _non_negative(name, _typed(name, value, int))
         else:
             values[name] = _non_negative(name, float(_typed(name, value, (int, float))))

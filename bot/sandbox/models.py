@@ -35,7 +35,7 @@ class FakeModel:
 
     owner: str
     name: str
-    kind: str  # "image" | "upscale" | "text" | "speech"
+    kind: str  # "image" | "upscale" | "text" | "speech" | "video"
     official: bool
     version_id: str
     description: str
@@ -288,8 +288,29 @@ REAL_ESRGAN = FakeModel(
     step_seconds=0.3,  # x UPSCALE_STEPS: about 3 s a run on a T4, billed by the second
 )
 
+VIDEO_01 = FakeModel(
+    "minimax",
+    "video-01",
+    "video",
+    True,
+    _official_version("minimax/video-01"),
+    "Generate 6s videos with prompts or images. (Also known as Hailuo).",
+    (
+        Param("prompt", "string", "Text prompt for generation", required=True),
+        Param("prompt_optimizer", "boolean", "Use prompt optimizer", True),
+        Param(
+            "first_frame_image",
+            "string",
+            "First frame image for video generation",
+            format="uri",
+        ),
+    ),
+    {"type": "string", "title": "Output", "format": "uri"},
+    step_seconds=0.1,  # x VIDEO_STEPS; billed per video, not by the second
+)
+
 MODELS: dict[str, FakeModel] = {
-    m.ref: m for m in (FLUX_SCHNELL, FLUX_DEV, SDXL, LLAMA, WHISPER, REAL_ESRGAN)
+    m.ref: m for m in (FLUX_SCHNELL, FLUX_DEV, SDXL, LLAMA, WHISPER, REAL_ESRGAN, VIDEO_01)
 }
 VERSIONS: dict[str, FakeModel] = {m.version_id: m for m in MODELS.values()}
 DEPLOYMENTS: dict[str, FakeModel] = {
@@ -299,6 +320,7 @@ DEPLOYMENTS: dict[str, FakeModel] = {
     "conjure/llama": LLAMA,
     "conjure/whisper": WHISPER,
     "conjure/real-esrgan": REAL_ESRGAN,
+    "conjure/video-01": VIDEO_01,
 }
 
 

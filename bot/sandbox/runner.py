@@ -21,7 +21,13 @@ from PIL import Image
 
 from bot.sandbox.images import ImageInputError, read_image
 from bot.sandbox.models import FakeModel
-from bot.sandbox.outputs import image_outputs, llama_tokens, upscale_output, whisper_output
+from bot.sandbox.outputs import (
+    file_url,
+    image_outputs,
+    llama_tokens,
+    upscale_output,
+    whisper_output,
+)
 from bot.sandbox.predictions import (
     TERMINAL,
     WEBHOOK_EVENTS,
@@ -31,11 +37,14 @@ from bot.sandbox.predictions import (
     tqdm_line,
 )
 from bot.sandbox.state import Run, Sandbox
+from bot.sandbox.video import CONTENT_TYPE as VIDEO_TYPE
+from bot.sandbox.video import render_video
 from bot.sandbox.webhooks import PredictionWebhooks
 
 STARTING_SECONDS = 0.3  # x speed: queueing and booting before `processing`
 SPEECH_STEPS = 8
 UPSCALE_STEPS = 10  # x the model's step_seconds: the run time billed by the second
+VIDEO_STEPS = 10  # progress lines of a video run (a real one takes minutes)
 _FAIL_WORD = re.compile(r"\bFAIL_ME\b")
 
 
@@ -131,6 +140,8 @@ async def _run(sandbox: Sandbox, run: Run) -> None:
             _log(run, f"Using seed: {run.inputs['seed']}")
         elif model.kind == "upscale":
             total = UPSCALE_STEPS
+        elif model.kind == "video":
+            total = VIDEO_STEPS
         else:
             total = SPEECH_STEPS
         for step in range(1, total + 1):
@@ -155,6 +166,12 @@ async def _run(sandbox: Sandbox, run: Run) -> None:
             )
             run.files.update(files)
             prediction["output"] = upscaled
+            _changed(run, "output")
+        elif model.kind == "video":
+            padded = sandbox.faults.video_bytes
+            video = await asyncio.to_thread(render_video, str(run.inputs["prompt"]), 0, padded)
+            run.files["output.mp4"] = (video, VIDEO_TYPE)
+            prediction["output"] = file_url(run.base_url, prediction["id"], "output.mp4")
             _changed(run, "output")
         elif model.kind == "speech":
             output, files = whisper_output(run.inputs, prediction["id"], run.base_url)
