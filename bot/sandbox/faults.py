@@ -53,6 +53,10 @@ class Faults:
     # Predictions created while this is set run this many times their usual length (a long
     # input, a slow GPU): how a run that overshoots its expected time, and its deadline, is shown.
     run_time_factor: float = 1.0
+    # Streams (urls.stream) close after this many events (0: never), as a dropped connection.
+    cut_streams_after: int = 0
+    # Text runs hold after this many tokens until it is set back to 0 (a half-written answer).
+    pause_after_tokens: int = 0
 
     def reset(self) -> None:
         """Back to no faults at all (in place: holders of this object see the change)."""
@@ -100,7 +104,7 @@ def faults_from_json(data: Any) -> dict[str, Any]:
             values[name] = [_http_fault(item) for item in value]
         elif name == "fail_error":
             values[name] = _typed(name, value, str)
-        elif name in ("fail_next", "drop_webhooks"):
+        elif name in ("fail_next", "drop_webhooks", "cut_streams_after", "pause_after_tokens"):
             values[name] = _non_negative(name, _typed(name, value, int))
         else:
             values[name] = _non_negative(name, float(_typed(name, value, (int, float))))
