@@ -425,7 +425,7 @@ class ReplicateClient:
             ) from error
         raise error
 
-    def stream(self, url: str) -> AsyncIterator[Event]:
+    def stream(self, url: str, last_event_id: str | None = None) -> AsyncIterator[Event]:
         """The server-sent events of a prediction's `urls.stream` (see bot.replicate.stream).
         The token goes only to this client's API origin or Replicate's own hosts: a stream URL
         is a capability URL, and a prediction from elsewhere must not learn the token."""
@@ -434,6 +434,8 @@ class ReplicateClient:
             target.scheme == "https" and target.host.endswith(REPLICATE_HOSTS)
         )
         headers = self._headers() if ours else {"User-Agent": self._user_agent}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
         return read_events(self._http, url, headers)
 
     def _headers(self) -> dict[str, str]:
