@@ -49,6 +49,7 @@ class StreamRelay:
         self._checkpoint = checkpoint
         self._dirty = asyncio.Event()
         self._finished = False
+        self._ended = False  # the stream said done (or error)
         self._closed = False
         self._lock = asyncio.Lock()  # held while a show is on its way
         self._task: asyncio.Task[None] | None = None
@@ -83,7 +84,10 @@ class StreamRelay:
                             self.text += event.data
                             self._dirty.set()
                         elif event.event in ("error", "done"):
-                            return  # the webhook tells the outcome
+                            # The webhook tells the outcome and the delivery, perhaps on
+                            # another instance, writes the whole answer: no show after it.
+                            self._ended = True
+                            return
                     return  # closed without `done`: the run ended, or the server gave up
                 except StreamError as exc:
                     log.info("job %s: stream broke (%s), try %d", self.job.id, exc, attempt + 1)
@@ -97,6 +101,8 @@ class StreamRelay:
             await self._dirty.wait()
             self._dirty.clear()
             text = live(self.text)
+            if self._ended:
+                return
             if text and text != self.shown:
                 async with self._lock:
                     if self._closed:
