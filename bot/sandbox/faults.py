@@ -57,6 +57,9 @@ class Faults:
     cut_streams_after: int = 0
     # Text runs hold after this many tokens until it is set back to 0 (a half-written answer).
     pause_after_tokens: int = 0
+    # Text runs write a token every this many real seconds more (not scaled by speed), so a
+    # streamed answer can be watched at speed 0 (the benchmark's time to first token).
+    token_seconds: float = 0.0
 
     def reset(self) -> None:
         """Back to no faults at all (in place: holders of this object see the change)."""

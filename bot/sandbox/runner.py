@@ -138,7 +138,8 @@ async def _run(sandbox: Sandbox, run: Run) -> None:
         else:
             total = SPEECH_STEPS
         for step in range(1, total + 1):
-            await asyncio.sleep(model.step_seconds * speed * run.time_factor)
+            extra = sandbox.faults.token_seconds if tokens is not None else 0.0
+            await asyncio.sleep(model.step_seconds * speed * run.time_factor + extra)
             if tokens is not None:
                 prediction["output"] = [*(prediction["output"] or []), tokens[step - 1]]
                 if run.stream is not None:
