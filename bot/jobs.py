@@ -51,6 +51,10 @@ SILENT_AFTER = timedelta(minutes=5)  # no webhook for this long: read the predic
 SUBMITS_AT_ONCE = 16  # commands being started at the same time; more wait their turn
 READS_AT_ONCE = 16  # polls of Replicate in progress at the same time; more wait their turn
 DELIVERIES_AT_ONCE = 16  # results being downloaded and posted at once (each holds its files)
+# Answers streamed at once: each holds a connection of the Replicate client's pool (100) for
+# its whole run; past this, an answer simply arrives whole at the end, as without streaming.
+STREAMS_AT_ONCE = 32
+RELAY_KEPT = 120.0  # seconds a finished relay waits for this instance's delivery
 UNDELIVERABLE = (
     "Your result is ready, but Conjure could not post it here after several tries; "
     "it was charged. Please ask an admin."
@@ -396,9 +400,22 @@ class JobService:
             return
         if not isinstance(url, str) or prediction.terminal or job.id in self._relays:
             return
+        if sum(not relay.done for relay in self._relays.values()) >= STREAMS_AT_ONCE:
+            return
         relay = StreamRelay(adapter, job, url, self.replicate.stream, self._checkpoint(job))
         self._relays[job.id] = relay
         relay.start(self.spawn)
+
+        def forget(_: asyncio.Task[Any]) -> None:
+            # Kept a while after its stream ends for this instance's delivery (which takes
+            # what it recorded); dropped then, for a delivery made on another instance.
+            asyncio.get_running_loop().call_later(RELAY_KEPT, self._forget_relay, job.id, relay)
+
+        relay.on_done(forget)
+
+    def _forget_relay(self, job_id: str, relay: StreamRelay) -> None:
+        if self._relays.get(job_id) is relay:
+            del self._relays[job_id]
 
     async def _close_stream(self, job: Job) -> None:
         """Stop showing a job's answer as it is written, and take what the relay recorded."""

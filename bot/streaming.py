@@ -57,6 +57,15 @@ class StreamRelay:
     def start(self, spawn: Callable[[Any], asyncio.Task[Any]]) -> None:
         self._task = spawn(self.run())
 
+    def on_done(self, callback: Callable[[asyncio.Task[Any]], None]) -> None:
+        """Call `callback` when the relay's task ends (read to the end, given up, closed)."""
+        if self._task is not None:
+            self._task.add_done_callback(callback)
+
+    @property
+    def done(self) -> bool:
+        return self._task is None or self._task.done()
+
     async def run(self) -> None:
         """Read and show until the stream is done (or given up) and its last text shown."""
         async with asyncio.TaskGroup() as group:
