@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from PIL import Image
 
-from bot.adapter import ChatAdapter, CommandRequest, JobResult, OutputFile, Reply
+from bot.adapter import ChatAdapter, Checkpoint, CommandRequest, JobResult, OutputFile, Reply
 from bot.commands.handler import Commands
 from bot.followups.buttons import Action, Button, job_buttons
 from bot.followups.service import Followups, Press
@@ -77,6 +77,7 @@ class ConsoleAdapter(ChatAdapter):
         self.workspace = workspace
         self._outcomes: dict[str, asyncio.Future[Outcome]] = {}
         self._last_line: dict[str, str] = {}
+        self._streamed: dict[str, str] = {}  # job id -> the text printed as it was written
 
     @property
     def asking(self) -> bool:
@@ -99,11 +100,33 @@ class ConsoleAdapter(ChatAdapter):
 
     async def update_status(self, job: Job) -> None:
         line = status_line(job)
+        if job.id in self._streamed:
+            return  # the answer is being printed: a status line would cut it in two
         if self._last_line.get(job.id) != line:
             self._last_line[job.id] = line
             self._print(f"  {line}")
 
+    streams_text = True
+    stream_interval = 0.1  # a terminal has no rate limit; this only batches tiny tokens
+
+    async def show_partial(self, job: Job, text: str, checkpoint: Checkpoint) -> None:
+        """Print what was written since the last call (a continuation: only the new part)."""
+        shown = self._streamed.get(job.id, "")
+        new = text[len(shown) :] if text.startswith(shown) else "\n" + text
+        self._streamed[job.id] = text
+        print(new, end="", file=self.out, flush=True)
+
+    def _end_stream(self, job: Job, text: str | None) -> bool:
+        """Finish an answer printed as it was written; False when none was."""
+        shown = self._streamed.pop(job.id, None)
+        if shown is None:
+            return False
+        rest = (text or "")[len(shown) :] if (text or "").startswith(shown) else "\n" + (text or "")
+        self._print(rest)
+        return True
+
     async def post_result(self, job: Job, result: JobResult) -> None:
+        streamed = self._end_stream(job, result.text)
         self._print(f"  {status_line(job)}")
         self.output_dir.mkdir(parents=True, exist_ok=True)
         saved = []
@@ -112,7 +135,7 @@ class ConsoleAdapter(ChatAdapter):
             path.write_bytes(output.content)
             saved.append(path)
             self._print(f"  saved {path}")
-        if result.text:
+        if result.text and not streamed:
             self._print(result.text)
         for reason in result.skipped:
             self._print(f"  skipped: {reason}")
@@ -123,6 +146,8 @@ class ConsoleAdapter(ChatAdapter):
         self._settle(job.id, Outcome(ok=ok, files=saved, text=result.text))
 
     async def post_error(self, job: Job, message: str) -> None:
+        if self._streamed.pop(job.id, None) is not None:
+            self._print("")  # end the half-written line
         self._print(f"  {status_line(job)}")
         self._print(f"  error: {message}")
         self._settle(job.id, Outcome(ok=False, error=message))

@@ -2,7 +2,8 @@
 
 `python -m bench.fake_slack_server --port N` serves tests/fakes/slack_api.py's FakeSlack (the
 same Web API methods, tokens and errors) plus `GET /_bench/events?after=I`: status messages and
-completed file uploads, in order, each with its arrival time on the system-wide monotonic clock
+completed file uploads, streamed answers (`first_text` at chat.startStream, `answer` at
+chat.stopStream), in order, each with its arrival time on the system-wide monotonic clock
 (`time.monotonic()`, comparable across processes). Two changes keep the fake from being the
 bottleneck at thousands of jobs: messages are found by (channel, ts) in a dict instead of a
 scan, and uploaded bytes are dropped once they are shared.
@@ -41,6 +42,7 @@ class BenchSlack(FakeSlack):
         self.index: dict[tuple[str, str], Message] = {}
         self.events: list[dict[str, Any]] = []
         self.faults: list[SlackFault] = []
+        self._streams: dict[tuple[str, str], str | None] = {}  # streamed answer -> its thread
 
     def _chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = str(args.get("channel", ""))
@@ -65,6 +67,21 @@ class BenchSlack(FakeSlack):
         message.text = str(args.get("text", ""))
         message.edits.append(message.text)
         return {"ok": True, "channel": channel, "ts": ts, "text": message.text}
+
+    def _chat_startStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        body = super()._chat_startStream(args)
+        if body.get("ok"):
+            thread_ts = args.get("thread_ts") or None
+            self._event("first_text", channel=body["channel"], ts=body["ts"], thread_ts=thread_ts)
+            self._streams[(body["channel"], body["ts"])] = thread_ts
+        return body
+
+    def _chat_stopStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        body = super()._chat_stopStream(args)
+        where = (str(args.get("channel", "")), str(args.get("ts", "")))
+        if body.get("ok") and where in self._streams:
+            self._event("answer", channel=where[0], ts=where[1], thread_ts=self._streams[where])
+        return body
 
     def _files_completeUploadExternal(self, args: dict[str, Any]) -> dict[str, Any]:
         body = super()._files_completeUploadExternal(args)

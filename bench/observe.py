@@ -22,6 +22,8 @@ class Thread:
     ts: str
     posted_at: float
     uploaded_at: float | None = None
+    first_text_at: float | None = None  # a streamed answer's first text (chat.startStream)
+    answer_at: float | None = None  # that answer finished (chat.stopStream)
     replies: int = 0
 
 
@@ -55,6 +57,12 @@ class SlackFeed:
                 thread = Thread(found[0], event["channel"], event["ts"], event["at"])
                 self.by_tag[thread.tag] = thread
                 self.by_ts[(thread.channel, thread.ts)] = thread
+        elif kind in ("first_text", "answer"):
+            thread = self.by_ts.get((event.get("channel"), event.get("thread_ts")))
+            if thread is not None and kind == "first_text":
+                thread.first_text_at = thread.first_text_at or event["at"]
+            elif thread is not None:
+                thread.answer_at = event["at"]
         elif kind in ("upload", "reply"):
             thread = self.by_ts.get((event.get("channel"), event.get("thread_ts")))
             if thread is None:

@@ -152,7 +152,8 @@ async def output_urls(bench: Bench) -> list[str]:
     """The file URLs of one finished prediction: what the fired webhooks deliver."""
     for prediction in await bench.sandbox.predictions(limit=100):
         output = prediction.get("output")
-        if prediction.get("status") == "succeeded" and isinstance(output, list) and output:
+        files = isinstance(output, list) and output and str(output[0]).startswith("http")
+        if prediction.get("status") == "succeeded" and files:  # not a text answer's tokens
             return [str(url) for url in output]
     raise RuntimeError("no finished prediction to borrow an output from")
 
@@ -241,3 +242,38 @@ def _rate(count: int, seconds: float) -> float | None:
 def _per(cpu_seconds: float, count: int) -> float | None:
     """CPU milliseconds per item."""
     return round(cpu_seconds * 1000 / count, 2) if count else None
+
+
+TOKEN_SECONDS = 0.03  # a token every 30 ms while measuring streaming (~33 tokens/s, Llama 3 8B)
+
+
+async def time_to_first_token(bench: Bench, count: int) -> dict[str, Any]:
+    """/ask one at a time, the sandbox writing a token every TOKEN_SECONDS: from the command to
+    the first streamed text in the fake Slack (chat.startStream), and to the whole answer
+    (chat.stopStream); the difference is what streaming saves the person waiting."""
+    sender = bench.sender(bench.stack.serve.url)
+    await bench.sandbox.set_faults(token_seconds=TOKEN_SECONDS)
+    first, whole = [], []
+    try:
+        for index in range(count):
+            label = tag("ask", index)
+            sent = await sender.send_one(label, "/ask", f"why is the sky blue {label}", index)
+            if not acked(sent):
+                continue
+            await bench.feed.wait_for([label], uploaded=False, timeout=bench.remaining(30))
+            waited = time.monotonic() + bench.remaining(60)
+            thread = bench.feed.by_tag.get(label)
+            while thread is not None and thread.answer_at is None and time.monotonic() < waited:
+                await asyncio.sleep(0.005)
+                await bench.feed.poll()
+            if thread is None or thread.first_text_at is None or thread.answer_at is None:
+                continue
+            first.append(thread.first_text_at - sent.sent_at)
+            whole.append(thread.answer_at - sent.sent_at)
+    finally:
+        await bench.sandbox.set_faults(token_seconds=0.0)
+    return {
+        "token_seconds": TOKEN_SECONDS,
+        "first_token": summary_ms(first),
+        "whole_answer": summary_ms(whole),
+    }

@@ -103,6 +103,9 @@ def table(results: dict[str, Any]) -> str:
     one = results.get("one_at_a_time", {})
     add("one at a time: overhead ms p50/p95/p99", lat(one.get("overhead")))
     add("one at a time: command → status ms p50/p99", _pair(one.get("status_posted")))
+    ask = results.get("ask_streamed", {})
+    add("/ask streamed: command → first token shown ms p50/p99", _pair(ask.get("first_token")))
+    add("/ask streamed: command → whole answer ms p50/p99", _pair(ask.get("whole_answer")))
     add(
         f"webhooks delivered/s ({hooks.get('delivered', 0)}/{hooks.get('fired', 0)})",
         hooks.get("delivered_per_second"),

@@ -42,6 +42,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--serial", type=int, default=30, help="commands sent one at a time, for overhead (30)"
     )
+    p.add_argument(
+        "--ttft", type=int, default=20, help="/ask sent one at a time, streamed (20; 0: none)"
+    )
     p.add_argument("--warmup", type=int, default=50, help="commands sent to each app first (50)")
     p.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     p.add_argument(
@@ -68,6 +71,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "inflight": args.inflight,
             "warmup": args.warmup,
             "serial": args.serial,
+            "ttft": args.ttft,
         },
     }
     work = Path(tempfile.mkdtemp(prefix="conjure-bench-"))
@@ -94,6 +98,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if args.serial:
                 step(f"Conjure: {args.serial} commands one at a time")
                 results["one_at_a_time"] = await phases.one_at_a_time(bench, args.serial)
+            if args.ttft:
+                step(f"Conjure: {args.ttft} /ask one at a time, streamed")
+                results["ask_streamed"] = await phases.time_to_first_token(bench, args.ttft)
             output = await phases.output_urls(bench)
             # Webhooks first, on jobs held just for them: held jobs silent for 5 minutes are
             # polled by the sweeper, which would compete with the webhooks being measured.

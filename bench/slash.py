@@ -49,11 +49,13 @@ class SlashSender:
         self._addresses = FakeSlack()  # only for response_url addresses in the fields
         self._addresses.url = fake_slack_url
 
-    def request(self, phase: str, index: int, text: str) -> tuple[str, dict[str, str]]:
-        """The form body and headers of one `/imagine` command, signed now."""
+    def request(
+        self, phase: str, index: int, text: str, command: str = "/imagine"
+    ) -> tuple[str, dict[str, str]]:
+        """The form body and headers of one command (`/imagine`), signed now."""
         fields = command_fields(
             self._addresses,
-            "/imagine",
+            command,
             text,
             user_id=f"U0B{index % USERS:04d}",
             user_name=f"bench{index % USERS}",
@@ -91,6 +93,14 @@ class SlashSender:
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
         return results
+
+    async def send_one(self, label: str, command: str, text: str, index: int) -> Sent:
+        """One command (`command text`), on a connection of its own."""
+        async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
+        ) as session:
+            body, headers = self.request(label, index, text, command)
+            return await self._post(session, label, body, headers)
 
     async def _post(
         self, session: aiohttp.ClientSession, label: str, body: str, headers: dict[str, str]

@@ -4,7 +4,8 @@ Two directions, both narrow. Into the core: an adapter turns its platform's even
 `CommandRequest` and hands it to `bot.commands.handler.Commands.handle`, which answers with a
 `Reply`. Out of the core: the job service calls the five required methods of `ChatAdapter`
 below, and two with defaults that a platform may refine for deliveries: `deliver_result` (post
-a result once, across a takeover, with a checkpoint) and `retry_delay` (which errors pass).
+a result once, across a takeover, with a checkpoint) and `retry_delay` (which errors pass);
+and one for platforms that show a text answer as it is written, `show_partial` (bot.streaming).
 Everything an adapter needs to find its messages again (a Slack thread ts, a
 Discord interaction token) lives in `job.destination`, which the adapter itself fills in, so any
 instance, or the same one after a restart, can deliver a job that another one started.
@@ -160,6 +161,21 @@ class ChatAdapter(ABC):
         posting again. This default cannot tell, and posts.
         """
         await self.post_result(job, result)
+
+    streams_text: bool = False
+    """Whether `show_partial` shows anything: the core reads a text model's stream only then."""
+    stream_interval: float = 1.0
+    """Seconds at least between two `show_partial` calls for one job (the platform's limits)."""
+
+    async def show_partial(self, job: Job, text: str, checkpoint: Checkpoint) -> None:
+        """Show a text answer while it is written: `text` is all of it so far (reasoning
+        folded), each call's a continuation of the last one's. Called by bot.streaming at most
+        once per `stream_interval`, never after the result's delivery has begun, and only on
+        the instance that created the prediction. A message made for it must be recorded with
+        `checkpoint` (it merges into `job.destination`) so that the delivery, on any instance
+        or after a restart, makes it the final answer instead of posting another. Errors are
+        logged; after a few in a row the answer waits for its delivery. Default: nothing."""
+        return None
 
     def upload_limit(self, job: Job) -> int | None:
         """The largest file this job's destination takes, in bytes (None: only the download

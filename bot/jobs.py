@@ -38,6 +38,7 @@ from bot.replicate.errors import PredictionOutcomeUnknown, ReplicateError
 from bot.replicate.links import with_link_notes
 from bot.replicate.outputs import OutputFetcher, OutputUnavailable, split_output
 from bot.replicate.progress import progress_from_logs
+from bot.streaming import StreamRelay, fold_result
 from storage.jobs import DELIVERY_LEASE, JobStore
 from storage.models import BudgetAlert, Delivery, Job, JobStatus, utcnow
 from storage.usage import Hold, HoldKind, LimitReached
@@ -51,6 +52,10 @@ SILENT_AFTER = timedelta(minutes=5)  # no webhook for this long: read the predic
 SUBMITS_AT_ONCE = 16  # commands being started at the same time; more wait their turn
 READS_AT_ONCE = 16  # polls of Replicate in progress at the same time; more wait their turn
 DELIVERIES_AT_ONCE = 16  # results being downloaded and posted at once (each holds its files)
+# Answers streamed at once: each holds a connection of the Replicate client's pool (100) for
+# its whole run; past this, an answer simply arrives whole at the end, as without streaming.
+STREAMS_AT_ONCE = 32
+RELAY_KEPT = 120.0  # seconds a finished relay waits for this instance's delivery
 UNDELIVERABLE = (
     "Your result is ready, but Conjure could not post it here after several tries; "
     "it was charged. Please ask an admin."
@@ -159,6 +164,7 @@ class JobService:
         self._polling: set[str] = set()
         self._last_status_update: dict[str, float] = {}
         self._screens: dict[str, _Screen] = {}  # jobs whose status this process is showing
+        self._relays: dict[str, StreamRelay] = {}  # text answers shown as they are written
         # A burst of commands, all started at once, floods the event loop with hundreds of
         # concurrent queries and calls, and every ack and webhook waits behind them; started a
         # few at a time, the same work gets done sooner (less contention) and acks stay quick.
@@ -380,10 +386,44 @@ class JobService:
             await self._cancel_prediction(prediction.id)
             return job
         job.prediction_id = prediction.id
+        self._follow_stream(job, model, prediction)
         await self.apply_prediction(job.id, prediction, job=job)
         if not self.uses_webhooks:
             self.start_polling(job.id, prediction.id)
         return job
+
+    def _follow_stream(self, job: Job, model: ModelSpec, prediction: Prediction) -> None:
+        """Show a text answer as it is written, where the model streams and the platform can
+        (bot.streaming); the delivery closes the relay and has the last word."""
+        adapter = self._adapters.get(job.platform)
+        url = (prediction.urls or {}).get("stream")
+        if model.kind != "text" or adapter is None or not adapter.streams_text:
+            return
+        if not isinstance(url, str) or prediction.terminal or job.id in self._relays:
+            return
+        if sum(not relay.done for relay in self._relays.values()) >= STREAMS_AT_ONCE:
+            return
+        relay = StreamRelay(adapter, job, url, self.replicate.stream, self._checkpoint(job))
+        self._relays[job.id] = relay
+        relay.start(self.spawn)
+
+        def forget(_: asyncio.Task[Any]) -> None:
+            # Kept a while after its stream ends for this instance's delivery (which takes
+            # what it recorded); dropped then, for a delivery made on another instance.
+            asyncio.get_running_loop().call_later(RELAY_KEPT, self._forget_relay, job.id, relay)
+
+        relay.on_done(forget)
+
+    def _forget_relay(self, job_id: str, relay: StreamRelay) -> None:
+        if self._relays.get(job_id) is relay:
+            del self._relays[job_id]
+
+    async def _close_stream(self, job: Job) -> None:
+        """Stop showing a job's answer as it is written, and take what the relay recorded."""
+        relay = self._relays.pop(job.id, None)
+        if relay is not None:
+            await relay.close()
+            job.destination.update(relay.recorded)
 
     async def _create_prediction(self, job: Job, model: ModelSpec) -> Prediction | None:
         """Create the prediction, to be stopped at its cost ceiling (`Cancel-After`); on failure
@@ -758,6 +798,7 @@ class JobService:
         if adapter is None:
             await self.store.finish_delivery(job.id, f"no adapter for {job.platform}")
             return False
+        await self._close_stream(job)
         async with self._delivering:
             with self._screen(job.id) as screen:
                 screen.ended = True  # a progress update still on its way is not shown after
@@ -837,7 +878,7 @@ class JobService:
         for attempt in range(1, policy.tries + 1):
             try:
                 if job.job_status is JobStatus.SUCCEEDED:
-                    result = await self._fetch(adapter, job)
+                    result = fold_result(await self._fetch(adapter, job))
                     await adapter.deliver_result(job, result, self._checkpoint(job))
                 else:
                     await adapter.post_error(job, failure_message(job, self._deadline(job)))

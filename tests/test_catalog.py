@@ -167,7 +167,7 @@ def test_builtin_commands():
     assert (model.type, model.choices) == ("model", imagine.models)
 
     ask = catalog.commands["ask"]
-    assert (ask.model, ask.models) == ("llama-3-8b", ("llama-3-8b",))
+    assert (ask.model, ask.models) == ("llama-3-8b", ("llama-3-8b", "llama-3-70b", "deepseek-r1"))
     max_tokens = ask.option("max-tokens")
     assert max_tokens is not None
     assert (max_tokens.field, max_tokens.minimum, max_tokens.maximum) == ("max_tokens", 1, 4096)
@@ -198,7 +198,7 @@ def test_descriptions_fit_discord():
             "/imagine <prompt> [--ar 1:1|16:9|...] [--seed N] [--n 1-4] [--no TEXT] "
             "[--model flux-schnell|flux-dev|sdxl]",
         ),
-        ("ask", "/ask <prompt> [--max-tokens 1-4096]"),
+        ("ask", "/ask <prompt> [--max-tokens 1-4096] [--model llama-3-8b|llama-3-70b|deepseek-r1]"),
         ("transcribe", "/transcribe <audio URL>"),
     ],
 )
@@ -988,9 +988,9 @@ MANY_MODELS = "".join(
             "not used by a model option",
         ),
         (
-            '[commands.ask]\nmodels = ["llama-3-8b", "flux-dev"]\n'
-            + toml_option("ask", name="m", type="str", field="m", aliases=["model"]),
-            "commands.ask.options.model",
+            '[commands.transcribe]\nmodels = ["whisper", "llama-3-8b"]\n'
+            + toml_option("transcribe", name="m", type="str", field="m", aliases=["model"]),
+            "commands.transcribe.options.model",
             "--model is already used by --m",
         ),
         (

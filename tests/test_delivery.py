@@ -344,7 +344,10 @@ async def test_a_long_answer_taken_over_after_the_share_is_not_posted_again(
         assert (upload.channel_id, upload.thread_ts) == (CHANNEL, parent.ts)
         assert upload.filename.endswith(".txt") and upload.snippet_type == "text"
         assert "as a file" in (upload.initial_comment or "")
-        assert len(fake.replies(CHANNEL, parent.ts)) == 1
+        # The answer written as it came (its start kept, ended once), and the file: no more.
+        [answer, shared] = fake.replies(CHANNEL, parent.ts)
+        assert answer.streamed and not answer.streaming and answer.text.endswith("…")
+        assert shared.files == [upload.file_id]
         assert len(fake.calls_to("files.getUploadURLExternal")) == 1
         assert "✅ done in " in parent.text
         done = await conjure.runtime.store.get(held.id)

@@ -282,8 +282,12 @@ def test_empty_url_prompt_names_its_label():
 def test_ask_errors():
     error = usage_error("ask", "hi --max-tokens 5000")
     assert error.message == "Option --max-tokens must be between 1 and 4096, not 5000."
-    assert error.usage == "/ask <prompt> [--max-tokens 1-4096]"
-    assert usage_error("ask", "hi --model sdxl").message == "Unknown option --model."
+    assert error.usage == (
+        "/ask <prompt> [--max-tokens 1-4096] [--model llama-3-8b|llama-3-70b|deepseek-r1]"
+    )
+    assert usage_error("ask", "hi --model sdxl").message == (
+        "Model 'sdxl' is not available for /ask; choose llama-3-8b, llama-3-70b, deepseek-r1."
+    )
 
 
 def test_unknown_command():

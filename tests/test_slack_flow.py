@@ -111,7 +111,7 @@ async def test_bad_input_is_answered_in_the_ack_and_creates_nothing(
         assert "Unknown option --bogus." in answers[2]["text"]
         # Slack would read a bare <prompt> as markup and swallow it.
         assert "\nUsage: `/imagine &lt;prompt&gt; [--ar " in answers[0]["text"]
-        assert "Usage: `/ask &lt;prompt&gt; [--max-tokens 1-4096]`" in answers[3]["text"]
+        assert "Usage: `/ask &lt;prompt&gt; [--max-tokens 1-4096] [--model " in answers[3]["text"]
         assert await conjure.runtime.store.count() == 0
         assert sandbox_server.sandbox.create_count == 0
         assert conjure.fake.responses == []

@@ -94,6 +94,9 @@ SCOPE_OF_METHOD = {
     "chat.postMessage": "chat:write",
     "chat.update": "chat:write",
     "chat.postEphemeral": "chat:write",
+    "chat.startStream": "chat:write",  # an answer written as it comes
+    "chat.appendStream": "chat:write",
+    "chat.stopStream": "chat:write",
     "conversations.open": "im:write",
     "files.getUploadURLExternal": "files:write",
     "files.completeUploadExternal": "files:write",

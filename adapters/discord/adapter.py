@@ -21,8 +21,9 @@ import discord
 from adapters.discord import markup
 from adapters.discord.buttons import job_view
 from adapters.discord.destination import Destination
+from adapters.discord.streaming import LiveAnswers
 from adapters.discord.uploads import UPLOAD_OVERHEAD, as_files, fit_files
-from bot.adapter import ChatAdapter, JobResult, OutputFile
+from bot.adapter import ChatAdapter, Checkpoint, JobResult, OutputFile
 from bot.catalog import Catalog
 from bot.markup import Text
 from bot.messages import followup_label, status_text
@@ -47,6 +48,16 @@ class DiscordAdapter(ChatAdapter):
         self.catalog = catalog  # which follow-ups each command offers
         self.clock: Callable[[], datetime] = utcnow  # replaceable, to test token expiry
         self._live: dict[str, discord.Interaction] = {}  # token -> interaction being submitted
+        self.answers = LiveAnswers()
+
+    streams_text = True
+    stream_interval = 1.0  # one edit of a response a second at most (Discord's rate limits)
+
+    async def show_partial(self, job: Job, text: str, checkpoint: Checkpoint) -> None:
+        """The answer so far under the status, on the interaction's response (an edit)."""
+        self.answers.set(job.id, text)
+        status = self.answers.status(job.id, self._status(job))
+        await self._edit_original(job, content=self.answers.content(job.id, status))
 
     @contextlib.contextmanager
     def submitting(self, interaction: discord.Interaction) -> Iterator[None]:
@@ -63,10 +74,14 @@ class DiscordAdapter(ChatAdapter):
         return {"message_id": str(message.id)} if message else {}
 
     async def update_status(self, job: Job) -> None:
+        if self.answers.live(job.id):
+            self.answers.note_status(job.id, self._status(job))  # shown with the next text
+            return
         await self._edit_original(job, content=self._status(job))
 
     async def post_result(self, job: Job, result: JobResult) -> None:
         """One edit: the final status, the outputs attached (or linked), any text."""
+        self.answers.pop(job.id)
         limit = Destination.of(job).attachment_size_limit
         files = list(result.files)
         attach, notes = fit_files(files, limit)
@@ -89,6 +104,7 @@ class DiscordAdapter(ChatAdapter):
         return Destination.of(job).attachment_size_limit - UPLOAD_OVERHEAD
 
     async def post_error(self, job: Job, message: str) -> None:
+        self.answers.pop(job.id)
         interaction = self._live.get(Destination.of(job).token)
         if interaction is not None and job.prediction_id is None:
             # Replicate refused to start it: nothing ran, so only this person needs to know.

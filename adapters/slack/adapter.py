@@ -9,6 +9,7 @@ messages again lives in `job.destination`, so a restarted instance delivers as w
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -21,6 +22,7 @@ from adapters.slack import markup as say
 from adapters.slack.buttons import status_blocks
 from adapters.slack.files import OUTPUTS_KEY
 from adapters.slack.reach import SLACK_ERRORS, open_dm, respond
+from adapters.slack.streaming import ANSWER_KEY, AnswerStreams
 from adapters.slack.uploads import FILES_KEY, Checkpoint, already_shared, upload_and_share
 from bot.adapter import ChatAdapter, JobResult
 from bot.catalog import Catalog
@@ -64,6 +66,19 @@ class SlackAdapter(ChatAdapter):
         self.client = client
         self.catalog = catalog
         self.long_text_chars = long_text_chars
+        self.answers = AnswerStreams(client, long_text_chars)
+
+    # ---- answers as they are written ------------------------------------------------------
+
+    streams_text = True
+    stream_interval = 1.0  # chat.update: about once a second; appends need no more
+
+    async def show_partial(self, job: Job, text: str, checkpoint: Checkpoint) -> None:
+        """The answer so far, in its own message in the thread (adapters.slack.streaming);
+        nothing for a job without a thread (a response_url takes five posts in all)."""
+        where = _thread(job)
+        if where is not None:
+            await self.answers.show(job, where, text, checkpoint)
 
     # ---- status ---------------------------------------------------------------------------
 
@@ -132,6 +147,10 @@ class SlackAdapter(ChatAdapter):
         where = _thread(job)
         shared_in = job.destination.get(FILES_CHANNEL_KEY)
         already = await self._already_shared(job, where, shared_in)
+        if job.destination.get(ANSWER_KEY) and where is not None and not result.files:
+            await self._finish_answer(job, result, where, checkpoint, already)
+            await self.update_status(job)
+            return
         if already and where is not None and shared_in in (None, where[0]):
             log.info("job %s: its files are already in the thread; not posted again", job.id)
             await self.update_status(job)
@@ -187,6 +206,29 @@ class SlackAdapter(ChatAdapter):
         if uploads and result.text is not None and not long_text:
             await self._reply(channel, ts, f"{say.mention(job.user_id)}\n{say.escape(result.text)}")
 
+    async def _finish_answer(
+        self,
+        job: Job,
+        result: JobResult,
+        where: tuple[str, str],
+        checkpoint: Checkpoint | None,
+        already: bool,
+    ) -> None:
+        """The answer written as it came: that message becomes the whole answer (edited, or
+        its stream stopped), never a second message. A long one keeps its beginning there,
+        and the whole text follows as a file (shared once, as any file: see deliver_result)."""
+        text = result.text or ""
+        note = say.skipped_note(result.skipped)
+        if len(text) <= self.long_text_chars:
+            body = f"{say.mention(job.user_id)}\n{say.escape(text)}{note}"
+            await self.answers.finish(job, where[0], body)
+            return
+        start = f"{say.mention(job.user_id)}\n{say.escape(text[: self.long_text_chars])}"
+        await self.answers.finish(job, where[0], f"{start}…{note}")
+        if not already:
+            uploads = self._uploads(job, result, True)
+            await self._share(uploads, *where, say.long_text_comment(job.user_id), checkpoint)
+
     async def _result_elsewhere(
         self,
         job: Job,
@@ -236,6 +278,9 @@ class SlackAdapter(ChatAdapter):
         """A threaded reply that mentions the person, then the parent shows how it ended;
         without a thread, the response_url."""
         where = _thread(job)
+        if where is not None and job.destination.get(ANSWER_KEY):
+            with contextlib.suppress(*SLACK_ERRORS):
+                await self.answers.abandon(job, where[0])
         if where is not None:
             try:
                 await self._reply(*where, say.failure_reply(job, message))

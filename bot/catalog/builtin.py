@@ -46,6 +46,28 @@ BUILTIN: Mapping[str, Any] = {
             "expected_seconds": 3,
             "description": "Meta Llama 3 8B Instruct",
         },
+        # Replicate prices these two per token (Llama 3 70B: $0.65/M in, $2.75/M out; R1:
+        # $3.75/M in, $10/M out). The catalog prices by the second, so each is approximated
+        # by its output price at a typical speed (70B ~40 tokens/s, R1 ~24 tokens/s), with a
+        # deadline that bounds the ceiling (and stops a longer answer there).
+        "llama-3-70b": {
+            "ref": "meta/meta-llama-3-70b-instruct",
+            "route": "official",
+            "kind": "text",
+            "price_per_second": 0.00011,  # $2.75/M output tokens x ~40 tokens/s
+            "expected_seconds": 8,
+            "max_seconds": 120,
+            "description": "Meta Llama 3 70B Instruct",
+        },
+        "deepseek-r1": {
+            "ref": "deepseek-ai/deepseek-r1",
+            "route": "official",
+            "kind": "text",
+            "price_per_second": 0.00024,  # $10/M output tokens x ~24 tokens/s
+            "expected_seconds": 40,
+            "max_seconds": 300,
+            "description": "DeepSeek R1: reasons before it answers (the reasoning folded away)",
+        },
         "whisper": {
             "ref": "openai/whisper:"
             "8099696689d249cf8b122d833c36ac3f75505c666a395ca40ef26f68e7d3d16e",
@@ -131,6 +153,7 @@ BUILTIN: Mapping[str, Any] = {
         "ask": {
             "description": "Ask a language model",
             "model": "llama-3-8b",
+            "models": ["llama-3-8b", "llama-3-70b", "deepseek-r1"],
             "options": [
                 {
                     "name": "max-tokens",
@@ -140,6 +163,7 @@ BUILTIN: Mapping[str, Any] = {
                     "maximum": 4096,
                     "description": "Longest answer, in tokens",
                 },
+                {"name": "model", "type": "model", "description": "Which model to use"},
             ],
         },
         "transcribe": {

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_FLOOR, Decimal
@@ -33,6 +34,7 @@ from bot.replicate.errors import (
     ReplicateUnavailableError,
     error_from_response,
 )
+from bot.replicate.stream import Event, read_events
 
 __all__ = ["Prediction", "PredictionPage", "ReplicateClient", "UploadedFile"]
 
@@ -44,6 +46,7 @@ TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "aborted"})
 # it stays below 2**31 micro-dollars, the integer columns money is kept in.
 MAX_PREDICT_TIME = 24 * 3600.0
 WEBHOOK_EVENTS = frozenset({"start", "output", "logs", "completed"})
+REPLICATE_HOSTS = (".replicate.com", ".replicate.net")  # where a stream may get the token
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _VERSION = re.compile(r"^(?:[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+:)?(?P<id>[0-9a-f]{64})$")
@@ -438,6 +441,19 @@ class ReplicateClient:
                 webhook=webhook,
             ) from error
         raise error
+
+    def stream(self, url: str, last_event_id: str | None = None) -> AsyncIterator[Event]:
+        """The server-sent events of a prediction's `urls.stream` (see bot.replicate.stream).
+        The token goes only to this client's API origin or Replicate's own hosts: a stream URL
+        is a capability URL, and a prediction from elsewhere must not learn the token."""
+        target = httpx.URL(url)
+        ours = _origin(target) == self._origin or (
+            target.scheme == "https" and target.host.endswith(REPLICATE_HOSTS)
+        )
+        headers = self._headers() if ours else {"User-Agent": self._user_agent}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
+        return read_events(self._http, url, headers)
 
     def _headers(self) -> dict[str, str]:
         headers = {"User-Agent": self._user_agent, "Accept": "application/json"}

@@ -13,7 +13,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bot.sandbox import api_catalog, api_files, api_predictions, control
+from bot.sandbox import api_catalog, api_files, api_predictions, control, streams
 from bot.sandbox.config import SandboxConfig
 from bot.sandbox.guard import V1Guard
 from bot.sandbox.problems import problem
@@ -37,7 +37,13 @@ def create_sandbox_app(config: SandboxConfig | None = None) -> Starlette:
             await sandbox.aclose()
 
     app = Starlette(
-        routes=[*api_predictions.routes, *api_files.routes, *api_catalog.routes, *control.routes],
+        routes=[
+            *api_predictions.routes,
+            *api_files.routes,
+            *api_catalog.routes,
+            *control.routes,
+            *streams.routes,
+        ],
         middleware=[Middleware(V1Guard, sandbox=sandbox)],
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,

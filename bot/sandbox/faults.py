@@ -56,6 +56,13 @@ class Faults:
     # Videos made while this is set are padded to this many bytes (0: their natural ~17 KB),
     # so a test can make one larger than a platform takes.
     video_bytes: int = 0
+    # Streams (urls.stream) close after this many events (0: never), as a dropped connection.
+    cut_streams_after: int = 0
+    # Text runs hold after this many tokens until it is set back to 0 (a half-written answer).
+    pause_after_tokens: int = 0
+    # Text runs write a token every this many real seconds more (not scaled by speed), so a
+    # streamed answer can be watched at speed 0 (the benchmark's time to first token).
+    token_seconds: float = 0.0
 
     def reset(self) -> None:
         """Back to no faults at all (in place: holders of this object see the change)."""
@@ -103,7 +110,13 @@ def faults_from_json(data: Any) -> dict[str, Any]:
             values[name] = [_http_fault(item) for item in value]
         elif name == "fail_error":
             values[name] = _typed(name, value, str)
-        elif name in ("fail_next", "drop_webhooks", "video_bytes"):
+        elif name in (
+            "fail_next",
+            "drop_webhooks",
+            "video_bytes",
+            "cut_streams_after",
+            "pause_after_tokens",
+        ):
             values[name] = _non_negative(name, _typed(name, value, int))
         else:
             values[name] = _non_negative(name, float(_typed(name, value, (int, float))))

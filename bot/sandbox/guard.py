@@ -55,7 +55,7 @@ class V1Guard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        files = path.startswith("/files/")
+        files = path.startswith(("/files/", "/stream/"))  # capability URLs: no token
         if scope["type"] != "http" or not (path == "/v1" or path.startswith("/v1/") or files):
             await self.app(scope, receive, send)
             return

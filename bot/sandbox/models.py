@@ -6,6 +6,7 @@ the others only by version, and a deployment maps onto one of them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,7 @@ class FakeModel:
     output_schema: dict[str, Any]
     version_created_at: str = "2024-08-01T12:00:00.000000Z"
     step_seconds: float = 0.1
+    thinks: bool = False  # a reasoning model: its output opens with <think>...</think>
 
     @property
     def ref(self) -> str:
@@ -309,8 +311,51 @@ VIDEO_01 = FakeModel(
     step_seconds=0.1,  # x VIDEO_STEPS; billed per video, not by the second
 )
 
+LLAMA_70B = dataclasses.replace(
+    LLAMA,
+    name="meta-llama-3-70b-instruct",
+    version_id=_official_version("meta/meta-llama-3-70b-instruct"),
+    description="A 70 billion parameter language model from Meta, fine tuned for chat completions",
+    step_seconds=0.05,
+)
+DEEPSEEK_R1 = FakeModel(
+    "deepseek-ai",
+    "deepseek-r1",
+    "text",
+    True,
+    _official_version("deepseek-ai/deepseek-r1"),
+    "A reasoning model trained with reinforcement learning; it thinks before it answers",
+    (
+        Param("prompt", "string", "Prompt", required=True),
+        Param(
+            "max_tokens",
+            "integer",
+            "The maximum number of tokens the model should generate",
+            2048,
+            minimum=1,
+        ),
+        Param("temperature", "number", "Sampling temperature", 0.1, minimum=0, maximum=1),
+        Param("top_p", "number", "Top-p (nucleus) sampling", 1, minimum=0, maximum=1),
+    ),
+    LLAMA.output_schema,
+    version_created_at="2025-01-29T12:00:00.000000Z",
+    step_seconds=0.05,
+    thinks=True,
+)
+
 MODELS: dict[str, FakeModel] = {
-    m.ref: m for m in (FLUX_SCHNELL, FLUX_DEV, SDXL, LLAMA, WHISPER, REAL_ESRGAN, VIDEO_01)
+    m.ref: m
+    for m in (
+        FLUX_SCHNELL,
+        FLUX_DEV,
+        SDXL,
+        LLAMA,
+        LLAMA_70B,
+        DEEPSEEK_R1,
+        WHISPER,
+        REAL_ESRGAN,
+        VIDEO_01,
+    )
 }
 VERSIONS: dict[str, FakeModel] = {m.version_id: m for m in MODELS.values()}
 DEPLOYMENTS: dict[str, FakeModel] = {

@@ -88,8 +88,9 @@ def upscale_output(
     return file_url(base_url, prediction_id, name), {name: (data, "image/png")}
 
 
-def llama_tokens(inputs: dict[str, Any]) -> list[str]:
-    """A short fixed answer that quotes the prompt, as tokens (words with leading spaces)."""
+def llama_tokens(inputs: dict[str, Any], *, thinks: bool = False) -> list[str]:
+    """A short fixed answer that quotes the prompt, as tokens (words with leading spaces); a
+    reasoning model's (`thinks`, DeepSeek R1) first writes its reasoning in `<think>...</think>`."""
     prompt = " ".join(str(inputs["prompt"]).split())
     if len(prompt) > 80:
         prompt = prompt[:77] + "..."
@@ -97,6 +98,12 @@ def llama_tokens(inputs: dict[str, Any]) -> list[str]:
         f'You asked: "{prompt}". This is a canned reply from the Replicate sandbox, '
         "so it is quick, free and the same every time."
     )
+    if thinks:
+        reasoning = (
+            "<think>\nThe person wants an answer about this. I am the sandbox, so I will "
+            "think briefly and then reply with the canned text.\n</think>\n\n"
+        )
+        answer = reasoning + answer
     words = answer.split(" ")
     tokens = [words[0]] + [f" {w}" for w in words[1:]]
     return tokens[: inputs["max_tokens"]]

@@ -37,6 +37,7 @@ from bot.sandbox.predictions import (
     tqdm_line,
 )
 from bot.sandbox.state import Run, Sandbox
+from bot.sandbox.streams import EventLog, stream_url
 from bot.sandbox.video import CONTENT_TYPE as VIDEO_TYPE
 from bot.sandbox.video import render_video
 from bot.sandbox.webhooks import PredictionWebhooks
@@ -84,6 +85,9 @@ def create_prediction(
     run = Run(prediction, model, inputs, base_url, fail_error, created=now)
     run.deadline = None if cancel_after is None else now + cancel_after
     run.time_factor = sandbox.faults.run_time_factor
+    if model.kind == "text":  # language models stream their tokens, as on Replicate
+        run.stream = EventLog()
+        prediction["urls"]["stream"] = stream_url(base_url, prediction["id"])
     sandbox.add(run)
     if webhook is not None:
         run.hooks = PredictionWebhooks(sandbox, prediction, webhook, events_filter or [])
@@ -132,7 +136,7 @@ async def _run(sandbox: Sandbox, run: Run) -> None:
             except ImageInputError as exc:
                 _finish(run, "failed", str(exc))
                 return
-        tokens = llama_tokens(run.inputs) if model.kind == "text" else None
+        tokens = llama_tokens(run.inputs, thinks=model.thinks) if model.kind == "text" else None
         if tokens is not None:
             total = len(tokens)
         elif model.kind == "image":
@@ -145,10 +149,14 @@ async def _run(sandbox: Sandbox, run: Run) -> None:
         else:
             total = SPEECH_STEPS
         for step in range(1, total + 1):
-            await asyncio.sleep(model.step_seconds * speed * run.time_factor)
+            extra = sandbox.faults.token_seconds if tokens is not None else 0.0
+            await asyncio.sleep(model.step_seconds * speed * run.time_factor + extra)
             if tokens is not None:
                 prediction["output"] = [*(prediction["output"] or []), tokens[step - 1]]
+                if run.stream is not None:
+                    run.stream.output(tokens[step - 1])
                 _changed(run, "output")
+                await _paused(sandbox, step)
             _log(run, tqdm_line(step, total, loop.time() - run.started))
         if run.fail_error is not None:
             _finish(run, "failed", run.fail_error)
@@ -185,6 +193,14 @@ async def _run(sandbox: Sandbox, run: Run) -> None:
         _finish(run, "failed", f"Sandbox error: {type(exc).__name__}: {exc}")
 
 
+async def _paused(sandbox: Sandbox, tokens: int) -> None:
+    """The fault `pause_after_tokens`: a run holds after that many tokens until it is cleared,
+    so a test can look at a half-written answer without racing the model."""
+    # A JSON-settable fault has no Event to wait on, hence the short sleeps.
+    while sandbox.faults.pause_after_tokens and tokens == sandbox.faults.pause_after_tokens:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+
+
 def _log(run: Run, line: str) -> None:
     run.prediction["logs"] += line + "\n"
     _changed(run, "logs")
@@ -215,5 +231,7 @@ def _finish(run: Run, status: str, error: str | None = None, at: float | None = 
         metrics["output_token_count"] = len(output)
     prediction.update(status=status, error=error, completed_at=rfc3339(), metrics=metrics)
     run.done.set()
+    if run.stream is not None:
+        run.stream.end(status, error)
     if run.hooks is not None:
         run.hooks.completed()

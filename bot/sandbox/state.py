@@ -18,6 +18,7 @@ import httpx
 from bot.sandbox.config import SandboxConfig
 from bot.sandbox.faults import Faults
 from bot.sandbox.models import FakeModel
+from bot.sandbox.streams import EventLog
 from bot.sandbox.uploads import Uploads
 from bot.sandbox.webhooks import PredictionWebhooks, WebhookDelivery
 
@@ -44,6 +45,7 @@ class Run:
     task: asyncio.Task[None] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     files: Files = field(default_factory=dict)
+    stream: EventLog | None = None  # a text model's server-sent events (urls.stream)
 
 
 class Sandbox:

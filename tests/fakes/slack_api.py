@@ -1,7 +1,9 @@
 """A fake Slack Web API on loopback that records every call, for end-to-end tests.
 
 It implements what Conjure's Slack adapter and slack-bolt use: auth.test, chat.postMessage,
-chat.update (text and Block Kit blocks), chat.postEphemeral (recorded), conversations.open, the
+chat.update (text and Block Kit blocks), chat.startStream/appendStream/stopStream (streaming
+messages; `refuse_streaming` makes them answer an error, as a workspace without them),
+chat.postEphemeral (recorded), conversations.open, the
 three steps of files_upload_v2 (files.getUploadURLExternal, the upload URL,
 files.completeUploadExternal), files.info (where a file was shared, and its
 `url_private_download`, served only with the bot token), response_url posts,
@@ -63,6 +65,9 @@ class Message:
     files: list[str] = field(default_factory=list)  # file ids shared with it
     edits: list[str] = field(default_factory=list)
     blocks: list[dict[str, Any]] | None = None  # as last posted or updated
+    streaming: bool = False  # started by chat.startStream and not stopped yet
+    streamed: bool = False  # made by chat.startStream
+    recipient: tuple[str, str] | None = None  # a streaming message's (user, team)
     block_edits: list[list[dict[str, Any]] | None] = field(default_factory=list)
 
     @property
@@ -155,6 +160,9 @@ class FakeSlack:
         self.refuse_in_channel: set[str] = set()  # response ids that only take ephemeral posts
         self.delays: dict[str, float] = {}
         self.invalid_auth = False
+        # The error chat.startStream/appendStream/stopStream answer (e.g. "unknown_method" for a
+        # workspace without them); None: they work.
+        self.refuse_streaming: str | None = None
         self.socket = FakeSocketMode()
         self._rate_limits: dict[str, list[float]] = {}  # method -> Retry-After of next 429s
         self._failures: dict[str, list[int]] = {}  # method -> HTTP status of next failures
@@ -286,6 +294,48 @@ class FakeSlack:
                     message.block_edits.append(message.blocks)
                 return {"ok": True, "channel": channel, "ts": ts, "text": message.text}
         return {"ok": False, "error": "message_not_found"}
+
+    def _chat_startStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A message in a thread that is written as it goes (Slack, 2025)."""
+        if self.refuse_streaming:
+            return {"ok": False, "error": self.refuse_streaming}
+        channel = str(args.get("channel", ""))
+        if channel in self.cannot_post:
+            return {"ok": False, "error": self.cannot_post[channel]}
+        thread_ts = args.get("thread_ts") or None
+        if not thread_ts or not any(m.ts == thread_ts for m in self.channel_messages(channel)):
+            return {"ok": False, "error": "thread_not_found"}
+        user, team = args.get("recipient_user_id"), args.get("recipient_team_id")
+        if channel.startswith("C") and not (user and team):
+            return {"ok": False, "error": "invalid_arguments"}  # required in channels
+        message = Message(channel, self._new_ts(), str(args.get("markdown_text", "")), thread_ts)
+        message.streaming = message.streamed = True
+        message.recipient = (str(user), str(team))
+        message.edits.append(message.text)
+        self.messages.append(message)
+        return {"ok": True, "channel": channel, "ts": message.ts}
+
+    def _chat_appendStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self._write_stream(args, stop=False)
+
+    def _chat_stopStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self._write_stream(args, stop=True)
+
+    def _write_stream(self, args: dict[str, Any], *, stop: bool) -> dict[str, Any]:
+        if self.refuse_streaming:
+            return {"ok": False, "error": self.refuse_streaming}
+        channel, ts = str(args.get("channel", "")), str(args.get("ts", ""))
+        message = next((m for m in self.messages if (m.channel, m.ts) == (channel, ts)), None)
+        if message is None:
+            return {"ok": False, "error": "message_not_found"}
+        if not message.streaming:
+            return {"ok": False, "error": "message_not_in_streaming_state"}
+        if args.get("markdown_text"):
+            message.text += str(args["markdown_text"])
+            message.edits.append(message.text)
+        if stop:
+            message.streaming = False
+        return {"ok": True, "channel": channel, "ts": ts}
 
     def _chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = str(args.get("channel", ""))

@@ -1,0 +1,132 @@
+"""A text answer written into its Slack thread as the model writes it.
+
+Where the workspace has them, Slack's streaming messages: `chat.startStream` at the first text
+(with the person as recipient, which channels require), `chat.appendStream` with what is new,
+`chat.stopStream` at the end. Where it refuses them (an older workspace, a plan or token without
+them), one threaded message edited with `chat.update`, throttled by the core. Either way the
+message's ts is recorded in the job's destination (ANSWER_KEY) as soon as it exists, and the
+result's delivery finishes that message instead of posting another: on this instance, on
+another, or after a restart, the answer is one message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack import markup as say
+from bot.adapter import Checkpoint
+from storage.models import Job
+
+log = logging.getLogger(__name__)
+
+ANSWER_KEY = "answer_ts"  # in job.destination: the message the answer is written into
+MODE_KEY = "answer_mode"  # "stream" (a streaming message) or "update" (a message edited)
+STREAM, UPDATE = "stream", "update"
+# Slack's ways of saying "not here": the workspace lacks the streaming methods, or this app
+# may not use them. From then on this adapter edits a message instead.
+REFUSED = frozenset(
+    {
+        "unknown_method",
+        "not_allowed",
+        "not_allowed_token_type",
+        "method_deprecated",
+        "missing_scope",
+        "feature_not_enabled",
+        "not_supported",
+    }
+)
+
+
+def answer_body(job: Job, text: str, limit: int) -> str:
+    """The answer message: the person mentioned, then the text (at most `limit` characters
+    while it is written; a longer one ends as a file). A continuation of the last body."""
+    return f"{say.mention(job.user_id)}\n{say.escape(text[:limit])}"
+
+
+class AnswerStreams:
+    """The answer messages this adapter is writing, and whether the workspace streams."""
+
+    def __init__(self, client: AsyncWebClient, limit: int) -> None:
+        self.client = client
+        self.limit = limit
+        self.refused = False  # the workspace refused the streaming methods once
+        self._written: dict[str, str] = {}  # job id -> the body written so far (this process)
+
+    async def show(
+        self, job: Job, where: tuple[str, str], text: str, checkpoint: Checkpoint
+    ) -> None:
+        """Write `text` (all of it so far) into the job's answer message, creating it first."""
+        body = answer_body(job, text, self.limit)
+        channel, thread_ts = where
+        ts = job.destination.get(ANSWER_KEY)
+        if ts is None:
+            ts, mode = await self._begin(job, channel, thread_ts, body)
+            self._written[job.id] = body
+            await checkpoint({ANSWER_KEY: ts, MODE_KEY: mode})
+            return
+        written = self._written.get(job.id, "")
+        if body == written:
+            return
+        if job.destination.get(MODE_KEY) == STREAM:
+            if not body.startswith(written):
+                return  # not a continuation (cannot happen): the delivery puts it right
+            await self.client.chat_appendStream(
+                channel=channel, ts=ts, markdown_text=body[len(written) :]
+            )
+        else:
+            await self.client.chat_update(channel=channel, ts=ts, text=body)
+        self._written[job.id] = body
+
+    async def _begin(self, job: Job, channel: str, thread_ts: str, body: str) -> tuple[str, str]:
+        if not self.refused:
+            try:
+                started = await self.client.chat_startStream(
+                    channel=channel,
+                    thread_ts=thread_ts,
+                    markdown_text=body,
+                    recipient_user_id=job.user_id,
+                    recipient_team_id=job.workspace,
+                )
+                return str(started["ts"]), STREAM
+            except SlackApiError as exc:
+                if str(exc.response.get("error")) not in REFUSED:
+                    raise
+                log.info(
+                    "Slack refused chat.startStream (%s); editing a message instead",
+                    exc.response.get("error"),
+                )
+                self.refused = True
+        posted = await self.client.chat_postMessage(
+            channel=channel, thread_ts=thread_ts, text=body, unfurl_links=False, unfurl_media=False
+        )
+        return str(posted["ts"]), UPDATE
+
+    async def finish(self, job: Job, channel: str, body: str) -> None:
+        """Make the answer message say `body` for good (the whole answer, or a note that it is
+        a file): the rest appended as the stream stops, or, where this process did not write
+        it all (a restart, another instance), the stream stopped and the message edited."""
+        ts = str(job.destination[ANSWER_KEY])
+        written = self._written.pop(job.id, None)
+        if job.destination.get(MODE_KEY) == STREAM:
+            if written is not None and body.startswith(written):
+                rest = body[len(written) :]
+                await self.client.chat_stopStream(
+                    channel=channel, ts=ts, **({"markdown_text": rest} if rest else {})
+                )
+                return
+            with contextlib.suppress(SlackApiError):  # stopped already, by a delivery that died
+                await self.client.chat_stopStream(channel=channel, ts=ts)
+        await self.client.chat_update(channel=channel, ts=ts, text=body)
+
+    async def abandon(self, job: Job, channel: str) -> None:
+        """The job ended without a result: stop its stream where it is (the error follows)."""
+        self._written.pop(job.id, None)
+        if job.destination.get(MODE_KEY) == STREAM:
+            with contextlib.suppress(SlackApiError):
+                await self.client.chat_stopStream(
+                    channel=channel, ts=str(job.destination[ANSWER_KEY])
+                )
