@@ -403,7 +403,14 @@ class JobService:
             return
         if sum(not relay.done for relay in self._relays.values()) >= STREAMS_AT_ONCE:
             return
-        relay = StreamRelay(adapter, job, url, self.replicate.stream, self._checkpoint(job))
+        relay = StreamRelay(
+            adapter,
+            job,
+            url,
+            self.replicate.stream,
+            self._checkpoint(job),
+            still_running=lambda: self._still_running(job.id),
+        )
         self._relays[job.id] = relay
         relay.start(self.spawn)
 
@@ -413,6 +420,11 @@ class JobService:
             asyncio.get_running_loop().call_later(RELAY_KEPT, self._forget_relay, job.id, relay)
 
         relay.on_done(forget)
+
+    async def _still_running(self, job_id: str) -> bool:
+        """Whether a job's outcome is not yet recorded (by any instance)."""
+        job = await self.store.get(job_id)
+        return job is not None and not job.status.terminal
 
     def _forget_relay(self, job_id: str, relay: StreamRelay) -> None:
         if self._relays.get(job_id) is relay:

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from bot.adapter import ChatAdapter, Checkpoint, JobResult
@@ -32,12 +32,22 @@ FAILED_SHOWS = 3  # shows failing in a row before the relay stops showing
 Events = Callable[[str, str | None], AsyncIterator[Event]]
 """Opens a stream URL (after the given last event id): ReplicateClient.stream."""
 
+StillRunning = Callable[[], Awaitable[bool]]
+"""Whether the job is still running as recorded: false once its outcome is recorded, perhaps by
+another instance, whose delivery then writes the whole answer (a show after it would cover it)."""
+
 
 class StreamRelay:
     """One job's stream, shown through its adapter (see the module docstring)."""
 
     def __init__(
-        self, adapter: ChatAdapter, job: Job, url: str, events: Events, checkpoint: Checkpoint
+        self,
+        adapter: ChatAdapter,
+        job: Job,
+        url: str,
+        events: Events,
+        checkpoint: Checkpoint,
+        still_running: StillRunning | None = None,
     ) -> None:
         self.adapter = adapter
         self.job = job
@@ -47,6 +57,7 @@ class StreamRelay:
         self.text = ""  # the raw text so far
         self.shown: str | None = None  # what the last show showed
         self._checkpoint = checkpoint
+        self._still_running = still_running
         self._dirty = asyncio.Event()
         self._finished = False
         self._ended = False  # the stream said done (or error)
@@ -114,7 +125,7 @@ class StreamRelay:
                 return
             if text and text != self.shown:
                 async with self._lock:
-                    if self._closed:
+                    if self._closed or not await self._running():
                         return
                     try:
                         await self.adapter.show_partial(self.job, text, self._record)
@@ -129,6 +140,17 @@ class StreamRelay:
             if self._finished and not self._dirty.is_set():
                 return
             await asyncio.sleep(self.adapter.stream_interval)
+
+    async def _running(self) -> bool:
+        """Asked before each show: the delivery may be under way on another instance, which
+        closes no relay here. An error reading it is not a reason to stop (shows are a view)."""
+        if self._still_running is None:
+            return True
+        try:
+            return await self._still_running()
+        except Exception:
+            log.warning("job %s: could not read its status before a show", self.job.id)
+            return True
 
     async def _record(self, fields: Mapping[str, Any]) -> None:
         self.recorded.update(fields)

@@ -11,7 +11,7 @@ from bot.adapter import Checkpoint
 from bot.reasoning import THINKING, folded, live
 from bot.replicate.client import ReplicateClient
 from bot.sandbox import HttpFault
-from bot.streaming import StreamRelay
+from bot.streaming import StillRunning, StreamRelay
 from storage.models import Job
 from tests.sandbox_fixtures import SandboxServer
 
@@ -49,7 +49,9 @@ class Recorder:
         self.shown.append(text)
 
 
-async def relay_of(sandbox_server: SandboxServer, prompt: str) -> tuple[StreamRelay, Recorder]:
+async def relay_of(
+    sandbox_server: SandboxServer, prompt: str, still_running: StillRunning | None = None
+) -> tuple[StreamRelay, Recorder]:
     client = ReplicateClient(sandbox_server.url, sandbox_server.token)
     prediction = await client.create_prediction(
         model="meta/meta-llama-3-8b-instruct", input={"prompt": prompt}
@@ -62,7 +64,14 @@ async def relay_of(sandbox_server: SandboxServer, prompt: str) -> tuple[StreamRe
     adapter = Recorder()
     job = Job(id="j1", platform="test", workspace="w", channel="c", user_id="u", command="ask")
     url = (prediction.urls or {})["stream"]
-    relay = StreamRelay(adapter, job, url, client.stream, checkpoint)  # type: ignore[arg-type]
+    relay = StreamRelay(
+        adapter,  # type: ignore[arg-type]
+        job,
+        url,
+        client.stream,
+        checkpoint,
+        still_running,
+    )
     return relay, adapter
 
 
@@ -99,3 +108,27 @@ async def test_a_stream_that_cannot_be_read_ends_the_relay_quietly(sandbox_serve
     relay, adapter = await relay_of(sandbox_server, "why")
     await asyncio.wait_for(relay.run(), 10)
     assert adapter.shown == []
+
+
+async def test_no_show_once_the_outcome_is_recorded_elsewhere(sandbox_server: SandboxServer):
+    """Another instance took the webhook and delivers the whole answer: this one's relay (which
+    nothing there closes) shows nothing after it, though the stream goes on."""
+    sandbox_server.sandbox.faults.pause_after_tokens = 3
+    running = True
+
+    async def still_running() -> bool:
+        return running
+
+    relay, adapter = await relay_of(sandbox_server, "why", still_running)
+    relay.start(asyncio.create_task)
+    async with asyncio.timeout(10):
+        while not adapter.shown:
+            await asyncio.sleep(0.01)
+    running = False  # the outcome is recorded (by another instance)
+    count = len(adapter.shown)
+    sandbox_server.sandbox.faults.pause_after_tokens = 0
+    await sandbox_server.sandbox.wait_idle()
+    async with asyncio.timeout(10):
+        while not relay.done:
+            await asyncio.sleep(0.01)
+    assert len(adapter.shown) == count
