@@ -424,7 +424,7 @@ class JobService:
     async def _still_running(self, job_id: str) -> bool:
         """Whether a job's outcome is not yet recorded (by any instance)."""
         job = await self.store.get(job_id)
-        return job is not None and not job.status.terminal
+        return job is not None and not JobStatus(job.status).terminal
 
     def _forget_relay(self, job_id: str, relay: StreamRelay) -> None:
         if self._relays.get(job_id) is relay:

@@ -149,7 +149,9 @@ class StreamRelay:
         try:
             return await self._still_running()
         except Exception:
-            log.warning("job %s: could not read its status before a show", self.job.id)
+            log.warning(
+                "job %s: could not read its status before a show", self.job.id, exc_info=True
+            )
             return True
 
     async def _record(self, fields: Mapping[str, Any]) -> None:
