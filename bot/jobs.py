@@ -559,7 +559,7 @@ class JobService:
         return (
             job.estimated_micros
             if model is None
-            else model.price.estimate_micros(job.outputs_expected)
+            else model.price.estimate_micros(job.outputs_expected, model.token_budget(job.input))
         )
 
     async def _start_promoted(self, job: Job) -> None:
@@ -709,15 +709,23 @@ class JobService:
             self._slot_freed(job)
 
     def _actual_cost(self, job: Job, prediction: Prediction) -> int:
-        """What Replicate billed: predict_time x rate, or outputs x price (the ceiling that was
-        reserved when the model has since left the catalog). An overrun past the ceiling is
+        """What Replicate billed: predict_time x rate, outputs x price, or the metrics' token
+        counts x their prices (the ceiling that was reserved when the model has since left the
+        catalog, or for a count Replicate did not report). An overrun past the ceiling is
         charged as billed: it counts against the budget, so it blocks the next job."""
         model = self.catalog.models.get(job.model)
         if model is None:
             return job.estimated_micros
-        predict_time = (prediction.metrics or {}).get("predict_time")
+        metrics = prediction.metrics or {}
         outputs = _count_outputs(prediction.output) if prediction.status == "succeeded" else 0
-        return model.price.actual_micros(outputs, predict_time)
+        return model.price.actual_micros(
+            outputs,
+            metrics.get("predict_time"),
+            tokens=model.token_budget(job.input),
+            input_tokens=metrics.get("input_token_count"),
+            output_tokens=metrics.get("output_token_count"),
+            ran=prediction.status != "aborted",  # not started, not billed
+        )
 
     def _deadline(self, job: Job) -> float | None:
         """The seconds after which Replicate stops the job's run (None: no deadline was set)."""
