@@ -47,7 +47,6 @@ BUILTIN: Mapping[str, Any] = {
             "price_per_million_input_tokens": 0.05,
             "price_per_million_output_tokens": 0.25,
             "max_output_tokens": 512,  # Replicate's own default for this model
-            "expected_output_tokens": 300,
             "description": "Meta Llama 3 8B Instruct",
         },
         "llama-3-70b": {
@@ -57,7 +56,6 @@ BUILTIN: Mapping[str, Any] = {
             "price_per_million_input_tokens": 0.65,
             "price_per_million_output_tokens": 2.75,
             "max_output_tokens": 512,
-            "expected_output_tokens": 300,
             "description": "Meta Llama 3 70B Instruct",
         },
         "deepseek-r1": {

@@ -199,7 +199,7 @@ class RawModel(_Table):
     price_per_million_input_tokens: _Usd | None = None
     price_per_million_output_tokens: _Usd | None = None
     max_output_tokens: int = Field(DEFAULT_MAX_OUTPUT_TOKENS, ge=1)
-    expected_output_tokens: int = Field(DEFAULT_EXPECTED_OUTPUT_TOKENS, ge=1)
+    expected_output_tokens: int | None = Field(None, ge=1)
     outputs_field: _FieldName | None = None
     defaults: Annotated[dict[str, Any], AfterValidator(_json_only)] = Field(
         {}, description="input values sent with every run"
@@ -261,7 +261,8 @@ class RawModel(_Table):
     @model_validator(mode="after")
     def _expected_tokens_fit(self) -> Self:
         """An answer stops at `max_output_tokens`: a typical one cannot be longer."""
-        if self.expected_output_tokens > self.max_output_tokens:
+        expected = self.expected_output_tokens
+        if expected is not None and expected > self.max_output_tokens:
             raise _Fault(
                 f"must be at most max_output_tokens ({self.max_output_tokens}): "
                 "an answer is stopped there",
@@ -290,7 +291,9 @@ class RawModel(_Table):
             self.price_per_million_input_tokens,
             self.price_per_million_output_tokens,
             self.max_output_tokens,
-            self.expected_output_tokens,
+            # Left out: a typical answer, or the longest allowed when that is shorter.
+            self.expected_output_tokens
+            or min(DEFAULT_EXPECTED_OUTPUT_TOKENS, self.max_output_tokens),
         )
         return ModelSpec(
             key=key,
