@@ -33,7 +33,7 @@ from bot.money import format_usd
 from bot.queue import queue_full, queue_places, queueable
 from bot.quotas.limits import USER
 from bot.quotas.service import Quotas
-from bot.replicate.client import Prediction, ReplicateClient
+from bot.replicate.client import TOKEN_COUNTS, Prediction, ReplicateClient
 from bot.replicate.errors import PredictionOutcomeUnknown, ReplicateError
 from bot.replicate.links import with_link_notes
 from bot.replicate.outputs import OutputFetcher, OutputUnavailable, split_output
@@ -717,14 +717,21 @@ class JobService:
         if model is None:
             return job.estimated_micros
         metrics = prediction.metrics or {}
-        outputs = _count_outputs(prediction.output) if prediction.status == "succeeded" else 0
+        succeeded = prediction.status == "succeeded"
+        outputs = _count_outputs(prediction.output) if succeeded else 0
+        # Aborted, or failed or canceled with no sign of having run (no time, no tokens):
+        # Replicate bills nothing. Otherwise a count it left out is charged at its bound.
+        ran = prediction.status != "aborted" and (
+            succeeded
+            or any(metrics.get(name) is not None for name in ("predict_time", *TOKEN_COUNTS))
+        )
         return model.price.actual_micros(
             outputs,
             metrics.get("predict_time"),
             tokens=model.token_budget(job.input),
             input_tokens=metrics.get("input_token_count"),
             output_tokens=metrics.get("output_token_count"),
-            ran=prediction.status != "aborted",  # not started, not billed
+            ran=ran,
         )
 
     def _deadline(self, job: Job) -> float | None:

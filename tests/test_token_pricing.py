@@ -23,12 +23,13 @@ from bot.catalog import CatalogError, Price, default_catalog, load_catalog
 from bot.catalog.specs import TEMPLATE_TOKENS, TokenBudget
 from bot.commands.conjure import models_text
 from bot.commands.parsing import parse_invocation
+from bot.jobs import JobService
 from bot.money import usd_to_micros
 from bot.quotas.windows import month_window
 from bot.replicate.client import Prediction
 from bot.sandbox.outputs import llama_tokens
 from storage.jobs import user_subject
-from storage.models import JobStatus, utcnow
+from storage.models import Job, JobStatus, utcnow
 from tests.harness import running_conjure, settle
 
 QUESTION = "why is the sky blue?"
@@ -224,6 +225,28 @@ def test_a_missing_count_is_charged_at_its_bound_and_an_aborted_run_costs_nothin
     assert price.actual_micros(0, None, tokens=tokens, ran=False) == 0
     # An overrun (a template longer than allowed) is charged as billed.
     assert price.actual_micros(1, 1.0, tokens=tokens, input_tokens=2000, output_tokens=512) == 2708
+
+
+@pytest.mark.parametrize(
+    ("status", "metrics", "micros"),
+    [
+        ("succeeded", {"predict_time": 1, "input_token_count": 5, "output_token_count": 26}, 75),
+        ("succeeded", {"predict_time": 1}, 1754),  # counts not reported: the ceiling
+        ("succeeded", None, 1754),
+        ("canceled", {"predict_time": 1, "input_token_count": 5, "output_token_count": 3}, 12),
+        ("failed", {"predict_time": 0.5}, 1754),  # it ran, for how many tokens is unknown
+        ("failed", None, 0),  # never ran: nothing billed
+        ("aborted", {"input_token_count": 5, "output_token_count": 0}, 0),
+    ],
+)
+def test_what_a_job_is_charged_from_its_prediction(
+    status: str, metrics: dict[str, object] | None, micros: int
+) -> None:
+    invocation = ask("llama-3-70b")
+    job = Job(model="llama-3-70b", input=invocation.input, estimated_micros=1754)
+    prediction = Prediction.model_validate({"id": "abc", "status": status, "metrics": metrics})
+    service = SimpleNamespace(catalog=default_catalog())
+    assert JobService._actual_cost(service, job, prediction) == micros  # type: ignore[arg-type]
 
 
 def test_a_per_token_price_without_the_input_is_refused_not_guessed() -> None:

@@ -214,7 +214,8 @@ class Price:
         """What Replicate billed: outputs x price, plus `predict_time` x rate (0 when unknown),
         plus the token counts of `metrics` x their prices. A count Replicate did not report is
         charged at its bound (the ceiling's share), never guessed low, so a budget cannot pass
-        Replicate's bill; a run that never started (`ran` false: aborted) has no tokens."""
+        Replicate's bill; a run that never ran (`ran` false: aborted, or ended with no time and
+        no tokens reported) is charged no tokens."""
         total = Decimal(0)
         if self.per_output_usd is not None:
             total += _dec(self.per_output_usd) * max(int(outputs), 0)
