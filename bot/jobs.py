@@ -33,7 +33,7 @@ from bot.money import format_usd
 from bot.queue import queue_full, queue_places, queueable
 from bot.quotas.limits import USER
 from bot.quotas.service import Quotas
-from bot.replicate.client import Prediction, ReplicateClient
+from bot.replicate.client import TOKEN_COUNTS, Prediction, ReplicateClient
 from bot.replicate.errors import PredictionOutcomeUnknown, ReplicateError
 from bot.replicate.links import with_link_notes
 from bot.replicate.outputs import OutputFetcher, OutputUnavailable, split_output
@@ -571,7 +571,7 @@ class JobService:
         return (
             job.estimated_micros
             if model is None
-            else model.price.estimate_micros(job.outputs_expected)
+            else model.price.estimate_micros(job.outputs_expected, model.token_budget(job.input))
         )
 
     async def _start_promoted(self, job: Job) -> None:
@@ -721,15 +721,30 @@ class JobService:
             self._slot_freed(job)
 
     def _actual_cost(self, job: Job, prediction: Prediction) -> int:
-        """What Replicate billed: predict_time x rate, or outputs x price (the ceiling that was
-        reserved when the model has since left the catalog). An overrun past the ceiling is
+        """What Replicate billed: predict_time x rate, outputs x price, or the metrics' token
+        counts x their prices (the ceiling that was reserved when the model has since left the
+        catalog, or for a count Replicate did not report). An overrun past the ceiling is
         charged as billed: it counts against the budget, so it blocks the next job."""
         model = self.catalog.models.get(job.model)
         if model is None:
             return job.estimated_micros
-        predict_time = (prediction.metrics or {}).get("predict_time")
-        outputs = _count_outputs(prediction.output) if prediction.status == "succeeded" else 0
-        return model.price.actual_micros(outputs, predict_time)
+        metrics = prediction.metrics or {}
+        succeeded = prediction.status == "succeeded"
+        outputs = _count_outputs(prediction.output) if succeeded else 0
+        # Aborted, or failed or canceled with no sign of having run (no time, no tokens):
+        # Replicate bills nothing. Otherwise a count it left out is charged at its bound.
+        ran = prediction.status != "aborted" and (
+            succeeded
+            or any(metrics.get(name) is not None for name in ("predict_time", *TOKEN_COUNTS))
+        )
+        return model.price.actual_micros(
+            outputs,
+            metrics.get("predict_time"),
+            tokens=model.token_budget(job.input),
+            input_tokens=metrics.get("input_token_count"),
+            output_tokens=metrics.get("output_token_count"),
+            ran=ran,
+        )
 
     def _deadline(self, job: Job) -> float | None:
         """The seconds after which Replicate stops the job's run (None: no deadline was set)."""

@@ -115,8 +115,22 @@ def test_every_builtin_model_reserves_what_its_price_says(command, model):
     invocation = parse_invocation(catalog, command, TYPICAL_PROMPTS[command] + choose)
     assert invocation.model.key == model
     price, outputs = invocation.model.price, invocation.outputs
+    tokens = invocation.model.token_budget(invocation.input)
     # Never free by accident, and the reservation is the catalog price of what was asked for.
-    assert invocation.estimate_micros() == price.estimate_micros(outputs) > 0
+    assert invocation.estimate_micros() == price.estimate_micros(outputs, tokens) > 0
+    assert invocation.ceiling_micros() == price.ceiling_micros(outputs, tokens)
+    if tokens is not None:
+        # A typical answer (a token for four bytes of prompt) is billed what was estimated.
+        assert (
+            price.actual_micros(
+                outputs,
+                None,
+                input_tokens=tokens.typical_input_tokens,
+                output_tokens=price.expected_output_tokens,
+            )
+            == invocation.estimate_micros()
+        )
+        return
     # A run that takes the expected time is billed exactly what was reserved for it.
     typical_seconds = price.expected_seconds * outputs
     assert price.actual_micros(outputs, typical_seconds) == invocation.estimate_micros()
@@ -367,7 +381,19 @@ def test_every_builtin_model_has_a_ceiling(command, model):
     choose = f" --model {model}" if len(catalog.commands[command].models) > 1 else ""
     invocation = parse_invocation(catalog, command, TYPICAL_PROMPTS[command] + choose)
     price = invocation.model.price
-    if price.per_second_usd is None:
+    tokens = invocation.model.token_budget(invocation.input)
+    if tokens is not None:
+        # Stopped at max_tokens (always sent), with every byte of the input read as a token.
+        assert invocation.input["max_tokens"] == tokens.max_output_tokens
+        assert invocation.deadline_seconds() is None
+        most = price.actual_micros(
+            invocation.outputs,
+            None,
+            input_tokens=tokens.max_input_tokens,
+            output_tokens=tokens.max_output_tokens,
+        )
+        assert invocation.ceiling_micros() == most > invocation.estimate_micros()
+    elif price.per_second_usd is None:
         assert invocation.ceiling_micros() == invocation.estimate_micros()
         assert invocation.deadline_seconds() is None
     else:

@@ -379,9 +379,16 @@ async def test_cancel_is_refused_to_a_bystander_and_stops_the_owners_job(
         assert done.delivery == Delivery.DELIVERED
         prediction = sandbox_server.sandbox.predictions[done.prediction_id]
         assert prediction["status"] == "canceled"
-        ran = prediction["metrics"]["predict_time"]
-        price = conjure.runtime.catalog.models[done.model].price
-        assert done.actual_micros == price.actual_micros(0, ran) > 0  # what ran
+        metrics = prediction["metrics"]
+        model = conjure.runtime.catalog.models[done.model]
+        assert done.actual_micros == model.price.actual_micros(  # the tokens read and written
+            0,
+            metrics["predict_time"],
+            tokens=model.token_budget(done.input),
+            input_tokens=metrics["input_token_count"],
+            output_tokens=metrics["output_token_count"],
+        )
+        assert done.actual_micros > 0
         assert await spent(conjure, USER_ID) == done.actual_micros
         assert await spent(conjure, BYSTANDER) == 0
 

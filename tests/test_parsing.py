@@ -162,7 +162,11 @@ def test_ask():
     assert invocation.model.key == "llama-3-8b"
     assert invocation.input == {"prompt": "why is the sky blue?", "max_tokens": 256}
     assert invocation.outputs == 1
-    assert invocation.estimate_micros() == 6_900
+    # Priced per token: 20 bytes of prompt, about 5 tokens, and up to 256 tokens of answer
+    # at $0.05 and $0.25 a million: 5 x 0.05 + 256 x 0.25 = 64.25 micro-dollars, rounded up.
+    assert invocation.estimate_micros() == 65
+    # At most every byte a token, plus the template's 512: 532 x 0.05 + 256 x 0.25 = 90.6.
+    assert invocation.ceiling_micros() == 91
 
 
 @pytest.mark.parametrize(

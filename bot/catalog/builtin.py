@@ -38,34 +38,35 @@ BUILTIN: Mapping[str, Any] = {
             "description": "Stable Diffusion XL",
             "translate": {"aspect_ratio": "megapixel_size"},  # SDXL takes width/height
         },
+        # Replicate bills its official language models per token (input and output, per
+        # million); the answer is stopped at max_tokens, which Conjure always sends.
         "llama-3-8b": {
             "ref": "meta/meta-llama-3-8b-instruct",
             "route": "official",
             "kind": "text",
-            "price_per_second": 0.0023,
-            "expected_seconds": 3,
+            "price_per_million_input_tokens": 0.05,
+            "price_per_million_output_tokens": 0.25,
+            "max_output_tokens": 512,  # Replicate's own default for this model
             "description": "Meta Llama 3 8B Instruct",
         },
-        # Replicate prices these two per token (Llama 3 70B: $0.65/M in, $2.75/M out; R1:
-        # $3.75/M in, $10/M out). The catalog prices by the second, so each is approximated
-        # by its output price at a typical speed (70B ~40 tokens/s, R1 ~24 tokens/s), with a
-        # deadline that bounds the ceiling (and stops a longer answer there).
         "llama-3-70b": {
             "ref": "meta/meta-llama-3-70b-instruct",
             "route": "official",
             "kind": "text",
-            "price_per_second": 0.00011,  # $2.75/M output tokens x ~40 tokens/s
-            "expected_seconds": 8,
-            "max_seconds": 120,
+            "price_per_million_input_tokens": 0.65,
+            "price_per_million_output_tokens": 2.75,
+            "max_output_tokens": 512,
             "description": "Meta Llama 3 70B Instruct",
         },
         "deepseek-r1": {
             "ref": "deepseek-ai/deepseek-r1",
             "route": "official",
             "kind": "text",
-            "price_per_second": 0.00024,  # $10/M output tokens x ~24 tokens/s
-            "expected_seconds": 40,
-            "max_seconds": 300,
+            "price_per_million_input_tokens": 3.75,
+            "price_per_million_output_tokens": 10.00,
+            # Its reasoning counts as output: Replicate's default of 2048 leaves room for it.
+            "max_output_tokens": 2048,
+            "expected_output_tokens": 1200,
             "description": "DeepSeek R1: reasons before it answers (the reasoning folded away)",
         },
         "whisper": {

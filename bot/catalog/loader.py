@@ -34,6 +34,8 @@ from pydantic_core import ErrorDetails
 
 from bot.catalog.builtin import BUILTIN
 from bot.catalog.specs import (
+    DEFAULT_EXPECTED_OUTPUT_TOKENS,
+    DEFAULT_MAX_OUTPUT_TOKENS,
     MAX_CHOICES,
     MAX_DESCRIPTION,
     OUTPUTS_FIELD,
@@ -194,6 +196,10 @@ class RawModel(_Table):
     price_per_second: _Usd | None = None
     expected_seconds: float = Field(10.0, gt=0, allow_inf_nan=False)
     max_seconds: float | None = Field(None, gt=0, allow_inf_nan=False)
+    price_per_million_input_tokens: _Usd | None = None
+    price_per_million_output_tokens: _Usd | None = None
+    max_output_tokens: int = Field(DEFAULT_MAX_OUTPUT_TOKENS, ge=1)
+    expected_output_tokens: int | None = Field(None, ge=1)
     outputs_field: _FieldName | None = None
     defaults: Annotated[dict[str, Any], AfterValidator(_json_only)] = Field(
         {}, description="input values sent with every run"
@@ -223,10 +229,45 @@ class RawModel(_Table):
     @model_validator(mode="after")
     def _has_price(self) -> Self:
         """Budgets are only as good as prices: a forgotten price must not mean free."""
-        if self.price_per_output is None and self.price_per_second is None:
-            missing = "missing: set price_per_output or price_per_second"
+        prices = (
+            self.price_per_output,
+            self.price_per_second,
+            self.price_per_million_input_tokens,
+            self.price_per_million_output_tokens,
+        )
+        if all(price is None for price in prices):
+            missing = (
+                "missing: set price_per_output, price_per_second or "
+                "price_per_million_input_tokens and price_per_million_output_tokens"
+            )
             never_free = "a model is never free by default; write 0 if it really is"
             raise _Fault(f"{missing} ({never_free})", "price_per_output")
+        return self
+
+    @model_validator(mode="after")
+    def _tokens_priced_both_ways(self) -> Self:
+        """A per-token model is billed for its input and its output: one price left out would
+        make that half free."""
+        given = {
+            "price_per_million_input_tokens": self.price_per_million_input_tokens,
+            "price_per_million_output_tokens": self.price_per_million_output_tokens,
+        }
+        missing = [name for name, usd in given.items() if usd is None]
+        if len(missing) == 1:
+            other = next(name for name in given if name not in missing)
+            raise _Fault(f"missing: set it with {other} (write 0 if it really is free)", *missing)
+        return self
+
+    @model_validator(mode="after")
+    def _expected_tokens_fit(self) -> Self:
+        """An answer stops at `max_output_tokens`: a typical one cannot be longer."""
+        expected = self.expected_output_tokens
+        if expected is not None and expected > self.max_output_tokens:
+            raise _Fault(
+                f"must be at most max_output_tokens ({self.max_output_tokens}): "
+                "an answer is stopped there",
+                "expected_output_tokens",
+            )
         return self
 
     @model_validator(mode="after")
@@ -243,7 +284,16 @@ class RawModel(_Table):
 
     def to_spec(self, key: str) -> ModelSpec:
         price = Price(
-            self.price_per_output, self.price_per_second, self.expected_seconds, self.max_seconds
+            self.price_per_output,
+            self.price_per_second,
+            self.expected_seconds,
+            self.max_seconds,
+            self.price_per_million_input_tokens,
+            self.price_per_million_output_tokens,
+            self.max_output_tokens,
+            # Left out: a typical answer, or the longest allowed when that is shorter.
+            self.expected_output_tokens
+            or min(DEFAULT_EXPECTED_OUTPUT_TOKENS, self.max_output_tokens),
         )
         return ModelSpec(
             key=key,
@@ -603,7 +653,12 @@ def _merge_tables(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[
 
 def _merge_model(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """A new price replaces the old (never adds to it); a new ref alone has its route inferred."""
-    prices = {"price_per_output", "price_per_second"}
+    prices = {
+        "price_per_output",
+        "price_per_second",
+        "price_per_million_input_tokens",
+        "price_per_million_output_tokens",
+    }
     dropped = prices if override.keys() & prices else set()
     dropped |= {"route"} if "ref" in override and "route" not in override else set()
     return _merge_tables({k: v for k, v in base.items() if k not in dropped}, override)

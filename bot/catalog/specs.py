@@ -50,22 +50,100 @@ time: three times what the person was shown leaves room for honest slow runs (a 
 slow GPU) while a runaway is stopped, and a budget holds at most three estimates for a job while
 it runs (what is not billed comes back when it ends)."""
 
+MAX_TOKENS_FIELD = "max_tokens"
+"""The logical input field bounding a language model's answer (the /ask `--max-tokens` option);
+a model that names it otherwise says so with `rename`."""
+
+TEMPLATE_TOKENS = 512
+"""Tokens a per-token model's ceiling allows for the prompt template and default system prompt
+that Replicate wraps around the input (Llama 3's header tokens and "You are a helpful assistant"
+are a few dozen): the input is never counted below what Replicate can bill for it."""
+
+DEFAULT_MAX_OUTPUT_TOKENS = 512
+"""A per-token model's `max_output_tokens` when conjure.toml gives none (Llama 3's own default)."""
+
+DEFAULT_EXPECTED_OUTPUT_TOKENS = 300
+"""A per-token model's `expected_output_tokens` when conjure.toml gives none: a typical answer."""
+
+BYTES_PER_TOKEN = 4
+"""A typical token of English text, for estimates only; ceilings count one token per byte."""
+
+
+def _text_bytes(value: Any) -> int:
+    """The UTF-8 bytes of every string in an input (lists and objects included): a byte-level
+    tokenizer never makes more tokens of a text than it has bytes."""
+    if isinstance(value, str):
+        return len(value.encode("utf-8"))
+    if isinstance(value, Mapping):
+        return sum(_text_bytes(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return sum(_text_bytes(item) for item in value)
+    return 0
+
+
+def _count(value: Any) -> int | None:
+    """A token count from Replicate's metrics, or None when it is absent or not a count."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and value >= 0 else None
+
+
+@dataclass(frozen=True)
+class TokenBudget:
+    """What a per-token price needs of one run's input: how much text it sends and the most
+    tokens it may write (`max_tokens`, always sent; see ModelSpec.build_input)."""
+
+    text_bytes: int
+    max_output_tokens: int
+
+    @property
+    def max_input_tokens(self) -> int:
+        """The most input tokens Replicate can bill: one a byte, plus the template allowance."""
+        return self.text_bytes + TEMPLATE_TOKENS
+
+    @property
+    def typical_input_tokens(self) -> int:
+        """About one token per four bytes: what an estimate counts."""
+        return -(-self.text_bytes // BYTES_PER_TOKEN)
+
 
 @dataclass(frozen=True)
 class Price:
-    """What a model costs: per output, per second of hardware, or (rarely) both added together.
+    """What a model costs: per output, per second of hardware, per token, or (rarely) several
+    added together.
 
     `expected_seconds` and `max_seconds` are per output, so a batch of four is estimated as four
     runs' worth of time and may run four times as long. `max_seconds` (default CEILING_FACTOR x
     `expected_seconds`) is where Replicate stops a by-the-second run (`Cancel-After`), so
     `ceiling_micros` is the most a run can cost: that is what a budget reserves, never the
     estimate, which is only what a person is shown.
+
+    A per-token price (Replicate's official language models) charges input and output tokens
+    per million. Its ceiling is every byte of the input as a token (plus TEMPLATE_TOKENS) and
+    the run's `max_tokens`, which Conjure always sends (`max_output_tokens` when the person gave
+    none) so Replicate stops the answer there; no deadline is needed. Its estimate is a quarter
+    of a token a byte and `expected_output_tokens`. Per-token methods need the run's
+    TokenBudget (ModelSpec.token_budget).
     """
 
     per_output_usd: float | None = None
     per_second_usd: float | None = None
     expected_seconds: float = 10.0
     max_seconds: float | None = None
+    per_million_input_tokens_usd: float | None = None
+    per_million_output_tokens_usd: float | None = None
+    max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
+    expected_output_tokens: int = DEFAULT_EXPECTED_OUTPUT_TOKENS
+
+    @property
+    def per_token(self) -> bool:
+        """Whether any part of the price is per token."""
+        return (
+            self.per_million_input_tokens_usd is not None
+            or self.per_million_output_tokens_usd is not None
+        )
 
     @property
     def run_limit_seconds(self) -> float:
@@ -74,38 +152,83 @@ class Price:
             return self.max_seconds
         return float(_dec(self.expected_seconds) * CEILING_FACTOR)
 
-    def estimate_micros(self, outputs: int) -> int:
-        """What a run usually costs (expected seconds), in micro-dollars: what a person is shown."""
-        return self._micros(outputs, self.expected_seconds)
+    def estimate_micros(self, outputs: int, tokens: TokenBudget | None = None) -> int:
+        """What a run usually costs (expected seconds, typical tokens), in micro-dollars: what
+        a person is shown."""
+        total = self._usd(outputs, self.expected_seconds)
+        if self.per_token:
+            budget = self._budget(tokens)
+            answer = min(self.expected_output_tokens, budget.max_output_tokens)
+            total += self._tokens_usd(budget.typical_input_tokens, answer)
+        return usd_to_micros(total)
 
-    def ceiling_micros(self, outputs: int) -> int:
-        """The most a run can cost (stopped at `deadline_seconds`): what a budget reserves."""
-        return self._micros(outputs, self.run_limit_seconds)
+    def ceiling_micros(self, outputs: int, tokens: TokenBudget | None = None) -> int:
+        """The most a run can cost (stopped at `deadline_seconds`, or at `max_tokens`): what a
+        budget reserves."""
+        total = self._usd(outputs, self.run_limit_seconds)
+        if self.per_token:
+            budget = self._budget(tokens)
+            total += self._tokens_usd(budget.max_input_tokens, budget.max_output_tokens)
+        return usd_to_micros(total)
 
     def deadline_seconds(self, outputs: int) -> float | None:
-        """When Replicate must stop the run (`Cancel-After`), or None for a per-output price,
-        whose cost no run time can raise."""
+        """When Replicate must stop the run (`Cancel-After`), or None for a per-output or
+        per-token price, whose cost no run time can raise (`max_tokens` bounds an answer)."""
         if self.per_second_usd is None:
             return None
         return float(_dec(self.run_limit_seconds) * max(int(outputs), 1))
 
-    def _micros(self, outputs: int, seconds: float) -> int:
+    def _usd(self, outputs: int, seconds: float) -> Decimal:
         outputs = max(int(outputs), 0)
         total = Decimal(0)
         if self.per_output_usd is not None:
             total += _dec(self.per_output_usd) * outputs
         if self.per_second_usd is not None:
             total += _dec(self.per_second_usd) * _dec(seconds) * outputs
-        return usd_to_micros(total)
+        return total
 
-    def actual_micros(self, outputs: int, predict_time: float | None) -> int:
-        """What Replicate billed: outputs x price, plus `predict_time` x rate (0 when unknown)."""
+    def _budget(self, tokens: TokenBudget | None) -> TokenBudget:
+        if tokens is None:
+            # Without the input the ceiling is unknown: refusing beats reserving too little.
+            raise ValueError("a per-token price needs the run's TokenBudget")
+        return tokens
+
+    def _tokens_usd(self, input_tokens: int, output_tokens: int) -> Decimal:
+        total = Decimal(0)
+        if self.per_million_input_tokens_usd is not None:
+            total += _dec(self.per_million_input_tokens_usd) * input_tokens / 1_000_000
+        if self.per_million_output_tokens_usd is not None:
+            total += _dec(self.per_million_output_tokens_usd) * output_tokens / 1_000_000
+        return total
+
+    def actual_micros(
+        self,
+        outputs: int,
+        predict_time: float | None,
+        *,
+        tokens: TokenBudget | None = None,
+        input_tokens: Any = None,
+        output_tokens: Any = None,
+        ran: bool = True,
+    ) -> int:
+        """What Replicate billed: outputs x price, plus `predict_time` x rate (0 when unknown),
+        plus the token counts of `metrics` x their prices. A count Replicate did not report is
+        charged at its bound (the ceiling's share), never guessed low, so a budget cannot pass
+        Replicate's bill; a run that never ran (`ran` false: aborted, or ended with no time and
+        no tokens reported) is charged no tokens."""
         total = Decimal(0)
         if self.per_output_usd is not None:
             total += _dec(self.per_output_usd) * max(int(outputs), 0)
         if self.per_second_usd is not None and predict_time is not None:
             seconds = predict_time if math.isfinite(predict_time) else 0.0
             total += _dec(self.per_second_usd) * _dec(max(seconds, 0.0))
+        if self.per_token and ran:
+            used_in, used_out = _count(input_tokens), _count(output_tokens)
+            if used_in is None or used_out is None:
+                budget = self._budget(tokens)
+                used_in = budget.max_input_tokens if used_in is None else used_in
+                used_out = budget.max_output_tokens if used_out is None else used_out
+            total += self._tokens_usd(used_in, used_out)
         return usd_to_micros(total)
 
 
@@ -200,7 +323,26 @@ class ModelSpec:
                 result.update(TRANSLATORS[self.translate[target]](value))
             else:
                 result[self.rename.get(target, target)] = value
+        if self.price.per_token:
+            # Always sent: it is what stops the answer, so what bounds the cost.
+            result.setdefault(self.max_tokens_field, self.price.max_output_tokens)
         return result
+
+    @property
+    def max_tokens_field(self) -> str:
+        """The model's own name for `max_tokens`."""
+        return self.rename.get(MAX_TOKENS_FIELD, MAX_TOKENS_FIELD)
+
+    def token_budget(self, input: Mapping[str, Any]) -> TokenBudget | None:
+        """What a per-token price needs of a run's Replicate `input`, or None when the model is
+        not priced per token. A `max_tokens` that is not a positive whole number (a job saved
+        before it was always sent) counts as the model's default."""
+        if not self.price.per_token:
+            return None
+        sent = input.get(self.max_tokens_field)
+        if isinstance(sent, bool) or not isinstance(sent, int) or sent < 1:
+            sent = self.price.max_output_tokens
+        return TokenBudget(_text_bytes(input), sent)
 
 
 @dataclass(frozen=True)

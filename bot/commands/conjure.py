@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from bot.adapter import CommandRequest
-from bot.catalog import format_number
+from bot.catalog import Price, format_number
 from bot.commands.model_options import models_usage
 from bot.jobs import JobService
 from bot.markup import Mention, Text
@@ -93,7 +93,9 @@ def models_text(service: JobService, schemas: ModelSchemas | None = None) -> str
     lines = ["Enabled models:"]
     for model in service.catalog.models.values():
         price = model.price
-        if price.per_output_usd is not None:
+        if price.per_token:
+            cost = _per_token_text(price)
+        elif price.per_output_usd is not None:
             cost = f"{format_usd(usd_to_micros(price.per_output_usd))} per output"
         else:
             # What one usually costs, and the most it can: where Replicate stops it.
@@ -107,6 +109,19 @@ def models_text(service: JobService, schemas: ModelSchemas | None = None) -> str
         lines.append(f"• {model.key} ({model.kind}): {model.description}; {cost}")
         lines.extend(f"  {usage}" for usage in models_usage(service.catalog, model, schemas))
     return "\n".join(lines)
+
+
+def _per_token_text(price: Price) -> str:
+    """ "$0.65/M input tokens, $2.75/M output tokens, answers up to 512 tokens"."""
+
+    def per_million(usd: float | None) -> str:
+        return format_usd(usd_to_micros(usd or 0))
+
+    return (
+        f"{per_million(price.per_million_input_tokens_usd)}/M input tokens, "
+        f"{per_million(price.per_million_output_tokens_usd)}/M output tokens, "
+        f"answers up to {price.max_output_tokens} tokens"
+    )
 
 
 async def quota_command(service: JobService, request: CommandRequest, args: list[str]) -> Text:

@@ -57,11 +57,11 @@ class Invocation:
 
     def estimate_micros(self) -> int:
         """What this run usually costs, in micro-dollars: what a person is shown."""
-        return self.model.price.estimate_micros(self.outputs)
+        return self.model.price.estimate_micros(self.outputs, self.model.token_budget(self.input))
 
     def ceiling_micros(self) -> int:
         """The most this run can cost, in micro-dollars: what a budget reserves."""
-        return self.model.price.ceiling_micros(self.outputs)
+        return self.model.price.ceiling_micros(self.outputs, self.model.token_budget(self.input))
 
     def deadline_seconds(self) -> float | None:
         """When Replicate must stop this run (`Cancel-After`); None for a per-output price."""

@@ -45,6 +45,8 @@ TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "aborted"})
 # Far beyond Replicate's 30-minute limit on a run; x any single-GPU price (A100: $0.0115/s)
 # it stays below 2**31 micro-dollars, the integer columns money is kept in.
 MAX_PREDICT_TIME = 24 * 3600.0
+MAX_TOKEN_COUNT = 100_000_000  # far past any context window; $1,000 at $10 a million
+TOKEN_COUNTS = ("input_token_count", "output_token_count")
 WEBHOOK_EVENTS = frozenset({"start", "output", "logs", "completed"})
 REPLICATE_HOSTS = (".replicate.com", ".replicate.net")  # where a stream may get the token
 
@@ -65,7 +67,8 @@ class Prediction(BaseModel):
     that a malformed prediction is refused here (a webhook answered 400) rather than failing
     halfway through an update: the id (a key, at most 64 characters), the status (one of
     Replicate's), `metrics.predict_time` (what the job is charged for: a finite number of
-    seconds up to MAX_PREDICT_TIME, so the cost always fits its integer column) and `error`
+    seconds up to MAX_PREDICT_TIME, so the cost always fits its integer column), its token
+    counts (whole numbers up to MAX_TOKEN_COUNT, for the same reason) and `error`
     (stored as text, which PostgreSQL refuses with a NUL in it).
     """
 
@@ -106,6 +109,20 @@ class Prediction(BaseModel):
             raise ValueError(
                 f"metrics.predict_time must be a number of seconds from 0 to {MAX_PREDICT_TIME:g}"
             )
+        return metrics
+
+    @field_validator("metrics")
+    @classmethod
+    def _sane_token_counts(cls, metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+        for name in TOKEN_COUNTS:
+            count = (metrics or {}).get(name)
+            if count is None:
+                continue
+            whole = isinstance(count, int) or (isinstance(count, float) and count.is_integer())
+            if isinstance(count, bool) or not whole or not 0 <= count <= MAX_TOKEN_COUNT:
+                raise ValueError(
+                    f"metrics.{name} must be a whole number from 0 to {MAX_TOKEN_COUNT}"
+                )
         return metrics
 
     @field_validator("error")

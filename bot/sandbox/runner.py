@@ -225,7 +225,7 @@ def _finish(run: Run, status: str, error: str | None = None, at: float | None = 
     }
     if status == "aborted":
         del metrics["predict_time"]  # it never ran, and is not billed
-    if run.model.kind == "text":
+    if run.model.kind == "text" and status != "aborted":  # what it read and wrote is billed
         output = prediction["output"] or []
         metrics["input_token_count"] = len(str(run.inputs.get("prompt", "")).split())
         metrics["output_token_count"] = len(output)
