@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bot.catalog import OUTPUTS_FIELD, Catalog, CommandSpec, ModelSpec, OptionSpec, format_number
-from bot.inputs import InputFile, file_problem
+from bot.inputs import NOUNS, InputFile, file_problem
 
 MAX_PROMPT_CHARS = 2000
 
@@ -330,6 +330,19 @@ def _file_prompt(command: CommandSpec, prompt: str, values: Mapping[str, Any]) -
     return None
 
 
+def _no_prompt_nor_file(command: CommandSpec) -> None:
+    """Neither the prompt nor the file that may stand for it: say both ways to give it."""
+    for option in command.options:
+        if option.is_file and option.field == command.prompt_field:
+            noun = NOUNS.get(option.type, "file")
+            raise UsageError(
+                f"The {command.prompt_label} is missing: give one, or an {noun} "
+                f"(on Discord attach it as `{option.name}`; on Slack use Conjure's shortcut "
+                "on a message that has the file).",
+                command.usage(),
+            )
+
+
 def _file_model(command: CommandSpec, values: Mapping[str, Any], model_key: str) -> str:
     """The model to run: a file option's own model when its file is given (/ask with an image
     runs a vision model), unless the person chose one."""
@@ -370,6 +383,8 @@ def _finish(
 ) -> Invocation:
     values = {name: _coerce(command, item) for name, item in given.items()}
     file_prompt = _file_prompt(command, prompt, values)
+    if file_prompt is None and not prompt.strip():
+        _no_prompt_nor_file(command)
     prompt = _check_prompt(command, prompt) if file_prompt is None else file_prompt
     model_key = command.model
     fields: dict[str, Any] = {command.prompt_field: prompt}
