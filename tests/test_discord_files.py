@@ -102,10 +102,11 @@ async def test_an_audio_file_on_transcribe_reaches_whisper_without_a_url(
 ) -> None:
     async with running_discord_conjure(sandbox_server, database_url) as conjure:
         fake = conjure.discord
-        audio = attach(fake, "memo.mp3", MP3, "audio/mpeg")
+        audio = attach(fake, "memo.mp3", MP3, None)  # no content_type: its name says mp3
         sent = await conjure.interact("transcribe", {"file": audio})
         await conjure.settle()
         assert sent_bytes(sandbox_server, the_input(sandbox_server)["audio"]) == MP3
+        assert the_input(sandbox_server)["audio"].startswith("data:audio/mpeg;base64,")
         message = fake.original(sent.token)
         assert message is not None and "✅ done" in message["content"]
         assert "“memo.mp3”" in message["content"]

@@ -7,6 +7,7 @@ one, as in tests), so a payload cannot make Conjure fetch from anywhere else.
 
 from __future__ import annotations
 
+import mimetypes
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,7 +32,8 @@ def input_file(attachment: discord.Attachment, hosts: tuple[str, ...]) -> InputF
     option before anything is read)."""
     return InputFile(
         url=attachment.url,
-        content_type=attachment.content_type or "",
+        # Discord leaves it out for types it does not know: the file's name may still say.
+        content_type=attachment.content_type or mimetypes.guess_type(attachment.filename)[0] or "",
         size=attachment.size,
         filename=attachment.filename,
         hosts=hosts,

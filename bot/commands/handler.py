@@ -77,6 +77,11 @@ class Commands:
             ).prepare(invocation)
         except FileRefused as exc:
             return Reply(Text.of(str(exc)), refused=True)
+        except Exception:  # handle never raises; nothing has been created or reserved yet
+            log.exception(
+                "could not read the files of /%s for %s", request.command, request.user_id
+            )
+            return Reply(Text.of(INTERNAL_ERROR), refused=True)
         if self.confirmations.needed(invocation):
             return await self._ask(request, invocation)
         acknowledging = False
