@@ -52,6 +52,14 @@ class UserOption:
     username: str = "someone"
 
 
+@dataclass(frozen=True)
+class AttachmentOption:
+    """An ATTACHMENT option's value (type 11): Discord sends its id, and the attachment (from
+    FakeDiscord.host_attachment) under data.resolved.attachments."""
+
+    attachment: dict[str, Any]
+
+
 @dataclass
 class Sent:
     """One dispatched interaction: its payload, and when it was handed to discord.py."""
@@ -170,6 +178,8 @@ def interaction_payload(
         "options": [
             {"name": name, "type": 6, "value": str(value.id)}
             if isinstance(value, UserOption)
+            else {"name": name, "type": 11, "value": value.attachment["id"]}
+            if isinstance(value, AttachmentOption)
             else {"name": name, "type": OPTION_TYPES[type(value)], "value": value}
             for name, value in options.items()
         ],
@@ -189,6 +199,11 @@ def interaction_payload(
                 for u in mentioned
             }
         }
+    attached = [
+        value.attachment for value in options.values() if isinstance(value, AttachmentOption)
+    ]
+    if attached:
+        data.setdefault("resolved", {})["attachments"] = {a["id"]: a for a in attached}
     if synced and "guild_id" in synced[0]:
         data["guild_id"] = synced[0]["guild_id"]
     if subcommand is not None:

@@ -249,6 +249,54 @@ class SlackConjure:
         response = await self.http.post("/slack/events", content=body, headers=headers)
         return PressResult(response, response_id)
 
+    async def shortcut(
+        self,
+        callback_id: str,
+        message: Message,
+        *,
+        user_id: str = "U0ADA",
+        user_name: str = "ada",
+        response_id: str | None = None,
+        trigger_id: str | None = None,
+    ) -> PressResult:
+        """Use the message shortcut `callback_id` on `message` (from the message's ⋯ menu), as
+        Slack sends it: a signed `message_action` payload with the whole message and its files.
+        Give an earlier one's `trigger_id` for Slack's retry of it."""
+        response_id = response_id or f"s{next(_press_ids)}"
+        shown: dict[str, Any] = {
+            "type": "message",
+            "user": "U0EVE",
+            "ts": message.ts,
+            "text": message.text,
+            "files": [self.fake.file_object(f) for f in message.files],
+        }
+        if message.thread_ts is not None:
+            shown["thread_ts"] = message.thread_ts
+        payload = {
+            "type": "message_action",
+            "callback_id": callback_id,
+            "trigger_id": trigger_id or _new_trigger_id(),
+            "action_ts": f"{time.time():.6f}",
+            "message_ts": message.ts,
+            "team": {"id": TEAM_ID, "domain": "fake-team"},
+            "user": {"id": user_id, "username": user_name, "name": user_name, "team_id": TEAM_ID},
+            "channel": {"id": message.channel, "name": "general"},
+            "message": shown,
+            "response_url": self.fake.response_url(response_id),
+            "token": "deprecated-verification-token",
+            "is_enterprise_install": False,
+            "enterprise": None,
+        }
+        body = urlencode({"payload": json.dumps(payload)})
+        stamp = int(time.time())
+        headers = {
+            "content-type": "application/x-www-form-urlencoded",
+            "x-slack-request-timestamp": str(stamp),
+            "x-slack-signature": sign(self.signing_secret, stamp, body),
+        }
+        response = await self.http.post("/slack/events", content=body, headers=headers)
+        return PressResult(response, response_id)
+
     async def settle(self, sandbox: Any) -> None:
         """Until the sandbox has sent everything and Conjure has delivered everything."""
         await self.service.wait_idle()

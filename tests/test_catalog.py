@@ -161,7 +161,7 @@ def test_builtin_commands():
         "prompt",
     )
     assert imagine.models == ("flux-schnell", "flux-dev", "sdxl")
-    assert [o.name for o in imagine.options] == ["ar", "seed", "n", "no", "model"]
+    assert [o.name for o in imagine.options if not o.is_file] == ["ar", "seed", "n", "no", "model"]
     ar = imagine.option("ar")
     assert ar is not None
     assert (ar.aliases, ar.field, ar.type, ar.choices) == (
@@ -193,7 +193,7 @@ def test_builtin_commands():
         "audio URL",
     )
     assert transcribe.prompt_type == "url"
-    assert transcribe.options == ()
+    assert [(o.name, o.field, o.type) for o in transcribe.options] == [("file", "audio", "audio")]
 
 
 def test_descriptions_fit_discord():
@@ -681,7 +681,7 @@ def test_options_merge_by_name(tmp_path):
         """,
     )
     imagine = catalog.commands["imagine"]
-    assert [o.name for o in imagine.options] == ["ar", "n", "no", "model", "steps"]
+    assert [o.name for o in imagine.options if not o.is_file] == ["ar", "n", "no", "model", "steps"]
     n = imagine.option("n")
     assert n is not None
     assert (n.minimum, n.maximum, n.field) == (1, 2, OUTPUTS_FIELD)
@@ -1053,13 +1053,8 @@ def test_disabled_tables_are_not_checked_further(tmp_path):
     )
     assert "c" not in catalog.commands
     assert "Not A Key" not in catalog.models
-    assert [o.name for o in catalog.commands["imagine"].options] == [
-        "ar",
-        "seed",
-        "n",
-        "no",
-        "model",
-    ]
+    names = [o.name for o in catalog.commands["imagine"].options if not o.is_file]
+    assert names == ["ar", "seed", "n", "no", "model"]
 
 
 def test_repeated_and_disabled_option_names(tmp_path):

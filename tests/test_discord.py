@@ -351,10 +351,14 @@ async def test_a_text_answer_too_long_for_a_message_is_attached(
 
 def _expected_options(name: str) -> list[dict]:
     spec = default_catalog().commands[name]
-    expected = [{"type": 3, "name": "prompt", "required": True}]
+    # A file that stands for the prompt (/transcribe's audio file) makes the prompt optional.
+    either = any(o.is_file and o.field == spec.prompt_field for o in spec.options)
+    expected = [{"type": 3, "name": "prompt", "required": not either}]
     for option in spec.options:
         entry: dict = {"name": option.name, "required": False}
-        if option.type in ("choice", "model"):
+        if option.is_file:
+            entry["type"] = 11  # ATTACHMENT
+        elif option.type in ("choice", "model"):
             entry |= {"type": 3, "choices": [{"name": c, "value": c} for c in option.choices]}
         else:
             entry["type"] = {"int": 4, "float": 10, "bool": 5, "str": 3}[option.type]

@@ -280,7 +280,8 @@ def test_prompt_at_the_limit_is_fine():
 
 
 def test_empty_url_prompt_names_its_label():
-    assert usage_error("transcribe", "").message == "The audio URL is missing."
+    error = usage_error("transcribe", "").message
+    assert error.startswith("The audio URL is missing: give one, or an audio file (on Discord")
 
 
 def test_ask_errors():

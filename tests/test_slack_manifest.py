@@ -85,6 +85,22 @@ def test_conjure_manifest_prints_the_manifest_for_the_configured_commands(
         "should_escape": False,
     }
     assert {c["url"] for c in commands.values()} == {"https://x/slack/events"}
+    shortcuts = [s["callback_id"] for s in manifest["features"]["shortcuts"]]
+    assert shortcuts == ["conjure_vary", "conjure_ask_image"]  # no Transcribe with Conjure
+
+
+def test_message_shortcuts_give_a_message_file_to_a_command() -> None:
+    manifest = manifest_data(default_catalog(), PLACEHOLDER)
+    shortcuts = manifest["features"]["shortcuts"]
+    assert [(s["name"], s["type"], s["callback_id"]) for s in shortcuts] == [
+        ("Vary with Conjure", "message", "conjure_vary"),
+        ("Ask Conjure about this image", "message", "conjure_ask_image"),
+        ("Transcribe with Conjure", "message", "conjure_transcribe"),
+    ]
+    assert all(s["description"] for s in shortcuts)
+    assert "files:read" in manifest["oauth_config"]["scopes"]["bot"]  # the file, with the token
+    # Shortcuts arrive at the same URL as commands and button presses.
+    assert manifest["settings"]["interactivity"]["is_enabled"] is True
 
 
 # The bot-token scope each Web API method needs (Slack's method reference); None: no scope.

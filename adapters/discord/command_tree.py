@@ -74,9 +74,15 @@ def catalog_command(
     # Python names for the options (catalog names may hold '-'); Discord sees the real names.
     by_key = {f"option_{index}": option for index, option in enumerate(spec.options)}
 
-    async def callback(interaction: discord.Interaction, prompt: str, **values: Any) -> None:
+    async def callback(
+        interaction: discord.Interaction, prompt: str | None = None, **values: Any
+    ) -> None:
         given = {by_key[key].name: value for key, value in values.items()}
-        await handler.run_command(interaction, spec, prompt, given)
+        await handler.run_command(interaction, spec, prompt or "", given)
+
+    # A file that stands for the prompt (/transcribe's audio URL or file) makes it optional;
+    # the shared parser says what is missing when neither is given.
+    optional = any(o.is_file and o.field == spec.prompt_field for o in spec.options)
 
     keyword = inspect.Parameter.KEYWORD_ONLY
     callback.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
@@ -86,7 +92,12 @@ def catalog_command(
                 inspect.Parameter.POSITIONAL_OR_KEYWORD,
                 annotation=discord.Interaction,
             ),
-            inspect.Parameter("prompt", keyword, annotation=str),
+            inspect.Parameter(
+                "prompt",
+                keyword,
+                annotation=str | None if optional else str,
+                default=None if optional else inspect.Parameter.empty,
+            ),
             *(
                 inspect.Parameter(key, keyword, annotation=option_type(option), default=None)
                 for key, option in by_key.items()
@@ -108,6 +119,8 @@ def option_type(option: OptionSpec) -> Any:
     """The annotation discord.py turns into the option: choices, or a type with its bounds."""
     if option.type in ("choice", "model"):
         return Literal[option.choices]  # type: ignore[valid-type]
+    if option.is_file:
+        return discord.Attachment  # option type 11; type and size are checked by the core
     kind: type = {"int": int, "float": float, "bool": bool}.get(option.type, str)
     if kind is bool or kind is str or (option.minimum is None and option.maximum is None):
         return kind

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import discord
 
 from adapters.discord.adapter import DiscordAdapter
+from adapters.discord.attachments import attachment_hosts
 from adapters.discord.buttons import FollowupButton, PressHandler
 from adapters.discord.command_tree import ConjureTree, build_commands
 from adapters.discord.listener import InteractionListener
@@ -69,7 +70,8 @@ async def running(
     undo = point_discord_py(runtime.settings)
     client = ConjureClient(runtime.settings.discord_guild_id)
     adapter = DiscordAdapter(client, runtime.catalog)
-    listener = InteractionListener(runtime.commands, adapter)
+    hosts = attachment_hosts(str(runtime.settings.discord_api_url))
+    listener = InteractionListener(runtime.commands, adapter, hosts)
     for command in build_commands(runtime.catalog, listener):
         client.tree.add_command(command, guild=client.guild)
     # Buttons are matched by their custom_id's template, with no view kept: a press on any

@@ -8,6 +8,7 @@ privately at once, since its answers read the database.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -15,11 +16,13 @@ import discord
 
 from adapters.discord import markup
 from adapters.discord.adapter import PLATFORM, DiscordAdapter, answer_privately
+from adapters.discord.attachments import DISCORD_CDN_HOSTS, with_files
 from adapters.discord.buttons import reply_view
 from adapters.discord.destination import destination_of
 from bot.adapter import CommandRequest
 from bot.catalog import CommandSpec
 from bot.commands.handler import Commands
+from bot.inputs import InputFile
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +30,15 @@ log = logging.getLogger(__name__)
 class InteractionListener:
     """Runs slash commands through the core; the command tree calls these two."""
 
-    def __init__(self, commands: Commands, adapter: DiscordAdapter) -> None:
+    def __init__(
+        self,
+        commands: Commands,
+        adapter: DiscordAdapter,
+        file_hosts: tuple[str, ...] = DISCORD_CDN_HOSTS,
+    ) -> None:
         self.commands = commands
         self.adapter = adapter
+        self.file_hosts = file_hosts  # where attachment options may be read from
 
     async def run_command(
         self,
@@ -38,10 +47,17 @@ class InteractionListener:
         prompt: str,
         options: dict[str, Any],
     ) -> None:
-        """A catalog command: deferred once valid, then started; or a private answer."""
+        """A catalog command: deferred once valid, then started; or a private answer.
+
+        A command with a file is deferred at once: reading the file may take longer than
+        Discord's 3 seconds, and a refusal then replaces the "thinking" with a private answer."""
+        options = with_files(options, self.file_hosts)
+        early: list[Any] = []
+        if any(isinstance(value, InputFile) for value in options.values()):
+            early.append(await interaction.response.defer(thinking=True))
 
         async def acknowledge() -> dict[str, Any]:
-            deferred = await interaction.response.defer(thinking=True)
+            deferred = early[0] if early else await interaction.response.defer(thinking=True)
             message_id = deferred.message_id if deferred else None
             return {"message_id": str(message_id)} if message_id else {}
 
@@ -49,6 +65,9 @@ class InteractionListener:
         with self.adapter.submitting(interaction):
             reply = await self.commands.handle(request, acknowledge)
         if reply.text is None:
+            if early and reply.job is None:  # a copy sent again: its first copy answers
+                with contextlib.suppress(discord.HTTPException):
+                    await interaction.delete_original_response()
             return
         text = markup.fit(markup.render(reply.text))
         view = reply_view(reply.buttons)  # the price question's Run it and Cancel

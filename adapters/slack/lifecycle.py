@@ -30,6 +30,7 @@ from adapters.slack.files import SlackFiles
 from adapters.slack.listener import SlashCommandListener
 from adapters.slack.manifest import EVENTS_PATH
 from adapters.slack.reach import SLACK_ERRORS, retry_handlers
+from adapters.slack.shortcuts import ShortcutListener
 from adapters.slack.verify import MAX_BODY, SlackRequestGate
 from bot.config import ConfigError, Settings
 from bot.http_limits import LimitedRoute
@@ -63,9 +64,10 @@ def make_app(
     client: AsyncWebClient,
     listener: SlashCommandListener,
     buttons: ButtonListener | None = None,
+    shortcuts: ShortcutListener | None = None,
 ) -> AsyncApp:
-    """The bolt app with one listener for every slash command, and one for every Conjure
-    button (`buttons`)."""
+    """The bolt app with one listener for every slash command, one for every Conjure
+    button (`buttons`), and one per message shortcut (`shortcuts`)."""
     secret = settings.slack_signing_secret
     app = AsyncApp(
         client=client,
@@ -85,6 +87,8 @@ def make_app(
     listener.register(app)
     if buttons is not None:
         buttons.register(app)
+    if shortcuts is not None:
+        shortcuts.register(app)
     app.error(_log_listener_error)
     quiet_bolt_loggers()
     return app
@@ -134,7 +138,8 @@ async def _serve(runtime: Runtime, client: AsyncWebClient) -> AsyncIterator[Runn
     adapter = SlackAdapter(client, runtime.catalog)
     files = SlackFiles(client, runtime.http, settings.conjure_max_download_bytes)
     buttons = ButtonListener(runtime.followups, client, files)
-    app = make_app(settings, client, SlashCommandListener(runtime.commands), buttons)
+    shortcuts = ShortcutListener(runtime.commands, client)
+    app = make_app(settings, client, SlashCommandListener(runtime.commands), buttons, shortcuts)
     if settings.slack_app_token is None:
         assert settings.slack_signing_secret is not None  # running() refuses to start without
         gate = SlackRequestGate(app, settings.slack_signing_secret.get_secret_value())

@@ -6,10 +6,11 @@ usage hints and the commands the bot answers can never drift apart.
 Scopes are exactly what the adapter calls: `commands` (slash commands), `chat:write` (the status
 message, chat.update, threaded replies, DMs, a private answer to a button press),
 `files:write` (the three upload steps), `files:read` (files.info: whether a delivery taken over
-from a dead instance had already shared its files, and the delivered image that an Upscale or
-Variations button reads back with the bot token) and `im:write` (conversations.open, to DM a
-result that has no thread to go to). Interactivity sends button presses to the same
-/slack/events (adapters/slack/buttons.py).
+from a dead instance had already shared its files; the delivered image that an Upscale or
+Variations button reads back with the bot token; the file a message shortcut gives a command)
+and `im:write` (conversations.open, to DM a result that has no thread to go to). Interactivity
+sends button presses and message shortcuts to the same /slack/events (adapters/slack/buttons.py,
+adapters/slack/shortcuts.py).
 Not `chat:write.public`: where the bot is not a member the command's response_url answers
 instead, and files could not be uploaded there anyway.
 """
@@ -20,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from adapters.slack.shortcuts import enabled_shortcuts
 from bot.catalog import Catalog
 
 APP_NAME = "Conjure"  # Slack: display name at most 35 characters
@@ -77,6 +79,16 @@ def manifest_data(catalog: Catalog, base_url: str) -> dict[str, Any]:
             },
             "bot_user": {"display_name": APP_NAME, "always_online": True},
             "slash_commands": commands,
+            # On a message's ⋯ menu: a file in the message, given to a command (shortcuts.py).
+            "shortcuts": [
+                {
+                    "name": shortcut.name,
+                    "type": "message",
+                    "callback_id": shortcut.callback_id,
+                    "description": shortcut.description,
+                }
+                for shortcut in enabled_shortcuts(catalog)
+            ],
         },
         "oauth_config": {"scopes": {"bot": list(BOT_SCOPES)}},
         "settings": {

@@ -78,6 +78,17 @@ BUILTIN: Mapping[str, Any] = {
             "expected_seconds": 20,
             "description": "OpenAI Whisper speech recognition",
         },
+        "llava-13b": {
+            "ref": "yorickvp/llava-13b:"
+            "80537f9eead1a5bfa72d5ac6ea6414379be41d4d4f6679fd776e9535d1eb58bb",
+            "route": "version",
+            "kind": "text",
+            "price_per_second": 0.000725,  # A40 (Large), as Replicate lists it for this model
+            "expected_seconds": 4,
+            # A community model may queue or boot first, and the deadline counts from the create.
+            "max_seconds": 30,
+            "description": "LLaVA 13B: answers questions about an image (/ask with an image)",
+        },
         "real-esrgan": {
             "ref": "nightmareai/real-esrgan:"
             "42fed1c4974146d4d2414e2be2c5277c7fcf05fcc3a73abf41610695738c1d7b",
@@ -107,6 +118,13 @@ BUILTIN: Mapping[str, Any] = {
             "model": "flux-schnell",
             "models": ["flux-schnell", "flux-dev", "sdxl"],
             "options": [
+                {
+                    "name": "image",
+                    "field": "image",
+                    "type": "image",
+                    "model": "flux-dev",  # image to image; FLUX.1 [schnell] takes no image
+                    "description": "An image to start from (image to image)",
+                },
                 {
                     "name": "ar",
                     "aliases": ["aspect-ratio"],
@@ -165,6 +183,13 @@ BUILTIN: Mapping[str, Any] = {
                     "description": "Longest answer, in tokens",
                 },
                 {"name": "model", "type": "model", "description": "Which model to use"},
+                {
+                    "name": "image",
+                    "field": "image",
+                    "type": "image",
+                    "model": "llava-13b",
+                    "description": "An image to ask about (answered by LLaVA 13B)",
+                },
             ],
         },
         "transcribe": {
@@ -173,6 +198,14 @@ BUILTIN: Mapping[str, Any] = {
             "prompt_field": "audio",
             "prompt_label": "audio URL",
             "prompt_type": "url",
+            "options": [
+                {
+                    "name": "file",
+                    "field": "audio",
+                    "type": "audio",
+                    "description": "An audio file to transcribe, instead of a URL",
+                },
+            ],
         },
         "video": {
             "description": "Make a short video from a text prompt",

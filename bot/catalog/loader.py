@@ -33,9 +33,11 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from bot.catalog.builtin import BUILTIN
+from bot.catalog.files import DEFAULT_ACCEPT, DEFAULT_MAX_MB, MIB, base_type
 from bot.catalog.specs import (
     DEFAULT_EXPECTED_OUTPUT_TOKENS,
     DEFAULT_MAX_OUTPUT_TOKENS,
+    FILE_TYPES,
     MAX_CHOICES,
     MAX_DESCRIPTION,
     OUTPUTS_FIELD,
@@ -323,6 +325,9 @@ class RawOption(_Table):
     maximum: _Bound | None = None
     default: Any = None
     models: _Names | None = None
+    accept: _Names | None = None  # file options: content types taken
+    max_mb: float | None = Field(None, gt=0, le=100, allow_inf_nan=False)  # file options
+    model: str | None = None  # file options: the model run when a file is given
 
     @field_validator("name")
     @classmethod
@@ -354,6 +359,34 @@ class RawOption(_Table):
             raise _Fault(f"an option on '{OUTPUTS_FIELD}' must be an int", "type")
         return self
 
+    @field_validator("accept")
+    @classmethod
+    def _content_types(cls, accept: list[str]) -> list[str]:
+        if not accept:
+            raise ValueError("needs at least one content type, like 'image/png'")
+        for index, mime in enumerate(accept):
+            kind, slash, subtype = base_type(mime).partition("/")
+            if not (kind and slash and subtype) or base_type(mime) != mime.strip().lower():
+                raise _Fault(f"'{mime}' is not a content type like 'image/png'", index)
+        return [base_type(mime) for mime in accept]
+
+    @field_validator("model")
+    @classmethod
+    def _model_known(cls, key: str, info: ValidationInfo) -> str:
+        if problem := _model_problem(key, info):
+            raise ValueError(problem)
+        return key
+
+    @model_validator(mode="after")
+    def _file_fits(self) -> Self:
+        """accept, max_mb and model belong to file options (type image or audio) only."""
+        for key in ("accept", "max_mb", "model"):
+            if self.type not in FILE_TYPES and key in self.model_fields_set:
+                raise _Fault("only image and audio options take files", key)
+        if self.type in FILE_TYPES and self.default is not None:
+            raise _Fault("a file option has no default", "default")
+        return self
+
     @model_validator(mode="after")
     def _choices_fit(self) -> Self:
         """Discord shows choices as a menu of at most 25; other types take what is typed."""
@@ -383,7 +416,7 @@ class RawOption(_Table):
         """A default is used as if typed, so it must be a value the option would accept."""
         value, kind, low, high = self.default, self.type, self.minimum, self.maximum
         types = {"str": str, "choice": str, "int": int, "float": int | float, "bool": bool}
-        if value is None or kind == "model":
+        if value is None or kind == "model" or kind in FILE_TYPES:
             return self
         if isinstance(value, bool) != (kind == "bool") or not isinstance(value, types[kind]):
             raise _Fault(f"must be a value of type '{kind}'", "default")
@@ -400,6 +433,18 @@ class RawOption(_Table):
         if self.type == "model":
             return OptionSpec(self.name, tuple(self.aliases), "", "model", self.description, models)
         whole = int if self.type == "int" else float
+        if self.type in FILE_TYPES:
+            megabytes = self.max_mb if self.max_mb is not None else DEFAULT_MAX_MB[self.type]
+            return OptionSpec(
+                name=self.name,
+                aliases=tuple(self.aliases),
+                field=self.field or "",
+                type=self.type,
+                description=self.description,
+                accept=tuple(self.accept or DEFAULT_ACCEPT[self.type]),
+                max_bytes=int(megabytes * MIB),
+                model=self.model,
+            )
         return OptionSpec(
             name=self.name,
             aliases=tuple(self.aliases),
@@ -537,7 +582,8 @@ class RawCommand(_Table):
                     used = f"--{spelling} is already used by --{spellings[spelling]}"
                     raise _Fault(used, "options", option.name)
                 spellings[spelling] = option.name
-            if option.type != "model" and option.field in fields:
+            either = option.is_file and option.field == self.prompt_field  # a URL or a file
+            if option.type != "model" and option.field in fields and not either:
                 by = fields[option.field]
                 used = f"is already set by --{by}" if by else "is the prompt field"
                 raise _Fault(f"'{option.field}' {used}", "options", option.name, "field")

@@ -20,7 +20,8 @@ from bot.money import usd_to_micros
 
 Route = Literal["official", "version", "deployment"]
 Kind = Literal["image", "text", "transcript", "audio", "video"]
-OptionType = Literal["str", "int", "float", "bool", "choice", "model"]
+OptionType = Literal["str", "int", "float", "bool", "choice", "model", "image", "audio"]
+FILE_TYPES = frozenset({"image", "audio"})  # option types whose value is a file (bot.inputs)
 PromptType = Literal["text", "url"]
 
 OUTPUTS_FIELD = "@outputs"
@@ -361,6 +362,16 @@ class OptionSpec:
     models: tuple[str, ...] = ()
     """The models that take this option, for when their schema is unknown; () means all. With
     a model's schema, the schema decides (is the option's input among its properties)."""
+    # File options (type image/audio): accepted content types, the size cap, and the model the
+    # command runs instead when a file is given (e.g. /ask with an image runs a vision model).
+    accept: tuple[str, ...] = ()
+    max_bytes: int | None = None
+    model: str | None = None
+
+    @property
+    def is_file(self) -> bool:
+        """Whether the value is a file (a Discord attachment, a Slack message's file)."""
+        return self.type in FILE_TYPES
 
     def hint(self) -> str:
         """The value placeholder for usage lines: `N`, `1-4`, `a|b|c`, or '' for flags."""
@@ -446,6 +457,8 @@ class CommandSpec:
         """The usage line without the command, as Slack's manifest `usage_hint` wants it."""
         parts = [f"<{self.prompt_label}>"]
         for option in self.options:
+            if option.is_file:
+                continue  # files are attached (Discord) or shared (Slack), never typed
             hint = option.hint()
             parts.append(f"[--{option.name} {hint}]" if hint else f"[--{option.name}]")
         return " ".join(parts)

@@ -14,9 +14,11 @@ from typing import Any
 
 from bot.adapter import Acknowledge, CommandRequest, Reply, no_acknowledgement
 from bot.commands.conjure import run_conjure_command
+from bot.commands.files import FileInputs
 from bot.commands.model_options import check_model_options
 from bot.commands.parsing import Invocation, UsageError, parse_invocation, parse_options
 from bot.confirm import Confirmations
+from bot.inputs import FileRefused
 from bot.jobs import CommandRefused, JobService
 from bot.markup import Code, Text
 from bot.replicate.schema_cache import ModelSchemas
@@ -69,6 +71,17 @@ class Commands:
             invocation = await check_model_options(invocation, self.service.catalog, self.schemas)
         except UsageError as exc:
             return Reply(usage_text(exc), refused=True)
+        try:  # files are read (size-capped) and sent before anything is created or reserved
+            invocation = await FileInputs(
+                self.service.replicate, self.service.fetcher.http
+            ).prepare(invocation)
+        except FileRefused as exc:
+            return Reply(Text.of(str(exc)), refused=True)
+        except Exception:  # handle never raises; nothing has been created or reserved yet
+            log.exception(
+                "could not read the files of /%s for %s", request.command, request.user_id
+            )
+            return Reply(Text.of(INTERNAL_ERROR), refused=True)
         if self.confirmations.needed(invocation):
             return await self._ask(request, invocation)
         acknowledging = False

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bot.catalog import OUTPUTS_FIELD, Catalog, CommandSpec, ModelSpec, OptionSpec, format_number
+from bot.inputs import NOUNS, InputFile, file_problem
 
 MAX_PROMPT_CHARS = 2000
 
@@ -297,7 +298,60 @@ def _coerce(command: CommandSpec, item: _Given) -> Any:
                 usage,
             )
         return choice
+    if spec.is_file:
+        return _file(command, item)
     return str(value).strip()
+
+
+def _file(command: CommandSpec, item: _Given) -> InputFile:
+    """A file option's value: a file its platform vouches for (type, size), never typed text."""
+    if not isinstance(item.value, InputFile):
+        raise UsageError(
+            f"Option {item.label} takes a file: attach it on Discord, or use Conjure's "
+            "shortcut on a Slack message that has the file.",
+            command.usage(),
+        )
+    problem = file_problem(command, item.spec, item.value)
+    if problem is not None:
+        raise UsageError(problem)
+    return item.value
+
+
+def _file_prompt(command: CommandSpec, prompt: str, values: Mapping[str, Any]) -> str | None:
+    """The prompt of a command given a file in place of it (/transcribe's audio URL or an
+    audio file): the file's name; None when no file stands for the prompt."""
+    for option in command.options:
+        file = values.get(option.name)
+        if option.is_file and option.field == command.prompt_field and file is not None:
+            if prompt:
+                label = command.prompt_label
+                raise UsageError(f"Give either the {label} or a file, not both.", command.usage())
+            return str(file)
+    return None
+
+
+def _no_prompt_nor_file(command: CommandSpec) -> None:
+    """Neither the prompt nor the file that may stand for it: say both ways to give it."""
+    for option in command.options:
+        if option.is_file and option.field == command.prompt_field:
+            noun = NOUNS.get(option.type, "file")
+            raise UsageError(
+                f"The {command.prompt_label} is missing: give one, or an {noun} "
+                f"(on Discord attach it as `{option.name}`; on Slack use Conjure's shortcut "
+                "on a message that has the file).",
+                command.usage(),
+            )
+
+
+def _file_model(command: CommandSpec, values: Mapping[str, Any], model_key: str) -> str:
+    """The model to run: a file option's own model when its file is given (/ask with an image
+    runs a vision model), unless the person chose one."""
+    if any(o.type == "model" and values.get(o.name) for o in command.options):
+        return model_key
+    for option in command.options:
+        if option.is_file and option.model and values.get(option.name) is not None:
+            return option.model
+    return model_key
 
 
 def _check_prompt(command: CommandSpec, prompt: str) -> str:
@@ -328,7 +382,10 @@ def _finish(
     command: CommandSpec, catalog: Catalog, prompt: str, given: Mapping[str, _Given]
 ) -> Invocation:
     values = {name: _coerce(command, item) for name, item in given.items()}
-    prompt = _check_prompt(command, prompt)
+    file_prompt = _file_prompt(command, prompt, values)
+    if file_prompt is None and not prompt.strip():
+        _no_prompt_nor_file(command)
+    prompt = _check_prompt(command, prompt) if file_prompt is None else file_prompt
     model_key = command.model
     fields: dict[str, Any] = {command.prompt_field: prompt}
     for option in command.options:
@@ -337,6 +394,7 @@ def _finish(
             model_key = value or model_key
         elif value is not None:
             fields[option.field] = value
+    model_key = _file_model(command, values, model_key)
     model = catalog.models.get(model_key)
     if model is None:  # only a hand-built catalog can get here
         raise UsageError(f"Model '{model_key}' is not available.", command.usage())

@@ -40,6 +40,15 @@ async def read_image(sandbox: Sandbox, url: str, base_url: str) -> Image.Image:
     return await asyncio.to_thread(decode_image, data)
 
 
+async def read_local(sandbox: Sandbox, url: str, base_url: str) -> bytes | None:
+    """The bytes behind `url` when they can be had without the internet (a `data:` URL, the
+    sandbox's own files, a loopback server), else None: the demo and old tests pass made-up
+    audio URLs the sandbox must not try to reach. ImageInputError when they cannot be read."""
+    host = urlsplit(url).hostname or ""
+    local = url.startswith(("data:", base_url + "/")) or host in ("127.0.0.1", "localhost", "::1")
+    return await _fetch(sandbox, url, base_url) if local else None
+
+
 def decode_image(data: bytes) -> Image.Image:
     """Decode and fully load `data` as an RGB image (ImageInputError when it is not one)."""
     try:

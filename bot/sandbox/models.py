@@ -343,6 +343,39 @@ DEEPSEEK_R1 = FakeModel(
     thinks=True,
 )
 
+LLAVA = FakeModel(
+    "yorickvp",
+    "llava-13b",
+    "text",
+    False,
+    "80537f9eead1a5bfa72d5ac6ea6414379be41d4d4f6679fd776e9535d1eb58bb",
+    "Visual instruction tuning towards large language and vision models with GPT-4 level "
+    "capabilities",
+    (
+        Param("image", "string", "Input image", required=True, format="uri"),
+        Param("prompt", "string", "Prompt to use for text generation", required=True),
+        Param(
+            "top_p",
+            "number",
+            "When decoding text, samples from the top p percentage",
+            1,
+            minimum=0,
+            maximum=1,
+        ),
+        Param(
+            "max_tokens",
+            "integer",
+            "Maximum number of tokens to generate",
+            1024,
+            minimum=0,
+        ),
+        Param("temperature", "number", "Adjusts randomness of outputs", 0.2, minimum=0),
+    ),
+    LLAMA.output_schema,
+    version_created_at="2024-02-05T12:00:00.000000Z",
+    step_seconds=0.03,
+)
+
 MODELS: dict[str, FakeModel] = {
     m.ref: m
     for m in (
@@ -352,6 +385,7 @@ MODELS: dict[str, FakeModel] = {
         LLAMA,
         LLAMA_70B,
         DEEPSEEK_R1,
+        LLAVA,
         WHISPER,
         REAL_ESRGAN,
         VIDEO_01,
@@ -364,6 +398,7 @@ DEPLOYMENTS: dict[str, FakeModel] = {
     "conjure/sdxl": SDXL,
     "conjure/llama": LLAMA,
     "conjure/whisper": WHISPER,
+    "conjure/llava": LLAVA,
     "conjure/real-esrgan": REAL_ESRGAN,
     "conjure/video-01": VIDEO_01,
 }

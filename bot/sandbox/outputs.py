@@ -109,13 +109,52 @@ def llama_tokens(inputs: dict[str, Any], *, thinks: bool = False) -> list[str]:
     return tokens[: inputs["max_tokens"]]
 
 
+_COLOURS = {
+    "black": (0, 0, 0),
+    "white": (255, 255, 255),
+    "grey": (128, 128, 128),
+    "red": (220, 30, 30),
+    "green": (30, 160, 60),
+    "blue": (30, 60, 220),
+    "yellow": (240, 220, 40),
+    "orange": (250, 140, 20),
+    "purple": (130, 50, 170),
+    "pink": (240, 130, 190),
+    "brown": (130, 80, 40),
+}
+
+
+def main_colour(image: Image.Image) -> str:
+    """The named colour nearest the image's average: what a test can check the model saw."""
+    r, g, b = image.convert("RGB").resize((1, 1)).getpixel((0, 0))  # type: ignore[misc]
+    return min(
+        _COLOURS,
+        key=lambda n: sum((x - y) ** 2 for x, y in zip(_COLOURS[n], (r, g, b), strict=True)),
+    )
+
+
+def vision_tokens(inputs: dict[str, Any], source: Image.Image) -> list[str]:
+    """LLaVA's answer: what it saw of the image (its size and main colour, so a test proves
+    the bytes arrived), then the canned reply quoting the question, as tokens."""
+    width, height = source.size
+    seen = f"I see a {width}x{height} image, mostly {main_colour(source)}."
+    tokens = llama_tokens({**inputs, "max_tokens": 10**6})
+    words = seen.split(" ")
+    head = [words[0]] + [f" {w}" for w in words[1:]]
+    return [*head, " " + tokens[0], *tokens[1:]][: inputs["max_tokens"]]
+
+
 def whisper_output(
-    inputs: dict[str, Any], prediction_id: str, base_url: str
+    inputs: dict[str, Any], prediction_id: str, base_url: str, heard: bytes | None = None
 ) -> tuple[dict[str, Any], Files]:
-    """A transcript object shaped like openai/whisper's, with its .txt and .srt files."""
+    """A transcript object shaped like openai/whisper's, with its .txt and .srt files; when the
+    audio's bytes were read (`heard`), its first sentence gives their size, so a test can tell
+    the file arrived."""
     digest = hashlib.sha256(str(inputs["audio"]).encode()).digest()
     first = digest[0] % len(_SENTENCES)
     texts = [_SENTENCES[(first + i) % len(_SENTENCES)] for i in range(3)]
+    if heard is not None:
+        texts = [f"The sandbox heard {len(heard):,} bytes of audio.", *texts[:2]]
     segments = [
         {
             "id": i,

@@ -19,13 +19,14 @@ from typing import Any
 
 from PIL import Image
 
-from bot.sandbox.images import ImageInputError, read_image
+from bot.sandbox.images import ImageInputError, read_image, read_local
 from bot.sandbox.models import FakeModel
 from bot.sandbox.outputs import (
     file_url,
     image_outputs,
     llama_tokens,
     upscale_output,
+    vision_tokens,
     whisper_output,
 )
 from bot.sandbox.predictions import (
@@ -136,7 +137,20 @@ async def _run(sandbox: Sandbox, run: Run) -> None:
             except ImageInputError as exc:
                 _finish(run, "failed", str(exc))
                 return
-        tokens = llama_tokens(run.inputs, thinks=model.thinks) if model.kind == "text" else None
+        heard: bytes | None = None
+        if model.kind == "speech":
+            try:  # read as an image is: a file that cannot be fetched fails the run
+                heard = await read_local(sandbox, str(run.inputs["audio"]), run.base_url)
+            except ImageInputError as exc:
+                _finish(run, "failed", str(exc).replace("image", "audio"))
+                return
+        tokens: list[str] | None = None
+        if model.kind == "text":
+            tokens = (
+                vision_tokens(run.inputs, source)
+                if source is not None
+                else llama_tokens(run.inputs, thinks=model.thinks)
+            )
         if tokens is not None:
             total = len(tokens)
         elif model.kind == "image":
@@ -182,7 +196,7 @@ async def _run(sandbox: Sandbox, run: Run) -> None:
             prediction["output"] = file_url(run.base_url, prediction["id"], "output.mp4")
             _changed(run, "output")
         elif model.kind == "speech":
-            output, files = whisper_output(run.inputs, prediction["id"], run.base_url)
+            output, files = whisper_output(run.inputs, prediction["id"], run.base_url, heard)
             run.files.update(files)
             prediction["output"] = output
             _changed(run, "output")

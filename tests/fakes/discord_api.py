@@ -134,6 +134,7 @@ class FakeDiscord:
     clock_shift: timedelta = timedelta(0)  # "now" moves forward by this much (token expiry)
     attachment_delay: float = 0.0  # seconds the CDN takes before serving an attachment
     interactions: dict[str, dict[str, Any]] = field(default_factory=dict)  # token -> payload
+    hosted: dict[str, dict[str, Any]] = field(default_factory=dict)  # attached to commands
     _originals: dict[str, int] = field(default_factory=dict)  # token -> original message id
     # (author id, nonce) -> (message id, when): enforce_nonce's memory of recent creates
     _nonces: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
@@ -289,13 +290,34 @@ class FakeDiscord:
         """A stored message as Discord sends it (in an answer, or in a component interaction)."""
         return _public(message)
 
+    def host_attachment(
+        self, filename: str, data: bytes, content_type: str | None
+    ) -> dict[str, Any]:
+        """A file a person attached to a slash command: served by the CDN, and described as
+        Discord describes it in `data.resolved.attachments` (`size` may be set to lie)."""
+        attachment_id = str(self.snowflake())
+        url = f"{self.url}/attachments/{attachment_id}/{filename}"
+        attachment = {
+            "id": attachment_id,
+            "filename": filename,
+            "size": len(data),
+            "url": url,
+            "proxy_url": url,
+            "content_type": content_type,
+            "data": data,
+        }
+        if content_type is None:
+            del attachment["content_type"]
+        self.hosted[attachment_id] = attachment
+        return {k: v for k, v in attachment.items() if k != "data"}
+
     def attachment(self, attachment_id: str) -> dict[str, Any] | None:
         """A stored attachment (with its bytes), on any message still there."""
         for message in self.messages.values():
             for attachment in message["attachments"]:
                 if attachment["id"] == attachment_id:
                     return attachment
-        return None
+        return self.hosted.get(attachment_id)
 
     def now(self) -> datetime:
         return datetime.now(UTC) + self.clock_shift

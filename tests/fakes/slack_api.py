@@ -153,6 +153,7 @@ class FakeSlack:
         self.calls: list[SlackCall] = []
         self.messages: list[Message] = []
         self.uploads: dict[str, Upload] = {}
+        self.mimetypes: dict[str, str] = {}  # file id -> type Slack gives a person's file
         self.responses: list[ResponsePost] = []
         self.ephemerals: list[Ephemeral] = []
         self.downloads: list[Download] = []
@@ -410,6 +411,42 @@ class FakeSlack:
                 "url_private_download": self.file_url(upload) + "?download=1",
                 "shares": shares,
             },
+        }
+
+    def person_posts_file(
+        self,
+        channel: str,
+        filename: str,
+        content: bytes,
+        *,
+        text: str = "",
+        mimetype: str | None = None,
+        thread_ts: str | None = None,
+    ) -> Message:
+        """A message a person posted with a file in it (not the bot's): its file is readable
+        with the bot token like any shared file; `mimetype` is what Slack will say it is."""
+        file_id = f"F{next(self._ids):08d}"
+        upload = Upload(file_id, filename, len(content), None, None, content)
+        upload.channel_id, upload.thread_ts = channel, thread_ts
+        self.uploads[file_id] = upload
+        self.mimetypes[file_id] = mimetype or mimetypes.guess_type(filename)[0] or ""
+        message = Message(channel, self._new_ts(), text, thread_ts=thread_ts, files=[file_id])
+        self.messages.append(message)
+        return message
+
+    def file_object(self, file_id: str) -> dict[str, Any]:
+        """A file as a message_action payload's `message.files[]` carries it."""
+        upload = self.uploads[file_id]
+        return {
+            "id": file_id,
+            "name": upload.filename,
+            "title": upload.filename,
+            "mimetype": self.mimetypes.get(file_id)
+            or mimetypes.guess_type(upload.filename)[0]
+            or "application/octet-stream",
+            "size": upload.length,
+            "url_private": self.file_url(upload),
+            "url_private_download": self.file_url(upload) + "?download=1",
         }
 
     def file_url(self, upload: Upload) -> str:

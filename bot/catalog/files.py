@@ -1,0 +1,96 @@
+"""What a file option (type `image` or `audio`) accepts by default, and how to name a file type.
+
+A person sees "that file is a PDF; /transcribe takes audio: mp3, wav, m4a, ogg, ...", so content
+types are named the way people name files, not as MIME types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+MIB = 1024 * 1024
+
+DEFAULT_ACCEPT: dict[str, tuple[str, ...]] = {
+    # What LLaVA and FLUX read (Pillow) and Discord and Slack preview as images.
+    "image": ("image/png", "image/jpeg", "image/webp", "image/gif"),
+    # What Whisper reads (ffmpeg), under the names browsers and chat apps give those files.
+    "audio": (
+        "audio/mpeg",
+        "audio/mp3",
+        "audio/wav",
+        "audio/x-wav",
+        "audio/wave",
+        "audio/mp4",
+        "audio/x-m4a",
+        "audio/m4a",
+        "audio/ogg",
+        "audio/webm",
+        "audio/flac",
+        "audio/x-flac",
+        "audio/aac",
+    ),
+}
+DEFAULT_MAX_MB: dict[str, float] = {"image": 10, "audio": 25}
+"""The size cap when conjure.toml sets none: 10 MB is Discord's own upload limit without
+Nitro and far above any photo a model needs; 25 MB is about half an hour of mp3 speech."""
+
+_NAMES = {
+    "image/png": "PNG",
+    "image/jpeg": "JPEG",
+    "image/webp": "WebP",
+    "image/gif": "GIF",
+    "image/heic": "HEIC",
+    "image/svg+xml": "SVG",
+    "application/pdf": "PDF",
+    "application/zip": "zip file",
+    "text/plain": "text file",
+    "audio/mpeg": "mp3",
+    "audio/mp3": "mp3",
+    "audio/wav": "wav",
+    "audio/x-wav": "wav",
+    "audio/wave": "wav",
+    "audio/mp4": "m4a",
+    "audio/x-m4a": "m4a",
+    "audio/m4a": "m4a",
+    "audio/ogg": "ogg",
+    "audio/webm": "webm",
+    "audio/flac": "flac",
+    "audio/x-flac": "flac",
+    "audio/aac": "aac",
+    "video/mp4": "mp4 video",
+    "video/quicktime": "QuickTime video",
+}
+
+
+def base_type(content_type: str) -> str:
+    """`image/png` from `Image/PNG; charset=x`."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def type_name(content_type: str) -> str:
+    """A file type as people say it: `PDF`, `mp3`, else the subtype (`image/x-foo` -> `X-FOO`)."""
+    mime = base_type(content_type)
+    if not mime:
+        return "a file of unknown type"
+    name = _NAMES.get(mime)
+    if name is None:
+        name = mime.partition("/")[2].removeprefix("x-").upper() or mime
+    return name
+
+
+def names(accept: Iterable[str]) -> str:
+    """`mp3, wav, m4a, ogg`: each accepted type once, by its name, in order."""
+    seen: list[str] = []
+    for mime in accept:
+        name = type_name(mime)
+        if name not in seen:
+            seen.append(name)
+    return ", ".join(seen)
+
+
+def megabytes(size: int) -> str:
+    """`30 MB`, `2.5 MB`, `0.2 MB`: one decimal below 10, whole numbers above (MB = MiB)."""
+    value = size / MIB
+    if value >= 10:
+        return f"{value:.0f} MB"
+    return f"{value:.1f}".rstrip("0").rstrip(".") + " MB"
