@@ -141,3 +141,23 @@ async def test_a_wrong_type_or_a_file_too_big_is_refused_and_nothing_is_spent(
         assert await nothing_spent(conjure)
         assert fake.original(sent.token) is None  # the public "thinking" was taken back
         assert not fake.find("GET", "/attachments/")  # neither file was even read
+
+
+async def test_a_file_bigger_than_its_platform_said_is_stopped_while_it_downloads(
+    sandbox_server: SandboxServer, database_url: str
+) -> None:
+    """The stated size is not trusted: the cap is counted as the bytes arrive."""
+    async with running_discord_conjure(sandbox_server, database_url) as conjure:
+        fake = conjure.discord
+        liar = fake.host_attachment(
+            "liar.png", png((8, 8), (0, 0, 0)) + bytes(11_000_000), "image/png"
+        )
+        liar["size"] = 8 * 1024  # what Discord said; the CDN sends 11 MB
+        sent = await conjure.interact(
+            "imagine", {"prompt": "a fox", "image": AttachmentOption(liar)}
+        )
+        await conjure.settle()
+        said = private_answer(fake, sent.token)
+        assert said == "The image is larger than 10 MB, the limit."
+        assert fake.find("GET", "/attachments/")  # it was read, and cut off at the cap
+        assert await nothing_spent(conjure)
