@@ -208,6 +208,34 @@ class JobStore:
         (by `at`, default now): it died, and another instance may take the delivery over."""
         return await self._select(_claimable(at or utcnow()))
 
+    async def search(
+        self,
+        *,
+        platform: str | None = None,
+        workspace: str | None = None,
+        user_id: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
+        """The newest jobs first (at most `limit`), narrowed by whichever filters are given:
+        one SELECT, for the operator's `conjure jobs`."""
+        statement = select(Job.__table__)
+        for column, value in (
+            (_JOBS.c.platform, platform),
+            (_JOBS.c.workspace, workspace),
+            (_JOBS.c.user_id, user_id),
+            (_JOBS.c.status, status),
+        ):
+            if value is not None:
+                statement = statement.where(column == value)
+        if since is not None:
+            statement = statement.where(_JOBS.c.created_at >= since)
+        statement = statement.order_by(_JOBS.c.created_at.desc(), _JOBS.c.id.desc()).limit(limit)
+        async with self.reader.connect() as conn:
+            rows = (await conn.execute(statement)).all()
+        return [_job(row._mapping) for row in rows]
+
     async def count(self) -> int:
         async with self.reader.connect() as conn:
             return int((await conn.execute(select(func.count()).select_from(Job))).scalar_one())

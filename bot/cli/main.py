@@ -90,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     from bot.cli.operator import add_commands
 
     add_commands(commands)
+    from bot.cli.jobs import add_command as add_jobs_command
+
+    add_jobs_command(commands)
 
     manifest = commands.add_parser("manifest", help="print a Slack app manifest for the commands")
     manifest.add_argument("--url", required=True, help="public base URL, e.g. https://bot.example")

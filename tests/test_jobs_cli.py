@@ -1,0 +1,198 @@
+"""`conjure jobs` and `conjure jobs show ID`, as an operator runs them: the real console script
+on a migrated database seeded through the real store, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from bot.cli.jobs import abbreviate, parse_since, redact
+from bot.config import ConfigError
+from storage.engine import create_engine
+from storage.jobs import JobStore
+from storage.models import Job, JobStatus, utcnow
+
+DISCORD_TOKEN = "aW50ZXJhY3Rpb246MTIzNDU2Nzg5MDpzZWNyZXQtdG9rZW4"
+RESPONSE_URL = "https://hooks.slack.com/commands/T1/123/s3cr3tR3sp0nse"
+PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG" + bytes(2044)).decode()
+
+
+def make_job(job_id: str, minutes_ago: float, **values: object) -> Job:
+    fields: dict[str, object] = {
+        "id": job_id,
+        "platform": "slack",
+        "workspace": "T1",
+        "channel": "C1",
+        "user_id": "U1",
+        "command": "imagine",
+        "model": "flux-schnell",
+        "model_ref": "black-forest-labs/flux-schnell",
+        "prompt": "a red fox",
+        "input": {"prompt": "a red fox"},
+        "usage_period": "day:2026-12-06",
+        "estimated_micros": 3000,
+        "created_at": utcnow() - timedelta(minutes=minutes_ago),
+    }
+    fields.update(values)
+    return Job(**fields)  # type: ignore[arg-type]
+
+
+async def seed(url: str) -> dict[str, Job]:
+    engine = create_engine(url)
+    store = JobStore(engine)
+    jobs = {
+        "old": make_job("a0old", 60 * 24 * 5, user_id="U2", user_name="bob"),
+        "done": make_job(
+            "b1done",
+            30,
+            platform="discord",
+            workspace="G9",
+            command="ask",
+            model="llama-3-8b",
+            input={"prompt": "why", "image": PNG},
+            destination={
+                "application_id": "42",
+                "token": DISCORD_TOKEN,
+                "channel_id": "77",
+                "message_id": "88",
+            },
+            parent_id="a0old",
+            followup="reroll",
+            request_key="discord:555",
+        ),
+        "failed": make_job("c2failed", 10, user_id="U2"),
+        "running": make_job(
+            "d3running", 1, destination={"response_url": RESPONSE_URL, "channel": "C1"}
+        ),
+    }
+    for job in jobs.values():
+        await store.reserve_and_insert(job, [])
+    created = jobs["done"].created_at
+    await store.update_fields(
+        "b1done",
+        status=JobStatus.SUCCEEDED,
+        status_rank=3,
+        prediction_id="pred-123",
+        actual_micros=1250,
+        started_at=created + timedelta(seconds=1),
+        completed_at=created + timedelta(seconds=12.5),
+        delivery="delivered",
+        delivery_attempts=2,
+        holds=[{"kind": "jobs", "scope": "user", "subject": "discord:G9:U1", "period": "x"}],
+    )
+    await store.update_fields(
+        "c2failed", status=JobStatus.FAILED, status_rank=3, error="NSFW content detected"
+    )
+    await store.update_fields("d3running", status=JobStatus.PROCESSING, status_rank=2)
+    await engine.dispose()
+    return jobs
+
+
+async def test_conjure_jobs_lists_filters_and_shows(database_url: str, tmp_path: Path) -> None:
+    await seed(database_url)
+    conjure = str(Path(sys.executable).parent / "conjure")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONJURE_")}
+    env |= {"CONJURE_DATABASE_URL": database_url, "CONJURE_TIMEZONE": "Asia/Tokyo"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [conjure, "jobs", *args], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+
+    listed = run()
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split()[:3] == ["ID", "WHEN", "(Asia/Tokyo)"]
+    assert [line.split()[0] for line in lines[1:]] == ["d3running", "c2failed", "b1done", "a0old"]
+    done = next(line for line in lines if line.startswith("b1done"))
+    assert "discord:G9" in done and "llama-3-8b" in done and "succeeded" in done
+    assert "$0.00125" in done and "12.5s" in done
+    assert "≤$0.003" in lines[1] and "so far" in lines[1]  # running: the reserved ceiling
+    assert "U2 (bob)" in lines[4] and "5d00h so far" in lines[4]
+
+    filtered = run("--user", "U2", "--status", "FAILED", "--since", "2h", "--json")
+    assert filtered.returncode == 0, filtered.stderr
+    rows = [json.loads(line) for line in filtered.stdout.splitlines()]
+    assert [row["id"] for row in rows] == ["c2failed"]
+    assert list(rows[0]) == [
+        "id", "created_at", "platform", "workspace", "channel", "user_id", "user_name",
+        "command", "model", "status", "actual_usd_micros", "reserved_usd_micros",
+        "duration_seconds", "parent_id", "followup",
+    ]  # fmt: skip
+    assert rows[0]["status"] == "failed" and rows[0]["reserved_usd_micros"] == 3000
+
+    week_ago = (datetime.now(UTC) - timedelta(days=7)).date().isoformat()
+    some = run("--platform", "slack", "--since", week_ago, "--limit", "2", "--json")
+    assert [json.loads(line)["id"] for line in some.stdout.splitlines()] == [
+        "d3running",
+        "c2failed",
+    ]
+
+    shown = run("show", "b1done")
+    assert shown.returncode == 0, shown.stderr
+    out = shown.stdout
+    assert DISCORD_TOKEN not in out and '"token": "<redacted>"' in out
+    assert '"message_id": "88"' in out  # where the message is stays
+    assert "base64" not in out and "<data: image/png, 2.0 KiB>" in out
+    for expected in (
+        "pred-123",
+        "a0old (reroll)",
+        "$0.00125",
+        "delivered",
+        "delivery attempts: 2",
+        "discord:G9:U1",
+        "12.5s",
+        "discord:555",
+    ):
+        assert expected in out, expected
+
+    running = run("show", "d3running", "--json")
+    detail = json.loads(running.stdout)
+    assert RESPONSE_URL not in running.stdout
+    assert detail["destination"] == {"response_url": "<redacted>", "channel": "C1"}
+    assert detail["status"] == "processing" and detail["completed_at"] is None
+
+    missing = run("show", "nope")
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.stderr.strip() == "conjure jobs show: no job with id 'nope'"
+    refused = run("--status", "done")  # --since's words: test_since_takes_...
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr == (
+        "--status: 'done' is not one of queued, starting, processing, succeeded, failed, "
+        "canceled, aborted\n"
+    )
+
+
+def test_since_takes_a_local_date_a_moment_or_a_duration() -> None:
+    tokyo = ZoneInfo("Asia/Tokyo")
+    now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    assert parse_since("2026-12-01", tokyo, now) == datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
+    assert parse_since("2026-12-01T09:30", tokyo, now) == datetime(2026, 12, 1, 0, 30, tzinfo=UTC)
+    assert parse_since("2h", tokyo, now) == now - timedelta(hours=2)
+    assert parse_since("3d", tokyo, now) == now - timedelta(days=3)
+    assert parse_since("1w", tokyo, now) == now - timedelta(weeks=1)
+    for bad in ("", "2", "h2", "2026-13-01", "-3d"):
+        with pytest.raises(ConfigError):
+            parse_since(bad, tokyo, now)
+
+
+def test_data_urls_are_abbreviated_and_capabilities_redacted() -> None:
+    assert abbreviate({"a": [PNG, "https://x/y.png"], "n": 3}) == {
+        "a": ["<data: image/png, 2.0 KiB>", "https://x/y.png"],
+        "n": 3,
+    }
+    assert abbreviate("data:,hello") == "<data: text/plain, 5 bytes>"
+    assert redact({"token": "t", "webhook_url": "u", "guild_id": None, "thread_ts": "1.2"}) == {
+        "token": "<redacted>",
+        "webhook_url": "<redacted>",
+        "guild_id": None,
+        "thread_ts": "1.2",
+    }
