@@ -23,6 +23,7 @@ from bot.serving import bind_socket, freeze_startup_heap, run_event_loop, serve_
 if TYPE_CHECKING:
     from adapters.console import ConsoleAdapter
     from bot.catalog import Catalog
+    from bot.cli.startup_errors import HeldLogs
 
 log = logging.getLogger("conjure")
 
@@ -51,15 +52,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(run_event_loop(args.run(args)) or 0)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        if args.debug:
+            raise
+        lines = str(exc).splitlines()  # "Invalid configuration:" then one line per variable
+        for line in lines[1:] if lines[0] == "Invalid configuration:" else lines:
+            print(f"conjure: {line.strip()}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"conjure: {_startup_error(exc, args)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _startup_error(exc: Exception, args: argparse.Namespace) -> str:
+    """One line for a failure: what to fix when it is known (bot.cli.startup_errors)."""
+    from bot.cli.startup_errors import describe, one_line
+
+    settings = None
+    with contextlib.suppress(Exception):
+        settings = load_settings()
+    listen = f"{args.host}:{args.port}" if hasattr(args, "port") else None
+    line = describe(exc, settings, listen)
+    return line or f"{one_line(exc)} (conjure --debug shows where)"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("conjure")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="conjure", description="Run Replicate models from Slack and Discord."
+    )
+    parser.add_argument("--version", action="version", version=f"conjure {_version()}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback when a command fails"
     )
     commands = parser.add_subparsers(title="commands")
 
@@ -123,6 +158,8 @@ async def _migrate(_: argparse.Namespace) -> int:
 async def _sandbox(args: argparse.Namespace) -> int:
     from bot.sandbox import SandboxConfig, run_sandbox
 
+    if args.speed < 0:
+        raise ConfigError("--speed: must be 0 or more (0 = instant, 1 = real time)")
     config = SandboxConfig(speed=args.speed, webhook_secret=args.webhook_secret)
     if args.token:
         config.api_token = args.token
@@ -132,6 +169,16 @@ async def _sandbox(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace) -> int:
+    from bot.cli.startup_errors import HeldLogs
+
+    held = HeldLogs()  # a failed start prints its one line, not what came before
+    try:
+        return await _start_and_serve(args, held)
+    finally:
+        held.release(show=args.debug)
+
+
+async def _start_and_serve(args: argparse.Namespace, held: HeldLogs) -> int:
     settings = load_settings()  # first: a setting to fix is named before anything heavy loads
     if settings.replicate_api_token is None:
         raise ConfigError("REPLICATE_API_TOKEN: required to run models (see README, Configuration)")
@@ -139,6 +186,13 @@ async def _serve(args: argparse.Namespace) -> int:
     from bot.app import create_app
     from bot.runtime import Runtime
 
+    if settings.slack_bot_token and not (settings.slack_signing_secret or settings.slack_app_token):
+        raise ConfigError(
+            "SLACK_SIGNING_SECRET: required with SLACK_BOT_TOKEN (or SLACK_APP_TOKEN for "
+            "Socket Mode); README: Set up in Slack"
+        )
+    if not settings.slack_bot_token and (settings.slack_signing_secret or settings.slack_app_token):
+        raise ConfigError("SLACK_BOT_TOKEN: required with SLACK_SIGNING_SECRET or SLACK_APP_TOKEN")
     platforms = configured_platforms(settings)
     if not platforms:
         print(NO_PLATFORM_HELP, file=sys.stderr)
@@ -149,6 +203,7 @@ async def _serve(args: argparse.Namespace) -> int:
             app = create_app(runtime, routes)
             freeze_startup_heap()
             sock = bind_socket(args.host, args.port)
+            held.release()
             print(f"Conjure listening on {socket_url(sock)} ({', '.join(platforms)})", flush=True)
             async with serve_app(app, sock=sock, log_level="info"):
                 await asyncio.Event().wait()
@@ -165,6 +220,8 @@ or DISCORD_TOKEN for Discord
 
 
 async def _demo(args: argparse.Namespace) -> int:
+    if args.speed < 0:
+        raise ConfigError("--speed: must be 0 or more (0 = instant, 1 = real time)")
     from adapters.console import ConsoleAdapter
     from adapters.platforms import attached
     from bot.app import create_app
