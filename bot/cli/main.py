@@ -143,15 +143,18 @@ async def _manifest(args: argparse.Namespace) -> int:
 
 async def _migrate(_: argparse.Namespace) -> int:
     from storage.engine import create_engine
-    from storage.migrate import migrate
+    from storage.migrate import head_revisions, migrate
 
     settings = load_settings()
     engine = create_engine(settings.conjure_database_url)
     try:
-        await migrate(engine)
+        applied = await migrate(engine)
     finally:
         await engine.dispose()
-    print("database is up to date")
+    if applied:
+        print(f"applied {len(applied)} migration(s): {', '.join(applied)}")
+    else:
+        print(f"already at {', '.join(sorted(head_revisions()))}: nothing to apply")
     return EXIT_OK
 
 
