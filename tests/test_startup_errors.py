@@ -118,3 +118,20 @@ def test_version_names_the_package(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert result.stdout.startswith("conjure ")
     assert result.stdout.split()[1][0].isdigit()
+
+
+@pytest.mark.parametrize(
+    "url", ["bot.example", "http://bot.example", "https://bot.example/slack?x=1"]
+)
+def test_manifest_refuses_a_url_that_is_not_https_host(tmp_path: Path, url: str) -> None:
+    result = run("manifest", "--url", url, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("conjure: --url: must be https://host")
+
+
+def test_manifest_takes_http_on_loopback_for_tests(tmp_path: Path) -> None:
+    result = run("manifest", "--url", "http://127.0.0.1:8080/", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "http://127.0.0.1:8080/slack/events" in result.stdout

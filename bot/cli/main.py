@@ -136,9 +136,43 @@ async def _manifest(args: argparse.Namespace) -> int:
     from adapters.slack.manifest import render_manifest
     from bot.catalog import load_catalog
 
+    url = manifest_base_url(args.url)
     settings = load_settings()
-    print(render_manifest(load_catalog(settings.config_path()), args.url), end="")
+    print(render_manifest(load_catalog(settings.config_path()), url), end="")
     return EXIT_OK
+
+
+MANIFEST_URL_RULE = (
+    "--url: must be https://host or https://host:port, without a path, query or user "
+    "(Slack calls HTTPS only; http:// is accepted for a loopback host, for tests)"
+)
+
+
+def manifest_base_url(value: str) -> str:
+    """`value` as the manifest's base URL, or a ConfigError saying what the rule is."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value.strip())
+        parts.port  # noqa: B018 (raises ValueError when the port is not a number)
+    except ValueError:
+        raise ConfigError(MANIFEST_URL_RULE) from None
+    host = parts.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if (
+        not host
+        or not (parts.scheme == "https" or (parts.scheme == "http" and loopback))
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+    ):
+        raise ConfigError(MANIFEST_URL_RULE)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 async def _migrate(_: argparse.Namespace) -> int:
