@@ -6,13 +6,17 @@ port, so a failure is immediate (connection refused) and nothing waits on DNS.
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.test_cli import run
+from tests.test_cli import CONJURE, run
+
+PREFIXES = ("CONJURE_", "SLACK_", "DISCORD_", "REPLICATE_")
 
 CLOSED = "http://127.0.0.1:1"  # nothing listens on port 1: refused at once
 SERVE = {"REPLICATE_API_TOKEN": "r8_secrettoken", "REPLICATE_BASE_URL": CLOSED}
@@ -135,3 +139,36 @@ def test_manifest_takes_http_on_loopback_for_tests(tmp_path: Path) -> None:
     result = run("manifest", "--url", "http://127.0.0.1:8080/", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "http://127.0.0.1:8080/slack/events" in result.stdout
+
+
+def test_socket_mode_offline_logs_one_line_per_attempt_with_backoff(tmp_path: Path) -> None:
+    env = {
+        **SERVE,
+        "SLACK_BOT_TOKEN": "xoxb-secret-token",
+        "SLACK_APP_TOKEN": "xapp-secret-token",
+        "SLACK_API_URL": f"{CLOSED}/api/",
+    }
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(PREFIXES)}
+    process = subprocess.Popen(
+        [CONJURE, "serve", "--port", "0"],
+        cwd=tmp_path,
+        env={**environment, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:  # until the second retry is announced (about 2 s in)
+            lines.append(line)
+            if "retrying in 4 s" in line:
+                break
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    text = "".join(lines)
+    attempts = [line for line in lines if "Slack Socket Mode: SLACK_API_URL unreachable" in line]
+    assert [a.rsplit("retrying in ", 1)[1].strip() for a in attempts] == ["2 s", "4 s"], text
+    assert "Traceback" not in text
+    assert "secret-token" not in text
