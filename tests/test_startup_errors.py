@@ -45,6 +45,11 @@ CASES = {
         "conjure: CONJURE_DATABASE_URL: cannot reach the database at 127.0.0.1:1 "
         "(connection refused)",
     ),
+    "database-file": (
+        ["migrate"],
+        {"CONJURE_DATABASE_URL": "sqlite+aiosqlite:////nonexistent/dir/conjure.db"},
+        "conjure: CONJURE_DATABASE_URL: the database file /nonexistent/dir/conjure.db: unable",
+    ),
     "discord": (
         ["serve", "--port", "0"],
         {**SERVE, **DISCORD},

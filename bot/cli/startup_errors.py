@@ -92,14 +92,14 @@ def _database(exc: BaseException, settings: Settings | None) -> str:
     reason = _reason(exc)
     if reason is not None:
         return f"CONJURE_DATABASE_URL: cannot reach {where} ({reason})"
-    return f"CONJURE_DATABASE_URL: {where} refused the connection ({_first_line(exc)})"
+    return f"CONJURE_DATABASE_URL: {where}: {_first_line(exc)}"
 
 
 def _first_line(exc: BaseException) -> str:
-    """The innermost driver error's class and first line (SQLAlchemy's own adds the SQL)."""
+    """The driver's own words, first line only (SQLAlchemy's message adds the SQL)."""
     inner = getattr(exc, "orig", None) or exc
     text = str(inner).strip().splitlines()
-    return f"{type(inner).__name__}: {text[0]}" if text else type(inner).__name__
+    return text[0] if text else type(inner).__name__
 
 
 def describe(
