@@ -40,15 +40,23 @@ def _at(connection: Connection, revision: str) -> bool:
     return frozenset(current) == wanted
 
 
-def _upgrade(connection: Connection, revision: str) -> None:
+def _upgrade(connection: Connection, revision: str) -> list[str]:
     if _at(connection, revision):
-        return
+        return []
+    before = MigrationContext.configure(connection).get_current_heads()
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
+    after = MigrationContext.configure(connection).get_current_heads()
+    scripts = ScriptDirectory.from_config(config)
+    applied = scripts.iterate_revisions(after, before or "base")  # newest first
+    return [script.revision for script in reversed(list(applied))]
 
 
-async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
-    """Bring the schema up to `revision` in one transaction (PostgreSQL DDL is transactional)."""
+async def migrate(engine: AsyncEngine, revision: str = "head") -> list[str]:
+    """Bring the schema up to `revision` in one transaction (PostgreSQL DDL is transactional).
+
+    Returns the revisions it applied, oldest first (none when the database was already there).
+    """
     async with engine.begin() as connection:
-        await connection.run_sync(_upgrade, revision)
+        return await connection.run_sync(_upgrade, revision)

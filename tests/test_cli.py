@@ -98,3 +98,8 @@ def test_migrate_creates_the_database(tmp_path: Path) -> None:
     result = run("migrate", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "conjure.db").exists()
+    assert result.stdout.startswith("applied ")
+    assert "0001" in result.stdout  # the revisions it applied, by name
+    again = run("migrate", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("already at ")

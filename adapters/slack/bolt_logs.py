@@ -60,6 +60,10 @@ class WithoutRequestBodies(logging.Filter):
                 if reason is not None:
                     self.rejections.note(reason, level=record.levelno)
                 return False
+        if message.startswith("Failed to connect (error: "):
+            # slack_sdk's Socket Mode retry, every 10 s while Slack is away: one line each (the
+            # message names the error), not a traceback each.
+            record.exc_info, record.exc_text = None, None
         if "\n" in message or "\r" in message:
             record.msg = message.replace("\r", "\\r").replace("\n", "\\n")
             record.args = None

@@ -39,6 +39,8 @@ from bot.runtime import Runtime
 log = logging.getLogger(__name__)
 
 SOCKET_CONNECT_WAIT = 10.0  # seconds start-up waits for the Socket Mode connection
+# While Slack is unreachable, Socket Mode asks again after 2 s, then 4, 8... up to 5 minutes.
+SOCKET_RETRY_FIRST, SOCKET_RETRY_MAX = 2.0, 300.0
 WEB_API_TIMEOUT = 30  # seconds for one Web API call, as slack_sdk's own default
 BAD_TOKENS = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked"})
 _COMMAND = re.compile(r"^/[a-z0-9_-]{1,31}$")
@@ -149,12 +151,13 @@ async def _serve(runtime: Runtime, client: AsyncWebClient) -> AsyncIterator[Runn
     socket = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())
     connecting: asyncio.Task[None] | None = None
     try:
-        await open_socket_url(socket)
-        # slack_sdk retries a failed connection forever: in the background, so the webhooks are
-        # served meanwhile; usually it is connected long before the wait is over.
-        connecting = asyncio.create_task(socket.connect_async())
+        opened = await open_socket_url(socket)
+        # Connecting goes on in the background, so the webhooks are served meanwhile; usually
+        # it is connected long before the wait is over (no wait while Slack is unreachable).
+        connecting = asyncio.create_task(_connect(socket))
         connecting.add_done_callback(_log_connect_failure)
-        await asyncio.wait({connecting}, timeout=SOCKET_CONNECT_WAIT)
+        if opened:
+            await asyncio.wait({connecting}, timeout=SOCKET_CONNECT_WAIT)
         yield RunningPlatform(adapter)
     finally:
         if connecting is not None:
@@ -167,8 +170,21 @@ def _log_connect_failure(task: asyncio.Task[None]) -> None:
         log.error("Slack Socket Mode could not connect", exc_info=task.exception())
 
 
-async def open_socket_url(socket: AsyncSocketModeHandler) -> None:
-    """apps.connections.open once, so that a rejected SLACK_APP_TOKEN stops start-up."""
+async def _connect(socket: AsyncSocketModeHandler) -> None:
+    """Open the Socket Mode connection, asking Slack for its URL with backoff while it is
+    unreachable: one warning per failed attempt. (slack_sdk's own loop, which takes over once
+    there is a URL, would log a traceback every 10 s.)"""
+    delay = SOCKET_RETRY_FIRST
+    while socket.client.wss_uri is None:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, SOCKET_RETRY_MAX)
+        await open_socket_url(socket, retry_in=delay)
+    await socket.connect_async()
+
+
+async def open_socket_url(socket: AsyncSocketModeHandler, retry_in: float = 2.0) -> bool:
+    """apps.connections.open once, so that a rejected SLACK_APP_TOKEN stops start-up; whether
+    it gave a URL to connect to."""
     try:
         socket.client.wss_uri = await socket.client.issue_new_wss_url()
     except SlackApiError as exc:
@@ -178,6 +194,17 @@ async def open_socket_url(socket: AsyncSocketModeHandler) -> None:
                 f"SLACK_APP_TOKEN: Slack rejected it ({code}); it must be an app-level token "
                 "(xapp-) with the connections:write scope"
             ) from None
-        log.warning("Slack Socket Mode: apps.connections.open failed (%s); retrying", code)
+        log.warning(
+            "Slack Socket Mode: apps.connections.open failed (%s); retrying in %.0f s",
+            code,
+            retry_in,
+        )
     except SLACK_ERRORS as exc:
-        log.warning("Slack is unreachable (%s); Socket Mode keeps trying", type(exc).__name__)
+        log.warning(
+            "Slack Socket Mode: SLACK_API_URL unreachable (%s); retrying in %.0f s",
+            type(exc).__name__,
+            retry_in,
+        )
+    else:
+        return True
+    return False

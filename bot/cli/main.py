@@ -23,6 +23,7 @@ from bot.serving import bind_socket, freeze_startup_heap, run_event_loop, serve_
 if TYPE_CHECKING:
     from adapters.console import ConsoleAdapter
     from bot.catalog import Catalog
+    from bot.cli.startup_errors import HeldLogs
 
 log = logging.getLogger("conjure")
 
@@ -51,15 +52,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(run_event_loop(args.run(args)) or 0)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        if args.debug:
+            raise
+        lines = str(exc).splitlines()  # "Invalid configuration:" then one line per variable
+        for line in lines[1:] if lines[0] == "Invalid configuration:" else lines:
+            print(f"conjure: {line.strip()}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"conjure: {_startup_error(exc, args)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _startup_error(exc: Exception, args: argparse.Namespace) -> str:
+    """One line for a failure: what to fix when it is known (bot.cli.startup_errors)."""
+    from bot.cli.startup_errors import describe, one_line
+
+    settings = None
+    with contextlib.suppress(Exception):
+        settings = load_settings()
+    listen = f"{args.host}:{args.port}" if hasattr(args, "port") else None
+    line = describe(exc, settings, listen)
+    return line or f"{one_line(exc)} (conjure --debug shows where)"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("conjure")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="conjure", description="Run Replicate models from Slack and Discord."
+    )
+    parser.add_argument("--version", action="version", version=f"conjure {_version()}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback when a command fails"
     )
     commands = parser.add_subparsers(title="commands")
 
@@ -104,28 +139,67 @@ async def _manifest(args: argparse.Namespace) -> int:
     from adapters.slack.manifest import render_manifest
     from bot.catalog import load_catalog
 
+    url = manifest_base_url(args.url)
     settings = load_settings()
-    print(render_manifest(load_catalog(settings.config_path()), args.url), end="")
+    print(render_manifest(load_catalog(settings.config_path()), url), end="")
     return EXIT_OK
+
+
+MANIFEST_URL_RULE = (
+    "--url: must be https://host or https://host:port, without a path, query or user "
+    "(Slack calls HTTPS only; http:// is accepted for a loopback host, for tests)"
+)
+
+
+def manifest_base_url(value: str) -> str:
+    """`value` as the manifest's base URL, or a ConfigError saying what the rule is."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value.strip())
+        parts.port  # noqa: B018 (raises ValueError when the port is not a number)
+    except ValueError:
+        raise ConfigError(MANIFEST_URL_RULE) from None
+    host = parts.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if (
+        not host
+        or not (parts.scheme == "https" or (parts.scheme == "http" and loopback))
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+    ):
+        raise ConfigError(MANIFEST_URL_RULE)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 async def _migrate(_: argparse.Namespace) -> int:
     from storage.engine import create_engine
-    from storage.migrate import migrate
+    from storage.migrate import head_revisions, migrate
 
     settings = load_settings()
     engine = create_engine(settings.conjure_database_url)
     try:
-        await migrate(engine)
+        applied = await migrate(engine)
     finally:
         await engine.dispose()
-    print("database is up to date")
+    if applied:
+        print(f"applied {len(applied)} migration(s): {', '.join(applied)}")
+    else:
+        print(f"already at {', '.join(sorted(head_revisions()))}: nothing to apply")
     return EXIT_OK
 
 
 async def _sandbox(args: argparse.Namespace) -> int:
     from bot.sandbox import SandboxConfig, run_sandbox
 
+    if args.speed < 0:
+        raise ConfigError("--speed: must be 0 or more (0 = instant, 1 = real time)")
     config = SandboxConfig(speed=args.speed, webhook_secret=args.webhook_secret)
     if args.token:
         config.api_token = args.token
@@ -135,6 +209,16 @@ async def _sandbox(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace) -> int:
+    from bot.cli.startup_errors import HeldLogs
+
+    held = HeldLogs()  # a failed start prints its one line, not what came before
+    try:
+        return await _start_and_serve(args, held)
+    finally:
+        held.release(show=args.debug)
+
+
+async def _start_and_serve(args: argparse.Namespace, held: HeldLogs) -> int:
     settings = load_settings()  # first: a setting to fix is named before anything heavy loads
     if settings.replicate_api_token is None:
         raise ConfigError("REPLICATE_API_TOKEN: required to run models (see README, Configuration)")
@@ -142,6 +226,13 @@ async def _serve(args: argparse.Namespace) -> int:
     from bot.app import create_app
     from bot.runtime import Runtime
 
+    if settings.slack_bot_token and not (settings.slack_signing_secret or settings.slack_app_token):
+        raise ConfigError(
+            "SLACK_SIGNING_SECRET: required with SLACK_BOT_TOKEN (or SLACK_APP_TOKEN for "
+            "Socket Mode); README: Set up in Slack"
+        )
+    if not settings.slack_bot_token and (settings.slack_signing_secret or settings.slack_app_token):
+        raise ConfigError("SLACK_BOT_TOKEN: required with SLACK_SIGNING_SECRET or SLACK_APP_TOKEN")
     platforms = configured_platforms(settings)
     if not platforms:
         print(NO_PLATFORM_HELP, file=sys.stderr)
@@ -152,6 +243,7 @@ async def _serve(args: argparse.Namespace) -> int:
             app = create_app(runtime, routes)
             freeze_startup_heap()
             sock = bind_socket(args.host, args.port)
+            held.release()
             print(f"Conjure listening on {socket_url(sock)} ({', '.join(platforms)})", flush=True)
             async with serve_app(app, sock=sock, log_level="info"):
                 await asyncio.Event().wait()
@@ -168,6 +260,8 @@ or DISCORD_TOKEN for Discord
 
 
 async def _demo(args: argparse.Namespace) -> int:
+    if args.speed < 0:
+        raise ConfigError("--speed: must be 0 or more (0 = instant, 1 = real time)")
     from adapters.console import ConsoleAdapter
     from adapters.platforms import attached
     from bot.app import create_app
