@@ -166,7 +166,7 @@ async def test_conjure_jobs_lists_filters_and_shows(database_url: str, tmp_path:
     refused = run("--status", "done")  # --since's words: test_since_takes_...
     assert refused.returncode == 2, refused.stderr
     assert refused.stderr == (
-        "--status: 'done' is not one of queued, starting, processing, succeeded, failed, "
+        "conjure: --status: 'done' is not one of queued, starting, processing, succeeded, failed, "
         "canceled, aborted\n"
     )
 
