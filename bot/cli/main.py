@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.config import ConfigError, load_settings
+from bot.logs import configure as configure_logging
 from bot.serving import bind_socket, freeze_startup_heap, run_event_loop, serve_app, socket_url
 
 if TYPE_CHECKING:
@@ -44,10 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help()
         return EXIT_CONFIG
-    logging.basicConfig(
-        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING)
     try:
         return int(run_event_loop(args.run(args)) or 0)
     except ConfigError as exc:
@@ -135,8 +133,10 @@ async def _serve(args: argparse.Namespace) -> int:
     settings = load_settings()  # first: a setting to fix is named before anything heavy loads
     if settings.replicate_api_token is None:
         raise ConfigError("REPLICATE_API_TOKEN: required to run models (see README, Configuration)")
+    configure_logging(settings.conjure_log_format)
     from adapters.platforms import configured_platforms, start_platforms
     from bot.app import create_app
+    from bot.logs import log_startup, startup_summary
     from bot.runtime import Runtime
 
     platforms = configured_platforms(settings)
@@ -150,6 +150,15 @@ async def _serve(args: argparse.Namespace) -> int:
             freeze_startup_heap()
             sock = bind_socket(args.host, args.port)
             print(f"Conjure listening on {socket_url(sock)} ({', '.join(platforms)})", flush=True)
+            log_startup(
+                startup_summary(
+                    settings,
+                    platforms,
+                    len(runtime.catalog.commands),
+                    len(runtime.catalog.models),
+                    socket_url(sock),
+                )
+            )
             async with serve_app(app, sock=sock, log_level="info"):
                 await asyncio.Event().wait()
     finally:
