@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 
 LOG_FORMATS = ("plain", "json")
 PLAIN = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-QUIET = ("httpx", "httpcore")  # their INFO lines are request URLs: tokens, capability paths
+# httpx's and httpcore's INFO lines are request URLs (tokens, capability paths); alembic's
+# plugins announce themselves at every start. Warnings only, from these.
+QUIET = ("httpx", "httpcore", "alembic.runtime.plugins")
 SECONDS = {"duration": 1, "predict_time": 2}  # fields in seconds, and the decimals shown
 
 jobs_log = logging.getLogger("conjure.jobs")
@@ -189,5 +191,7 @@ def startup_summary(
 
 
 def log_startup(summary: dict[str, Any]) -> None:
-    shown = " ".join(f"{key}={_plain_value(value)}" for key, value in summary.items())
-    log.info("conjure %s", shown, extra={"conjure": summary})
+    shown = " ".join(
+        f"{key}={_plain_value(value)}" for key, value in summary.items() if key != "event"
+    )
+    log.info("conjure started %s", shown, extra={"conjure": summary})
