@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from bot.money import format_usd
 
 if TYPE_CHECKING:
+    from bot.adapter import CommandRequest
     from bot.config import Settings
     from storage.models import Job
     from storage.usage import Hold
@@ -33,6 +34,7 @@ QUIET = ("httpx", "httpcore", "alembic.runtime.plugins")
 SECONDS = {"duration": 1, "predict_time": 2}  # fields in seconds, and the decimals shown
 
 jobs_log = logging.getLogger("conjure.jobs")
+commands_log = logging.getLogger("conjure.commands")
 log = logging.getLogger("conjure")
 
 _URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*)://([^\s/?#'\"<>]*)([^\s?#'\"<>]*)(\?[^\s#'\"<>]*)?")
@@ -134,6 +136,23 @@ def job_event(
     jobs_log.log(
         level, "job %s %s %s", job.id, event, shown, extra={"conjure": data}, exc_info=exc_info
     )
+
+
+def command_event(request: CommandRequest, event: str, **fields: Any) -> None:
+    """Log what became of a command that has no job (refused before one was recorded):
+    `command /imagine refused platform=… user=… reason=…`. Never the text typed."""
+    data: dict[str, Any] = {
+        "event": event,
+        "platform": request.platform,
+        "workspace": request.workspace,
+        "user": request.user_id,
+        "command": request.command,
+        **{key: value for key, value in fields.items() if value is not None},
+    }
+    shown = " ".join(
+        f"{key}={_plain_value(value)}" for key, value in data.items() if key != "event"
+    )
+    commands_log.info("command /%s %s %s", request.command, event, shown, extra={"conjure": data})
 
 
 def seconds_between(start: datetime | None, end: datetime | None) -> float | None:

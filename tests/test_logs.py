@@ -178,3 +178,19 @@ async def test_serve_opens_with_a_summary_and_logs_jobs_as_json(
     text = "\n".join(logged)
     for secret in (PROMPT, fields["response_url"], sandbox_server.token):
         assert secret not in text
+
+
+async def test_a_command_with_bad_input_is_one_line_without_its_text(
+    sandbox_server, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
+        await conjure.slash("/imagine", "a secret garden --ar 99:1")
+        await conjure.settle(sandbox_server)
+
+    assert not job_records(caplog)
+    [refused] = [record for record in caplog.records if record.name == "conjure.commands"]
+    line = PlainFormatter().format(refused)
+    assert "command /imagine refused platform=slack workspace=T0FAKE user=U0ADA" in line, line
+    assert 'reason="bad input"' in line
+    assert "secret garden" not in "\n".join(record.getMessage() for record in caplog.records)
