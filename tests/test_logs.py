@@ -15,8 +15,17 @@ from urllib.parse import urlencode
 import pytest
 
 from bot.config import ConfigError, load_settings
-from bot.logs import QUIET, JsonFormatter, PlainFormatter, database_summary, redact
+from bot.logs import (
+    QUIET,
+    JsonFormatter,
+    PlainFormatter,
+    database_summary,
+    redact,
+    startup_summary,
+)
+from tests.discord_harness import running_discord_conjure
 from tests.fakes.slack_api import BOT_TOKEN, serve_fake_slack
+from tests.harness import make_settings
 from tests.sandbox_fixtures import SandboxServer
 from tests.slack_harness import SIGNING_SECRET, command_fields, running_slack_conjure, sign
 from tests.test_serve_process import serve_process
@@ -194,3 +203,26 @@ async def test_a_command_with_bad_input_is_one_line_without_its_text(
     assert "command /imagine refused platform=slack workspace=T0FAKE user=U0ADA" in line, line
     assert 'reason="bad input"' in line
     assert "secret garden" not in "\n".join(record.getMessage() for record in caplog.records)
+
+
+async def test_discord_jobs_log_no_interaction_token(
+    sandbox_server, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # even httpx's request lines, which serve does not show
+    async with running_discord_conjure(sandbox_server, sqlite_url) as conjure:
+        sent = await conjure.interact("imagine", {"prompt": PROMPT})
+        await conjure.settle()
+        bot_token = conjure.discord.bot_token
+
+    events = [record.conjure["event"] for record in job_records(caplog)]  # type: ignore[attr-defined]
+    assert events == ["recorded", "created", "finished", "delivered"]
+    shown = "\n".join(PlainFormatter().format(record) for record in caplog.records)
+    shown += "\n".join(JsonFormatter().format(record) for record in caplog.records)
+    assert sent.token not in shown and bot_token not in shown and PROMPT not in shown
+
+
+def test_the_summary_says_polling_without_a_public_url(sandbox_server) -> None:
+    settings = make_settings(sandbox_server, "sqlite+aiosqlite:///x.db", webhooks=False)
+    summary = startup_summary(settings, ["discord"], 4, 10, "http://0.0.0.0:8000")
+    assert summary["updates"] == "polling every 0.05s"
+    assert summary["platforms"] == "discord" and summary["database"] == "sqlite:x.db"
