@@ -25,7 +25,7 @@ from bot.logs import (
 )
 from tests.discord_harness import running_discord_conjure
 from tests.fakes.slack_api import BOT_TOKEN, serve_fake_slack
-from tests.harness import make_settings
+from tests.harness import make_settings, running_conjure, settle
 from tests.sandbox_fixtures import SandboxServer
 from tests.slack_harness import SIGNING_SECRET, command_fields, running_slack_conjure, sign
 from tests.test_serve_process import serve_process
@@ -226,3 +226,24 @@ def test_the_summary_says_polling_without_a_public_url(sandbox_server) -> None:
     summary = startup_summary(settings, ["discord"], 4, 10, "http://0.0.0.0:8000")
     assert summary["updates"] == "polling every 0.05s"
     assert summary["platforms"] == "discord" and summary["database"] == "sqlite:x.db"
+
+
+async def test_a_canceled_job_says_so_with_what_it_cost(
+    sandbox_server, sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    sandbox_server.sandbox.config.speed = 1.0  # llama runs ~3 s
+    async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
+        console, store = conjure.console, conjure.runtime.store
+        running = asyncio.create_task(console.run_line("/ask tell me a long story"))
+        while not console._jobs or (await store.get(console._jobs[0])).status != "processing":
+            await asyncio.sleep(0.02)
+        assert (await console.run_line("/cancel")).ok
+        await running
+        await settle(conjure, sandbox_server)
+
+    lines = [PlainFormatter().format(record) for record in job_records(caplog)]
+    events = [record.conjure["event"] for record in job_records(caplog)]  # type: ignore[attr-defined]
+    assert events == ["recorded", "created", "cancel requested", "finished", "delivered"], lines
+    assert "platform=console" in lines[3] and "status=canceled cost=$" in lines[3], lines[3]
+    assert "long story" not in "\n".join(lines)
