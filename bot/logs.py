@@ -38,6 +38,7 @@ commands_log = logging.getLogger("conjure.commands")
 log = logging.getLogger("conjure")
 
 _URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*)://([^\s/?#'\"<>]*)([^\s?#'\"<>]*)(\?[^\s#'\"<>]*)?")
+_ID = re.compile(r"[A-Za-z0-9]{1,32}")
 _SECRET_SEGMENT = 16  # a path segment this long is taken for a token or a signature
 
 
@@ -138,21 +139,29 @@ def job_event(
     )
 
 
-def command_event(request: CommandRequest, event: str, **fields: Any) -> None:
+def _id(value: str) -> str:
+    """An id as a platform writes it (U0123, 8035111022467891), else "?": a request refused
+    for bad input may carry anything, and what it carries is not echoed into the log."""
+    return value if _ID.fullmatch(value) else "?"
+
+
+def command_event(request: CommandRequest, event: str, *, known: bool, **fields: Any) -> None:
     """Log what became of a command that has no job (refused before one was recorded):
-    `command /imagine refused platform=… user=… reason=…`. Never the text typed."""
+    `command /imagine refused platform=… user=… reason=…`. Never the text typed, nor a command
+    name that is not one of the catalog's (`known`) or an id that does not look like one."""
+    command = request.command if known else "?"
     data: dict[str, Any] = {
         "event": event,
         "platform": request.platform,
-        "workspace": request.workspace,
-        "user": request.user_id,
-        "command": request.command,
+        "workspace": _id(request.workspace),
+        "user": _id(request.user_id),
+        "command": command,
         **{key: value for key, value in fields.items() if value is not None},
     }
     shown = " ".join(
         f"{key}={_plain_value(value)}" for key, value in data.items() if key != "event"
     )
-    commands_log.info("command /%s %s %s", request.command, event, shown, extra={"conjure": data})
+    commands_log.info("command /%s %s %s", command, event, shown, extra={"conjure": data})
 
 
 def seconds_between(start: datetime | None, end: datetime | None) -> float | None:
