@@ -23,6 +23,7 @@ from bot.logs import (
     redact,
     startup_summary,
 )
+from tests import test_queue as queue_tests
 from tests.discord_harness import running_discord_conjure
 from tests.fakes.slack_api import BOT_TOKEN, serve_fake_slack
 from tests.harness import make_settings, running_conjure, settle
@@ -247,3 +248,27 @@ async def test_a_canceled_job_says_so_with_what_it_cost(
     assert events == ["recorded", "created", "cancel requested", "finished", "delivered"], lines
     assert "platform=console" in lines[3] and "status=canceled cost=$" in lines[3], lines[3]
     assert "long story" not in "\n".join(lines)
+
+
+async def test_a_queued_job_logs_its_wait_and_its_start(
+    sandbox_server, sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    sandbox_server.sandbox.faults.slow_start = 0.3
+    async with running_conjure(
+        sandbox_server, sqlite_url, tmp_path / "out", conjure_user_max_in_flight=1
+    ) as conjure:
+        first, second = await queue_tests.submit(conjure, 2)
+        await queue_tests.settle_all(conjure, sandbox_server, [first, second])
+
+    def events(job_id: str) -> list[str]:
+        return [
+            record.conjure["event"]  # type: ignore[attr-defined]
+            for record in job_records(caplog)
+            if record.conjure["job"] == job_id  # type: ignore[attr-defined]
+        ]
+
+    assert events(first.id) == ["recorded", "created", "finished", "delivered"]
+    assert events(second.id) == ["queued", "leaves the queue", "created", "finished", "delivered"]
+    [queued] = [r for r in job_records(caplog) if r.conjure["event"] == "queued"]  # type: ignore[attr-defined]
+    assert "ahead=0" in PlainFormatter().format(queued)
