@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     # A job whose estimate reaches this many dollars asks its person first (bot.confirm);
     # 0 or blank: never ask.
     conjure_confirm_above_usd: Decimal | None = Decimal("0.50")
+    # How `conjure serve` writes its log (bot.logs): "plain" lines or "json" objects.
+    conjure_log_format: str = "plain"
 
     @field_validator(*LIMIT_SETTINGS, mode="before")
     @classmethod
@@ -117,6 +119,14 @@ class Settings(BaseSettings):
         if not limit or limit < 0:  # unset, "unlimited" (None) or 0: nothing asks
             return None
         return Decimal(limit) / MICROS_PER_USD
+
+    @field_validator("conjure_log_format", mode="before")
+    @classmethod
+    def _log_format(cls, value: object) -> str:
+        text = str(value).strip().lower() if value is not None else ""
+        if text not in ("plain", "json", ""):
+            raise ValueError("must be plain or json")
+        return text or "plain"
 
     @field_validator("conjure_webhook_secret")
     @classmethod

@@ -27,6 +27,7 @@ from bot.adapter import Acknowledge, ChatAdapter, Checkpoint, CommandRequest, Jo
 from bot.catalog import Catalog, ModelSpec
 from bot.commands.parsing import Invocation
 from bot.config import Settings
+from bot.logs import job_event, limit_reason, seconds_between
 from bot.markup import Mention, Text
 from bot.messages import format_duration
 from bot.money import format_usd
@@ -259,6 +260,8 @@ class JobService:
         whose acknowledgement fails is given back, and the error raised."""
         async with self._recording:
             job = await self._record(request, invocation)
+        if job.waiting_since is None:
+            job_event(job, "recorded", reserved=job.estimated_micros)
         if acknowledge is not None:
             await self._acknowledge(job, acknowledge)
         if job.waiting_since is not None:
@@ -280,6 +283,7 @@ class JobService:
                 deliver=False,
                 error="the command could not be acknowledged",
             )
+            job_event(job, "failed", level=logging.WARNING, reason="not acknowledged", cost=0)
             raise
         if extra:
             job.destination.update(extra)
@@ -337,10 +341,13 @@ class JobService:
             refusal = self.quotas.refusal(
                 exc.hold, invocation.estimate_micros(), now, ceiling=job.estimated_micros
             )
+            reason = limit_reason(exc.hold) + (", queue full" if full else "")
+            job_event(job, "refused", reason=reason)
             raise CommandRefused(refusal + full) from None
         except SQLAlchemyError:
             # Several instances share one database: admitting without it could pass a limit.
             log.exception("cannot reserve a job: database unavailable")
+            job_event(job, "refused", level=logging.WARNING, reason="database unavailable")
             raise CommandRefused(
                 "Conjure cannot reach its database right now, so nothing was started. "
                 "Please try again in a minute."
@@ -382,10 +389,12 @@ class JobService:
         if not await self.store.attach_prediction(job.id, prediction.id):
             # Canceled by its owner while the create was on its way: stop the run too. Its
             # webhook then charges what ran, as for any prediction of a job that had ended.
-            log.info("job %s was canceled during its create; canceling %s", job.id, prediction.id)
+            job_event(job, "canceled during its create", prediction=prediction.id)
             await self._cancel_prediction(prediction.id)
             return job
         job.prediction_id = prediction.id
+        updates = "webhooks" if self.uses_webhooks else "polling"
+        job_event(job, "created", prediction=prediction.id, updates=updates)
         self._follow_stream(job, model, prediction)
         await self.apply_prediction(job.id, prediction, job=job)
         if not self.uses_webhooks:
@@ -455,10 +464,10 @@ class JobService:
             if found is not None:
                 log.info("job %s: recovered prediction %s after a lost answer", job.id, found.id)
                 return found
-            message = exc.user_message
+            message, reason = exc.user_message, type(exc).__name__
         except ReplicateError as exc:
-            message = exc.user_message
-        await self._fail_before_start(job, message)
+            message, reason = exc.user_message, type(exc).__name__
+        await self._fail_before_start(job, message, reason=reason)
         return None
 
     async def _find_lost_prediction(self, job: Job, webhook: str | None) -> Prediction | None:
@@ -482,12 +491,15 @@ class JobService:
             return None
         return found if found is not None and self.belongs(job, found) else None
 
-    async def _fail_before_start(self, job: Job, message: str) -> None:
+    async def _fail_before_start(
+        self, job: Job, message: str, *, reason: str, event: str = "failed"
+    ) -> None:
         failed = await self.store.finish(
             job, JobStatus.FAILED, actual_micros=0, give_back_job=True, deliver=False, error=message
         )
         if failed is None:
             return  # a webhook finished it meanwhile; that result stands
+        job_event(job, event, status="failed", reason=reason, cost=0)
         self._slot_freed(job)
         adapter = self._adapters.get(job.platform)
         if adapter is None:
@@ -523,7 +535,7 @@ class JobService:
         except LimitReached:
             job.waiting_since = job.queue_ahead = None
             raise
-        log.info("job %s queued for %s (%d ahead)", job.id, job.user_id, job.queue_ahead)
+        job_event(job, "queued", ahead=job.queue_ahead)
 
     async def start_waiting(self, platform: str, workspace: str) -> None:
         """Start a workspace's queued jobs, first come first, as far as slots allow: each
@@ -551,10 +563,12 @@ class JobService:
                         continue
                     estimate = self._estimate(job)
                     refusal = self.quotas.refusal(exc.hold, estimate, now, job.estimated_micros)
-                    await self._fail_before_start(job, refusal)
+                    await self._fail_before_start(
+                        job, refusal, reason=limit_reason(exc.hold), event="refused"
+                    )
                     continue
                 if started is not None:
-                    log.info("job %s leaves the queue", job.id)
+                    job_event(started, "leaves the queue")
                     self.spawn(self._start_promoted(started))
             await self._show_places(platform, workspace)
 
@@ -577,7 +591,7 @@ class JobService:
     async def _start_promoted(self, job: Job) -> None:
         model = self.catalog.models.get(job.model)
         if model is None:
-            await self._fail_before_start(job, RESTARTED_BEFORE_START)
+            await self._fail_before_start(job, RESTARTED_BEFORE_START, reason="not started")
             return
         async with self._starting:
             if not await self._touch_unstarted(job):
@@ -619,6 +633,7 @@ class JobService:
         current = await self.store.get(job.id)  # a webhook may have named its prediction
         if current is None or current.job_status.terminal:
             return False
+        job_event(current, "cancel requested", prediction=current.prediction_id)
         if current.prediction_id is not None:
             prediction = await self._cancel_prediction(current.prediction_id)
             if prediction is not None:
@@ -635,6 +650,8 @@ class JobService:
         )
         if finished is None:
             return await self.cancel(current)  # its prediction became known meanwhile
+        done = finished.job
+        job_event(done, "finished", status="canceled", cost=0, duration=_lasted(done))
         self._slot_freed(current)
         if job.platform in self._adapters:
             self.spawn(self._deliver_claimed(finished.job))
@@ -713,6 +730,15 @@ class JobService:
             progress=100 if status is JobStatus.SUCCEEDED else job.progress,
         )
         if finished is not None:
+            done = finished.job
+            job_event(
+                done,
+                "finished",
+                status=done.status,
+                cost=done.actual_micros,
+                duration=_lasted(done),
+                predict_time=done.predict_time,
+            )
             self._last_status_update.pop(job.id, None)
             if ours:
                 self.spawn(self._deliver_claimed(finished.job))
@@ -837,21 +863,28 @@ class JobService:
                     return False
         if failed is None:
             await self.store.finish_delivery(job.id)
+            job_event(job, "delivered", status=job.status, duration=_lasted(job, utcnow()))
             return True
         reason = type(failed.error).__name__
         if not failed.passing:
-            log.error("delivery of job %s failed for good", job.id, exc_info=failed.error)
+            job_event(
+                job, "delivery failed", level=logging.ERROR, reason=reason, exc_info=failed.error
+            )
             await self.store.finish_delivery(job.id, reason)
         elif job.delivery_attempts >= self.delivery.max_claims:
-            log.error(
-                "delivery of job %s failed %d times; giving up", job.id, job.delivery_attempts
+            job_event(
+                job,
+                "delivery failed",
+                level=logging.ERROR,
+                reason=f"{reason}, gave up",
+                attempts=job.delivery_attempts,
             )
             await self.store.finish_delivery(job.id, f"{reason} (gave up)")
             if job.job_status is JobStatus.SUCCEEDED:
                 with contextlib.suppress(Exception):
                     await adapter.post_error(job, UNDELIVERABLE)
         else:
-            log.warning("delivery of job %s: %s; the sweeper tries again", job.id, reason)
+            job_event(job, "delivery postponed", level=logging.WARNING, reason=reason)
             await self.store.release_delivery(job.id, reason, job.delivery_attempts)
         return False
 
@@ -920,7 +953,9 @@ class JobService:
                     return _Failed(exc, passing=False)
                 if attempt == policy.tries:
                     return _Failed(exc, passing=True)
-                log.warning("job %s: delivery try %d failed (%r)", job.id, attempt, exc)
+                log.warning(
+                    "job %s: delivery try %d failed (%s)", job.id, attempt, type(exc).__name__
+                )
                 await asyncio.sleep(policy.wait(attempt, retry_after))
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -992,7 +1027,7 @@ class JobService:
         log.warning(
             "job %s: prediction %s not found %d times; gave up", job_id, prediction_id, GONE_AFTER
         )
-        await self._fail_before_start(job, PREDICTION_GONE)
+        await self._fail_before_start(job, PREDICTION_GONE, reason="prediction gone")
 
     async def sweep_forever(
         self,
@@ -1049,7 +1084,7 @@ class JobService:
         now = utcnow()
         model = self.catalog.models.get(job.model)
         if job.created_at < now - START_GIVE_UP or model is None:
-            await self._fail_before_start(job, RESTARTED_BEFORE_START)
+            await self._fail_before_start(job, RESTARTED_BEFORE_START, reason="not started")
             return
         if not self.uses_webhooks:
             return  # a create that reached Replicate cannot be found without a webhook URL
@@ -1072,6 +1107,11 @@ class JobService:
         for job in await self.store.undelivered(now):
             if job.platform in self._adapters and self.delivery.due(job, now):
                 self.spawn(self.deliver(job.id))
+
+
+def _lasted(job: Job, end: datetime | None = None) -> float | None:
+    """Seconds from a job's recording to its end (or to `end`)."""
+    return seconds_between(job.created_at, end or job.completed_at)
 
 
 def failure_message(job: Job, deadline: float | None = None) -> str:

@@ -143,7 +143,12 @@ async def serve_app(
     """
     sock = sock or bind_socket(host, port)
     config = uvicorn.Config(
-        app, log_level=log_level, lifespan="on", access_log=False, http=BoundedHttpToolsProtocol
+        app,
+        log_level=log_level,
+        log_config=None,  # uvicorn's lines go through Conjure's own format (bot.logs)
+        lifespan="on",
+        access_log=False,
+        http=BoundedHttpToolsProtocol,
     )
     server = _EmbeddedServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

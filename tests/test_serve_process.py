@@ -28,10 +28,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @contextlib.asynccontextmanager
 async def serve_process(
-    sandbox: SandboxServer, tmp_path: Path, platform_env: dict[str, str], secrets: tuple[str, ...]
+    sandbox: SandboxServer,
+    tmp_path: Path,
+    platform_env: dict[str, str],
+    secrets: tuple[str, ...],
+    logged: list[str] | None = None,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """`python -m bot.cli serve` on a free port, healthy; stopped with Ctrl-C afterwards, when
-    its log must hold no warning, no traceback and none of the secrets it was given."""
+    its log must hold no warning, no traceback and none of the secrets it was given (and is
+    appended to `logged`, line by line)."""
     port = port_for_another_process()
     url = f"http://127.0.0.1:{port}"
     env = {
@@ -61,6 +66,8 @@ async def serve_process(
             process.send_signal(signal.SIGINT)
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=15)
     log = stderr.decode()
+    if logged is not None:
+        logged.extend(log.splitlines())
     assert "Traceback" not in log, log[-3000:]
     assert " WARNING " not in log and " ERROR " not in log, log[-3000:]  # a clean run is quiet
     for secret in (sandbox.token, sandbox.webhook_secret, *secrets):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.config import ConfigError, load_settings
+from bot.logs import configure as configure_logging
 from bot.serving import bind_socket, freeze_startup_heap, run_event_loop, serve_app, socket_url
 
 if TYPE_CHECKING:
@@ -45,10 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help()
         return EXIT_CONFIG
-    logging.basicConfig(
-        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING)
     try:
         return int(run_event_loop(args.run(args)) or 0)
     except ConfigError as exc:
@@ -222,8 +220,10 @@ async def _start_and_serve(args: argparse.Namespace, held: HeldLogs) -> int:
     settings = load_settings()  # first: a setting to fix is named before anything heavy loads
     if settings.replicate_api_token is None:
         raise ConfigError("REPLICATE_API_TOKEN: required to run models (see README, Configuration)")
+    configure_logging(settings.conjure_log_format)
     from adapters.platforms import configured_platforms, start_platforms
     from bot.app import create_app
+    from bot.logs import log_startup, startup_summary
     from bot.runtime import Runtime
 
     if settings.slack_bot_token and not (settings.slack_signing_secret or settings.slack_app_token):
@@ -245,6 +245,15 @@ async def _start_and_serve(args: argparse.Namespace, held: HeldLogs) -> int:
             sock = bind_socket(args.host, args.port)
             held.release()
             print(f"Conjure listening on {socket_url(sock)} ({', '.join(platforms)})", flush=True)
+            log_startup(
+                startup_summary(
+                    settings,
+                    platforms,
+                    len(runtime.catalog.commands),
+                    len(runtime.catalog.models),
+                    socket_url(sock),
+                )
+            )
             async with serve_app(app, sock=sock, log_level="info"):
                 await asyncio.Event().wait()
     finally:

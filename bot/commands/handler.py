@@ -20,6 +20,7 @@ from bot.commands.parsing import Invocation, UsageError, parse_invocation, parse
 from bot.confirm import Confirmations
 from bot.inputs import FileRefused
 from bot.jobs import CommandRefused, JobService
+from bot.logs import command_event
 from bot.markup import Code, Text
 from bot.replicate.schema_cache import ModelSchemas
 from storage.jobs import DuplicateRequest
@@ -70,12 +71,14 @@ class Commands:
             invocation = self.parse(request)
             invocation = await check_model_options(invocation, self.service.catalog, self.schemas)
         except UsageError as exc:
+            command_event(request, "refused", reason="bad input", known=self._known(request))
             return Reply(usage_text(exc), refused=True)
         try:  # files are read (size-capped) and sent before anything is created or reserved
             invocation = await FileInputs(
                 self.service.replicate, self.service.fetcher.http
             ).prepare(invocation)
         except FileRefused as exc:
+            command_event(request, "refused", reason="file refused", known=self._known(request))
             return Reply(Text.of(str(exc)), refused=True)
         except Exception:  # handle never raises; nothing has been created or reserved yet
             log.exception(
@@ -106,6 +109,9 @@ class Commands:
             log.exception("could not start /%s for %s", request.command, request.user_id)
             return Reply(Text.of(INTERNAL_ERROR), refused=True)
         return Reply(job=job)
+
+    def _known(self, request: CommandRequest) -> bool:
+        return self.service.catalog.command(request.command) is not None
 
     async def _has_job(self, request: CommandRequest) -> bool:
         if request.request_key is None:
