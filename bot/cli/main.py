@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.config import ConfigError, load_settings
+from bot.config import ConfigError, Settings, load_settings
 from bot.logs import configure as configure_logging
 from bot.serving import bind_socket, freeze_startup_heap, run_event_loop, serve_app, socket_url
 
@@ -209,18 +209,18 @@ async def _sandbox(args: argparse.Namespace) -> int:
 async def _serve(args: argparse.Namespace) -> int:
     from bot.cli.startup_errors import HeldLogs
 
+    settings = load_settings()  # first: a setting to fix is named before anything heavy loads
+    configure_logging(settings.conjure_log_format)  # before the hold, which wraps its handler
     held = HeldLogs()  # a failed start prints its one line, not what came before
     try:
-        return await _start_and_serve(args, held)
+        return await _start_and_serve(args, settings, held)
     finally:
         held.release(show=args.debug)
 
 
-async def _start_and_serve(args: argparse.Namespace, held: HeldLogs) -> int:
-    settings = load_settings()  # first: a setting to fix is named before anything heavy loads
+async def _start_and_serve(args: argparse.Namespace, settings: Settings, held: HeldLogs) -> int:
     if settings.replicate_api_token is None:
         raise ConfigError("REPLICATE_API_TOKEN: required to run models (see README, Configuration)")
-    configure_logging(settings.conjure_log_format)
     from adapters.platforms import configured_platforms, start_platforms
     from bot.app import create_app
     from bot.logs import log_startup, startup_summary
