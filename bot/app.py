@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bot.admin.routes import admin_routes
 from bot.http_limits import BodyLimit, LimitedRoute, body_limits
 from bot.rejections import Rejections
 from bot.replicate.client import Prediction
@@ -114,6 +115,7 @@ def create_app(
         LimitedRoute(WEBHOOK_PATH, replicate_webhook, methods=["POST"], max_body=WEBHOOK_MAX_BODY),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        *admin_routes(runtime),  # none without CONJURE_ADMIN_TOKEN: /admin is then 404
         *routes,
     ]
     limits = Middleware(BodyLimit, limits=body_limits(every_route), rejections=rejections)

@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     conjure_confirm_above_usd: Decimal | None = Decimal("0.50")
     # How `conjure serve` writes its log (bot.logs): "plain" lines or "json" objects.
     conjure_log_format: str = "plain"
+    # The admin page (/admin, bot.admin): off unless set; its sign-in token and Bearer token.
+    conjure_admin_token: SecretStr | None = None
 
     @field_validator(*LIMIT_SETTINGS, mode="before")
     @classmethod
@@ -133,6 +135,16 @@ class Settings(BaseSettings):
     def _webhook_secret_shape(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().startswith("whsec_"):
             raise ValueError("must start with 'whsec_' (Replicate's webhook signing secret)")
+        return value
+
+    @field_validator("conjure_admin_token", mode="before")
+    @classmethod
+    def _admin_token_shape(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None  # blank: the admin page is off
+        secret = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        if len(secret) < 16:
+            raise ValueError("must be at least 16 characters (e.g. `openssl rand -hex 24`)")
         return value
 
     @field_validator("conjure_timezone")

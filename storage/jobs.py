@@ -215,6 +215,7 @@ class JobStore:
         workspace: str | None = None,
         user_id: str | None = None,
         status: str | None = None,
+        model: str | None = None,
         since: datetime | None = None,
         limit: int = 50,
     ) -> list[Job]:
@@ -226,6 +227,7 @@ class JobStore:
             (_JOBS.c.workspace, workspace),
             (_JOBS.c.user_id, user_id),
             (_JOBS.c.status, status),
+            (_JOBS.c.model, model),
         ):
             if value is not None:
                 statement = statement.where(column == value)

@@ -44,6 +44,18 @@ class SpendRow:
     spent_micros: int
 
 
+@dataclass(frozen=True)
+class JobSpend:
+    """One job's part of a month's spend."""
+
+    created_at: datetime
+    platform: str
+    workspace: str
+    user_id: str
+    model: str
+    spent_micros: int
+
+
 class QuotaStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -138,7 +150,17 @@ class QuotaStore:
             rows = (await conn.execute(query)).all()
         return [SpendRow(str(row[0]), int(row[1]), int(row[2])) for row in rows]
 
-    async def audit(self, limit: int = 50) -> list[AuditEntry]:
+    async def spend_rows(self, start: datetime, end: datetime) -> list[JobSpend]:
+        """Each job created in [start, end): when, where, who, which model, what it cost (the
+        admin page adds them up per day in the configured time zone, and per name)."""
+        query = select(
+            Job.created_at, Job.platform, Job.workspace, Job.user_id, Job.model, Job.actual_micros
+        ).where(Job.created_at >= start, Job.created_at < end)
+        async with self.reader.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [JobSpend(row[0], row[1], row[2], row[3], row[4], int(row[5] or 0)) for row in rows]
+
+    async def audit(self, limit: int | None = 50) -> list[AuditEntry]:
         async with self.reader.connect() as conn:
             rows = (
                 await conn.execute(

@@ -1,0 +1,1 @@
+"""The admin page (/admin): spend, jobs, quotas and the audit trail, behind CONJURE_ADMIN_TOKEN."""
