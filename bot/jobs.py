@@ -39,6 +39,7 @@ from bot.replicate.errors import PredictionOutcomeUnknown, ReplicateError
 from bot.replicate.links import with_link_notes
 from bot.replicate.outputs import OutputFetcher, OutputUnavailable, split_output
 from bot.replicate.progress import progress_from_logs
+from bot.safety import SafetyRules
 from bot.streaming import StreamRelay, fold_result
 from storage.jobs import DELIVERY_LEASE, JobStore
 from storage.models import BudgetAlert, Delivery, Job, JobStatus, utcnow
@@ -160,6 +161,7 @@ class JobService:
         self.fetcher = fetcher
         self.progress_interval = progress_interval
         self.delivery = delivery or DeliveryPolicy()
+        self.safety = SafetyRules(store.engine)  # the workspaces' banned words and patterns
         self._adapters: dict[str, ChatAdapter] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._polling: set[str] = set()
