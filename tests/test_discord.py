@@ -399,6 +399,7 @@ async def test_commands_are_synced_from_the_catalog(
             ("models", 1),
             ("quota", 1),
             ("report", 1),
+            ("safety", 1),
             ("usage", 1),
             ("workspace-quota", 1),
         ]

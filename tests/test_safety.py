@@ -195,3 +195,33 @@ def test_operator_cli_bans_lists_and_removes(tmp_path: Path) -> None:
     assert run("remove", "1").stdout.strip() == "removed rule 1"
     gone = run("remove", "1")
     assert gone.returncode == 2 and "has no rule 1" in gone.stderr
+
+
+async def test_discord_admins_set_rules_with_the_safety_subcommand(
+    sandbox_server, sqlite_url: str
+) -> None:
+    from tests.discord_harness import USER_ID, running_discord_conjure
+
+    admin = 1_100_000_000_000_000_777
+    async with running_discord_conjure(
+        sandbox_server, sqlite_url, conjure_admins=f"discord:{admin}"
+    ) as conjure:
+        fake = conjure.discord
+
+        def answer(sent: Any) -> str:
+            return fake.original(sent.token)["content"]
+
+        refused = await conjure.interact(
+            "conjure", {"action": "ban", "value": "lantern"}, subcommand="safety"
+        )
+        assert answer(refused).startswith(ADMIN_ONLY)
+        done = await conjure.interact(
+            "conjure", {"action": "ban", "value": "lantern"}, subcommand="safety", user_id=admin
+        )
+        assert answer(done).startswith("Added rule #")
+        listed = await conjure.interact("conjure", subcommand="safety", user_id=admin)
+        assert "word: lantern" in answer(listed)
+        job = await conjure.interact("imagine", {"prompt": "a paper Lantern"}, user_id=USER_ID)
+        calls = [c for c in fake.calls if c.method in ("POST", "PATCH") and job.token in c.path]
+        assert any(REFUSED in str(c.payload) for c in calls)
+        assert sandbox_server.sandbox.create_count == 0
