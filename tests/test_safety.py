@@ -225,3 +225,31 @@ async def test_discord_admins_set_rules_with_the_safety_subcommand(
         calls = [c for c in fake.calls if c.method in ("POST", "PATCH") and job.token in c.path]
         assert any(REFUSED in str(c.payload) for c in calls)
         assert sandbox_server.sandbox.create_count == 0
+
+
+def test_a_safety_checker_failure_is_explained_plainly_with_its_charge() -> None:
+    from bot.jobs import failure_message
+    from storage.models import JobStatus
+
+    flagged = Job(
+        id="j1",
+        platform="console",
+        workspace="local",
+        channel="c",
+        user_id="you",
+        command="imagine",
+        model="sdxl",
+        model_ref="x/y",
+        prompt="a cat",
+        status=JobStatus.FAILED,
+        error="NSFW content detected. Try running it again, or try a different prompt.",
+        actual_micros=2300,
+    )
+    assert failure_message(flagged) == (
+        "The model's safety checker flagged the result, so nothing was shown. "
+        "Try rewording the prompt. It was charged $0.0023."
+    )
+    flagged.actual_micros = 0
+    assert failure_message(flagged).endswith("Nothing was charged.")
+    flagged.error = "CUDA out of memory"
+    assert failure_message(flagged) == "The model could not finish: CUDA out of memory"
