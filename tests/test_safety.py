@@ -253,3 +253,41 @@ def test_a_safety_checker_failure_is_explained_plainly_with_its_charge() -> None
     assert failure_message(flagged).endswith("Nothing was charged.")
     flagged.error = "CUDA out of memory"
     assert failure_message(flagged) == "The model could not finish: CUDA out of memory"
+
+
+async def test_discord_sends_flagged_images_as_spoilers_outside_age_restricted_channels(
+    sandbox_server, sqlite_url: str
+) -> None:
+    from tests.discord_harness import running_discord_conjure
+
+    async with running_discord_conjure(sandbox_server, sqlite_url) as conjure:
+
+        async def names(channel_nsfw: bool, flagged: bool) -> list[str]:
+            sandbox_server.sandbox.faults.flag_nsfw_next = 1 if flagged else 0
+            sent = await conjure.interact(
+                "imagine", {"prompt": "a statue", "n": 2}, channel_nsfw=channel_nsfw
+            )
+            await conjure.settle()
+            message = conjure.discord.original(sent.token)
+            assert message is not None
+            return [a["filename"] for a in message["attachments"]]
+
+        spoilers = await names(channel_nsfw=False, flagged=True)
+        assert len(spoilers) == 2 and all(n.startswith("SPOILER_") for n in spoilers)
+        plain = await names(channel_nsfw=True, flagged=True)
+        assert len(plain) == 2 and not any(n.startswith("SPOILER_") for n in plain)
+        unflagged = await names(channel_nsfw=False, flagged=False)
+        assert len(unflagged) == 2 and not any(n.startswith("SPOILER_") for n in unflagged)
+        jobs = await conjure.runtime.store.count()
+        assert jobs == 3
+
+
+def test_flagged_outputs_are_read_from_the_models_own_fields() -> None:
+    from bot.replicate.outputs import output_flagged, split_output
+
+    urls = ["https://x.example/a.png", "https://x.example/b.png"]
+    flagged = {"images": urls, "has_nsfw_concepts": [False, True]}
+    assert split_output(flagged) == (urls, None) and output_flagged(flagged)
+    assert not output_flagged({"images": urls, "has_nsfw_concepts": [False, False]})
+    assert not output_flagged(urls) and not output_flagged("text")
+    assert output_flagged({"output": urls, "nsfw": True})
