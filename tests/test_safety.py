@@ -16,6 +16,7 @@ from bot.safety import REFUSED, RuleError, SafetyRules, validate_pattern
 from storage.engine import create_engine
 from storage.migrate import migrate
 from storage.models import Job, UsageCounter
+from tests.fakes.slack_api import TEAM_ID
 from tests.harness import running_conjure, settle
 from tests.slack_harness import running_slack_conjure
 
@@ -128,7 +129,7 @@ async def test_a_slack_slash_command_with_a_banned_word_is_refused_privately(
         [entry] = [
             e for e in await conjure.service.quotas.store.audit() if e.action == "safety.refused"
         ]
-        assert entry.actor == "slack:T0ACME:U0EVE" or entry.actor.endswith(":U0EVE")
+        assert entry.actor == f"slack:{TEAM_ID}:U0EVE" and entry.detail["command"] == "imagine"
 
 
 async def test_a_change_on_another_instance_is_seen_within_the_ttl(sqlite_url: str) -> None:
