@@ -39,6 +39,7 @@ from bot.replicate.errors import PredictionOutcomeUnknown, ReplicateError
 from bot.replicate.links import with_link_notes
 from bot.replicate.outputs import OutputFetcher, OutputUnavailable, split_output
 from bot.replicate.progress import progress_from_logs
+from bot.safety import SafetyRules
 from bot.streaming import StreamRelay, fold_result
 from storage.jobs import DELIVERY_LEASE, JobStore
 from storage.models import BudgetAlert, Delivery, Job, JobStatus, utcnow
@@ -160,6 +161,7 @@ class JobService:
         self.fetcher = fetcher
         self.progress_interval = progress_interval
         self.delivery = delivery or DeliveryPolicy()
+        self.safety = SafetyRules(store.engine)  # the workspaces' banned words and patterns
         self._adapters: dict[str, ChatAdapter] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._polling: set[str] = set()
@@ -1114,6 +1116,13 @@ def _lasted(job: Job, end: datetime | None = None) -> float | None:
     return seconds_between(job.created_at, end or job.completed_at)
 
 
+# Replicate's safety checker (image models) fails a prediction with this in its error.
+NSFW_ERROR = "nsfw content detected"
+SAFETY_CHECKER_FLAGGED = (
+    "The model's safety checker flagged the result, so nothing was shown. Try rewording the prompt."
+)
+
+
 def failure_message(job: Job, deadline: float | None = None) -> str:
     """What the person reads when a job ends without a result; `deadline` is the run's limit in
     seconds (Cancel-After): a job canceled that late was stopped at its cost ceiling (Conjure
@@ -1134,6 +1143,13 @@ def failure_message(job: Job, deadline: float | None = None) -> str:
             "nothing was charged."
         )
     reason = (job.error or "no reason given").strip()
+    if NSFW_ERROR in reason.lower():
+        charged = (
+            f"It was charged {format_usd(job.actual_micros)}."
+            if job.actual_micros
+            else "Nothing was charged."
+        )
+        return f"{SAFETY_CHECKER_FLAGGED} {charged}"
     if "Traceback (most recent call last)" in reason:
         reason = reason.splitlines()[-1]  # the model's exception, not its stack
     return f"The model could not finish: {reason}"

@@ -257,3 +257,21 @@ class Confirmation(SQLModel, table=True):
     job_id: str | None = Field(default=None, max_length=32)  # the job its Run it started
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime = Field(default_factory=utcnow)
+
+
+class SafetyRule(SQLModel, table=True):
+    """A workspace's banned word or pattern (bot.safety): a command whose prompt matches it is
+    refused before anything is reserved or created."""
+
+    __tablename__ = "safety_rule"
+    __table_args__ = (
+        UniqueConstraint("platform", "workspace", "kind", "value", name="uq_safety_rule_key"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    platform: str = Field(max_length=32)
+    workspace: str = Field(max_length=64)
+    kind: str = Field(max_length=16)  # "word" or "pattern"
+    value: str = Field(max_length=200)
+    created_by: str = Field(max_length=200)  # "slack:T1:U1", or "cli"
+    created_at: datetime = Field(default_factory=utcnow)

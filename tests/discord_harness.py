@@ -93,6 +93,7 @@ class DiscordConjure:
         subcommand: str | None = None,
         user_id: int = USER_ID,
         attachment_size_limit: int = 10 * 1024 * 1024,
+        channel_nsfw: bool = False,
     ) -> Sent:
         """Send one slash command through discord.py and wait for its handler to finish.
 
@@ -106,6 +107,7 @@ class DiscordConjure:
             user_id=user_id,
             attachment_size_limit=attachment_size_limit,
         )
+        payload["channel"]["nsfw"] = channel_nsfw  # an age-restricted channel
         self.discord.register_interaction(payload)
         sent = Sent(payload, time.monotonic())
         if self.gateway is not None:

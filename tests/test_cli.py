@@ -46,7 +46,7 @@ def test_demo_runs_one_command_and_saves_a_real_image(tmp_path: Path) -> None:
 def test_demo_reports_a_failure_with_a_non_zero_exit(tmp_path: Path) -> None:
     result = run("demo", "/imagine FAIL_ME please", "--speed", "0", cwd=tmp_path)
     assert result.returncode == 1
-    assert "could not finish" in result.stderr
+    assert "safety checker flagged the result" in result.stderr
     assert not (tmp_path / "conjure-output").exists()
 
 

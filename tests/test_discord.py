@@ -245,7 +245,8 @@ async def test_a_failed_prediction_is_told_in_plain_words(
         assert message is not None and message["attachments"] == []
         content = message["content"]
         assert content.startswith(MENTION) and "❌ failed" in content
-        assert "The model could not finish: NSFW content detected" in content
+        assert "The model's safety checker flagged the result, so nothing was shown." in content
+        assert "Try rewording the prompt. Nothing was charged." in content
         assert "Traceback" not in content and "Error" not in content
 
 
@@ -399,6 +400,7 @@ async def test_commands_are_synced_from_the_catalog(
             ("models", 1),
             ("quota", 1),
             ("report", 1),
+            ("safety", 1),
             ("usage", 1),
             ("workspace-quota", 1),
         ]

@@ -274,7 +274,7 @@ async def test_a_failed_prediction_is_one_error_and_gives_the_days_job_back(
         [error] = recorder.called("post_error")
         assert error.job is not None and error.job.status is JobStatus.FAILED
         assert error.stored is JobStatus.FAILED
-        assert error.message is not None and "NSFW content detected" in error.message
+        assert error.message is not None and "safety checker flagged" in error.message
 
         final = await stored(conjure, job.id)
         assert final.job_status is JobStatus.FAILED

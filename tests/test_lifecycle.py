@@ -59,7 +59,7 @@ async def test_failed_prediction_is_reported_and_gives_the_job_back(
         outcome = await conjure.console.run_line("/imagine a cat", timeout=20)
         await settle(conjure, sandbox_server)
         assert not outcome.ok
-        assert outcome.error is not None and "NSFW content detected" in outcome.error
+        assert outcome.error is not None and "safety checker flagged" in outcome.error
         assert not (tmp_path / "out").exists()
         counter = await conjure.runtime.store.counter(
             "user", user_subject("console", "local", "you"), day_window(utcnow()).key

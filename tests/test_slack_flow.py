@@ -184,7 +184,10 @@ async def test_a_failed_prediction_is_a_threaded_reply_that_mentions_the_person(
         fake = conjure.fake
         [parent] = fake.channel_messages(CHANNEL)
         [reply] = fake.replies(CHANNEL, parent.ts)
-        assert reply.text.startswith("<@U0ADA> The model could not finish: NSFW content detected")
+        assert reply.text.startswith(
+            "<@U0ADA> The model's safety checker flagged the result, so nothing was shown. "
+            "Try rewording the prompt."
+        )
         assert "Traceback" not in reply.text
         assert "❌ failed in " in parent.text
         assert fake.shared_uploads() == []

@@ -27,6 +27,7 @@ from bot.adapter import ChatAdapter, Checkpoint, JobResult, OutputFile
 from bot.catalog import Catalog
 from bot.markup import Text
 from bot.messages import followup_label, status_text
+from bot.replicate.outputs import output_flagged
 from storage.models import Job, utcnow
 
 log = logging.getLogger(__name__)
@@ -180,12 +181,14 @@ class DiscordAdapter(ChatAdapter):
         where = Destination.of(job)
         content = markup.fit(content)
         mentions = markup.pings_only_the_asker(job)
+        # Outputs the model flagged as not safe for work are spoilers outside NSFW channels.
+        spoiler = output_flagged(job.output) and not where.age_restricted
         if where.token_alive(self.clock()):
             try:
                 await self._hook(where).edit_message(
                     ORIGINAL,
                     content=content,
-                    attachments=as_files(files),
+                    attachments=as_files(files, spoiler),
                     view=view,
                     allowed_mentions=mentions,
                 )
@@ -202,7 +205,7 @@ class DiscordAdapter(ChatAdapter):
             )
         await channel.send(
             content,
-            files=as_files(files),
+            files=as_files(files, spoiler),
             reference=reference,
             allowed_mentions=mentions,
             view=view,

@@ -155,8 +155,9 @@ def quota_text(
 
 
 def conjure_group(handler: CommandHandler) -> app_commands.Group:
-    """/conjure usage|models|help, and for admins quota|workspace-quota|report; each subcommand
-    is one small function passing its text on (the admin check is in the shared command)."""
+    """/conjure usage|models|help, and for admins quota|workspace-quota|report|safety; each
+    subcommand is one small function passing its text on (the admin check is in the shared
+    command)."""
     group = app_commands.Group(
         name="conjure",
         description="Conjure itself: usage, models, help; quotas and reports for admins",
@@ -194,6 +195,18 @@ def conjure_group(handler: CommandHandler) -> app_commands.Group:
     ) -> None:
         text = quota_text("workspace", jobs_per_day, usd_per_month, inflight)
         await handler.run_conjure(interaction, text)
+
+    @group.command(name="safety", description="Admins: this server's banned words and patterns")
+    @app_commands.describe(
+        action="list, ban a word, add a pattern (regex), or remove a rule by id",
+        value="The word or phrase, the pattern, or the rule's id",
+    )
+    async def safety(
+        interaction: discord.Interaction,
+        action: Literal["list", "ban", "pattern", "remove"] = "list",
+        value: app_commands.Range[str, 1, 200] | None = None,
+    ) -> None:
+        await handler.run_conjure(interaction, f"safety {action} {value or ''}".strip())
 
     @group.command(name="report", description="Admins: top members and models this month")
     async def report(interaction: discord.Interaction) -> None:

@@ -31,6 +31,7 @@ class Destination:
     message_id: int | None  # the original response, once known
     created_at: datetime  # the interaction's; its token lives 15 minutes from here
     attachment_size_limit: int
+    age_restricted: bool = False  # the channel is marked NSFW (flagged outputs shown plainly)
 
     @classmethod
     def of(cls, job: Job) -> Destination:
@@ -43,6 +44,7 @@ class Destination:
             message_id=int(d["message_id"]) if d.get("message_id") else None,
             created_at=datetime.fromisoformat(d["created_at"]),
             attachment_size_limit=int(d.get("attachment_size_limit") or DEFAULT_ATTACHMENT_LIMIT),
+            age_restricted=d.get("channel_nsfw") is True,
         )
 
     def token_alive(self, now: datetime) -> bool:
@@ -59,4 +61,7 @@ def destination_of(interaction: discord.Interaction, message_id: int | None) -> 
         "message_id": str(message_id) if message_id else None,
         "created_at": interaction.created_at.isoformat(),
         "attachment_size_limit": interaction.filesize_limit or DEFAULT_ATTACHMENT_LIMIT,
+        # Age-restricted ("NSFW") channel, as the interaction said at command time; unknown
+        # (a partial channel) counts as not, so flagged outputs are hidden behind spoilers.
+        "channel_nsfw": getattr(interaction.channel, "nsfw", False) is True,
     }

@@ -43,6 +43,9 @@ def fit_files(files: Sequence[OutputFile], limit: int) -> tuple[list[OutputFile]
     return attach, notes
 
 
-def as_files(outputs: Sequence[OutputFile]) -> list[discord.File]:
-    """Fresh File objects (discord.py closes them after each request)."""
-    return [discord.File(io.BytesIO(o.content), filename=o.filename) for o in outputs]
+def as_files(outputs: Sequence[OutputFile], spoiler: bool = False) -> list[discord.File]:
+    """Fresh File objects (discord.py closes them after each request); `spoiler` hides each
+    behind Discord's spoiler cover (its name gets the SPOILER_ prefix)."""
+    return [
+        discord.File(io.BytesIO(o.content), filename=o.filename, spoiler=spoiler) for o in outputs
+    ]

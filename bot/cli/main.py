@@ -126,6 +126,9 @@ def _parser() -> argparse.ArgumentParser:
     from bot.cli.jobs import add_command as add_jobs_command
 
     add_jobs_command(commands)
+    from bot.cli.safety import add_command as add_safety_command
+
+    add_safety_command(commands)
 
     manifest = commands.add_parser("manifest", help="print a Slack app manifest for the commands")
     manifest.add_argument("--url", required=True, help="public base URL, e.g. https://bot.example")

@@ -1,4 +1,4 @@
-"""`/conjure help|usage|models|quota|report`: the bot's own command, the same on every platform.
+"""`/conjure help|usage|models|quota|report|safety`: the bot's own command, on every platform.
 
 The command path (bot.commands.handler) passes the text after `/conjure`; the answer is shown
 privately. Admin subcommands check the caller against CONJURE_ADMINS here, in one place, so no
@@ -12,6 +12,7 @@ import re
 from bot.adapter import CommandRequest
 from bot.catalog import Price, format_number
 from bot.commands.model_options import models_usage
+from bot.commands.safety import safety_command
 from bot.jobs import JobService
 from bot.markup import Mention, Text
 from bot.money import format_usd, usd_to_micros
@@ -22,7 +23,7 @@ from storage.jobs import user_subject, workspace_subject
 from storage.models import utcnow
 from storage.quotas import LimitChange
 
-SUBCOMMANDS = ("help", "usage", "models", "quota", "report")
+SUBCOMMANDS = ("help", "usage", "models", "quota", "report", "safety")
 ADMIN_ONLY = "Only Conjure admins can do that. Ask one of them, or see /conjure usage for your own."
 QUOTA_USAGE = (
     "Usage: /conjure quota @user|workspace [jobs=50/day] [usd=10/month] [inflight=2] "
@@ -66,6 +67,10 @@ async def run_conjure_command(
                 return Text.of(ADMIN_ONLY)
             report = await service.quotas.report(request.platform, request.workspace, utcnow())
             return report.as_text(Mention)
+        if word == "safety":
+            if not is_admin(service, request):
+                return Text.of(ADMIN_ONLY)
+            return await safety_command(service, request, words[1:])
     except CommandInputError as exc:
         return Text.of(str(exc))
     prefix = "" if word == "help" else f"Unknown subcommand “{word}”.\n"
@@ -84,6 +89,10 @@ def help_text(service: JobService, admin: bool = False) -> str:
             "N can be unlimited, 0 allows none)"
         )
         lines.append("• /conjure report: top users and models this month (admins)")
+        lines.append(
+            "• /conjure safety [ban <word> | pattern <regex> | remove <id>]: this workspace's "
+            "banned words and patterns (admins)"
+        )
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ from bot.commands.conjure import run_conjure_command
 from bot.commands.files import FileInputs
 from bot.commands.model_options import check_model_options
 from bot.commands.parsing import Invocation, UsageError, parse_invocation, parse_options
+from bot.commands.safety import safety_refusal
 from bot.confirm import Confirmations
 from bot.inputs import FileRefused
 from bot.jobs import CommandRefused, JobService
@@ -73,6 +74,9 @@ class Commands:
         except UsageError as exc:
             command_event(request, "refused", reason="bad input", known=self._known(request))
             return Reply(usage_text(exc), refused=True)
+        refusal = await safety_refusal(self.service, request, invocation)  # before anything
+        if refusal is not None:
+            return refusal
         try:  # files are read (size-capped) and sent before anything is created or reserved
             invocation = await FileInputs(
                 self.service.replicate, self.service.fetcher.http

@@ -19,6 +19,7 @@ from bot.adapter import Acknowledge, CommandRequest, OutputFile, Reply, no_ackno
 from bot.catalog import Catalog
 from bot.catalog.specs import OUTPUTS_FIELD, CommandSpec, ModelSpec
 from bot.commands.parsing import Invocation
+from bot.commands.safety import safety_refusal
 from bot.confirm import Confirmations
 from bot.followups.buttons import Action, Button, job_buttons, parse_custom_id
 from bot.jobs import CommandRefused, JobService
@@ -151,6 +152,9 @@ class Followups:
             parent_id=parent.id,
             followup=followup,
         )
+        refusal = await safety_refusal(self.service, request, invocation)  # rules may be newer
+        if refusal is not None:
+            return refusal
         if self.confirmations.needed(invocation):  # a Re-roll of a video costs as much
             return await self.confirmations.ask(request, invocation)
         job = await self.service.submit(request, invocation, acknowledge)

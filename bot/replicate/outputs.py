@@ -255,11 +255,34 @@ def split_output(output: Any) -> tuple[list[str], str | None]:
             return [], "".join(output)  # a language model's tokens
         return [], json.dumps(output, indent=2, ensure_ascii=False)
     if isinstance(output, dict):
+        for key in IMAGE_KEYS:  # {"images": [...], "has_nsfw_concepts": [...]}
+            files = output.get(key)
+            if isinstance(files, list) and files:
+                if all(isinstance(item, str) and _is_file_url(item) for item in files):
+                    return list(files), None
         for key in ("transcription", "text", "output"):
             if isinstance(output.get(key), str):
                 return [], output[key].strip()
         return [], json.dumps(output, indent=2, ensure_ascii=False)
     return [], str(output)
+
+
+IMAGE_KEYS = ("images", "output")
+NSFW_KEYS = ("has_nsfw_concepts", "nsfw_content_detected", "nsfw")
+
+
+def output_flagged(output: Any) -> bool:
+    """Whether the model flagged any of its outputs as not safe for work: some image models
+    return `{"images": [...], "has_nsfw_concepts": [false, true]}` (or a single bool)."""
+    if not isinstance(output, dict):
+        return False
+    for key in NSFW_KEYS:
+        flags = output.get(key)
+        if isinstance(flags, bool):
+            return flags
+        if isinstance(flags, list):
+            return any(flag is True for flag in flags)
+    return False
 
 
 def _is_file_url(value: str) -> bool:

@@ -63,6 +63,9 @@ class Faults:
     # Text runs write a token every this many real seconds more (not scaled by speed), so a
     # streamed answer can be watched at speed 0 (the benchmark's time to first token).
     token_seconds: float = 0.0
+    # The next this many image runs return their images as `{"images": [...],
+    # "has_nsfw_concepts": [true, ...]}`: outputs the model flagged as not safe for work.
+    flag_nsfw_next: int = 0
 
     def reset(self) -> None:
         """Back to no faults at all (in place: holders of this object see the change)."""
@@ -88,6 +91,13 @@ class Faults:
             self.fail_next -= 1
             return self.fail_error
         return None
+
+    def take_nsfw_flag(self) -> bool:
+        """Whether the next image run's outputs are flagged (`flag_nsfw_next`)."""
+        if self.flag_nsfw_next > 0:
+            self.flag_nsfw_next -= 1
+            return True
+        return False
 
     def to_json(self) -> dict[str, Any]:
         """A JSON view (for `GET`/`POST /_sandbox/faults`)."""
@@ -116,6 +126,7 @@ def faults_from_json(data: Any) -> dict[str, Any]:
             "video_bytes",
             "cut_streams_after",
             "pause_after_tokens",
+            "flag_nsfw_next",
         ):
             values[name] = _non_negative(name, _typed(name, value, int))
         else:

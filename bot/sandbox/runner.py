@@ -180,6 +180,8 @@ async def _run(sandbox: Sandbox, run: Run) -> None:
                 image_outputs, model, run.inputs, prediction["id"], run.base_url, source
             )
             run.files.update(files)
+            if sandbox.faults.take_nsfw_flag():
+                output = {"images": output, "has_nsfw_concepts": [True] * len(output)}
             prediction["output"] = output
             _changed(run, "output")
         elif model.kind == "upscale" and source is not None:

@@ -1,0 +1,119 @@
+"""Reads and writes of safety rules (bot.safety); every change and every refusal is audited."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from storage.engine import reader, write
+from storage.models import AuditEntry, SafetyRule, utcnow
+
+
+class DuplicateRule(Exception):
+    """The workspace already has this rule."""
+
+
+class SafetyStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.reader = reader(engine)
+
+    async def rules(self, platform: str, workspace: str) -> list[SafetyRule]:
+        async with self.reader.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(SafetyRule.__table__)
+                    .where(SafetyRule.platform == platform, SafetyRule.workspace == workspace)
+                    .order_by(SafetyRule.id)
+                )
+            ).all()
+        return [SafetyRule.model_validate(dict(row._mapping)) for row in rows]
+
+    async def add(
+        self, platform: str, workspace: str, kind: str, value: str, actor: str
+    ) -> SafetyRule:
+        now = utcnow()
+        try:
+            async with write(self.engine) as conn:
+                result = await conn.execute(
+                    SafetyRule.__table__.insert()
+                    .values(
+                        platform=platform,
+                        workspace=workspace,
+                        kind=kind,
+                        value=value,
+                        created_by=actor,
+                        created_at=now,
+                    )
+                    .returning(SafetyRule.__table__.c.id)
+                )
+                rule_id = int(result.scalar_one())
+                await conn.execute(
+                    AuditEntry.__table__.insert().values(
+                        at=now,
+                        actor=actor,
+                        action="safety.add",
+                        detail={
+                            "platform": platform,
+                            "workspace": workspace,
+                            "rule": rule_id,
+                            "kind": kind,
+                            "value": value,
+                        },
+                    )
+                )
+        except IntegrityError:
+            raise DuplicateRule(value) from None
+        return SafetyRule(
+            id=rule_id,
+            platform=platform,
+            workspace=workspace,
+            kind=kind,
+            value=value,
+            created_by=actor,
+            created_at=now,
+        )
+
+    async def remove(self, platform: str, workspace: str, rule_id: int, actor: str) -> bool:
+        """Delete one of this workspace's rules; False if it has no such rule."""
+        table = SafetyRule.__table__
+        async with write(self.engine) as conn:
+            row = (
+                await conn.execute(
+                    select(table).where(
+                        table.c.id == rule_id,
+                        table.c.platform == platform,
+                        table.c.workspace == workspace,
+                    )
+                )
+            ).first()
+            if row is None:
+                return False
+            await conn.execute(delete(table).where(table.c.id == rule_id))
+            await conn.execute(
+                AuditEntry.__table__.insert().values(
+                    at=utcnow(),
+                    actor=actor,
+                    action="safety.remove",
+                    detail={
+                        "platform": platform,
+                        "workspace": workspace,
+                        "rule": rule_id,
+                        "kind": row.kind,
+                        "value": row.value,
+                    },
+                )
+            )
+        return True
+
+    async def audit(self, actor: str, action: str, detail: Mapping[str, Any]) -> None:
+        async with write(self.engine) as conn:
+            await conn.execute(
+                AuditEntry.__table__.insert().values(
+                    at=utcnow(), actor=actor, action=action, detail=dict(detail)
+                )
+            )
