@@ -140,3 +140,40 @@ async def test_a_quota_changed_on_the_page_is_audited_and_enforced(
         out = await http.post("/admin/logout", data={"csrf": csrf})
         assert out.status_code == 303
         assert (await http.get("/admin/audit")).status_code == 303
+
+
+async def test_safety_rules_set_on_the_page_refuse_the_next_prompt_and_are_audited(
+    sandbox_server, sqlite_url: str, tmp_path: Path
+) -> None:
+    async with running_conjure(
+        sandbox_server, sqlite_url, tmp_path / "out", conjure_admin_token=TOKEN
+    ) as conjure:
+        http = conjure.http
+        csrf = await _signed_in(http)
+        where = {"platform": "console", "workspace": "local"}
+        forged = await http.post("/admin/safety", data={**where, "kind": "word", "value": "fox"})
+        assert forged.status_code == 403  # no CSRF token: nothing added
+        assert await conjure.service.safety.list("console", "local") == []
+        bad = await http.post(
+            "/admin/safety", data={**where, "csrf": csrf, "kind": "pattern", "value": "(a+)+"}
+        )
+        assert bad.status_code == 400 and 'role="alert"' in bad.text
+        added = await http.post(
+            "/admin/safety", data={**where, "csrf": csrf, "kind": "word", "value": "fox"}
+        )
+        assert (
+            added.status_code == 200 and "added" in added.text and "<code>fox</code>" in added.text
+        )
+        refused = await conjure.console.run_line("/imagine a red fox")
+        assert not refused.ok and "isn't allowed in this workspace" in (refused.error or "")
+        assert sandbox_server.sandbox.create_count == 0
+        actions = [(e.actor, e.action) for e in await conjure.service.quotas.store.audit()]
+        assert ("admin-page", "safety.add") in actions
+        assert any(action == "safety.refused" for _, action in actions)
+        [rule] = await conjure.service.safety.list("console", "local")
+        removed = await http.post(
+            "/admin/safety", data={**where, "csrf": csrf, "remove": str(rule.id)}
+        )
+        assert removed.status_code == 200 and "No rules" in removed.text
+        listed = await http.get("/admin/safety", params=where, headers=BEARER)
+        assert listed.status_code == 200 and "No rules" in listed.text

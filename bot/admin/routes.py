@@ -28,6 +28,7 @@ from bot.money import format_usd
 from bot.quotas.limits import USER, WORKSPACE
 from bot.quotas.words import LimitError, parse_limit
 from bot.runtime import Runtime
+from bot.safety import RuleError
 from storage.jobs import user_subject, workspace_subject
 from storage.limit_change import LimitChange
 from storage.models import JobStatus, utcnow
@@ -239,6 +240,44 @@ def admin_routes(runtime: Runtime) -> list[BaseRoute]:
         headers = {**_HEADERS, "Content-Disposition": 'attachment; filename="conjure-audit.csv"'}
         return Response(out.getvalue(), media_type="text/csv", headers=headers)
 
+    async def safety_page(request: Request, session: Session) -> Response:
+        """A workspace's banned words and patterns: listed, added, removed (bot.safety, the same
+        rules and audit rows as `/conjure safety`)."""
+        rules = runtime.service.safety
+        source = request.state.form if request.method == "POST" else request.query_params
+        platform = str(source.get("platform", "")).strip()
+        workspace = str(source.get("workspace", "")).strip()
+        message, error, status = None, None, 200
+        if request.method == "POST":
+            form = request.state.form
+            try:
+                if not platform or not workspace:
+                    raise RuleError("Name the platform and the workspace.")
+                if form.get("remove"):
+                    if not form["remove"].isdigit():
+                        raise RuleError(f"{form['remove']!r} is not a rule id.")
+                    if not await rules.remove(platform, workspace, int(form["remove"]), ACTOR):
+                        raise RuleError(f"No rule {form['remove']} in this workspace.")
+                    message = f"Rule {form['remove']} removed."
+                else:
+                    rule = await rules.add(
+                        platform, workspace, form.get("kind", ""), form.get("value", ""), ACTOR
+                    )
+                    message = f"Rule {rule.id} added."
+            except RuleError as exc:
+                error, status = str(exc), 400
+        listed = await rules.list(platform, workspace) if platform and workspace else []
+        return render(
+            "safety.html",
+            status,
+            session=session,
+            platform=platform,
+            workspace=workspace,
+            rules=listed,
+            message=message,
+            error=error,
+        )
+
     def route(path: str, page: Page, methods: list[str]) -> LimitedRoute:
         return LimitedRoute(PREFIX + path, guarded(page), methods=methods, max_body=MAX_FORM)
 
@@ -249,6 +288,7 @@ def admin_routes(runtime: Runtime) -> list[BaseRoute]:
         route("/", spend, ["GET"]),
         route("/jobs", jobs, ["GET"]),
         route("/quotas", quota_page, ["GET", "POST"]),
+        route("/safety", safety_page, ["GET", "POST"]),
         route("/audit", audit, ["GET"]),
         route("/audit.csv", audit_csv, ["GET"]),
     ]
