@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from storage.audit import audit_row
 from storage.engine import reader, write
 from storage.limit_change import Default, LimitChange
 from storage.models import AuditEntry, BudgetAlert, Job, QuotaOverride, UsageCounter, utcnow
@@ -105,12 +106,7 @@ class QuotaStore:
                 )
             )
             await conn.execute(
-                AuditEntry.__table__.insert().values(
-                    at=now,
-                    actor=actor,
-                    action="quota.set",
-                    detail={"scope": scope, "subject": subject, **audited},
-                )
+                audit_row(actor, "quota.set", {"scope": scope, "subject": subject, **audited}, now)
             )
         result = await self.override(scope, subject)
         assert result is not None

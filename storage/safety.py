@@ -9,8 +9,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from storage.audit import audit_row
 from storage.engine import reader, write
-from storage.models import AuditEntry, SafetyRule, utcnow
+from storage.models import SafetyRule, utcnow
 
 
 class DuplicateRule(Exception):
@@ -52,19 +53,9 @@ class SafetyStore:
                     .returning(SafetyRule.__table__.c.id)
                 )
                 rule_id = int(result.scalar_one())
+                detail = {"platform": platform, "workspace": workspace, "rule": rule_id}
                 await conn.execute(
-                    AuditEntry.__table__.insert().values(
-                        at=now,
-                        actor=actor,
-                        action="safety.add",
-                        detail={
-                            "platform": platform,
-                            "workspace": workspace,
-                            "rule": rule_id,
-                            "kind": kind,
-                            "value": value,
-                        },
-                    )
+                    audit_row(actor, "safety.add", {**detail, "kind": kind, "value": value}, now)
                 )
         except IntegrityError:
             raise DuplicateRule(value) from None
@@ -94,26 +85,12 @@ class SafetyStore:
             if row is None:
                 return False
             await conn.execute(delete(table).where(table.c.id == rule_id))
+            detail = {"platform": platform, "workspace": workspace, "rule": rule_id}
             await conn.execute(
-                AuditEntry.__table__.insert().values(
-                    at=utcnow(),
-                    actor=actor,
-                    action="safety.remove",
-                    detail={
-                        "platform": platform,
-                        "workspace": workspace,
-                        "rule": rule_id,
-                        "kind": row.kind,
-                        "value": row.value,
-                    },
-                )
+                audit_row(actor, "safety.remove", {**detail, "kind": row.kind, "value": row.value})
             )
         return True
 
     async def audit(self, actor: str, action: str, detail: Mapping[str, Any]) -> None:
         async with write(self.engine) as conn:
-            await conn.execute(
-                AuditEntry.__table__.insert().values(
-                    at=utcnow(), actor=actor, action=action, detail=dict(detail)
-                )
-            )
+            await conn.execute(audit_row(actor, action, detail))

@@ -17,6 +17,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import markup
+from adapters.slack.blocks import button_element, clip
 from adapters.slack.files import SlackFiles
 from adapters.slack.questions import reply_blocks, settle_question
 from adapters.slack.reach import SLACK_ERRORS, respond
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
 ACTION_IDS = re.compile(rf"^{PREFIX}:")
-SECTION_TEXT_LIMIT = 3000  # Slack: a section's text
 BLOCK_ID = "conjure_buttons_{row}"  # unique within the message: one actions block per row
 
 
@@ -41,28 +41,14 @@ def status_blocks(job: Job, catalog: Catalog, text: str) -> list[dict[str, Any]]
     blocks: list[dict[str, Any]] = [
         {
             "type": "section",
-            "text": {"type": "mrkdwn", "text": _clip(text, SECTION_TEXT_LIMIT)},
+            "text": {"type": "mrkdwn", "text": clip(text)},
         }
     ]
     for row, buttons in enumerate(job_buttons(catalog, job)):
-        elements = []
-        for button in buttons:
-            element: dict[str, Any] = {
-                "type": "button",
-                "text": {"type": "plain_text", "text": button.label},
-                "action_id": button.custom_id,
-                "value": button.custom_id,
-            }
-            if button.danger:
-                element["style"] = "danger"
-            elements.append(element)
+        elements = [button_element(button) for button in buttons]
         block_id = BLOCK_ID.format(row=row)
         blocks.append({"type": "actions", "block_id": block_id, "elements": elements})
     return blocks
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class ButtonListener:

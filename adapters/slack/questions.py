@@ -12,34 +12,24 @@ from collections.abc import Sequence
 from typing import Any
 
 from adapters.slack import markup
+from adapters.slack.blocks import button_element, clip
 from adapters.slack.reach import respond
 from bot.adapter import Reply
 from bot.followups.buttons import Action, Button, parse_custom_id
 
-SECTION_TEXT_LIMIT = 3000  # Slack: a section's text
 BLOCK_ID = "conjure_question"
 STARTED = "▶️ Started: its own message shows how it goes."
 
 
 def reply_blocks(text: str, buttons: Sequence[Button]) -> list[dict[str, Any]]:
     """A private answer with buttons (the price question: Run it, Cancel) as Block Kit."""
-    elements = []
-    for button in buttons:
-        element: dict[str, Any] = {
-            "type": "button",
-            "text": {"type": "plain_text", "text": button.label},
-            "action_id": button.custom_id,
-            "value": button.custom_id,
-        }
-        if button.danger:
-            element["style"] = "danger"
-        elif button.primary:
-            element["style"] = "primary"
-        elements.append(element)
-    shown = text if len(text) <= SECTION_TEXT_LIMIT else text[: SECTION_TEXT_LIMIT - 1] + "…"
     return [
-        {"type": "section", "text": {"type": "mrkdwn", "text": shown}},
-        {"type": "actions", "block_id": BLOCK_ID, "elements": elements},
+        {"type": "section", "text": {"type": "mrkdwn", "text": clip(text)}},
+        {
+            "type": "actions",
+            "block_id": BLOCK_ID,
+            "elements": [button_element(button) for button in buttons],
+        },
     ]
 
 
