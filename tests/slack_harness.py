@@ -46,6 +46,16 @@ def sign(secret: str, timestamp: int, body: str) -> str:
     return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
 
 
+def signed_headers(secret: str, body: str, timestamp: int | None = None) -> dict[str, str]:
+    """The headers Slack sends with a form body: its content type, timestamp and signature."""
+    stamp = int(time.time()) if timestamp is None else timestamp
+    return {
+        "content-type": "application/x-www-form-urlencoded",
+        "x-slack-request-timestamp": str(stamp),
+        "x-slack-signature": sign(secret, stamp, body),
+    }
+
+
 def command_fields(
     fake: FakeSlack,
     command: str,
@@ -202,12 +212,7 @@ class SlackConjure:
         Slack retries one it got no answer to in time (give the first one's `trigger_id`)."""
         values = command_fields(self.fake, command, text, **fields)
         body = urlencode(values)
-        stamp = int(time.time()) if timestamp is None else timestamp
-        headers = {
-            "content-type": "application/x-www-form-urlencoded",
-            "x-slack-request-timestamp": str(stamp),
-            "x-slack-signature": sign(secret or self.signing_secret, stamp, body),
-        }
+        headers = signed_headers(secret or self.signing_secret, body, timestamp)
         if retry_num is not None:
             headers["x-slack-retry-num"] = str(retry_num)
             headers["x-slack-retry-reason"] = "http_timeout"
@@ -240,12 +245,7 @@ class SlackConjure:
             response_id=response_id,
         )
         body = urlencode({"payload": json.dumps(payload)})
-        stamp = int(time.time())
-        headers = {
-            "content-type": "application/x-www-form-urlencoded",
-            "x-slack-request-timestamp": str(stamp),
-            "x-slack-signature": sign(self.signing_secret, stamp, body),
-        }
+        headers = signed_headers(self.signing_secret, body)
         response = await self.http.post("/slack/events", content=body, headers=headers)
         return PressResult(response, response_id)
 
@@ -288,12 +288,7 @@ class SlackConjure:
             "enterprise": None,
         }
         body = urlencode({"payload": json.dumps(payload)})
-        stamp = int(time.time())
-        headers = {
-            "content-type": "application/x-www-form-urlencoded",
-            "x-slack-request-timestamp": str(stamp),
-            "x-slack-signature": sign(self.signing_secret, stamp, body),
-        }
+        headers = signed_headers(self.signing_secret, body)
         response = await self.http.post("/slack/events", content=body, headers=headers)
         return PressResult(response, response_id)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,12 @@ from tests.discord_harness import (
 from tests.fakes.discord_api import EPHEMERAL, FakeDiscord
 from tests.fakes.slack_api import TEAM_ID, Message
 from tests.harness import running_conjure
-from tests.slack_harness import SlackConjure, block_actions_payload, running_slack_conjure, sign
+from tests.slack_harness import (
+    SlackConjure,
+    block_actions_payload,
+    running_slack_conjure,
+    signed_headers,
+)
 
 CHANNEL = "C0GENERAL"
 ADA, BOB = "U0ADA", "U0BOB"
@@ -94,12 +98,7 @@ async def press_private(
     )
     payload["container"]["is_ephemeral"] = True
     body = urlencode({"payload": json.dumps(payload)})
-    stamp = int(time.time())
-    headers = {
-        "content-type": "application/x-www-form-urlencoded",
-        "x-slack-request-timestamp": str(stamp),
-        "x-slack-signature": sign(conjure.signing_secret, stamp, body),
-    }
+    headers = signed_headers(conjure.signing_secret, body)
     response = await conjure.http.post("/slack/events", content=body, headers=headers)
     assert response.status_code == 200
     return response_id

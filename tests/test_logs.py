@@ -28,7 +28,12 @@ from tests.discord_harness import running_discord_conjure
 from tests.fakes.slack_api import BOT_TOKEN, serve_fake_slack
 from tests.harness import make_settings, running_conjure, settle
 from tests.sandbox_fixtures import SandboxServer
-from tests.slack_harness import SIGNING_SECRET, command_fields, running_slack_conjure, sign
+from tests.slack_harness import (
+    SIGNING_SECRET,
+    command_fields,
+    running_slack_conjure,
+    signed_headers,
+)
 from tests.test_serve_process import serve_process
 
 PROMPT = "a red fox in the snow"
@@ -158,15 +163,8 @@ async def test_serve_opens_with_a_summary_and_logs_jobs_as_json(
         async with serve_process(sandbox_server, tmp_path, slack_env, secrets, logged) as http:
             fields = command_fields(fake, "/imagine", PROMPT)
             body = urlencode(fields)
-            stamp = int(time.time())
             ack = await http.post(
-                "/slack/events",
-                content=body,
-                headers={
-                    "content-type": "application/x-www-form-urlencoded",
-                    "x-slack-request-timestamp": str(stamp),
-                    "x-slack-signature": sign(SIGNING_SECRET, stamp, body),
-                },
+                "/slack/events", content=body, headers=signed_headers(SIGNING_SECRET, body)
             )
             assert ack.status_code == 200
             deadline = time.monotonic() + 30

@@ -21,7 +21,7 @@ from tests.fakes.discord_api import running_fake_discord, running_fake_gateway
 from tests.fakes.slack_api import BOT_TOKEN, serve_fake_slack
 from tests.harness import port_for_another_process
 from tests.sandbox_fixtures import SandboxServer
-from tests.slack_harness import SIGNING_SECRET, command_fields, sign
+from tests.slack_harness import SIGNING_SECRET, command_fields, signed_headers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,15 +87,8 @@ async def test_slack_command_to_an_image_in_the_thread(
             sandbox_server, tmp_path, slack_env, (BOT_TOKEN, SIGNING_SECRET)
         ) as http:
             body = urlencode(command_fields(fake, "/imagine", "a lighthouse at dusk"))
-            stamp = int(time.time())
             ack = await http.post(
-                "/slack/events",
-                content=body,
-                headers={
-                    "content-type": "application/x-www-form-urlencoded",
-                    "x-slack-request-timestamp": str(stamp),
-                    "x-slack-signature": sign(SIGNING_SECRET, stamp, body),
-                },
+                "/slack/events", content=body, headers=signed_headers(SIGNING_SECRET, body)
             )
             assert ack.status_code == 200
             deadline = time.monotonic() + 30
