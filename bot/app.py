@@ -70,6 +70,10 @@ def create_app(
             runtime.metrics.webhooks.labels("bad_body").inc()
             return JSONResponse({"error": "not a prediction"}, status_code=400)
         job_id = request.query_params.get("job", "")
+        if runtime.service.followed.adds_nothing(job_id, prediction):
+            # Most `logs` webhooks: nothing to record or show yet (bot.updates), no read.
+            runtime.metrics.webhooks.labels("unchanged").inc()
+            return JSONResponse({"ok": True, "job": job_id})
         job = await runtime.store.get(job_id) if _JOB_ID.match(job_id) else None
         if job is not None and not runtime.service.belongs(job, prediction):
             # Signed, but another job's: a replay sent to this job's URL. Answered 2xx (a

@@ -41,6 +41,7 @@ from bot.replicate.outputs import OutputFetcher, OutputUnavailable, split_output
 from bot.replicate.progress import progress_from_logs
 from bot.safety import SafetyRules
 from bot.streaming import StreamRelay, fold_result
+from bot.updates import FollowedJobs
 from storage.jobs import DELIVERY_LEASE, JobStore
 from storage.models import BudgetAlert, Delivery, Job, JobStatus, utcnow
 from storage.usage import Hold, HoldKind, LimitReached
@@ -165,7 +166,7 @@ class JobService:
         self._adapters: dict[str, ChatAdapter] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._polling: set[str] = set()
-        self._last_status_update: dict[str, float] = {}
+        self.followed = FollowedJobs(progress_interval)  # which updates are news (bot.updates)
         self._screens: dict[str, _Screen] = {}  # jobs whose status this process is showing
         self._relays: dict[str, StreamRelay] = {}  # text answers shown as they are written
         # A burst of commands, all started at once, floods the event loop with hundreds of
@@ -697,9 +698,12 @@ class JobService:
             await self._finish(job, status, prediction)
             return
         # Status and progress only ever rise: where the copy in hand already shows this much,
-        # the conditional UPDATE would match no row, so it is not sent (most `logs` webhooks).
+        # the conditional UPDATE would match no row, so it is not sent (most `logs` webhooks);
+        # a higher progress is recorded only when it is due to be shown (bot.updates).
+        self.followed.recorded(job_id, prediction.id, job.status_rank, job.progress)
         progress = progress_from_logs(prediction.logs)
         rises = progress is not None and (job.progress is None or job.progress < progress)
+        rises = rises and self.followed.show_due(job_id)
         if job.status_rank >= status.rank and not rises:
             return
         with self._screen(job_id) as screen:
@@ -713,6 +717,7 @@ class JobService:
             if rises and progress is not None:
                 moved = await self.store.record_progress(job_id, progress) or moved
             if moved is not None:
+                self.followed.recorded(job_id, prediction.id, moved.status_rank, moved.progress)
                 await self._throttled_status_update(moved, screen)
 
     async def _finish(self, job: Job, status: JobStatus, prediction: Prediction) -> None:
@@ -741,7 +746,7 @@ class JobService:
                 duration=_lasted(done),
                 predict_time=done.predict_time,
             )
-            self._last_status_update.pop(job.id, None)
+            self.followed.forget(job.id)
             if ours:
                 self.spawn(self._deliver_claimed(finished.job))
             if finished.alerts_due:
@@ -811,11 +816,9 @@ class JobService:
     async def _throttled_status_update(self, job: Job, screen: _Screen) -> None:
         """Show a running job's new status or progress, at most once per progress_interval,
         and never once its outcome is being shown (the row read may be older than that)."""
-        now = time.monotonic()
-        last = self._last_status_update.get(job.id)
-        if last is not None and now - last < self.progress_interval:
+        if not self.followed.show_due(job.id):
             return
-        self._last_status_update[job.id] = now
+        self.followed.shown(job.id)
         async with screen.lock:
             if screen.ended:
                 return

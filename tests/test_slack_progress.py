@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 
+from sqlalchemy import event
+
+from storage.engine import statement_engines
 from tests.slack_harness import running_slack_conjure
 
 INTERVAL = 2.0
@@ -38,3 +41,40 @@ async def test_a_burst_of_progress_webhooks_edits_the_parent_at_most_every_two_s
             assert later.at - earlier.at >= INTERVAL - JITTER
         # The terminal update is never throttled: the parent ends as done.
         assert "✅ done" in updates[-1].args["text"]
+
+
+async def test_progress_webhooks_that_add_nothing_are_answered_without_the_database(
+    sandbox_server, sqlite_url: str
+) -> None:
+    """Of a run's many `logs` webhooks, only those that raise the status or bring a progress
+    due to be shown are read and written; the rest are answered at once (bot.updates)."""
+    sandbox_server.sandbox.config.speed = 1.0
+    async with running_slack_conjure(
+        sandbox_server, sqlite_url, progress_interval=INTERVAL
+    ) as conjure:
+        statements: list[str] = []
+
+        def note(_conn, _cursor, statement: str, *_: object) -> None:
+            statements.append(statement)
+
+        for engine in statement_engines(conjure.runtime.engine):
+            event.listen(engine, "before_cursor_execute", note)
+        await conjure.slash("/imagine", "a slow lighthouse --model flux-dev")
+        await conjure.settle(sandbox_server)
+
+        webhooks = sandbox_server.sandbox.webhook_deliveries
+        unchanged = conjure.runtime.metrics.webhooks.labels("unchanged")._value.get()
+        progress_writes = [s for s in statements if s.startswith("UPDATE job SET progress")]
+        shown = [
+            call
+            for call in conjure.fake.calls_to("chat.update")
+            if "🎨 running" in call.args["text"] and "%" in call.args["text"]
+        ]
+        assert len(webhooks) >= 6 and unchanged >= 3
+        assert len(progress_writes) <= len(shown)  # a percentage is written only to be shown
+        reads = [s for s in statements if s.startswith("SELECT job.")]
+        assert len(reads) <= len(webhooks) - unchanged
+        # What the person sees is unchanged: progress, then the image, once.
+        assert shown
+        assert "✅ done" in conjure.fake.calls_to("chat.update")[-1].args["text"]
+        assert len(conjure.fake.shared_uploads()) == 1

@@ -1,0 +1,95 @@
+"""Which of a running job's updates are news, so that the rest cost no database work.
+
+Replicate sends several webhooks per prediction: `start`, `logs` as often as every 500 ms (each
+carrying all the logs so far), then `completed`. Only three things in them change what Conjure
+records or shows: a status that moves forward, a progress percentage that rises when it is due
+to be shown (at most once per progress interval), and the outcome. `FollowedJobs` remembers,
+for each job this process follows, its prediction, the status and progress last recorded and
+when they were last shown; an update that adds nothing is answered at once, without a read or
+a write.
+
+What it remembers was read from or written to the database, and status and progress only rise,
+so it never knows more than the database does. Another process may know more (it recorded a
+later update); this one's update then becomes a conditional UPDATE that matches nothing, as
+before. A progress rise that is not yet due to be shown is not written either: the percentage
+is only ever read to be shown, and the next update (or the outcome) carries a newer one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from bot.replicate.client import Prediction
+from bot.replicate.progress import progress_from_logs
+from storage.models import JobStatus
+
+# Jobs remembered at most: a job finished by another process is never forgotten here by its
+# outcome, so the oldest are dropped past this (forgetting only costs a read later).
+REMEMBERED = 50_000
+
+
+@dataclass(slots=True)
+class _Followed:
+    prediction_id: str
+    rank: int
+    progress: int | None
+    shown_at: float | None = None
+
+
+class FollowedJobs:
+    """Per running job: what is recorded of it, and when it was last shown (see module doc)."""
+
+    def __init__(self, show_every: float, remembered: int = REMEMBERED) -> None:
+        self.show_every = show_every
+        self._remembered = remembered
+        self._jobs: dict[str, _Followed] = {}
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def recorded(self, job_id: str, prediction_id: str, rank: int, progress: int | None) -> None:
+        """What the database now holds of a running job (from a read or a write)."""
+        followed = self._jobs.get(job_id)
+        if followed is None or followed.prediction_id != prediction_id:
+            if len(self._jobs) >= self._remembered:
+                del self._jobs[next(iter(self._jobs))]
+            self._jobs[job_id] = _Followed(prediction_id, rank, progress)
+            return
+        followed.rank = max(followed.rank, rank)
+        if progress is not None and (followed.progress is None or progress > followed.progress):
+            followed.progress = progress
+
+    def show_due(self, job_id: str, now: float | None = None) -> bool:
+        """Whether the job's status may be shown again (never shown, or long enough ago)."""
+        followed = self._jobs.get(job_id)
+        shown_at = followed.shown_at if followed is not None else None
+        now = time.monotonic() if now is None else now
+        return shown_at is None or now - shown_at >= self.show_every
+
+    def shown(self, job_id: str, now: float | None = None) -> None:
+        followed = self._jobs.get(job_id)
+        if followed is not None:
+            followed.shown_at = time.monotonic() if now is None else now
+
+    def forget(self, job_id: str) -> None:
+        """The job's outcome is recorded: nothing more to follow."""
+        self._jobs.pop(job_id, None)
+
+    def adds_nothing(self, job_id: str, prediction: Prediction) -> bool:
+        """Whether `prediction`, an update of a followed job, would change nothing recorded or
+        shown: not terminal, its own prediction, no status ahead of the recorded one, and no
+        higher progress that is due to be shown. False whenever unsure (a read follows)."""
+        followed = self._jobs.get(job_id)
+        if followed is None or prediction.id != followed.prediction_id:
+            return False
+        try:
+            status = JobStatus(prediction.status)
+        except ValueError:
+            return False
+        if status.terminal or status.rank > followed.rank:
+            return False
+        progress = progress_from_logs(prediction.logs)
+        if progress is None or (followed.progress is not None and progress <= followed.progress):
+            return True
+        return not self.show_due(job_id)

@@ -1,0 +1,64 @@
+"""bot.updates: which updates of a running job are news (the rest cost no database work)."""
+
+from __future__ import annotations
+
+from bot.replicate.client import Prediction
+from bot.updates import FollowedJobs
+from storage.models import JobStatus
+
+
+def update(status: str, logs: str = "", prediction_id: str = "p1") -> Prediction:
+    return Prediction.model_validate({"id": prediction_id, "status": status, "logs": logs})
+
+
+def followed(progress: int | None = 10) -> FollowedJobs:
+    jobs = FollowedJobs(show_every=2.0)
+    jobs.recorded("j1", "p1", JobStatus.PROCESSING.rank, progress)
+    jobs.shown("j1", now=100.0)
+    return jobs
+
+
+def test_a_job_not_followed_here_is_always_read() -> None:
+    assert not FollowedJobs(2.0).adds_nothing("j1", update("processing"))
+
+
+def test_the_same_status_and_no_higher_progress_add_nothing() -> None:
+    jobs = followed()
+    assert jobs.adds_nothing("j1", update("processing"))
+    assert jobs.adds_nothing("j1", update("processing", " 10%|█ | 1/10 ["))
+    assert jobs.adds_nothing("j1", update("starting"))
+
+
+def test_a_forward_status_an_outcome_or_another_prediction_is_news() -> None:
+    jobs = FollowedJobs(2.0)
+    jobs.recorded("j1", "p1", JobStatus.STARTING.rank, None)
+    assert not jobs.adds_nothing("j1", update("processing"))
+    assert not jobs.adds_nothing("j1", update("succeeded"))
+    assert not jobs.adds_nothing("j1", update("failed"))
+    assert not jobs.adds_nothing("j1", update("starting", prediction_id="p2"))
+
+
+def test_a_higher_progress_is_news_only_when_due_to_be_shown(monkeypatch) -> None:
+    jobs = followed()
+    clock = iter([101.0, 102.5])
+    monkeypatch.setattr("bot.updates.time.monotonic", lambda: next(clock))
+    higher = update("processing", " 50%|█████ | 5/10 [")
+    assert jobs.adds_nothing("j1", higher)  # 1 s after the last show: not yet
+    assert not jobs.adds_nothing("j1", higher)  # 2.5 s after: shown, so written
+
+
+def test_what_is_recorded_only_rises_and_a_finished_job_is_forgotten() -> None:
+    jobs = followed(progress=50)
+    jobs.recorded("j1", "p1", JobStatus.STARTING.rank, 20)  # an older copy, read late
+    assert jobs.adds_nothing("j1", update("processing", " 40%|████ | 4/10 ["))
+    jobs.forget("j1")
+    assert not jobs.adds_nothing("j1", update("processing"))
+
+
+def test_the_oldest_job_is_dropped_past_the_limit() -> None:
+    jobs = FollowedJobs(2.0, remembered=2)
+    for job_id in ("a", "b", "c"):
+        jobs.recorded(job_id, "p1", JobStatus.PROCESSING.rank, None)
+    assert len(jobs) == 2
+    assert not jobs.adds_nothing("a", update("processing"))
+    assert jobs.adds_nothing("c", update("processing"))
