@@ -20,39 +20,61 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from storage import sqlite_inline
+from storage.sqlite_direct import DirectConnection, DirectReader, begun, direct_engine
 from storage.urls import normalize_database_url
 
 READ_ONLY = "conjure_read_only"
 
 
-def reader(engine: AsyncEngine) -> AsyncEngine:
-    """The same engine and pool for read-only work, which SQLite runs without the write lock.
+def reader(engine: AsyncEngine) -> AsyncEngine | DirectReader:
+    """The engine for read-only work (`.connect()`), which SQLite runs without the write lock.
 
     Only for blocks that never write. On SQLite no BEGIN is sent: each statement reads its own
-    consistent snapshot, and every read in storage/ is one statement.
+    consistent snapshot, and every read in storage/ is one statement. SQLite's reads go through
+    its direct engine (storage.sqlite_direct).
     """
+    direct = _DIRECT.get(engine.sync_engine.pool)
+    if direct is not None:
+        return DirectReader(direct.execution_options(**{READ_ONLY: True}))
     return engine.execution_options(**{READ_ONLY: True})
 
+
+# A SQLite engine's direct (synchronous) twin, by the async engine's pool (shared by its
+# execution_options copies).
+_DIRECT: weakref.WeakKeyDictionary[Any, Engine] = weakref.WeakKeyDictionary()
 
 _Locks = weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
 _WRITE_LOCKS: weakref.WeakKeyDictionary[Any, _Locks] = weakref.WeakKeyDictionary()
 
 
 @contextlib.asynccontextmanager
-async def write(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """`engine.begin()`, one writer of this process at a time on SQLite (any number elsewhere)."""
+async def write(engine: AsyncEngine) -> AsyncIterator[AsyncConnection | DirectConnection]:
+    """`engine.begin()`, one writer of this process at a time on SQLite (any number elsewhere);
+    SQLite's through its direct engine (storage.sqlite_direct)."""
     if engine.dialect.name != "sqlite":
         async with engine.begin() as conn:
             yield conn
         return
     locks = _WRITE_LOCKS.setdefault(engine.sync_engine.pool, weakref.WeakKeyDictionary())
     lock = locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
-    async with lock, engine.begin() as conn:
-        yield conn
+    direct = _DIRECT.get(engine.sync_engine.pool)
+    async with lock:
+        if direct is None:
+            async with engine.begin() as conn:
+                yield conn
+        else:
+            with begun(direct) as direct_conn:
+                yield direct_conn
+
+
+def statement_engines(engine: AsyncEngine) -> list[Engine]:
+    """The synchronous engines that run `engine`'s statements (to watch them: tests, tools)."""
+    direct = _DIRECT.get(engine.sync_engine.pool)
+    return [engine.sync_engine] if direct is None else [engine.sync_engine, direct]
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -81,5 +103,14 @@ def _sqlite_engine(url: str, **kwargs: Any) -> AsyncEngine:
     def _on_begin(connection: Any) -> None:
         if not connection.get_execution_options().get(READ_ONLY, False):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    direct = direct_engine(
+        path, timeout=connect_args.get("timeout", 30), read_only_option=READ_ONLY
+    )
+    _DIRECT[engine.sync_engine.pool] = direct
+
+    @event.listens_for(engine.sync_engine, "engine_disposed")
+    def _on_dispose(_: Any) -> None:
+        direct.dispose()  # its connections close with the async engine's
 
     return engine

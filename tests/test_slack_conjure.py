@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
 from adapters.slack import listener as slack_commands
@@ -72,8 +75,16 @@ async def test_a_budget_alert_reaches_the_admin_channel_with_a_real_mention(
 async def test_a_slow_conjure_answer_is_acked_at_once_and_sent_through_response_url(
     sandbox_server, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(slack_commands, "CONJURE_ACK_BUDGET", 0.0)  # every answer is "slow"
+    monkeypatch.setattr(slack_commands, "CONJURE_ACK_BUDGET", 0.01)
     async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
+        commands = conjure.runtime.commands
+        answer_now = commands.handle
+
+        async def slow_answer(*args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(0.1)  # longer than the budget: the ack cannot carry the answer
+            return await answer_now(*args, **kwargs)
+
+        monkeypatch.setattr(commands, "handle", slow_answer)
         sent = await conjure.slash("/conjure", "usage")
         await conjure.service.wait_idle()
         assert sent.response.status_code == 200 and sent.response.content == b""

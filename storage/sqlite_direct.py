@@ -1,0 +1,92 @@
+"""SQLite for the job path: SQLAlchemy's synchronous engine, called straight from the event loop.
+
+`storage.sqlite_inline` already runs SQLite on the event loop, but SQLAlchemy's async layer
+still passes every step of a transaction (connect, begin, execute, commit, close) through a
+greenlet switch to await a coroutine that never suspends: measured here, 0.25 ms of CPU for a
+one-statement transaction through the async engine against 0.1 ms through the synchronous one,
+several times per job. So `storage.engine.write` and `reader` hand out a `DirectConnection`: a
+synchronous engine's connection on the same file, with the same settings (WAL, busy timeout,
+`BEGIN IMMEDIATE` for writes, none for reads), behind the few awaitable methods the stores use.
+The statements, results and transactions are the same; only the awaits are gone. Everything
+else (migrations, tests, tools) keeps the async engine, on its own connections to the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection, Dialect, Engine, Result
+
+from storage.sqlite_inline import PRAGMAS
+
+
+def direct_engine(path: str, *, timeout: float, read_only_option: str) -> Engine:
+    """A synchronous engine on `path` set up as storage.engine sets up the async one."""
+
+    def connect() -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            path, timeout=timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            connection.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            for pragma in PRAGMAS:
+                connection.execute(pragma)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    engine = create_engine("sqlite+pysqlite://", creator=connect)
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        if not connection.get_execution_options().get(read_only_option, False):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class DirectConnection:
+    """The awaitable face of a synchronous connection: what the stores call on a connection."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.sync_connection = connection
+
+    @property
+    def dialect(self) -> Dialect:
+        return self.sync_connection.dialect
+
+    async def execute(self, statement: Any, parameters: Any = None, **kwargs: Any) -> Result[Any]:
+        return self.sync_connection.execute(statement, parameters, **kwargs)
+
+    async def scalar(self, statement: Any, parameters: Any = None, **kwargs: Any) -> Any:
+        return self.sync_connection.scalar(statement, parameters, **kwargs)
+
+    async def commit(self) -> None:
+        self.sync_connection.commit()
+
+    async def rollback(self) -> None:
+        self.sync_connection.rollback()
+
+
+class DirectReader:
+    """`reader(engine)` on SQLite: `.connect()` for blocks that only read (no BEGIN is sent)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @contextlib.asynccontextmanager
+    async def connect(self) -> AsyncIterator[DirectConnection]:
+        with self.engine.connect() as connection:
+            yield DirectConnection(connection)
+
+
+@contextlib.contextmanager
+def begun(engine: Engine) -> Iterator[DirectConnection]:
+    """A write transaction (BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on an error)."""
+    with engine.begin() as connection:
+        yield DirectConnection(connection)

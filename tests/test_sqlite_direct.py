@@ -1,0 +1,77 @@
+"""storage.sqlite_direct: SQLite's writes and reads without the async layer, same transactions."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event, text
+
+from storage.engine import create_engine, reader, statement_engines, write
+
+
+@pytest.fixture
+async def engine(tmp_path: Path):
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'direct.db'}")
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)"))
+        await conn.execute(text("INSERT INTO t VALUES (1, 0)"))
+    yield engine
+    await engine.dispose()
+
+
+async def value(engine) -> int:
+    async with reader(engine).connect() as conn:
+        return (await conn.execute(text("SELECT v FROM t WHERE id = 1"))).scalar_one()
+
+
+async def test_a_write_is_one_immediate_transaction_seen_by_the_async_engine(engine) -> None:
+    sent: list[str] = []
+    for sync_engine in statement_engines(engine):
+        event.listen(sync_engine, "before_cursor_execute", lambda _c, _u, s, *_: sent.append(s))
+    async with write(engine) as conn:
+        await conn.execute(text("UPDATE t SET v = v + 1 WHERE id = 1"))
+        await conn.execute(text("UPDATE t SET v = v + 1 WHERE id = 1"))
+    assert sent[:3] == ["BEGIN IMMEDIATE", *["UPDATE t SET v = v + 1 WHERE id = 1"] * 2]
+    assert await value(engine) == 2
+    async with engine.connect() as conn:  # another connection to the file agrees
+        assert (await conn.execute(text("SELECT v FROM t"))).scalar_one() == 2
+
+
+async def test_an_error_or_a_cancel_inside_a_write_rolls_it_all_back(engine) -> None:
+    with pytest.raises(RuntimeError):
+        async with write(engine) as conn:
+            await conn.execute(text("UPDATE t SET v = 5 WHERE id = 1"))
+            raise RuntimeError("after the first statement")
+    assert await value(engine) == 0
+
+    entered = asyncio.Event()
+
+    async def held() -> None:
+        async with write(engine) as conn:
+            await conn.execute(text("UPDATE t SET v = 7 WHERE id = 1"))
+            entered.set()
+            await asyncio.sleep(10)
+
+    task = asyncio.create_task(held())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await value(engine) == 0
+    async with write(engine) as conn:  # and the write lock was given back
+        await conn.execute(text("UPDATE t SET v = 1 WHERE id = 1"))
+    assert await value(engine) == 1
+
+
+async def test_writers_of_one_process_take_turns(engine) -> None:
+    async def add(times: int) -> None:
+        for _ in range(times):
+            async with write(engine) as conn:
+                v = (await conn.execute(text("SELECT v FROM t WHERE id = 1"))).scalar_one()
+                await asyncio.sleep(0)  # another writer would interleave here without the lock
+                await conn.execute(text("UPDATE t SET v = :v WHERE id = 1"), {"v": v + 1})
+
+    await asyncio.gather(*(add(20) for _ in range(5)))
+    assert await value(engine) == 100
