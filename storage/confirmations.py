@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.engine import reader, write
 from storage.models import Confirmation, ConfirmationStatus, utcnow
+from storage.rows import from_row
 
 KEPT_FOR = timedelta(days=1)  # answered or expired questions are deleted after this
 
@@ -37,7 +38,7 @@ class ConfirmationStore:
     async def get(self, confirmation_id: str) -> Confirmation | None:
         async with self.reader.connect() as conn:
             row = (await conn.execute(select(_TABLE).where(_TABLE.c.id == confirmation_id))).first()
-        return Confirmation.model_validate(dict(row._mapping)) if row else None
+        return from_row(Confirmation, row._mapping) if row else None
 
     async def settle(
         self,

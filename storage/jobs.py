@@ -29,6 +29,7 @@ from storage.models import (
     UsageCounter,
     utcnow,
 )
+from storage.rows import from_row
 from storage.usage import Hold
 
 DELIVERY_LEASE = timedelta(seconds=20)
@@ -113,7 +114,7 @@ class JobStore:
                     )
                 )
             ).first()
-        return UsageCounter.model_validate(row._mapping) if row else None
+        return from_row(UsageCounter, row._mapping) if row else None
 
     # ---- reads ----------------------------------------------------------------------------
 
@@ -584,4 +585,4 @@ def _finish_delivery_statement(dialect: str) -> Any:
 
 
 def _job(mapping: Any) -> Job:
-    return Job.model_validate(dict(mapping))
+    return from_row(Job, mapping)

@@ -20,6 +20,7 @@ from storage.audit import audit_row
 from storage.engine import reader, write
 from storage.limit_change import Default, LimitChange
 from storage.models import AuditEntry, BudgetAlert, Job, QuotaOverride, UsageCounter, utcnow
+from storage.rows import from_row
 from storage.usage import store_limit
 
 OVERRIDE_FIELDS = ("jobs_per_day", "usd_per_month_micros", "max_in_flight")
@@ -71,7 +72,7 @@ class QuotaStore:
                     )
                 )
             ).first()
-        return QuotaOverride.model_validate(dict(row._mapping)) if row else None
+        return from_row(QuotaOverride, row._mapping) if row else None
 
     async def overrides(self) -> list[QuotaOverride]:
         async with self.reader.connect() as conn:
@@ -82,7 +83,7 @@ class QuotaStore:
                     )
                 )
             ).all()
-        return [QuotaOverride.model_validate(dict(row._mapping)) for row in rows]
+        return [from_row(QuotaOverride, row._mapping) for row in rows]
 
     async def set_override(
         self, scope: str, subject: str, changes: Mapping[str, LimitChange], actor: str
@@ -125,7 +126,7 @@ class QuotaStore:
                     )
                 )
             ).all()
-        counters = [UsageCounter.model_validate(dict(row._mapping)) for row in rows]
+        counters = [from_row(UsageCounter, row._mapping) for row in rows]
         return {counter.period: counter for counter in counters}
 
     async def spend_by(
@@ -163,7 +164,7 @@ class QuotaStore:
                     select(AuditEntry.__table__).order_by(desc(AuditEntry.id)).limit(limit)
                 )
             ).all()
-        return [AuditEntry.model_validate(dict(row._mapping)) for row in rows]
+        return [from_row(AuditEntry, row._mapping) for row in rows]
 
     # ---- the alert outbox -----------------------------------------------------------------
 
@@ -176,7 +177,7 @@ class QuotaStore:
                     .order_by(BudgetAlert.id)
                 )
             ).all()
-        return [BudgetAlert.model_validate(dict(row._mapping)) for row in rows]
+        return [from_row(BudgetAlert, row._mapping) for row in rows]
 
     async def claim_alert(self, alert_id: int) -> bool:
         """Mark an alert sent; exactly one instance gets True and sends it."""

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from storage.audit import audit_row
 from storage.engine import reader, write
 from storage.models import SafetyRule, utcnow
+from storage.rows import from_row
 
 
 class DuplicateRule(Exception):
@@ -32,7 +33,7 @@ class SafetyStore:
                     .order_by(SafetyRule.id)
                 )
             ).all()
-        return [SafetyRule.model_validate(dict(row._mapping)) for row in rows]
+        return [from_row(SafetyRule, row._mapping) for row in rows]
 
     async def add(
         self, platform: str, workspace: str, kind: str, value: str, actor: str

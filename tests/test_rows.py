@@ -1,0 +1,50 @@
+"""storage.rows.from_row: the same model instance as pydantic's validation, without its cost."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from storage.engine import create_engine
+from storage.jobs import JobStore
+from storage.models import Job, utcnow
+from storage.rows import from_row
+
+
+async def test_a_job_from_its_row_equals_the_validated_one_and_stays_settable(
+    database_url: str,
+) -> None:
+    engine = create_engine(database_url)
+    try:
+        job = Job(
+            id="rowjob1",
+            platform="slack",
+            workspace="T1",
+            channel="C1",
+            user_id="U1",
+            user_name="ada",
+            request_key="rowjob1-key",
+            command="imagine",
+            model="flux-schnell",
+            model_ref="black-forest-labs/flux-schnell",
+            usage_period="2026-12",
+            prompt="a cat",
+            input={"prompt": "a cat", "num_outputs": 2},
+            destination={"channel": "C1", "ts": "1.2"},
+            status="processing",
+            status_rank=2,
+            estimated_micros=6000,
+            started_at=utcnow(),
+        )
+        await JobStore(engine).reserve_and_insert(job, [])
+        async with engine.connect() as conn:
+            row = (await conn.execute(select(Job.__table__))).one()
+        validated, built = Job.model_validate(dict(row._mapping)), from_row(Job, row._mapping)
+        assert built.model_dump() == validated.model_dump() == job.model_dump()
+        assert {k: type(v) for k, v in vars(built).items() if not k.startswith("_")} == {
+            k: type(v) for k, v in vars(validated).items() if not k.startswith("_")
+        }
+        assert built.started_at is not None and built.started_at.tzinfo is not None
+        built.status = "succeeded"  # instrumented as any table model
+        assert built.job_status.terminal
+    finally:
+        await engine.dispose()
