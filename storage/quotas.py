@@ -7,11 +7,11 @@ here), -1 none allowed, n at most n.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import desc, func, select, update
+from sqlalchemy import desc, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -64,15 +64,21 @@ class QuotaStore:
         self.reader = reader(engine)  # for the blocks that only read
 
     async def override(self, scope: str, subject: str) -> QuotaOverride | None:
+        return (await self.overrides_of([(scope, subject)])).get((scope, subject))
+
+    async def overrides_of(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], QuotaOverride]:
+        """The overrides of these (scope, subject) pairs that exist, in one read (a command
+        needs its user's and its workspace's)."""
+        table = QuotaOverride.__table__
+        wanted = or_(
+            *((table.c.scope == scope) & (table.c.subject == subject) for scope, subject in keys)
+        )
         async with self.reader.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(QuotaOverride.__table__).where(
-                        QuotaOverride.scope == scope, QuotaOverride.subject == subject
-                    )
-                )
-            ).first()
-        return from_row(QuotaOverride, row._mapping) if row else None
+            rows = (await conn.execute(select(table).where(wanted))).all()
+        found = [from_row(QuotaOverride, row._mapping) for row in rows]
+        return {(row.scope, row.subject): row for row in found}
 
     async def overrides(self) -> list[QuotaOverride]:
         async with self.reader.connect() as conn:

@@ -48,11 +48,13 @@ class Quotas:
         """Every counter a new job reserves against, user scope first (the lock order)."""
         day, month = self.windows(now)
         holds = []
-        for scope, subject in (
+        keys = [
             (USER, user_subject(platform, workspace, user_id)),
             (WORKSPACE, workspace_subject(platform, workspace)),
-        ):
-            limits = await self.limits(scope, subject)
+        ]
+        overrides = await self.store.overrides_of(keys)
+        for scope, subject in keys:
+            limits = self.defaults[scope].with_override(overrides.get((scope, subject)))
             holds += [
                 Hold(HoldKind.JOBS, scope, subject, day.key, limits.jobs_per_day),
                 Hold(HoldKind.USD, scope, subject, month.key, limits.usd_per_month_micros),
