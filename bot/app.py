@@ -70,7 +70,7 @@ def create_app(
             runtime.metrics.webhooks.labels("bad_body").inc()
             return JSONResponse({"error": "not a prediction"}, status_code=400)
         job_id = request.query_params.get("job", "")
-        if runtime.service.followed.adds_nothing(job_id, prediction):
+        if runtime.service.update_adds_nothing(job_id, prediction):
             # Most `logs` webhooks: nothing to record or show yet (bot.updates), no read.
             runtime.metrics.webhooks.labels("unchanged").inc()
             return JSONResponse({"ok": True, "job": job_id})

@@ -167,6 +167,7 @@ class JobService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._polling: set[str] = set()
         self.followed = FollowedJobs(progress_interval)  # which updates are news (bot.updates)
+        self._shows_later: dict[str, asyncio.TimerHandle] = {}  # status shown when due
         self._screens: dict[str, _Screen] = {}  # jobs whose status this process is showing
         self._relays: dict[str, StreamRelay] = {}  # text answers shown as they are written
         # A burst of commands, all started at once, floods the event loop with hundreds of
@@ -223,6 +224,9 @@ class JobService:
             await asyncio.wait(set(self._tasks), timeout=remaining)
 
     async def aclose(self) -> None:
+        for later in self._shows_later.values():
+            later.cancel()
+        self._shows_later.clear()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -703,7 +707,10 @@ class JobService:
         self.followed.recorded(job_id, prediction.id, job.status_rank, job.progress)
         progress = progress_from_logs(prediction.logs)
         rises = progress is not None and (job.progress is None or job.progress < progress)
-        rises = rises and self.followed.show_due(job_id)
+        if rises and progress is not None and not self.followed.show_due(job_id):
+            self.followed.hold_back(job_id, progress)
+            self._show_later(job_id)
+            rises = False
         if job.status_rank >= status.rank and not rises:
             return
         with self._screen(job_id) as screen:
@@ -747,6 +754,8 @@ class JobService:
                 predict_time=done.predict_time,
             )
             self.followed.forget(job.id)
+            if (later := self._shows_later.pop(job.id, None)) is not None:
+                later.cancel()
             if ours:
                 self.spawn(self._deliver_claimed(finished.job))
             if finished.alerts_due:
@@ -817,6 +826,7 @@ class JobService:
         """Show a running job's new status or progress, at most once per progress_interval,
         and never once its outcome is being shown (the row read may be older than that)."""
         if not self.followed.show_due(job.id):
+            self._show_later(job.id)
             return
         self.followed.shown(job.id)
         async with screen.lock:
@@ -826,6 +836,41 @@ class JobService:
                 await self._adapters[job.platform].update_status(job)
             except Exception:
                 log.warning("could not update the status of job %s", job.id, exc_info=True)
+
+    def _show_later(self, job_id: str) -> None:
+        """Show the job's latest status once the interval has passed (a change that came too
+        soon after the last showing is not dropped, only delayed), unless it has ended by then."""
+        if job_id in self._shows_later:
+            return
+        loop = asyncio.get_running_loop()
+
+        def due() -> None:
+            del self._shows_later[job_id]
+            if self.followed.follows(job_id):
+                self.spawn(self._show_latest(job_id))
+
+        self._shows_later[job_id] = loop.call_later(self.followed.next_show_in(job_id), due)
+
+    async def _show_latest(self, job_id: str) -> None:
+        job = await self.store.get(job_id)
+        if job is None or job.job_status.terminal or job.platform not in self._adapters:
+            return
+        with self._screen(job_id) as screen:
+            progress = self.followed.held_back(job_id)
+            if progress is not None and (job.progress is None or job.progress < progress):
+                job = await self.store.record_progress(job_id, progress) or job
+                if job.prediction_id is not None:
+                    self.followed.recorded(job_id, job.prediction_id, job.status_rank, job.progress)
+            await self._throttled_status_update(job, screen)
+
+    def update_adds_nothing(self, job_id: str, prediction: Prediction) -> bool:
+        """Whether a webhook's update of a job this process follows may be answered without
+        touching the database (bot.updates); a progress it holds back is shown when due."""
+        if not self.followed.adds_nothing(job_id, prediction):
+            return False
+        if self.followed.held_back(job_id) is not None:
+            self._show_later(job_id)
+        return True
 
     @contextlib.contextmanager
     def _screen(self, job_id: str) -> Iterator[_Screen]:

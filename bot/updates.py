@@ -12,7 +12,8 @@ What it remembers was read from or written to the database, and status and progr
 so it never knows more than the database does. Another process may know more (it recorded a
 later update); this one's update then becomes a conditional UPDATE that matches nothing, as
 before. A progress rise that is not yet due to be shown is not written either: the percentage
-is only ever read to be shown, and the next update (or the outcome) carries a newer one.
+is only ever read to be shown; it is kept here, and written and shown once the interval has
+passed (`JobService._show_later`), unless the outcome comes first.
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ REMEMBERED = 50_000
 
 @dataclass(slots=True)
 class _Followed:
-    prediction_id: str
+    prediction_id: str | None  # None: announced, its prediction not yet known
     rank: int
     progress: int | None
     shown_at: float | None = None
+    held_back: int | None = None  # a higher progress seen while not due to be shown
 
 
 class FollowedJobs:
@@ -51,14 +53,30 @@ class FollowedJobs:
     def recorded(self, job_id: str, prediction_id: str, rank: int, progress: int | None) -> None:
         """What the database now holds of a running job (from a read or a write)."""
         followed = self._jobs.get(job_id)
+        if followed is not None and followed.prediction_id is None:
+            followed.prediction_id = prediction_id
         if followed is None or followed.prediction_id != prediction_id:
-            if len(self._jobs) >= self._remembered:
-                del self._jobs[next(iter(self._jobs))]
-            self._jobs[job_id] = _Followed(prediction_id, rank, progress)
+            self._add(job_id, _Followed(prediction_id, rank, progress))
             return
         followed.rank = max(followed.rank, rank)
         if progress is not None and (followed.progress is None or progress > followed.progress):
             followed.progress = progress
+
+    def _add(self, job_id: str, followed: _Followed) -> None:
+        if len(self._jobs) >= self._remembered:
+            del self._jobs[next(iter(self._jobs))]
+        self._jobs[job_id] = followed
+
+    def follows(self, job_id: str) -> bool:
+        return job_id in self._jobs
+
+    def next_show_in(self, job_id: str, now: float | None = None) -> float:
+        """Seconds until the job's status may be shown again (0: now)."""
+        followed = self._jobs.get(job_id)
+        if followed is None or followed.shown_at is None:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        return max(0.0, followed.shown_at + self.show_every - now)
 
     def show_due(self, job_id: str, now: float | None = None) -> bool:
         """Whether the job's status may be shown again (never shown, or long enough ago)."""
@@ -92,4 +110,22 @@ class FollowedJobs:
         progress = progress_from_logs(prediction.logs)
         if progress is None or (followed.progress is not None and progress <= followed.progress):
             return True
-        return not self.show_due(job_id)
+        if self.show_due(job_id):
+            return False
+        self.hold_back(job_id, progress)
+        return True
+
+    def hold_back(self, job_id: str, progress: int) -> None:
+        """A higher progress came before it may be shown: kept for the delayed showing."""
+        followed = self._jobs.get(job_id)
+        if followed is not None and (followed.held_back is None or progress > followed.held_back):
+            followed.held_back = progress
+
+    def held_back(self, job_id: str) -> int | None:
+        """The progress held back for a delayed showing, if it is above the recorded one."""
+        followed = self._jobs.get(job_id)
+        if followed is None or followed.held_back is None:
+            return None
+        if followed.progress is not None and followed.held_back <= followed.progress:
+            return None
+        return followed.held_back

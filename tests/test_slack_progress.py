@@ -73,7 +73,7 @@ async def test_progress_webhooks_that_add_nothing_are_answered_without_the_datab
         assert len(webhooks) >= 6 and unchanged >= 3
         assert len(progress_writes) <= len(shown)  # a percentage is written only to be shown
         reads = [s for s in statements if s.startswith("SELECT job.")]
-        assert len(reads) <= len(webhooks) - unchanged
+        assert len(reads) <= len(webhooks) - unchanged + 1  # + a held-back progress shown later
         # What the person sees is unchanged: progress, then the image, once.
         assert shown
         assert "✅ done" in conjure.fake.calls_to("chat.update")[-1].args["text"]

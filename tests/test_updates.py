@@ -62,3 +62,14 @@ def test_the_oldest_job_is_dropped_past_the_limit() -> None:
     assert len(jobs) == 2
     assert not jobs.adds_nothing("a", update("processing"))
     assert jobs.adds_nothing("c", update("processing"))
+
+
+def test_a_progress_held_back_is_kept_for_its_delayed_showing(monkeypatch) -> None:
+    jobs = followed(progress=10)
+    monkeypatch.setattr("bot.updates.time.monotonic", lambda: 101.0)
+    assert jobs.adds_nothing("j1", update("processing", " 50%|█████ | 5/10 ["))
+    assert jobs.adds_nothing("j1", update("processing", " 40%|████ | 4/10 ["))
+    assert jobs.held_back("j1") == 50
+    assert jobs.next_show_in("j1") == 1.0
+    jobs.recorded("j1", "p1", JobStatus.PROCESSING.rank, 50)  # written when shown
+    assert jobs.held_back("j1") is None
