@@ -189,13 +189,16 @@ class Leadership:
 
     async def run(self) -> None:
         """Contend for the lock forever; lead while it is held. Cancel to stop (and release)."""
+        failing = False
         try:
             while True:
                 try:
                     acquired = await self.lock.acquire()
+                    failing = False
                 except Exception as exc:
-                    log.warning("could not contend for leadership (%s); trying again", exc)
-                    acquired = False
+                    level = logging.DEBUG if failing else logging.WARNING  # once per outage
+                    log.log(level, "could not contend for leadership (%s); trying again", exc)
+                    acquired, failing = False, True
                 if acquired:
                     await self._lead()
                 await asyncio.sleep(self.retry)

@@ -338,6 +338,12 @@ async def _supervise(
     finally:
         await engine.dispose()
     sock = bind_socket(args.host, args.port)
+    if settings.conjure_database_url.startswith("sqlite"):
+        log.warning(
+            "%d workers share one SQLite file: each write waits for the others' (use "
+            "PostgreSQL to scale; README: Running several instances)",
+            count,
+        )
     supervisor = Supervisor(worker_command(args, sock), sock, count)
     try:
         failed = await supervisor.start()
@@ -356,9 +362,11 @@ async def _supervise(
     if failed is None:
         return EXIT_OK
     assert failed.process is not None
+    code = failed.process.returncode
     if failed.failure:
         print(f"conjure: {failed.failure}", file=sys.stderr)
-    code = failed.process.returncode
+    elif code != 130:  # Ctrl-C while it started says nothing
+        print(f"conjure: worker {failed.index} stopped before it was listening", file=sys.stderr)
     return code if code and code > 0 else EXIT_FAILED
 
 
