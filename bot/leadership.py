@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -30,6 +29,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 
 from storage.urls import normalize_database_url
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, and no `serve --workers` either (no fd passing)
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +171,7 @@ def lock_for(database_url: str) -> Lock:
     if make_url(url).get_backend_name() == "postgresql":
         return PostgresLock(url)
     path = lock_file(url)
-    return FileLock(path) if path is not None else AlwaysHeld()
+    return FileLock(path) if path is not None and fcntl is not None else AlwaysHeld()
 
 
 class Leadership:
