@@ -104,16 +104,29 @@ def create_app(
         content, media_type = runtime.metrics.render()
         return Response(content, media_type=media_type)
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+    async def recover_and_sweep() -> None:
         if recover_on_start:
             await runtime.service.recover()
+        await runtime.service.sweep_forever()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        leadership = runtime.leadership
+        if leadership is None:  # the only process on its database: recover before serving
+            if recover_on_start:
+                await runtime.service.recover()
+            background = runtime.service.sweep_forever()
+        else:  # one of several: the leader recovers and sweeps (bot.leadership)
+            leadership.add_duty("recovery and the sweeper", recover_and_sweep)
+            background = leadership.run()
         # Not a job task: wait_idle() must not wait for this loop, which never ends.
-        sweeper = asyncio.create_task(runtime.service.sweep_forever())
+        task = asyncio.create_task(background)
         try:
             yield
         finally:
-            sweeper.cancel()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     every_route = [
         LimitedRoute(WEBHOOK_PATH, replicate_webhook, methods=["POST"], max_body=WEBHOOK_MAX_BODY),

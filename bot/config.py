@@ -91,6 +91,8 @@ class Settings(BaseSettings):
     conjure_log_format: str = "plain"
     # The admin page (/admin, bot.admin): off unless set; its sign-in token and Bearer token.
     conjure_admin_token: SecretStr | None = None
+    # `conjure serve`: processes serving the one port (bot.cli.workers); --workers overrides it.
+    conjure_workers: int = Field(default=1, ge=1)
 
     @field_validator(*LIMIT_SETTINGS, mode="before")
     @classmethod

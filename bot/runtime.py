@@ -18,6 +18,7 @@ from bot.commands.model_options import prefetch
 from bot.config import Settings
 from bot.followups.service import Followups
 from bot.jobs import JobService
+from bot.leadership import Leadership
 from bot.metrics import Metrics
 from bot.quotas.service import Quotas
 from bot.replicate.client import ReplicateClient
@@ -46,6 +47,9 @@ class Runtime:
     commands: Commands
     followups: Followups
     metrics: Metrics = field(default_factory=Metrics)
+    # Set by `conjure serve`: the singletons (sweeper, recovery, Discord gateway) then run only
+    # in the process that leads (bot.leadership). None: this process runs them all.
+    leadership: Leadership | None = None
     webhook_secrets: WebhookSecrets = field(init=False)
 
     def __post_init__(self) -> None:
@@ -56,12 +60,16 @@ class Runtime:
         )
 
     @classmethod
-    async def start(cls, settings: Settings, *, progress_interval: float = 2.0) -> Runtime:
+    async def start(
+        cls, settings: Settings, *, progress_interval: float = 2.0, migrated: bool = False
+    ) -> Runtime:
         """Connect, apply migrations and wire the job service and the command path (adapters are
-        attached after, by adapters.platforms)."""
+        attached after, by adapters.platforms). `migrated`: the caller already migrated (the
+        workers of `conjure serve --workers N`, whose parent did it once for all)."""
         catalog = load_catalog(settings.config_path())
         engine = create_engine(settings.conjure_database_url)
-        await migrate(engine)
+        if not migrated:
+            await migrate(engine)
         store = JobStore(engine)
         quotas = Quotas(settings, QuotaStore(engine))
         token = settings.replicate_api_token
@@ -101,6 +109,8 @@ class Runtime:
         await self.replicate.aclose()
         await self.http.aclose()
         await self.engine.dispose()
+        if self.leadership is not None:
+            await self.leadership.aclose()
 
 
 def model_schemas(settings: Settings) -> ModelSchemas:

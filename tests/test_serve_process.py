@@ -60,6 +60,8 @@ async def serve_process(
     try:
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
             await _wait_healthy(http, process)
+            assert _children(process.pid) == []  # one worker: served in this very process
+            assert "conjure-worker" not in (await http.get("/healthz")).headers
             yield http
     finally:
         if process.returncode is None:
@@ -134,6 +136,14 @@ async def test_discord_interaction_over_the_gateway_to_an_attached_image(
     assert attachment["data"]
     [identify] = gateway.identifies
     assert identify["token"] == fake.bot_token
+
+
+def _children(pid: int) -> list[str]:
+    """The pids of a process's children (Linux: /proc; elsewhere, none are seen)."""
+    try:
+        return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return []
 
 
 async def _wait_healthy(http: httpx.AsyncClient, process: asyncio.subprocess.Process) -> None:

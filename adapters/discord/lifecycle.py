@@ -3,6 +3,8 @@
 `running` is what adapters/platforms.py enters when DISCORD_TOKEN is set. It logs in (a wrong
 token stops start-up with a plain message), syncs the slash commands, and runs the gateway
 connection in this event loop, since discord.py receives interactions over the gateway only.
+Under `conjure serve` the sync and the gateway are the leader's (bot.leadership): two gateway
+connections would each receive the same interactions.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class ConjureClient(discord.Client):
 
     presses: PressHandler | None = None
 
-    def __init__(self, guild_id: int | None) -> None:
+    def __init__(self, guild_id: int | None, sync_on_login: bool = True) -> None:
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False  # no voice here
         # Interactions need no intent; `guilds` (not privileged) keeps discord.py's cache sane.
         super().__init__(
@@ -43,8 +45,18 @@ class ConjureClient(discord.Client):
         )
         self.tree = ConjureTree(self)
         self.guild = discord.Object(guild_id) if guild_id else None
+        self.sync_on_login = sync_on_login
+        self.synced = False
 
     async def setup_hook(self) -> None:
+        if self.sync_on_login:
+            await self.sync_commands()
+
+    async def sync_commands(self) -> None:
+        """Publish the slash commands (once per process; a failure is logged, not raised)."""
+        if self.synced:
+            return
+        self.synced = True
         where = f"guild {self.guild.id}" if self.guild else "all guilds (may take up to an hour)"
         try:
             synced = await self.tree.sync(guild=self.guild)
@@ -68,7 +80,10 @@ async def running(
     if token is None:
         raise ConfigError("DISCORD_TOKEN: not set (README: Set up in Discord)")
     undo = point_discord_py(runtime.settings)
-    client = ConjureClient(runtime.settings.discord_guild_id)
+    leadership = runtime.leadership if connect_gateway else None
+    # Under a leadership lock only the leader syncs and connects; every process logs in, since
+    # posting results goes through the REST API, which any of them may use.
+    client = ConjureClient(runtime.settings.discord_guild_id, sync_on_login=leadership is None)
     adapter = DiscordAdapter(client, runtime.catalog)
     hosts = attachment_hosts(str(runtime.settings.discord_api_url))
     listener = InteractionListener(runtime.commands, adapter, hosts)
@@ -89,7 +104,9 @@ async def running(
                 "DISCORD_TOKEN: Discord rejected the token; copy it again from the Developer "
                 "Portal (your application, Bot, Reset Token)"
             ) from None
-        if connect_gateway:
+        if leadership is not None:
+            leadership.add_duty("the Discord gateway", lambda: _lead_gateway(client))
+        elif connect_gateway:
             gateway = asyncio.create_task(client.connect(reconnect=True), name="discord-gateway")
             gateway.add_done_callback(_gateway_stopped)
         yield RunningPlatform(adapter)
@@ -105,3 +122,15 @@ async def running(
 def _gateway_stopped(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("the Discord gateway connection stopped", exc_info=task.exception())
+
+
+async def _lead_gateway(client: ConjureClient) -> None:
+    """The leader's gateway: sync the commands, connect, and disconnect (only the gateway, the
+    REST session stays) when leadership is lost."""
+    await client.sync_commands()
+    try:
+        await client.connect(reconnect=True)
+    finally:
+        if client.ws is not None and not client.is_closed():
+            with contextlib.suppress(Exception):
+                await client.ws.close(code=1000)

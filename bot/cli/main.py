@@ -53,16 +53,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         lines = str(exc).splitlines()  # "Invalid configuration:" then one line per variable
-        for line in lines[1:] if lines[0] == "Invalid configuration:" else lines:
-            print(f"conjure: {line.strip()}", file=sys.stderr)
+        _fail(
+            args,
+            [line.strip() for line in lines[1:]] if lines[0] == "Invalid configuration:" else lines,
+        )
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
         if args.debug:
             raise
-        print(f"conjure: {_startup_error(exc, args)}", file=sys.stderr)
+        _fail(args, [_startup_error(exc, args)])
         return EXIT_FAILED
+
+
+def _fail(args: argparse.Namespace, lines: list[str]) -> None:
+    """Say why a command stopped: on stderr, or (a worker of `serve --workers`) to the parent,
+    which prints it once for all its workers."""
+    if getattr(args, "worker_socket", None) is not None:
+        from bot.cli.workers import FAILED, tell_parent
+
+        tell_parent(FAILED + "; ".join(lines))
+        return
+    for line in lines:
+        print(f"conjure: {line}", file=sys.stderr)
 
 
 def _startup_error(exc: Exception, args: argparse.Namespace) -> str:
@@ -99,6 +113,14 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the bot: webhooks, Slack and Discord")
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes serving the port (default: CONJURE_WORKERS, else 1)",
+    )
+    serve.add_argument("--worker-socket", type=int, default=None, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     serve.set_defaults(run=_serve, verbose=True)  # a server logs what it does
 
     demo = commands.add_parser("demo", help="the whole flow in this terminal, offline")
@@ -216,19 +238,22 @@ async def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.conjure_log_format)  # before the hold, which wraps its handler
     held = HeldLogs()  # a failed start prints its one line, not what came before
     try:
+        workers = settings.conjure_workers if args.workers is None else args.workers
+        if workers < 1:
+            raise ConfigError("--workers: must be 1 or more (the processes serving the port)")
+        if args.worker_socket is None and workers > 1:
+            return await _supervise(args, settings, held, workers)
         return await _start_and_serve(args, settings, held)
     finally:
         held.release(show=args.debug)
 
 
-async def _start_and_serve(args: argparse.Namespace, settings: Settings, held: HeldLogs) -> int:
+def _serve_platforms(settings: Settings) -> list[str]:
+    """The platforms `serve` will start, once the settings they need are checked."""
+    from adapters.platforms import configured_platforms
+
     if settings.replicate_api_token is None:
         raise ConfigError("REPLICATE_API_TOKEN: required to run models (see README, Configuration)")
-    from adapters.platforms import configured_platforms, start_platforms
-    from bot.app import create_app
-    from bot.logs import log_startup, startup_summary
-    from bot.runtime import Runtime
-
     if settings.slack_bot_token and not (settings.slack_signing_secret or settings.slack_app_token):
         raise ConfigError(
             "SLACK_SIGNING_SECRET: required with SLACK_BOT_TOKEN (or SLACK_APP_TOKEN for "
@@ -236,18 +261,42 @@ async def _start_and_serve(args: argparse.Namespace, settings: Settings, held: H
         )
     if not settings.slack_bot_token and (settings.slack_signing_secret or settings.slack_app_token):
         raise ConfigError("SLACK_BOT_TOKEN: required with SLACK_SIGNING_SECRET or SLACK_APP_TOKEN")
-    platforms = configured_platforms(settings)
+    return configured_platforms(settings)
+
+
+async def _start_and_serve(args: argparse.Namespace, settings: Settings, held: HeldLogs) -> int:
+    """Serve in this process: alone (binding the port), or as one worker of several (on the
+    socket its parent bound and passed down)."""
+    from adapters.platforms import start_platforms
+    from bot.app import create_app
+    from bot.cli import workers
+    from bot.leadership import Leadership, lock_for
+    from bot.logs import log_startup, startup_summary
+    from bot.runtime import Runtime
+
+    platforms = _serve_platforms(settings)
     if not platforms:
         print(NO_PLATFORM_HELP, file=sys.stderr)
         return EXIT_CONFIG
-    runtime = await Runtime.start(settings)
+    worker = args.worker_socket is not None
+    runtime = await Runtime.start(settings, migrated=worker)
+    # Even alone: other instances may share the database (PostgreSQL behind a load balancer).
+    runtime.leadership = Leadership(lock_for(settings.conjure_database_url))
     try:
         async with start_platforms(runtime) as routes:
             app = create_app(runtime, routes)
+            if worker:
+                app = workers.tagged(app, args.worker_index)  # type: ignore[assignment]
             freeze_startup_heap()
-            sock = bind_socket(args.host, args.port)
+            if worker:
+                sock = workers.inherited_socket(args.worker_socket)
+            else:
+                sock = bind_socket(args.host, args.port)
             held.release()
-            print(f"Conjure listening on {socket_url(sock)} ({', '.join(platforms)})", flush=True)
+            if not worker:
+                print(
+                    f"Conjure listening on {socket_url(sock)} ({', '.join(platforms)})", flush=True
+                )
             log_startup(
                 startup_summary(
                     settings,
@@ -258,10 +307,67 @@ async def _start_and_serve(args: argparse.Namespace, settings: Settings, held: H
                 )
             )
             async with serve_app(app, sock=sock, log_level="info"):
-                await asyncio.Event().wait()
+                if worker:
+                    workers.tell_parent(workers.READY)
+                    await workers.until_stopped()
+                else:
+                    await asyncio.Event().wait()
     finally:
         await runtime.aclose()
     return EXIT_OK
+
+
+async def _supervise(
+    args: argparse.Namespace, settings: Settings, held: HeldLogs, count: int
+) -> int:
+    """`serve --workers N`: check, migrate and bind once here, then run N workers on the socket
+    (bot.cli.workers)."""
+    from bot.catalog import load_catalog
+    from bot.cli.workers import Supervisor, worker_command
+    from storage.engine import create_engine
+    from storage.migrate import migrate
+
+    platforms = _serve_platforms(settings)
+    if not platforms:
+        print(NO_PLATFORM_HELP, file=sys.stderr)
+        return EXIT_CONFIG
+    load_catalog(settings.config_path())  # a CONJURE_CONFIG mistake is named once, here
+    engine = create_engine(settings.conjure_database_url)
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+    sock = bind_socket(args.host, args.port)
+    if settings.conjure_database_url.startswith("sqlite"):
+        log.warning(
+            "%d workers share one SQLite file: each write waits for the others' (use "
+            "PostgreSQL to scale; README: Running several instances)",
+            count,
+        )
+    supervisor = Supervisor(worker_command(args, sock), sock, count)
+    try:
+        failed = await supervisor.start()
+        if failed is None and not supervisor.stopping:
+            held.release()
+            gc.enable()  # a long-lived parent (main() turned it off for start-up)
+            print(
+                f"Conjure listening on {socket_url(sock)} ({', '.join(platforms)}; "
+                f"{count} workers)",
+                flush=True,
+            )
+            failed = await supervisor.watch()
+    finally:
+        await supervisor.stop()
+        sock.close()
+    if failed is None:
+        return EXIT_OK
+    assert failed.process is not None
+    code = failed.process.returncode
+    if failed.failure:
+        print(f"conjure: {failed.failure}", file=sys.stderr)
+    elif code != 130:  # Ctrl-C while it started says nothing
+        print(f"conjure: worker {failed.index} stopped before it was listening", file=sys.stderr)
+    return code if code and code > 0 else EXIT_FAILED
 
 
 NO_PLATFORM_HELP = """\
