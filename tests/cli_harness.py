@@ -40,7 +40,9 @@ class Ran:
 
 
 @contextlib.contextmanager
-def _process_state_restored() -> Iterator[None]:
+def process_state_restored() -> Iterator[None]:
+    """Logging (handlers, levels) and the garbage collector as they were before the block,
+    whatever `main` in it did to them."""
     root = logging.getLogger()
     handlers, root_level = list(root.handlers), root.level
     loggers = {
@@ -82,7 +84,7 @@ def run_conjure(
     from bot.cli.main import main
 
     stdout, stderr = io.StringIO(), io.StringIO()
-    with pytest.MonkeyPatch.context() as patch, _process_state_restored():
+    with pytest.MonkeyPatch.context() as patch, process_state_restored():
         for name in list(os.environ):
             if name.startswith(PREFIXES):
                 patch.delenv(name)
