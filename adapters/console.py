@@ -62,7 +62,7 @@ class ConsoleAdapter(ChatAdapter):
         self,
         commands: Commands,
         output_dir: Path,
-        out: TextIO = sys.stdout,
+        out: TextIO | None = None,
         user: str = "you",
         workspace: str = "local",
         followups: Followups | None = None,
@@ -72,7 +72,9 @@ class ConsoleAdapter(ChatAdapter):
         self._jobs: list[str] = []  # ids of the jobs started here, oldest first
         self._question: str | None = None  # the price question waiting for /confirm
         self.output_dir = output_dir
-        self.out = out
+        # sys.stdout as it is now, not as it was when this module was imported (a default
+        # argument would keep that one, which may since have been redirected).
+        self.out = out if out is not None else sys.stdout
         self.user = user
         self.workspace = workspace
         self._outcomes: dict[str, asyncio.Future[Outcome]] = {}

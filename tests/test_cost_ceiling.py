@@ -33,6 +33,7 @@ from storage.migrate import migrate
 from storage.models import Job, JobStatus, QuotaOverride, utcnow
 from storage.quotas import QuotaStore
 from storage.usage import Hold, HoldKind, LimitReached, reserve, settle
+from tests.cli_harness import process_state_restored
 from tests.harness import Conjure, running_conjure
 from tests.harness import settle as settle_all
 
@@ -320,7 +321,8 @@ async def test_zero_blocks_and_unlimited_unblocks_from_the_cli(
     subject = ["--platform", "console", "--workspace", "local", "--user", "you"]
 
     async def cli(*flags: str) -> tuple[int, str, str]:
-        code = await asyncio.to_thread(main, ["quota", "set", *subject, *flags])
+        with process_state_restored():  # main configures logging and turns the collector off
+            code = await asyncio.to_thread(main, ["quota", "set", *subject, *flags])
         out, err = capsys.readouterr()
         return code, out, err
 

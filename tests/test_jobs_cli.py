@@ -1,13 +1,12 @@
-"""`conjure jobs` and `conjure jobs show ID`, as an operator runs them: the real console script
-on a migrated database seeded through the real store, on SQLite and PostgreSQL."""
+"""`conjure jobs` and `conjure jobs show ID`, as an operator runs them: the console script's
+`main` (in this process: tests/cli_harness.py) on a migrated database seeded through the real
+store, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -19,6 +18,7 @@ from bot.config import ConfigError
 from storage.engine import create_engine
 from storage.jobs import JobStore
 from storage.models import Job, JobStatus, utcnow
+from tests.cli_harness import Ran, run_conjure
 
 DISCORD_TOKEN = "aW50ZXJhY3Rpb246MTIzNDU2Nzg5MDpzZWNyZXQtdG9rZW4"
 RESPONSE_URL = "https://hooks.slack.com/commands/T1/123/s3cr3tR3sp0nse"
@@ -96,16 +96,12 @@ async def seed(url: str) -> dict[str, Job]:
     return jobs
 
 
-async def test_conjure_jobs_lists_filters_and_shows(database_url: str, tmp_path: Path) -> None:
-    await seed(database_url)
-    conjure = str(Path(sys.executable).parent / "conjure")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONJURE_")}
-    env |= {"CONJURE_DATABASE_URL": database_url, "CONJURE_TIMEZONE": "Asia/Tokyo"}
+def test_conjure_jobs_lists_filters_and_shows(database_url: str, tmp_path: Path) -> None:
+    asyncio.run(seed(database_url))  # `main` runs its own event loop: this test is not on one
+    env = {"CONJURE_DATABASE_URL": database_url, "CONJURE_TIMEZONE": "Asia/Tokyo"}
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [conjure, "jobs", *args], cwd=tmp_path, env=env, capture_output=True, text=True
-        )
+    def run(*args: str) -> Ran:
+        return run_conjure("jobs", *args, cwd=tmp_path, env=env)
 
     listed = run()
     assert listed.returncode == 0, listed.stderr

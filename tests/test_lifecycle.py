@@ -356,7 +356,7 @@ async def test_a_burst_of_finished_jobs_is_delivered_a_bounded_number_at_a_time(
         )
         await settle(conjure, sandbox_server)
 
-    assert all(outcome.ok for outcome in outcomes)
+    assert all(outcome.ok for outcome in outcomes), [o.error for o in outcomes if not o.ok]
     assert len({path for outcome in outcomes for path in outcome.files}) == count
     assert 1 < most <= DELIVERIES_AT_ONCE, most
 

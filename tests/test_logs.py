@@ -1,16 +1,15 @@
 """Logs that tell the story: one job's life is a handful of `conjure.jobs` lines, plain or JSON,
 a refused job one line with its reason, `conjure serve` opens with a summary; and no line holds
-a prompt, a token, a secret or a capability URL."""
+a prompt, a token, a secret or a capability URL. A real `conjure serve`'s JSON log:
+tests/test_serve_process.py (its Slack test), which starts that process anyway."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlencode
 
 import pytest
 
@@ -25,16 +24,12 @@ from bot.logs import (
 )
 from tests import test_queue as queue_tests
 from tests.discord_harness import running_discord_conjure
-from tests.fakes.slack_api import BOT_TOKEN, serve_fake_slack
+from tests.fakes.slack_api import BOT_TOKEN
 from tests.harness import make_settings, running_conjure, settle
-from tests.sandbox_fixtures import SandboxServer
 from tests.slack_harness import (
     SIGNING_SECRET,
-    command_fields,
     running_slack_conjure,
-    signed_headers,
 )
-from tests.test_serve_process import serve_process
 
 PROMPT = "a red fox in the snow"
 FIELDS = ("job", "platform", "workspace", "user", "command", "model")
@@ -146,46 +141,6 @@ def test_plain_and_json_lines_are_redacted_too() -> None:
     )
     assert PlainFormatter().format(record).endswith("GET https://x.io/a/…")
     assert json.loads(JsonFormatter().format(record))["message"] == "GET https://x.io/a/…"
-
-
-async def test_serve_opens_with_a_summary_and_logs_jobs_as_json(
-    sandbox_server: SandboxServer, tmp_path: Path
-) -> None:
-    logged: list[str] = []
-    async with serve_fake_slack() as fake:
-        slack_env = {
-            "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "SLACK_API_URL": fake.api_url,
-            "CONJURE_LOG_FORMAT": "json",
-        }
-        secrets = (BOT_TOKEN, SIGNING_SECRET)
-        async with serve_process(sandbox_server, tmp_path, slack_env, secrets, logged) as http:
-            fields = command_fields(fake, "/imagine", PROMPT)
-            body = urlencode(fields)
-            ack = await http.post(
-                "/slack/events", content=body, headers=signed_headers(SIGNING_SECRET, body)
-            )
-            assert ack.status_code == 200
-            deadline = time.monotonic() + 30
-            while not fake.shared_uploads() and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-
-    lines = [json.loads(line) for line in logged]  # every line is a JSON object
-    assert not [line for line in lines if line["level"] in ("WARNING", "ERROR")], logged
-    assert not [line for line in lines if line["logger"].startswith(("httpx", "httpcore"))]
-    [started] = [line for line in lines if line.get("event") == "started"]
-    assert started["platforms"] == "slack" and started["database"] == "sqlite:" + str(
-        tmp_path / "conjure.db"
-    )
-    assert started["updates"].startswith("webhooks at http://127.0.0.1:")
-    assert started["commands"] > 0 and started["models"] > 0
-    jobs = [line for line in lines if line["logger"] == "conjure.jobs"]
-    assert [line["event"] for line in jobs] == ["recorded", "created", "finished", "delivered"]
-    assert jobs[2]["status"] == "succeeded" and jobs[2]["cost"].startswith("$")
-    text = "\n".join(logged)
-    for secret in (PROMPT, fields["response_url"], sandbox_server.token):
-        assert secret not in text
 
 
 async def test_a_command_with_bad_input_is_one_line_without_its_text(

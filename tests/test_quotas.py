@@ -7,7 +7,6 @@ import asyncio
 import io
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from bot.quotas.limits import Limits, QuotaConfigError, default_limits
 from bot.quotas.windows import day_window, month_window
 from storage.jobs import user_subject, workspace_subject
 from storage.models import Delivery, JobStatus, utcnow
+from tests.cli_harness import Ran, run_conjure
 from tests.harness import Conjure, running_conjure, settle
 from tests.sandbox_fixtures import impatient_replicate, lose_the_next_create
 
@@ -62,9 +62,8 @@ async def test_200_concurrent_submits_against_a_limit_of_5_create_exactly_5(
 async def test_two_processes_with_their_own_engines_cannot_pass_the_limit(
     sandbox_server, database_url: str, tmp_path: Path
 ) -> None:
-    # Create the schema first so the two processes race on the counters, not on migrations.
-    async with running_conjure(sandbox_server, database_url, tmp_path / "out"):
-        pass
+    # database_url is migrated already (tests/db_fixtures.py): the two processes race on the
+    # counters, not on migrations.
     processes = [
         await asyncio.create_subprocess_exec(
             sys.executable,
@@ -386,13 +385,8 @@ def test_bad_default_limits_in_the_environment_stop_start_up(
 
 
 def test_operator_cli_sets_shows_and_reports(tmp_path: Path) -> None:
-    conjure = str(Path(sys.executable).parent / "conjure")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONJURE_")}
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [conjure, *args], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
-        )
+    def run(*args: str) -> Ran:  # on ./conjure.db, the default database, as an operator would
+        return run_conjure(*args, cwd=tmp_path)
 
     done = run("quota", "set", "--platform", "slack", "--workspace", "T1", "--user", "U1",
                "--jobs-per-day", "9", "--usd-per-month", "3")  # fmt: skip

@@ -3,9 +3,6 @@ with a neutral answer and an audit row; the rules' own checks; the CLI."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +13,7 @@ from bot.safety import REFUSED, RuleError, SafetyRules, validate_pattern
 from storage.engine import create_engine
 from storage.migrate import migrate
 from storage.models import Job, UsageCounter
+from tests.cli_harness import Ran, run_conjure
 from tests.fakes.slack_api import TEAM_ID
 from tests.harness import running_conjure, settle
 from tests.slack_harness import running_slack_conjure
@@ -177,14 +175,10 @@ async def test_a_reroll_is_checked_against_rules_added_since(
 
 
 def test_operator_cli_bans_lists_and_removes(tmp_path: Path) -> None:
-    conjure = str(Path(sys.executable).parent / "conjure")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONJURE_")}
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [conjure, "safety", *args, "--platform", "slack", "--workspace", "T1"],
-            cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
-        )  # fmt: skip
+    def run(*args: str) -> Ran:  # on ./conjure.db, the default database, as an operator would
+        return run_conjure(
+            "safety", *args, "--platform", "slack", "--workspace", "T1", cwd=tmp_path
+        )
 
     done = run("ban", "crown")
     assert done.returncode == 0 and "added rule 1 (word): crown" in done.stdout, done.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -76,19 +77,26 @@ async def serve_process(
         assert secret not in log
 
 
-async def test_slack_command_to_an_image_in_the_thread(
+async def test_slack_command_to_an_image_in_the_thread_logged_as_json(
     sandbox_server: SandboxServer, tmp_path: Path
 ) -> None:
+    """Also the log of a real `serve` in JSON (CONJURE_LOG_FORMAT): the summary it opens with,
+    a job's life in four lines, and no prompt, secret or capability URL (one process for what
+    were two, this and tests/test_logs.py's; the Discord test below logs plain lines)."""
+    logged: list[str] = []
+    prompt = "a lighthouse at dusk"
     async with serve_fake_slack() as fake:
         slack_env = {
             "SLACK_BOT_TOKEN": BOT_TOKEN,
             "SLACK_SIGNING_SECRET": SIGNING_SECRET,
             "SLACK_API_URL": fake.api_url,
+            "CONJURE_LOG_FORMAT": "json",
         }
         async with serve_process(
-            sandbox_server, tmp_path, slack_env, (BOT_TOKEN, SIGNING_SECRET)
+            sandbox_server, tmp_path, slack_env, (BOT_TOKEN, SIGNING_SECRET), logged
         ) as http:
-            body = urlencode(command_fields(fake, "/imagine", "a lighthouse at dusk"))
+            fields = command_fields(fake, "/imagine", prompt)
+            body = urlencode(fields)
             ack = await http.post(
                 "/slack/events", content=body, headers=signed_headers(SIGNING_SECRET, body)
             )
@@ -103,6 +111,22 @@ async def test_slack_command_to_an_image_in_the_thread(
     assert upload.channel_id == "C0GENERAL" and upload.thread_ts == parent.ts
     assert upload.content and upload.filename.endswith((".png", ".webp", ".jpg"))
     assert 'conjure_replicate_webhooks_total{outcome="applied"}' in metrics
+
+    lines = [json.loads(line) for line in logged]  # every line is a JSON object
+    assert not [line for line in lines if line["level"] in ("WARNING", "ERROR")], logged
+    assert not [line for line in lines if line["logger"].startswith(("httpx", "httpcore"))]
+    [started] = [line for line in lines if line.get("event") == "started"]
+    assert started["platforms"] == "slack" and started["database"] == "sqlite:" + str(
+        tmp_path / "conjure.db"
+    )
+    assert started["updates"].startswith("webhooks at http://127.0.0.1:")
+    assert started["commands"] > 0 and started["models"] > 0
+    jobs = [line for line in lines if line["logger"] == "conjure.jobs"]
+    assert [line["event"] for line in jobs] == ["recorded", "created", "finished", "delivered"]
+    assert jobs[2]["status"] == "succeeded" and jobs[2]["cost"].startswith("$")
+    text = "\n".join(logged)
+    for secret in (prompt, fields["response_url"], sandbox_server.token):
+        assert secret not in text
 
 
 async def test_discord_interaction_over_the_gateway_to_an_attached_image(

@@ -3,19 +3,16 @@ for exactly the scopes the bot uses."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
 from adapters.slack.manifest import manifest_data, render_manifest
 from bot.catalog import default_catalog, load_catalog
+from tests.cli_harness import run_conjure
 from tests.slack_harness import running_slack_conjure
 
 ROOT = Path(__file__).resolve().parents[1]
-CONJURE = str(Path(sys.executable).parent / "conjure")
 PLACEHOLDER = "https://conjure.example.com"
 
 
@@ -56,20 +53,8 @@ def test_conjure_manifest_prints_the_manifest_for_the_configured_commands(
         'description = "Paint with SDXL"\nprompt_label = "scene"\n',
         encoding="utf-8",
     )
-    environment = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("CONJURE_", "SLACK_", "DISCORD_", "REPLICATE_"))
-    }
-    environment["CONJURE_CONFIG"] = str(config)
-    result = subprocess.run(
-        [CONJURE, "manifest", "--url", "https://x/"],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = run_conjure(
+        "manifest", "--url", "https://x/", cwd=tmp_path, env={"CONJURE_CONFIG": str(config)}
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == render_manifest(load_catalog(config), "https://x")

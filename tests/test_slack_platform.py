@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 
@@ -163,3 +164,43 @@ async def test_an_unreachable_slack_at_start_up_is_only_a_warning(
         assert "Slack is unreachable" in caplog.text
     finally:
         await runtime.aclose()
+
+
+async def test_socket_mode_asks_slack_again_with_a_doubling_wait_up_to_its_cap(
+    sandbox_server, sqlite_url: str, caplog: pytest.LogCaptureFixture, monkeypatch
+) -> None:
+    """While Slack is unreachable: one warning per attempt, no traceback, the wait doubling
+    up to SOCKET_RETRY_MAX (2 s, 4 s ... 5 minutes; here shortened, and slack_sdk's own retry
+    of a refused connection, which adds 0.5-1.5 s an attempt, left out). The real process's
+    first line, with the real 2 s: tests/test_startup_errors.py."""
+    from adapters.slack import lifecycle
+
+    monkeypatch.setattr(lifecycle, "SOCKET_RETRY_FIRST", 0.02)
+    monkeypatch.setattr(lifecycle, "SOCKET_RETRY_MAX", 0.05)
+    monkeypatch.setattr(lifecycle, "retry_handlers", list)
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    fake = FakeSlack()
+    fake.url = f"http://127.0.0.1:{port}"
+    settings = slack_settings(
+        sandbox_server, sqlite_url, fake, "http://127.0.0.1:9", slack_app_token=APP_TOKEN
+    )
+
+    def attempts() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "SLACK_API_URL unreachable" in r.getMessage()]
+
+    runtime = await Runtime.start(settings)
+    try:
+        with caplog.at_level(logging.WARNING, logger="adapters.slack.lifecycle"):
+            async with run_platform(runtime, "slack"):
+                for _ in range(500):
+                    if len(attempts()) >= 4:
+                        break
+                    await asyncio.sleep(0.01)
+    finally:
+        await runtime.aclose()
+    waits = [r.getMessage().rsplit("retrying in ", 1)[1] for r in attempts()[:4]]
+    assert waits == ["0.02 s", "0.04 s", "0.05 s", "0.05 s"], caplog.text
+    assert all(r.exc_info is None for r in caplog.records), caplog.text
+    assert APP_TOKEN not in caplog.text

@@ -1,7 +1,9 @@
 """Start-up failures as an operator meets them: one line on stderr naming what to fix.
 
-Each case runs the real `conjure` in a subprocess. Every address is a closed or held loopback
-port, so a failure is immediate (connection refused) and nothing waits on DNS.
+Most cases run `conjure`'s `main` in this process (tests/cli_harness.py); a real subprocess where
+only a process shows it: a start-up failure's exit status and whole stderr, the traceback
+--debug lets the interpreter print, and a server's log while it runs. Every address is a closed
+or held loopback port, so a failure is immediate (connection refused) and nothing waits on DNS.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_harness import run_conjure
 from tests.test_cli import CONJURE, run
 
 PREFIXES = ("CONJURE_", "SLACK_", "DISCORD_", "REPLICATE_")
@@ -81,7 +84,7 @@ CASES = {
 @pytest.mark.parametrize("case", CASES)
 def test_a_start_up_failure_is_one_line_naming_what_to_fix(tmp_path: Path, case: str) -> None:
     args, env, expected = CASES[case]
-    result = run(*args, cwd=tmp_path, env=env)
+    result = run_conjure(*args, cwd=tmp_path, env=env)
     assert result.returncode != 0
     [line] = result.stderr.splitlines()  # exactly one line, and no traceback
     assert line.startswith(expected), line
@@ -89,10 +92,21 @@ def test_a_start_up_failure_is_one_line_naming_what_to_fix(tmp_path: Path, case:
         assert secret not in result.stderr
 
 
+def test_a_start_up_failure_in_a_real_process_is_one_line_and_exit_status_1(
+    tmp_path: Path,
+) -> None:
+    args, env, expected = CASES["database"]  # serve: the most that starts before it fails
+    result = run(*args, cwd=tmp_path, env=env)
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(expected), line
+    assert "hunter2" not in result.stderr and result.stdout == ""
+
+
 def test_a_port_in_use_is_named(tmp_path: Path, held_port: int) -> None:
     # Slack over HTTP starts even when Slack is unreachable, so the port is what fails.
     slack = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "SLACK_API_URL": CLOSED}
-    result = run(
+    result = run_conjure(
         "serve",
         "--host",
         "127.0.0.1",
@@ -123,7 +137,7 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 
 
 def test_version_names_the_package(tmp_path: Path) -> None:
-    result = run("--version", cwd=tmp_path)
+    result = run_conjure("--version", cwd=tmp_path)
     assert result.returncode == 0
     assert result.stdout.startswith("conjure ")
     assert result.stdout.split()[1][0].isdigit()
@@ -133,7 +147,7 @@ def test_version_names_the_package(tmp_path: Path) -> None:
     "url", ["bot.example", "http://bot.example", "https://bot.example/slack?x=1"]
 )
 def test_manifest_refuses_a_url_that_is_not_https_host(tmp_path: Path, url: str) -> None:
-    result = run("manifest", "--url", url, cwd=tmp_path)
+    result = run_conjure("manifest", "--url", url, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stdout == ""
     [line] = result.stderr.splitlines()
@@ -141,7 +155,7 @@ def test_manifest_refuses_a_url_that_is_not_https_host(tmp_path: Path, url: str)
 
 
 def test_manifest_takes_http_on_loopback_for_tests(tmp_path: Path) -> None:
-    result = run("manifest", "--url", "http://127.0.0.1:8080/", cwd=tmp_path)
+    result = run_conjure("manifest", "--url", "http://127.0.0.1:8080/", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "http://127.0.0.1:8080/slack/events" in result.stdout
 
@@ -165,15 +179,15 @@ def test_socket_mode_offline_logs_one_line_per_attempt_with_backoff(tmp_path: Pa
     lines: list[str] = []
     try:
         assert process.stderr is not None
-        for line in process.stderr:  # until the second retry is announced (about 2 s in)
-            lines.append(line)
-            if "retrying in 4 s" in line:
+        for line in process.stderr:  # until the first retry is announced (the backoff's
+            lines.append(line)  # doubling: tests/test_slack_platform.py, in-process)
+            if "retrying in " in line:
                 break
     finally:
         process.terminate()
         process.wait(timeout=10)
     text = "".join(lines)
     attempts = [line for line in lines if "Slack Socket Mode: SLACK_API_URL unreachable" in line]
-    assert [a.rsplit("retrying in ", 1)[1].strip() for a in attempts] == ["2 s", "4 s"], text
+    assert [a.rsplit("retrying in ", 1)[1].strip() for a in attempts] == ["2 s"], text
     assert "Traceback" not in text
     assert "secret-token" not in text

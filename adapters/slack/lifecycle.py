@@ -151,7 +151,7 @@ async def _serve(runtime: Runtime, client: AsyncWebClient) -> AsyncIterator[Runn
     socket = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())
     connecting: asyncio.Task[None] | None = None
     try:
-        opened = await open_socket_url(socket)
+        opened = await open_socket_url(socket, retry_in=SOCKET_RETRY_FIRST)
         # Connecting goes on in the background, so the webhooks are served meanwhile; usually
         # it is connected long before the wait is over (no wait while Slack is unreachable).
         connecting = asyncio.create_task(_connect(socket))
@@ -182,7 +182,9 @@ async def _connect(socket: AsyncSocketModeHandler) -> None:
     await socket.connect_async()
 
 
-async def open_socket_url(socket: AsyncSocketModeHandler, retry_in: float = 2.0) -> bool:
+async def open_socket_url(
+    socket: AsyncSocketModeHandler, retry_in: float = SOCKET_RETRY_FIRST
+) -> bool:
     """apps.connections.open once, so that a rejected SLACK_APP_TOKEN stops start-up; whether
     it gave a URL to connect to."""
     try:
@@ -195,13 +197,13 @@ async def open_socket_url(socket: AsyncSocketModeHandler, retry_in: float = 2.0)
                 "(xapp-) with the connections:write scope"
             ) from None
         log.warning(
-            "Slack Socket Mode: apps.connections.open failed (%s); retrying in %.0f s",
+            "Slack Socket Mode: apps.connections.open failed (%s); retrying in %g s",
             code,
             retry_in,
         )
     except SLACK_ERRORS as exc:
         log.warning(
-            "Slack Socket Mode: SLACK_API_URL unreachable (%s); retrying in %.0f s",
+            "Slack Socket Mode: SLACK_API_URL unreachable (%s); retrying in %g s",
             type(exc).__name__,
             retry_in,
         )
