@@ -369,6 +369,8 @@ class JobService:
             job.destination.update(await adapter.post_status(job) or {})
         except Exception:
             log.exception("could not announce job %s; continuing", job.id)
+        else:
+            self.followed.announced(job.id)
         if job.waiting_since is not None:
             try:
                 await self.store.update_fields(job.id, destination=job.destination)

@@ -25,6 +25,9 @@ from bot.replicate.client import Prediction
 from bot.replicate.progress import progress_from_logs
 from storage.models import JobStatus
 
+# Seconds after a job's status message is posted before its first edit: most of a quick job's
+# edits ("starting", "running") would be replaced by its outcome before anyone read them.
+FIRST_EDIT_AFTER = 0.3
 # Jobs remembered at most: a job finished by another process is never forgotten here by its
 # outcome, so the oldest are dropped past this (forgetting only costs a read later).
 REMEMBERED = 50_000
@@ -61,6 +64,15 @@ class FollowedJobs:
         followed.rank = max(followed.rank, rank)
         if progress is not None and (followed.progress is None or progress > followed.progress):
             followed.progress = progress
+
+    def announced(self, job_id: str, now: float | None = None) -> None:
+        """The job's status message was just posted: its first edit waits `FIRST_EDIT_AFTER`, so
+        a job done by then goes from its status message straight to its outcome, and one that
+        is not shows its progress as before (each edit `show_every` after the last)."""
+        if job_id not in self._jobs:
+            self._add(job_id, _Followed(None, 0, None))
+        now = time.monotonic() if now is None else now
+        self.shown(job_id, now - self.show_every + min(FIRST_EDIT_AFTER, self.show_every))
 
     def _add(self, job_id: str, followed: _Followed) -> None:
         if len(self._jobs) >= self._remembered:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bot.replicate.client import Prediction
 from bot.updates import FollowedJobs
 from storage.models import JobStatus
@@ -73,3 +75,13 @@ def test_a_progress_held_back_is_kept_for_its_delayed_showing(monkeypatch) -> No
     assert jobs.next_show_in("j1") == 1.0
     jobs.recorded("j1", "p1", JobStatus.PROCESSING.rank, 50)  # written when shown
     assert jobs.held_back("j1") is None
+
+
+def test_the_first_edit_waits_a_moment_after_the_status_message() -> None:
+    jobs = FollowedJobs(show_every=2.0)
+    jobs.announced("j1", now=100.0)
+    assert not jobs.show_due("j1", now=100.1)
+    assert jobs.next_show_in("j1", now=100.1) == pytest.approx(0.2)
+    assert jobs.show_due("j1", now=100.3)
+    jobs.recorded("j1", "p1", JobStatus.STARTING.rank, None)  # its prediction, once created
+    assert jobs.adds_nothing("j1", update("starting"))
