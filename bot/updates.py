@@ -111,11 +111,17 @@ class FollowedJobs:
         shown: not terminal, its own prediction, no status ahead of the recorded one, and no
         higher progress that is due to be shown. False whenever unsure (a read follows)."""
         followed = self._jobs.get(job_id)
-        if followed is None or prediction.id != followed.prediction_id:
+        if followed is None:
             return False
         try:
             status = JobStatus(prediction.status)
         except ValueError:
+            return False
+        if followed.prediction_id is None:
+            # Announced here, its create not answered yet: `start` says what the create's answer
+            # will, and that answer (or, if it is lost, the search by webhook URL) records it.
+            return status is JobStatus.STARTING
+        if prediction.id != followed.prediction_id:
             return False
         if status.terminal or status.rank > followed.rank:
             return False

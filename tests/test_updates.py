@@ -85,3 +85,11 @@ def test_the_first_edit_waits_a_moment_after_the_status_message() -> None:
     assert jobs.show_due("j1", now=100.3)
     jobs.recorded("j1", "p1", JobStatus.STARTING.rank, None)  # its prediction, once created
     assert jobs.adds_nothing("j1", update("starting"))
+
+
+def test_start_before_the_create_answers_adds_nothing_but_anything_further_is_read() -> None:
+    jobs = FollowedJobs(show_every=2.0)
+    jobs.announced("j1", now=100.0)
+    assert jobs.adds_nothing("j1", update("starting", prediction_id="p9"))
+    assert not jobs.adds_nothing("j1", update("processing", prediction_id="p9"))
+    assert not jobs.adds_nothing("j1", update("succeeded", prediction_id="p9"))
