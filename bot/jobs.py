@@ -174,6 +174,7 @@ class JobService:
         # concurrent queries and calls, and every ack and webhook waits behind them; started a
         # few at a time, the same work gets done sooner (less contention) and acks stay quick.
         self._starting = asyncio.Semaphore(SUBMITS_AT_ONCE)
+        self._launching: set[str] = set()  # recorded here, waiting their turn to start
         # Recording (the one transaction before the ack) waits behind other recordings only,
         # not behind announcements and creates, so acks stay quick in a burst.
         self._recording = asyncio.Semaphore(SUBMITS_AT_ONCE)
@@ -275,8 +276,19 @@ class JobService:
             await self._announce(job)  # queued: started by start_waiting when a slot frees
             self.spawn(self.start_waiting(job.platform, job.workspace))  # one may have freed
             return job
-        async with self._starting:
-            return await self._launch(job, invocation.model)
+        with self._starting_here(job.id):
+            async with self._starting:
+                return await self._launch(job, invocation.model)
+
+    @contextlib.contextmanager
+    def _starting_here(self, job_id: str) -> Iterator[None]:
+        """While this process is about to start a job (it may wait its turn for a while in a
+        burst), its own sweeper does not take it for abandoned."""
+        self._launching.add(job_id)
+        try:
+            yield
+        finally:
+            self._launching.discard(job_id)
 
     async def _acknowledge(self, job: Job, acknowledge: Acknowledge) -> None:
         try:
@@ -602,11 +614,12 @@ class JobService:
         if model is None:
             await self._fail_before_start(job, RESTARTED_BEFORE_START, reason="not started")
             return
-        async with self._starting:
-            if not await self._touch_unstarted(job):
-                return
-            await self._show(job)
-            await self._create_and_follow(job, model)
+        with self._starting_here(job.id):
+            async with self._starting:
+                if not await self._touch_unstarted(job):
+                    return
+                await self._show(job)
+                await self._create_and_follow(job, model)
 
     async def _show(self, job: Job) -> None:
         try:
@@ -1117,7 +1130,8 @@ class JobService:
             if job.prediction_id:
                 self.start_polling(job.id, job.prediction_id)
                 continue
-            await self._resume_unstarted(job)
+            if job.id not in self._launching:
+                await self._resume_unstarted(job)
         await self.sweep_deliveries()
         await self.sweep_waiting()
         self.spawn(self.send_alerts())
@@ -1149,7 +1163,7 @@ class JobService:
     async def sweep_unstarted(self) -> None:
         """Start jobs recorded but abandoned before their create (their instance died)."""
         for job in await self.store.unstarted(utcnow() - START_TAKEOVER):
-            if job.platform in self._adapters:
+            if job.platform in self._adapters and job.id not in self._launching:
                 self.spawn(self._resume_unstarted(job))
 
     async def sweep_deliveries(self) -> None:

@@ -9,9 +9,11 @@ first (JobStore.touch_unstarted), so a slow instance and a takeover never both c
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import update
 
 from bot.adapter import CommandRequest
@@ -119,21 +121,58 @@ async def test_a_job_whose_instance_died_before_its_create_is_started_by_the_swe
 async def test_an_instance_that_lost_its_job_to_a_takeover_does_not_create_it_again(
     sandbox_server: Any, database_url: str, tmp_path: Path
 ) -> None:
-    async with running_conjure(sandbox_server, database_url, tmp_path / "out") as conjure:
+    async with (
+        running_conjure(sandbox_server, database_url, tmp_path / "out") as conjure,
+        running_conjure(sandbox_server, database_url, tmp_path / "other") as other,
+    ):
         release = _hold_announcements(conjure)
         slow = asyncio.create_task(conjure.runtime.commands.handle(_request("console:s")))
         await _recorded(conjure)
         await _age(conjure)  # stuck past START_TAKEOVER: another instance takes it over
-        await conjure.service.sweep_unstarted()
+        await other.service.sweep_unstarted()
         while sandbox_server.sandbox.create_count == 0:
             await asyncio.sleep(0.01)
         release.set()  # the slow instance comes back and finds its job taken
         await slow
+        await settle(other, sandbox_server)
         await settle(conjure, sandbox_server)
         [job] = await conjure.runtime.store._select(Job.id.is_not(None))  # type: ignore[union-attr]
     assert sandbox_server.sandbox.create_count == 1
     assert job.job_status is JobStatus.SUCCEEDED and job.delivery == Delivery.DELIVERED
-    assert len(list((tmp_path / "out").iterdir())) == 1
+    assert _files(tmp_path / "out", tmp_path / "other") == 1
+
+
+def _files(*folders: Path) -> int:
+    """How many files the console adapters saved, across instances."""
+    return sum(len(list(folder.iterdir())) for folder in folders if folder.exists())
+
+
+async def test_a_job_waiting_its_turn_to_start_here_is_not_taken_over_by_this_sweeper(
+    sandbox_server: Any,
+    database_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a burst, recorded jobs wait their turn to start (a few at a time); one that waits
+    past START_TAKEOVER is not abandoned, so this instance's sweeper leaves it alone (it used
+    to search Replicate for it and start it, only to find it started meanwhile)."""
+    async with running_conjure(sandbox_server, database_url, tmp_path / "out") as conjure:
+        release = _hold_announcements(conjure)
+        waiting = asyncio.create_task(conjure.runtime.commands.handle(_request("console:w")))
+        await _recorded(conjure)
+        monkeypatch.setattr("bot.jobs.START_TAKEOVER", timedelta(milliseconds=50))
+        await asyncio.sleep(0.1)  # untouched for longer than START_TAKEOVER, still waiting here
+        await conjure.service.sweep_unstarted()
+        await conjure.service.recover()
+        assert sandbox_server.sandbox.create_count == 0
+        assert "never started" not in caplog.text
+        release.set()
+        await waiting
+        await settle(conjure, sandbox_server)
+        [job] = await conjure.runtime.store._select(Job.id.is_not(None))  # type: ignore[union-attr]
+    assert sandbox_server.sandbox.create_count == 1
+    assert job.job_status is JobStatus.SUCCEEDED and job.delivery == Delivery.DELIVERED
 
 
 async def test_without_webhooks_an_abandoned_job_is_not_started_again(
