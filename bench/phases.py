@@ -321,7 +321,7 @@ async def burst(bench: Bench, count: int, model_seconds: float) -> dict[str, Any
         sent = await bench.conjure().send("burst", count, count, deadline=bench.deadline)
         ok = [s for s in sent if acked(s)]
         await bench.feed.wait_for(
-            [s.tag for s in ok], uploaded=True, timeout=bench.remaining(60 + model_seconds)
+            [s.tag for s in ok], uploaded=True, timeout=bench.remaining(max(120, count / 2))
         )
         used, other_used = cpu_used(cpu, bench.cpu_reading()), cpu_used(other_cpu, tree_cpu(others))
     finally:
