@@ -192,6 +192,8 @@ def table(results: dict[str, Any]) -> str:
     )
     add("peak RSS (VmHWM) MiB", mem.get("peak_rss_mib"))
     add("ack ms p50/p95/p99 while filling in-flight", lat(results.get("inflight_ack")))
+    if results["args"].get("scaling_only"):
+        rows.clear()  # no main run: its rows would all be empty
     scale = results.get("scaling", {})
     if scale:
         add(f"scaling by {scale.get('scale_by')}: {scale.get('webhooks')} webhooks", "")
@@ -206,6 +208,7 @@ def table(results: dict[str, Any]) -> str:
                         one.get("delivered_per_cpu_second"),
                     ]
                 ),
+                "" if one.get("complete") else "INCOMPLETE (--max-seconds?)",
             )
             by_process(one.get("cpu_ms_per_webhook_by_process"))
         add(

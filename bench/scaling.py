@@ -48,6 +48,8 @@ async def measure(args: argparse.Namespace, processes: int, deadline: float) -> 
         "processes": processes,
         "workers": workers,
         "instances": instances,
+        # False when the run's --max-seconds cut the phase short: fewer webhooks than asked.
+        "complete": fired["fired"] == args.webhooks and fired["delivered"] == fired["fired"],
         "fired": fired["fired"],
         "delivered": fired["delivered"],
         "delivered_per_second": fired["delivered_per_second"],

@@ -142,8 +142,8 @@ def test_the_table_shows_burst_scaling_and_each_process() -> None:
         "scaling": {
             "scale_by": "instances",
             "webhooks": 3000,
-            "1": {"delivered_per_second": 150.0, "cpu_ms_per_webhook": 5.0},
-            "2": {"delivered_per_second": 160.0, "cpu_ms_per_webhook": 5.2},
+            "1": {"complete": True, "delivered_per_second": 150.0, "cpu_ms_per_webhook": 5.0},
+            "2": {"complete": False, "delivered_per_second": 16.0, "cpu_ms_per_webhook": 5.2},
             "efficiency": 0.96,
         },
     }
@@ -152,3 +152,8 @@ def test_the_table_shows_burst_scaling_and_each_process() -> None:
     assert "1 worker(s) x 2 instance(s)" in text
     assert "serve-2" in text and "efficiency of the second process" in text
     assert "first command → last image s" in text and "met" in text
+    assert text.count("INCOMPLETE") == 1
+
+    results["args"]["scaling_only"] = True
+    only = report.table(results)
+    assert "efficiency of the second process" in only and "burst" not in only
