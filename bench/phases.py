@@ -21,7 +21,7 @@ import aiohttp
 
 from bench import webhooks as hooks
 from bench.observe import SandboxReader, SlackFeed, prompt_tag
-from bench.procs import cpu_seconds, memory_kib
+from bench.procs import cpu_used, memory_kib, tree, tree_cpu
 from bench.slash import Sent, SlashSender, acked, tag
 from bench.stack import SANDBOX_TOKEN, SIGNING_SECRET, Stack
 from bench.stats import summary_ms
@@ -52,19 +52,32 @@ class Bench:
             deadline,
         )
 
-    def sender(self, app_url: str) -> SlashSender:
+    def sender(self, app_url: str | list[str]) -> SlashSender:
         return SlashSender(app_url, self.stack.slack.url, SIGNING_SECRET)
+
+    def conjure(self) -> SlashSender:
+        """Commands to Conjure: round-robin over its instances."""
+        return self.sender([serve.url for serve in self.stack.serves])
 
     def remaining(self, at_most: float) -> float:
         return max(1.0, min(at_most, self.deadline - time.monotonic()))
 
-    def cpu(self) -> float:
-        """CPU seconds `conjure serve` has used so far."""
-        return cpu_seconds(self.stack.serve.pid)
+    def cpu_reading(self) -> dict[str, float]:
+        """CPU seconds each `conjure serve` process (instances and their workers) has used."""
+        return tree_cpu({serve.name: serve.pid for serve in self.stack.serves})
 
     def rss_mib(self) -> dict[str, float]:
-        kib = memory_kib(self.stack.serve.pid)
-        return {key: round(value / 1024, 1) for key, value in kib.items()}
+        """VmRSS and VmHWM summed over every `conjure serve` process."""
+        total: dict[str, float] = {}
+        for serve in self.stack.serves:
+            for pid in tree(serve.pid):
+                try:
+                    kib = memory_kib(pid)
+                except OSError:
+                    continue
+                for key, value in kib.items():
+                    total[key] = total.get(key, 0) + value
+        return {key: round(value / 1024, 1) for key, value in total.items()}
 
 
 def note(text: str) -> None:
@@ -82,9 +95,7 @@ async def warm_up(bench: Bench, count: int, concurrency: int) -> None:
     await bench.sender(bench.stack.bare.url).send(
         "warmbare", count, concurrency, deadline=bench.deadline
     )
-    sent = await bench.sender(bench.stack.serve.url).send(
-        "warm", count, concurrency, deadline=bench.deadline
-    )
+    sent = await bench.conjure().send("warm", count, concurrency, deadline=bench.deadline)
     await bench.feed.wait_for([s.tag for s in sent], uploaded=True, timeout=bench.remaining(60))
 
 
@@ -95,23 +106,25 @@ async def bare_acks(bench: Bench, n: int, c: int) -> dict[str, Any]:
 
 async def commands(bench: Bench, n: int, c: int) -> dict[str, Any]:
     """Acks, then end to end: status message, files shared, overhead beyond model time."""
-    cpu = bench.cpu()
-    sent = await bench.sender(bench.stack.serve.url).send("cmd", n, c, deadline=bench.deadline)
+    cpu = bench.cpu_reading()
+    sent = await bench.conjure().send("cmd", n, c, deadline=bench.deadline)
     ok = [s for s in sent if acked(s)]
     done = await bench.feed.wait_for(
         [s.tag for s in ok], uploaded=True, timeout=bench.remaining(max(60, n / 2))
     )
+    per = cpu_ms_per(cpu_used(cpu, bench.cpu_reading()), done)
     return {
         "ack": ack_summary(sent),
         **await delivery(bench, ok),
         "delivered": done,
-        "cpu_ms_per_command": _per(bench.cpu() - cpu, done),
+        "cpu_ms_per_command": per.pop("total"),
+        "cpu_ms_per_command_by_process": per,
     }
 
 
 async def one_at_a_time(bench: Bench, count: int) -> dict[str, Any]:
     """The overhead without queueing: each command sent once the one before is delivered."""
-    sender = bench.sender(bench.stack.serve.url)
+    sender = bench.conjure()
     sent: list[Sent] = []
     for index in range(count):
         sent += await sender.send("one", 1, 1, deadline=bench.deadline, first=index)
@@ -167,7 +180,7 @@ async def fill_in_flight(bench: Bench, count: int, c: int, first: int = 0) -> di
     await bench.sandbox.set_faults(slow_start=HOLD_SECONDS)
     before = await bench.sandbox.stats()
     started = time.monotonic()
-    sender = bench.sender(bench.stack.serve.url)
+    sender = bench.conjure()
     sent: list[Sent] = []
     created = before["create_count"]
     for offset in range(0, count, FILL_BATCH):
@@ -201,9 +214,9 @@ async def webhooks(bench: Bench, count: int, concurrency: int, output: list[str]
         for p in await bench.sandbox.predictions()
         if p.get("status") == "starting" and (prompt_tag(p) or "").startswith(FLY_PREFIX)
     ][:count]
-    signed = hooks.sign_all(bench.stack.serve.url, bench.stack.webhook_secret, waiting, output)
+    signed = hooks.sign_all(bench.stack.webhook_secret, waiting, output)
     tags = [prompt_tag(p) or "" for p in waiting]
-    cpu = bench.cpu()
+    cpu = bench.cpu_reading()
     fired = await hooks.fire(signed, concurrency, deadline=bench.deadline)
     note(f"fired {len(fired)} webhooks")
     accepted = [f for f in fired if f.status == 200]
@@ -221,13 +234,21 @@ async def webhooks(bench: Bench, count: int, concurrency: int, output: list[str]
         "delivered": len(delivered),
         "concurrency": concurrency,
         "cpu_ms_per_webhook": None,
+        "cpu_ms_per_webhook_by_process": {},
+        "cpu_seconds": None,
+        "delivered_per_cpu_second": None,
         "response": summary_ms([f.seconds for f in accepted]),
         "accepted_per_second": _rate(len(accepted), last_accept - first),
         "delivered_per_second": None,
         "steady_per_second": None,
     }
     if delivered:
-        result["cpu_ms_per_webhook"] = _per(bench.cpu() - cpu, len(delivered))
+        used = cpu_used(cpu, bench.cpu_reading())
+        per = cpu_ms_per(used, len(delivered))
+        result["cpu_ms_per_webhook"] = per.pop("total")
+        result["cpu_ms_per_webhook_by_process"] = per
+        result["cpu_seconds"] = round(sum(used.values()), 3)
+        result["delivered_per_cpu_second"] = _rate(len(delivered), sum(used.values()))
         result["delivered_per_second"] = _rate(len(delivered), delivered[-1] - first)
         lo, hi = int(len(delivered) * 0.1), int(len(delivered) * 0.9) - 1
         if hi > lo:
@@ -244,6 +265,12 @@ def _per(cpu_seconds: float, count: int) -> float | None:
     return round(cpu_seconds * 1000 / count, 2) if count else None
 
 
+def cpu_ms_per(used: dict[str, float], count: int) -> dict[str, float | None]:
+    """CPU milliseconds per item of each process (`cpu_used`), and of all of them (`total`)."""
+    per = {name: _per(seconds, count) for name, seconds in sorted(used.items())}
+    return {**per, "total": _per(sum(used.values()), count)}
+
+
 TOKEN_SECONDS = 0.03  # a token every 30 ms while measuring streaming (~33 tokens/s, Llama 3 8B)
 
 
@@ -251,7 +278,7 @@ async def time_to_first_token(bench: Bench, count: int) -> dict[str, Any]:
     """/ask one at a time, the sandbox writing a token every TOKEN_SECONDS: from the command to
     the first streamed text in the fake Slack (chat.startStream), and to the whole answer
     (chat.stopStream); the difference is what streaming saves the person waiting."""
-    sender = bench.sender(bench.stack.serve.url)
+    sender = bench.conjure()
     await bench.sandbox.set_faults(token_seconds=TOKEN_SECONDS)
     first, whole = [], []
     try:
@@ -276,4 +303,49 @@ async def time_to_first_token(bench: Bench, count: int) -> dict[str, Any]:
         "token_seconds": TOKEN_SECONDS,
         "first_token": summary_ms(first),
         "whole_answer": summary_ms(whole),
+    }
+
+
+BURST_ACK_SECONDS = 3.0  # Slack shows the person an error when an ack takes longer
+
+
+async def burst(bench: Bench, count: int, model_seconds: float) -> dict[str, Any]:
+    """`count` /imagine at once (a connection each) against a model that takes `model_seconds`
+    (the sandbox fault run_seconds): every ack's latency, and the time from the first command
+    to the last image shared in the fake Slack, against the model's time."""
+    stack = bench.stack
+    others = {"sandbox": stack.sandbox.pid, "fake_slack": stack.slack.pid}
+    await bench.sandbox.set_faults(run_seconds=model_seconds)
+    try:
+        cpu, other_cpu = bench.cpu_reading(), tree_cpu(others)
+        sent = await bench.conjure().send("burst", count, count, deadline=bench.deadline)
+        ok = [s for s in sent if acked(s)]
+        await bench.feed.wait_for(
+            [s.tag for s in ok], uploaded=True, timeout=bench.remaining(max(120, count / 2))
+        )
+        used, other_used = cpu_used(cpu, bench.cpu_reading()), cpu_used(other_cpu, tree_cpu(others))
+    finally:
+        await bench.sandbox.set_faults(run_seconds=0.0)
+    first = min((s.sent_at for s in sent), default=0.0)
+    uploaded = [
+        t.uploaded_at
+        for s in ok
+        if (t := bench.feed.by_tag.get(s.tag)) is not None and t.uploaded_at is not None
+    ]
+    last = max(uploaded) - first if uploaded else None
+    per = cpu_ms_per(used, len(uploaded))
+    return {
+        "commands": count,
+        "concurrency": count,
+        "model_seconds": model_seconds,
+        "ack": ack_summary(sent),
+        "ack_ms": [round(s.seconds * 1000, 1) for s in sent],
+        "acks_late": sum(1 for s in sent if not acked(s) or s.seconds >= BURST_ACK_SECONDS),
+        **await delivery(bench, ok),
+        "delivered": len(uploaded),
+        "first_command_to_last_image_s": None if last is None else round(last, 3),
+        "last_image_over_model_s": None if last is None else round(last - model_seconds, 3),
+        "cpu_ms_per_command": per.pop("total"),
+        "cpu_ms_per_command_by_process": per,
+        "cpu_seconds_others": {name: round(value, 3) for name, value in other_used.items()},
     }

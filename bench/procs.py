@@ -87,14 +87,19 @@ async def wait_ready(child: Child, path: str, timeout: float = 30) -> None:
 
 
 def stop(child: Child, timeout: float = 10) -> None:
-    """SIGINT (a clean shutdown), then SIGTERM, then SIGKILL; each given `timeout`/2 seconds."""
+    """SIGINT (a clean shutdown), then SIGTERM, then SIGKILL; each given `timeout`/2 seconds.
+    Its own children (a server's workers) still running once it has gone get SIGKILL."""
+    family = tree(child.pid)[1:] if child.proc.poll() is None else []
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
         if child.proc.poll() is not None:
-            return
+            break
         with contextlib.suppress(ProcessLookupError):
             child.proc.send_signal(sig)
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.proc.wait(timeout / 2)
+    for pid in family:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def memory_kib(pid: int) -> dict[str, int]:
@@ -111,3 +116,39 @@ def cpu_seconds(pid: int) -> float:
     """User plus system CPU time a process has used so far (all its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """The processes `pid` started and that are still running: every thread's
+    /proc/<pid>/task/<tid>/children, as the kernel lists them."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in sorted(Path(f"/proc/{pid}/task").iterdir()):
+            with contextlib.suppress(OSError):
+                found += [int(c) for c in (task / "children").read_text().split()]
+    return sorted(set(found))
+
+
+def tree(pid: int) -> list[int]:
+    """`pid` and all its descendants, parents before their children."""
+    order = [pid]
+    for child in children(pid):
+        order += tree(child)
+    return order
+
+
+def tree_cpu(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each named process and of each of its descendants (named
+    `<name>/<pid>`); a process that has already exited is left out."""
+    used: dict[str, float] = {}
+    for name, pid in pids.items():
+        for member in tree(pid):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                used[name if member == pid else f"{name}/{member}"] = cpu_seconds(member)
+    return used
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each process used between two `tree_cpu` readings; one that appeared in
+    between counts from 0, one that exited in between is left out (its time is lost)."""
+    return {name: max(0.0, after[name] - before.get(name, 0.0)) for name in after}

@@ -2,8 +2,13 @@
 
 Starts the sandbox (speed 0), the fake Slack Web API, `conjure serve` (SQLite, or `--db
 postgres`) and a bare slack-bolt app; then measures ack latency against the bare app, the bot's
-overhead beyond model time, webhooks delivered per second, and the server's memory with many
-jobs in flight. Prints a table and writes JSON under bench/results/.
+overhead beyond model time, a burst of commands at once against a 2 s model, webhooks delivered
+per second, and the server's memory with many jobs in flight. Prints a table and writes JSON
+under bench/results/.
+
+On PostgreSQL, `serve` can be several processes (`--workers N`, `--instances N`); CPU figures
+are summed over all of them, and given for each. `--scaling` adds the webhooks phase with one
+process and with two, each on a fresh stack (bench/scaling.py).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 
 import aiohttp
 
-from bench import phases, report
+from bench import phases, report, scaling
 from bench.stack import POSTGRES_URL, running_stack
 
 
@@ -46,7 +51,41 @@ def parser() -> argparse.ArgumentParser:
         "--ttft", type=int, default=20, help="/ask sent one at a time, streamed (20; 0: none)"
     )
     p.add_argument("--warmup", type=int, default=50, help="commands sent to each app first (50)")
+    p.add_argument(
+        "--burst", type=int, default=500, help="commands sent all at once (500; 0: none)"
+    )
+    p.add_argument(
+        "--burst-model-seconds",
+        type=float,
+        default=2.0,
+        help="how long each of their predictions runs (2)",
+    )
     p.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    p.add_argument(
+        "--workers", type=int, default=1, help="`conjure serve --workers N` (1; postgres)"
+    )
+    p.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="separate `conjure serve` on their own ports, one database; commands go "
+        "round-robin (1; postgres)",
+    )
+    p.add_argument(
+        "--scaling",
+        action="store_true",
+        help="also the webhooks phase with 1 and with 2 serve processes, a fresh stack each, "
+        "and the efficiency of the second (postgres)",
+    )
+    p.add_argument(
+        "--scaling-only", action="store_true", help="only that, not the main run (postgres)"
+    )
+    p.add_argument(
+        "--scale-by",
+        choices=["workers", "instances"],
+        default="workers",
+        help="how --scaling makes 2 processes (workers)",
+    )
     p.add_argument(
         "--postgres-url", default=POSTGRES_URL, help=f"server for --db postgres ({POSTGRES_URL})"
     )
@@ -54,6 +93,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=report.RESULTS, help="where the JSON goes")
     p.add_argument("--keep-logs", action="store_true", help="print where the servers' logs are")
     return p
+
+
+def check(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """Refuse what cannot run: several serve processes need a shared PostgreSQL database."""
+    if args.workers < 1 or args.instances < 1:
+        p.error("--workers and --instances are at least 1")
+    several = args.workers > 1 or args.instances > 1 or args.scaling or args.scaling_only
+    if several and args.db != "postgres":
+        p.error("--workers, --instances and --scaling need --db postgres")
+    return args
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -72,10 +121,30 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "warmup": args.warmup,
             "serial": args.serial,
             "ttft": args.ttft,
+            "burst": args.burst,
+            "burst_model_seconds": args.burst_model_seconds,
+            "workers": args.workers,
+            "instances": args.instances,
+            "scaling": args.scaling or args.scaling_only,
+            "scaling_only": args.scaling_only,
+            "scale_by": args.scale_by,
         },
     }
+    if not args.scaling_only:
+        await main_run(args, results, deadline)
+    if args.scaling or args.scaling_only:
+        results["scaling"] = await scaling.run(args, deadline, step)
+    results["seconds"] = round((datetime.now(UTC) - started_at).total_seconds(), 1)
+    results["aims_met"] = report.aims_met(results)
+    return results
+
+
+async def main_run(args: argparse.Namespace, results: dict[str, Any], deadline: float) -> None:
+    """Every phase but the scaling one, on one stack."""
     work = Path(tempfile.mkdtemp(prefix="conjure-bench-"))
-    async with running_stack(args.db, work, args.postgres_url) as stack:
+    async with running_stack(
+        args.db, work, args.postgres_url, workers=args.workers, instances=args.instances
+    ) as stack:
         if args.keep_logs:
             print(f"server logs: {work / 'logs'}", file=sys.stderr)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
@@ -94,6 +163,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for key in ("status_posted", "end_to_end", "model_time", "overhead"):
                 results[key] = cmd[key]
             results["cpu_ms_per_command"] = cmd["cpu_ms_per_command"]
+            results["cpu_ms_per_command_by_process"] = cmd["cpu_ms_per_command_by_process"]
             results["delivered"] = cmd["delivered"]
             if args.serial:
                 step(f"Conjure: {args.serial} commands one at a time")
@@ -101,6 +171,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if args.ttft:
                 step(f"Conjure: {args.ttft} /ask one at a time, streamed")
                 results["ask_streamed"] = await phases.time_to_first_token(bench, args.ttft)
+            if args.burst:
+                step(
+                    f"Conjure: a burst of {args.burst} commands at once, "
+                    f"a {args.burst_model_seconds:g} s model"
+                )
+                results["burst"] = await phases.burst(bench, args.burst, args.burst_model_seconds)
             output = await phases.output_urls(bench)
             # Webhooks first, on jobs held just for them: held jobs silent for 5 minutes are
             # polled by the sweeper, which would compete with the webhooks being measured.
@@ -120,9 +196,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "inflight_rss_mib": fly["rss"].get("VmRSS"),
                 "peak_rss_mib": peak.get("VmHWM"),
             }
-    results["seconds"] = round((datetime.now(UTC) - started_at).total_seconds(), 1)
-    results["aims_met"] = report.aims_met(results)
-    return results
 
 
 def step(text: str) -> None:
@@ -130,7 +203,8 @@ def step(text: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = check(p, p.parse_args(argv))
     try:
         results = asyncio.run(run(args))
     except KeyboardInterrupt:

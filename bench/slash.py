@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -41,13 +42,21 @@ class Sent:
 
 
 class SlashSender:
-    """Signs and posts `/imagine` commands to one app's POST /slack/events."""
+    """Signs and posts `/imagine` commands to POST /slack/events of one app, or of several
+    (instances sharing a database): command number i goes to app i mod their count."""
 
-    def __init__(self, app_url: str, fake_slack_url: str, signing_secret: str) -> None:
-        self.events_url = app_url.rstrip("/") + "/slack/events"
+    def __init__(
+        self, app_url: str | Sequence[str], fake_slack_url: str, signing_secret: str
+    ) -> None:
+        urls = [app_url] if isinstance(app_url, str) else list(app_url)
+        self.events_urls = [url.rstrip("/") + "/slack/events" for url in urls]
         self.signing_secret = signing_secret
         self._addresses = FakeSlack()  # only for response_url addresses in the fields
         self._addresses.url = fake_slack_url
+
+    def events_url(self, index: int) -> str:
+        """Where command number `index` goes: round-robin over the apps."""
+        return self.events_urls[index % len(self.events_urls)]
 
     def request(
         self, phase: str, index: int, text: str, command: str = "/imagine"
@@ -89,7 +98,8 @@ class SlashSender:
                         return
                     label = tag(phase, index)
                     body, headers = self.request(phase, index, prompt(label))
-                    results.append(await self._post(session, label, body, headers))
+                    url = self.events_url(index)
+                    results.append(await self._post(session, url, label, body, headers))
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
         return results
@@ -100,15 +110,20 @@ class SlashSender:
             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
         ) as session:
             body, headers = self.request(label, index, text, command)
-            return await self._post(session, label, body, headers)
+            return await self._post(session, self.events_url(index), label, body, headers)
 
     async def _post(
-        self, session: aiohttp.ClientSession, label: str, body: str, headers: dict[str, str]
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        label: str,
+        body: str,
+        headers: dict[str, str],
     ) -> Sent:
         sent_at = time.monotonic()
         started = time.perf_counter()
         try:
-            async with session.post(self.events_url, data=body, headers=headers) as response:
+            async with session.post(url, data=body, headers=headers) as response:
                 text = await response.text()
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -3,6 +3,11 @@
 The sandbox (speed 0), the fake Slack Web API, `conjure serve` and the bare bolt app. `serve`
 runs in an empty scratch directory, so no stray `.env` or `conjure.toml` changes what is
 measured, with a fresh SQLite file, or a fresh PostgreSQL database that is dropped afterwards.
+
+`serve` may be several processes: `workers` > 1 passes `--workers N` (N processes sharing one
+port), and `instances` > 1 starts that many separate `conjure serve`, each on its own port with
+its own CONJURE_PUBLIC_URL (so each job's webhooks come back to the instance that started it),
+all sharing the database.
 """
 
 from __future__ import annotations
@@ -31,10 +36,15 @@ class Stack:
 
     sandbox: Child
     slack: Child
-    serve: Child
+    serves: list[Child]  # one per `conjure serve` instance (each may have worker children)
     bare: Child
     webhook_secret: str
     database_url: str
+
+    @property
+    def serve(self) -> Child:
+        """The first instance."""
+        return self.serves[0]
 
     @property
     def slack_api_url(self) -> str:
@@ -76,8 +86,30 @@ def start_fake_slack(logs: Path, cwd: Path) -> Child:
     return start("fake-slack", args, port, logs, env=child_env({}), cwd=cwd)
 
 
+def start_serve(
+    name: str, logs: Path, cwd: Path, extra_env: dict[str, str], workers: int = 1
+) -> Child:
+    """One `conjure serve` on a free port, its CONJURE_PUBLIC_URL that port."""
+    port = free_port()
+    env = child_env(
+        {
+            **extra_env,
+            "CONJURE_PUBLIC_URL": f"http://127.0.0.1:{port}",
+            # Held jobs outlive the sweeper's 5 minutes of silence on a long run: each is then
+            # read once from the sandbox, not every 2 s (which would swamp it).
+            "CONJURE_POLL_INTERVAL": str(POLL_INTERVAL),
+        }
+    )
+    args = ["-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    if workers > 1:
+        args += ["--workers", str(workers)]
+    return start(name, args, port, logs, env=env, cwd=cwd)
+
+
 @contextlib.asynccontextmanager
-async def running_stack(kind: str, work: Path, postgres_url: str) -> AsyncIterator[Stack]:
+async def running_stack(
+    kind: str, work: Path, postgres_url: str, *, workers: int = 1, instances: int = 1
+) -> AsyncIterator[Stack]:
     """Start every server, wait until each answers, and stop them all on exit."""
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -94,31 +126,22 @@ async def running_stack(kind: str, work: Path, postgres_url: str) -> AsyncIterat
             await wait_ready(sandbox, "/_sandbox/stats")
             await wait_ready(slack, "/_bench/events")
 
-            port = free_port()
-            serve_env = child_env(
-                {
-                    "SLACK_BOT_TOKEN": BOT_TOKEN,
-                    "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-                    "SLACK_API_URL": f"{slack.url}/api/",
-                    "REPLICATE_API_TOKEN": SANDBOX_TOKEN,
-                    "REPLICATE_BASE_URL": sandbox.url,
-                    "CONJURE_WEBHOOK_SECRET": secret,
-                    "CONJURE_PUBLIC_URL": f"http://127.0.0.1:{port}",
-                    "CONJURE_DATABASE_URL": database_url,
-                    # Held jobs outlive the sweeper's 5 minutes of silence on a long run: each
-                    # is then read once from the sandbox, not every 2 s (which would swamp it).
-                    "CONJURE_POLL_INTERVAL": str(POLL_INTERVAL),
-                }
-            )
-            serve = start(
-                "serve",
-                ["-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                port,
-                logs,
-                env=serve_env,
-                cwd=scratch,
-            )
-            children.append(serve)
+            serve_env = {
+                "SLACK_BOT_TOKEN": BOT_TOKEN,
+                "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+                "SLACK_API_URL": f"{slack.url}/api/",
+                "REPLICATE_API_TOKEN": SANDBOX_TOKEN,
+                "REPLICATE_BASE_URL": sandbox.url,
+                "CONJURE_WEBHOOK_SECRET": secret,
+                "CONJURE_DATABASE_URL": database_url,
+            }
+            serves: list[Child] = []
+            for number in range(1, instances + 1):
+                name = "serve" if number == 1 else f"serve-{number}"
+                serves.append(start_serve(name, logs, scratch, serve_env, workers))
+                children.append(serves[-1])
+                if number == 1:  # the first creates the schema; the others find it made
+                    await wait_ready(serves[0], "/healthz", timeout=60)
             port = free_port()
             bare = start(
                 "bare-bolt",
@@ -131,10 +154,11 @@ async def running_stack(kind: str, work: Path, postgres_url: str) -> AsyncIterat
                 cwd=scratch,
             )
             children.append(bare)
-            await wait_ready(serve, "/healthz", timeout=60)
+            for serve in serves:
+                await wait_ready(serve, "/healthz", timeout=60)
             await wait_ready(bare, "/slack/events")
             try:
-                yield Stack(sandbox, slack, serve, bare, secret, database_url)
+                yield Stack(sandbox, slack, serves, bare, secret, database_url)
             finally:
                 for child in reversed(children):
                     stop(child)

@@ -55,14 +55,14 @@ def succeeded(prediction: dict[str, Any], output: list[str]) -> dict[str, Any]:
 
 
 def sign_all(
-    app_url: str, secret: str, predictions: list[dict[str, Any]], output: list[str]
+    secret: str, predictions: list[dict[str, Any]], output: list[str]
 ) -> list[SignedWebhook]:
-    """A signed terminal webhook for each prediction, to its job's webhook URL on `app_url`."""
+    """A signed terminal webhook for each prediction, to the webhook URL its job gave (so with
+    several instances, to the one that started it, as the sandbox would send it)."""
     signer = Webhook(secret)
     signed = []
     for prediction in predictions:
-        job = job_id(prediction)
-        if job is None:
+        if job_id(prediction) is None:
             continue
         body = json.dumps(
             succeeded(prediction, output), ensure_ascii=False, separators=(",", ":")
@@ -76,7 +76,7 @@ def sign_all(
             "webhook-timestamp": str(int(moment.timestamp())),
             "webhook-signature": signer.sign(msg_id, moment, body.decode()),
         }
-        signed.append(SignedWebhook(f"{app_url}/webhooks/replicate?job={job}", body, headers))
+        signed.append(SignedWebhook(str(prediction["webhook"]), body, headers))
     return signed
 
 

@@ -551,6 +551,23 @@ async def test_slow_start_keeps_a_prediction_starting(sandbox_server: SandboxSer
     assert done["metrics"]["total_time"] - done["metrics"]["predict_time"] >= 0.3
 
 
+async def test_run_seconds_makes_every_run_take_that_long(sandbox_server: SandboxServer):
+    sandbox = sandbox_server.sandbox
+    sandbox.config.speed = 0  # no model time of its own: all of it is the fault's
+    sandbox.faults.run_seconds = 0.4
+    async with api(sandbox_server) as http:
+        created = (await http.post(FLUX, json={"input": {"prompt": "x"}})).json()
+        await sandbox.wait_idle()
+        done = (await http.get(created["urls"]["get"])).json()
+        sandbox.faults.run_seconds = 0
+        quick = (await http.post(FLUX, json={"input": {"prompt": "y"}})).json()
+        await sandbox.wait_idle()
+        quick = (await http.get(quick["urls"]["get"])).json()
+    assert done["status"] == "succeeded"
+    assert done["metrics"]["predict_time"] >= 0.4  # at least; a loaded machine adds to it
+    assert quick["metrics"]["predict_time"] < 0.4
+
+
 async def test_delay_fault_loses_the_answer_but_creates(sandbox_server: SandboxServer):
     sandbox = sandbox_server.sandbox
     sandbox.config.speed = 0.002  # the unreachable webhook's retries, scaled

@@ -53,6 +53,10 @@ class Faults:
     # Predictions created while this is set run this many times their usual length (a long
     # input, a slow GPU): how a run that overshoots its expected time, and its deadline, is shown.
     run_time_factor: float = 1.0
+    # Predictions created while this is set (> 0) spend exactly this many real seconds in
+    # `processing`, whatever the model and speed (their steps spread evenly over it): a model
+    # of known length, for the benchmark's burst.
+    run_seconds: float = 0.0
     # Videos made while this is set are padded to this many bytes (0: their natural ~17 KB),
     # so a test can make one larger than a platform takes.
     video_bytes: int = 0

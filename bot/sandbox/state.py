@@ -41,6 +41,7 @@ class Run:
     started: float | None = None
     deadline: float | None = None  # event-loop clock: Cancel-After stops the prediction here
     time_factor: float = 1.0  # its steps take this many times their usual length (a fault)
+    run_seconds: float = 0.0  # > 0: its steps end at started + run_seconds (a fault)
     hooks: PredictionWebhooks | None = None
     task: asyncio.Task[None] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)

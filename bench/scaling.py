@@ -1,0 +1,75 @@
+"""The scaling measurement (`python -m bench --scaling`): the webhooks phase on PostgreSQL with
+one `conjure serve` process, then, on a fresh stack, with two, and how much of the second
+process's CPU turns into deliveries.
+
+Two processes are `--workers 2` (one port) or, with `--scale-by instances`, two instances on their
+own ports sharing the database. Each run holds `--webhooks` jobs in flight and fires their
+terminal webhooks as the main run does; CPU is summed over every serve process. The efficiency
+of the second is (delivered per serve-CPU-second with 2) / (the same with 1): 1.0 when two
+processes spend what one does per webhook, lower when sharing the work costs CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench import phases
+from bench.stack import running_stack
+
+PROCESSES = (1, 2)
+
+
+def efficiency(one: dict[str, Any], two: dict[str, Any]) -> float | None:
+    """Delivered per serve-CPU-second with two processes over the same with one."""
+    a, b = one.get("delivered_per_cpu_second"), two.get("delivered_per_cpu_second")
+    return round(b / a, 3) if a and b else None
+
+
+async def measure(args: argparse.Namespace, processes: int, deadline: float) -> dict[str, Any]:
+    """The webhooks phase on a fresh stack of `processes` serve processes."""
+    workers = processes if args.scale_by == "workers" else 1
+    instances = processes if args.scale_by == "instances" else 1
+    work = Path(tempfile.mkdtemp(prefix=f"conjure-bench-scaling{processes}-"))
+    async with running_stack(
+        args.db, work, args.postgres_url, workers=workers, instances=instances
+    ) as stack:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            bench = phases.Bench.on(stack, session, deadline)
+            await phases.warm_up(bench, args.warmup, args.c)
+            output = await phases.output_urls(bench)
+            await phases.fill_in_flight(bench, args.webhooks, args.c)
+            fired = await phases.webhooks(bench, args.webhooks, args.webhook_concurrency, output)
+    return {
+        "processes": processes,
+        "workers": workers,
+        "instances": instances,
+        # False when the run's --max-seconds cut the phase short: fewer webhooks than asked.
+        "complete": fired["fired"] == args.webhooks and fired["delivered"] == fired["fired"],
+        "fired": fired["fired"],
+        "delivered": fired["delivered"],
+        "delivered_per_second": fired["delivered_per_second"],
+        "steady_per_second": fired["steady_per_second"],
+        "cpu_seconds": fired["cpu_seconds"],
+        "cpu_ms_per_webhook": fired["cpu_ms_per_webhook"],
+        "cpu_ms_per_webhook_by_process": fired["cpu_ms_per_webhook_by_process"],
+        "delivered_per_cpu_second": fired["delivered_per_cpu_second"],
+    }
+
+
+async def run(args: argparse.Namespace, deadline: float, step: Any) -> dict[str, Any]:
+    """Both measurements, a fresh stack each, and the efficiency of the second process."""
+    runs: dict[str, Any] = {}
+    for processes in PROCESSES:
+        step(f"scaling: {args.webhooks} webhooks with {processes} serve process(es)")
+        runs[str(processes)] = await measure(args, processes, deadline)
+    return {
+        "scale_by": args.scale_by,
+        "webhooks": args.webhooks,
+        **runs,
+        "efficiency": efficiency(runs["1"], runs["2"]),
+    }

@@ -1,0 +1,159 @@
+"""The benchmark's pure helpers (bench/): process trees and their CPU, round-robin commands,
+webhooks to the URL each job gave, the scaling efficiency and the aims."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from bench import report, scaling
+from bench.phases import cpu_ms_per
+from bench.procs import cpu_used, tree, tree_cpu
+from bench.slash import SlashSender
+from bench.webhooks import sign_all
+
+SPAWNS_A_CHILD = (
+    "import subprocess, sys, time\n"
+    "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+    "print(child.pid, flush=True)\n"
+    "time.sleep(30)\n"
+)
+
+
+def test_tree_finds_children_and_their_cpu() -> None:
+    parent = subprocess.Popen([sys.executable, "-c", SPAWNS_A_CHILD], stdout=subprocess.PIPE)
+    child = 0
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        deadline = time.monotonic() + 10
+        while child not in tree(parent.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tree(parent.pid) == [parent.pid, child]
+        reading = tree_cpu({"serve": parent.pid})
+        assert set(reading) == {"serve", f"serve/{child}"}
+        assert all(seconds >= 0 for seconds in reading.values())
+    finally:
+        parent.kill()
+        parent.wait()
+        if child:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+
+
+def test_cpu_used_counts_newcomers_from_zero_and_drops_the_gone() -> None:
+    before = {"serve": 1.0, "serve/10": 0.5, "serve/11": 0.2}
+    after = {"serve": 1.5, "serve/10": 0.75, "serve/12": 0.25}
+    assert cpu_used(before, after) == {"serve": 0.5, "serve/10": 0.25, "serve/12": 0.25}
+
+
+def test_cpu_ms_per_item_each_process_and_total() -> None:
+    assert cpu_ms_per({"serve": 1.0, "serve-2": 0.5}, 500) == {
+        "serve": 2.0,
+        "serve-2": 1.0,
+        "total": 3.0,
+    }
+    assert cpu_ms_per({"serve": 1.0}, 0) == {"serve": None, "total": None}
+
+
+def test_commands_go_round_robin_over_instances() -> None:
+    sender = SlashSender(["http://a:1", "http://b:2/"], "http://slack:3", "secret")
+    assert [sender.events_url(i) for i in range(3)] == [
+        "http://a:1/slack/events",
+        "http://b:2/slack/events",
+        "http://a:1/slack/events",
+    ]
+    assert SlashSender("http://a:1", "http://slack:3", "s").events_url(7) == (
+        "http://a:1/slack/events"
+    )
+
+
+def test_webhooks_go_to_the_url_the_job_gave() -> None:
+    prediction = {
+        "id": "p1",
+        "status": "starting",
+        "input": {"prompt": "x"},
+        "webhook": "http://127.0.0.1:4002/webhooks/replicate?job=j7",
+    }
+    other = {**prediction, "webhook": None}
+    signed = sign_all("whsec_" + "QUJD" * 8, [prediction, other], ["http://file"])
+    assert [s.url for s in signed] == [prediction["webhook"]]
+    assert json.loads(signed[0].body)["status"] == "succeeded"
+
+
+def test_efficiency_of_the_second_process() -> None:
+    one = {"delivered_per_cpu_second": 200.0}
+    assert scaling.efficiency(one, {"delivered_per_cpu_second": 190.0}) == 0.95
+    assert scaling.efficiency(one, {"delivered_per_cpu_second": None}) is None
+
+
+def test_aims_of_issue_15() -> None:
+    results = {
+        "ack": {"p99_ratio": 1.1},
+        "cpu_ms_per_command": 9.0,
+        "webhooks": {"delivered_per_second": 350.0, "cpu_ms_per_webhook": 1.5},
+        "scaling": {"efficiency": 0.92},
+        "burst": {
+            "commands": 3,
+            "delivered": 3,
+            "ack": {"n": 3, "failed": 0, "max": 2999.0},
+            "last_image_over_model_s": 2.5,
+        },
+    }
+    met = report.aims_met(results)
+    assert met["ack_p99_ratio"] is True
+    assert met["cpu_ms_per_command"] is False
+    assert met["cpu_ms_per_webhook"] is True
+    assert met["webhooks_per_second"] is True
+    assert met["efficiency"] is True
+    assert met["burst_ack_max_s"] is True
+    assert met["burst_last_image_over_model_s"] is False
+    assert met["overhead_p99_ms"] is None and met["inflight_rss_mib"] is None
+
+    results["burst"]["ack"] = {"n": 2, "failed": 1, "max": 10.0}
+    results["burst"]["last_image_over_model_s"] = 1.0
+    results["burst"]["delivered"] = 2  # one image never came
+    met = report.aims_met(results)
+    assert met["burst_ack_max_s"] is False
+    assert met["burst_last_image_over_model_s"] is False
+    assert report.aims_met({})["burst_ack_max_s"] is None
+
+
+def test_the_table_shows_burst_scaling_and_each_process() -> None:
+    results = {
+        "args": {"db": "postgres", "n": 10, "c": 2, "workers": 1, "instances": 2},
+        "machine": {"nproc": 2, "cpu": "x", "python": "3.12"},
+        "cpu_ms_per_command": 6.0,
+        "cpu_ms_per_command_by_process": {"serve": 3.1, "serve-2": 2.9},
+        "burst": {
+            "commands": 500,
+            "model_seconds": 2.0,
+            "ack": {"n": 500, "failed": 0, "p50": 100.0, "p99": 900.0, "max": 1200.0},
+            "delivered": 500,
+            "first_command_to_last_image_s": 3.5,
+            "last_image_over_model_s": 1.5,
+            "cpu_seconds_others": {"sandbox": 4.0, "fake_slack": 1.0},
+        },
+        "scaling": {
+            "scale_by": "instances",
+            "webhooks": 3000,
+            "1": {"complete": True, "delivered_per_second": 150.0, "cpu_ms_per_webhook": 5.0},
+            "2": {"complete": False, "delivered_per_second": 16.0, "cpu_ms_per_webhook": 5.2},
+            "efficiency": 0.96,
+        },
+    }
+    results["aims_met"] = report.aims_met(results)
+    text = report.table(results)
+    assert "1 worker(s) x 2 instance(s)" in text
+    assert "serve-2" in text and "efficiency of the second process" in text
+    assert "first command → last image s" in text and "met" in text
+    assert text.count("INCOMPLETE") == 1
+
+    results["args"]["scaling_only"] = True
+    only = report.table(results)
+    assert "efficiency of the second process" in only and "burst" not in only
