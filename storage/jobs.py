@@ -72,7 +72,7 @@ class JobStore:
         job.holds = [hold.as_json() for hold in holds]
         try:
             async with write(self.engine) as conn:
-                await conn.execute(Job.__table__.insert().values(**job.model_dump()))
+                await conn.execute(_INSERT, job.model_dump())
                 await usage.reserve(conn, holds, job.estimated_micros)
         except IntegrityError:
             if job.request_key is not None and await self.has_request(job.request_key):
@@ -261,16 +261,9 @@ class JobStore:
     async def attach_prediction(self, job_id: str, prediction_id: str) -> bool:
         """Record the prediction a create made; False when the job ended without one while the
         create was on its way (its owner canceled it): that prediction must then be stopped."""
-        statement = (
-            update(Job)
-            .where(
-                _JOBS.c.id == job_id,
-                (_JOBS.c.status_rank < TERMINAL_RANK) | _JOBS.c.prediction_id.is_not(None),
-            )
-            .values(prediction_id=prediction_id, updated_at=utcnow())
-        )
+        values = {"prediction_id": prediction_id, "updated_at": utcnow()}
         async with write(self.engine) as conn:
-            result = await conn.execute(statement)
+            result = await conn.execute(_attach_statement(), _params(job_id, values))
         return result.rowcount == 1
 
     async def touch_unstarted(
@@ -495,6 +488,16 @@ def _update_statement(names: tuple[str, ...]) -> Any:
 
 
 _UNSTARTED = (_JOBS.c.status_rank == 0) & _JOBS.c.prediction_id.is_(None)
+
+
+@functools.cache
+def _attach_statement() -> Any:
+    """Record a create's prediction, unless the job ended without one meanwhile (canceled)."""
+    open_or_known = (_JOBS.c.status_rank < TERMINAL_RANK) | _JOBS.c.prediction_id.is_not(None)
+    return update(_JOBS).where(_ID, open_or_known).values(_set(("prediction_id", "updated_at")))
+
+
+_INSERT = _JOBS.insert()
 
 
 @functools.cache

@@ -7,11 +7,13 @@ here), -1 none allowed, n at most n.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import desc, func, or_, select, update
+from sqlalchemy import bindparam, desc, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -71,12 +73,11 @@ class QuotaStore:
     ) -> dict[tuple[str, str], QuotaOverride]:
         """The overrides of these (scope, subject) pairs that exist, in one read (a command
         needs its user's and its workspace's)."""
-        table = QuotaOverride.__table__
-        wanted = or_(
-            *((table.c.scope == scope) & (table.c.subject == subject) for scope, subject in keys)
-        )
+        params = {}
+        for index, (scope, subject) in enumerate(keys):
+            params[f"scope_{index}"], params[f"subject_{index}"] = scope, subject
         async with self.reader.connect() as conn:
-            rows = (await conn.execute(select(table).where(wanted))).all()
+            rows = (await conn.execute(_overrides_statement(len(keys)), params)).all()
         found = [from_row(QuotaOverride, row._mapping) for row in rows]
         return {(row.scope, row.subject): row for row in found}
 
@@ -201,3 +202,18 @@ class QuotaStore:
             await conn.execute(
                 update(BudgetAlert).where(BudgetAlert.id == alert_id).values(sent_at=None)
             )
+
+
+@functools.cache
+def _overrides_statement(count: int) -> Any:
+    """The overrides of `count` (scope, subject) pairs, built once per count."""
+    table = QuotaOverride.__table__.c
+    return select(QuotaOverride.__table__).where(
+        or_(
+            *(
+                (table.scope == bindparam(f"scope_{i}"))
+                & (table.subject == bindparam(f"subject_{i}"))
+                for i in range(count)
+            )
+        )
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -26,14 +27,22 @@ async def value(engine) -> int:
         return (await conn.execute(text("SELECT v FROM t WHERE id = 1"))).scalar_one()
 
 
-async def test_a_write_is_one_immediate_transaction_seen_by_the_async_engine(engine) -> None:
+async def test_a_write_is_one_immediate_transaction_seen_by_the_async_engine(
+    engine, tmp_path: Path
+) -> None:
     sent: list[str] = []
     for sync_engine in statement_engines(engine):
         event.listen(sync_engine, "before_cursor_execute", lambda _c, _u, s, *_: sent.append(s))
     async with write(engine) as conn:
+        await conn.execute(text("SELECT v FROM t WHERE id = 1"))
+        # IMMEDIATE: the write lock is this transaction's from its BEGIN, before any write
+        other = sqlite3.connect(tmp_path / "direct.db", timeout=0, isolation_level=None)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+        other.close()
         await conn.execute(text("UPDATE t SET v = v + 1 WHERE id = 1"))
         await conn.execute(text("UPDATE t SET v = v + 1 WHERE id = 1"))
-    assert sent[:3] == ["BEGIN IMMEDIATE", *["UPDATE t SET v = v + 1 WHERE id = 1"] * 2]
+    assert sent == ["SELECT v FROM t WHERE id = 1", *["UPDATE t SET v = v + 1 WHERE id = 1"] * 2]
     assert await value(engine) == 2
     async with engine.connect() as conn:  # another connection to the file agrees
         assert (await conn.execute(text("SELECT v FROM t"))).scalar_one() == 2
