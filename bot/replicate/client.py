@@ -56,6 +56,10 @@ _PREDICTION_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
 _PREDICTION_ID = re.compile(_PREDICTION_ID_PATTERN)
 
 # Failures before the request left this machine: repeating them cannot create anything twice.
+# An idle connection is dropped after 4 s, before servers that close theirs after 5 (uvicorn's
+# default, the sandbox's): a create sent on a connection the server is closing that instant
+# fails with no answer, and a create without an answer is a job that may have to be given up.
+LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=4.0)
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
@@ -201,7 +205,7 @@ class ReplicateClient:
         self._backoff = wait_random_exponential(multiplier=0.5, max=max_backoff)
         self._user_agent = user_agent
         self._owns_http = http is None
-        self._http = http if http is not None else httpx.AsyncClient(timeout=timeout)
+        self._http = http if http is not None else httpx.AsyncClient(timeout=timeout, limits=LIMITS)
 
     def __repr__(self) -> str:
         return f"ReplicateClient(base_url={self._api.removesuffix('/v1')!r})"
