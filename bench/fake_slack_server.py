@@ -74,6 +74,8 @@ class BenchSlack(FakeSlack):
             thread_ts = args.get("thread_ts") or None
             self._event("first_text", channel=body["channel"], ts=body["ts"], thread_ts=thread_ts)
             self._streams[(body["channel"], body["ts"])] = thread_ts
+            # Found by chat.update too (a delivery made by another process edits it).
+            self.index[(body["channel"], body["ts"])] = self.messages[-1]
         return body
 
     def _chat_stopStream(self, args: dict[str, Any]) -> dict[str, Any]:
