@@ -119,7 +119,9 @@ async def test_25_concurrent_transcriptions_running_4x_long_stay_within_the_budg
         sandbox_bill = 0
         for job in jobs:
             assert job is not None and job.prediction_id is not None
-            assert job.status == JobStatus.CANCELED  # 4x its time is past its 3x ceiling
+            # 4x its time is past its 3x ceiling: stopped there (canceled, billed to the
+            # deadline), or aborted, unbilled, when a loaded machine started it after its deadline
+            assert job.status in (JobStatus.CANCELED, JobStatus.ABORTED)
             assert job.estimated_micros == CEILING  # what was reserved
             assert job.actual_micros == billed(whisper_sandbox, job.prediction_id) <= CEILING
             sandbox_bill += job.actual_micros
