@@ -14,33 +14,18 @@ else (migrations, tests, tools) keeps the async engine, on its own connections t
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Dialect, Engine, Result
 
-from storage.sqlite_inline import PRAGMAS
+from storage.sqlite_inline import open_sqlite
 
 
 def direct_engine(path: str, *, timeout: float, read_only_option: str) -> Engine:
     """A synchronous engine on `path` set up as storage.engine sets up the async one."""
-
-    def connect() -> sqlite3.Connection:
-        connection = sqlite3.connect(
-            path, timeout=timeout, isolation_level=None, check_same_thread=False
-        )
-        try:
-            connection.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-            for pragma in PRAGMAS:
-                connection.execute(pragma)
-        except BaseException:
-            connection.close()
-            raise
-        return connection
-
-    engine = create_engine("sqlite+pysqlite://", creator=connect)
+    engine = create_engine("sqlite+pysqlite://", creator=lambda: open_sqlite(path, timeout=timeout))
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:

@@ -27,22 +27,28 @@ PRAGMAS = (
 )
 
 
+def open_sqlite(path: str, *, timeout: float) -> sqlite3.Connection:
+    """`path` in autocommit mode (the engine sends BEGIN IMMEDIATE itself), with WAL and a busy
+    timeout of `timeout` seconds: every SQLite connection Conjure opens (this module's and
+    storage.sqlite_direct's)."""
+    connection = sqlite3.connect(
+        path, timeout=timeout, isolation_level=None, check_same_thread=False
+    )
+    try:
+        connection.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        for pragma in PRAGMAS:
+            connection.execute(pragma)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
 def connector(path: str, *, timeout: float) -> Callable[[], Any]:
-    """An `async_creator` for `create_async_engine`: opens `path` in autocommit mode (the engine
-    sends BEGIN IMMEDIATE itself) with WAL and a busy timeout of `timeout` seconds."""
+    """An `async_creator` for `create_async_engine` (see open_sqlite)."""
 
     async def connect() -> InlineConnection:
-        connection = sqlite3.connect(
-            path, timeout=timeout, isolation_level=None, check_same_thread=False
-        )
-        try:
-            connection.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-            for pragma in PRAGMAS:
-                connection.execute(pragma)
-        except BaseException:
-            connection.close()
-            raise
-        return InlineConnection(connection)
+        return InlineConnection(open_sqlite(path, timeout=timeout))
 
     return connect
 
