@@ -267,6 +267,27 @@ def interaction_payload(
     }
 
 
+async def imagine_over_gateway(
+    fake: FakeDiscord, gateway: FakeGateway, prompt: str, *, timeout: float = 30
+) -> dict[str, Any]:
+    """/imagine `prompt` sent as Discord would, over the gateway to a `conjure serve` process;
+    its original response once it holds the image."""
+    payload = interaction_payload(
+        fake,
+        "imagine",
+        {"prompt": prompt},
+        subcommand=None,
+        user_id=USER_ID,
+        attachment_size_limit=10 * 1024 * 1024,
+    )
+    fake.register_interaction(payload)
+    await asyncio.wait_for(gateway.dispatch("INTERACTION_CREATE", payload), timeout=timeout)
+    return await fake.wait_for(
+        lambda: (m := fake.original(payload["token"])) and m["attachments"] and m,
+        timeout=timeout,
+    )
+
+
 def buttons(message: dict[str, Any]) -> list[list[str]]:
     """The labels of a message's buttons, row by row, as a person sees them."""
     return [

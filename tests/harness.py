@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
+import os
 import random
 import socket
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +72,34 @@ async def running_conjure(
                     yield Conjure(url, runtime, console, output, http)
     finally:
         await runtime.aclose()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def start_serve(
+    sandbox: Any, cwd: Path, port: int, env: dict[str, str], *args: str, webhooks: bool = True
+) -> asyncio.subprocess.Process:
+    """`python -m bot.cli serve` on 127.0.0.1:`port` in `cwd`, running models on `sandbox` (its
+    webhooks to that port unless `webhooks` is False), with only these variables and `env` set
+    (no .env of the developer's leaks in); stdout and stderr piped."""
+    base = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(ROOT),
+        "REPLICATE_API_TOKEN": sandbox.token,
+        "REPLICATE_BASE_URL": sandbox.url,
+    }
+    if webhooks:
+        base["CONJURE_WEBHOOK_SECRET"] = sandbox.webhook_secret
+        base["CONJURE_PUBLIC_URL"] = f"http://127.0.0.1:{port}"
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args),
+        cwd=cwd,
+        env={**base, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
 
 
 def port_for_another_process(host: str = "127.0.0.1") -> int:

@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,14 +15,12 @@ from urllib.parse import urlencode
 
 import httpx
 
-from tests.discord_harness import GUILD_ID, USER_ID, interaction_payload
+from tests.discord_harness import GUILD_ID, imagine_over_gateway
 from tests.fakes.discord_api import running_fake_discord, running_fake_gateway
 from tests.fakes.slack_api import BOT_TOKEN, serve_fake_slack
-from tests.harness import port_for_another_process
+from tests.harness import port_for_another_process, start_serve
 from tests.sandbox_fixtures import SandboxServer
 from tests.slack_harness import SIGNING_SECRET, command_fields, signed_headers
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextlib.asynccontextmanager
@@ -40,24 +36,8 @@ async def serve_process(
     appended to `logged`, line by line)."""
     port = port_for_another_process()
     url = f"http://127.0.0.1:{port}"
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": str(ROOT),
-        "REPLICATE_API_TOKEN": sandbox.token,
-        "REPLICATE_BASE_URL": sandbox.url,
-        "CONJURE_WEBHOOK_SECRET": sandbox.webhook_secret,
-        "CONJURE_PUBLIC_URL": url,
-        "CONJURE_DATABASE_URL": f"sqlite:///{tmp_path / 'conjure.db'}",
-        **platform_env,
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *("-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port)),
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    env = {"CONJURE_DATABASE_URL": f"sqlite:///{tmp_path / 'conjure.db'}", **platform_env}
+    process = await start_serve(sandbox, tmp_path, port, env)
     try:
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
             await _wait_healthy(http, process)
@@ -140,20 +120,7 @@ async def test_discord_interaction_over_the_gateway_to_an_attached_image(
             "DISCORD_GUILD_ID": str(GUILD_ID),
         }
         async with serve_process(sandbox_server, tmp_path, discord_env, (fake.bot_token,)):
-            payload = interaction_payload(
-                fake,
-                "imagine",
-                {"prompt": "a lighthouse at dusk"},
-                subcommand=None,
-                user_id=USER_ID,
-                attachment_size_limit=10 * 1024 * 1024,
-            )
-            fake.register_interaction(payload)
-            await asyncio.wait_for(gateway.dispatch("INTERACTION_CREATE", payload), timeout=30)
-            message = await fake.wait_for(
-                lambda: (m := fake.original(payload["token"])) and m["attachments"] and m,
-                timeout=30,
-            )
+            message = await imagine_over_gateway(fake, gateway, "a lighthouse at dusk")
 
     assert "✅ done" in message["content"]
     [attachment] = message["attachments"]

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -18,14 +17,13 @@ import httpx
 import pytest
 
 from bot.cli.main import main
-from tests.discord_harness import GUILD_ID, USER_ID, interaction_payload
+from tests.discord_harness import GUILD_ID, imagine_over_gateway
 from tests.fakes.discord_api import running_fake_discord, running_fake_gateway
 from tests.fakes.slack_api import BOT_TOKEN, serve_fake_slack
-from tests.harness import port_for_another_process
+from tests.harness import port_for_another_process, start_serve
 from tests.sandbox_fixtures import SandboxServer
 from tests.slack_harness import SIGNING_SECRET, command_fields, signed_headers
 
-ROOT = Path(__file__).resolve().parent.parent
 # The timeouts below are generous: on a loaded machine starting three Pythons takes a while.
 
 
@@ -56,22 +54,7 @@ async def serve(
     when it must exit 0 with no traceback and leave no worker behind."""
     port = port_for_another_process()
     url = f"http://127.0.0.1:{port}"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *("-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args),
-        cwd=tmp_path,
-        env={
-            "PATH": os.environ.get("PATH", ""),
-            "PYTHONPATH": str(ROOT),
-            "REPLICATE_API_TOKEN": sandbox.token,
-            "REPLICATE_BASE_URL": sandbox.url,
-            "CONJURE_WEBHOOK_SECRET": sandbox.webhook_secret,
-            "CONJURE_PUBLIC_URL": url,
-            **env,
-        },
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await start_serve(sandbox, tmp_path, port, env, *args)
     served = Served(process, httpx.AsyncClient(base_url=url, timeout=10))
     readers = [
         asyncio.create_task(_collect(process.stdout, served.stdout)),
@@ -211,20 +194,7 @@ async def test_the_gateway_is_one_workers_and_moves_when_it_is_killed(
             await _until(lambda: len(served.workers()) == 2 and leader not in served.workers())
             assert successor in served.workers()
 
-            payload = interaction_payload(
-                fake,
-                "imagine",
-                {"prompt": "a lighthouse at dusk"},
-                subcommand=None,
-                user_id=USER_ID,
-                attachment_size_limit=10 * 1024 * 1024,
-            )
-            fake.register_interaction(payload)
-            await asyncio.wait_for(gateway.dispatch("INTERACTION_CREATE", payload), timeout=10)
-            message = await fake.wait_for(
-                lambda: (m := fake.original(payload["token"])) and m["attachments"] and m,
-                timeout=30,
-            )
+            message = await imagine_over_gateway(fake, gateway, "a lighthouse at dusk")
     assert "✅ done" in message["content"]
     assert gateway.connected == 0
     assert any("worker" in line and "SIGKILL" in line for line in served.stderr)
@@ -237,22 +207,17 @@ async def test_a_worker_that_cannot_start_stops_the_start_with_one_line(
     no worker is started again."""
     async with running_fake_discord() as fake:
         port = port_for_another_process()
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *("-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port)),
-            *("--workers", "2"),
-            cwd=tmp_path,
-            env={
-                "PATH": os.environ.get("PATH", ""),
-                "PYTHONPATH": str(ROOT),
-                "REPLICATE_API_TOKEN": sandbox_server.token,
-                "REPLICATE_BASE_URL": sandbox_server.url,
+        process = await start_serve(
+            sandbox_server,
+            tmp_path,
+            port,
+            {
                 "DISCORD_TOKEN": "not-the-token",
                 "DISCORD_API_URL": fake.api_url,
                 "CONJURE_DATABASE_URL": sqlite_url,
             },
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            *("--workers", "2"),
+            webhooks=False,
         )
         stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=90)
     assert process.returncode == 2
