@@ -86,6 +86,22 @@ def start_fake_slack(logs: Path, cwd: Path) -> Child:
     return start("fake-slack", args, port, logs, env=child_env({}), cwd=cwd)
 
 
+def slack_serve_env(
+    slack: Child, sandbox: Child, webhook_secret: str, database_url: str
+) -> dict[str, str]:
+    """What `conjure serve` needs to take commands from the fake Slack and run them on the
+    sandbox, recording them in `database_url`."""
+    return {
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": f"{slack.url}/api/",
+        "REPLICATE_API_TOKEN": SANDBOX_TOKEN,
+        "REPLICATE_BASE_URL": sandbox.url,
+        "CONJURE_WEBHOOK_SECRET": webhook_secret,
+        "CONJURE_DATABASE_URL": database_url,
+    }
+
+
 def start_serve(
     name: str, logs: Path, cwd: Path, extra_env: dict[str, str], workers: int = 1
 ) -> Child:
@@ -126,15 +142,7 @@ async def running_stack(
             await wait_ready(sandbox, "/_sandbox/stats")
             await wait_ready(slack, "/_bench/events")
 
-            serve_env = {
-                "SLACK_BOT_TOKEN": BOT_TOKEN,
-                "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-                "SLACK_API_URL": f"{slack.url}/api/",
-                "REPLICATE_API_TOKEN": SANDBOX_TOKEN,
-                "REPLICATE_BASE_URL": sandbox.url,
-                "CONJURE_WEBHOOK_SECRET": secret,
-                "CONJURE_DATABASE_URL": database_url,
-            }
+            serve_env = slack_serve_env(slack, sandbox, secret, database_url)
             serves: list[Child] = []
             for number in range(1, instances + 1):
                 name = "serve" if number == 1 else f"serve-{number}"

@@ -50,6 +50,7 @@ from bench.stack import (
     SANDBOX_TOKEN,
     SIGNING_SECRET,
     database,
+    slack_serve_env,
     start_fake_slack,
     start_sandbox,
 )
@@ -58,7 +59,7 @@ from bot.money import MICROS_PER_USD, format_usd
 from bot.sandbox.config import generate_webhook_secret
 from bot.sandbox.models import WHISPER
 from bot.sandbox.runner import SPEECH_STEPS
-from tests.fakes.slack_api import BOT_TOKEN, TEAM_ID, FakeSlack
+from tests.fakes.slack_api import TEAM_ID, FakeSlack
 from tests.slack_harness import command_fields, sign
 
 RESULT = REPO / "bench" / "results" / "faults-overspend.json"
@@ -250,14 +251,8 @@ async def run_overspend(args: argparse.Namespace) -> dict[str, Any]:
                 async with front.serving():
                     for number, port in enumerate(ports, 1):
                         env = {
-                            "SLACK_BOT_TOKEN": BOT_TOKEN,
-                            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-                            "SLACK_API_URL": f"{slack.url}/api/",
-                            "REPLICATE_API_TOKEN": SANDBOX_TOKEN,
-                            "REPLICATE_BASE_URL": sandbox.url,
-                            "CONJURE_WEBHOOK_SECRET": secret,
+                            **slack_serve_env(slack, sandbox, secret, database_url),
                             "CONJURE_PUBLIC_URL": front.url,  # the same for both
-                            "CONJURE_DATABASE_URL": database_url,
                             "CONJURE_POLL_INTERVAL": str(POLL_INTERVAL),
                         }
                         children.append(
