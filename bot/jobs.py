@@ -160,7 +160,6 @@ class JobService:
         self.quotas = quotas
         self.replicate = replicate
         self.fetcher = fetcher
-        self.progress_interval = progress_interval
         self.delivery = delivery or DeliveryPolicy()
         self.safety = SafetyRules(store.engine)  # the workspaces' banned words and patterns
         self._adapters: dict[str, ChatAdapter] = {}
