@@ -866,16 +866,24 @@ class JobService:
         self._shows_later[job_id] = loop.call_later(self.followed.next_show_in(job_id), due)
 
     async def _show_latest(self, job_id: str) -> None:
-        job = await self.store.get(job_id)
-        if job is None or job.job_status.terminal or job.platform not in self._adapters:
-            return
-        with self._screen(job_id) as screen:
-            progress = self.followed.held_back(job_id)
-            if progress is not None and (job.progress is None or job.progress < progress):
-                job = await self.store.record_progress(job_id, progress) or job
-                if job.prediction_id is not None:
-                    self.followed.recorded(job_id, job.prediction_id, job.status_rank, job.progress)
-            await self._throttled_status_update(job, screen)
+        """The delayed edit: the job as it now stands, with the progress held back for it. A
+        status edit is worth a try, not a retry: with the database away it is skipped (the
+        outcome, which is retried, shows the end)."""
+        try:
+            job = await self.store.get(job_id)
+            if job is None or job.job_status.terminal or job.platform not in self._adapters:
+                return
+            with self._screen(job_id) as screen:
+                progress = self.followed.held_back(job_id)
+                if progress is not None and (job.progress is None or job.progress < progress):
+                    job = await self.store.record_progress(job_id, progress) or job
+                    if job.prediction_id is not None:
+                        self.followed.recorded(
+                            job_id, job.prediction_id, job.status_rank, job.progress
+                        )
+                await self._throttled_status_update(job, screen)
+        except SQLAlchemyError:
+            log.warning("job %s: its status was not shown (database unavailable)", job_id)
 
     def update_adds_nothing(self, job_id: str, prediction: Prediction) -> bool:
         """Whether a webhook's update of a job this process follows may be answered without

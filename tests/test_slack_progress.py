@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
 
 from storage.engine import statement_engines
+from storage.models import Job
 from tests.slack_harness import running_slack_conjure
 
 INTERVAL = 2.0
@@ -80,3 +83,32 @@ async def test_progress_webhooks_that_add_nothing_are_answered_without_the_datab
         assert shown
         assert "✅ done" in conjure.fake.calls_to("chat.update")[-1].args["text"]
         assert len(conjure.fake.shared_uploads()) == 1
+
+
+async def test_a_delayed_edit_with_the_database_away_is_skipped_and_the_job_still_delivered(
+    sandbox_server,
+    sqlite_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The edit that shows a held-back status later reads the job; if the database fails right
+    then, that edit is skipped with a warning (no failed background task), and the result
+    still arrives once."""
+    sandbox_server.sandbox.config.speed = 1.0
+    async with running_slack_conjure(
+        sandbox_server, sqlite_url, progress_interval=INTERVAL
+    ) as conjure:
+        await conjure.slash("/imagine", "a slow lighthouse --model flux-dev")
+        [job] = await conjure.runtime.store._select(Job.id.is_not(None))  # type: ignore[union-attr]
+
+        async def away(_: str) -> None:
+            raise OperationalError("SELECT", {}, Exception("database is locked"))
+
+        with monkeypatch.context() as patched:
+            patched.setattr(conjure.runtime.store, "get", away)
+            await conjure.service._show_latest(job.id)
+        assert "its status was not shown (database unavailable)" in caplog.text
+        await conjure.settle(sandbox_server)
+        assert len(conjure.fake.shared_uploads()) == 1
+        assert "✅ done" in conjure.fake.calls_to("chat.update")[-1].args["text"]
+    assert "background job task failed" not in caplog.text
