@@ -7,7 +7,6 @@ instance. That is what makes duplicate and out-of-order webhooks, and several in
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage import usage
+from storage.compiled_once import built_once, cached_statement
 from storage.engine import reader, write
 from storage.models import (
     TERMINAL_RANK,
@@ -466,7 +466,7 @@ def workspace_subject(platform: str, workspace: str) -> str:
 
 _JOBS = Job.__table__
 _ID = _JOBS.c.id == bindparam("job_id")
-_GET = select(_JOBS).where(_ID)
+_GET = built_once(select(_JOBS).where(_ID))
 _RUNNING = _JOBS.c.status_rank < TERMINAL_RANK
 
 
@@ -482,7 +482,7 @@ def _set(names: tuple[str, ...]) -> dict[str, Any]:
     return {name: bindparam(f"v_{name}", type_=_JOBS.c[name].type) for name in names}
 
 
-@functools.cache
+@cached_statement
 def _update_statement(names: tuple[str, ...]) -> Any:
     return update(_JOBS).where(_ID).values(_set(names))
 
@@ -490,29 +490,29 @@ def _update_statement(names: tuple[str, ...]) -> Any:
 _UNSTARTED = (_JOBS.c.status_rank == 0) & _JOBS.c.prediction_id.is_(None)
 
 
-@functools.cache
+@cached_statement
 def _attach_statement() -> Any:
     """Record a create's prediction, unless the job ended without one meanwhile (canceled)."""
     open_or_known = (_JOBS.c.status_rank < TERMINAL_RANK) | _JOBS.c.prediction_id.is_not(None)
     return update(_JOBS).where(_ID, open_or_known).values(_set(("prediction_id", "updated_at")))
 
 
-_INSERT = _JOBS.insert()
+_INSERT = built_once(_JOBS.insert())
 
 
-@functools.cache
+@cached_statement
 def _touch_unstarted_statement(names: tuple[str, ...]) -> Any:
     unchanged = _JOBS.c.updated_at == bindparam("seen", type_=_JOBS.c.updated_at.type)
     return update(_JOBS).where(_ID, _UNSTARTED, unchanged).values(_set(names))
 
 
-@functools.cache
+@cached_statement
 def _advance_statement(names: tuple[str, ...]) -> Any:
     forward = _JOBS.c.status_rank < bindparam("v_status_rank")
     return update(_JOBS).where(_ID, forward).values(_set(names)).returning(*_JOBS.c)
 
 
-@functools.cache
+@cached_statement
 def _progress_statement() -> Any:
     progress = _JOBS.c.progress
     higher = progress.is_(None) | (progress < bindparam("v_progress"))
@@ -556,7 +556,7 @@ def _delivery(now: Any, *, deliver: bool, claim: bool, lease: timedelta) -> dict
     return {"delivery": Delivery.PENDING}
 
 
-@functools.cache
+@cached_statement
 def _terminal_statement(names: tuple[str, ...], guard: str) -> Any:
     """The UPDATE that makes a job terminal where `guard` holds; setting a claim counts it."""
     values = _set(names)
@@ -571,7 +571,7 @@ def _terminal_statement(names: tuple[str, ...], guard: str) -> Any:
 CAPABILITY_KEYS = ("response_url", "token")
 
 
-@functools.cache
+@cached_statement
 def _finish_delivery_statement(dialect: str) -> Any:
     """The UPDATE that ends a delivery and strips CAPABILITY_KEYS from the destination, in SQL
     (so it cannot undo a concurrent change to the rest of the destination)."""

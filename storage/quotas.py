@@ -7,7 +7,6 @@ here), -1 none allowed, n at most n.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +18,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.audit import audit_row
+from storage.compiled_once import cached_statement
 from storage.engine import reader, write
 from storage.limit_change import Default, LimitChange
 from storage.models import AuditEntry, BudgetAlert, Job, QuotaOverride, UsageCounter, utcnow
@@ -204,7 +204,7 @@ class QuotaStore:
             )
 
 
-@functools.cache
+@cached_statement
 def _overrides_statement(count: int) -> Any:
     """The overrides of `count` (scope, subject) pairs, built once per count."""
     table = QuotaOverride.__table__.c

@@ -18,8 +18,9 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Connection, Dialect, Engine, Result
+from sqlalchemy.engine import Connection, Dialect, Engine
 
+from storage.compiled_once import compiled_once
 from storage.sqlite_inline import open_sqlite
 
 
@@ -47,8 +48,15 @@ class DirectConnection:
     def dialect(self) -> Dialect:
         return self.sync_connection.dialect
 
-    async def execute(self, statement: Any, parameters: Any = None, **kwargs: Any) -> Result[Any]:
-        return self.sync_connection.execute(statement, parameters, **kwargs)
+    async def execute(self, statement: Any, parameters: Any = None, **kwargs: Any) -> Any:
+        """Run `statement`: as SQL compiled once when it was built once (storage.compiled_once),
+        else through SQLAlchemy."""
+        connection = self.sync_connection
+        if not kwargs:
+            compiled = compiled_once(statement, connection.dialect, parameters)
+            if compiled is not None:
+                return compiled.run(connection, parameters)
+        return connection.execute(statement, parameters, **kwargs)
 
     async def scalar(self, statement: Any, parameters: Any = None, **kwargs: Any) -> Any:
         return self.sync_connection.scalar(statement, parameters, **kwargs)

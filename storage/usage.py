@@ -7,7 +7,6 @@ interleaving of concurrent commands on any number of processes can pass a limit 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -18,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storage.compiled_once import cached_statement
 from storage.models import BudgetAlert, UsageCounter, utcnow
 
 LIVE = "live"
@@ -138,7 +138,7 @@ async def reserve(conn: AsyncConnection, holds: Sequence[Hold], estimate: int) -
             raise LimitReached(hold)
 
 
-@functools.cache
+@cached_statement
 def _reserve_statement(usd: bool, limited: bool) -> Any:
     """The conditional UPDATE of one hold, built once (building it anew for every hold of every
     command cost a quarter of its CPU): `usd` reserves the estimate, else one job; `limited`
@@ -205,7 +205,7 @@ def _settled_row() -> Any:
     )
 
 
-@functools.cache
+@cached_statement
 def _settle_usd_statement() -> Any:
     """Release the estimate and add what was spent; returns the new spend (built once)."""
     table = UsageCounter.__table__.c
@@ -221,7 +221,7 @@ def _settle_usd_statement() -> Any:
     )
 
 
-@functools.cache
+@cached_statement
 def _give_back_job_statement() -> Any:
     """One job fewer on a counter: a job that finished (in flight) or never ran (built once)."""
     table = UsageCounter.__table__.c
