@@ -17,6 +17,7 @@ from bot.commands.handler import Commands
 from bot.commands.model_options import prefetch
 from bot.config import Settings
 from bot.followups.service import Followups
+from bot.http_transport import http_client
 from bot.jobs import JobService
 from bot.leadership import Leadership
 from bot.metrics import Metrics
@@ -76,7 +77,7 @@ class Runtime:
         replicate = ReplicateClient(
             settings.replicate_api_base, token.get_secret_value() if token else None
         )
-        http = httpx.AsyncClient(timeout=httpx.Timeout(30, connect=10), follow_redirects=False)
+        http = http_client(httpx.Timeout(30, connect=10), follow_redirects=False)
         fetcher = OutputFetcher(http, file_hosts(settings), settings.conjure_max_download_bytes)
         service = JobService(
             settings=settings,

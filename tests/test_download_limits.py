@@ -18,13 +18,13 @@ import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from bot.http_transport import http_client
 from bot.replicate.client import Prediction
 from bot.replicate.outputs import OutputFetcher
 from bot.serving import serve_app
@@ -105,7 +105,7 @@ async def file_host() -> AsyncIterator[FileHost]:
 
 
 async def fetch(host: FileHost, paths: list[str], deadline: float = 5.0):
-    async with httpx.AsyncClient() as http:
+    async with http_client(30) as http:
         fetcher = OutputFetcher(http, [host.netloc], CAP, deadline=deadline)
         return await fetcher.fetch([f"{host.url}{path}" for path in paths])
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from bot.http_transport import http_client
 from bot.messages import format_duration
 from bot.money import format_usd
 from bot.replicate.outputs import OutputFetcher, split_output
@@ -41,7 +41,7 @@ async def file_host() -> AsyncIterator[str]:
 
 
 async def fetch(url_host: str, output: object, max_bytes: int = 1000):
-    async with httpx.AsyncClient() as http:
+    async with http_client(30) as http:
         netloc = url_host.removeprefix("http://")
         return await OutputFetcher(http, ["replicate.delivery", netloc], max_bytes).fetch(output)
 
@@ -72,7 +72,7 @@ async def test_other_hosts_redirects_and_oversize_files_are_refused(file_host: s
 
 
 def test_replicate_subdomains_are_trusted_over_https_only() -> None:
-    fetcher = OutputFetcher(httpx.AsyncClient(), ["replicate.delivery"], 10)
+    fetcher = OutputFetcher(http_client(30), ["replicate.delivery"], 10)
     assert fetcher.is_allowed("https://replicate.delivery/a/out-0.webp")
     assert fetcher.is_allowed("https://pbxt.replicate.delivery/a/out-0.webp")
     assert not fetcher.is_allowed("http://replicate.delivery/a/out-0.webp")

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from bot.http_transport import http_client
 from bot.replicate import files
 from bot.replicate.client import Prediction, ReplicateClient
 from bot.replicate.errors import (
@@ -63,7 +64,7 @@ def log() -> RequestLog:
 
 @pytest.fixture
 async def client(sandbox_server: Any, log: RequestLog) -> AsyncIterator[ReplicateClient]:
-    http = httpx.AsyncClient(timeout=5.0, event_hooks={"request": [log]})
+    http = http_client(5.0, event_hooks={"request": [log]})
     async with (
         http,
         ReplicateClient(
@@ -136,7 +137,7 @@ async def test_prefer_wait_lengthens_the_read_timeout(
     sandbox_server: Any, sandbox: Any, log: RequestLog
 ):
     sandbox.faults.slow_start = 0.5  # longer than the client's 0.3 s timeout
-    http = httpx.AsyncClient(timeout=0.3, event_hooks={"request": [log]})
+    http = http_client(0.3, event_hooks={"request": [log]})
     async with http, ReplicateClient(sandbox_server.url, sandbox_server.token, http=http) as client:
         prediction = await client.create_prediction(model=FLUX, input=PROMPT, wait=5)
     assert prediction.status == "succeeded"
@@ -309,7 +310,7 @@ async def test_missing_prompt_names_the_field(client: ReplicateClient, sandbox: 
 async def test_429_on_get_is_retried_after_retry_after(
     sandbox_server: Any, sandbox: Any, log: RequestLog
 ):
-    http = httpx.AsyncClient(timeout=5.0, event_hooks={"request": [log]})
+    http = http_client(5.0, event_hooks={"request": [log]})
     async with (
         http,
         ReplicateClient(
@@ -392,7 +393,7 @@ async def test_create_timeout_is_an_unknown_outcome_then_found_by_webhook(
     sandbox_server: Any, sandbox: Any, log: RequestLog
 ):
     webhook = "http://127.0.0.1:9/webhooks/replicate?job=timeout"
-    http = httpx.AsyncClient(timeout=0.3, event_hooks={"request": [log]})
+    http = http_client(0.3, event_hooks={"request": [log]})
     async with (
         http,
         ReplicateClient(
@@ -414,7 +415,7 @@ async def test_create_timeout_is_an_unknown_outcome_then_found_by_webhook(
 
 
 async def test_refused_connection_on_create_is_retried_then_raised(log: RequestLog):
-    http = httpx.AsyncClient(timeout=2.0, event_hooks={"request": [log]})
+    http = http_client(2.0, event_hooks={"request": [log]})
     async with (
         http,
         ReplicateClient(
@@ -521,7 +522,7 @@ async def test_one_byte_over_the_inline_limit_is_uploaded(client: ReplicateClien
 async def test_an_upload_is_retried_on_5xx_429_and_a_lost_answer(
     sandbox_server: Any, sandbox: Any, log: RequestLog
 ):
-    http = httpx.AsyncClient(timeout=0.5, event_hooks={"request": [log]})
+    http = http_client(0.5, event_hooks={"request": [log]})
     async with (
         http,
         ReplicateClient(

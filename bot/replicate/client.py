@@ -26,6 +26,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, field_validator
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
 
+from bot.http_transport import http_client
 from bot.replicate.errors import (
     PredictionOutcomeUnknown,
     RateLimitedError,
@@ -55,11 +56,8 @@ _VERSION = re.compile(r"^(?:[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+:)?(?P<id>[0-9a-f]{64
 _PREDICTION_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
 _PREDICTION_ID = re.compile(_PREDICTION_ID_PATTERN)
 
-# Failures before the request left this machine: repeating them cannot create anything twice.
-# An idle connection is dropped after 4 s, before servers that close theirs after 5 (uvicorn's
-# default, the sandbox's): a create sent on a connection the server is closing that instant
-# fails with no answer, and a create without an answer is a job that may have to be given up.
-LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=4.0)
+# Failures before the request left this machine: repeating them cannot create anything twice
+# (bot.http_transport makes sure aiohttp's errors keep that meaning).
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
@@ -205,7 +203,7 @@ class ReplicateClient:
         self._backoff = wait_random_exponential(multiplier=0.5, max=max_backoff)
         self._user_agent = user_agent
         self._owns_http = http is None
-        self._http = http if http is not None else httpx.AsyncClient(timeout=timeout, limits=LIMITS)
+        self._http = http if http is not None else http_client(timeout=timeout)
 
     def __repr__(self) -> str:
         return f"ReplicateClient(base_url={self._api.removesuffix('/v1')!r})"

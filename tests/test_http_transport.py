@@ -1,0 +1,172 @@
+"""bot.http_transport: httpx over aiohttp, its errors saying what httpx's would about whether a
+request left. The point is money: a create that was sent and then lost is never repeated."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import httpx
+import pytest
+
+from bot.http_transport import as_httpx_error, http_client
+from bot.replicate.client import ReplicateClient
+from bot.replicate.errors import (
+    PredictionOutcomeUnknown,
+    ReplicateConnectionError,
+    ReplicateUnavailableError,
+)
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class RawServer:
+    """A loopback TCP server that answers as `handler` says, counting the requests it read."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.requests: list[bytes] = []
+        self.url = ""
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                (
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                0,
+            )
+            self.requests.append(head + await reader.readexactly(length))
+            await self.handler(reader, writer)
+        writer.close()
+
+
+@contextlib.asynccontextmanager
+async def raw_server(handler: Handler) -> AsyncIterator[RawServer]:
+    server = RawServer(handler)
+    listening = await asyncio.start_server(server._serve, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    server.url = f"http://127.0.0.1:{port}"
+    async with listening:
+        yield server
+
+
+async def hang_up(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Read the request, answer nothing, close."""
+
+
+async def half_an_answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Headers promising 100 bytes, 10 of them, close."""
+    writer.write(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n")
+    writer.write(b"Content-Length: 100\r\n\r\n" + b'{"id": "ab')
+    await writer.drain()
+
+
+async def never_answer(reader: asyncio.StreamReader, _: asyncio.StreamWriter) -> None:
+    await reader.read()  # until the client gives up and closes
+
+
+def replicate(url: str, http: httpx.AsyncClient) -> ReplicateClient:
+    return ReplicateClient(url, "r8_transport_test_token", http=http, max_backoff=0.01)
+
+
+@pytest.mark.parametrize("answer", [hang_up, half_an_answer], ids=["hang-up", "half-an-answer"])
+async def test_a_create_sent_and_then_lost_is_unknown_and_never_repeated(answer: Handler):
+    async with raw_server(answer) as server, http_client(5) as http:
+        with pytest.raises(PredictionOutcomeUnknown) as raised:
+            await replicate(server.url, http).create_prediction(
+                model="black-forest-labs/flux-schnell",
+                input={"prompt": "a cat"},
+                webhook="http://127.0.0.1:9/webhooks/replicate?job=1",
+            )
+    assert len(server.requests) == 1  # sent once: a second copy could be a second prediction
+    assert server.requests[0].startswith(b"POST /v1/models/black-forest-labs/flux-schnell/")
+    assert b'{"input":{"prompt":"a cat"}' in server.requests[0]
+    assert "r8_transport_test_token" not in str(raised.value)
+
+
+async def test_a_create_with_no_answer_in_time_is_unknown_and_never_repeated():
+    async with raw_server(never_answer) as server, http_client(0.3) as http:
+        with pytest.raises(PredictionOutcomeUnknown):
+            await replicate(server.url, http).create_prediction(
+                model="black-forest-labs/flux-schnell", input={"prompt": "a cat"}
+            )
+    assert len(server.requests) == 1
+
+
+async def test_a_read_that_loses_its_answer_is_repeated_then_unavailable():
+    async with raw_server(hang_up) as server, http_client(5) as http:
+        with pytest.raises(ReplicateUnavailableError):
+            await replicate(server.url, http).get_prediction("abc")
+    # A GET is safe to repeat: each of the 4 attempts was made (and aiohttp itself repeats an
+    # idempotent request once when the connection drops).
+    assert len(server.requests) == 8
+    assert all(request.startswith(b"GET /v1/predictions/abc ") for request in server.requests)
+
+
+async def test_a_refused_connection_is_not_sent_and_is_repeated():
+    async with raw_server(hang_up) as server:
+        url = server.url
+    async with http_client(5) as http:
+        with pytest.raises(ReplicateConnectionError):
+            await replicate(url, http).create_prediction(
+                model="black-forest-labs/flux-schnell", input={"prompt": "a cat"}
+            )
+
+
+async def test_a_body_cut_short_while_streaming_is_a_read_error():
+    async with raw_server(half_an_answer) as server, http_client(5) as http:
+        async with http.stream("GET", server.url + "/file") as response:
+            assert response.status_code == 201
+            with pytest.raises(httpx.TransportError) as raised:
+                async for _ in response.aiter_raw():
+                    pass
+    assert not isinstance(raised.value, httpx.ConnectError | httpx.ConnectTimeout)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (aiohttp.ConnectionTimeoutError("pool or connect"), httpx.ConnectTimeout),
+        (aiohttp.SocketTimeoutError("read"), httpx.ReadTimeout),
+        (aiohttp.ServerDisconnectedError(), httpx.RemoteProtocolError),
+        (aiohttp.ClientOSError(104, "reset"), httpx.ReadError),
+        (aiohttp.ClientPayloadError("cut"), httpx.ReadError),
+        (aiohttp.ClientConnectionResetError("closing transport"), httpx.ReadError),
+    ],
+)
+def test_only_errors_before_sending_become_connect_errors(
+    error: BaseException, expected: type[httpx.TransportError]
+):
+    mapped = as_httpx_error(error)
+    assert type(mapped) is expected
+
+
+async def test_a_request_and_its_answer_arrive_whole():
+    received: dict[str, bytes] = {}
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        body = b"x" * 300_000
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nX-Seen: yes\r\n")
+        writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+
+    async with raw_server(echo) as server, http_client(5) as http:
+        response = await http.post(
+            server.url + "/upload",
+            files={"content": ("cat.png", b"\x89PNG-bytes", "image/png")},
+            headers={"Authorization": "Bearer t"},
+        )
+        received["request"] = server.requests[0]
+    assert response.status_code == 200
+    assert response.headers["x-seen"] == "yes"
+    assert response.content == b"x" * 300_000
+    head, _, body = received["request"].partition(b"\r\n\r\n")
+    assert b"authorization: Bearer t" in head.lower().replace(b"bearer", b"Bearer")
+    assert b"multipart/form-data; boundary=" in head
+    assert b'filename="cat.png"' in body and b"\x89PNG-bytes" in body
