@@ -40,6 +40,7 @@ from bot.replicate.links import with_link_notes
 from bot.replicate.outputs import OutputFetcher, OutputUnavailable, split_output
 from bot.replicate.progress import progress_from_logs
 from bot.safety import SafetyRules
+from bot.start_claims import StartClaims
 from bot.streaming import StreamRelay, fold_result
 from bot.updates import FollowedJobs
 from storage.jobs import DELIVERY_LEASE, JobStore
@@ -173,7 +174,8 @@ class JobService:
         # concurrent queries and calls, and every ack and webhook waits behind them; started a
         # few at a time, the same work gets done sooner (less contention) and acks stay quick.
         self._starting = asyncio.Semaphore(SUBMITS_AT_ONCE)
-        self._launching: set[str] = set()  # recorded here, waiting their turn to start
+        # Recorded here, waiting their turn to start, their claims kept fresh (bot.start_claims).
+        self._launching = StartClaims(store, lambda: START_TAKEOVER)
         # Recording (the one transaction before the ack) waits behind other recordings only,
         # not behind announcements and creates, so acks stay quick in a burst.
         self._recording = asyncio.Semaphore(SUBMITS_AT_ONCE)
@@ -224,6 +226,7 @@ class JobService:
             await asyncio.wait(set(self._tasks), timeout=remaining)
 
     async def aclose(self) -> None:
+        self._launching.close()
         for later in self._shows_later.values():
             later.cancel()
         self._shows_later.clear()
@@ -275,19 +278,9 @@ class JobService:
             await self._announce(job)  # queued: started by start_waiting when a slot frees
             self.spawn(self.start_waiting(job.platform, job.workspace))  # one may have freed
             return job
-        with self._starting_here(job.id):
+        with self._launching.holding(job):
             async with self._starting:
                 return await self._launch(job, invocation.model)
-
-    @contextlib.contextmanager
-    def _starting_here(self, job_id: str) -> Iterator[None]:
-        """While this process is about to start a job (it may wait its turn for a while in a
-        burst), its own sweeper does not take it for abandoned."""
-        self._launching.add(job_id)
-        try:
-            yield
-        finally:
-            self._launching.discard(job_id)
 
     async def _acknowledge(self, job: Job, acknowledge: Acknowledge) -> None:
         try:
@@ -310,11 +303,7 @@ class JobService:
     async def _touch_unstarted(self, job: Job, **values: Any) -> bool:
         """Claim `job`'s start (see JobStore.touch_unstarted), writing `values`; False when
         another instance took it over meanwhile."""
-        now = utcnow()
-        if not await self.store.touch_unstarted(job.id, job.updated_at, now, **values):
-            return False
-        job.updated_at = now
-        return True
+        return await self._launching.touch(job, **values)
 
     async def _record(self, request: CommandRequest, invocation: Invocation) -> Job:
         now = utcnow()
@@ -613,7 +602,7 @@ class JobService:
         if model is None:
             await self._fail_before_start(job, RESTARTED_BEFORE_START, reason="not started")
             return
-        with self._starting_here(job.id):
+        with self._launching.holding(job):
             async with self._starting:
                 if not await self._touch_unstarted(job):
                     return

@@ -193,3 +193,36 @@ async def test_without_webhooks_an_abandoned_job_is_not_started_again(
         [job] = await conjure.runtime.store._select(Job.id.is_not(None))  # type: ignore[union-attr]
     assert sandbox_server.sandbox.create_count == 0
     assert job.job_status is JobStatus.QUEUED
+
+
+async def test_a_job_waiting_long_for_its_start_stays_claimed_from_other_instances(
+    sandbox_server: Any,
+    database_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A job that waits here for its turn longer than START_TAKEOVER (a burst, a busy worker)
+    is touched meanwhile (bot.start_claims), so another instance's sweeper does not take it for
+    abandoned: it used to search Replicate for it and start it there instead."""
+    async with (
+        running_conjure(sandbox_server, database_url, tmp_path / "out") as conjure,
+        running_conjure(sandbox_server, database_url, tmp_path / "other") as other,
+    ):
+        monkeypatch.setattr("bot.jobs.START_TAKEOVER", timedelta(milliseconds=600))
+        release = _hold_announcements(conjure)
+        waiting = asyncio.create_task(conjure.runtime.commands.handle(_request("console:w2")))
+        await _recorded(conjure)
+        await asyncio.sleep(1.2)  # twice START_TAKEOVER, still waiting for its turn here
+        await other.service.sweep_unstarted()
+        await other.service.wait_idle()
+        assert sandbox_server.sandbox.create_count == 0
+        assert "never started" not in caplog.text
+        release.set()
+        await waiting
+        await settle(conjure, sandbox_server)
+        await settle(other, sandbox_server)
+        [job] = await conjure.runtime.store._select(Job.id.is_not(None))  # type: ignore[union-attr]
+    assert sandbox_server.sandbox.create_count == 1
+    assert job.job_status is JobStatus.SUCCEEDED and job.delivery == Delivery.DELIVERED
+    assert _files(tmp_path / "out") == 1 and _files(tmp_path / "other") == 0
