@@ -45,6 +45,7 @@ from bot.streaming import StreamRelay, fold_result
 from bot.updates import FollowedJobs
 from storage.jobs import DELIVERY_LEASE, JobStore
 from storage.models import BudgetAlert, Delivery, Job, JobStatus, utcnow
+from storage.rows import new_row
 from storage.usage import Hold, HoldKind, LimitReached
 
 log = logging.getLogger(__name__)
@@ -307,7 +308,8 @@ class JobService:
 
     async def _record(self, request: CommandRequest, invocation: Invocation) -> Job:
         now = utcnow()
-        job = Job(
+        job = new_row(
+            Job,
             id=secrets.token_hex(10),
             platform=request.platform,
             workspace=request.workspace,
@@ -859,17 +861,19 @@ class JobService:
         status edit is worth a try, not a retry: with the database away it is skipped (the
         outcome, which is retried, shows the end)."""
         try:
-            job = await self.store.get(job_id)
-            if job is None or job.job_status.terminal or job.platform not in self._adapters:
-                return
             with self._screen(job_id) as screen:
+                job = None
                 progress = self.followed.held_back(job_id)
-                if progress is not None and (job.progress is None or job.progress < progress):
-                    job = await self.store.record_progress(job_id, progress) or job
-                    if job.prediction_id is not None:
+                if progress is not None:  # written if higher and still running: the row back
+                    job = await self.store.record_progress(job_id, progress)
+                    if job is not None and job.prediction_id is not None:
                         self.followed.recorded(
                             job_id, job.prediction_id, job.status_rank, job.progress
                         )
+                if job is None:
+                    job = await self.store.get(job_id)
+                if job is None or job.job_status.terminal or job.platform not in self._adapters:
+                    return
                 await self._throttled_status_update(job, screen)
         except SQLAlchemyError:
             log.warning("job %s: its status was not shown (database unavailable)", job_id)

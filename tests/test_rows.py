@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from storage.engine import create_engine
 from storage.jobs import JobStore
 from storage.models import Job, utcnow
-from storage.rows import from_row
+from storage.rows import from_row, new_row
 
 
 async def test_a_job_from_its_row_equals_the_validated_one_and_stays_settable(
@@ -48,3 +49,31 @@ async def test_a_job_from_its_row_equals_the_validated_one_and_stays_settable(
         assert built.job_status.terminal
     finally:
         await engine.dispose()
+
+
+def test_a_new_row_is_the_constructors_with_fresh_defaults() -> None:
+    now = utcnow()
+    given = {
+        "id": "newrow1",
+        "platform": "slack",
+        "workspace": "T1",
+        "channel": "C1",
+        "user_id": "U1",
+        "command": "imagine",
+        "model": "flux-schnell",
+        "model_ref": "black-forest-labs/flux-schnell",
+        "usage_period": "2026-12",
+        "prompt": "a cat",
+        "input": {"prompt": "a cat"},
+        "created_at": now,
+        "updated_at": now,
+    }
+    built, constructed = new_row(Job, **given), Job(**given)
+    assert built.model_dump() == constructed.model_dump()
+    assert built.model_fields_set == constructed.model_fields_set == set(given)
+    other = new_row(Job, **{**given, "id": "newrow2"})
+    assert other.holds is not built.holds and other.destination is not built.destination
+    built.status = "processing"  # settable as any loaded row
+    assert built.model_dump()["status"] == "processing"
+    with pytest.raises(TypeError, match="Job needs a value for platform"):
+        new_row(Job, id="newrow3")
