@@ -224,6 +224,10 @@ def table(results: dict[str, Any]) -> str:
         f"Conjure benchmark: {args['db']}{procs}, {results['machine']['nproc']} cores, "
         f"{results['machine']['cpu']}, Python {results['machine']['python']}"
     )
+    gauge = results["machine"].get("speed_gauge_ms") or {}
+    if gauge:
+        readings = " / ".join(f"{gauge[k]:g}" for k in ("before", "after") if k in gauge)
+        head += f"; speed gauge {readings} ms (bench/speed.py, lower is faster)"
     lines = [head, "-" * len(head)]
     lines += [f"{label:<{width}}  {value:>{vwidth}}  {aim}".rstrip() for label, value, aim in rows]
     return "\n".join(lines)

@@ -25,7 +25,7 @@ from typing import Any
 
 import aiohttp
 
-from bench import phases, report, scaling
+from bench import phases, report, scaling, speed
 from bench.stack import POSTGRES_URL, running_stack
 
 
@@ -110,7 +110,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     deadline = time.monotonic() + args.max_seconds
     results: dict[str, Any] = {
         "started_at": started_at.isoformat(timespec="seconds"),
-        "machine": report.machine(),
+        "machine": {**report.machine(), "speed_gauge_ms": {"before": speed.gauge()}},
         "args": {
             "db": args.db,
             "n": args.n,
@@ -134,6 +134,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await main_run(args, results, deadline)
     if args.scaling or args.scaling_only:
         results["scaling"] = await scaling.run(args, deadline, step)
+    results["machine"]["speed_gauge_ms"]["after"] = speed.gauge()
     results["seconds"] = round((datetime.now(UTC) - started_at).total_seconds(), 1)
     results["aims_met"] = report.aims_met(results)
     return results

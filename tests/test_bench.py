@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from bench import report, scaling
+from bench import report, scaling, speed
 from bench.phases import cpu_ms_per
 from bench.procs import cpu_used, tree, tree_cpu
 from bench.slash import SlashSender
@@ -127,7 +127,12 @@ def test_aims_of_issue_15() -> None:
 def test_the_table_shows_burst_scaling_and_each_process() -> None:
     results = {
         "args": {"db": "postgres", "n": 10, "c": 2, "workers": 1, "instances": 2},
-        "machine": {"nproc": 2, "cpu": "x", "python": "3.12"},
+        "machine": {
+            "nproc": 2,
+            "cpu": "x",
+            "python": "3.12",
+            "speed_gauge_ms": {"before": 216.3, "after": 250.0},
+        },
         "cpu_ms_per_command": 6.0,
         "cpu_ms_per_command_by_process": {"serve": 3.1, "serve-2": 2.9},
         "burst": {
@@ -150,6 +155,7 @@ def test_the_table_shows_burst_scaling_and_each_process() -> None:
     results["aims_met"] = report.aims_met(results)
     text = report.table(results)
     assert "1 worker(s) x 2 instance(s)" in text
+    assert "speed gauge 216.3 / 250 ms" in text
     assert "serve-2" in text and "efficiency of the second process" in text
     assert "first command → last image s" in text and "met" in text
     assert text.count("INCOMPLETE") == 1
@@ -157,3 +163,7 @@ def test_the_table_shows_burst_scaling_and_each_process() -> None:
     results["args"]["scaling_only"] = True
     only = report.table(results)
     assert "efficiency of the second process" in only and "burst" not in only
+
+
+def test_the_speed_gauge_reads_a_steady_workload() -> None:
+    assert 10 < speed._one() < 5_000  # CPU milliseconds of the fixed workload
