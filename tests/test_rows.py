@@ -9,6 +9,7 @@ from storage.engine import create_engine
 from storage.jobs import JobStore
 from storage.models import Job, utcnow
 from storage.rows import from_row, new_row
+from tests.test_storage import make_job
 
 
 async def test_a_job_from_its_row_equals_the_validated_one_and_stays_settable(
@@ -53,18 +54,8 @@ async def test_a_job_from_its_row_equals_the_validated_one_and_stays_settable(
 
 def test_a_new_row_is_the_constructors_with_fresh_defaults() -> None:
     now = utcnow()
-    given = {
-        "id": "newrow1",
-        "platform": "slack",
-        "workspace": "T1",
-        "channel": "C1",
-        "user_id": "U1",
-        "command": "imagine",
-        "model": "flux-schnell",
-        "model_ref": "black-forest-labs/flux-schnell",
-        "usage_period": "2026-12",
-        "prompt": "a cat",
-        "input": {"prompt": "a cat"},
+    given = {  # what the constructor was given
+        **make_job("newrow1").model_dump(exclude_unset=True),
         "created_at": now,
         "updated_at": now,
     }

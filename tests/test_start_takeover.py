@@ -165,14 +165,7 @@ async def test_a_job_waiting_its_turn_to_start_here_is_not_taken_over_by_this_sw
         await asyncio.sleep(0.1)  # untouched for longer than START_TAKEOVER, still waiting here
         await conjure.service.sweep_unstarted()
         await conjure.service.recover()
-        assert sandbox_server.sandbox.create_count == 0
-        assert "never started" not in caplog.text
-        release.set()
-        await waiting
-        await settle(conjure, sandbox_server)
-        [job] = await conjure.runtime.store._select(Job.id.is_not(None))  # type: ignore[union-attr]
-    assert sandbox_server.sandbox.create_count == 1
-    assert job.job_status is JobStatus.SUCCEEDED and job.delivery == Delivery.DELIVERED
+        await _still_waiting_then_started_here(conjure, release, waiting, sandbox_server, caplog)
 
 
 async def test_without_webhooks_an_abandoned_job_is_not_started_again(
@@ -216,13 +209,24 @@ async def test_a_job_waiting_long_for_its_start_stays_claimed_from_other_instanc
         await asyncio.sleep(1.2)  # twice START_TAKEOVER, still waiting for its turn here
         await other.service.sweep_unstarted()
         await other.service.wait_idle()
-        assert sandbox_server.sandbox.create_count == 0
-        assert "never started" not in caplog.text
-        release.set()
-        await waiting
-        await settle(conjure, sandbox_server)
+        await _still_waiting_then_started_here(conjure, release, waiting, sandbox_server, caplog)
         await settle(other, sandbox_server)
-        [job] = await conjure.runtime.store._select(Job.id.is_not(None))  # type: ignore[union-attr]
+    assert _files(tmp_path / "out") == 1 and _files(tmp_path / "other") == 0
+
+
+async def _still_waiting_then_started_here(
+    conjure: Conjure,
+    release: asyncio.Event,
+    waiting: asyncio.Task[Any],
+    sandbox_server: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Nothing took the held job over; once let go, it is created once and delivered."""
+    assert sandbox_server.sandbox.create_count == 0
+    assert "never started" not in caplog.text
+    release.set()
+    await waiting
+    await settle(conjure, sandbox_server)
+    [job] = await conjure.runtime.store._select(Job.id.is_not(None))  # type: ignore[union-attr]
     assert sandbox_server.sandbox.create_count == 1
     assert job.job_status is JobStatus.SUCCEEDED and job.delivery == Delivery.DELIVERED
-    assert _files(tmp_path / "out") == 1 and _files(tmp_path / "other") == 0
