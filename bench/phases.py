@@ -207,17 +207,29 @@ async def fill_in_flight(bench: Bench, count: int, c: int, first: int = 0) -> di
     }
 
 
-async def webhooks(bench: Bench, count: int, concurrency: int, output: list[str]) -> dict[str, Any]:
-    """Fire `count` terminal webhooks for jobs in flight, each delivering `output`."""
+async def webhooks(
+    bench: Bench,
+    count: int,
+    concurrency: int,
+    output: list[str],
+    rate: float | None = None,
+    fired_before: set[str] | None = None,
+) -> dict[str, Any]:
+    """Fire `count` terminal webhooks for jobs in flight, each delivering `output` (at `rate`
+    a second, if given), skipping the predictions in `fired_before` and adding those fired."""
+    done = fired_before if fired_before is not None else set()
     waiting = [
         p
         for p in await bench.sandbox.predictions()
-        if p.get("status") == "starting" and (prompt_tag(p) or "").startswith(FLY_PREFIX)
+        if p.get("status") == "starting"
+        and (prompt_tag(p) or "").startswith(FLY_PREFIX)
+        and p["id"] not in done
     ][:count]
+    done.update(p["id"] for p in waiting)
     signed = hooks.sign_all(bench.stack.webhook_secret, waiting, output)
     tags = [prompt_tag(p) or "" for p in waiting]
     cpu = bench.cpu_reading()
-    fired = await hooks.fire(signed, concurrency, deadline=bench.deadline)
+    fired = await hooks.fire(signed, concurrency, deadline=bench.deadline, rate=rate)
     note(f"fired {len(fired)} webhooks")
     accepted = [f for f in fired if f.status == 200]
     await bench.feed.wait_for(tags, uploaded=True, timeout=bench.remaining(max(60, count / 10)))
@@ -233,6 +245,7 @@ async def webhooks(bench: Bench, count: int, concurrency: int, output: list[str]
         "accepted": len(accepted),
         "delivered": len(delivered),
         "concurrency": concurrency,
+        "rate": rate,
         "cpu_ms_per_webhook": None,
         "cpu_ms_per_webhook_by_process": {},
         "cpu_seconds": None,

@@ -211,11 +211,26 @@ def table(results: dict[str, Any]) -> str:
                 "" if one.get("complete") else "INCOMPLETE (--max-seconds?)",
             )
             by_process(one.get("cpu_ms_per_webhook_by_process"))
+            paced = one.get("at_rate")
+            if paced:
+                add(
+                    f"    at {paced.get('rate'):g}/s: delivered/s, CPU ms/webhook, per CPU-s",
+                    _slash(
+                        [
+                            paced.get("delivered_per_second"),
+                            paced.get("cpu_ms_per_webhook"),
+                            paced.get("delivered_per_cpu_second"),
+                        ]
+                    ),
+                    "" if paced.get("complete") else "INCOMPLETE (--max-seconds?)",
+                )
         add(
-            "  efficiency of the second process",
+            "  efficiency of the second process (at the rate)",
             scale.get("efficiency"),
             f"≥ {AIMS['efficiency']:g}  {mark('efficiency')}",
         )
+        if scale.get("efficiency_at_full_load") is not None:
+            add("  the same at full load (2 shared cores)", scale["efficiency_at_full_load"])
     width = max(len(r[0]) for r in rows)
     vwidth = max(len(r[1]) for r in rows)
     args = results["args"]

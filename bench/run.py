@@ -87,6 +87,12 @@ def parser() -> argparse.ArgumentParser:
         help="how --scaling makes 2 processes (workers)",
     )
     p.add_argument(
+        "--scaling-rate",
+        type=float,
+        default=80.0,
+        help="webhooks a second for --scaling's efficiency, a load one process carries (80)",
+    )
+    p.add_argument(
         "--postgres-url", default=POSTGRES_URL, help=f"server for --db postgres ({POSTGRES_URL})"
     )
     p.add_argument("--max-seconds", type=float, default=1800, help="stop the run after (1800)")
@@ -128,6 +134,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "scaling": args.scaling or args.scaling_only,
             "scaling_only": args.scaling_only,
             "scale_by": args.scale_by,
+            "scaling_rate": args.scaling_rate,
         },
     }
     if not args.scaling_only:

@@ -80,17 +80,24 @@ def sign_all(
     return signed
 
 
-async def fire(hooks: list[SignedWebhook], concurrency: int, *, deadline: float) -> list[Fired]:
-    """POST every webhook from `concurrency` keep-alive connections, as fast as they are taken."""
+async def fire(
+    hooks: list[SignedWebhook], concurrency: int, *, deadline: float, rate: float | None = None
+) -> list[Fired]:
+    """POST every webhook from `concurrency` keep-alive connections, as fast as they are taken,
+    or, with `rate`, the i-th at i / rate seconds after the first (a load the servers can
+    carry, instead of as much as the machine allows)."""
     results: list[Fired] = []
-    pending = iter(hooks)
+    pending = enumerate(hooks)
+    start = time.monotonic()
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=30)
     ) as session:
 
         async def worker() -> None:
-            for hook in pending:
+            for index, hook in pending:
+                if rate:
+                    await asyncio.sleep(max(0.0, start + index / rate - time.monotonic()))
                 if time.monotonic() > deadline:
                     return
                 sent_at = time.monotonic()

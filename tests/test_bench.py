@@ -147,9 +147,15 @@ def test_the_table_shows_burst_scaling_and_each_process() -> None:
         "scaling": {
             "scale_by": "instances",
             "webhooks": 3000,
-            "1": {"complete": True, "delivered_per_second": 150.0, "cpu_ms_per_webhook": 5.0},
+            "1": {
+                "complete": True,
+                "delivered_per_second": 150.0,
+                "cpu_ms_per_webhook": 5.0,
+                "at_rate": {"rate": 80.0, "complete": True, "cpu_ms_per_webhook": 4.5},
+            },
             "2": {"complete": False, "delivered_per_second": 16.0, "cpu_ms_per_webhook": 5.2},
             "efficiency": 0.96,
+            "efficiency_at_full_load": 0.85,
         },
     }
     results["aims_met"] = report.aims_met(results)
@@ -157,6 +163,8 @@ def test_the_table_shows_burst_scaling_and_each_process() -> None:
     assert "1 worker(s) x 2 instance(s)" in text
     assert "speed gauge 216.3 / 250 ms" in text
     assert "serve-2" in text and "efficiency of the second process" in text
+    assert "at 80/s: delivered/s, CPU ms/webhook" in text
+    assert "the same at full load (2 shared cores)" in text
     assert "first command → last image s" in text and "met" in text
     assert text.count("INCOMPLETE") == 1
 
