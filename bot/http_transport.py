@@ -11,7 +11,8 @@ sent, into `httpx.ConnectTimeout`. `ReplicateClient` repeats a create after a co
 which must mean "never sent"; a create that was sent and then lost must stay "outcome unknown",
 or one command could make two predictions. Here each aiohttp error becomes the httpx error that
 says the same about whether the request left (`as_httpx_error`), while the request is sent and
-while its body is read.
+while its body is read. As httpx's own transport does, it verifies TLS against httpx's roots
+and takes proxies from the environment.
 """
 
 from __future__ import annotations
@@ -93,10 +94,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             connector = aiohttp.TCPConnector(
                 limit=self._limits.max_connections or 0,
                 keepalive_timeout=self._limits.keepalive_expiry or 0,
+                ssl=httpx.create_ssl_context(),  # httpx's: certifi's roots, SSL_CERT_FILE
             )
-            # No cookies (an API client), no proxies from the environment (as configured).
+            # As httpx by default: proxies from the environment (HTTPS_PROXY, NO_PROXY); no
+            # cookies kept (an API client).
             self._session = aiohttp.ClientSession(
-                connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=True
             )
             self._loop = loop
         return self._session

@@ -170,3 +170,21 @@ async def test_a_request_and_its_answer_arrive_whole():
     assert b"authorization: Bearer t" in head.lower().replace(b"bearer", b"Bearer")
     assert b"multipart/form-data; boundary=" in head
     assert b'filename="cat.png"' in body and b"\x89PNG-bytes" in body
+
+
+async def test_proxies_come_from_the_environment_as_with_httpx(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+    async with raw_server(answer) as proxy:
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        async with http_client(5) as http:
+            response = await http.get("http://api.replicate.example/v1/predictions/abc")
+    assert response.text == "ok"
+    [request] = proxy.requests
+    assert request.startswith(b"GET http://api.replicate.example/v1/predictions/abc HTTP/1.1")
