@@ -8,7 +8,7 @@ transaction), and `write(engine)` queues this process's writers on an asyncio lo
 them at a time asks SQLite for the write lock (other processes wait through busy_timeout).
 PostgreSQL: asyncpg; its default READ COMMITTED
 re-checks an UPDATE's WHERE against the newest row version, which is all the quota statements
-need.
+need. A pooled connection is pinged before use only when it sat idle (storage.idle_ping).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from storage import sqlite_inline
+from storage.idle_ping import ping_when_idle
 from storage.sqlite_direct import DirectConnection, DirectReader, begun, direct_engine
 from storage.urls import normalize_database_url
 
@@ -84,8 +85,10 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         return _sqlite_engine(url, **kwargs)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_async_engine(url, **kwargs)
+    engine = create_async_engine(url, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        ping_when_idle(engine)  # storage.idle_ping: pre-ping's check, for idle connections only
+    return engine
 
 
 def _sqlite_engine(url: str, **kwargs: Any) -> AsyncEngine:
