@@ -7,6 +7,7 @@ import base64
 import contextlib
 import io
 import json
+import math
 import re
 import time
 from collections.abc import AsyncIterator
@@ -204,7 +205,8 @@ async def test_default_filter_sends_start_logs_output_completed_in_order(
     [prediction] = sandbox.predictions.values()
     lines = len(prediction["logs"].splitlines())
     assert lines == 29, prediction["logs"]
-    assert 1 <= events.count("logs") <= min(lines, int(took / interval) + 2)
+    # Each started interval may send one, and the run's end flushes the last lines.
+    assert 1 <= events.count("logs") <= min(lines, math.ceil(took / interval) + 2)
     order = {"starting": 0, "processing": 1, "succeeded": 2}
     ranks = [order[d.status] for d in sandbox.webhook_deliveries]
     assert ranks == sorted(ranks) and 1 in ranks
