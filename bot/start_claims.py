@@ -48,6 +48,7 @@ class StartClaims:
         self._locks.setdefault(job.id, asyncio.Lock())
         if self._keeper is None or self._keeper.done():
             self._keeper = asyncio.create_task(self._keep_fresh())
+            self._keeper.add_done_callback(_log_failure)
         try:
             yield
         finally:
@@ -86,3 +87,9 @@ class StartClaims:
         if self._keeper is not None:
             self._keeper.cancel()
             self._keeper = None
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    """A keeper that failed is said (the next job held starts another): never a silent stop."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("keeping start claims fresh failed", exc_info=task.exception())
