@@ -202,11 +202,11 @@ async def test_a_job_waiting_long_for_its_start_stays_claimed_from_other_instanc
         running_conjure(sandbox_server, database_url, tmp_path / "out") as conjure,
         running_conjure(sandbox_server, database_url, tmp_path / "other") as other,
     ):
-        monkeypatch.setattr("bot.jobs.START_TAKEOVER", timedelta(milliseconds=600))
+        monkeypatch.setattr("bot.jobs.START_TAKEOVER", timedelta(seconds=1))
         release = _hold_announcements(conjure)
         waiting = asyncio.create_task(conjure.runtime.commands.handle(_request("console:w2")))
         await _recorded(conjure)
-        await asyncio.sleep(1.2)  # twice START_TAKEOVER, still waiting for its turn here
+        await asyncio.sleep(1.5)  # past START_TAKEOVER, still waiting for its turn here
         await other.service.sweep_unstarted()
         await other.service.wait_idle()
         await _still_waiting_then_started_here(conjure, release, waiting, sandbox_server, caplog)
