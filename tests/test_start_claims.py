@@ -35,7 +35,7 @@ async def test_a_held_job_is_touched_until_it_is_let_go(store: JobStore) -> None
     recorded = job.updated_at
     with claims.holding(job):
         assert "held1" in claims
-        await asyncio.sleep(0.35)
+        await asyncio.sleep(0.5)
         touched = (await store.get("held1")).updated_at  # type: ignore[union-attr]
         assert touched > recorded and touched == job.updated_at
     assert "held1" not in claims
@@ -60,7 +60,7 @@ async def test_a_failed_touch_is_logged_and_the_next_one_made(
     claims = StartClaims(store, lambda: TAKEOVER)
     recorded = job.updated_at
     with claims.holding(job):
-        await asyncio.sleep(0.45)
+        await asyncio.sleep(0.6)
     assert "could not keep its start claimed" in caplog.text
     assert (await store.get("held2")).updated_at > recorded  # type: ignore[union-attr]
 
