@@ -92,10 +92,7 @@ class FollowedJobs:
 
     def show_due(self, job_id: str, now: float | None = None) -> bool:
         """Whether the job's status may be shown again (never shown, or long enough ago)."""
-        followed = self._jobs.get(job_id)
-        shown_at = followed.shown_at if followed is not None else None
-        now = time.monotonic() if now is None else now
-        return shown_at is None or now - shown_at >= self.show_every
+        return self.next_show_in(job_id, now) == 0.0
 
     def shown(self, job_id: str, now: float | None = None) -> None:
         followed = self._jobs.get(job_id)

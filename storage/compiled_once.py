@@ -117,8 +117,7 @@ class CompiledOnce:
 
     __slots__ = ("binds", "fixed", "keys", "returns", "row_processors", "sql")
 
-    def __init__(self, statement: Any, dialect: Dialect, names: Sequence[str]) -> None:
-        compiled = statement.compile(dialect=dialect, column_keys=list(names))
+    def __init__(self, compiled: Any, dialect: Dialect, names: Sequence[str]) -> None:
         self.sql: str = compiled.string
         processors = compiled._bind_processors
         self.fixed: dict[str, Any] = {}
@@ -136,10 +135,9 @@ class CompiledOnce:
         ]
 
     @staticmethod
-    def eligible(statement: Any, dialect: Dialect, names: Sequence[str]) -> bool:
+    def eligible(compiled: Any, names: Sequence[str]) -> bool:
         """Whether running the compiled SQL does all that SQLAlchemy would: no Python-side
         defaults to compute, no parameters expanded at execution, qmark parameters."""
-        compiled = statement.compile(dialect=dialect, column_keys=list(names))
         return (
             compiled.positional
             and not compiled.insert_prefetch
@@ -197,6 +195,7 @@ def compiled_once(statement: Any, dialect: Dialect, params: Any) -> CompiledOnce
         cache = _BY_DIALECT[dialect] = {}
     key = (id(statement), names)
     if key not in cache:
-        eligible = CompiledOnce.eligible(statement, dialect, names)
-        cache[key] = CompiledOnce(statement, dialect, names) if eligible else None
+        compiled = statement.compile(dialect=dialect, column_keys=list(names))
+        eligible = CompiledOnce.eligible(compiled, names)
+        cache[key] = CompiledOnce(compiled, dialect, names) if eligible else None
     return cache[key]

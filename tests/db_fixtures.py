@@ -74,6 +74,17 @@ def sqlite_url(tmp_path: Path, _sqlite_template: Path) -> str:
     return _sqlite(path)
 
 
+@pytest.fixture
+async def sqlite_store(sqlite_url: str) -> AsyncIterator[Any]:
+    """A JobStore on a fresh, migrated SQLite database."""
+    from storage.engine import create_engine
+    from storage.jobs import JobStore
+
+    engine = create_engine(sqlite_url)
+    yield JobStore(engine)
+    await engine.dispose()
+
+
 def _admin_dsn() -> str:
     from sqlalchemy.engine import make_url
 

@@ -267,6 +267,16 @@ def interaction_payload(
     }
 
 
+def serve_env(fake: FakeDiscord, gateway: FakeGateway) -> dict[str, str]:
+    """The environment that points a `conjure serve` process at the fake Discord and gateway."""
+    return {
+        "DISCORD_TOKEN": fake.bot_token,
+        "DISCORD_API_URL": fake.api_url,
+        "DISCORD_GATEWAY_URL": gateway.url,
+        "DISCORD_GUILD_ID": str(GUILD_ID),
+    }
+
+
 async def imagine_over_gateway(
     fake: FakeDiscord, gateway: FakeGateway, prompt: str, *, timeout: float = 30
 ) -> dict[str, Any]:

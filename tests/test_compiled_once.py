@@ -3,7 +3,6 @@ same rows, the same errors and the same money as through SQLAlchemy's execution 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -21,11 +20,8 @@ from tests.test_storage import make_job, user_limit
 
 
 @pytest.fixture
-async def store(sqlite_url: str) -> AsyncIterator[JobStore]:
-    engine = create_engine(sqlite_url)
-    await migrate(engine)
-    yield JobStore(engine)
-    await engine.dispose()
+def store(sqlite_store: JobStore) -> JobStore:
+    return sqlite_store
 
 
 class Sent:

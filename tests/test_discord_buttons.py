@@ -35,6 +35,7 @@ from tests.discord_harness import (
     custom_id_of,
     interaction_payload,
     running_discord_conjure,
+    serve_env,
 )
 from tests.fakes.discord_api import (
     APP_ID,
@@ -516,10 +517,7 @@ async def serve(
         "CONJURE_WEBHOOK_SECRET": sandbox.webhook_secret,
         "CONJURE_PUBLIC_URL": url,
         "CONJURE_DATABASE_URL": f"sqlite:///{tmp_path / 'conjure.db'}",
-        "DISCORD_TOKEN": fake.bot_token,
-        "DISCORD_API_URL": fake.api_url,
-        "DISCORD_GATEWAY_URL": gateway.url,
-        "DISCORD_GUILD_ID": str(GUILD_ID),
+        **serve_env(fake, gateway),
     }
     sessions = len(gateway.identifies)
     log = (tmp_path / f"serve-{port}.log").open("wb")

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from tests.discord_harness import GUILD_ID, imagine_over_gateway
+from tests.discord_harness import imagine_over_gateway, serve_env
 from tests.fakes.discord_api import running_fake_discord, running_fake_gateway
 from tests.fakes.slack_api import BOT_TOKEN, serve_fake_slack
 from tests.harness import port_for_another_process, start_serve
@@ -113,12 +113,7 @@ async def test_discord_interaction_over_the_gateway_to_an_attached_image(
     sandbox_server: SandboxServer, tmp_path: Path
 ) -> None:
     async with running_fake_discord() as fake, running_fake_gateway(fake) as gateway:
-        discord_env = {
-            "DISCORD_TOKEN": fake.bot_token,
-            "DISCORD_API_URL": fake.api_url,
-            "DISCORD_GATEWAY_URL": gateway.url,
-            "DISCORD_GUILD_ID": str(GUILD_ID),
-        }
+        discord_env = serve_env(fake, gateway)
         async with serve_process(sandbox_server, tmp_path, discord_env, (fake.bot_token,)):
             message = await imagine_over_gateway(fake, gateway, "a lighthouse at dusk")
 

@@ -4,7 +4,6 @@ fails one touch does not stop the next."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -12,20 +11,15 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from bot.start_claims import StartClaims
-from storage.engine import create_engine
 from storage.jobs import JobStore
-from storage.migrate import migrate
 from tests.test_storage import make_job, user_limit
 
 TAKEOVER = timedelta(milliseconds=300)  # touched every 0.1 s
 
 
 @pytest.fixture
-async def store(sqlite_url: str) -> AsyncIterator[JobStore]:
-    engine = create_engine(sqlite_url)
-    await migrate(engine)
-    yield JobStore(engine)
-    await engine.dispose()
+def store(sqlite_store: JobStore) -> JobStore:
+    return sqlite_store
 
 
 async def test_a_held_job_is_touched_until_it_is_let_go(store: JobStore) -> None:

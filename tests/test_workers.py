@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from bot.cli.main import main
-from tests.discord_harness import GUILD_ID, imagine_over_gateway
+from tests.discord_harness import imagine_over_gateway, serve_env
 from tests.fakes.discord_api import running_fake_discord, running_fake_gateway
 from tests.fakes.slack_api import BOT_TOKEN, serve_fake_slack
 from tests.harness import port_for_another_process, start_serve
@@ -172,13 +172,7 @@ async def test_the_gateway_is_one_workers_and_moves_when_it_is_killed(
     database = sqlite_url.replace("sqlite+aiosqlite:", "sqlite:")
     lock = Path(sqlite_url.removeprefix("sqlite+aiosqlite:///") + ".leader.lock")
     async with running_fake_discord() as fake, running_fake_gateway(fake) as gateway:
-        env = {
-            "DISCORD_TOKEN": fake.bot_token,
-            "DISCORD_API_URL": fake.api_url,
-            "DISCORD_GATEWAY_URL": gateway.url,
-            "DISCORD_GUILD_ID": str(GUILD_ID),
-            "CONJURE_DATABASE_URL": database,
-        }
+        env = {**serve_env(fake, gateway), "CONJURE_DATABASE_URL": database}
         async with serve(sandbox_server, tmp_path, env, "--workers", "2") as served:
             first = served.workers()
             await _until(lambda: gateway.connected == 1 and lock.read_text().strip())

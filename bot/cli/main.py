@@ -241,9 +241,13 @@ async def _serve(args: argparse.Namespace) -> int:
         workers = settings.conjure_workers if args.workers is None else args.workers
         if workers < 1:
             raise ConfigError("--workers: must be 1 or more (the processes serving the port)")
+        platforms = _serve_platforms(settings)
+        if not platforms:
+            print(NO_PLATFORM_HELP, file=sys.stderr)
+            return EXIT_CONFIG
         if args.worker_socket is None and workers > 1:
-            return await _supervise(args, settings, held, workers)
-        return await _start_and_serve(args, settings, held)
+            return await _supervise(args, settings, held, platforms, workers)
+        return await _start_and_serve(args, settings, held, platforms)
     finally:
         held.release(show=args.debug)
 
@@ -264,7 +268,9 @@ def _serve_platforms(settings: Settings) -> list[str]:
     return configured_platforms(settings)
 
 
-async def _start_and_serve(args: argparse.Namespace, settings: Settings, held: HeldLogs) -> int:
+async def _start_and_serve(
+    args: argparse.Namespace, settings: Settings, held: HeldLogs, platforms: list[str]
+) -> int:
     """Serve in this process: alone (binding the port), or as one worker of several (on the
     socket its parent bound and passed down)."""
     from adapters.platforms import start_platforms
@@ -274,10 +280,6 @@ async def _start_and_serve(args: argparse.Namespace, settings: Settings, held: H
     from bot.logs import log_startup, startup_summary
     from bot.runtime import Runtime
 
-    platforms = _serve_platforms(settings)
-    if not platforms:
-        print(NO_PLATFORM_HELP, file=sys.stderr)
-        return EXIT_CONFIG
     worker = args.worker_socket is not None
     runtime = await Runtime.start(settings, migrated=worker)
     # Even alone: other instances may share the database (PostgreSQL behind a load balancer).
@@ -318,7 +320,7 @@ async def _start_and_serve(args: argparse.Namespace, settings: Settings, held: H
 
 
 async def _supervise(
-    args: argparse.Namespace, settings: Settings, held: HeldLogs, count: int
+    args: argparse.Namespace, settings: Settings, held: HeldLogs, platforms: list[str], count: int
 ) -> int:
     """`serve --workers N`: check, migrate and bind once here, then run N workers on the socket
     (bot.cli.workers)."""
@@ -327,10 +329,6 @@ async def _supervise(
     from storage.engine import create_engine
     from storage.migrate import migrate
 
-    platforms = _serve_platforms(settings)
-    if not platforms:
-        print(NO_PLATFORM_HELP, file=sys.stderr)
-        return EXIT_CONFIG
     load_catalog(settings.config_path())  # a CONJURE_CONFIG mistake is named once, here
     engine = create_engine(settings.conjure_database_url)
     try:
