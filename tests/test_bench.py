@@ -175,3 +175,29 @@ def test_the_table_shows_burst_scaling_and_each_process() -> None:
 
 def test_the_speed_gauge_reads_a_steady_workload() -> None:
     assert 10 < speed._one() < 5_000  # CPU milliseconds of the fixed workload
+
+
+async def test_webhooks_fired_at_a_rate_are_spread_over_time() -> None:
+    """--scaling-rate: the i-th webhook leaves i / rate seconds after the first."""
+    from aiohttp import web
+
+    from bench.webhooks import SignedWebhook, fire
+
+    async def ok(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", ok)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        hooks = [SignedWebhook(f"http://127.0.0.1:{port}/hook", b"{}", {}) for _ in range(6)]
+        fired = await fire(hooks, 4, deadline=time.monotonic() + 30, rate=20.0)
+    finally:
+        await runner.cleanup()
+    sent = sorted(f.sent_at for f in fired)
+    assert [f.status for f in fired] == [200] * 6
+    assert sent[-1] - sent[0] >= 5 / 20 - 0.01  # 6 webhooks at 20/s: a quarter of a second

@@ -204,3 +204,18 @@ async def test_socket_mode_asks_slack_again_with_a_doubling_wait_up_to_its_cap(
     assert waits == ["0.02 s", "0.04 s", "0.05 s", "0.05 s"], caplog.text
     assert all(r.exc_info is None for r in caplog.records), caplog.text
     assert APP_TOKEN not in caplog.text
+
+
+def test_the_web_clients_logger_builds_no_debug_text_unless_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """slack_sdk formats its debug text of every call when its logger's own level is DEBUG or
+    NOTSET (0); the client's logger is set to INFO, unless an operator set a level of their
+    own (kept)."""
+    from adapters.slack.lifecycle import client_logger
+
+    logger = logging.getLogger("slack_sdk.web.async_base_client")
+    monkeypatch.setattr(logger, "level", logging.NOTSET)
+    assert client_logger() is logger and logger.level == logging.INFO
+    monkeypatch.setattr(logger, "level", logging.DEBUG)
+    assert client_logger().level == logging.DEBUG
