@@ -15,12 +15,16 @@ from storage.engine import statement_engines
 from tests.slack_harness import running_slack_conjure
 
 STATEMENTS_PER_COMMAND = 21  # the counters' 6 reservations and 4 settlements are half
+# A job still running 0.3 s after its status message gets a delayed status edit, which reads or
+# writes its row once more: a loaded machine makes some jobs that slow (one edit each here,
+# the next one being a minute away).
+DELAYED_EDIT = 1
 
 
 async def test_a_command_makes_its_statements_and_each_is_compiled_once(
     sandbox_server: Any, sqlite_url: str
 ) -> None:
-    async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
+    async with running_slack_conjure(sandbox_server, sqlite_url, progress_interval=60) as conjure:
         await conjure.slash("/imagine", "the day's first job creates the counters")
         await conjure.settle(sandbox_server)
         compiled: list[str] = []
@@ -37,4 +41,4 @@ async def test_a_command_makes_its_statements_and_each_is_compiled_once(
         assert len(conjure.fake.shared_uploads()) == 4  # every result delivered
 
     assert through_sqlalchemy == []
-    assert len(compiled) <= 3 * STATEMENTS_PER_COMMAND, "\n".join(compiled)
+    assert len(compiled) <= 3 * (STATEMENTS_PER_COMMAND + DELAYED_EDIT), "\n".join(compiled)
