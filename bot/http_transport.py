@@ -12,17 +12,21 @@ which must mean "never sent"; a create that was sent and then lost must stay "ou
 or one command could make two predictions. Here each aiohttp error becomes the httpx error that
 says the same about whether the request left (`as_httpx_error`), while the request is sent and
 while its body is read. As httpx's own transport does, it verifies TLS against httpx's roots
-and takes proxies from the environment.
+and takes proxies from the environment, read once when the session is made (as httpx reads them
+when its client is made): aiohttp's `trust_env` reads them, and ~/.netrc, on a worker thread for
+every request, which cost more CPU than the request itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 
 import aiohttp
 import httpx
+from aiohttp.helpers import ProxyInfo, proxies_from_env
 
 CHUNK = 64 * 1024
 # An idle connection is dropped after 4 s, before servers that close theirs after 5 (uvicorn's
@@ -87,6 +91,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._limits = limits
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._proxies: dict[str, ProxyInfo] = {}
+        self._proxy_for_host: dict[tuple[str, str], ProxyInfo | None] = {}
 
     def _session_here(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -96,13 +102,25 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 keepalive_timeout=self._limits.keepalive_expiry or 0,
                 ssl=httpx.create_ssl_context(),  # httpx's: certifi's roots, SSL_CERT_FILE
             )
-            # As httpx by default: proxies from the environment (HTTPS_PROXY, NO_PROXY); no
-            # cookies kept (an API client).
+            # No cookies kept (an API client); proxies as `_proxy` says.
             self._session = aiohttp.ClientSession(
-                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=True
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar()
             )
             self._loop = loop
+            self._proxies = proxies_from_env()
+            self._proxy_for_host = {}
         return self._session
+
+    def _proxy(self, url: httpx.URL) -> ProxyInfo | None:
+        """As httpx by default: the environment's proxy for this URL's scheme (HTTPS_PROXY,
+        HTTP_PROXY), unless NO_PROXY names its host; decided once per scheme and host."""
+        key = (url.scheme, url.host)
+        if key not in self._proxy_for_host:
+            info = self._proxies.get(url.scheme)
+            if info is not None and urllib.request.proxy_bypass(url.host):
+                info = None
+            self._proxy_for_host[key] = info
+        return self._proxy_for_host[key]
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout", {})
@@ -111,11 +129,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except httpx.RequestNotRead:
             data = request.stream  # type: ignore[assignment]
         headers = [(k, v) for k, v in request.headers.multi_items() if k != "transfer-encoding"]
+        session = self._session_here()
+        proxy = self._proxy(request.url)
         with _as_httpx_errors():
-            response = await self._session_here().request(
+            response = await session.request(
                 request.method,
                 str(request.url),
                 headers=headers,
+                proxy=proxy.proxy if proxy else None,
+                proxy_auth=proxy.proxy_auth if proxy else None,
                 data=data,
                 allow_redirects=False,  # httpx follows them, if asked
                 auto_decompress=False,  # httpx decodes

@@ -188,3 +188,37 @@ async def test_proxies_come_from_the_environment_as_with_httpx(
     assert response.text == "ok"
     [request] = proxy.requests
     assert request.startswith(b"GET http://api.replicate.example/v1/predictions/abc HTTP/1.1")
+
+
+async def answer_ok(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    await writer.drain()
+
+
+async def test_no_proxy_hosts_are_reached_directly(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with raw_server(answer_ok) as proxy, raw_server(answer_ok) as direct:
+        for name in ("no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        async with http_client(5) as http:
+            first = await http.get(f"{direct.url}/a")
+            second = await http.get(f"{direct.url}/b")
+    assert (first.text, second.text) == ("ok", "ok")
+    assert proxy.requests == []
+    assert [r.split(b" ")[1] for r in direct.requests] == [b"/a", b"/b"]
+
+
+async def test_proxies_are_read_when_the_client_starts_not_at_each_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As httpx does; aiohttp's trust_env read them (and ~/.netrc) on a thread per request."""
+    async with raw_server(answer_ok) as proxy, raw_server(answer_ok) as direct:
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy", "HTTP_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        async with http_client(5) as http:
+            await http.get(f"{direct.url}/before")
+            monkeypatch.setenv("HTTP_PROXY", proxy.url)
+            await http.get(f"{direct.url}/after")
+    assert proxy.requests == []
+    assert len(direct.requests) == 2
