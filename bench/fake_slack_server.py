@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections import Counter
 from typing import Any
 
 from starlette.requests import Request
@@ -108,6 +109,7 @@ class BenchSlack(FakeSlack):
         """The fake's routes plus the benchmark's feed and fault control."""
         app = self.app()
         app.router.routes.append(Route("/_bench/events", self._events_page, methods=["GET"]))
+        app.router.routes.append(Route("/_bench/calls", self._calls_page, methods=["GET"]))
         app.router.routes.append(Route("/_bench/faults", self._set_fault, methods=["POST"]))
         app.router.routes.append(Route("/_bench/faults", self._end_faults, methods=["DELETE"]))
         return FaultGuard(app, self)
@@ -134,6 +136,11 @@ class BenchSlack(FakeSlack):
                 self._event("fault", target=target, action=fault.action, status=fault.status)
                 return fault
         return None
+
+    async def _calls_page(self, _: Request) -> Response:
+        """How many calls each Web API method has had (what a command costs in Slack's rate
+        limits: chat.update is Tier 3, about 50 a minute)."""
+        return JSONResponse(dict(Counter(call.method for call in self.calls)))
 
     async def _events_page(self, request: Request) -> Response:
         after = int(request.query_params.get("after", "0"))

@@ -74,6 +74,11 @@ class SlackFeed:
             else:
                 thread.replies += 1
 
+    async def calls(self) -> dict[str, int]:
+        """The fake Slack's calls so far, by Web API method."""
+        async with self.session.get(f"{self.url}/_bench/calls") as r:
+            return dict(await r.json())
+
     async def wait_for(
         self, tags: list[str], *, uploaded: bool, timeout: float, interval: float = 0.2
     ) -> int:

@@ -106,7 +106,7 @@ async def bare_acks(bench: Bench, n: int, c: int) -> dict[str, Any]:
 
 async def commands(bench: Bench, n: int, c: int) -> dict[str, Any]:
     """Acks, then end to end: status message, files shared, overhead beyond model time."""
-    cpu = bench.cpu_reading()
+    cpu, calls = bench.cpu_reading(), await bench.feed.calls()
     sent = await bench.conjure().send("cmd", n, c, deadline=bench.deadline)
     ok = [s for s in sent if acked(s)]
     done = await bench.feed.wait_for(
@@ -119,6 +119,16 @@ async def commands(bench: Bench, n: int, c: int) -> dict[str, Any]:
         "delivered": done,
         "cpu_ms_per_command": per.pop("total"),
         "cpu_ms_per_command_by_process": per,
+        "slack_calls_per_command": calls_per(calls, await bench.feed.calls(), done),
+    }
+
+
+def calls_per(before: dict[str, int], after: dict[str, int], done: int) -> dict[str, float]:
+    """Web API calls per delivered command, by method, made between two readings."""
+    return {
+        method: round((count - before.get(method, 0)) / done, 2)
+        for method, count in sorted(after.items())
+        if done and count > before.get(method, 0)
     }
 
 

@@ -142,6 +142,10 @@ def table(results: dict[str, Any]) -> str:
         f"≤ {AIMS['cpu_ms_per_command']:g}  {mark('cpu_ms_per_command')}",
     )
     by_process(results.get("cpu_ms_per_command_by_process"))
+    calls = results.get("slack_calls_per_command") or {}
+    add("  Slack Web API calls per command", sum(calls.values()) if calls else None)
+    for method, count in calls.items():
+        add(f"    {method}", count)
     one = results.get("one_at_a_time", {})
     add("one at a time: overhead ms p50/p95/p99", lat(one.get("overhead")))
     add("one at a time: command → status ms p50/p99", _pair(one.get("status_posted")))

@@ -172,6 +172,7 @@ async def main_run(args: argparse.Namespace, results: dict[str, Any], deadline: 
                 results[key] = cmd[key]
             results["cpu_ms_per_command"] = cmd["cpu_ms_per_command"]
             results["cpu_ms_per_command_by_process"] = cmd["cpu_ms_per_command_by_process"]
+            results["slack_calls_per_command"] = cmd["slack_calls_per_command"]
             results["delivered"] = cmd["delivered"]
             if args.serial:
                 step(f"Conjure: {args.serial} commands one at a time")
