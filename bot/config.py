@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     # "slack:C0123,discord:1234": where budget alerts go, one channel per platform.
     conjure_alert_channels: str = ""
 
+    # Status edits (progress, not outcomes) one workspace gets a minute across its running jobs;
+    # Slack allows chat.update about 50 times a minute (bot.updates).
+    conjure_status_edits_per_minute: float = Field(default=40.0, gt=0)
     conjure_poll_interval: float = Field(default=2.0, gt=0)
     conjure_max_download_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     # A job whose estimate reaches this many dollars asks its person first (bot.confirm);

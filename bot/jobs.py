@@ -60,6 +60,9 @@ DELIVERIES_AT_ONCE = 16  # results being downloaded and posted at once (each hol
 # Answers streamed at once: each holds a connection of the Replicate client's pool (100) for
 # its whole run; past this, an answer simply arrives whole at the end, as without streaming.
 STREAMS_AT_ONCE = 32
+# Seconds after which a delayed status edit looks again whether it is due (bot.updates: the
+# interval between edits grows and shrinks with the jobs running in the workspace).
+SHOW_RECHECK = 10.0
 RELAY_KEPT = 120.0  # seconds a finished relay waits for this instance's delivery
 UNDELIVERABLE = (
     "Your result is ready, but Conjure could not post it here after several tries; "
@@ -167,7 +170,10 @@ class JobService:
         self._adapters: dict[str, ChatAdapter] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._polling: set[str] = set()
-        self.followed = FollowedJobs(progress_interval)  # which updates are news (bot.updates)
+        # Which updates are news, and when each job may be shown again (bot.updates).
+        self.followed = FollowedJobs(
+            progress_interval, edits_per_minute=settings.conjure_status_edits_per_minute
+        )
         self._shows_later: dict[str, asyncio.TimerHandle] = {}  # status shown when due
         self._screens: dict[str, _Screen] = {}  # jobs whose status this process is showing
         self._relays: dict[str, StreamRelay] = {}  # text answers shown as they are written
@@ -372,7 +378,7 @@ class JobService:
         except Exception:
             log.exception("could not announce job %s; continuing", job.id)
         else:
-            self.followed.announced(job.id)
+            self.followed.announced(job.id, (job.platform, job.workspace))
         if job.waiting_since is not None:
             try:
                 await self.store.update_fields(job.id, destination=job.destination)
@@ -709,7 +715,8 @@ class JobService:
         # Status and progress only ever rise: where the copy in hand already shows this much,
         # the conditional UPDATE would match no row, so it is not sent (most `logs` webhooks);
         # a higher progress is recorded only when it is due to be shown (bot.updates).
-        self.followed.recorded(job_id, prediction.id, job.status_rank, job.progress)
+        workspace = (job.platform, job.workspace)
+        self.followed.recorded(job_id, prediction.id, job.status_rank, job.progress, workspace)
         progress = progress_from_logs(prediction.logs)
         rises = progress is not None and (job.progress is None or job.progress < progress)
         if rises and progress is not None and not self.followed.show_due(job_id):
@@ -729,7 +736,9 @@ class JobService:
             if rises and progress is not None:
                 moved = await self.store.record_progress(job_id, progress) or moved
             if moved is not None:
-                self.followed.recorded(job_id, prediction.id, moved.status_rank, moved.progress)
+                self.followed.recorded(
+                    job_id, prediction.id, moved.status_rank, moved.progress, workspace
+                )
                 await self._throttled_status_update(moved, screen)
 
     async def _finish(self, job: Job, status: JobStatus, prediction: Prediction) -> None:
@@ -851,10 +860,17 @@ class JobService:
 
         def due() -> None:
             del self._shows_later[job_id]
-            if self.followed.follows(job_id):
+            if not self.followed.follows(job_id):
+                return
+            if self.followed.show_due(job_id):
                 self.spawn(self._show_latest(job_id))
+            else:  # its workspace's jobs, and so its interval, grew meanwhile
+                self._show_later(job_id)
 
-        self._shows_later[job_id] = loop.call_later(self.followed.next_show_in(job_id), due)
+        # Looked at again after SHOW_RECHECK at the latest: the interval shrinks as the
+        # workspace's other jobs end.
+        delay = min(self.followed.next_show_in(job_id), SHOW_RECHECK)
+        self._shows_later[job_id] = loop.call_later(delay, due)
 
     async def _show_latest(self, job_id: str) -> None:
         """The delayed edit: the job as it now stands, with the progress held back for it. A
@@ -868,7 +884,11 @@ class JobService:
                     job = await self.store.record_progress(job_id, progress)
                     if job is not None and job.prediction_id is not None:
                         self.followed.recorded(
-                            job_id, job.prediction_id, job.status_rank, job.progress
+                            job_id,
+                            job.prediction_id,
+                            job.status_rank,
+                            job.progress,
+                            (job.platform, job.workspace),
                         )
                 if job is None:
                     job = await self.store.get(job_id)

@@ -14,11 +14,20 @@ later update); this one's update then becomes a conditional UPDATE that matches 
 before. A progress rise that is not yet due to be shown is not written either: the percentage
 is only ever read to be shown; it is kept here, and written and shown once the interval has
 passed (`JobService._show_later`), unless the outcome comes first.
+
+The interval grows with the jobs followed in a workspace, so that a workspace's status edits
+stay within `edits_per_minute` however many jobs it runs at once: each of N jobs is shown at
+most every N / edits_per_minute minutes (and never more often than `show_every`). Slack allows
+about 50 `chat.update` a minute per workspace (Tier 3); beyond that it answers 429, and a
+result's own edit would wait behind a queue of progress edits nobody can read. Measured in the
+bench, a burst of commands made 4.8 edits per job, most of a command's CPU after the upload.
+The outcome's edit is not counted here: it is always made.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from bot.replicate.client import Prediction
@@ -31,6 +40,11 @@ FIRST_EDIT_AFTER = 0.3
 # Jobs remembered at most: a job finished by another process is never forgotten here by its
 # outcome, so the oldest are dropped past this (forgetting only costs a read later).
 REMEMBERED = 50_000
+# Status edits a workspace gets a minute, across its running jobs (their outcomes not counted):
+# below Slack's Tier 3 limit for chat.update (about 50), leaving room for the outcomes' edits.
+EDITS_PER_MINUTE = 40.0
+
+Workspace = tuple[str, str]  # (platform, workspace): whose edits share one budget
 
 
 @dataclass(slots=True)
@@ -38,6 +52,7 @@ class _Followed:
     prediction_id: str | None  # None: announced, its prediction not yet known
     rank: int
     progress: int | None
+    workspace: Workspace | None = None  # None: not known here (no edit budget shared)
     shown_at: float | None = None
     held_back: int | None = None  # a higher progress seen while not due to be shown
 
@@ -45,39 +60,70 @@ class _Followed:
 class FollowedJobs:
     """Per running job: what is recorded of it, and when it was last shown (see module doc)."""
 
-    def __init__(self, show_every: float, remembered: int = REMEMBERED) -> None:
+    def __init__(
+        self,
+        show_every: float,
+        remembered: int = REMEMBERED,
+        edits_per_minute: float = EDITS_PER_MINUTE,
+    ) -> None:
         self.show_every = show_every
         self._remembered = remembered
+        self._edits_per_second = edits_per_minute / 60
         self._jobs: dict[str, _Followed] = {}
+        self._in_workspace: Counter[Workspace] = Counter()
 
     def __len__(self) -> int:
         return len(self._jobs)
 
-    def recorded(self, job_id: str, prediction_id: str, rank: int, progress: int | None) -> None:
+    def recorded(
+        self,
+        job_id: str,
+        prediction_id: str,
+        rank: int,
+        progress: int | None,
+        workspace: Workspace | None = None,
+    ) -> None:
         """What the database now holds of a running job (from a read or a write)."""
         followed = self._jobs.get(job_id)
         if followed is not None and followed.prediction_id is None:
             followed.prediction_id = prediction_id
         if followed is None or followed.prediction_id != prediction_id:
-            self._add(job_id, _Followed(prediction_id, rank, progress))
+            known = followed.workspace if followed is not None else None
+            self._add(job_id, _Followed(prediction_id, rank, progress, workspace or known))
             return
+        if followed.workspace is None and workspace is not None:
+            followed.workspace = workspace
+            self._in_workspace[workspace] += 1
         followed.rank = max(followed.rank, rank)
         if progress is not None and (followed.progress is None or progress > followed.progress):
             followed.progress = progress
 
-    def announced(self, job_id: str, now: float | None = None) -> None:
+    def announced(
+        self, job_id: str, workspace: Workspace | None = None, now: float | None = None
+    ) -> None:
         """The job's status message was just posted: its first edit waits `FIRST_EDIT_AFTER`, so
         a job done by then goes from its status message straight to its outcome, and one that
-        is not shows its progress as before (each edit `show_every` after the last)."""
+        is not shows its progress as before (each edit an interval after the last)."""
         if job_id not in self._jobs:
-            self._add(job_id, _Followed(None, 0, None))
+            self._add(job_id, _Followed(None, 0, None, workspace))
         now = time.monotonic() if now is None else now
         self.shown(job_id, now - self.show_every + min(FIRST_EDIT_AFTER, self.show_every))
 
     def _add(self, job_id: str, followed: _Followed) -> None:
+        self.forget(job_id)
         if len(self._jobs) >= self._remembered:
-            del self._jobs[next(iter(self._jobs))]
+            self.forget(next(iter(self._jobs)))
         self._jobs[job_id] = followed
+        if followed.workspace is not None:
+            self._in_workspace[followed.workspace] += 1
+
+    def interval(self, job_id: str) -> float:
+        """Seconds between two showings of the job: `show_every`, or longer where its workspace
+        follows so many jobs that their edits would pass `edits_per_minute` (module doc)."""
+        followed = self._jobs.get(job_id)
+        if followed is None or followed.workspace is None:
+            return self.show_every
+        return max(self.show_every, self._in_workspace[followed.workspace] / self._edits_per_second)
 
     def follows(self, job_id: str) -> bool:
         return job_id in self._jobs
@@ -88,7 +134,7 @@ class FollowedJobs:
         if followed is None or followed.shown_at is None:
             return 0.0
         now = time.monotonic() if now is None else now
-        return max(0.0, followed.shown_at + self.show_every - now)
+        return max(0.0, followed.shown_at + self.interval(job_id) - now)
 
     def show_due(self, job_id: str, now: float | None = None) -> bool:
         """Whether the job's status may be shown again (never shown, or long enough ago)."""
@@ -101,7 +147,11 @@ class FollowedJobs:
 
     def forget(self, job_id: str) -> None:
         """The job's outcome is recorded: nothing more to follow."""
-        self._jobs.pop(job_id, None)
+        followed = self._jobs.pop(job_id, None)
+        if followed is not None and followed.workspace is not None:
+            self._in_workspace[followed.workspace] -= 1
+            if not self._in_workspace[followed.workspace]:
+                del self._in_workspace[followed.workspace]
 
     def adds_nothing(self, job_id: str, prediction: Prediction) -> bool:
         """Whether `prediction`, an update of a followed job, would change nothing recorded or

@@ -48,6 +48,9 @@ def make_settings(
         "conjure_database_url": database_url,
         "conjure_public_url": public_url if webhooks else None,
         "conjure_poll_interval": 0.05,
+        # Each test sees every status edit its progress_interval allows; the per-workspace
+        # budget (bot.updates) is tested on its own, with the default.
+        "conjure_status_edits_per_minute": 1e6,
     }
     values.update(extra)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

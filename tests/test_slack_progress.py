@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 import pytest
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
+from bot.config import Settings
 from storage.engine import statement_engines
 from storage.models import Job
 from tests.slack_harness import running_slack_conjure
 
 INTERVAL = 2.0
+BUDGET = "conjure_status_edits_per_minute"
 JITTER = 0.1  # the throttle stamps before the call; arrival at the fake may differ a little
 
 
+@pytest.mark.parametrize("edits_per_minute", [1e6, Settings.model_fields[BUDGET].default])
 async def test_a_burst_of_progress_webhooks_edits_the_parent_at_most_every_two_seconds(
-    sandbox_server, sqlite_url: str
+    sandbox_server, sqlite_url: str, edits_per_minute: float
 ) -> None:
+    """The same with the workspace's edit budget at its default: one job is within it."""
     # At speed 1 flux-dev runs 28 steps over ~3 s: a logs webhook every 0.5 s.
     sandbox_server.sandbox.config.speed = 1.0
     async with running_slack_conjure(
-        sandbox_server, sqlite_url, progress_interval=INTERVAL
+        sandbox_server, sqlite_url, progress_interval=INTERVAL, **{BUDGET: edits_per_minute}
     ) as conjure:
         await conjure.slash("/imagine", "a slow lighthouse --model flux-dev")
         await conjure.settle(sandbox_server)
@@ -44,6 +49,38 @@ async def test_a_burst_of_progress_webhooks_edits_the_parent_at_most_every_two_s
             assert later.at - earlier.at >= INTERVAL - JITTER
         # The terminal update is never throttled: the parent ends as done.
         assert "✅ done" in updates[-1].args["text"]
+
+
+async def test_many_jobs_in_one_workspace_share_its_edit_budget_and_all_end_done(
+    sandbox_server, sqlite_url: str
+) -> None:
+    """Six slow jobs at once, each sending a progress webhook every 0.5 s: unbudgeted, each
+    would be edited every 0.5 s (some 30 edits); at 60 edits a minute for the workspace, the
+    progress edits stay within one a second, and every job still ends as done, once."""
+    sandbox_server.sandbox.config.speed = 1.0
+    async with running_slack_conjure(
+        sandbox_server, sqlite_url, progress_interval=0.5, **{BUDGET: 60}
+    ) as conjure:
+        started = time.monotonic()
+        for number in range(6):
+            await conjure.slash(
+                "/imagine", f"a slow lighthouse {number} --model flux-dev", user_id=f"U{number}"
+            )
+        await conjure.settle(sandbox_server)
+        elapsed = time.monotonic() - started
+
+        progress_webhooks = [
+            d
+            for d in sandbox_server.sandbox.webhook_deliveries
+            if d.event == "logs" and d.status == "processing"
+        ]
+        updates = conjure.fake.calls_to("chat.update")
+        progress_edits = [call for call in updates if "✅ done" not in call.args["text"]]
+        assert len(progress_webhooks) >= 6 * 4
+        assert len(progress_edits) <= elapsed * 60 / 60 + 1
+        done = [call for call in updates if "✅ done" in call.args["text"]]
+        assert len(done) == 6 and len({(c.args["channel"], c.args["ts"]) for c in done}) == 6
+        assert len(conjure.fake.shared_uploads()) == 6
 
 
 async def test_progress_webhooks_that_add_nothing_are_answered_without_the_database(

@@ -93,3 +93,50 @@ def test_start_before_the_create_answers_adds_nothing_but_anything_further_is_re
     assert jobs.adds_nothing("j1", update("starting", prediction_id="p9"))
     assert not jobs.adds_nothing("j1", update("processing", prediction_id="p9"))
     assert not jobs.adds_nothing("j1", update("succeeded", prediction_id="p9"))
+
+
+TEAM = ("slack", "T1")
+
+
+def test_one_job_is_shown_every_interval_as_before() -> None:
+    jobs = FollowedJobs(show_every=2.0, edits_per_minute=40)
+    jobs.announced("j1", TEAM, now=100.0)
+    assert jobs.interval("j1") == 2.0
+    assert jobs.next_show_in("j1", now=100.0) == pytest.approx(0.3)
+
+
+def test_a_workspace_running_many_jobs_keeps_its_edits_within_the_budget() -> None:
+    """40 edits a minute shared by 100 jobs: each is shown every 150 s, so the workspace makes
+    40 edits a minute however many jobs it runs (Slack's chat.update allows about 50)."""
+    jobs = FollowedJobs(show_every=2.0, edits_per_minute=40)
+    for number in range(100):
+        jobs.announced(f"j{number}", TEAM, now=100.0)
+    jobs.announced("elsewhere", ("slack", "T2"), now=100.0)
+    assert jobs.interval("j0") == pytest.approx(150.0)
+    assert not jobs.show_due("j0", now=200.0)
+    assert jobs.show_due("j0", now=100.0 - 2.0 + 0.3 + 150.0)
+    assert jobs.interval("elsewhere") == 2.0  # another workspace's budget is its own
+    for number in range(1, 100):
+        jobs.forget(f"j{number}")  # their outcomes came
+    assert jobs.interval("j0") == 2.0
+
+
+def test_a_job_whose_workspace_comes_later_joins_its_budget_once() -> None:
+    jobs = FollowedJobs(show_every=2.0, edits_per_minute=60)
+    jobs.recorded("j1", "p1", JobStatus.STARTING.rank, None)  # followed, workspace unknown
+    jobs.announced("j2", TEAM, now=100.0)
+    assert jobs.interval("j1") == 2.0
+    for _ in range(2):
+        jobs.recorded("j1", "p1", JobStatus.PROCESSING.rank, None, TEAM)
+    jobs.recorded("j3", "p3", JobStatus.PROCESSING.rank, None, TEAM)
+    assert jobs.interval("j1") == 3.0  # 3 jobs at 1 edit a second
+    jobs.recorded("j3", "p4", JobStatus.STARTING.rank, None)  # a new prediction: same job
+    assert jobs.interval("j1") == 3.0
+
+
+def test_dropping_the_oldest_job_gives_back_its_share() -> None:
+    jobs = FollowedJobs(show_every=1.0, remembered=2, edits_per_minute=60)
+    for job_id in ("a", "b", "c"):
+        jobs.announced(job_id, TEAM, now=100.0)
+    assert len(jobs) == 2
+    assert jobs.interval("c") == 2.0
