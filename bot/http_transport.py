@@ -87,8 +87,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     """An httpx transport on one aiohttp session, made in the loop that first sends a request
     (a session belongs to its loop; a client used from a new loop gets a new one)."""
 
-    def __init__(self, limits: httpx.Limits = LIMITS) -> None:
+    def __init__(self, limits: httpx.Limits = LIMITS, *, trust_env: bool = True) -> None:
         self._limits = limits
+        self._trust_env = trust_env  # False: no proxies from the environment
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._proxies: dict[str, ProxyInfo] = {}
@@ -107,7 +108,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 connector=connector, cookie_jar=aiohttp.DummyCookieJar()
             )
             self._loop = loop
-            self._proxies = proxies_from_env()
+            self._proxies = proxies_from_env() if self._trust_env else {}
             self._proxy_for_host = {}
         return self._session
 
@@ -165,6 +166,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             await self._session.close()
 
 
-def http_client(timeout: httpx.Timeout | float, **options: object) -> httpx.AsyncClient:
-    """An `httpx.AsyncClient` on this transport: how Conjure makes its HTTP clients."""
-    return httpx.AsyncClient(timeout=timeout, transport=AiohttpTransport(), **options)  # type: ignore[arg-type]
+def http_client(
+    timeout: httpx.Timeout | float, *, trust_env: bool = True, **options: object
+) -> httpx.AsyncClient:
+    """An `httpx.AsyncClient` on this transport: how Conjure makes its HTTP clients
+    (`trust_env=False`: no proxies from the environment, as with httpx's own option)."""
+    transport = AiohttpTransport(trust_env=trust_env)
+    return httpx.AsyncClient(timeout=timeout, transport=transport, trust_env=trust_env, **options)  # type: ignore[arg-type]

@@ -209,6 +209,20 @@ async def test_no_proxy_hosts_are_reached_directly(monkeypatch: pytest.MonkeyPat
     assert [r.split(b" ")[1] for r in direct.requests] == [b"/a", b"/b"]
 
 
+async def test_a_client_that_does_not_trust_the_environment_uses_no_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sandbox's webhook sender: loopback webhooks never go through an HTTP_PROXY."""
+    async with raw_server(answer_ok) as proxy, raw_server(answer_ok) as direct:
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        async with http_client(5, trust_env=False) as http:
+            response = await http.get(f"{direct.url}/hook")
+    assert response.text == "ok"
+    assert proxy.requests == [] and len(direct.requests) == 1
+
+
 async def test_proxies_are_read_when_the_client_starts_not_at_each_request(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

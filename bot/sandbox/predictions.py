@@ -8,26 +8,25 @@ from __future__ import annotations
 
 import base64
 import secrets
-import string
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
 WEBHOOK_EVENTS = ("start", "output", "logs", "completed")
-_ID_ALPHABET = string.ascii_lowercase + string.digits
 _BAR_CHARS = " ▏▎▍▌▋▊▉█"
 _BAR_WIDTH = 10
 
 
 def new_id() -> str:
-    """A 26-character `[a-z0-9]` prediction id."""
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(26))
+    """A 26-character `[a-z0-9]` prediction id (base32 of 130 random bits: one read of the
+    system's randomness, not one per character, which was 5 % of a burst's CPU)."""
+    return base64.b32encode(secrets.token_bytes(17)).decode("ascii")[:26].lower()
 
 
 def new_webhook_id() -> str:
     """A Standard Webhooks message id."""
-    return "msg_" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(27))
+    return "msg_" + secrets.token_hex(14)[:27]
 
 
 def rfc3339(moment: datetime | None = None) -> str:
