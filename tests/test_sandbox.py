@@ -570,6 +570,38 @@ async def test_run_seconds_makes_every_run_take_that_long(sandbox_server: Sandbo
     assert quick["metrics"]["predict_time"] < 0.4
 
 
+async def test_an_image_is_drawn_during_its_run_not_after_it(
+    sandbox_server: SandboxServer, monkeypatch: pytest.MonkeyPatch
+):
+    """A "1 s" run whose drawing takes 0.8 s still ends at about 1 s (it took 1.8 s when the
+    drawing came after the steps); a run canceled meanwhile shows no output."""
+    from bot.sandbox import runner
+
+    def slow_drawing(*args: Any) -> Any:
+        time.sleep(0.8)
+        return drawn(*args)
+
+    drawn = runner.image_outputs
+    monkeypatch.setattr(runner, "image_outputs", slow_drawing)
+    sandbox = sandbox_server.sandbox
+    sandbox.config.speed = 0
+    sandbox.faults.run_seconds = 1.0
+    async with api(sandbox_server) as http:
+        started = time.monotonic()
+        created = (await http.post(FLUX, json={"input": {"prompt": "x"}})).json()
+        await sandbox.wait_idle()
+        took = time.monotonic() - started
+        done = (await http.get(created["urls"]["get"])).json()
+        canceled = (await http.post(FLUX, json={"input": {"prompt": "y"}})).json()
+        await asyncio.sleep(0.3)
+        await http.post(canceled["urls"]["cancel"])
+        await sandbox.wait_idle()
+        canceled = (await http.get(canceled["urls"]["get"])).json()
+    assert done["status"] == "succeeded" and done["output"]
+    assert 1.0 <= took < 1.6
+    assert canceled["status"] == "canceled" and not canceled["output"]
+
+
 async def test_delay_fault_loses_the_answer_but_creates(sandbox_server: SandboxServer):
     sandbox = sandbox_server.sandbox
     sandbox.config.speed = 0.002  # the unreachable webhook's retries, scaled

@@ -125,6 +125,7 @@ async def _run(sandbox: Sandbox, run: Run) -> None:
     prediction = run.prediction
     model = run.model
     loop = asyncio.get_running_loop()
+    drawing: asyncio.Future[Any] | None = None
     try:
         await asyncio.sleep(STARTING_SECONDS * speed + sandbox.faults.slow_start)
         prediction["status"] = "processing"
@@ -163,6 +164,20 @@ async def _run(sandbox: Sandbox, run: Run) -> None:
             total = VIDEO_STEPS
         else:
             total = SPEECH_STEPS
+        # An image is drawn while the steps run, as a model makes it during its run: a burst
+        # of "2 s" runs (the run_seconds fault) then ends at 2 s, not 2 s plus a queue of
+        # drawings. It is shown only once the steps are done.
+        drawing = (
+            asyncio.ensure_future(
+                asyncio.to_thread(
+                    image_outputs, model, run.inputs, prediction["id"], run.base_url, source
+                )
+            )
+            if model.kind == "image"
+            else None
+        )
+        if drawing is not None:  # a run canceled or failed meanwhile never looks at it
+            drawing.add_done_callback(lambda done: done.cancelled() or done.exception())
         for step in range(1, total + 1):
             if run.run_seconds > 0:  # on the clock, so a busy loop does not add up delays
                 await asyncio.sleep(
@@ -181,10 +196,8 @@ async def _run(sandbox: Sandbox, run: Run) -> None:
         if run.fail_error is not None:
             _finish(run, "failed", run.fail_error)
             return
-        if model.kind == "image":
-            output, files = await asyncio.to_thread(
-                image_outputs, model, run.inputs, prediction["id"], run.base_url, source
-            )
+        if drawing is not None:
+            output, files = await drawing
             run.files.update(files)
             if sandbox.faults.take_nsfw_flag():
                 output = {"images": output, "has_nsfw_concepts": [True] * len(output)}
@@ -213,6 +226,9 @@ async def _run(sandbox: Sandbox, run: Run) -> None:
         raise
     except Exception as exc:  # a sandbox bug must not leave a prediction running forever
         _finish(run, "failed", f"Sandbox error: {type(exc).__name__}: {exc}")
+    finally:
+        if drawing is not None and not drawing.done():
+            drawing.cancel()
 
 
 async def _paused(sandbox: Sandbox, tokens: int) -> None:
