@@ -399,6 +399,41 @@ async def test_a_progress_update_overtaken_by_the_result_is_not_shown_after_it(
         assert methods[-1] == "post_result", methods
 
 
+async def test_a_delayed_edit_waits_while_its_workspace_is_busy_and_shows_once_it_is_not(
+    sandbox_server, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 60 edits a minute, a workspace following 60 jobs edits each once a minute: a job's
+    news waits; once the others end, it is shown at the next look (SHOW_RECHECK), not a minute
+    later."""
+    monkeypatch.setattr("bot.jobs.SHOW_RECHECK", 0.2)
+    sandbox_server.sandbox.faults.drop_webhooks = 1_000_000
+    recorder = RecordingAdapter()
+    async with conjure_with(
+        sandbox_server, sqlite_url, tmp_path, recorder, conjure_status_edits_per_minute=60
+    ) as conjure:
+        service = conjure.service
+        job = await started(conjure)
+        final = await ran_to_the_end(conjure, sandbox_server, job)
+        others = [f"other-{number}" for number in range(59)]
+        for other in others:
+            service.followed.announced(other, (PLATFORM, "W1"))
+        await asyncio.sleep(1.1)  # past the one job's own interval (a second), not 60 jobs'
+        shown = len(recorder.calls)
+        running = final.model_copy(update={"status": "processing", "output": None, "logs": ""})
+        await service.apply_prediction(job.id, running)
+        await asyncio.sleep(0.5)
+        assert len(recorder.calls) == shown  # not due: 60 jobs share a minute's edits
+        for other in others:
+            service.followed.forget(other)
+        for _ in range(40):
+            if len(recorder.calls) > shown:
+                break
+            await asyncio.sleep(0.05)
+        [call] = recorder.calls[shown:]
+        assert call.method == "update_status" and call.job is not None
+        assert call.job.status is JobStatus.PROCESSING
+
+
 # ---- an adapter that raises ------------------------------------------------------------------
 
 
