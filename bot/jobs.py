@@ -171,9 +171,9 @@ class JobService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._polling: set[str] = set()
         # Which updates are news, and when each job may be shown again (bot.updates).
-        self.followed = FollowedJobs(
-            progress_interval, edits_per_minute=settings.conjure_status_edits_per_minute
-        )
+        # The workers of one `conjure serve --workers N` share a workspace's edits evenly.
+        edits_per_minute = settings.conjure_status_edits_per_minute / settings.conjure_workers
+        self.followed = FollowedJobs(progress_interval, edits_per_minute=edits_per_minute)
         self._shows_later: dict[str, asyncio.TimerHandle] = {}  # status shown when due
         self._screens: dict[str, _Screen] = {}  # jobs whose status this process is showing
         self._relays: dict[str, StreamRelay] = {}  # text answers shown as they are written

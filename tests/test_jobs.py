@@ -434,6 +434,23 @@ async def test_a_delayed_edit_waits_while_its_workspace_is_busy_and_shows_once_i
         assert call.job.status is JobStatus.PROCESSING
 
 
+async def test_the_workers_of_one_serve_share_a_workspaces_edits(
+    sandbox_server, sqlite_url: str, tmp_path: Path
+) -> None:
+    """Two workers at 60 edits a minute: each edits its own jobs at 30 a minute, so the
+    workspace gets 60 in all (a job alone is shown every 2 s, not every 1 s)."""
+    async with conjure_with(
+        sandbox_server,
+        sqlite_url,
+        tmp_path,
+        conjure_status_edits_per_minute=60,
+        conjure_workers=2,
+    ) as conjure:
+        followed = conjure.service.followed
+        followed.announced("alone", (PLATFORM, "W1"))
+        assert followed.interval("alone") == 2.0
+
+
 # ---- an adapter that raises ------------------------------------------------------------------
 
 

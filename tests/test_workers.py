@@ -254,3 +254,17 @@ def test_a_port_in_use_is_the_parents_one_line(
         f"conjure: --host/--port: cannot listen on 127.0.0.1:{port} (address already in use); "
         "choose another --port\n"
     )
+
+
+def test_each_worker_is_told_how_many_workers_share_the_port() -> None:
+    """So that each takes its share of what the workers share (a workspace's status edits)."""
+    import argparse
+    import socket
+
+    from bot.cli.workers import worker_command
+
+    args = argparse.Namespace(debug=False, host="127.0.0.1", port=8080)
+    with socket.socket() as sock:
+        command = worker_command(args, sock, 3)(1)
+    assert command[command.index("--workers") + 1] == "3"
+    assert command[command.index("--worker-index") + 1] == "1"

@@ -241,6 +241,7 @@ async def _serve(args: argparse.Namespace) -> int:
         workers = settings.conjure_workers if args.workers is None else args.workers
         if workers < 1:
             raise ConfigError("--workers: must be 1 or more (the processes serving the port)")
+        settings = settings.model_copy(update={"conjure_workers": workers})
         platforms = _serve_platforms(settings)
         if not platforms:
             print(NO_PLATFORM_HELP, file=sys.stderr)
@@ -342,7 +343,7 @@ async def _supervise(
             "PostgreSQL to scale; README: Running several instances)",
             count,
         )
-    supervisor = Supervisor(worker_command(args, sock), sock, count)
+    supervisor = Supervisor(worker_command(args, sock, count), sock, count)
     try:
         failed = await supervisor.start()
         if failed is None and not supervisor.stopping:

@@ -261,8 +261,12 @@ def _exit_status(code: int | None) -> str:
     return f"code {code}"
 
 
-def worker_command(args: argparse.Namespace, sock: socket.socket) -> Callable[[int], list[str]]:
-    """How worker `index` is started: this same `conjure serve`, on the inherited socket."""
+def worker_command(
+    args: argparse.Namespace, sock: socket.socket, count: int
+) -> Callable[[int], list[str]]:
+    """How worker `index` is started: this same `conjure serve`, on the inherited socket, told
+    how many workers there are (each takes its share of what is shared, such as a workspace's
+    status edits)."""
 
     def command(index: int) -> list[str]:
         return [
@@ -271,7 +275,7 @@ def worker_command(args: argparse.Namespace, sock: socket.socket) -> Callable[[i
             "bot.cli",
             *(["--debug"] if args.debug else []),
             "serve",
-            *("--host", str(args.host), "--port", str(args.port)),
+            *("--host", str(args.host), "--port", str(args.port), "--workers", str(count)),
             *("--worker-socket", str(sock.fileno()), "--worker-index", str(index)),
         ]
 
