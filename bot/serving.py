@@ -40,6 +40,9 @@ def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
         return runner.run(main)
 
 
+YOUNG_COLLECTION_AFTER = 10_000  # new container objects between two young collections
+
+
 def freeze_startup_heap() -> None:
     """Keep what start-up built (modules, SQLAlchemy and pydantic caches, clients) out of the
     garbage collector's full passes, and collect from now on.
@@ -47,9 +50,16 @@ def freeze_startup_heap() -> None:
     A full (generation 2) collection walks every tracked object; with a started server's
     hundreds of thousands of them, each pass held the event loop for 50-60 ms, which was the
     p99 of slash-command acks under load. Frozen objects are never scanned again.
+
+    A young collection waits for 10,000 new container objects instead of 700: a server with
+    thousands of jobs in flight allocated its way through a collection every few requests, and
+    each one that reached the older generations walked the jobs again. Measured in the bench,
+    serve spent about a quarter less CPU per webhook delivered (2.4-3.2 -> 1.9-2.2 ms); garbage
+    in cycles waits a little longer to be freed.
     """
     gc.collect()
     gc.freeze()
+    gc.set_threshold(YOUNG_COLLECTION_AFTER, *gc.get_threshold()[1:])
     gc.enable()  # off during the CLI's start-up (bot.cli.main)
 
 

@@ -50,7 +50,7 @@ def process_state_restored() -> Iterator[None]:
         for name, logger in logging.Logger.manager.loggerDict.items()
         if isinstance(logger, logging.Logger)
     }
-    gc_enabled, frozen = gc.isenabled(), gc.get_freeze_count()
+    gc_enabled, frozen, thresholds = gc.isenabled(), gc.get_freeze_count(), gc.get_threshold()
     try:
         yield
     finally:
@@ -69,6 +69,7 @@ def process_state_restored() -> Iterator[None]:
                 logger.handlers[:] = kept
         if not frozen and gc.get_freeze_count():
             gc.unfreeze()
+        gc.set_threshold(*thresholds)
         (gc.enable if gc_enabled else gc.disable)()
 
 

@@ -111,6 +111,7 @@ def test_an_in_process_run_leaves_logging_and_the_collector_as_they_were(tmp_pat
 
     root = logging.getLogger()
     handlers, level, frozen = list(root.handlers), root.level, gc.get_freeze_count()
+    thresholds = gc.get_threshold()
     httpx = logging.getLogger("httpx").level
     assert gc.isenabled()
     result = run_conjure("demo", "/imagine FAIL_ME please", "--speed", "0", cwd=tmp_path)
@@ -118,3 +119,22 @@ def test_an_in_process_run_leaves_logging_and_the_collector_as_they_were(tmp_pat
     assert root.handlers == handlers and root.level == level
     assert logging.getLogger("httpx").level == httpx
     assert gc.isenabled() and gc.get_freeze_count() == frozen
+    assert gc.get_threshold() == thresholds
+
+
+def test_a_started_server_collects_young_objects_less_often() -> None:
+    """freeze_startup_heap (serve, sandbox, demo): young collections after 10,000 new objects
+    (bot.serving says why), the older generations' thresholds as they were."""
+    import gc
+
+    from bot.serving import YOUNG_COLLECTION_AFTER, freeze_startup_heap
+
+    thresholds, frozen = gc.get_threshold(), gc.get_freeze_count()
+    try:
+        freeze_startup_heap()
+        assert gc.get_threshold() == (YOUNG_COLLECTION_AFTER, *thresholds[1:])
+        assert YOUNG_COLLECTION_AFTER > thresholds[0]
+    finally:
+        gc.set_threshold(*thresholds)
+        if not frozen:
+            gc.unfreeze()
