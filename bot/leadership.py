@@ -97,8 +97,17 @@ class PostgresLock:
         return True
 
     async def release(self) -> None:
+        if self._held and self._conn is not None:
+            # Unlocked first, so the next holder can take it at its next try: the lock would
+            # also go with the session, but only once the server has finished ending it, which
+            # a busy server may take its time over.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CHECK_TIMEOUT):
+                    query = text("SELECT pg_advisory_unlock(:key)")
+                    await self._conn.execute(query, {"key": self._key})
+                    await self._conn.commit()
         if self._held:
-            await self._drop()  # ending the session releases its advisory lock
+            await self._drop()  # ending the session releases its advisory lock in any case
 
     async def aclose(self) -> None:
         await self._drop()
