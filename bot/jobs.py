@@ -175,6 +175,8 @@ class JobService:
         edits_per_minute = settings.conjure_status_edits_per_minute / settings.conjure_workers
         self.followed = FollowedJobs(progress_interval, edits_per_minute=edits_per_minute)
         self._shows_later: dict[str, asyncio.TimerHandle] = {}  # status shown when due
+        self._shows_pending: set[str] = set()  # shown when due, looked at every SHOW_RECHECK
+        self._pending_look: asyncio.TimerHandle | None = None
         self._screens: dict[str, _Screen] = {}  # jobs whose status this process is showing
         self._relays: dict[str, StreamRelay] = {}  # text answers shown as they are written
         # A burst of commands, all started at once, floods the event loop with hundreds of
@@ -237,6 +239,10 @@ class JobService:
         for later in self._shows_later.values():
             later.cancel()
         self._shows_later.clear()
+        if self._pending_look is not None:
+            self._pending_look.cancel()
+            self._pending_look = None
+        self._shows_pending.clear()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -770,6 +776,7 @@ class JobService:
             self.followed.forget(job.id)
             if (later := self._shows_later.pop(job.id, None)) is not None:
                 later.cancel()
+            self._shows_pending.discard(job.id)
             if ours:
                 self.spawn(self._deliver_claimed(finished.job))
             if finished.alerts_due:
@@ -853,24 +860,43 @@ class JobService:
 
     def _show_later(self, job_id: str) -> None:
         """Show the job's latest status once the interval has passed (a change that came too
-        soon after the last showing is not dropped, only delayed), unless it has ended by then."""
-        if job_id in self._shows_later:
+        soon after the last showing is not dropped, only delayed), unless it has ended by then.
+
+        A showing due within SHOW_RECHECK gets a timer of its own; a later one (a busy
+        workspace's, bot.updates) waits in a set that one timer looks over every SHOW_RECHECK,
+        as its interval shrinks when the workspace's other jobs end: 10,000 jobs in flight held
+        10,000 timers, 6 MB, each re-armed every few seconds."""
+        if job_id in self._shows_later or job_id in self._shows_pending:
             return
-        loop = asyncio.get_running_loop()
+        delay = self.followed.next_show_in(job_id)
+        if delay > SHOW_RECHECK:
+            self._shows_pending.add(job_id)
+            if self._pending_look is None:
+                loop = asyncio.get_running_loop()
+                self._pending_look = loop.call_later(SHOW_RECHECK, self._look_at_pending)
+            return
 
         def due() -> None:
             del self._shows_later[job_id]
-            if not self.followed.follows(job_id):
-                return
-            if self.followed.show_due(job_id):
-                self.spawn(self._show_latest(job_id))
-            else:  # its workspace's jobs, and so its interval, grew meanwhile
-                self._show_later(job_id)
+            self._show_if_due(job_id)
 
-        # Looked at again after SHOW_RECHECK at the latest: the interval shrinks as the
-        # workspace's other jobs end.
-        delay = min(self.followed.next_show_in(job_id), SHOW_RECHECK)
-        self._shows_later[job_id] = loop.call_later(delay, due)
+        self._shows_later[job_id] = asyncio.get_running_loop().call_later(delay, due)
+
+    def _show_if_due(self, job_id: str) -> None:
+        if not self.followed.follows(job_id):
+            return
+        if self.followed.show_due(job_id):
+            self.spawn(self._show_latest(job_id))
+        else:  # its workspace's jobs, and so its interval, grew meanwhile
+            self._show_later(job_id)
+
+    def _look_at_pending(self) -> None:
+        """Every SHOW_RECHECK while any showing waits in the set: those now due, or due soon,
+        leave it (as the workspace's jobs end, their interval shrinks)."""
+        self._pending_look = None
+        waiting, self._shows_pending = self._shows_pending, set()
+        for job_id in waiting:
+            self._show_if_due(job_id)
 
     async def _show_latest(self, job_id: str) -> None:
         """The delayed edit: the job as it now stands, with the progress held back for it. A

@@ -423,6 +423,9 @@ async def test_a_delayed_edit_waits_while_its_workspace_is_busy_and_shows_once_i
         await service.apply_prediction(job.id, running)
         await asyncio.sleep(0.5)
         assert len(recorder.calls) == shown  # not due: 60 jobs share a minute's edits
+        # Waiting in the set one timer looks over, not on a timer of its own (memory: a busy
+        # workspace's thousands of jobs).
+        assert job.id in service._shows_pending and job.id not in service._shows_later
         for other in others:
             service.followed.forget(other)
         for _ in range(40):
