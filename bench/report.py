@@ -235,6 +235,8 @@ def table(results: dict[str, Any]) -> str:
         )
         if scale.get("efficiency_at_full_load") is not None:
             add("  the same at full load (2 shared cores)", scale["efficiency_at_full_load"])
+        if scale.get("efficiency_at_the_same_speed") is not None:
+            add("  at the rate, for the speed gauge's drift", scale["efficiency_at_the_same_speed"])
     width = max(len(r[0]) for r in rows)
     vwidth = max(len(r[1]) for r in rows)
     args = results["args"]

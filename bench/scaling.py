@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from bench import phases
+from bench import phases, speed
 from bench.stack import running_stack
 
 PROCESSES = (1, 2)
@@ -35,11 +35,27 @@ def efficiency(one: dict[str, Any], two: dict[str, Any]) -> float | None:
     return round(b / a, 3) if a and b else None
 
 
+def at_the_same_speed(
+    ratio: float | None, one: dict[str, Any], two: dict[str, Any]
+) -> float | None:
+    """`ratio` as if both runs had met the machine at one speed: CPU per webhook moves with the
+    speed gauge (bench/speed.py), and the two runs are minutes apart on a VM whose speed drifts."""
+    g1, g2 = _mean_gauge(one), _mean_gauge(two)
+    return round(ratio * g2 / g1, 3) if ratio and g1 and g2 else None
+
+
+def _mean_gauge(run: dict[str, Any]) -> float | None:
+    gauge = run.get("speed_gauge_ms") or {}
+    readings = [v for v in (gauge.get("before"), gauge.get("after")) if v]
+    return sum(readings) / len(readings) if readings else None
+
+
 async def measure(args: argparse.Namespace, processes: int, deadline: float) -> dict[str, Any]:
     """The webhooks phase on a fresh stack of `processes` serve processes."""
     workers = processes if args.scale_by == "workers" else 1
     instances = processes if args.scale_by == "instances" else 1
     work = Path(tempfile.mkdtemp(prefix=f"conjure-bench-scaling{processes}-"))
+    gauge_before = speed.gauge()
     async with running_stack(
         args.db, work, args.postgres_url, workers=workers, instances=instances
     ) as stack:
@@ -57,6 +73,7 @@ async def measure(args: argparse.Namespace, processes: int, deadline: float) -> 
             )
     return {
         "processes": processes,
+        "speed_gauge_ms": {"before": gauge_before, "after": speed.gauge()},
         "workers": workers,
         "instances": instances,
         # False when the run's --max-seconds cut the phase short: fewer webhooks than asked.
@@ -92,6 +109,8 @@ async def run(args: argparse.Namespace, deadline: float, step: Any) -> dict[str,
         **runs,
         # At a rate one process carries: what the second process costs (coordination), not
         # what two cores shared by five busy processes can no longer give (saturation).
-        "efficiency": efficiency(runs["1"]["at_rate"], runs["2"]["at_rate"]),
+        "efficiency": (rated := efficiency(runs["1"]["at_rate"], runs["2"]["at_rate"])),
         "efficiency_at_full_load": efficiency(runs["1"], runs["2"]),
+        # The same, corrected for the machine's speed drift between the two runs (an estimate).
+        "efficiency_at_the_same_speed": at_the_same_speed(rated, runs["1"], runs["2"]),
     }

@@ -86,6 +86,14 @@ def test_webhooks_go_to_the_url_the_job_gave() -> None:
     assert json.loads(signed[0].body)["status"] == "succeeded"
 
 
+def test_efficiency_put_at_the_same_speed() -> None:
+    """A second run that met the VM 10 % slower spent 10 % more CPU on the same work."""
+    one = {"speed_gauge_ms": {"before": 200.0, "after": 200.0}}
+    two = {"speed_gauge_ms": {"before": 210.0, "after": 230.0}}
+    assert scaling.at_the_same_speed(0.9, one, two) == 0.99
+    assert scaling.at_the_same_speed(0.9, one, {}) is None
+
+
 def test_efficiency_of_the_second_process() -> None:
     one = {"delivered_per_cpu_second": 200.0}
     assert scaling.efficiency(one, {"delivered_per_cpu_second": 190.0}) == 0.95
