@@ -93,6 +93,13 @@ def parser() -> argparse.ArgumentParser:
         help="webhooks a second for --scaling's efficiency, a load one process carries (80)",
     )
     p.add_argument(
+        "--scaling-rounds",
+        type=int,
+        default=1,
+        help="--scaling's runs of each: 2 runs 1, 2, 2, 1 processes and averages each, so that "
+        "the machine's speed drifting between them cancels (1)",
+    )
+    p.add_argument(
         "--postgres-url", default=POSTGRES_URL, help=f"server for --db postgres ({POSTGRES_URL})"
     )
     p.add_argument("--max-seconds", type=float, default=1800, help="stop the run after (1800)")
@@ -135,6 +142,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "scaling_only": args.scaling_only,
             "scale_by": args.scale_by,
             "scaling_rate": args.scaling_rate,
+            "scaling_rounds": args.scaling_rounds,
         },
     }
     if not args.scaling_only:

@@ -97,13 +97,40 @@ async def measure(args: argparse.Namespace, processes: int, deadline: float) -> 
     }
 
 
+def order(rounds: int) -> list[int]:
+    """The processes of each run: 1, 2; with two rounds 1, 2, 2, 1 (a drift in the machine's
+    speed over the runs weighs on both the same)."""
+    ahead = list(PROCESSES)
+    return [n for i in range(rounds) for n in (ahead if i % 2 == 0 else ahead[::-1])]
+
+
+def average(measured: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run's shape, each number the mean over `measured` (the rest as the first has it)."""
+    first = measured[0]
+    mean: dict[str, Any] = {}
+    for key, value in first.items():
+        values = [m.get(key) for m in measured]
+        if isinstance(value, dict):
+            mean[key] = average([v for v in values if isinstance(v, dict)])
+        elif isinstance(value, bool):
+            mean[key] = all(values)  # "complete": only if every run was
+        elif isinstance(value, int | float):
+            numbers = [v for v in values if isinstance(v, int | float)]
+            mean[key] = round(sum(numbers) / len(numbers), 3) if key != "processes" else value
+        else:
+            mean[key] = value
+    return mean
+
+
 async def run(args: argparse.Namespace, deadline: float, step: Any) -> dict[str, Any]:
     """Both measurements, a fresh stack each, and the efficiency of the second process."""
-    runs: dict[str, Any] = {}
-    for processes in PROCESSES:
+    measured: dict[str, list[dict[str, Any]]] = {str(n): [] for n in PROCESSES}
+    for processes in order(max(1, getattr(args, "scaling_rounds", 1))):
         step(f"scaling: {args.webhooks} webhooks with {processes} serve process(es)")
-        runs[str(processes)] = await measure(args, processes, deadline)
+        measured[str(processes)].append(await measure(args, processes, deadline))
+    runs = {key: average(each) for key, each in measured.items()}
     return {
+        "rounds": len(measured["1"]),
         "scale_by": args.scale_by,
         "webhooks": args.webhooks,
         **runs,

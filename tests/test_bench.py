@@ -86,6 +86,21 @@ def test_webhooks_go_to_the_url_the_job_gave() -> None:
     assert json.loads(signed[0].body)["status"] == "succeeded"
 
 
+def test_two_rounds_of_scaling_run_1_2_2_1_and_average_each() -> None:
+    assert scaling.order(1) == [1, 2]
+    assert scaling.order(2) == [1, 2, 2, 1]
+    runs = [
+        {"processes": 2, "complete": True, "cpu_ms_per_webhook": 4.0, "at_rate": {"rate": 80.0}},
+        {"processes": 2, "complete": False, "cpu_ms_per_webhook": 5.0, "at_rate": {"rate": 80.0}},
+    ]
+    assert scaling.average(runs) == {
+        "processes": 2,
+        "complete": False,
+        "cpu_ms_per_webhook": 4.5,
+        "at_rate": {"rate": 80.0},
+    }
+
+
 def test_efficiency_put_at_the_same_speed() -> None:
     """A second run that met the VM 10 % slower spent 10 % more CPU on the same work."""
     one = {"speed_gauge_ms": {"before": 200.0, "after": 200.0}}
