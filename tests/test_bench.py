@@ -101,6 +101,16 @@ def test_two_rounds_of_scaling_run_1_2_2_1_and_average_each() -> None:
     }
 
 
+def test_per_process_figures_of_runs_with_other_pids_are_averaged_busiest_first() -> None:
+    runs = [
+        {"by_process": {"serve": 0.0, "serve/11": 3.0, "serve/12": 5.0}},
+        {"by_process": {"serve": 0.0, "serve/21": 4.0, "serve/22": 2.0}},
+    ]
+    assert scaling.average(runs) == {
+        "by_process": {"process 1": 4.5, "process 2": 2.5, "process 3": 0.0}
+    }
+
+
 def test_efficiency_put_at_the_same_speed() -> None:
     """A second run that met the VM 10 % slower spent 10 % more CPU on the same work."""
     one = {"speed_gauge_ms": {"before": 200.0, "after": 200.0}}
