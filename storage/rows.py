@@ -58,7 +58,11 @@ def new_row(table: type[M], /, **values: Any) -> M:
 @functools.cache
 def _defaults(table: type[SQLModel]) -> list[tuple[str, Callable[[], Any] | None, Any]]:
     """Each field's name, default factory (taking nothing, as every one here does) and
-    default, read once."""
+    default, read once. A list, dict or set as a plain default is refused: pydantic copies it
+    for each instance, `new_row` would share one object between rows."""
+    for name, field in table.model_fields.items():
+        if isinstance(field.default, list | dict | set):
+            raise TypeError(f"{table.__name__}.{name}: give a mutable default as default_factory")
     return [
         (name, field.default_factory, field.default)  # type: ignore[misc]
         for name, field in table.model_fields.items()

@@ -68,3 +68,13 @@ def test_a_new_row_is_the_constructors_with_fresh_defaults() -> None:
     assert built.model_dump()["status"] == "processing"
     with pytest.raises(TypeError, match="Job needs a value for platform"):
         new_row(Job, id="newrow3")
+
+
+def test_a_plain_mutable_default_is_refused_rather_than_shared_between_rows() -> None:
+    from sqlmodel import SQLModel
+
+    class Tagged(SQLModel):
+        tags: list[str] = []
+
+    with pytest.raises(TypeError, match=r"Tagged\.tags: give a mutable default as default_factory"):
+        new_row(Tagged)  # type: ignore[type-var]
