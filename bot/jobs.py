@@ -42,7 +42,7 @@ from bot.replicate.progress import progress_from_logs
 from bot.safety import SafetyRules
 from bot.start_claims import StartClaims
 from bot.streaming import StreamRelay, fold_result
-from bot.updates import FollowedJobs
+from bot.updates import FollowedJobs, workspace_of
 from storage.jobs import DELIVERY_LEASE, JobStore
 from storage.models import BudgetAlert, Delivery, Job, JobStatus, utcnow
 from storage.rows import new_row
@@ -384,7 +384,7 @@ class JobService:
         except Exception:
             log.exception("could not announce job %s; continuing", job.id)
         else:
-            self.followed.announced(job.id, (job.platform, job.workspace))
+            self.followed.announced(job.id, workspace_of(job))
         if job.waiting_since is not None:
             try:
                 await self.store.update_fields(job.id, destination=job.destination)
@@ -721,7 +721,7 @@ class JobService:
         # Status and progress only ever rise: where the copy in hand already shows this much,
         # the conditional UPDATE would match no row, so it is not sent (most `logs` webhooks);
         # a higher progress is recorded only when it is due to be shown (bot.updates).
-        workspace = (job.platform, job.workspace)
+        workspace = workspace_of(job)
         self.followed.recorded(job_id, prediction.id, job.status_rank, job.progress, workspace)
         progress = progress_from_logs(prediction.logs)
         rises = progress is not None and (job.progress is None or job.progress < progress)
@@ -914,7 +914,7 @@ class JobService:
                             job.prediction_id,
                             job.status_rank,
                             job.progress,
-                            (job.platform, job.workspace),
+                            workspace_of(job),
                         )
                 if job is None:
                     job = await self.store.get(job_id)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from bot.replicate.client import Prediction
 from bot.replicate.progress import progress_from_logs
-from storage.models import JobStatus
+from storage.models import Job, JobStatus
 
 # Seconds after a job's status message is posted before its first edit: most of a quick job's
 # edits ("starting", "running") would be replaced by its outcome before anyone read them.
@@ -45,6 +45,11 @@ REMEMBERED = 50_000
 EDITS_PER_MINUTE = 40.0
 
 Workspace = tuple[str, str]  # (platform, workspace): whose edits share one budget
+
+
+def workspace_of(job: Job) -> Workspace:
+    """The budget `job`'s status edits come out of."""
+    return (job.platform, job.workspace)
 
 
 @dataclass(slots=True)
