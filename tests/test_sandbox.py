@@ -777,6 +777,25 @@ def test_render_survives_any_text_and_every_format():
     assert other != render_image("a", seed=1, index=0, total=2, size=(64, 64), fmt="png")
 
 
+def test_render_shows_the_prompt_in_white_with_a_shadow_over_a_ramp():
+    size = (400, 300)
+    data = render_image("HELLO WORLD", seed=3, index=0, total=1, size=size, fmt="png")
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    blank = Image.open(
+        io.BytesIO(render_image("", seed=3, index=0, total=1, size=size, fmt="png"))
+    ).convert("RGB")
+    # The background runs from a dark colour at the top to another at the bottom, in steps.
+    top, bottom = image.getpixel((399, 0)), image.getpixel((399, 299))
+    assert top != bottom and all(channel < 128 for channel in top)
+    assert image.getpixel((399, 150)) == image.getpixel((300, 150))  # the same across a row
+    # The prompt's first line is white, with a black shadow; the empty prompt's text differs.
+    band = [image.getpixel((x, y)) for x in range(400) for y in range(20, 45)]
+    assert any(min(pixel) >= 240 for pixel in band) and any(max(pixel) <= 15 for pixel in band)
+    assert data != render_image("HELLO", seed=3, index=0, total=1, size=size, fmt="png")
+    blank_band = [blank.getpixel((x, y)) for x in range(400) for y in range(20, 45)]
+    assert blank_band != band
+
+
 async def test_shutdown_cancels_background_work():
     app = create_sandbox_app(SandboxConfig(speed=1))
     sandbox = app.state.sandbox
