@@ -8,10 +8,13 @@ import os
 import signal
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import asyncpg
+import pytest
 
+from bot import leadership
 from bot.leadership import FileLock, Leadership, PostgresLock, lock_file, lock_for
 
 FAST = 0.05  # seconds between tries, in these tests
@@ -79,6 +82,42 @@ async def test_postgres_a_holder_that_stops_releases_at_once(postgres_url: str) 
     finally:
         await two.stop()
     assert log == ["one started", "one stopped", "two started", "two stopped"]
+
+
+async def test_postgres_a_holder_whose_server_hangs_lets_go_and_hands_over(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The unlock at release gets no answer (the holder's server process is paused): release
+    gives up after the check's timeout instead of hanging the shutdown, drops the connection,
+    and the lock goes with the session once the server ends it. (SQLAlchemy then tries a
+    graceful close of the dropped connection for up to 2 s, shielded from our timeout.)"""
+    monkeypatch.setattr(leadership, "CHECK_TIMEOUT", 0.3)
+    one, two = PostgresLock(postgres_url), PostgresLock(postgres_url)
+    assert await one.acquire()
+    backend = await _lock_holder_pid(postgres_url)
+    try:
+        os.kill(backend, signal.SIGSTOP)
+    except PermissionError:
+        await one.aclose()
+        await two.aclose()
+        pytest.skip("not allowed to pause the database server's process")
+    try:
+        started = time.monotonic()
+        async with asyncio.timeout(10):  # a release that waited on the server would hang here
+            await one.release()  # no exception, and no waiting on the server
+        assert time.monotonic() - started < leadership.CHECK_TIMEOUT + 2 + 1
+        assert not await one.still_held()
+        assert not await two.acquire()  # the paused session still holds it
+    finally:
+        os.kill(backend, signal.SIGCONT)
+    try:
+        async with asyncio.timeout(5):
+            while not await two.acquire():
+                await asyncio.sleep(FAST)
+    finally:
+        await two.release()
+        await one.aclose()
+        await two.aclose()
 
 
 async def test_postgres_a_killed_holder_process_hands_over(postgres_url: str) -> None:
@@ -158,6 +197,20 @@ async def _child(code: str) -> asyncio.subprocess.Process:
     assert process.stdout is not None
     assert await asyncio.wait_for(process.stdout.readline(), timeout=10) == b"held\n"
     return process
+
+
+async def _lock_holder_pid(url: str) -> int:
+    """The server process of the session holding the leadership lock in this database."""
+    conn = await asyncpg.connect(url.replace("+asyncpg", ""))
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+        )
+    finally:
+        await conn.close()
 
 
 async def _terminate_lock_holder(url: str) -> None:
