@@ -96,11 +96,13 @@ async def test_postgres_a_holder_whose_server_hangs_lets_go_and_hands_over(
     assert await one.acquire()
     backend = await _lock_holder_pid(postgres_url)
     try:
+        if not _is_local_postgres(backend):  # never signal a pid of a server elsewhere
+            raise PermissionError
         os.kill(backend, signal.SIGSTOP)
     except PermissionError:
         await one.aclose()
         await two.aclose()
-        pytest.skip("not allowed to pause the database server's process")
+        pytest.skip("the database server's process is not one this test may pause")
     try:
         started = time.monotonic()
         async with asyncio.timeout(10):  # a release that waited on the server would hang here
@@ -197,6 +199,14 @@ async def _child(code: str) -> asyncio.subprocess.Process:
     assert process.stdout is not None
     assert await asyncio.wait_for(process.stdout.readline(), timeout=10) == b"held\n"
     return process
+
+
+def _is_local_postgres(pid: int) -> bool:
+    """Whether `pid` is a PostgreSQL server process on this machine."""
+    try:
+        return b"postgres" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 async def _lock_holder_pid(url: str) -> int:
