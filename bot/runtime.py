@@ -28,8 +28,8 @@ from bot.replicate.schema_cache import FETCH_TIMEOUT, ModelSchemas
 from bot.replicate.webhook_secret import WebhookSecrets
 from storage.engine import create_engine
 from storage.jobs import JobStore
-from storage.migrate import migrate
 from storage.quotas import QuotaStore
+from storage.schema_head import migrate_unless_at_head
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +66,12 @@ class Runtime:
     ) -> Runtime:
         """Connect, apply migrations and wire the job service and the command path (adapters are
         attached after, by adapters.platforms). `migrated`: the caller already migrated (the
-        workers of `conjure serve --workers N`, whose parent did it once for all)."""
+        workers of `conjure serve --workers N`, whose parent did it once for all). A database
+        already at head is not migrated, and Alembic is then never loaded (storage.schema_head)."""
         catalog = load_catalog(settings.config_path())
         engine = create_engine(settings.conjure_database_url)
         if not migrated:
-            await migrate(engine)
+            await migrate_unless_at_head(engine)
         store = JobStore(engine)
         quotas = Quotas(settings, QuotaStore(engine))
         token = settings.replicate_api_token

@@ -328,12 +328,12 @@ async def _supervise(
     from bot.catalog import load_catalog
     from bot.cli.workers import Supervisor, worker_command
     from storage.engine import create_engine
-    from storage.migrate import migrate
+    from storage.schema_head import migrate_unless_at_head
 
     load_catalog(settings.config_path())  # a CONJURE_CONFIG mistake is named once, here
     engine = create_engine(settings.conjure_database_url)
     try:
-        await migrate(engine)
+        await migrate_unless_at_head(engine)
     finally:
         await engine.dispose()
     sock = bind_socket(args.host, args.port)
