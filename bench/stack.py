@@ -2,7 +2,8 @@
 
 The sandbox (speed 0), the fake Slack Web API, `conjure serve` and the bare bolt app. `serve`
 runs in an empty scratch directory, so no stray `.env` or `conjure.toml` changes what is
-measured, with a fresh SQLite file, or a fresh PostgreSQL database that is dropped afterwards.
+measured, with a fresh SQLite file, or a fresh PostgreSQL database that is dropped afterwards,
+which `conjure migrate` brings to head before any serve starts, as a deployment does.
 
 `serve` may be several processes: `workers` > 1 passes `--workers N` (N processes sharing one
 port), and `instances` > 1 starts that many separate `conjure serve`, each on its own port with
@@ -12,8 +13,10 @@ all sharing the database.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +125,22 @@ def start_serve(
     return start(name, args, port, logs, env=env, cwd=cwd)
 
 
+async def migrate_first(logs: Path, cwd: Path, env: dict[str, str]) -> None:
+    """`conjure migrate` before any serve starts, as a deployment does (README: Running it):
+    serve then finds the schema at head and never loads Alembic (storage.schema_head)."""
+    with (logs / "migrate.log").open("wb") as out:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "bot.cli", "migrate"),
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+            env=child_env(env),
+            cwd=cwd,
+        )
+        if await asyncio.wait_for(process.wait(), timeout=120) != 0:
+            raise RuntimeError(f"conjure migrate failed:\n{(logs / 'migrate.log').read_text()}")
+
+
 @contextlib.asynccontextmanager
 async def running_stack(
     kind: str, work: Path, postgres_url: str, *, workers: int = 1, instances: int = 1
@@ -143,13 +162,12 @@ async def running_stack(
             await wait_ready(slack, "/_bench/events")
 
             serve_env = slack_serve_env(slack, sandbox, secret, database_url)
+            await migrate_first(logs, scratch, serve_env)
             serves: list[Child] = []
             for number in range(1, instances + 1):
                 name = "serve" if number == 1 else f"serve-{number}"
                 serves.append(start_serve(name, logs, scratch, serve_env, workers))
                 children.append(serves[-1])
-                if number == 1:  # the first creates the schema; the others find it made
-                    await wait_ready(serves[0], "/healthz", timeout=60)
             port = free_port()
             bare = start(
                 "bare-bolt",
