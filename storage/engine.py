@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from storage import sqlite_inline
 from storage.idle_ping import ping_when_idle
-from storage.sqlite_direct import DirectConnection, DirectReader, begun, direct_engine
+from storage.sqlite_direct import DirectConnection, DirectReader, Writer, direct_engine
 from storage.urls import normalize_database_url
 
 READ_ONLY = "conjure_read_only"
@@ -44,9 +44,10 @@ def reader(engine: AsyncEngine) -> AsyncEngine | DirectReader:
     return engine.execution_options(**{READ_ONLY: True})
 
 
-# A SQLite engine's direct (synchronous) twin, by the async engine's pool (shared by its
-# execution_options copies).
+# A SQLite engine's direct (synchronous) twin, and its writer, by the async engine's pool
+# (shared by its execution_options copies).
 _DIRECT: weakref.WeakKeyDictionary[Any, Engine] = weakref.WeakKeyDictionary()
+_WRITERS: weakref.WeakKeyDictionary[Any, Writer] = weakref.WeakKeyDictionary()
 
 _Locks = weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
 _WRITE_LOCKS: weakref.WeakKeyDictionary[Any, _Locks] = weakref.WeakKeyDictionary()
@@ -60,15 +61,21 @@ async def write(engine: AsyncEngine) -> AsyncIterator[AsyncConnection | DirectCo
         async with engine.begin() as conn:
             yield conn
         return
-    locks = _WRITE_LOCKS.setdefault(engine.sync_engine.pool, weakref.WeakKeyDictionary())
-    lock = locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
-    direct = _DIRECT.get(engine.sync_engine.pool)
+    pool = engine.sync_engine.pool
+    locks = _WRITE_LOCKS.get(pool)
+    if locks is None:
+        locks = _WRITE_LOCKS.setdefault(pool, weakref.WeakKeyDictionary())
+    loop = asyncio.get_running_loop()
+    lock = locks.get(loop)
+    if lock is None:
+        lock = locks.setdefault(loop, asyncio.Lock())
+    writer = _WRITERS.get(pool)
     async with lock:
-        if direct is None:
+        if writer is None:
             async with engine.begin() as conn:
                 yield conn
         else:
-            with begun(direct) as direct_conn:
+            with writer.begun() as direct_conn:
                 yield direct_conn
 
 
@@ -110,10 +117,13 @@ def _sqlite_engine(url: str, **kwargs: Any) -> AsyncEngine:
     direct = direct_engine(
         path, timeout=connect_args.get("timeout", 30), read_only_option=READ_ONLY
     )
+    writer = Writer(direct)
     _DIRECT[engine.sync_engine.pool] = direct
+    _WRITERS[engine.sync_engine.pool] = writer
 
     @event.listens_for(engine.sync_engine, "engine_disposed")
     def _on_dispose(_: Any) -> None:
+        writer.close()
         direct.dispose()  # its connections close with the async engine's
 
     return engine

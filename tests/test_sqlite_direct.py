@@ -84,3 +84,48 @@ async def test_writers_of_one_process_take_turns(engine) -> None:
 
     await asyncio.gather(*(add(20) for _ in range(5)))
     assert await value(engine) == 100
+
+
+def _driver(conn) -> sqlite3.Connection:
+    return conn.sync_connection.connection.driver_connection
+
+
+async def test_writes_keep_one_connection_replace_a_broken_one_and_give_it_back(
+    engine, tmp_path: Path
+) -> None:
+    checkouts: list[object] = []
+    direct = statement_engines(engine)[-1]
+    event.listen(direct, "checkout", lambda *_: checkouts.append(_))
+    seen: list[sqlite3.Connection] = []
+    for v in (1, 2, 3):
+        async with write(engine) as conn:
+            seen.append(_driver(conn))
+            await conn.execute(text("UPDATE t SET v = :v WHERE id = 1"), {"v": v - 1})
+    assert seen[0] is seen[1] is seen[2] and len(checkouts) <= 1  # none per transaction
+    with pytest.raises(RuntimeError):  # a failed transaction leaves it usable
+        async with write(engine) as conn:
+            await conn.execute(text("UPDATE t SET v = 9 WHERE id = 1"))
+            raise RuntimeError("rolled back")
+    with pytest.raises(sqlite3.OperationalError):  # a statement finds the connection broken
+        async with write(engine) as conn:
+            assert _driver(conn) is seen[0]
+            conn.sync_connection.invalidate()  # as SQLAlchemy does on a disconnect error
+            raise sqlite3.OperationalError("disk I/O error")
+    async with write(engine) as conn:
+        replaced = _driver(conn)
+        await conn.execute(text("UPDATE t SET v = v + 1 WHERE id = 1"))
+    assert replaced is not seen[0] and await value(engine) == 3
+
+    def elsewhere() -> sqlite3.Connection:  # another thread's loop: a pooled connection
+        async def one() -> sqlite3.Connection:
+            async with write(engine) as conn:
+                await conn.execute(text("UPDATE t SET v = v + 1 WHERE id = 1"))
+                return _driver(conn)
+
+        return asyncio.run(one())
+
+    assert await asyncio.to_thread(elsewhere) is not replaced
+    assert await value(engine) == 4
+    await engine.dispose()  # the kept connection is closed with the engine
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        replaced.execute("SELECT 1")
