@@ -51,6 +51,7 @@ from storage.usage import Hold, HoldKind, LimitReached
 log = logging.getLogger(__name__)
 
 WEBHOOK_EVENTS = ["start", "logs", "completed"]
+WEBHOOK_EVENTS_WITHOUT_PROGRESS = ["start", "completed"]  # bot.updates.PROGRESS_WORTH_ASKING
 DELIVERY_SWEEP_EVERY = 10.0  # seconds: a dead claimant's delivery is taken over this soon
 CLOCK_MARGIN = timedelta(minutes=5)  # between our clock and Replicate's created_at
 SILENT_AFTER = timedelta(minutes=5)  # no webhook for this long: read the prediction instead
@@ -474,11 +475,16 @@ class JobService:
         finish the job, give the job back, tell the user."""
         webhook = self.webhook_url(job.id)
         route = {"official": "model", "version": "version", "deployment": "deployment"}
+        events = (
+            WEBHOOK_EVENTS
+            if self.followed.progress_worth_asking(workspace_of(job))
+            else WEBHOOK_EVENTS_WITHOUT_PROGRESS
+        )
         try:
             return await self.replicate.create_prediction(
                 input=job.input,
                 webhook=webhook,
-                webhook_events_filter=WEBHOOK_EVENTS if webhook else None,
+                webhook_events_filter=events if webhook else None,
                 cancel_after=model.price.deadline_seconds(job.outputs_expected),
                 **{route[model.route]: model.ref},
             )

@@ -22,6 +22,8 @@ about 50 `chat.update` a minute per workspace (Tier 3); beyond that it answers 4
 result's own edit would wait behind a queue of progress edits nobody can read. In the bench,
 a backlog of 500 commands made 4.8 edits per job, each a Web API call and most of them a read
 of the job; now it makes one, the outcome's. That edit is not counted here: it is always made.
+Where a new job's progress would be shown less than once a minute, it is not asked for at all
+(`progress_worth_asking`): its prediction is created without `logs` webhooks.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ REMEMBERED = 50_000
 # Status edits a workspace gets a minute, across its running jobs (their outcomes not counted):
 # below Slack's Tier 3 limit for chat.update (about 50), leaving room for the outcomes' edits.
 EDITS_PER_MINUTE = 40.0
+# A job is not sent its progress (Replicate's `logs` webhooks) where its workspace follows so
+# many jobs that the job's progress could be shown less often than this: at 40 edits a minute,
+# beyond 40 jobs running at once. Those webhooks would be verified, read and dropped, four or
+# more per job, for a progress nobody sees.
+PROGRESS_WORTH_ASKING = 60.0  # seconds between two showings
 
 Workspace = tuple[str, str]  # (platform, workspace): whose edits share one budget
 
@@ -129,6 +136,12 @@ class FollowedJobs:
         if followed is None or followed.workspace is None:
             return self.show_every
         return max(self.show_every, self._in_workspace[followed.workspace] / self._edits_per_second)
+
+    def progress_worth_asking(self, workspace: Workspace) -> bool:
+        """Whether the edit budget of `workspace` (a job starting now followed already) lets
+        each of its jobs be shown at least every PROGRESS_WORTH_ASKING seconds. A progress
+        interval set longer than that is the operator's choice, and still asked for."""
+        return self._in_workspace[workspace] / self._edits_per_second <= PROGRESS_WORTH_ASKING
 
     def follows(self, job_id: str) -> bool:
         return job_id in self._jobs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import time
 
 import pytest
@@ -12,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 from bot.config import Settings
 from storage.engine import statement_engines
 from storage.models import Job
+from tests.fakes.slack_api import TEAM_ID
 from tests.slack_harness import running_slack_conjure
 
 INTERVAL = 2.0
@@ -81,6 +83,42 @@ async def test_many_jobs_in_one_workspace_share_its_edit_budget_and_all_end_done
         done = [call for call in updates if "✅ done" in call.args["text"]]
         assert len(done) == 6 and len({(c.args["channel"], c.args["ts"]) for c in done}) == 6
         assert len(conjure.fake.shared_uploads()) == 6
+
+
+async def test_a_workspace_too_busy_to_show_progress_is_not_sent_it(
+    sandbox_server, sqlite_url: str
+) -> None:
+    """With 40 jobs running in a workspace at 40 edits a minute, a new job's progress could be
+    shown once a minute at best: its prediction is created without `logs` webhooks, and it still
+    ends done, its image shared once. Once the workspace is quiet, progress is asked for again."""
+    sandbox_server.sandbox.config.speed = 1.0
+    async with running_slack_conjure(
+        sandbox_server, sqlite_url, progress_interval=INTERVAL, **{BUDGET: 40}
+    ) as conjure:
+        followed = conjure.runtime.service.followed
+        busy = [f"busy{number}" for number in range(40)]
+        for job_id in busy:  # jobs this process follows in the same workspace
+            followed.announced(job_id, ("slack", TEAM_ID))
+        await conjure.slash("/imagine", "a quiet harbour")
+        await conjure.settle(sandbox_server)
+        for job_id in busy:
+            followed.forget(job_id)
+        await conjure.slash("/imagine", "a second harbour")
+        await conjure.settle(sandbox_server)
+
+        predictions = sorted(
+            sandbox_server.sandbox.predictions.values(), key=lambda p: p["created_at"]
+        )
+        assert [p["webhook_events_filter"] for p in predictions] == [
+            ["start", "completed"],
+            ["start", "logs", "completed"],
+        ]
+        deliveries = sandbox_server.sandbox.webhook_deliveries
+        events = [(json.loads(d.body)["id"], d.event) for d in deliveries]
+        assert (predictions[0]["id"], "logs") not in events
+        assert (predictions[1]["id"], "logs") in events
+        done = [c for c in conjure.fake.calls_to("chat.update") if "✅ done" in c.args["text"]]
+        assert len(done) == 2 and len(conjure.fake.shared_uploads()) == 2
 
 
 async def test_progress_webhooks_that_add_nothing_are_answered_without_the_database(

@@ -140,3 +140,21 @@ def test_dropping_the_oldest_job_gives_back_its_share() -> None:
         jobs.announced(job_id, TEAM, now=100.0)
     assert len(jobs) == 2
     assert jobs.interval("c") == 2.0
+
+
+def test_progress_is_asked_for_only_where_it_could_be_shown_once_a_minute() -> None:
+    """At 40 edits a minute, 40 jobs running in a workspace are each shown every 60 s; a 41st
+    would be shown less often, so its progress is not asked for. Another workspace's is."""
+    jobs = FollowedJobs(show_every=2.0, edits_per_minute=40)
+    assert jobs.progress_worth_asking(TEAM)
+    for number in range(40):
+        jobs.announced(f"j{number}", TEAM, now=100.0)
+    assert jobs.progress_worth_asking(TEAM)
+    jobs.announced("j40", TEAM, now=100.0)
+    assert not jobs.progress_worth_asking(TEAM)
+    assert jobs.progress_worth_asking(("slack", "T2"))
+    jobs.forget("j0")
+    assert jobs.progress_worth_asking(TEAM)
+    slow = FollowedJobs(show_every=90.0)  # a progress interval set above a minute: asked
+    slow.announced("j1", TEAM, now=100.0)
+    assert slow.progress_worth_asking(TEAM)
