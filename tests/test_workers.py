@@ -119,7 +119,8 @@ async def test_two_workers_on_postgres_serve_each_slack_command_once(
     sandbox_server: SandboxServer, tmp_path: Path, postgres_url: str
 ) -> None:
     """Commands sent to the one port, each twice (Slack retries), on fresh connections: both
-    workers answer some, and each command becomes one job, announced and delivered once."""
+    workers answer some, and each command becomes one job, announced and delivered once. The
+    database is at head, so neither the parent nor a worker ever imports Alembic."""
     async with serve_fake_slack() as fake:
         env = {
             "SLACK_BOT_TOKEN": BOT_TOKEN,
@@ -127,6 +128,7 @@ async def test_two_workers_on_postgres_serve_each_slack_command_once(
             "SLACK_API_URL": fake.api_url,
             "CONJURE_DATABASE_URL": postgres_url,
             "CONJURE_WORKERS": "2",  # the setting; --workers overrides it (see below)
+            "PYTHONPROFILEIMPORTTIME": "1",  # every process lists what it imports, on stderr
         }
         async with serve(sandbox_server, tmp_path, env, stop=signal.SIGINT) as served:
             assert len(served.workers()) == 2
@@ -154,6 +156,9 @@ async def test_two_workers_on_postgres_serve_each_slack_command_once(
     assert sorted(u.thread_ts for u in uploads) == sorted(p.ts for p in parents)
     [listening] = served.stdout
     assert listening.endswith("(slack; 2 workers)")
+    imported = [line.rpartition("|")[2].strip() for line in served.stderr if "import time:" in line]
+    assert "bot.runtime" in imported and "bot.cli.workers" in imported  # the workers' and parent's
+    assert not [name for name in imported if name.split(".")[0] in ("alembic", "mako")]
 
 
 async def _post_new_connection(served: Served, body: str) -> httpx.Response:
