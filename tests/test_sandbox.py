@@ -9,6 +9,7 @@ import io
 import json
 import math
 import re
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -600,6 +601,35 @@ async def test_an_image_is_drawn_during_its_run_not_after_it(
     assert done["status"] == "succeeded" and done["output"]
     assert 1.0 <= took < 1.6
     assert canceled["status"] == "canceled" and not canceled["output"]
+
+
+async def test_images_are_drawn_on_two_threads_of_their_own(
+    sandbox_server: SandboxServer, monkeypatch: pytest.MonkeyPatch
+):
+    """Eight runs at once are drawn two at a time on the sandbox's drawing threads, not on
+    asyncio's default pool, whose six threads took the GIL from the sandbox's event loop."""
+    from bot.sandbox import runner
+
+    threads: list[str] = []
+
+    def recorded_drawing(*args: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        time.sleep(0.05)
+        return drawn(*args)
+
+    drawn = runner.image_outputs
+    monkeypatch.setattr(runner, "image_outputs", recorded_drawing)
+    sandbox = sandbox_server.sandbox
+    sandbox.config.speed = 0
+    async with api(sandbox_server) as http:
+        created = await asyncio.gather(
+            *(http.post(FLUX, json={"input": {"prompt": f"image {n}"}}) for n in range(8))
+        )
+        await sandbox.wait_idle()
+        done = [(await http.get(c.json()["urls"]["get"])).json() for c in created]
+    assert [d["status"] for d in done] == ["succeeded"] * 8 and all(d["output"] for d in done)
+    assert len(threads) == 8 and len(set(threads)) <= runner.DRAWING_THREADS == 2
+    assert all(name.startswith("sandbox-drawing") for name in threads)
 
 
 async def test_delay_fault_loses_the_answer_but_creates(sandbox_server: SandboxServer):
