@@ -571,19 +571,29 @@ async def test_run_seconds_makes_every_run_take_that_long(sandbox_server: Sandbo
     assert quick["metrics"]["predict_time"] < 0.4
 
 
+def drawing_takes(
+    monkeypatch: pytest.MonkeyPatch, seconds: float, threads: list[str] | None = None
+) -> None:
+    """Make the sandbox's drawing of an image take `seconds` longer, noting each one's thread."""
+    from bot.sandbox import runner
+
+    drawn = runner.image_outputs
+
+    def slower(*args: Any) -> Any:
+        if threads is not None:
+            threads.append(threading.current_thread().name)
+        time.sleep(seconds)
+        return drawn(*args)
+
+    monkeypatch.setattr(runner, "image_outputs", slower)
+
+
 async def test_an_image_is_drawn_during_its_run_not_after_it(
     sandbox_server: SandboxServer, monkeypatch: pytest.MonkeyPatch
 ):
     """A "1 s" run whose drawing takes 0.8 s still ends at about 1 s (it took 1.8 s when the
     drawing came after the steps); a run canceled meanwhile shows no output."""
-    from bot.sandbox import runner
-
-    def slow_drawing(*args: Any) -> Any:
-        time.sleep(0.8)
-        return drawn(*args)
-
-    drawn = runner.image_outputs
-    monkeypatch.setattr(runner, "image_outputs", slow_drawing)
+    drawing_takes(monkeypatch, 0.8)
     sandbox = sandbox_server.sandbox
     sandbox.config.speed = 0
     sandbox.faults.run_seconds = 1.0
@@ -611,14 +621,7 @@ async def test_images_are_drawn_on_two_threads_of_their_own(
     from bot.sandbox import runner
 
     threads: list[str] = []
-
-    def recorded_drawing(*args: Any) -> Any:
-        threads.append(threading.current_thread().name)
-        time.sleep(0.05)
-        return drawn(*args)
-
-    drawn = runner.image_outputs
-    monkeypatch.setattr(runner, "image_outputs", recorded_drawing)
+    drawing_takes(monkeypatch, 0.05, threads)
     sandbox = sandbox_server.sandbox
     sandbox.config.speed = 0
     async with api(sandbox_server) as http:
