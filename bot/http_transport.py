@@ -32,7 +32,10 @@ CHUNK = 64 * 1024
 # An idle connection is dropped after 4 s, before servers that close theirs after 5 (uvicorn's
 # default, the sandbox's): a create sent on a connection the server is closing that instant
 # fails with no answer, and a create without an answer is a job that may have to be given up.
-LIMITS = httpx.Limits(max_connections=100, keepalive_expiry=4.0)
+# Seconds an idle pooled connection is kept: below the keep-alive of the servers Conjure
+# talks to (uvicorn's is 5 s), so that none is reused just as the server closes it.
+KEEPALIVE = 4.0
+LIMITS = httpx.Limits(max_connections=100, keepalive_expiry=KEEPALIVE)
 
 # aiohttp's errors, most specific first, and the httpx error each one is. Only the first two
 # mean the request never left: a connection that could not be made or not in time (aiohttp's

@@ -2,10 +2,10 @@
 
 Alembic, with Mako and the Pygments lexers Mako's error pages bring, is about 9 MiB of a serving
 process's memory (the bench's serve, idle: 104.6 MiB with it, 95.4 without), kept for the
-process's whole life once loaded. A database that is already at
-head (a restart, or a deployment that ran `conjure migrate` first) needs none of it: one query of
-`alembic_version` against the revision this code ends at says so. Anything else (a new database,
-a migration to apply, an unknown revision) goes to Alembic (storage.migrate), as before.
+process's whole life once loaded. A database already at head (a restart, or a deployment that
+ran `conjure migrate` first) needs none of it: one query of `alembic_version` against the
+revision this code ends at says so. Anything else (a new database, a migration to apply, an
+unknown revision) goes to Alembic (storage.migrate), as before.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 HEADS = frozenset({"0009"})
 """The revisions a database at head records: the newest migration in storage/migrations
-(tests/test_storage.py checks this against what Alembic reads from the scripts)."""
+(tests/test_schema_head.py checks this against what Alembic reads from the scripts)."""
 
 
 async def at_head(engine: AsyncEngine) -> bool:
