@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import httpx
 import pytest
 
-from bot.http_transport import as_httpx_error, http_client
+from bot.http_transport import as_httpx_error, http_client, stream_get
 from bot.replicate.client import ReplicateClient
 from bot.replicate.errors import (
     PredictionOutcomeUnknown,
@@ -236,3 +237,82 @@ async def test_proxies_are_read_when_the_client_starts_not_at_each_request(
             await http.get(f"{direct.url}/after")
     assert proxy.requests == []
     assert len(direct.requests) == 2
+
+
+# stream_get: downloads. Straight on aiohttp for a client made by http_client, through httpx for
+# any other; the same answer either way.
+CLIENTS = {
+    "http_client": lambda: http_client(5),
+    "plain httpx": lambda: httpx.AsyncClient(timeout=5),
+}
+
+
+@pytest.mark.parametrize("make", CLIENTS.values(), ids=CLIENTS.keys())
+async def test_a_download_sends_the_clients_headers_and_gets_the_answer_as_it_came(
+    make: Callable[[], httpx.AsyncClient],
+) -> None:
+    body = gzip.compress(b"not to be inflated here")
+
+    async def redirect(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Encoding: gzip\r\n")
+        writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+
+    async with raw_server(redirect) as server, make() as http:
+        headers = {"Accept-Encoding": "identity", "Authorization": "Bearer xoxb-t"}
+        async with stream_get(http, server.url + "/out-0.png", headers) as response:
+            chunks = [chunk async for chunk in response.body]
+    assert response.status_code == 302  # not followed
+    assert response.headers.get("location") == "/elsewhere"
+    assert response.headers.get("Content-Encoding") == "gzip"
+    assert b"".join(chunks) == body  # raw: the caller decodes, a bounded step at a time
+    [request] = server.requests
+    head = request.lower()
+    assert head.startswith(b"get /out-0.png http/1.1")
+    assert head.count(b"accept-encoding:") == 1 and b"accept-encoding: identity" in head
+    assert b"authorization: bearer xoxb-t" in head
+    assert b"user-agent: python-httpx/" in head  # the client's own headers go along
+
+
+@pytest.mark.parametrize("make", CLIENTS.values(), ids=CLIENTS.keys())
+async def test_a_download_fails_as_httpx_says_whether_it_left(
+    make: Callable[[], httpx.AsyncClient],
+) -> None:
+    async with raw_server(half_an_answer) as server, make() as http:
+        with pytest.raises(httpx.TransportError) as cut:
+            async with stream_get(http, server.url + "/file", {}) as response:
+                assert response.status_code == 201
+                async for _ in response.body:
+                    pass
+        url = server.url
+    assert not isinstance(cut.value, httpx.ConnectError | httpx.ConnectTimeout)
+    async with make() as http:
+        with pytest.raises(httpx.ConnectError):  # the server is gone: refused, never sent
+            async with stream_get(http, url + "/file", {}):
+                pass
+
+
+async def test_a_download_on_an_http_client_skips_httpxs_machinery_but_not_its_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Straight to aiohttp (httpx's event hooks, which run in its send, are not called), with
+    the proxy the client would use."""
+    async with raw_server(answer_ok) as proxy:
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        sent: list[httpx.Request] = []
+
+        async def seen(request: httpx.Request) -> None:
+            sent.append(request)
+
+        async with http_client(5, event_hooks={"request": [seen]}) as http:
+            async with stream_get(http, "http://files.example/out.png", {}) as response:
+                content = b"".join([chunk async for chunk in response.body])
+            await http.get("http://files.example/through-httpx")
+    assert content == b"ok"
+    assert [str(request.url) for request in sent] == ["http://files.example/through-httpx"]
+    assert [r.split(b" ")[1] for r in proxy.requests] == [
+        b"http://files.example/out.png",
+        b"http://files.example/through-httpx",
+    ]

@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from bot.adapter import JobResult, LinkedOutput, OutputFile
+from bot.http_transport import stream_get
 
 REPLICATE_FILE_HOSTS = ("replicate.delivery",)
 DOWNLOAD_DEADLINE = 60.0  # seconds for one output, from the request to its last byte
@@ -142,9 +143,7 @@ class OutputFetcher:
         network chunk whole before anyone can count it.
         """
         headers = {**headers, "Accept-Encoding": "identity"}
-        async with self.http.stream(
-            "GET", url, headers=headers, follow_redirects=False
-        ) as response:
+        async with stream_get(self.http, url, headers) as response:
             if response.status_code == 429 or response.status_code >= 500:
                 raise OutputUnavailable(
                     f"output {index + 1} could not be downloaded (HTTP {response.status_code})",
@@ -161,7 +160,7 @@ class OutputFetcher:
             chunks: list[bytes] = []
             size = 0
             try:
-                async for raw in response.aiter_raw():
+                async for raw in response.body:
                     for piece in _decode(stages, raw):
                         size += len(piece)
                         if size > cap:
