@@ -38,15 +38,16 @@ def reader(engine: AsyncEngine) -> AsyncEngine | DirectReader:
     consistent snapshot, and every read in storage/ is one statement. SQLite's reads go through
     its direct engine (storage.sqlite_direct).
     """
-    direct = _DIRECT.get(engine.sync_engine.pool)
-    if direct is not None:
-        return DirectReader(direct.execution_options(**{READ_ONLY: True}))
+    direct_reader = _READERS.get(engine.sync_engine.pool)
+    if direct_reader is not None:
+        return direct_reader
     return engine.execution_options(**{READ_ONLY: True})
 
 
-# A SQLite engine's direct (synchronous) twin, and its writer, by the async engine's pool
-# (shared by its execution_options copies).
+# A SQLite engine's direct (synchronous) twin, its reader and its writer, by the async engine's
+# pool (shared by its execution_options copies).
 _DIRECT: weakref.WeakKeyDictionary[Any, Engine] = weakref.WeakKeyDictionary()
+_READERS: weakref.WeakKeyDictionary[Any, DirectReader] = weakref.WeakKeyDictionary()
 _WRITERS: weakref.WeakKeyDictionary[Any, Writer] = weakref.WeakKeyDictionary()
 
 _Locks = weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
@@ -118,12 +119,15 @@ def _sqlite_engine(url: str, **kwargs: Any) -> AsyncEngine:
         path, timeout=connect_args.get("timeout", 30), read_only_option=READ_ONLY
     )
     writer = Writer(direct)
+    direct_reader = DirectReader(direct.execution_options(**{READ_ONLY: True}))
     _DIRECT[engine.sync_engine.pool] = direct
+    _READERS[engine.sync_engine.pool] = direct_reader
     _WRITERS[engine.sync_engine.pool] = writer
 
     @event.listens_for(engine.sync_engine, "engine_disposed")
     def _on_dispose(_: Any) -> None:
         writer.close()
+        direct_reader.close()
         direct.dispose()  # its connections close with the async engine's
 
     return engine

@@ -69,16 +69,65 @@ class DirectConnection:
         self.sync_connection.rollback()
 
 
-class DirectReader:
-    """`reader(engine)` on SQLite: `.connect()` for blocks that only read (no BEGIN is sent)."""
+class _Kept:
+    """One connection of `engine` kept checked out for the thread that opened it (the event
+    loop's), instead of a checkout and check-in (with its reset) around every transaction or
+    read. The pool already keeps one sqlite3 connection per thread (SQLAlchemy's
+    SingletonThreadPool); what is saved is the checkout. One found broken is replaced."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._connection: Connection | None = None
+        self._thread: int | None = None
+
+    def here(self) -> Connection | None:
+        """The kept connection, opened if need be; None on another thread than its own."""
+        if self._thread is not None and self._thread != threading.get_ident():
+            return None
+        connection = self._connection
+        if connection is None or connection.closed or connection.invalidated:
+            self.close()
+            connection = self._connection = self.engine.connect()
+            self._thread = threading.get_ident()
+        return connection
+
+    def close(self) -> None:
+        """Give the kept connection back (before the engine is disposed)."""
+        connection, self._connection, self._thread = self._connection, None, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
+
+
+class DirectReader:
+    """`reader(engine)` on SQLite: `.connect()` for blocks that only read (no BEGIN is sent).
+
+    One connection is kept for them: the checkout was about a fifth of a one-row read (0.015 of
+    0.07 ms, measured here). A block that starts while another still holds it (they overlap
+    only across an await) checks one out as before, as does one from another thread."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._kept = _Kept(engine)
+        self._busy = False
 
     @contextlib.asynccontextmanager
     async def connect(self) -> AsyncIterator[DirectConnection]:
-        with self.engine.connect() as connection:
+        connection = None if self._busy else self._kept.here()
+        if connection is None:
+            with self.engine.connect() as pooled:
+                yield DirectConnection(pooled)
+            return
+        self._busy = True
+        try:
             yield DirectConnection(connection)
+        finally:
+            self._busy = False
+            if connection.in_transaction():  # SQLAlchemy's own begun one (SQLite got no BEGIN)
+                connection.rollback()
+
+    def close(self) -> None:
+        self._kept.close()
 
 
 class Writer:
@@ -93,26 +142,18 @@ class Writer:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._connection: Connection | None = None
-        self._thread: int | None = None
+        self._kept = _Kept(engine)
 
     @contextlib.contextmanager
     def begun(self) -> Iterator[DirectConnection]:
-        if self._thread is not None and self._thread != threading.get_ident():
-            with self.engine.begin() as connection:
-                yield DirectConnection(connection)
+        connection = self._kept.here()
+        if connection is None:
+            with self.engine.begin() as pooled:
+                yield DirectConnection(pooled)
             return
-        connection = self._connection
-        if connection is None or connection.closed or connection.invalidated:
-            self.close()
-            connection = self._connection = self.engine.connect()
-            self._thread = threading.get_ident()
         with connection.begin():
             yield DirectConnection(connection)
 
     def close(self) -> None:
         """Give the kept connection back (before the engine is disposed)."""
-        connection, self._connection, self._thread = self._connection, None, None
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                connection.close()
+        self._kept.close()

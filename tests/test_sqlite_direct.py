@@ -129,3 +129,47 @@ async def test_writes_keep_one_connection_replace_a_broken_one_and_give_it_back(
     await engine.dispose()  # the kept connection is closed with the engine
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
         replaced.execute("SELECT 1")
+
+
+async def test_reads_keep_one_connection_unless_one_still_reads_and_give_it_back(
+    engine,
+) -> None:
+    checkouts: list[object] = []
+    direct = statement_engines(engine)[-1]
+    event.listen(direct, "checkout", lambda *_: checkouts.append(_))
+    seen: list[sqlite3.Connection] = []
+    for _ in range(3):
+        async with reader(engine).connect() as conn:
+            seen.append(_driver(conn))
+            await conn.execute(text("SELECT v FROM t WHERE id = 1"))
+    assert seen[0] is seen[1] is seen[2] and len(checkouts) <= 1  # none per read
+    assert not seen[0].in_transaction  # SQLite got no BEGIN, so nothing holds the WAL back
+    async with reader(engine).connect() as outer:  # two blocks at once: the second checks out
+        async with reader(engine).connect() as inner:
+            assert inner.sync_connection is not outer.sync_connection
+            assert (await inner.execute(text("SELECT v FROM t WHERE id = 1"))).scalar() == 0
+        assert (await outer.execute(text("SELECT v FROM t WHERE id = 1"))).scalar() == 0
+    async with write(engine) as conn:  # a write between reads is seen by the next one
+        await conn.execute(text("UPDATE t SET v = 5 WHERE id = 1"))
+    assert await value(engine) == 5
+    with pytest.raises(RuntimeError):
+        async with reader(engine).connect() as conn:
+            raise RuntimeError("a read that fails leaves the connection usable")
+    async with reader(engine).connect() as conn:
+        assert _driver(conn) is seen[0]
+        conn.sync_connection.invalidate()  # as SQLAlchemy does on a disconnect error
+    async with reader(engine).connect() as conn:
+        replaced = _driver(conn)
+    assert replaced is not seen[0] and await value(engine) == 5
+
+    def elsewhere() -> sqlite3.Connection:  # another thread's loop: a pooled connection
+        async def one() -> sqlite3.Connection:
+            async with reader(engine).connect() as conn:
+                return _driver(conn)
+
+        return asyncio.run(one())
+
+    assert await asyncio.to_thread(elsewhere) is not replaced
+    await engine.dispose()  # the kept connection is closed with the engine
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        replaced.execute("SELECT 1")
