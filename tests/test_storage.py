@@ -9,10 +9,11 @@ from datetime import timedelta
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 from sqlmodel import SQLModel
 
 from bot.quotas.windows import day_window
-from storage.engine import create_engine
+from storage.engine import create_engine, reader
 from storage.jobs import JobStore, user_subject
 from storage.migrate import migrate
 from storage.models import Delivery, Job, JobStatus, Reservation, utcnow
@@ -190,3 +191,19 @@ async def test_finish_can_claim_the_delivery_for_its_caller(store: JobStore) -> 
     assert await store.undelivered() == []
     stored = await store.get("j1")
     assert stored is not None and stored.model_dump() == finished.job.model_dump()
+
+
+async def test_a_read_holds_no_transaction_open(store: JobStore) -> None:
+    """Reads send no BEGIN: each statement is its own transaction (on PostgreSQL two round
+    trips fewer per read), and nothing is left open to hold back a writer or a vacuum."""
+    engine = store.engine
+    async with reader(engine).connect() as conn:
+        if engine.dialect.name == "postgresql":
+            ids = [
+                (await conn.execute(text("SELECT pg_current_xact_id()::text"))).scalar_one()
+                for _ in range(2)
+            ]
+            assert ids[0] != ids[1]  # two transactions, not one
+        else:
+            await conn.execute(text("SELECT 1"))
+            assert not conn.sync_connection.connection.driver_connection.in_transaction
