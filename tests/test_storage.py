@@ -157,6 +157,37 @@ async def test_finish_settles_once_and_failed_jobs_give_the_job_back(store: JobS
     assert ok.reservation == Reservation.SETTLED
 
 
+async def test_a_settlement_changes_each_counter_it_holds_once_and_raises_its_alerts(
+    store: JobStore,
+) -> None:
+    """A user's and a workspace's holds, six counter rows in all: each released or given back
+    once, what was spent added to both budgets, and an alert for each budget it crossed."""
+    workspace = "slack:T1"
+    holds = [
+        *user_limit(None, usd=4000),
+        Hold(HoldKind.JOBS, "workspace", workspace, day_period(utcnow()), None),
+        Hold(HoldKind.USD, "workspace", workspace, MONTH, 4200),
+        Hold(HoldKind.IN_FLIGHT, "workspace", workspace, "live", None),
+    ]
+    await store.reserve_and_insert(make_job("both"), holds)
+    job = await store.get("both")
+    assert job is not None
+    finished = await store.finish(job, JobStatus.SUCCEEDED, actual_micros=3500, give_back_job=False)
+    assert finished is not None and finished.alerts_due
+    for scope, subject in (("user", "slack:T1:U1"), ("workspace", workspace)):
+        day = await store.counter(scope, subject, day_period(utcnow()))
+        money = await store.counter(scope, subject, MONTH)
+        live = await store.counter(scope, subject, "live")
+        assert day is not None and money is not None and live is not None
+        assert (day.jobs, live.jobs) == (1, 0)
+        assert (money.reserved_micros, money.spent_micros) == (0, 3500)
+    async with store.engine.connect() as conn:
+        alerts = (
+            await conn.execute(text("SELECT scope, threshold FROM budget_alert ORDER BY scope"))
+        ).all()
+    assert [tuple(row) for row in alerts] == [("user", 80), ("workspace", 80)]
+
+
 async def test_delivery_is_claimed_by_exactly_one(store: JobStore) -> None:
     await store.reserve_and_insert(make_job("j1"), user_limit(None))
     job = await store.get("j1")
