@@ -202,9 +202,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             data=None,
             timeout=_timeout(timeout.pool, timeout.connect, timeout.read),
         )
+        body = _Body(response).__aiter__()
         try:
-            yield RawResponse(response.status, response.headers, _Body(response).__aiter__())
+            yield RawResponse(response.status, response.headers, body)
         finally:
+            await body.aclose()  # a body left unread (too large, say) is closed here, not by GC
             response.release()
 
     async def aclose(self) -> None:

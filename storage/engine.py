@@ -44,6 +44,8 @@ def reader(engine: AsyncEngine) -> AsyncEngine | DirectReader:
     direct_reader = _READERS.get(engine.sync_engine.pool)
     if direct_reader is not None:
         return direct_reader
+    if engine.dialect.name == "sqlite":  # an engine disposed and used again: a new pool
+        return engine.execution_options(**{READ_ONLY: True})
     return engine.execution_options(isolation_level="AUTOCOMMIT", **{READ_ONLY: True})
 
 
