@@ -1,17 +1,21 @@
-"""storage.compiled_once: the job path's statements on SQLite as SQL compiled once, with the
-same rows, the same errors and the same money as through SQLAlchemy's execution path."""
+"""storage.compiled_once: the job path's statements as SQL compiled once (SQLite's through
+storage.sqlite_direct, PostgreSQL's through storage.compiled_connection), with the same rows,
+the same errors and the same money as through SQLAlchemy's execution path."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, event, select, text
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import DBAPIError
 
-from storage import compiled_once
-from storage.engine import create_engine, statement_engines
+from storage import compiled_once, idle_ping
+from storage.engine import create_engine, statement_engines, write
 from storage.jobs import DuplicateRequest, JobStore
 from storage.migrate import migrate
 from storage.models import Job, JobStatus
@@ -20,8 +24,11 @@ from tests.test_storage import make_job, user_limit
 
 
 @pytest.fixture
-def store(sqlite_store: JobStore) -> JobStore:
-    return sqlite_store
+async def store(database_url: str) -> AsyncIterator[JobStore]:
+    engine = create_engine(database_url)
+    await migrate(engine)
+    yield JobStore(engine)
+    await engine.dispose()
 
 
 class Sent:
@@ -102,13 +109,33 @@ async def test_the_job_path_goes_compiled_once(store: JobStore) -> None:
 
 
 async def test_rows_and_money_are_the_same_as_through_sqlalchemy(
-    store: JobStore, sqlite_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    sqlite_store: JobStore, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    await same_as_through_sqlalchemy(
+        sqlite_store, f"sqlite+aiosqlite:///{tmp_path / 'slow.db'}", monkeypatch
+    )
+
+
+async def test_rows_and_money_are_the_same_as_through_sqlalchemy_on_postgres(
+    postgres_url: str, empty_postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = create_engine(postgres_url)
+    try:
+        await same_as_through_sqlalchemy(JobStore(engine), empty_postgres_url, monkeypatch)
+    finally:
+        await engine.dispose()
+
+
+async def same_as_through_sqlalchemy(
+    store: JobStore, reference_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job's life on `store` compiled once, and on a new database at `reference_url` through
+    SQLAlchemy: the same rows at each step, the same counters."""
     fast_rows = await lifecycle(store, "j1")
     fast_counters = await counters(store)
 
     monkeypatch.setattr(compiled_once, "_BUILT_ONCE", {})  # nothing is compiled once
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'slow.db'}")
+    engine = create_engine(reference_url)
     await migrate(engine)
     slow = JobStore(engine)
     sent = Sent(slow)
@@ -166,3 +193,33 @@ def test_a_statement_that_needs_sqlalchemy_is_not_compiled_once() -> None:
     assert whole is not None and whole.sql == "INSERT INTO t (id, n) VALUES (?, ?)"
     assert compiled_once.compiled_once(table.insert(), dialect, {"id": 1, "n": 2}) is None
     assert compiled_once.compiled_once(text("SELECT 1"), dialect, {}) is None
+
+
+async def test_a_connection_dropped_under_a_compiled_statement_is_replaced(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As SQLAlchemy's own execution does: the error says the connection was invalidated, and
+    the pool opens a new one for the next statement (no ping: the connection was not idle)."""
+    monkeypatch.setattr(idle_ping, "IDLE_BEFORE_PING", 3600)
+    engine = create_engine(postgres_url, pool_size=1, max_overflow=0)
+    store = JobStore(engine)
+    try:
+        await store.reserve_and_insert(make_job("j1"), user_limit(5))
+        async with write(engine) as conn:
+            first = int((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+        admin = await asyncpg.connect(postgres_url.replace("+asyncpg", ""))
+        try:
+            await admin.execute("SELECT pg_terminate_backend($1)", first)
+        finally:
+            await admin.close()
+        with pytest.raises(DBAPIError) as dropped:
+            await store.update_fields("j1", progress=50)
+        assert dropped.value.connection_invalidated
+        await store.update_fields("j1", progress=60)  # on a new connection
+        job = await store.get("j1")
+        assert job is not None and job.progress == 60
+        async with write(engine) as conn:
+            second = int((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+        assert second != first
+    finally:
+        await engine.dispose()
