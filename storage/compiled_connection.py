@@ -5,7 +5,8 @@ On SQLite, `storage.sqlite_direct` runs the stores' statements built once as SQL
 SQL (with its casts) goes to the asyncpg adapter's cursor inside one greenlet, as SQLAlchemy's
 own execution would, without its execution context, compiled cache lookup and result metadata
 for each statement. Transactions, the pool, the idle ping and the errors stay SQLAlchemy's.
-Measured here, one read by id: 0.29 -> 0.23 ms of client CPU.
+Measured here, alternating in one process: a read by id 0.39 -> 0.29 ms of client CPU, a
+one-statement write 0.48 -> 0.43 ms.
 """
 
 from __future__ import annotations
