@@ -22,6 +22,10 @@ from tests.harness import port_for_another_process, start_serve
 from tests.sandbox_fixtures import SandboxServer
 from tests.slack_harness import SIGNING_SECRET, command_fields, signed_headers
 
+# Seconds serve may take to stop after Ctrl-C: well under one normally, but a CI machine busy
+# with five test workers and a browser once took over 15.
+STOP_WITHIN = 30
+
 
 @contextlib.asynccontextmanager
 async def serve_process(
@@ -47,7 +51,15 @@ async def serve_process(
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGINT)
-        _, stderr = await asyncio.wait_for(process.communicate(), timeout=15)
+        try:
+            _, stderr = await asyncio.wait_for(process.communicate(), timeout=STOP_WITHIN)
+        except TimeoutError:  # say what it was doing: its log so far
+            process.kill()
+            _, stderr = await process.communicate()
+            log = stderr.decode()[-3000:]
+            raise AssertionError(
+                f"serve still running {STOP_WITHIN} s after Ctrl-C: {log}"
+            ) from None
     log = stderr.decode()
     if logged is not None:
         logged.extend(log.splitlines())
