@@ -27,6 +27,7 @@ from bot.adapter import Acknowledge, ChatAdapter, Checkpoint, CommandRequest, Jo
 from bot.catalog import Catalog, ModelSpec
 from bot.commands.parsing import Invocation
 from bot.config import Settings
+from bot.eager import start_eagerly
 from bot.logs import job_event, limit_reason, seconds_between
 from bot.markup import Mention, Text
 from bot.messages import format_duration
@@ -169,7 +170,7 @@ class JobService:
         self.delivery = delivery or DeliveryPolicy()
         self.safety = SafetyRules(store.engine)  # the workspaces' banned words and patterns
         self._adapters: dict[str, ChatAdapter] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
         self._polling: set[str] = set()
         # Which updates are news, and when each job may be shown again (bot.updates).
         # The workers of one `conjure serve --workers N` share a workspace's edits evenly.
@@ -214,14 +215,19 @@ class JobService:
         """Stop posting to `platform`; its jobs' deliveries wait for an instance that serves it."""
         self._adapters.pop(platform, None)
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """Run background work that must not be garbage-collected or silently lost."""
-        task = asyncio.create_task(coro)
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, eager: bool = False) -> asyncio.Future[Any]:
+        """Run background work that must not be garbage-collected or silently lost. `eager`
+        runs it until it first suspends now, in the caller's turn (bot.eager), not in the
+        event loop's next; the future is then already done if it never suspended."""
+        task = start_eagerly(coro) if eager else asyncio.create_task(coro)
+        if task.done():
+            self._task_done(task)
+            return task
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
+    def _task_done(self, task: asyncio.Future[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background job task failed", exc_info=task.exception())

@@ -63,9 +63,9 @@ class StreamRelay:
         self._ended = False  # the stream said done (or error)
         self._closed = False
         self._lock = asyncio.Lock()  # held while a show is on its way
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Future[None] | None = None
 
-    def start(self, spawn: Callable[[Any], asyncio.Task[Any]]) -> None:
+    def start(self, spawn: Callable[[Any], asyncio.Future[Any]]) -> None:
         self._task = spawn(self.run())
 
     def on_done(self, callback: Callable[[asyncio.Task[Any]], None]) -> None:

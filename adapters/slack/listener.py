@@ -56,10 +56,16 @@ class SlashCommandListener:
             nonlocal acknowledged
             acknowledged = True
             settle()
+            # The ack first: the job goes on (its status message, Replicate) a turn later.
+            await asyncio.sleep(0)
 
         service = self.commands.service
-        reply = service.spawn(self.commands.handle(request, acknowledge))
+        # Started eagerly: the job is recorded in this turn of the event loop (bot.eager), so
+        # that the ack usually goes in it too, not two turns later on a loop that is busy.
+        reply = service.spawn(self.commands.handle(request, acknowledge), eager=True)
         reply.add_done_callback(settle)
+        if reply.done():
+            settle()  # answered in this turn (bad input, a limit): no turn to wait for it
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CONJURE_ACK_BUDGET):
                 await ready
@@ -73,21 +79,21 @@ class SlashCommandListener:
         await ack()
         service.spawn(self._answer_later(reply, request.destination.get("response_url")))
 
-    async def _answer_later(self, reply: asyncio.Task[Reply], response_url: str | None) -> None:
+    async def _answer_later(self, reply: asyncio.Future[Reply], response_url: str | None) -> None:
         await asyncio.wait({reply})
         if reply.cancelled() or reply.result().text is not None:
             answer = _answer(reply)
             await respond(response_url, answer, in_channel=False, blocks=_blocks(reply, answer))
 
 
-def _answer(reply: asyncio.Task[Reply]) -> str:
+def _answer(reply: asyncio.Future[Reply]) -> str:
     if reply.cancelled():
         return markup.CONJURE_FAILED
     text = reply.result().text
     return markup.render(text) if text is not None else ""
 
 
-def _blocks(reply: asyncio.Task[Reply], answer: str) -> list[dict[str, Any]] | None:
+def _blocks(reply: asyncio.Future[Reply], answer: str) -> list[dict[str, Any]] | None:
     """The answer's buttons (the price question's Run it and Cancel) as Block Kit, if any."""
     if reply.cancelled() or not reply.result().buttons:
         return None

@@ -1,0 +1,92 @@
+"""bot.eager: a coroutine started in the caller's turn of the event loop, the rest as a task,
+with a task's results, errors, cancellation and context."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+
+import pytest
+
+from bot.eager import start_eagerly
+
+where: contextvars.ContextVar[str] = contextvars.ContextVar("where", default="caller")
+
+
+async def test_a_coroutine_that_never_suspends_is_done_before_the_call_returns() -> None:
+    steps: list[str] = []
+
+    async def record() -> str:
+        steps.append("ran")
+        return "job-1"
+
+    future = start_eagerly(record())
+    assert steps == ["ran"] and future.done()
+    assert await future == "job-1"
+
+
+async def test_the_first_step_runs_now_and_the_rest_after_what_it_awaits() -> None:
+    steps: list[str] = []
+    gate = asyncio.get_running_loop().create_future()
+
+    async def job() -> int:
+        steps.append("recorded")
+        value = await gate
+        steps.append("announced")
+        await asyncio.sleep(0)
+        return value + 1
+
+    future = start_eagerly(job())
+    assert steps == ["recorded"] and not future.done()
+    await asyncio.sleep(0.01)
+    assert steps == ["recorded"]  # still waiting on the gate, as a task would
+    gate.set_result(41)
+    assert await future == 42
+    assert steps == ["recorded", "announced"]
+
+
+async def test_errors_go_into_the_future_before_and_after_a_suspension() -> None:
+    async def refuse_now() -> None:
+        raise ValueError("bad input")
+
+    async def refuse_later() -> None:
+        await asyncio.sleep(0)
+        raise KeyError("gone")
+
+    now = start_eagerly(refuse_now())  # the caller is not raised into
+    later = start_eagerly(refuse_later())
+    with pytest.raises(ValueError, match="bad input"):
+        await now
+    with pytest.raises(KeyError):
+        await later
+
+
+async def test_cancelling_the_rest_cancels_the_coroutine_where_it_waits() -> None:
+    cleaned: list[str] = []
+
+    async def waits_forever() -> None:
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            cleaned.append("finally")
+
+    future = start_eagerly(waits_forever())
+    await asyncio.sleep(0)
+    future.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await future
+    assert cleaned == ["finally"] and future.cancelled()
+
+
+async def test_it_runs_in_a_copy_of_the_callers_context() -> None:
+    seen: list[str] = []
+
+    async def job() -> None:
+        seen.append(where.get())
+        where.set("job")
+        await asyncio.sleep(0)
+        seen.append(where.get())
+
+    await start_eagerly(job())
+    assert seen == ["caller", "job"]
+    assert where.get() == "caller"  # what the job set stayed in its own context
