@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 WEBHOOK_EVENTS = ["start", "logs", "completed"]
 WEBHOOK_EVENTS_WITHOUT_PROGRESS = ["start", "completed"]  # bot.updates.PROGRESS_WORTH_ASKING
+WEBHOOK_EVENTS_OUTCOME_ONLY = ["completed"]  # bot.updates.FollowedJobs.status_worth_asking
 DELIVERY_SWEEP_EVERY = 10.0  # seconds: a dead claimant's delivery is taken over this soon
 CLOCK_MARGIN = timedelta(minutes=5)  # between our clock and Replicate's created_at
 SILENT_AFTER = timedelta(minutes=5)  # no webhook for this long: read the prediction instead
@@ -476,16 +477,23 @@ class JobService:
             await relay.close()
             job.destination.update(relay.recorded)
 
+    def _events_worth_asking(self, job: Job, model: ModelSpec) -> list[str]:
+        """The webhooks whose news the job's status message could show (bot.updates): none but
+        the outcome where its first edit would come after the longest it is expected to run."""
+        workspace = workspace_of(job)
+        runs_for = model.price.run_limit_seconds * max(job.outputs_expected, 1)
+        if not self.followed.status_worth_asking(workspace, runs_for):
+            return WEBHOOK_EVENTS_OUTCOME_ONLY
+        if not self.followed.progress_worth_asking(workspace):
+            return WEBHOOK_EVENTS_WITHOUT_PROGRESS
+        return WEBHOOK_EVENTS
+
     async def _create_prediction(self, job: Job, model: ModelSpec) -> Prediction | None:
         """Create the prediction, to be stopped at its cost ceiling (`Cancel-After`); on failure
         finish the job, give the job back, tell the user."""
         webhook = self.webhook_url(job.id)
         route = {"official": "model", "version": "version", "deployment": "deployment"}
-        events = (
-            WEBHOOK_EVENTS
-            if self.followed.progress_worth_asking(workspace_of(job))
-            else WEBHOOK_EVENTS_WITHOUT_PROGRESS
-        )
+        events = self._events_worth_asking(job, model)
         try:
             return await self.replicate.create_prediction(
                 input=job.input,
@@ -774,6 +782,9 @@ class JobService:
             error=_error_text(prediction.error),
             predict_time=(prediction.metrics or {}).get("predict_time"),
             progress=100 if status is JobStatus.SUCCEEDED else job.progress,
+            # Replicate's own start, where none was recorded (no `start` webhook was asked for,
+            # or it was lost): the admin page's and `conjure jobs`'s run time.
+            **({"started_at": prediction.started_at} if _start_unknown(job, prediction) else {}),
         )
         if finished is not None:
             done = finished.job
@@ -1231,6 +1242,10 @@ class JobService:
         for job in await self.store.undelivered(now):
             if job.platform in self._adapters and self.delivery.due(job, now):
                 self.spawn(self.deliver(job.id))
+
+
+def _start_unknown(job: Job, prediction: Prediction) -> bool:
+    return job.started_at is None and prediction.started_at is not None
 
 
 def _lasted(job: Job, end: datetime | None = None) -> float | None:

@@ -23,7 +23,10 @@ result's own edit would wait behind a queue of progress edits nobody can read. I
 a backlog of 500 commands made 4.8 edits per job, each a Web API call and most of them a read
 of the job; now it makes one, the outcome's. That edit is not counted here: it is always made.
 Where a new job's progress would be shown less than once a minute, it is not asked for at all
-(`progress_worth_asking`): its prediction is created without `logs` webhooks.
+(`progress_worth_asking`): its prediction is created without `logs` webhooks. Where even its
+first edit would come after the job is expected to end (`status_worth_asking`: three times its
+model's typical run, or the deadline Replicate stops it at), it is asked for its outcome only:
+its `start` webhook could only ever be replaced by the result before anyone saw it.
 """
 
 from __future__ import annotations
@@ -142,6 +145,16 @@ class FollowedJobs:
         each of its jobs be shown at least every PROGRESS_WORTH_ASKING seconds. A progress
         interval set longer than that is the operator's choice, and still asked for."""
         return self._in_workspace[workspace] / self._edits_per_second <= PROGRESS_WORTH_ASKING
+
+    def status_worth_asking(self, workspace: Workspace, runs_for: float) -> bool:
+        """Whether a job starting now in `workspace` (followed already), expected to end within
+        `runs_for` seconds, could be shown running before then: its first edit comes an
+        interval after its status message (less the show_every that FIRST_EDIT_AFTER stands
+        for), and a busy workspace's interval is long. Where it could not, its status and
+        progress webhooks would only be verified and dropped."""
+        interval = max(self.show_every, self._in_workspace[workspace] / self._edits_per_second)
+        first_edit = interval - self.show_every + min(FIRST_EDIT_AFTER, self.show_every)
+        return first_edit < runs_for
 
     def follows(self, job_id: str) -> bool:
         return job_id in self._jobs

@@ -88,18 +88,26 @@ async def test_many_jobs_in_one_workspace_share_its_edit_budget_and_all_end_done
 async def test_a_workspace_too_busy_to_show_progress_is_not_sent_it(
     sandbox_server, sqlite_url: str
 ) -> None:
-    """With 40 jobs running in a workspace at 40 edits a minute, a new job's progress could be
-    shown once a minute at best: its prediction is created without `logs` webhooks, and it still
-    ends done, its image shared once. Once the workspace is quiet, progress is asked for again."""
+    """With 40 jobs running in a workspace at 40 edits a minute, a new job could be shown once a
+    minute at best, its first edit about a minute after its status message. A quick image (a
+    model expected to end within 30 s) is asked for its outcome only: no `start`, no `logs`;
+    a video (expected to take minutes) for its start and outcome, not its progress. Both end
+    done, shared once, with Replicate's start recorded. Once the workspace is quiet, all is
+    asked for again."""
     sandbox_server.sandbox.config.speed = 1.0
     async with running_slack_conjure(
-        sandbox_server, sqlite_url, progress_interval=INTERVAL, **{BUDGET: 40}
+        sandbox_server,
+        sqlite_url,
+        progress_interval=INTERVAL,
+        **{BUDGET: 40, "conjure_confirm_above_usd": "0"},  # the video without a price question
     ) as conjure:
         followed = conjure.runtime.service.followed
         busy = [f"busy{number}" for number in range(40)]
         for job_id in busy:  # jobs this process follows in the same workspace
             followed.announced(job_id, ("slack", TEAM_ID))
         await conjure.slash("/imagine", "a quiet harbour")
+        await conjure.settle(sandbox_server)
+        await conjure.slash("/video", "a harbour at dawn")
         await conjure.settle(sandbox_server)
         for job_id in busy:
             followed.forget(job_id)
@@ -110,15 +118,22 @@ async def test_a_workspace_too_busy_to_show_progress_is_not_sent_it(
             sandbox_server.sandbox.predictions.values(), key=lambda p: p["created_at"]
         )
         assert [p["webhook_events_filter"] for p in predictions] == [
+            ["completed"],
             ["start", "completed"],
             ["start", "logs", "completed"],
         ]
         deliveries = sandbox_server.sandbox.webhook_deliveries
         events = [(json.loads(d.body)["id"], d.event) for d in deliveries]
-        assert (predictions[0]["id"], "logs") not in events
-        assert (predictions[1]["id"], "logs") in events
+        assert [e for i, e in events if i == predictions[0]["id"]] == ["completed"]
+        assert (predictions[1]["id"], "start") in events
+        assert (predictions[1]["id"], "logs") not in events
+        assert (predictions[2]["id"], "logs") in events
         done = [c for c in conjure.fake.calls_to("chat.update") if "✅ done" in c.args["text"]]
-        assert len(done) == 2 and len(conjure.fake.shared_uploads()) == 2
+        assert len(done) == 3 and len(conjure.fake.shared_uploads()) == 3
+        for prediction in predictions:
+            job = await conjure.runtime.store.find_by_prediction(prediction["id"])
+            assert job is not None and job.started_at is not None and job.completed_at is not None
+            assert job.started_at <= job.completed_at
 
 
 async def test_progress_webhooks_that_add_nothing_are_answered_without_the_database(

@@ -158,3 +158,24 @@ def test_progress_is_asked_for_only_where_it_could_be_shown_once_a_minute() -> N
     slow = FollowedJobs(show_every=90.0)  # a progress interval set above a minute: asked
     slow.announced("j1", TEAM, now=100.0)
     assert slow.progress_worth_asking(TEAM)
+
+
+def test_a_status_is_asked_for_only_where_it_could_be_shown_before_the_job_ends() -> None:
+    """A job's first edit comes FIRST_EDIT_AFTER its status message in a quiet workspace, an
+    interval later in a busy one (at 40 edits a minute, 20 jobs: 30 s); a job expected to end
+    before then is asked for its outcome only."""
+    jobs = FollowedJobs(show_every=2.0, edits_per_minute=40)
+    jobs.announced("j0", TEAM, now=100.0)
+    assert jobs.status_worth_asking(TEAM, runs_for=30.0)  # first edit after 0.3 s
+    assert not jobs.status_worth_asking(TEAM, runs_for=0.3)
+    for number in range(1, 20):
+        jobs.announced(f"j{number}", TEAM, now=100.0)
+    assert jobs.status_worth_asking(TEAM, runs_for=30.0)  # 30 - 2 + 0.3 = 28.3 s
+    jobs.announced("j20", TEAM, now=100.0)
+    assert jobs.status_worth_asking(TEAM, runs_for=30.0)  # 31.5 - 2 + 0.3 = 29.8 s
+    jobs.announced("j21", TEAM, now=100.0)
+    assert not jobs.status_worth_asking(TEAM, runs_for=30.0)  # 33 - 2 + 0.3 = 31.3 s
+    assert jobs.status_worth_asking(TEAM, runs_for=540.0)  # a video: minutes
+    assert jobs.status_worth_asking(("slack", "T2"), runs_for=30.0)
+    jobs.forget("j0")
+    assert jobs.status_worth_asking(TEAM, runs_for=30.0)
