@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 
 import pytest
 
@@ -90,3 +91,76 @@ async def test_it_runs_in_a_copy_of_the_callers_context() -> None:
     await start_eagerly(job())
     assert seen == ["caller", "job"]
     assert where.get() == "caller"  # what the job set stayed in its own context
+
+
+async def test_its_first_step_runs_as_the_task_that_goes_on_with_it() -> None:
+    """What cancels "the current task" (asyncio.timeout, aiohttp's timeouts, anyio's scopes)
+    must reach the eagerly started work, not the caller that started it."""
+    caller = asyncio.current_task()
+    seen: list[asyncio.Task[object] | None] = []
+
+    async def job() -> None:
+        seen.append(asyncio.current_task())
+        await asyncio.sleep(0)
+        seen.append(asyncio.current_task())
+
+    future = start_eagerly(job())
+    assert asyncio.current_task() is caller  # given back to the caller
+    await future
+    assert seen == [future, future] and future is not caller
+
+
+async def test_a_timeout_entered_in_the_first_step_cancels_the_work_not_the_caller() -> None:
+    async def slow_download() -> str:
+        try:
+            async with asyncio.timeout(0.05):
+                await asyncio.sleep(5)
+        except TimeoutError:
+            return "timed out"
+        return "finished"
+
+    future = start_eagerly(slow_download())
+    await asyncio.sleep(0.2)  # the caller lives on, uncancelled
+    assert await future == "timed out"
+
+
+async def test_a_cancel_before_the_rest_has_had_a_turn_reaches_the_coroutine() -> None:
+    """Shutdown cancels every job task, maybe one whose first step has only just run: the
+    coroutine is cancelled where it waits (its `finally` runs), not left to the collector."""
+    cleaned: list[str] = []
+
+    async def waits() -> None:
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            cleaned.append("finally")
+
+    future = start_eagerly(waits())
+    future.cancel()  # in the same turn
+    with pytest.raises(asyncio.CancelledError):
+        await future
+    assert cleaned == ["finally"]
+
+
+async def test_a_first_step_that_finished_leaves_nothing_for_the_loop_to_report() -> None:
+    """The task made for the rest ends quietly when there is no rest: no "Task exception was
+    never retrieved", whether the coroutine returned or raised."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+
+    async def answers() -> str:
+        return "bad input"
+
+    async def breaks() -> None:
+        raise ValueError("no")
+
+    assert await start_eagerly(answers()) == "bad input"
+    with pytest.raises(ValueError):
+        await start_eagerly(breaks())
+    for _ in range(3):
+        await asyncio.sleep(0)
+    gc.collect()
+    await asyncio.sleep(0)
+    loop.set_exception_handler(None)
+    assert reported == []
