@@ -14,7 +14,7 @@ from typing import Any
 from slack_bolt.context.ack.async_ack import AsyncAck
 
 from adapters.slack.listener import SlashCommandListener
-from tests.slack_harness import command_fields, running_slack_conjure
+from tests.slack_harness import SlackConjure, command_fields, running_slack_conjure
 
 
 class TurnCounter:
@@ -50,21 +50,29 @@ class RecordingAck(AsyncAck):
         return await super().__call__(*args, **kwargs)
 
 
+async def slash_through_the_listener(conjure: SlackConjure, text: str) -> tuple[RecordingAck, int]:
+    """Run `/imagine text` through Conjure's listener with a turn counter going: bolt's ack as
+    the listener left it, and how many turns after the listener started the ack was sent."""
+    listener = SlashCommandListener(conjure.runtime.commands)
+    command = command_fields(conjure.fake, "/imagine", text)
+    key = f"slack:{command['trigger_id']}"
+    counter = TurnCounter()
+    await asyncio.sleep(0)
+    ack = RecordingAck(counter, lambda: conjure.runtime.store.has_request(key))
+    started = counter.turns
+    await listener.handle(ack, command)
+    counter.stop()
+    assert ack.turn is not None
+    return ack, ack.turn - started
+
+
 async def test_a_job_command_is_acked_in_its_listeners_turn_with_its_job_recorded(
     sandbox_server, sqlite_url: str
 ) -> None:
     async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
-        listener = SlashCommandListener(conjure.runtime.commands)
-        command = command_fields(conjure.fake, "/imagine", "a red fox in the snow")
-        key = f"slack:{command['trigger_id']}"
-        counter = TurnCounter()
-        await asyncio.sleep(0)
-        ack = RecordingAck(counter, lambda: conjure.runtime.store.has_request(key))
-        started = counter.turns
-        await listener.handle(ack, command)
-        counter.stop()
+        ack, turns = await slash_through_the_listener(conjure, "a red fox in the snow")
 
-        assert ack.turn == started  # not two turns later, as a plain task took
+        assert turns == 0  # not two turns later, as a plain task took
         assert ack.job_recorded_first is True
         assert ack.response is not None and ack.response.status == 200
         assert ack.response.body == ""  # a bare ack: the job speaks in the channel
@@ -79,15 +87,9 @@ async def test_bad_input_is_answered_in_the_ack_in_the_same_turn(
     sandbox_server, sqlite_url: str
 ) -> None:
     async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
-        listener = SlashCommandListener(conjure.runtime.commands)
-        command = command_fields(conjure.fake, "/imagine", "")
-        counter = TurnCounter()
-        await asyncio.sleep(0)
-        ack = RecordingAck(counter, lambda: conjure.runtime.store.has_request("none"))
-        started = counter.turns
-        await listener.handle(ack, command)
-        counter.stop()
+        ack, turns = await slash_through_the_listener(conjure, "")
 
-        assert ack.turn == started
+        assert turns == 0
+        assert ack.job_recorded_first is False
         assert ack.response is not None and "prompt" in ack.response.body.lower()
         assert await conjure.runtime.store.count() == 0
