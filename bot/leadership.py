@@ -70,6 +70,7 @@ class PostgresLock:
         self._key = key
         self._conn: AsyncConnection | None = None
         self._held = False
+        self._lost = False  # a check failed: the connection is dropped at release
 
     async def acquire(self) -> bool:
         try:
@@ -92,11 +93,17 @@ class PostgresLock:
                 await self._conn.commit()
         except Exception:
             log.warning("the leadership lock's database connection was lost")
-            await self._drop()
+            # Dropped by `release`, once the leader's duties have stopped: dropping it here
+            # would end the session (and free the lock for the next holder) while they run.
+            self._lost = True
             return False
         return True
 
     async def release(self) -> None:
+        if self._lost:
+            self._lost = False
+            await self._drop()  # no unlock: the connection did not answer
+            return
         if self._held and self._conn is not None:
             # Unlocked first, so the next holder can take it at its next try: the lock would
             # also go with the session, but only once the server has finished ending it, which

@@ -10,9 +10,12 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot import leadership
 from bot.leadership import FileLock, Leadership, PostgresLock, lock_file, lock_for
@@ -29,7 +32,9 @@ async def _until(condition, timeout: float = 5.0) -> None:  # type: ignore[no-un
 class Contender:
     """A Leadership with one duty that records when it runs and stops."""
 
-    def __init__(self, lock: PostgresLock | FileLock, name: str, log: list[str]) -> None:
+    def __init__(
+        self, lock: PostgresLock | FileLock, name: str, log: list[str], stops_in: float = 0.0
+    ) -> None:
         self.leadership = Leadership(lock, retry=FAST)
         self.running = False
 
@@ -39,6 +44,8 @@ class Contender:
             try:
                 await asyncio.Event().wait()
             finally:
+                if stops_in:  # a duty that takes a moment to stop (a gateway closing)
+                    await asyncio.sleep(stops_in)
                 self.running = False
                 log.append(f"{name} stopped")
 
@@ -234,3 +241,32 @@ async def _terminate_lock_holder(url: str) -> None:
     finally:
         await conn.close()
     assert ended == 1
+
+
+async def test_postgres_a_leader_whose_check_fails_stops_its_duties_before_letting_go(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed check (the connection errs) ends the term: the duties are stopped, and only
+    then is the session dropped, which frees the lock for the next holder. Dropping it at
+    the check let the next leader start while this one's duties (a gateway taking a moment
+    to close) still ran."""
+    log: list[str] = []
+    one = Contender(PostgresLock(postgres_url), "one", log, stops_in=0.3)
+    await _until(lambda: one.running)
+    failing = one.leadership.lock._conn  # type: ignore[union-attr]
+    original = AsyncConnection.execute
+
+    async def execute(self: AsyncConnection, *args: Any, **kwargs: Any) -> Any:
+        if self is failing:
+            raise OperationalError("SELECT 1", None, ConnectionResetError("reset by peer"))
+        return await original(self, *args, **kwargs)
+
+    two = Contender(PostgresLock(postgres_url), "two", log)
+    try:
+        monkeypatch.setattr(AsyncConnection, "execute", execute)
+        await _until(lambda: two.running)
+    finally:
+        monkeypatch.undo()
+        await one.stop()
+        await two.stop()
+    assert log[:3] == ["one started", "one stopped", "two started"]
