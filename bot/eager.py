@@ -39,20 +39,19 @@ def start_eagerly(coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
         with _running_as(loop, task):
             rest.awaited = context.run(coro.send, None)
     except StopIteration as stop:
-        return _settled(rest, task, loop, result=stop.value)
+        return _settled(rest, task, result=stop.value)
     except (KeyboardInterrupt, SystemExit):
         rest.finished = True
         task.cancel()
         raise
     except BaseException as exc:
-        return _settled(rest, task, loop, error=exc)
+        return _settled(rest, task, error=exc)
     return task
 
 
 def _settled(
     rest: _Rest[Any],
     task: asyncio.Task[Any],
-    loop: asyncio.AbstractEventLoop,
     result: Any = None,
     error: BaseException | None = None,
 ) -> asyncio.Future[Any]:
@@ -60,7 +59,7 @@ def _settled(
     step, is cancelled (it finds its coroutine finished and ends at once)."""
     rest.finished = True
     task.cancel()
-    done: asyncio.Future[Any] = loop.create_future()
+    done: asyncio.Future[Any] = task.get_loop().create_future()
     if isinstance(error, asyncio.CancelledError):
         done.cancel()
     elif error is not None:

@@ -122,7 +122,7 @@ class FollowedJobs:
         if job_id not in self._jobs:
             self._add(job_id, _Followed(None, 0, None, workspace))
         now = time.monotonic() if now is None else now
-        self.shown(job_id, now - self.show_every + min(FIRST_EDIT_AFTER, self.show_every))
+        self.shown(job_id, now - self._first_edit_early)
 
     def _add(self, job_id: str, followed: _Followed) -> None:
         self.forget(job_id)
@@ -138,7 +138,17 @@ class FollowedJobs:
         followed = self._jobs.get(job_id)
         if followed is None or followed.workspace is None:
             return self.show_every
-        return max(self.show_every, self._in_workspace[followed.workspace] / self._edits_per_second)
+        return self._workspace_interval(followed.workspace)
+
+    def _workspace_interval(self, workspace: Workspace) -> float:
+        """Seconds between two showings of each job `workspace` follows (module doc)."""
+        return max(self.show_every, self._in_workspace[workspace] / self._edits_per_second)
+
+    @property
+    def _first_edit_early(self) -> float:
+        """How much sooner than an interval a job's first edit may come: FIRST_EDIT_AFTER its
+        status message, where the interval is show_every."""
+        return self.show_every - min(FIRST_EDIT_AFTER, self.show_every)
 
     def progress_worth_asking(self, workspace: Workspace) -> bool:
         """Whether the edit budget of `workspace` (a job starting now followed already) lets
@@ -149,12 +159,10 @@ class FollowedJobs:
     def status_worth_asking(self, workspace: Workspace, runs_for: float) -> bool:
         """Whether a job starting now in `workspace` (followed already), expected to end within
         `runs_for` seconds, could be shown running before then: its first edit comes an
-        interval after its status message (less the show_every that FIRST_EDIT_AFTER stands
-        for), and a busy workspace's interval is long. Where it could not, its status and
+        interval after its status message (less what `announced` takes off the first), and a
+        busy workspace's interval is long. Where it could not, its status and
         progress webhooks would only be verified and dropped."""
-        interval = max(self.show_every, self._in_workspace[workspace] / self._edits_per_second)
-        first_edit = interval - self.show_every + min(FIRST_EDIT_AFTER, self.show_every)
-        return first_edit < runs_for
+        return self._workspace_interval(workspace) - self._first_edit_early < runs_for
 
     def follows(self, job_id: str) -> bool:
         return job_id in self._jobs

@@ -11,6 +11,15 @@ import pytest
 
 from bot.eager import start_eagerly
 
+
+async def waits_forever(cleaned: list[str]) -> None:
+    """Waits on a future nobody resolves; notes when its `finally` ran."""
+    try:
+        await asyncio.get_running_loop().create_future()
+    finally:
+        cleaned.append("finally")
+
+
 where: contextvars.ContextVar[str] = contextvars.ContextVar("where", default="caller")
 
 
@@ -65,13 +74,7 @@ async def test_errors_go_into_the_future_before_and_after_a_suspension() -> None
 async def test_cancelling_the_rest_cancels_the_coroutine_where_it_waits() -> None:
     cleaned: list[str] = []
 
-    async def waits_forever() -> None:
-        try:
-            await asyncio.get_running_loop().create_future()
-        finally:
-            cleaned.append("finally")
-
-    future = start_eagerly(waits_forever())
+    future = start_eagerly(waits_forever(cleaned))
     await asyncio.sleep(0)
     future.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -129,13 +132,7 @@ async def test_a_cancel_before_the_rest_has_had_a_turn_reaches_the_coroutine() -
     coroutine is cancelled where it waits (its `finally` runs), not left to the collector."""
     cleaned: list[str] = []
 
-    async def waits() -> None:
-        try:
-            await asyncio.get_running_loop().create_future()
-        finally:
-            cleaned.append("finally")
-
-    future = start_eagerly(waits())
+    future = start_eagerly(waits_forever(cleaned))
     future.cancel()  # in the same turn
     with pytest.raises(asyncio.CancelledError):
         await future
