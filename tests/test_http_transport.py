@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import httpx
 import pytest
+import trustme
 
-from bot.http_transport import as_httpx_error, http_client, stream_get
+from bot.http_transport import as_httpx_error, default_tls_context, http_client, stream_get
 from bot.replicate.client import ReplicateClient
 from bot.replicate.errors import (
     PredictionOutcomeUnknown,
@@ -48,11 +50,13 @@ class RawServer:
 
 
 @contextlib.asynccontextmanager
-async def raw_server(handler: Handler) -> AsyncIterator[RawServer]:
+async def raw_server(
+    handler: Handler, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[RawServer]:
     server = RawServer(handler)
-    listening = await asyncio.start_server(server._serve, "127.0.0.1", 0)
+    listening = await asyncio.start_server(server._serve, "127.0.0.1", 0, ssl=tls)
     port = listening.sockets[0].getsockname()[1]
-    server.url = f"http://127.0.0.1:{port}"
+    server.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     async with listening:
         yield server
 
@@ -194,6 +198,32 @@ async def test_proxies_come_from_the_environment_as_with_httpx(
 async def answer_ok(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     await writer.drain()
+
+
+async def test_tls_is_verified_against_httpxs_roots_or_ssl_cert_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """As with httpx's own transport: a server whose certificate certifi's roots do not vouch
+    for is refused before anything is sent; naming its CA in SSL_CERT_FILE lets it through.
+    Clients share one TLS context per setting (building one reads the CA bundle)."""
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_tls)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    async with raw_server(answer_ok, tls=server_tls) as server:
+        async with http_client(5) as http:
+            with pytest.raises(httpx.ConnectError, match="certificate verify failed"):
+                await http.get(server.url + "/private")
+        assert server.requests == []
+
+        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+        async with http_client(5) as http, http_client(5) as other:
+            assert (await http.get(server.url + "/one")).text == "ok"
+            assert (await other.get(server.url + "/two")).text == "ok"
+        assert len(server.requests) == 2
+    assert default_tls_context() is default_tls_context()
 
 
 async def test_no_proxy_hosts_are_reached_directly(monkeypatch: pytest.MonkeyPatch) -> None:
