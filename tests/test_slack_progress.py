@@ -5,14 +5,17 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
 from bot.config import Settings
+from bot.quotas.windows import day_window, month_window
 from storage.engine import statement_engines
-from storage.models import Job
+from storage.jobs import user_subject
+from storage.models import Job, utcnow
 from tests.fakes.slack_api import TEAM_ID
 from tests.slack_harness import running_slack_conjure
 
@@ -134,6 +137,49 @@ async def test_a_workspace_too_busy_to_show_progress_is_not_sent_it(
             job = await conjure.runtime.store.find_by_prediction(prediction["id"])
             assert job is not None and job.started_at is not None and job.completed_at is not None
             assert job.started_at <= job.completed_at
+
+
+async def test_an_outcome_only_job_whose_outcome_webhook_is_lost_is_read_by_the_sweeper(
+    sandbox_server, sqlite_url: str
+) -> None:
+    """A job asked for its outcome only has no webhook before it: if that one is lost, nothing
+    else shows it ended. The sweeper reads it like any silent job, and it is delivered and
+    charged once, ending done with Replicate's start time."""
+    async with running_slack_conjure(
+        sandbox_server, sqlite_url, progress_interval=INTERVAL, **{BUDGET: 40}
+    ) as conjure:
+        followed = conjure.runtime.service.followed
+        for number in range(40):
+            followed.announced(f"busy{number}", ("slack", TEAM_ID))
+        sandbox_server.sandbox.faults.drop_webhooks = 100  # every attempt
+        await conjure.slash("/imagine", "a harbour nobody heard from")
+        await conjure.settle(sandbox_server)
+
+        [prediction] = sandbox_server.sandbox.predictions.values()
+        assert prediction["webhook_events_filter"] == ["completed"]
+        assert prediction["status"] == "succeeded"
+        attempts = sandbox_server.sandbox.webhook_deliveries
+        assert attempts and all(a.event == "completed" and a.dropped for a in attempts)
+        assert conjure.fake.shared_uploads() == []
+        job = await conjure.runtime.store.find_by_prediction(prediction["id"])
+        assert job is not None and job.completed_at is None
+
+        await conjure.runtime.service.recover(silent_for=timedelta(0))  # the sweeper's pass
+        await conjure.settle(sandbox_server)
+        await conjure.runtime.service.recover(silent_for=timedelta(0))  # a second pass: no-op
+        await conjure.settle(sandbox_server)
+
+        done = [c for c in conjure.fake.calls_to("chat.update") if "✅ done" in c.args["text"]]
+        assert len(done) == 1 and len(conjure.fake.shared_uploads()) == 1
+        job = await conjure.runtime.store.find_by_prediction(prediction["id"])
+        assert job is not None and job.started_at is not None and job.completed_at is not None
+        assert job.actual_micros is not None and job.actual_micros > 0
+        subject = user_subject("slack", TEAM_ID, job.user_id)
+        jobs = await conjure.runtime.store.counter("user", subject, day_window(utcnow()).key)
+        money = await conjure.runtime.store.counter("user", subject, month_window(utcnow()).key)
+        assert jobs is not None and jobs.jobs == 1
+        assert money is not None and money.reserved_micros == 0
+        assert money.spent_micros == job.actual_micros  # charged once
 
 
 async def test_progress_webhooks_that_add_nothing_are_answered_without_the_database(
