@@ -39,6 +39,7 @@ log = logging.getLogger("conjure")
 
 _URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*)://([^\s/?#'\"<>]*)([^\s?#'\"<>]*)(\?[^\s#'\"<>]*)?")
 _ID = re.compile(r"[A-Za-z0-9]{1,32}")
+_NEEDS_QUOTES = re.compile(r'[\s"=]').search
 _SECRET_SEGMENT = 16  # a path segment this long is taken for a token or a signature
 
 
@@ -96,7 +97,9 @@ def configure(log_format: str = "plain", level: int = logging.INFO) -> None:
 
 def _plain_value(value: Any) -> str:
     text = str(value)
-    return json.dumps(text, ensure_ascii=False) if not text or re.search(r'[\s"=]', text) else text
+    if type(value) in (int, float):  # most fields: nothing to quote, no search needed
+        return text
+    return json.dumps(text, ensure_ascii=False) if not text or _NEEDS_QUOTES(text) else text
 
 
 def job_event(
