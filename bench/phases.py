@@ -203,9 +203,11 @@ async def fill_in_flight(bench: Bench, count: int, c: int, first: int = 0) -> di
     ok = [s for s in sent if acked(s)]
     in_flight = created - before["create_count"]
     note(f"{in_flight} jobs in flight after {time.monotonic() - started:.1f}s")
-    # Every prediction sends its `start` webhook at once: wait until Conjure has taken them all.
+    # A prediction that asked for its `start` webhook (not one asked for its outcome only, as
+    # a busy workspace's are) sends it at once: wait until Conjure has taken them all.
+    queued = (await bench.sandbox.stats())["webhooks_queued"] - before["webhooks_queued"]
     await bench.sandbox.wait_webhooks(
-        before["webhook_deliveries"] + in_flight, timeout=bench.remaining(60)
+        before["webhook_deliveries"] + queued, timeout=bench.remaining(60)
     )
     await bench.feed.wait_for([s.tag for s in ok], uploaded=False, timeout=bench.remaining(30))
     await asyncio.sleep(1.0)

@@ -169,17 +169,22 @@ async def test_webhook_events_filter_is_respected(
             "webhook": hook,
             "webhook_events_filter": ["completed"],
         }
+        sandbox.faults.drop_webhooks = 1  # one lost attempt: retried, still one webhook queued
         first = (await http.post(FLUX, json=only_done)).json()
         await sandbox.wait_idle()
         assert first["webhook_events_filter"] == ["completed"]
-        assert [d.event for d in sandbox.webhook_deliveries] == ["completed"]
+        assert [d.event for d in sandbox.webhook_deliveries] == ["completed", "completed"]
+        async with anonymous(sandbox_server) as guest:
+            stats = (await guest.get("/_sandbox/stats")).json()
+        assert stats["webhooks_queued"] == 1 and stats["webhook_deliveries"] == 2
         llama = "/v1/models/meta/meta-llama-3-8b-instruct/predictions"
         filtered = {"input": {"prompt": "x"}, "webhook": hook, "webhook_events_filter": ["output"]}
         await http.post(llama, json=filtered)
         await sandbox.wait_idle()
-    later = {d.event for d in sandbox.webhook_deliveries[1:]}
+    later = {d.event for d in sandbox.webhook_deliveries[2:]}
     assert later == {"output"}
-    assert len(webhook_receiver.received) == len(sandbox.webhook_deliveries)
+    assert len(webhook_receiver.received) == len(sandbox.webhook_deliveries) - 1  # one dropped
+    assert sandbox.webhooks_queued == len(sandbox.webhook_deliveries) - 1
 
 
 async def test_default_filter_sends_start_logs_output_completed_in_order(
@@ -697,7 +702,12 @@ async def test_faults_can_be_set_over_http(sandbox_server: SandboxServer):
         assert (await guest.delete("/_sandbox/faults")).json()["fail_next"] == 0
         assert sandbox.faults.http == [] and sandbox.faults.drop_webhooks == 0
         stats = (await guest.get("/_sandbox/stats")).json()
-    assert stats == {"create_count": 0, "predictions": 0, "webhook_deliveries": 0}
+    assert stats == {
+        "create_count": 0,
+        "predictions": 0,
+        "webhook_deliveries": 0,
+        "webhooks_queued": 0,
+    }
 
 
 # --- Routes and models -----------------------------------------------------------------------

@@ -72,6 +72,7 @@ async def stats(request: Request) -> Response:
             "create_count": sandbox.create_count,
             "predictions": len(sandbox.predictions),
             "webhook_deliveries": len(sandbox.webhook_deliveries),
+            "webhooks_queued": sandbox.webhooks_queued,
         }
     )
 

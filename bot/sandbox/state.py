@@ -58,6 +58,10 @@ class Sandbox:
         self.faults = Faults()
         self.predictions: dict[str, dict[str, Any]] = {}
         self.webhook_deliveries: list[WebhookDelivery] = []
+        # Webhooks queued for sending (each counted once, however many attempts it takes): a
+        # prediction sends only the events its filter asks for, so an observer cannot tell
+        # from the predictions alone how many deliveries to wait for.
+        self.webhooks_queued = 0
         self.create_count = 0
         self.runs: dict[str, Run] = {}
         self.uploads = Uploads()  # the Files API's files

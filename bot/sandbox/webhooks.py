@@ -69,6 +69,7 @@ class WebhookHost(Protocol):
     faults: Faults
     sending: asyncio.Semaphore
     webhook_deliveries: list[WebhookDelivery]
+    webhooks_queued: int
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
 
@@ -128,6 +129,7 @@ class PredictionWebhooks:
     def _send(self, event: str, retry: bool) -> None:
         if event not in self._events:
             return
+        self._sandbox.webhooks_queued += 1
         self._last_sent[event] = asyncio.get_running_loop().time()
         body = encode_body(self._prediction)
         status = self._prediction["status"]
