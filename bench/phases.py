@@ -219,6 +219,25 @@ async def fill_in_flight(bench: Bench, count: int, c: int, first: int = 0) -> di
     }
 
 
+def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median CPU per webhook (the lower middle of an even count), whole,
+    so that its figures belong together; each round's CPU per webhook and delivered/s in
+    `rounds`, in the order run."""
+    measured = [r for r in rounds if r.get("cpu_ms_per_webhook") is not None]
+    ordered = sorted(measured, key=lambda r: r["cpu_ms_per_webhook"])
+    chosen = ordered[(len(ordered) - 1) // 2] if ordered else rounds[-1]
+    return {
+        **chosen,
+        "rounds": [
+            {
+                "cpu_ms_per_webhook": r.get("cpu_ms_per_webhook"),
+                "delivered_per_second": r.get("delivered_per_second"),
+            }
+            for r in rounds
+        ],
+    }
+
+
 async def webhooks(
     bench: Bench,
     count: int,

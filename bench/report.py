@@ -186,6 +186,12 @@ def table(results: dict[str, Any]) -> str:
         f"≤ {AIMS['cpu_ms_per_webhook']:g}  {mark('cpu_ms_per_webhook')}",
     )
     by_process(hooks.get("cpu_ms_per_webhook_by_process"))
+    each = hooks.get("rounds") or []
+    if len(each) > 1:
+        add(
+            f"  each of {len(each)} rounds: CPU ms per webhook (the median's figures above)",
+            _slash(r.get("cpu_ms_per_webhook") for r in each),
+        )
     add("  webhooks accepted/s (HTTP 200)", hooks.get("accepted_per_second"))
     add("  webhook response ms p50/p95/p99", lat(hooks.get("response")))
     add("RSS idle MiB", mem.get("idle_rss_mib"))

@@ -12,7 +12,7 @@ import sys
 import time
 
 from bench import report, scaling, speed
-from bench.phases import cpu_ms_per
+from bench.phases import cpu_ms_per, median_round
 from bench.procs import cpu_used, tree, tree_cpu
 from bench.slash import SlashSender
 from bench.webhooks import sign_all
@@ -204,6 +204,30 @@ def test_the_table_shows_burst_scaling_and_each_process() -> None:
     results["args"]["scaling_only"] = True
     only = report.table(results)
     assert "efficiency of the second process" in only and "burst" not in only
+
+
+def test_webhook_rounds_report_the_median_round_whole_with_every_rounds_figure() -> None:
+    rounds = [
+        {"cpu_ms_per_webhook": 2.7, "delivered_per_second": 360.0, "fired": 3000},
+        {"cpu_ms_per_webhook": 1.7, "delivered_per_second": 570.0, "fired": 3000},
+        {"cpu_ms_per_webhook": 2.1, "delivered_per_second": 470.0, "fired": 2999},
+    ]
+    chosen = median_round(rounds)
+    assert chosen["cpu_ms_per_webhook"] == 2.1 and chosen["delivered_per_second"] == 470.0
+    assert chosen["fired"] == 2999  # the median round's own figures, not a mix
+    assert [r["cpu_ms_per_webhook"] for r in chosen["rounds"]] == [2.7, 1.7, 2.1]
+    assert median_round(rounds[:2])["cpu_ms_per_webhook"] == 1.7  # the lower middle
+    unmeasured = median_round([{"cpu_ms_per_webhook": None, "delivered_per_second": 0}])
+    assert unmeasured["cpu_ms_per_webhook"] is None
+
+    results = {
+        "args": {"db": "sqlite", "n": 10, "c": 2},
+        "machine": {"nproc": 2, "cpu": "x", "python": "3.11", "speed_gauge_ms": {}},
+        "webhooks": chosen,
+    }
+    results["aims_met"] = report.aims_met(results)
+    text = report.table(results)
+    assert "each of 3 rounds: CPU ms per webhook" in text and "2.7 / 1.7 / 2.1" in text
 
 
 def test_the_speed_gauge_reads_a_steady_workload() -> None:
