@@ -6,8 +6,9 @@ This protocol counts the bytes of a request's head as they arrive and, past the 
 and closes the connection. (h11, uvicorn's other protocol, has such a limit: 16 KiB.)
 
 Bytes are counted per read only while a head is being received from its start to its end, so a
-read that completes a head (and may carry body bytes) is never counted; at worst one read of a
-pipelined head goes uncounted, which keeps memory bounded by the cap plus one read.
+read that completes a head (and may carry body bytes, even the whole body) is never counted; at
+worst one read of a pipelined head goes uncounted, which keeps memory bounded by the cap plus
+one read.
 """
 
 from __future__ import annotations
@@ -43,11 +44,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._in_head = True
         self._head_bytes = 0
+        self._heads_completed = 0
 
     def data_received(self, data: bytes) -> None:
         was_in_head = self._in_head
+        heads_before = self._heads_completed
         super().data_received(data)
-        if not (was_in_head and self._in_head) or self.transport.is_closing():
+        # Not counted: a read that began in a body, or completed a head. Being in a head after
+        # the read is not enough: a read may carry a whole request, head and body, and leave
+        # the parser waiting for the next head (a 100 KiB webhook was refused as a head).
+        completed_a_head = self._heads_completed != heads_before
+        if not was_in_head or completed_a_head or self.transport.is_closing():
             return
         self._head_bytes += len(data)
         if self._head_bytes > MAX_HEAD:
@@ -58,6 +65,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._head_bytes = 0
+        self._heads_completed += 1
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

@@ -652,3 +652,18 @@ async def test_junk_webhooks_cause_no_calls_to_replicate_while_the_secret_cannot
             await impatient.aclose()
         [fault] = sandbox_server.sandbox.faults.http
         assert 1000 - fault.count == 1
+
+
+async def test_a_request_of_100_kib_read_whole_at_once_reaches_the_app(
+    sandbox_server: SandboxServer, sqlite_url: str
+) -> None:
+    """A head and its whole body can arrive in one read (a 100 KiB webhook, say, once the loop
+    was busy): that read completes the head, so none of it counts towards the head's cap."""
+    async with running_slack_conjure(sandbox_server, sqlite_url) as slack:
+        body = b"x" * 100 * 1024
+        head = (
+            f"POST {WEBHOOK_PATH} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+        ).encode()
+        answer = await _raw_exchange(slack.url, head, body)
+        assert answer.startswith(b"HTTP/1.1 401 "), answer[:80]  # read, refused as unsigned
