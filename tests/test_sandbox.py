@@ -32,7 +32,7 @@ from bot.sandbox import (
 from bot.sandbox.deadlines import BadDuration, parse_duration
 from bot.sandbox.predictions import tqdm_line
 from bot.sandbox.render import render_image
-from bot.sandbox.webhooks import THROTTLE_SECONDS
+from bot.sandbox.webhooks import THROTTLE_SECONDS, PredictionWebhooks
 from bot.serving import serve_app
 from tests.sandbox_fixtures import SandboxServer, WebhookReceiver
 
@@ -216,6 +216,36 @@ async def test_default_filter_sends_start_logs_output_completed_in_order(
     order = {"starting": 0, "processing": 1, "succeeded": 2}
     ranks = [order[d.status] for d in sandbox.webhook_deliveries]
     assert ranks == sorted(ranks) and 1 in ranks
+
+
+async def test_a_late_throttle_timer_never_sends_within_the_interval(
+    sandbox_server: SandboxServer, webhook_receiver: WebhookReceiver
+):
+    """A change held back by the throttle waits on a timer. On a busy loop that timer can run
+    late, after a later change was already sent at once: it must not send again within the
+    interval (seen as 17 logs webhooks in 0.13 s at an interval of 0.01 s), nor lose the
+    latest change."""
+    sandbox = sandbox_server.sandbox
+    interval = THROTTLE_SECONDS * sandbox.config.speed
+    prediction: dict[str, Any] = {"id": "p1", "status": "processing", "logs": ""}
+    hooks = PredictionWebhooks(sandbox, prediction, f"{webhook_receiver.url}/h", ["logs"])
+
+    def log(line: str) -> None:
+        prediction["logs"] += line + "\n"
+        hooks.changed("logs")
+
+    log("one")  # sent at once
+    log("two")  # held back: a timer for the end of the interval
+    time.sleep(interval * 1.5)  # noqa: ASYNC251 - the loop busy past that end: the timer is late
+    log("three")  # the interval is over: sent at once, before the late timer runs
+    await asyncio.sleep(interval * 3)  # the timer's turn comes, and passes
+    log("four")  # too soon after "three": held back
+    await sandbox.wait_idle()
+    await asyncio.sleep(interval * 3)
+    await sandbox.wait_idle()
+
+    sent = [json.loads(d.body)["logs"] for d in sandbox.webhook_deliveries]
+    assert sent == ["one\n", "one\ntwo\nthree\n", "one\ntwo\nthree\nfour\n"]
 
 
 async def test_dropped_terminal_webhook_is_retried_with_the_same_id(

@@ -89,6 +89,7 @@ class PredictionWebhooks:
         self._interval = THROTTLE_SECONDS * sandbox.config.speed
         self._last_sent: dict[str, float] = {}
         self._timers: dict[str, asyncio.Task[None]] = {}
+        self._unsent: set[str] = set()  # changed since their last send, held back
         self._tail: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -104,9 +105,10 @@ class PredictionWebhooks:
         last = self._last_sent.get(event)
         if last is None or now - last >= self._interval:
             self._send(event, retry=False)
-        elif event not in self._timers:
-            delay = last + self._interval - now
-            self._timers[event] = self._sandbox.spawn(self._send_later(event, delay))
+            return
+        self._unsent.add(event)
+        if event not in self._timers:
+            self._timers[event] = self._sandbox.spawn(self._send_later(event))
 
     def completed(self) -> None:
         """The prediction is terminal: send the (retried) completed webhook, nothing after."""
@@ -120,15 +122,22 @@ class PredictionWebhooks:
         self._send("completed", retry=True)
         self._closed = True
 
-    async def _send_later(self, event: str, delay: float) -> None:
-        await asyncio.sleep(delay)
+    async def _send_later(self, event: str) -> None:
+        """Send what was held back once the interval since the last send is over. On a busy
+        loop this may run late, after a later change was sent at once: then it waits out the
+        new interval, and sends only if something changed since."""
+        loop = asyncio.get_running_loop()
+        # A deadline that moves with each send, not a condition to poll (hence no Event).
+        while (wait := self._last_sent[event] + self._interval - loop.time()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(wait)
         self._timers.pop(event, None)
-        if not self._closed:
+        if not self._closed and event in self._unsent:
             self._send(event, retry=False)
 
     def _send(self, event: str, retry: bool) -> None:
         if event not in self._events:
             return
+        self._unsent.discard(event)
         self._sandbox.webhooks_queued += 1
         self._last_sent[event] = asyncio.get_running_loop().time()
         body = encode_body(self._prediction)
