@@ -207,8 +207,8 @@ async def main_run(args: argparse.Namespace, results: dict[str, Any], deadline: 
             output = await phases.output_urls(bench)
             # Webhooks first, on jobs held just for them: held jobs silent for 5 minutes are
             # polled by the sweeper, which would compete with the webhooks being measured.
-            # Several rounds: on this 2-core VM one round's CPU per webhook moved by 1.6x
-            # between runs of the same code, so one round alone says little.
+            # Several rounds: on this 2-core VM one round's CPU per webhook moved by up to a
+            # third within a run (and more between runs), so one round alone says little.
             rounds: list[dict[str, Any]] = []
             fired_before: set[str] = set()
             for number in range(args.webhook_rounds):
