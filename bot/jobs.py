@@ -79,6 +79,15 @@ UNDELIVERABLE = (
 START_TAKEOVER = timedelta(seconds=15)
 START_GIVE_UP = timedelta(minutes=2)  # not started by then: given back, the person told
 RESTARTED_BEFORE_START = "Conjure restarted before your job could start; please run it again."
+# A create whose answer was lost (a timeout, a 5xx) and whose prediction could not be found:
+# the job is given up here, and nothing tries it again. With webhooks, one that did start is
+# still delivered (and charged) when its webhook comes (_charge_late); without, it cannot be.
+NOT_CONFIRMED = "Replicate did not confirm that your job started, so nothing was charged for it."
+NOT_CONFIRMED_WEBHOOKS = (
+    f"{NOT_CONFIRMED} If it did start, its result will be posted here when it is ready (and "
+    "charged then); if nothing comes, please run it again."
+)
+NOT_CONFIRMED_POLLING = f"{NOT_CONFIRMED} Please run it again."
 GONE_AFTER = 10  # reads in a row answered 404: the prediction is gone, and so is its result
 PREDICTION_GONE = (
     "Replicate can no longer find this job's prediction, so its result cannot be fetched. "
@@ -507,7 +516,8 @@ class JobService:
             if found is not None:
                 log.info("job %s: recovered prediction %s after a lost answer", job.id, found.id)
                 return found
-            message, reason = exc.user_message, type(exc).__name__
+            message = NOT_CONFIRMED_WEBHOOKS if webhook else NOT_CONFIRMED_POLLING
+            reason = type(exc).__name__
         except ReplicateError as exc:
             message, reason = exc.user_message, type(exc).__name__
         await self._fail_before_start(job, message, reason=reason)
@@ -728,8 +738,15 @@ class JobService:
         if job.job_status.terminal and job.prediction_id is None:
             await self._charge_late(job, prediction)
             return
-        if job.prediction_id is None:
-            await self.store.update_fields(job_id, prediction_id=prediction.id)
+        if job.prediction_id is None and not await self.store.attach_prediction(
+            job_id, prediction.id
+        ):
+            # Given up since the copy in hand was read (its create looked lost): the prediction
+            # is that of a job that ended without one, charged (and delivered) late, once.
+            ended = await self.store.get(job_id)
+            if ended is not None:
+                await self._charge_late(ended, prediction)
+            return
         try:
             status = JobStatus(prediction.status)
         except ValueError:

@@ -341,14 +341,18 @@ class JobStore:
             row = (await conn.execute(statement, _params(job.id, values))).first()
             if row is None:
                 return None
+            # What the row holds as this UPDATE finished it, not what the caller's copy did:
+            # a job can leave the queue (promote: its place given back, its budget held)
+            # between the caller's read and this statement.
+            finished = _job(row._mapping)
             alerts = await usage.settle(
                 conn,
-                [Hold.from_json(data) for data in job.holds],
-                estimate=job.estimated_micros,
+                [Hold.from_json(data) for data in finished.holds],
+                estimate=finished.estimated_micros,
                 actual=actual_micros,
                 give_back_job=give_back_job,
             )
-        return Finished(job=_job(row._mapping), alerts_due=bool(alerts))
+        return Finished(job=finished, alerts_due=bool(alerts))
 
     async def charge_late(
         self,
@@ -385,8 +389,9 @@ class JobStore:
             row = (await conn.execute(statement, _params(job.id, values))).first()
             if row is None:
                 return None
-            await usage.charge_late(conn, [Hold.from_json(d) for d in job.holds], actual_micros)
-        return _job(row._mapping)
+            late = _job(row._mapping)
+            await usage.charge_late(conn, [Hold.from_json(d) for d in late.holds], actual_micros)
+        return late
 
     async def claim_delivery(self, job_id: str, lease: timedelta = DELIVERY_LEASE) -> bool:
         """Take the delivery of a finished job (pending, or its holder's lease lapsed) for

@@ -94,9 +94,8 @@ class PredictionOutcomeUnknown(ReplicateError):
     carried, which `ReplicateClient.find_prediction_by_webhook` uses to find out.
     """
 
-    default_user_message = (
-        "Replicate did not confirm that the job started; Conjure is checking before trying again."
-    )
+    # Says what is known, and promises nothing: the caller decides what happens next.
+    default_user_message = "Replicate did not confirm that the job started."
 
     def __init__(self, message: str, *, webhook: str | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
@@ -119,7 +118,7 @@ def error_from_response(response: httpx.Response, *, redact: Sequence[str] = ())
     or a misbehaving server echoes the request back.
     """
     status = response.status_code
-    problem = _problem(response)
+    problem = _problem(response, redact)
     title = _redacted(_text(problem.get("title")), redact)
     detail = _redacted(_text(problem.get("detail")), redact)
     invalid_fields = [f for f in problem.get("invalid_fields") or [] if isinstance(f, dict)]
@@ -166,11 +165,14 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, seconds)
 
 
-def _problem(response: httpx.Response) -> dict[str, Any]:
+def _problem(response: httpx.Response, redact: Sequence[str] = ()) -> dict[str, Any]:
+    """The problem details; a body that is not JSON is its first 200 characters as `detail`,
+    cut only after `redact` is blanked out (cut first, a secret's first part would stay)."""
     try:
         body = response.json()
     except ValueError:
-        return {"detail": response.text[:200]} if response.text.strip() else {}
+        text = _redacted(response.text, redact) or ""
+        return {"detail": text[:200]} if text.strip() else {}
     return body if isinstance(body, dict) else {}
 
 
