@@ -104,7 +104,12 @@ class Confirmations:
         now = utcnow()
         status = ConfirmationStatus(question.status)
         if status is ConfirmationStatus.CONFIRMED:
-            return _refused(ALREADY_STARTED)
+            if question.job_id is not None or button.action is Action.DECLINE:
+                return _refused(ALREADY_STARTED)
+            # Claimed by a Run it whose job is not recorded yet: still starting, or its process
+            # died before it could say. Submitting again is safe: the request key makes it one
+            # job, and a press that finds it started is told so (DuplicateRequest).
+            return await self._start(request, question, acknowledge)
         if status is ConfirmationStatus.DECLINED:
             return _refused(ALREADY_DECLINED)
         if question.expires_at <= now:
@@ -113,25 +118,42 @@ class Confirmations:
             if await self.store.settle(question.id, ConfirmationStatus.DECLINED, now):
                 return _refused(DECLINED)
             return _refused(ALREADY_STARTED)  # Run it won the race
-        invocation = self._invocation(question)
-        job = await self.service.submit(
-            CommandRequest(
-                request.platform,
-                request.workspace,
-                request.channel,
-                request.user_id,
-                question.command,
-                question.prompt,
-                user_name=request.user_name,
-                destination=dict(request.destination),
-                request_key=f"{request.platform}:confirm:{question.id}",
-                parent_id=question.parent_id,
-                followup=question.followup,
-            ),
-            invocation,
-            acknowledge,
-        )
-        await self.store.settle(question.id, ConfirmationStatus.CONFIRMED, now, job.id)
+        # Claimed before the job is submitted, so that a Cancel pressed while it starts finds
+        # it started, instead of saying "nothing ran" beside a job that runs and is charged.
+        if not await self.store.settle(question.id, ConfirmationStatus.CONFIRMED, now):
+            latest = await self.store.get(question.id)
+            if latest is not None and latest.status == ConfirmationStatus.DECLINED:
+                return _refused(ALREADY_DECLINED)
+            return _refused(ALREADY_STARTED)  # another press of Run it claimed it
+        return await self._start(request, question, acknowledge)
+
+    async def _start(
+        self, request: CommandRequest, question: Confirmation, acknowledge: Acknowledge
+    ) -> Reply:
+        """Submit a claimed question's command; a refusal (a limit reached) reopens it, so
+        its buttons work again once there is room."""
+        try:
+            job = await self.service.submit(
+                CommandRequest(
+                    request.platform,
+                    request.workspace,
+                    request.channel,
+                    request.user_id,
+                    question.command,
+                    question.prompt,
+                    user_name=request.user_name,
+                    destination=dict(request.destination),
+                    request_key=f"{request.platform}:confirm:{question.id}",
+                    parent_id=question.parent_id,
+                    followup=question.followup,
+                ),
+                self._invocation(question),
+                acknowledge,
+            )
+        except CommandRefused:
+            await self.store.reopen(question.id)
+            raise
+        await self.store.record_job(question.id, job.id)
         return Reply(job=job)
 
     def _invocation(self, question: Confirmation) -> Invocation:

@@ -1,8 +1,9 @@
 """Queries for commands waiting for their person to confirm the price (storage.models.Confirmation).
 
 A question moves on once, by one conditional UPDATE: pending to confirmed (Run it) or declined
-(Cancel). Two presses of Run it race there and one wins; the job it starts has its own unique
-request key besides, so even a press that read the row before the other's update ends as one job.
+(Cancel). Run it claims the question before it submits, so a Cancel pressed while the job starts
+loses (and says so) rather than answering "nothing ran" beside a job that runs. The job has its own
+unique request key besides, so presses that submit again (after a crash) still end as one job.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ class ConfirmationStore:
         confirmation_id: str,
         status: ConfirmationStatus,
         now: datetime,
-        job_id: str | None = None,
     ) -> bool:
         """Move a pending, unexpired question to `status`; False when it was not (any more)."""
         statement = (
@@ -55,7 +55,36 @@ class ConfirmationStore:
                 _TABLE.c.status == ConfirmationStatus.PENDING,
                 _TABLE.c.expires_at > now,
             )
-            .values(status=status.value, job_id=job_id)
+            .values(status=status.value)
         )
         async with write(self.engine) as conn:
             return (await conn.execute(statement)).rowcount == 1
+
+    async def record_job(self, confirmation_id: str, job_id: str) -> None:
+        """Note the job a confirmed question started (for the presses that come later)."""
+        statement = (
+            update(_TABLE)
+            .where(
+                _TABLE.c.id == confirmation_id,
+                _TABLE.c.status == ConfirmationStatus.CONFIRMED,
+                _TABLE.c.job_id.is_(None),
+            )
+            .values(job_id=job_id)
+        )
+        async with write(self.engine) as conn:
+            await conn.execute(statement)
+
+    async def reopen(self, confirmation_id: str) -> None:
+        """Put a question claimed by Run it back to pending when its job was refused (a limit
+        reached): nothing started, so its buttons still work."""
+        statement = (
+            update(_TABLE)
+            .where(
+                _TABLE.c.id == confirmation_id,
+                _TABLE.c.status == ConfirmationStatus.CONFIRMED,
+                _TABLE.c.job_id.is_(None),
+            )
+            .values(status=ConfirmationStatus.PENDING.value)
+        )
+        async with write(self.engine) as conn:
+            await conn.execute(statement)

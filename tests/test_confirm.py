@@ -16,6 +16,7 @@ from sqlalchemy import update
 
 from bot.confirm import ALREADY_DECLINED, ALREADY_STARTED, DECLINED, NOT_YOURS
 from bot.quotas.windows import month_window
+from bot.sandbox.faults import HttpFault
 from storage.jobs import user_subject
 from storage.models import Confirmation, Delivery, Job, utcnow
 from tests.discord_harness import (
@@ -152,6 +153,54 @@ async def test_slack_video_asks_first_and_runs_once_only_after_run_it(
         await conjure.settle(sandbox_server)
         assert answers(conjure, again) == [ALREADY_STARTED]
         assert sandbox_server.sandbox.create_count == 1
+        assert await usage(conjure, "slack", TEAM_ID, ADA) == (VIDEO_MICROS, 0)
+
+
+async def test_slack_cancel_pressed_while_run_it_starts_the_job_says_it_started(
+    sandbox_server, database_url: str
+) -> None:
+    """Run it claims the question before its (slow) create: a Cancel pressed meanwhile is told
+    the job started, and it runs and is charged once; it is never "nothing ran"."""
+    async with running_slack_conjure(sandbox_server, database_url) as conjure:
+        sent = await conjure.slash("/video", "a red fox running through the snow")
+        question = question_of(conjure, sent.ack)
+        await conjure.settle(sandbox_server)
+        slow_create = HttpFault(method="POST", path_prefix="/v1/models/", delay=1.0)
+        sandbox_server.sandbox.faults.http.append(slow_create)
+        run_it = asyncio.create_task(press_private(conjure, question, "Run it"))
+        while slow_create.count:  # until the create is on its way, held
+            await asyncio.sleep(0.01)
+        cancel = await press_private(conjure, question, "Cancel")
+        await run_it
+        await conjure.settle(sandbox_server)
+        assert answers(conjure, cancel) == [ALREADY_STARTED]
+        [job] = await _all_jobs(conjure)
+        assert job.delivery == Delivery.DELIVERED and sandbox_server.sandbox.create_count == 1
+        assert await usage(conjure, "slack", TEAM_ID, ADA) == (VIDEO_MICROS, 0)
+
+
+async def test_slack_run_it_claimed_by_a_process_that_died_starts_on_the_next_press(
+    sandbox_server, sqlite_url: str
+) -> None:
+    """A question claimed by a Run it whose process died before its job was recorded is not
+    stuck "already started" with nothing running: the next press starts it, once."""
+    async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
+        sent = await conjure.slash("/video", "a red fox running through the snow")
+        question = question_of(conjure, sent.ack)
+        async with conjure.runtime.store.engine.begin() as conn:
+            await conn.execute(
+                update(Confirmation.__table__).values(status="confirmed")  # type: ignore[attr-defined]
+            )
+        cancel = await press_private(conjure, question, "Cancel")
+        first = await press_private(conjure, question, "Run it")
+        await conjure.settle(sandbox_server)
+        again = await press_private(conjure, question, "Run it")
+        await conjure.settle(sandbox_server)
+        assert answers(conjure, cancel) == [ALREADY_STARTED]
+        assert answers(conjure, first) == ["▶️ Started: its own message shows how it goes."]
+        assert answers(conjure, again) == [ALREADY_STARTED]
+        [job] = await _all_jobs(conjure)
+        assert job.delivery == Delivery.DELIVERED and sandbox_server.sandbox.create_count == 1
         assert await usage(conjure, "slack", TEAM_ID, ADA) == (VIDEO_MICROS, 0)
 
 
