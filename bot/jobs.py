@@ -300,15 +300,18 @@ class JobService:
         whose acknowledgement fails is given back, and the error raised."""
         async with self._recording:
             job = await self._record(request, invocation)
-        if job.waiting_since is None:
-            job_event(job, "recorded", reserved=job.estimated_micros)
-        if acknowledge is not None:
-            await self._acknowledge(job, acknowledge)
         if job.waiting_since is not None:
+            if acknowledge is not None:
+                await self._acknowledge(job, acknowledge)
             await self._announce(job)  # queued: started by start_waiting when a slot frees
             self.spawn(self.start_waiting(job.platform, job.workspace))  # one may have freed
             return job
+        job_event(job, "recorded", reserved=job.estimated_micros)
+        # Held from here: an acknowledgement can take long (a platform slow to answer), and a
+        # job untouched meanwhile would be taken for abandoned and started by a sweeper.
         with self._launching.holding(job):
+            if acknowledge is not None:
+                await self._acknowledge(job, acknowledge)
             async with self._starting:
                 return await self._launch(job, invocation.model)
 
@@ -316,15 +319,21 @@ class JobService:
         try:
             extra = await acknowledge()
         except Exception:
-            await self.store.finish(
+            # Only while no prediction is known: one taken over and started elsewhere runs, and
+            # is delivered and charged as any other (failing it here would charge nothing).
+            given_back = await self.store.finish(
                 job,
                 JobStatus.FAILED,
                 actual_micros=0,
                 give_back_job=True,
                 deliver=False,
+                unstarted_only=True,
                 error="the command could not be acknowledged",
             )
-            job_event(job, "failed", level=logging.WARNING, reason="not acknowledged", cost=0)
+            if given_back is not None:
+                job_event(job, "failed", level=logging.WARNING, reason="not acknowledged", cost=0)
+            else:
+                log.warning("job %s: not acknowledged, but already started elsewhere", job.id)
             raise
         if extra:
             job.destination.update(extra)

@@ -92,6 +92,61 @@ async def test_a_failed_acknowledgement_gives_the_job_back(
     assert sandbox_server.sandbox.create_count == 0
 
 
+async def test_a_slow_acknowledgement_keeps_its_job_claimed_from_other_instances(
+    sandbox_server: Any, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A platform slow to answer the acknowledgement (Discord's deferral, held) past
+    START_TAKEOVER: the job is kept claimed meanwhile, so no sweeper starts it, only for the
+    failed acknowledgement to fail it at $0 while its prediction runs unpaid."""
+    async with (
+        running_conjure(sandbox_server, database_url, tmp_path / "out") as conjure,
+        running_conjure(sandbox_server, database_url, tmp_path / "other") as other,
+    ):
+        monkeypatch.setattr("bot.jobs.START_TAKEOVER", timedelta(seconds=1))
+
+        async def acknowledge() -> None:
+            await asyncio.sleep(1.5)  # past START_TAKEOVER
+            await other.service.sweep_unstarted()
+            await other.service.wait_idle()
+            raise RuntimeError("the interaction expired")
+
+        reply = await conjure.runtime.commands.handle(_request("console:slow"), acknowledge)
+        await settle(conjure, sandbox_server)
+        await settle(other, sandbox_server)
+        [job] = await conjure.runtime.store._select(Job.id.is_not(None))  # type: ignore[union-attr]
+    assert reply.job is None and reply.refused
+    assert job.job_status is JobStatus.FAILED and job.reservation == "released"
+    assert sandbox_server.sandbox.create_count == 0
+
+
+async def test_an_acknowledgement_failing_after_a_takeover_leaves_the_started_job_to_run(
+    sandbox_server: Any, database_url: str, tmp_path: Path
+) -> None:
+    """Should another instance have started the job all the same (its claim lost with the
+    database, say), the failed acknowledgement does not fail a job whose prediction runs:
+    it is delivered once and charged once."""
+    async with (
+        running_conjure(sandbox_server, database_url, tmp_path / "out") as conjure,
+        running_conjure(sandbox_server, database_url, tmp_path / "other") as other,
+    ):
+
+        async def acknowledge() -> None:
+            await _age(conjure)  # its claim looks abandoned: another instance takes it over
+            await other.service.sweep_unstarted()
+            while not await _started(conjure):
+                await asyncio.sleep(0.01)
+            raise RuntimeError("the interaction expired")
+
+        await conjure.runtime.commands.handle(_request("console:taken"), acknowledge)
+        await settle(other, sandbox_server)
+        await settle(conjure, sandbox_server)
+        [job] = await conjure.runtime.store._select(Job.id.is_not(None))  # type: ignore[union-attr]
+    assert sandbox_server.sandbox.create_count == 1
+    assert job.job_status is JobStatus.SUCCEEDED and job.delivery == Delivery.DELIVERED
+    assert job.reservation == "settled" and job.actual_micros == 3000
+    assert _files(tmp_path / "out", tmp_path / "other") == 1
+
+
 async def test_a_job_whose_instance_died_before_its_create_is_started_by_the_sweeper(
     sandbox_server: Any, database_url: str, tmp_path: Path
 ) -> None:
@@ -140,6 +195,12 @@ async def test_an_instance_that_lost_its_job_to_a_takeover_does_not_create_it_ag
     assert sandbox_server.sandbox.create_count == 1
     assert job.job_status is JobStatus.SUCCEEDED and job.delivery == Delivery.DELIVERED
     assert _files(tmp_path / "out", tmp_path / "other") == 1
+
+
+async def _started(conjure: Conjure) -> bool:
+    """Whether the one job has its prediction recorded."""
+    [job] = await conjure.runtime.store._select(Job.id.is_not(None))  # type: ignore[union-attr]
+    return job.prediction_id is not None
 
 
 def _files(*folders: Path) -> int:

@@ -9,6 +9,7 @@ restarted process can still deliver.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +37,10 @@ PLATFORM = "discord"
 PROMPT_SHOWN = 300  # characters of the prompt repeated in the status
 DEAD_TOKEN_CODES = {50027, 10015, 10008}  # invalid webhook token, unknown webhook/message
 ORIGINAL: Any = "@original"  # discord.py types message ids as int; Discord takes this alias
+ANSWERED_PRIVATELY = "Conjure answered privately."  # shown a moment, then deleted
+# Seconds a deferral may take. Discord drops an interaction not answered within 3 s, so one
+# still unanswered after this never will be: its job is given back rather than held for minutes.
+DEFER_DEADLINE = 10.0
 
 
 class DiscordAdapter(ChatAdapter):
@@ -213,10 +218,27 @@ class DiscordAdapter(ChatAdapter):
         )
 
 
+async def defer_publicly(
+    interaction: discord.Interaction,
+) -> discord.InteractionCallbackResponse[Any] | None:
+    """The public "thinking", given up on (TimeoutError) after DEFER_DEADLINE: discord.py would
+    wait minutes for a hung answer (aiohttp's default), holding the recorded job unstarted and
+    its person's reservation all that while, for an interaction Discord has dropped."""
+    async with asyncio.timeout(DEFER_DEADLINE):
+        return await interaction.response.defer(thinking=True)
+
+
 async def answer_privately(
     interaction: discord.Interaction, text: str, view: discord.ui.View | None = None
 ) -> None:
-    """Nothing was created: say so to this person only, and drop the public "thinking"."""
+    """Nothing was created: say so to this person only, and drop the public "thinking".
+
+    A follow-up sent while a deferred response still loads is no new message: Discord makes it
+    that response, public, ignoring the ephemeral flag (Create Followup Message), and the delete
+    below would then take the answer away. The response is edited first, which ends its
+    loading, so the follow-up is a private message of its own."""
+    with contextlib.suppress(discord.HTTPException):
+        await interaction.edit_original_response(content=ANSWERED_PRIVATELY, view=None)
     if view is not None:
         await interaction.followup.send(text, ephemeral=True, view=view)
     else:

@@ -15,7 +15,7 @@ from typing import Any
 import discord
 
 from adapters.discord import markup
-from adapters.discord.adapter import PLATFORM, DiscordAdapter, answer_privately
+from adapters.discord.adapter import PLATFORM, DiscordAdapter, answer_privately, defer_publicly
 from adapters.discord.attachments import DISCORD_CDN_HOSTS, with_files
 from adapters.discord.buttons import reply_view
 from adapters.discord.destination import destination_of
@@ -54,10 +54,10 @@ class InteractionListener:
         options = with_files(options, self.file_hosts)
         early: list[Any] = []
         if any(isinstance(value, InputFile) for value in options.values()):
-            early.append(await interaction.response.defer(thinking=True))
+            early.append(await defer_publicly(interaction))
 
         async def acknowledge() -> dict[str, Any]:
-            deferred = early[0] if early else await interaction.response.defer(thinking=True)
+            deferred = early[0] if early else await defer_publicly(interaction)
             message_id = deferred.message_id if deferred else None
             return {"message_id": str(message_id)} if message_id else {}
 

@@ -22,7 +22,12 @@ import aiohttp
 import discord
 
 from adapters.discord import markup
-from adapters.discord.adapter import PLATFORM, DiscordAdapter, answer_privately
+from adapters.discord.adapter import (
+    PLATFORM,
+    DiscordAdapter,
+    answer_privately,
+    defer_publicly,
+)
 from adapters.discord.buttons import reply_view
 from adapters.discord.destination import destination_of
 from bot.adapter import OutputFile, Reply
@@ -83,7 +88,7 @@ class PressListener:
         async def defer() -> dict[str, Any]:
             async with deferring:
                 if not interaction.response.is_done():
-                    response = await interaction.response.defer(thinking=True)
+                    response = await defer_publicly(interaction)
                     message_id = response.message_id if response else None
                     if message_id:
                         deferred["message_id"] = str(message_id)
@@ -100,7 +105,7 @@ class PressListener:
         finally:
             if not deferring.locked():  # still waiting: not needed; else let it land
                 early.cancel()
-            with contextlib.suppress(asyncio.CancelledError, discord.HTTPException):
+            with contextlib.suppress(asyncio.CancelledError, discord.HTTPException, TimeoutError):
                 await early
         if reply.job is not None:
             return  # its message is the deferred response

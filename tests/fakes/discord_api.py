@@ -541,9 +541,17 @@ async def _delete_message(fake: FakeDiscord, call: Call, params: dict[str, str])
 
 
 async def _follow_up(fake: FakeDiscord, call: Call, params: dict[str, str]) -> Response:
+    """A follow-up, as Discord documents it (Create Followup Message): sent while a deferred
+    response still loads, it is no new message but an edit of that response, which keeps its
+    visibility (the ephemeral flag is ignored)."""
     original = fake.original(params["token"])
     if original is None:
         return _error(404, "Unknown Webhook", 10015)
+    if original["flags"] & LOADING:
+        original["flags"] &= ~LOADING
+        fake.apply(original, {k: v for k, v in call.payload.items() if k != "flags"}, call.files)
+        original["edited_timestamp"] = datetime.now(UTC).isoformat()
+        return _json(_public(original))
     message = fake.new_message(
         original["channel_id"], call.payload, call.files, webhook_id=str(APP_ID)
     )
