@@ -147,7 +147,9 @@ class ConsoleAdapter(ChatAdapter):
         ok = bool(saved or result.text)
         self._settle(job.id, Outcome(ok=ok, files=saved, text=result.text))
 
-    async def post_error(self, job: Job, message: str) -> None:
+    async def post_error(
+        self, job: Job, message: str, checkpoint: Checkpoint | None = None
+    ) -> None:
         if self._streamed.pop(job.id, None) is not None:
             self._print("")  # end the half-written line
         self._print(f"  {status_line(job)}")

@@ -183,9 +183,14 @@ class ChatAdapter(ABC):
         return None
 
     @abstractmethod
-    async def post_error(self, job: Job, message: str) -> None:
+    async def post_error(
+        self, job: Job, message: str, checkpoint: Checkpoint | None = None
+    ) -> None:
         """Tell the person a job failed, was canceled or could not start, and show its final
-        status. `message` is plain text (shown literally). An error is logged."""
+        status. `message` is plain text (shown literally). An error is logged.
+
+        `checkpoint` is as for deliver_result: an adapter whose failure reply is a new message
+        records it, so a delivery taken over after it posts no second one."""
 
     def retry_delay(self, exc: BaseException) -> float | None:
         """Whether an error of post_result or post_error will pass: the seconds to wait at

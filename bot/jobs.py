@@ -1101,14 +1101,11 @@ class JobService:
                     result = fold_result(await self._fetch(adapter, job))
                     await adapter.deliver_result(job, result, self._checkpoint(job))
                 else:
-                    await adapter.post_error(job, failure_message(job, self._deadline(job)))
+                    message = failure_message(job, self._deadline(job))
+                    await adapter.post_error(job, message, self._checkpoint(job))
                 return None
             except Exception as exc:
-                retry_after = (
-                    exc.retry_after
-                    if isinstance(exc, OutputUnavailable)
-                    else adapter.retry_delay(exc)
-                )
+                retry_after = self._retry_after(adapter, exc)
                 if retry_after is None:
                     return _Failed(exc, passing=False)
                 if attempt == policy.tries:
@@ -1118,6 +1115,17 @@ class JobService:
                 )
                 await asyncio.sleep(policy.wait(attempt, retry_after))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _retry_after(adapter: ChatAdapter, exc: Exception) -> float | None:
+        """Whether a delivery's failure passes (the least wait before trying again) or not
+        (None). The database failing under a checkpoint (recording uploads before their share)
+        passes: giving up there would lose a result that is paid for."""
+        if isinstance(exc, OutputUnavailable):
+            return exc.retry_after
+        if isinstance(exc, SQLAlchemyError):
+            return 0.0
+        return adapter.retry_delay(exc)
 
     async def _fetch(self, adapter: ChatAdapter, job: Job) -> JobResult:
         """The outputs, each one too large for where it goes linked instead (with a note)."""

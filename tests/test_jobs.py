@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from adapters.platforms import attached
-from bot.adapter import ChatAdapter, CommandRequest, JobResult, Reply
+from bot.adapter import ChatAdapter, Checkpoint, CommandRequest, JobResult, Reply
 from bot.markup import Mention, Text
 from bot.quotas.windows import day_window, month_window
 from bot.replicate.client import Prediction
@@ -100,7 +100,9 @@ class RecordingAdapter(ChatAdapter):
     async def post_result(self, job: Job, result: JobResult) -> None:
         await self._record(Call("post_result", Seen.of(job), result=result))
 
-    async def post_error(self, job: Job, message: str) -> None:
+    async def post_error(
+        self, job: Job, message: str, checkpoint: Checkpoint | None = None
+    ) -> None:
         await self._record(Call("post_error", Seen.of(job), message=message))
 
     async def post_notice(self, channel: str, text: Text) -> None:
@@ -570,7 +572,9 @@ async def test_only_a_chat_adapter_can_be_added(
 
         async def update_status(self, job: Job) -> None: ...
         async def post_result(self, job: Job, result: JobResult) -> None: ...
-        async def post_error(self, job: Job, message: str) -> None: ...
+        async def post_error(
+            self, job: Job, message: str, checkpoint: Checkpoint | None = None
+        ) -> None: ...
         async def post_notice(self, channel: str, text: Text) -> None: ...
 
     async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:

@@ -109,7 +109,12 @@ class DiscordAdapter(ChatAdapter):
         """The interaction's `attachment_size_limit`, less room for the message itself."""
         return Destination.of(job).attachment_size_limit - UPLOAD_OVERHEAD
 
-    async def post_error(self, job: Job, message: str) -> None:
+    async def post_error(
+        self, job: Job, message: str, checkpoint: Checkpoint | None = None
+    ) -> None:
+        """The failure in the job's own response (an edit), or a channel post that carries a
+        nonce (as a result does), so a second try shows it once: `checkpoint` is not needed.
+        Privately when nothing ran."""
         self.answers.pop(job.id)
         interaction = self._live.get(Destination.of(job).token)
         if interaction is not None and job.prediction_id is None:

@@ -9,6 +9,7 @@ messages again lives in `job.destination`, so a restarted instance delivers as w
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
@@ -35,6 +36,10 @@ FILES_CHANNEL_KEY = "slack_files_channel"  # in job.destination: where those fil
 # In job.destination: the ts of the status message when it is not the thread root (`thread_ts`,
 # where results go), as for a follow-up posted in its parent's thread.
 STATUS_KEY = "status_ts"
+# In job.destination: the ts of the result's text reply in the thread, once posted, so that a
+# delivery taken over after it (its instance died before marking it delivered) posts no second.
+REPLY_KEY = "result_ts"
+ERROR_KEY = "error_ts"  # the same for the reply that says the job failed
 
 PLATFORM = "slack"
 LONG_TEXT_CHARS = 3000  # longer text outputs are uploaded as a .txt file
@@ -53,6 +58,10 @@ _NOUNS = {"image": "image", "video": "video", "audio": "audio clip"}
 PASSING_ERRORS = frozenset(
     {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
 )
+# A status post that Slack answered with a passing error (a 5xx) is sent again once, after
+# its Retry-After (between these bounds), before the job is taken for one without a thread.
+STATUS_TRIES = 2
+STATUS_WAIT = (0.5, 5.0)
 
 
 class SlackAdapter(ChatAdapter):
@@ -89,14 +98,7 @@ class SlackAdapter(ChatAdapter):
         text = say.announcement(job)
         thread_ts = job.destination.get("thread_ts")
         try:
-            response = await self.client.chat_postMessage(
-                channel=job.channel,
-                text=text,
-                blocks=status_blocks(job, self.catalog, text),
-                thread_ts=thread_ts,
-                unfurl_links=False,
-                unfurl_media=False,
-            )
+            response = await self._post_status_message(job, text, thread_ts)
         except SLACK_ERRORS as exc:
             reason = _reason(exc)
             log.warning(
@@ -114,6 +116,29 @@ class SlackAdapter(ChatAdapter):
             status = {STATUS_KEY: response["ts"]}
             return {"channel": response["channel"], "thread_ts": thread_ts, **status}
         return {"channel": response["channel"], "thread_ts": response["ts"]}
+
+    async def _post_status_message(self, job: Job, text: str, thread_ts: str | None) -> Any:
+        """chat.postMessage of the status, sent again once where Slack failed it (a 5xx): one
+        bad second must not leave the job without its thread (results in a DM, and "I can't
+        post here" said of a channel the bot is in). A transport error is not sent again: that
+        post may have landed."""
+        for attempt in range(1, STATUS_TRIES + 1):
+            try:
+                return await self.client.chat_postMessage(
+                    channel=job.channel,
+                    text=text,
+                    blocks=status_blocks(job, self.catalog, text),
+                    thread_ts=thread_ts,
+                    unfurl_links=False,
+                    unfurl_media=False,
+                )
+            except SlackApiError as exc:
+                delay = self.retry_delay(exc)
+                if delay is None or attempt == STATUS_TRIES:
+                    raise
+                log.warning("job %s: status post failed (%s); again", job.id, _reason(exc))
+                await asyncio.sleep(min(max(delay, STATUS_WAIT[0]), STATUS_WAIT[1]))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def update_status(self, job: Job) -> None:
         """Edit the status message and its buttons (a no-op without a thread)."""
@@ -155,6 +180,10 @@ class SlackAdapter(ChatAdapter):
             log.info("job %s: its files are already in the thread; not posted again", job.id)
             await self.update_status(job)
             return
+        if where is not None and job.destination.get(REPLY_KEY):
+            log.info("job %s: its answer is already in the thread; not posted again", job.id)
+            await self.update_status(job)
+            return
         if where is not None and not already:
             try:
                 await self._result_in_thread(job, result, *where, checkpoint)
@@ -188,6 +217,8 @@ class SlackAdapter(ChatAdapter):
         ts: str,
         checkpoint: Checkpoint | None = None,
     ) -> None:
+        """Files with the text beside them (a linked output's note) in the comment of their one
+        share: a second message after it would be skipped by a retry that finds them shared."""
         note = say.skipped_note(result.skipped)
         long_text = result.text is not None and len(result.text) > self.long_text_chars
         uploads = self._uploads(job, result, long_text)
@@ -196,15 +227,14 @@ class SlackAdapter(ChatAdapter):
                 comment = say.files_comment(job.user_id, len(result.files), self._noun(job))
             else:
                 comment = say.long_text_comment(job.user_id)
+            comment += _beside(result.text, long_text)
             await self._share(uploads, channel, ts, comment + note, checkpoint)
         elif result.text is not None:
             reply = f"{say.mention(job.user_id)}\n{say.escape(result.text)}{note}"
-            await self._reply(channel, ts, reply)
+            await self._reply_once(job, channel, ts, reply, checkpoint, REPLY_KEY)
         else:
-            empty = say.nothing_to_show(result.skipped)
-            await self._reply(channel, ts, f"{say.mention(job.user_id)} {empty}{note}")
-        if uploads and result.text is not None and not long_text:
-            await self._reply(channel, ts, f"{say.mention(job.user_id)}\n{say.escape(result.text)}")
+            empty = f"{say.mention(job.user_id)} {say.nothing_to_show(result.skipped)}{note}"
+            await self._reply_once(job, channel, ts, empty, checkpoint, REPLY_KEY)
 
     async def _finish_answer(
         self,
@@ -247,6 +277,8 @@ class SlackAdapter(ChatAdapter):
                 dm = await self._to_dm(job, result, long_text, checkpoint)
                 body = say.DM_NOTE
             except SLACK_ERRORS as exc:
+                if self.retry_delay(exc) is not None:
+                    raise  # Slack's bad second (a 5xx, a timeout): the delivery tries again
                 log.warning("job %s: could not DM the result (%s)", job.id, _reason(exc))
                 body = say.DM_FAILED
         elif result.text is not None:
@@ -266,6 +298,7 @@ class SlackAdapter(ChatAdapter):
             count = len(result.files)
             noun = self._noun(job) + ("s" if count > 1 else "")
             intro = f"{intro} {count} {noun}."
+        intro += _beside(result.text, long_text)  # a linked output's note goes with the files
         await self._share(self._uploads(job, result, long_text), dm, None, intro, checkpoint)
         return dm
 
@@ -274,16 +307,24 @@ class SlackAdapter(ChatAdapter):
         by default, since a file is held in memory) is what links a video in practice."""
         return MAX_FILE_BYTES
 
-    async def post_error(self, job: Job, message: str) -> None:
+    async def post_error(
+        self, job: Job, message: str, checkpoint: Checkpoint | None = None
+    ) -> None:
         """A threaded reply that mentions the person, then the parent shows how it ended;
-        without a thread, the response_url."""
+        without a thread, the response_url. With `checkpoint`, the reply is recorded
+        (ERROR_KEY) and a delivery taken over after it posts no second one."""
         where = _thread(job)
         if where is not None and job.destination.get(ANSWER_KEY):
             with contextlib.suppress(*SLACK_ERRORS):
                 await self.answers.abandon(job, where[0])
+        if where is not None and job.destination.get(ERROR_KEY):
+            log.info("job %s: its failure is already in the thread; not posted again", job.id)
+            await self.update_status(job)
+            return
         if where is not None:
             try:
-                await self._reply(*where, say.failure_reply(job, message))
+                failure = say.failure_reply(job, message)
+                await self._reply_once(job, *where, failure, checkpoint, ERROR_KEY)
                 await self.update_status(job)
                 return
             except SlackApiError as exc:
@@ -318,10 +359,30 @@ class SlackAdapter(ChatAdapter):
 
     # ---- Slack calls ----------------------------------------------------------------------
 
-    async def _reply(self, channel: str, ts: str, text: str) -> None:
-        await self.client.chat_postMessage(
+    async def _reply(self, channel: str, ts: str, text: str) -> str:
+        posted = await self.client.chat_postMessage(
             channel=channel, thread_ts=ts, text=text, unfurl_links=False, unfurl_media=False
         )
+        return str(posted["ts"])
+
+    async def _reply_once(
+        self,
+        job: Job,
+        channel: str,
+        ts: str,
+        text: str,
+        checkpoint: Checkpoint | None,
+        key: str,
+    ) -> None:
+        """A reply whose ts is recorded under `key` as soon as it is posted. A failure to
+        record it does not fail a delivery the person already has."""
+        posted = await self._reply(channel, ts, text)
+        if checkpoint is None:
+            return
+        try:
+            await checkpoint({key: posted})
+        except Exception:
+            log.warning("job %s: could not record its posted answer", job.id, exc_info=True)
 
     def _uploads(self, job: Job, result: JobResult, long_text: bool) -> list[dict[str, Any]]:
         """What to upload for a result: its files, and a long text answer as a .txt snippet."""
@@ -380,6 +441,12 @@ class SlackAdapter(ChatAdapter):
     def _noun(self, job: Job) -> str:
         model = self.catalog.models.get(job.model)
         return _NOUNS.get(model.kind if model else "", "file")
+
+
+def _beside(text: str | None, long_text: bool) -> str:
+    """A short text that goes with uploaded files, for their share's comment (a long one is
+    itself uploaded)."""
+    return f"\n{say.escape(text)}" if text is not None and not long_text else ""
 
 
 def _thread(job: Job) -> tuple[str, str] | None:
