@@ -335,7 +335,6 @@ MALFORMED: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "predict_time negative": lambda p: {**p, "metrics": {"predict_time": -1}},
     "metrics a string": lambda p: {**p, "metrics": "fast"},
     "an unknown status": lambda p: {**p, "status": "exploded"},
-    "an error with a NUL": lambda p: {**p, "status": "failed", "error": "bad\x00news"},
     "logs a number": lambda p: {**p, "logs": 7},
 }
 
@@ -366,6 +365,23 @@ async def test_signed_webhooks_with_malformed_fields_are_400_and_leave_the_job_a
         assert done is not None and done.status == JobStatus.SUCCEEDED
         seconds = prediction["metrics"]["predict_time"]
         assert done.actual_micros == pytest.approx(seconds * 2300, abs=1)
+
+
+async def test_a_failed_prediction_whose_error_holds_a_nul_still_ends_its_job(
+    sandbox_server: SandboxServer, database_url: str, tmp_path: Path
+) -> None:
+    """A model's error is whatever it printed. One with a NUL in it was refused as malformed
+    (PostgreSQL stores no NUL in text), by the webhook and by every read alike: the job never
+    ended and its reservation was never given back. The NUL is replaced instead."""
+    sandbox_server.sandbox.faults.fail_next = 1
+    sandbox_server.sandbox.faults.fail_error = "CUDA error\x00: out of memory"
+    async with running_conjure(sandbox_server, database_url, tmp_path / "out") as conjure:
+        outcome = await conjure.console.run_line("/imagine a fox", timeout=20)
+        await settle(conjure, sandbox_server)
+        [job] = await conjure.runtime.store._select(True)
+    assert not outcome.ok
+    assert job.job_status is JobStatus.FAILED and job.error == "CUDA error\ufffd: out of memory"
+    assert job.reservation == "released" and job.delivery == Delivery.DELIVERED
 
 
 async def test_a_signed_webhook_whose_predict_time_is_nan_is_400(

@@ -70,8 +70,8 @@ class Prediction(BaseModel):
     halfway through an update: the id (a key, at most 64 characters), the status (one of
     Replicate's), `metrics.predict_time` (what the job is charged for: a finite number of
     seconds up to MAX_PREDICT_TIME, so the cost always fits its integer column), its token
-    counts (whole numbers up to MAX_TOKEN_COUNT, for the same reason) and `error`
-    (stored as text, which PostgreSQL refuses with a NUL in it).
+    counts (whole numbers up to MAX_TOKEN_COUNT, for the same reason). `error` is stored as
+    text, which PostgreSQL refuses with a NUL in it: a NUL is replaced, not refused.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -130,8 +130,11 @@ class Prediction(BaseModel):
     @field_validator("error")
     @classmethod
     def _storable_error(cls, error: Any) -> Any:
+        """A model's error is whatever it printed, NUL bytes included; refused, its job would
+        never end (every webhook and read refused alike) and its reservation never be given
+        back. Each NUL becomes U+FFFD, as in text decoded with errors="replace"."""
         if isinstance(error, str) and "\x00" in error:
-            raise ValueError("error must not contain NUL characters")
+            return error.replace("\x00", "\ufffd")
         return error
 
 
