@@ -35,7 +35,7 @@ from bot.money import format_usd
 from bot.queue import queue_full, queue_places, queueable
 from bot.quotas.limits import USER
 from bot.quotas.service import Quotas
-from bot.replicate.client import TOKEN_COUNTS, Prediction, ReplicateClient
+from bot.replicate.client import MAX_PREDICT_TIME, TOKEN_COUNTS, Prediction, ReplicateClient
 from bot.replicate.errors import PredictionOutcomeUnknown, ReplicateError
 from bot.replicate.links import with_link_notes
 from bot.replicate.outputs import OutputFetcher, OutputUnavailable, split_output
@@ -843,15 +843,19 @@ class JobService:
         metrics = prediction.metrics or {}
         succeeded = prediction.status == "succeeded"
         outputs = _count_outputs(prediction.output) if succeeded else 0
+        seconds = metrics.get("predict_time")
+        if seconds is None:
+            seconds = _ran_for(prediction)
         # Aborted, or failed or canceled with no sign of having run (no time, no tokens):
         # Replicate bills nothing. Otherwise a count it left out is charged at its bound.
         ran = prediction.status != "aborted" and (
             succeeded
-            or any(metrics.get(name) is not None for name in ("predict_time", *TOKEN_COUNTS))
+            or seconds is not None
+            or any(metrics.get(name) is not None for name in TOKEN_COUNTS)
         )
         return model.price.actual_micros(
             outputs,
-            metrics.get("predict_time"),
+            seconds,
             tokens=model.token_budget(job.input),
             input_tokens=metrics.get("input_token_count"),
             output_tokens=metrics.get("output_token_count"),
@@ -1338,6 +1342,16 @@ def alert_text(alert: BudgetAlert) -> Text:
         f" {verb} {alert.threshold}% of the monthly budget for {month}: "
         f"{format_usd(alert.spent_micros)} of {format_usd(alert.limit_micros)}.",
     )
+
+
+def _ran_for(prediction: Prediction) -> float | None:
+    """The seconds between a prediction's start and end, for one whose `metrics` lack
+    `predict_time` (a cancel's answer may): Replicate bills the time a run ran, so charging
+    none would let a canceled run pass the budget. None when it never started."""
+    if prediction.started_at is None or prediction.completed_at is None:
+        return None
+    seconds = (prediction.completed_at - prediction.started_at).total_seconds()
+    return min(max(seconds, 0.0), MAX_PREDICT_TIME)
 
 
 def _count_outputs(output: Any) -> int:

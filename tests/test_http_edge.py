@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -382,6 +383,29 @@ async def test_a_failed_prediction_whose_error_holds_a_nul_still_ends_its_job(
     assert not outcome.ok
     assert job.job_status is JobStatus.FAILED and job.error == "CUDA error\ufffd: out of memory"
     assert job.reservation == "released" and job.delivery == Delivery.DELIVERED
+
+
+async def test_a_canceled_prediction_without_predict_time_is_charged_the_time_it_ran(
+    sandbox_server: SandboxServer, database_url: str, tmp_path: Path
+) -> None:
+    """A cancel's answer may come without `metrics.predict_time`, and was then charged nothing
+    (no sign of having run) though Replicate bills the time a canceled run ran. Its start and
+    end say how long that was: sdxl, by the second, is charged for them."""
+    async with running_conjure(sandbox_server, database_url, tmp_path / "out") as conjure:
+        outcome, prediction = await _finished_prediction_without_its_webhooks(
+            conjure, sandbox_server, "/imagine a fox --model sdxl"
+        )
+        path = prediction["webhook"].removeprefix(conjure.url)
+        canceled = {**prediction, "status": "canceled", "output": None, "metrics": {}}
+        body, headers = _signed_webhook(sandbox_server, canceled)
+        assert (await conjure.http.post(path, content=body, headers=headers)).status_code == 200
+        assert not (await outcome).ok
+        await conjure.service.wait_idle()
+        [job] = await conjure.runtime.store._select(True)
+    started = datetime.fromisoformat(prediction["started_at"])
+    seconds = (datetime.fromisoformat(prediction["completed_at"]) - started).total_seconds()
+    assert seconds > 0 and job.job_status is JobStatus.CANCELED
+    assert job.actual_micros == pytest.approx(seconds * 2300, abs=1)
 
 
 async def test_a_signed_webhook_whose_predict_time_is_nan_is_400(
