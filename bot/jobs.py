@@ -15,7 +15,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -88,6 +88,7 @@ NOT_CONFIRMED_WEBHOOKS = (
     "charged then); if nothing comes, please run it again."
 )
 NOT_CONFIRMED_POLLING = f"{NOT_CONFIRMED} Please run it again."
+_Apply = Callable[[str, Prediction], Awaitable[None]]  # what a poll does with each read
 GONE_AFTER = 10  # reads in a row answered 404: the prediction is gone, and so is its result
 PREDICTION_GONE = (
     "Replicate can no longer find this job's prediction, so its result cannot be fetched. "
@@ -440,6 +441,8 @@ class JobService:
             # webhook then charges what ran, as for any prediction of a job that had ended.
             job_event(job, "canceled during its create", prediction=prediction.id)
             await self._cancel_prediction(prediction.id)
+            if not self.uses_webhooks:  # no webhook will say what it ran: read it to its end
+                self.start_polling(job.id, prediction.id, self._charge_ended)
             return job
         job.prediction_id = prediction.id
         updates = "webhooks" if self.uses_webhooks else "polling"
@@ -867,6 +870,14 @@ class JobService:
         model = self.catalog.models.get(job.model)
         return None if model is None else model.price.deadline_seconds(job.outputs_expected)
 
+    async def _charge_ended(self, job_id: str, prediction: Prediction) -> None:
+        """Polling only: the prediction of a job canceled while its create was on its way,
+        read to its end to charge what it ran, as its webhook would (it has no webhook URL
+        to say it is the job's, so apply_prediction would not take it)."""
+        job = await self.store.get(job_id) if prediction.terminal else None
+        if job is not None and job.job_status.terminal and job.prediction_id is None:
+            await self._charge_late(job, prediction)
+
     async def _charge_late(self, job: Job, prediction: Prediction) -> None:
         """The prediction of a job we had given up on (its create answer was lost) did run: it
         is charged, and a result is delivered after all (the person told to run it again may
@@ -1158,13 +1169,15 @@ class JobService:
 
     # ---- polling and recovery -------------------------------------------------------------
 
-    def start_polling(self, job_id: str, prediction_id: str) -> None:
+    def start_polling(self, job_id: str, prediction_id: str, apply: _Apply | None = None) -> None:
+        """Read the prediction until it ends, each read applied with `apply` (by default
+        apply_prediction)."""
         if job_id in self._polling:
             return
         self._polling.add(job_id)
-        self.spawn(self._poll(job_id, prediction_id))
+        self.spawn(self._poll(job_id, prediction_id, apply or self.apply_prediction))
 
-    async def _poll(self, job_id: str, prediction_id: str) -> None:
+    async def _poll(self, job_id: str, prediction_id: str, apply: _Apply) -> None:
         """Read the prediction until it is terminal (no public URL, or a webhook never came)."""
         interval = self.settings.conjure_poll_interval
         missing = 0  # reads in a row that found no such prediction
@@ -1181,7 +1194,7 @@ class JobService:
                     log.warning("polling %s failed: %s", prediction_id, exc)
                 else:
                     missing = 0
-                    await self.apply_prediction(job_id, prediction)
+                    await apply(job_id, prediction)
                     if prediction.terminal:
                         return
                 await asyncio.sleep(interval)

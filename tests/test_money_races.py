@@ -4,12 +4,14 @@ On a real database (SQLite and PostgreSQL), and end to end against the sandbox o
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from bot.quotas.windows import day_window, month_window
+from bot.sandbox import HttpFault
 from storage.engine import create_engine
 from storage.jobs import JobStore, user_subject
 from storage.models import Job, JobStatus, utcnow
@@ -209,3 +211,31 @@ async def test_an_update_read_before_its_job_was_given_up_leaves_the_late_result
             "user", user_subject("console", "local", "you"), month_window(utcnow()).key
         )
         assert money is not None and money.spent_micros == 3000
+
+
+async def test_without_webhooks_a_run_canceled_during_its_create_is_charged_what_it_ran(
+    sandbox_server, sqlite_url: str, tmp_path: Path
+) -> None:
+    """Polling only: the prediction of a job canceled while its create was on its way is
+    stopped, and read to its end so that what it ran is charged, as its webhook would have
+    it charged (nothing read it before: billed by Replicate, never charged here)."""
+    faults = sandbox_server.sandbox.faults
+    faults.http.append(HttpFault(delay=0.5, method="POST", path_prefix="/v1/models/"))
+    async with running_conjure(
+        sandbox_server, sqlite_url, tmp_path / "out", webhooks=False
+    ) as conjure:
+        running = asyncio.create_task(conjure.console.run_line("/imagine a fox --model sdxl"))
+        while not conjure.console._jobs:
+            await asyncio.sleep(0.01)
+        [job_id] = conjure.console._jobs
+        job = await conjure.runtime.store.get(job_id)
+        assert job is not None and await conjure.service.cancel(job)
+        assert (await running).error == "The job was canceled."
+        [prediction] = sandbox_server.sandbox.predictions.values()
+        while prediction["status"] != "canceled" or conjure.service._polling:
+            await asyncio.sleep(0.02)
+        await settle(conjure, sandbox_server)
+        done = await conjure.runtime.store.get(job_id)
+    assert done.job_status is JobStatus.CANCELED and done.prediction_id == prediction["id"]
+    seconds = prediction["metrics"]["predict_time"]
+    assert done.actual_micros == pytest.approx(seconds * 2300, abs=1)
