@@ -1264,8 +1264,10 @@ class JobService:
         is given back at START_GIVE_UP, as before."""
         found = await self._find_lost_prediction(job, self.webhook_url(job.id))
         if found is not None:
-            await self.store.update_fields(job.id, prediction_id=found.id)
-            self.start_polling(job.id, found.id)
+            if await self.store.attach_prediction(job.id, found.id):
+                self.start_polling(job.id, found.id)
+            else:  # given up meanwhile: its run is charged (and delivered) late, once
+                await self.apply_prediction(job.id, found)
             return
         now = utcnow()
         model = self.catalog.models.get(job.model)

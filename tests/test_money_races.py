@@ -239,3 +239,37 @@ async def test_without_webhooks_a_run_canceled_during_its_create_is_charged_what
     assert done.job_status is JobStatus.CANCELED and done.prediction_id == prediction["id"]
     seconds = prediction["metrics"]["predict_time"]
     assert done.actual_micros == pytest.approx(seconds * 2300, abs=1)
+
+
+async def test_a_lost_create_found_after_its_job_was_given_up_leaves_the_result_chargeable(
+    sandbox_server, sqlite_url: str, tmp_path: Path
+) -> None:
+    """The sweeper read a job whose create answer was lost while it still ran, and found its
+    prediction at Replicate after the job had been given up. Recording the prediction on the
+    given-up job unconditionally made it look like a job that had it all along, so its result,
+    billed by Replicate, was neither charged nor delivered; now it is, once."""
+    from tests.sandbox_fixtures import impatient_replicate
+
+    lose_the_next_create(sandbox_server)
+    async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
+        store = conjure.runtime.store
+        async with impatient_replicate(conjure.service, sandbox_server):
+            outcome = await conjure.console.run_line("/imagine a ghost")
+            [given_up] = await store._select(True)
+            assert not outcome.ok and given_up.job_status is JobStatus.FAILED
+            read_while_running = given_up.model_copy(
+                update={"status": JobStatus.STARTING, "status_rank": 0, "completed_at": None}
+            )
+            [running] = list(sandbox_server.sandbox.predictions.values())
+            assert running["status"] in ("starting", "processing")
+            sandbox_server.sandbox.faults.http.clear()  # the list can be read again
+            await conjure.service._resume_unstarted(read_while_running)
+            assert (await store.get(given_up.id)).prediction_id is None  # type: ignore[union-attr]
+            await settle(conjure, sandbox_server)
+        job = await store.get(given_up.id)
+        assert job is not None
+        assert job.job_status is JobStatus.SUCCEEDED and job.actual_micros == 3000
+        money = await store.counter(
+            "user", user_subject("console", "local", "you"), month_window(utcnow()).key
+        )
+        assert money is not None and money.spent_micros == 3000
