@@ -53,8 +53,21 @@ except ImportError:  # pragma: no cover
     import sre_parse as _sre_parse  # type: ignore[no-redef]
 
 
+MAX_RULE_ID = 2**31 - 1  # the id column is an INTEGER (PostgreSQL refuses more)
+
+
 class RuleError(Exception):
     """A rule that cannot be added; the message is shown to the admin as is."""
+
+
+def parse_rule_id(text: str) -> int | None:
+    """`12` or `#12` → 12; None for anything that cannot be a rule's id (not ASCII digits, such
+    as `²`, which str.isdigit takes and int refuses, or too large for the column)."""
+    digits = text.strip().removeprefix("#")
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 10:
+        return None
+    value = int(digits)
+    return value if 0 < value <= MAX_RULE_ID else None
 
 
 @dataclass(frozen=True)

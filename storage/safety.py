@@ -71,21 +71,25 @@ class SafetyStore:
         )
 
     async def remove(self, platform: str, workspace: str, rule_id: int, actor: str) -> bool:
-        """Delete one of this workspace's rules; False if it has no such rule."""
+        """Delete one of this workspace's rules; False if it has no such rule.
+
+        One DELETE ... RETURNING, so that of two removals at once (PostgreSQL: both could read
+        the row before either deleted it) only the one that deleted it says so and is audited."""
         table = SafetyRule.__table__
         async with write(self.engine) as conn:
             row = (
                 await conn.execute(
-                    select(table).where(
+                    delete(table)
+                    .where(
                         table.c.id == rule_id,
                         table.c.platform == platform,
                         table.c.workspace == workspace,
                     )
+                    .returning(table.c.kind, table.c.value)
                 )
             ).first()
             if row is None:
                 return False
-            await conn.execute(delete(table).where(table.c.id == rule_id))
             detail = {"platform": platform, "workspace": workspace, "rule": rule_id}
             await conn.execute(
                 audit_row(actor, "safety.remove", {**detail, "kind": row.kind, "value": row.value})

@@ -67,6 +67,8 @@ class AdminAuth:
                 return Session("bearer", None)
             return None  # a wrong Authorization is refused, whatever cookie comes with it
         cookie = request.cookies.get(COOKIE, "")
+        if not cookie.isascii():  # not one of ours ("²" passes isdigit, and HMACs take ASCII)
+            return None
         parts = cookie.split(".")
         if len(parts) != 3 or not parts[1].isdigit():
             return None

@@ -23,12 +23,13 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute
 
 from bot.admin.auth import COOKIE, AdminAuth, Session
+from bot.commands.names import name_problem
 from bot.http_limits import LimitedRoute
 from bot.money import format_usd
 from bot.quotas.limits import USER, WORKSPACE
 from bot.quotas.words import LimitError, parse_limit
 from bot.runtime import Runtime
-from bot.safety import RuleError
+from bot.safety import RuleError, parse_rule_id
 from storage.jobs import user_subject, workspace_subject
 from storage.limit_change import LimitChange
 from storage.models import JobStatus, utcnow
@@ -83,6 +84,8 @@ def admin_routes(runtime: Runtime) -> list[BaseRoute]:
                 return Response("sign in first\n", 401, headers=_HEADERS, media_type="text/plain")
             if request.method == "POST":
                 form = await _form(request)
+                if form is None:
+                    return _bad_form()
                 if not auth.csrf_ok(session, form.get("csrf", "")):
                     return Response(
                         "missing or wrong CSRF token\n",
@@ -98,7 +101,10 @@ def admin_routes(runtime: Runtime) -> list[BaseRoute]:
     async def login(request: Request) -> Response:
         if request.method == "GET":
             return render("login.html")
-        offered = (await _form(request)).get("token", "")
+        form = await _form(request)
+        if form is None:
+            return _bad_form()
+        offered = form.get("token", "")
         if not auth.token_matches(offered):
             return render("login.html", 401, error="That is not the admin token.")
         response = RedirectResponse(PREFIX, 303, headers=_HEADERS)
@@ -253,12 +259,16 @@ def admin_routes(runtime: Runtime) -> list[BaseRoute]:
             try:
                 if not platform or not workspace:
                     raise RuleError("Name the platform and the workspace.")
+                problem = name_problem(platform, workspace)
+                if problem:
+                    raise RuleError(problem[0].upper() + problem[1:])
                 if form.get("remove"):
-                    if not form["remove"].isdigit():
-                        raise RuleError(f"{form['remove']!r} is not a rule id.")
-                    if not await rules.remove(platform, workspace, int(form["remove"]), ACTOR):
-                        raise RuleError(f"No rule {form['remove']} in this workspace.")
-                    message = f"Rule {form['remove']} removed."
+                    rule_id = parse_rule_id(form["remove"])
+                    if rule_id is None:
+                        raise RuleError(f"{form['remove'][:40]!r} is not a rule id.")
+                    if not await rules.remove(platform, workspace, rule_id, ACTOR):
+                        raise RuleError(f"No rule {rule_id} in this workspace.")
+                    message = f"Rule {rule_id} removed."
                 else:
                     rule = await rules.add(
                         platform, workspace, form.get("kind", ""), form.get("value", ""), ACTOR
@@ -294,10 +304,19 @@ def admin_routes(runtime: Runtime) -> list[BaseRoute]:
     ]
 
 
-async def _form(request: Request) -> dict[str, str]:
-    """An urlencoded form (the only kind these pages send): the first value of each field."""
+async def _form(request: Request) -> dict[str, str] | None:
+    """An urlencoded form (the only kind these pages send): the first value of each field;
+    None for one with more fields than any of these pages has (parse_qs refuses it)."""
     body = (await request.body()).decode("utf-8", "replace")
-    return {name: values[0] for name, values in parse_qs(body, max_num_fields=20).items()}
+    try:
+        fields = parse_qs(body, max_num_fields=20)
+    except ValueError:
+        return None
+    return {name: values[0] for name, values in fields.items()}
+
+
+def _bad_form() -> Response:
+    return Response("too many fields in the form\n", 400, headers=_HEADERS, media_type="text/plain")
 
 
 def _quota_change(form: dict[str, str]) -> tuple[str, str, dict[str, LimitChange]]:
@@ -307,12 +326,16 @@ def _quota_change(form: dict[str, str]) -> tuple[str, str, dict[str, LimitChange
     if not platform or not workspace:
         raise LimitError("platform and workspace", "both are needed.")
     if form.get("scope") == WORKSPACE:
+        user = None
         scope, subject = WORKSPACE, workspace_subject(platform, workspace)
     else:
         user = form.get("user", "").strip().lstrip("@")
         if not user:
             raise LimitError("user", "a user's id is needed (or choose the workspace).")
         scope, subject = USER, user_subject(platform, workspace, user)
+    problem = name_problem(platform, workspace, user)
+    if problem:
+        raise LimitError("the form", problem)
     changes: dict[str, LimitChange] = {}
     for name, field in _QUOTA_FIELDS:
         raw = form.get(name, "").strip()

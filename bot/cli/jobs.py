@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_NOT_FOUND = 0, 1
 DEFAULT_LIMIT = 50
+MAX_LIMIT = 1_000_000  # more is a typo (20 digits are past what a database's LIMIT takes)
 REDACTED = "<redacted>"
 # Keys of a destination that are capabilities, besides storage.jobs.CAPABILITY_KEYS (read when
 # a command runs): anything named like a token, secret or webhook is never printed either.
@@ -60,21 +61,23 @@ def parse_since(text: str, zone: ZoneInfo, now: datetime) -> datetime:
     """`2026-12-01` (midnight there, in `zone`), `2026-12-01T08:00`, or `2h`/`30m`/`3d`/`1w` back
     from `now`. Raises ConfigError, one line, for anything else."""
     value = text.strip()
-    found = _DURATION.match(value.lower())
-    if found:
-        return now - timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
     try:
+        found = _DURATION.match(value.lower())
+        if found:
+            return now - timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
         if len(value) == 10:
             day = date.fromisoformat(value)
             return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
         moment = datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=zone)
+        return moment.astimezone(UTC)
+    except OverflowError:  # 99999999d back, or a moment at the calendar's very edge
+        raise ConfigError(f"--since: {text!r} is out of range") from None
     except ValueError:
         raise ConfigError(
             f"--since: {text!r} is neither a date (2026-12-01) nor a duration (2h, 3d)"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=zone)
-    return moment.astimezone(UTC)
 
 
 def _status(text: str | None) -> str | None:
@@ -108,8 +111,8 @@ async def _list(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     status = _status(args.status)
     since = parse_since(args.since, zone, now) if args.since else None
-    if args.limit < 1:
-        raise ConfigError(f"--limit: {args.limit} is not a positive number")
+    if not 1 <= args.limit <= MAX_LIMIT:
+        raise ConfigError(f"--limit: must be from 1 to {MAX_LIMIT:,}, not {args.limit}")
     store, engine = await _open()
     try:
         jobs = await store.search(

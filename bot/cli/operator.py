@@ -61,9 +61,14 @@ async def _open() -> tuple[Quotas, object]:
 
 
 def _subject(args: argparse.Namespace) -> tuple[str, str]:
+    """The scope and subject the flags name; ConfigError for an id too long to be one."""
+    from bot.commands.names import MAX_ID
     from bot.quotas.limits import USER, WORKSPACE
     from storage.jobs import user_subject, workspace_subject
 
+    for flag, value in (("--workspace", args.workspace), ("--user", args.user)):
+        if value is not None and len(value) > MAX_ID:
+            raise ConfigError(f"{flag}: an id is at most {MAX_ID} characters")
     if args.user:
         return USER, user_subject(args.platform, args.workspace, args.user)
     return WORKSPACE, workspace_subject(args.platform, args.workspace)
@@ -111,12 +116,17 @@ async def _quota_set(args: argparse.Namespace) -> int:
 
 
 async def _report(args: argparse.Namespace) -> int:
+    from bot.quotas.windows import month_window
+
     moment = datetime.now(UTC)
     if args.month:
         try:
             moment = datetime.strptime(args.month + "-15", "%Y-%m-%d").replace(tzinfo=UTC)
+            month_window(moment, load_settings().timezone)  # 9999-12 ends past the calendar
         except ValueError:
             raise ConfigError(f"--month: {args.month!r} is not YYYY-MM") from None
+        except OverflowError:
+            raise ConfigError(f"--month: {args.month!r} is out of range") from None
     quotas, engine = await _open()
     try:
         report = await quotas.report(args.platform, args.workspace, moment)

@@ -26,13 +26,34 @@ def add_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     pattern.set_defaults(run=_add, kind="pattern")
     remove = actions.add_parser("remove", help="remove a rule by its id")
     _where(remove)
-    remove.add_argument("id", type=int)
+    remove.add_argument("id", type=_rule_id)
     remove.set_defaults(run=_remove)
 
 
 def _where(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--platform", required=True, choices=["slack", "discord", "console"])
-    parser.add_argument("--workspace", required=True, help="Slack team ID or Discord guild ID")
+    parser.add_argument(
+        "--workspace", required=True, type=_workspace, help="Slack team ID or Discord guild ID"
+    )
+
+
+def _rule_id(text: str) -> int:
+    """A rule's id as argparse reads it: a usage error, not a database's, for one that cannot
+    be (`²`, or too large for the column)."""
+    from bot.safety import parse_rule_id
+
+    rule_id = parse_rule_id(text)
+    if rule_id is None:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a rule id")
+    return rule_id
+
+
+def _workspace(text: str) -> str:
+    from bot.commands.names import MAX_ID
+
+    if len(text) > MAX_ID:
+        raise argparse.ArgumentTypeError(f"an id is at most {MAX_ID} characters")
+    return text
 
 
 async def _open():  # type: ignore[no-untyped-def]

@@ -79,12 +79,22 @@ def _host_port(url: str, default_port: int | None = None) -> str:
     return f"{parts.hostname}:{port}"
 
 
+UNREADABLE_DATABASE_URL = (
+    "CONJURE_DATABASE_URL: not a URL that can be read (is the port a number? %-escape any "
+    "'@', ':' or '/' in the user name or password)"
+)
+
+
 def _database(exc: BaseException, settings: Settings | None) -> str:
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
     where = "the database"
     if settings is not None:
-        url = make_url(settings.conjure_database_url)
+        try:
+            url = make_url(settings.conjure_database_url)
+        except (ArgumentError, ValueError):  # what failed was reading it: never quote it
+            return UNREADABLE_DATABASE_URL
         if url.host:
             where = f"the database at {url.host}:{url.port or 5432}"
         elif url.database:

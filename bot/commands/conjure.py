@@ -30,8 +30,9 @@ QUOTA_USAGE = (
     "(unlimited = no limit, 0 = none allowed, default = back to the default)"
 )
 
-# Slack: <@U123> or <@U123|name>; Discord: <@123> or <@!123>; or a bare ID.
-_MENTION = re.compile(r"^<@!?([A-Za-z0-9]+)(?:\|[^>]*)?>$|^([A-Z0-9]{6,}|\d{15,22})$")
+# Slack: <@U123> or <@U123|name>; Discord: <@123> or <@!123>; or a bare ID. At most 64
+# characters (bot.commands.names.MAX_ID): a longer one is no user's, and cannot be stored.
+_MENTION = re.compile(r"^<@!?([A-Za-z0-9]{1,64})(?:\|[^>]*)?>$|^([A-Z0-9]{6,64}|\d{15,22})$")
 _SETTING = re.compile(r"^(jobs|usd|inflight|in_flight)=([^/\s]+)(?:/(day|month))?$", re.I)
 
 

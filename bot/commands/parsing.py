@@ -31,6 +31,7 @@ _OPTION = re.compile(r"(?:--|[—–])([A-Za-z][A-Za-z0-9_-]*)(=.*)?", re.DOTALL
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})
 _INTEGER = re.compile(r"[+-]?\d+")
+MAX_INT_DIGITS = 100  # no option takes more; int() refuses past 4,300 (a Discord prompt has 6,000)
 
 
 class UsageError(Exception):
@@ -254,6 +255,8 @@ def _coerce(command: CommandSpec, item: _Given) -> Any:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+            if len(value.strip()) > MAX_INT_DIGITS:
+                raise UsageError(f"Option {label} is too large a number ('{_clip(value)}').", usage)
             value = int(value.strip())
         if isinstance(value, bool) or not isinstance(value, int):
             raise UsageError(f"Option {label} needs a whole number, not '{_clip(value)}'.", usage)

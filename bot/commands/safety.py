@@ -12,7 +12,7 @@ from bot.commands.parsing import Invocation
 from bot.jobs import JobService
 from bot.logs import command_event
 from bot.markup import Text
-from bot.safety import PATTERN, REFUSED, WORD, RuleError, prompt_texts
+from bot.safety import PATTERN, REFUSED, WORD, RuleError, parse_rule_id, prompt_texts
 from storage.jobs import user_subject
 
 log = logging.getLogger(__name__)
@@ -73,9 +73,9 @@ async def safety_command(service: JobService, request: CommandRequest, args: lis
             return Text.of(str(exc))
         return Text.of(f"Added rule #{rule.id} ({rule.kind}): {rule.value}")
     if action == "remove":
-        if len(args) != 2 or not args[1].lstrip("#").isdigit():
+        rule_id = parse_rule_id(args[1]) if len(args) == 2 else None
+        if rule_id is None:
             return Text.of(SAFETY_USAGE)
-        rule_id = int(args[1].lstrip("#"))
         if await rules.remove(request.platform, request.workspace, rule_id, actor):
             return Text.of(f"Removed rule #{rule_id}.")
         return Text.of(f"This workspace has no rule #{rule_id}.")
