@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from bot.commands.handler import INTERNAL_ERROR
 from tests.cli_harness import run_conjure
 from tests.harness import running_conjure
 from tests.test_admin import BEARER, TOKEN, _signed_in
@@ -173,6 +176,22 @@ async def test_a_whole_number_too_long_for_python_is_a_usage_answer(
         said = outcome.error or outcome.text or ""
         assert not outcome.ok and "--seed" in said, said
         assert sandbox_server.sandbox.create_count == 0
+
+
+async def test_input_no_check_foresaw_is_answered_not_raised(
+    sandbox_server, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Commands.handle never raises: a command whose reading fails in a way no check foresaw
+    (as the 4,300 digits above once did) gets the internal-error answer, and nothing starts."""
+
+    def broken(*args: object) -> object:
+        raise ValueError("a case nobody foresaw")
+
+    monkeypatch.setattr("bot.commands.handler.parse_invocation", broken)
+    async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
+        outcome = await conjure.console.run_line("/imagine a fox")
+    assert not outcome.ok and outcome.error == INTERNAL_ERROR
+    assert sandbox_server.sandbox.create_count == 0
 
 
 # ---- the audit trail ------------------------------------------------------------------------

@@ -74,6 +74,9 @@ class Commands:
         except UsageError as exc:
             command_event(request, "refused", reason="bad input", known=self._known(request))
             return Reply(usage_text(exc), refused=True)
+        except Exception:  # handle never raises: input no check foresaw is answered, not raised
+            log.exception("could not read /%s for %s", request.command, request.user_id)
+            return Reply(Text.of(INTERNAL_ERROR), refused=True)
         refusal = await safety_refusal(self.service, request, invocation)  # before anything
         if refusal is not None:
             return refusal
