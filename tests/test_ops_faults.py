@@ -163,6 +163,23 @@ def test_cli_values_out_of_range_are_named_not_blamed_on_the_database(
     assert shown.returncode == 0 and "T1" not in shown.stdout, shown.stdout
 
 
+def test_a_user_typed_as_a_mention_in_the_cli_is_the_user(
+    database_url: str, tmp_path: Path
+) -> None:
+    """`--user @U0ADA` (or a pasted `<@U0ADA|ada>`) once made an override for a user named
+    "@U0ADA", which never applied to anyone; it is U0ADA's."""
+    env = {"CONJURE_DATABASE_URL": database_url}
+    where = ("--platform", "slack", "--workspace", "T1")
+    for typed, jobs in (("@U0ADA", "3"), ("<@U0ADA|ada>", "4")):
+        ran = run_conjure("quota", "set", *where, "--user", typed, "--jobs-per-day", jobs,
+                          cwd=tmp_path, env=env)  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+        shown = run_conjure("quota", "show", *where, "--user", "U0ADA", cwd=tmp_path, env=env)
+        assert (
+            shown.stdout.startswith("user slack:T1:U0ADA: ") and f"jobs {jobs}/day" in shown.stdout
+        )
+
+
 # ---- parsing --------------------------------------------------------------------------------
 
 

@@ -23,7 +23,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute
 
 from bot.admin.auth import COOKIE, AdminAuth, Session
-from bot.commands.names import name_problem
+from bot.commands.names import name_problem, user_id_of
 from bot.http_limits import LimitedRoute
 from bot.money import format_usd
 from bot.quotas.limits import USER, WORKSPACE
@@ -329,7 +329,7 @@ def _quota_change(form: dict[str, str]) -> tuple[str, str, dict[str, LimitChange
         user = None
         scope, subject = WORKSPACE, workspace_subject(platform, workspace)
     else:
-        user = form.get("user", "").strip().lstrip("@")
+        user = user_id_of(form.get("user", ""))
         if not user:
             raise LimitError("user", "a user's id is needed (or choose the workspace).")
         scope, subject = USER, user_subject(platform, workspace, user)

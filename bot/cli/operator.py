@@ -62,15 +62,16 @@ async def _open() -> tuple[Quotas, object]:
 
 def _subject(args: argparse.Namespace) -> tuple[str, str]:
     """The scope and subject the flags name; ConfigError for an id too long to be one."""
-    from bot.commands.names import MAX_ID
+    from bot.commands.names import MAX_ID, user_id_of
     from bot.quotas.limits import USER, WORKSPACE
     from storage.jobs import user_subject, workspace_subject
 
-    for flag, value in (("--workspace", args.workspace), ("--user", args.user)):
+    user = user_id_of(args.user) if args.user else None
+    for flag, value in (("--workspace", args.workspace), ("--user", user)):
         if value is not None and len(value) > MAX_ID:
             raise ConfigError(f"{flag}: an id is at most {MAX_ID} characters")
-    if args.user:
-        return USER, user_subject(args.platform, args.workspace, args.user)
+    if user:
+        return USER, user_subject(args.platform, args.workspace, user)
     return WORKSPACE, workspace_subject(args.platform, args.workspace)
 
 

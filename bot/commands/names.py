@@ -8,9 +8,23 @@ makes an override or a rule that never applies.
 
 from __future__ import annotations
 
+import re
+
 from bot.config import PLATFORMS
 
 MAX_ID = 64  # storage.models: Job.workspace, Job.user_id, SafetyRule.workspace
+
+
+_MENTION = re.compile(r"<@!?([^>|]+)(?:\|[^>]*)?>")
+
+
+def user_id_of(text: str) -> str:
+    """A user's id as an admin types it: `U123`, `@U123`, or a mention pasted from the chat
+    (`<@U123>`, `<@U123|ada>`, Discord's `<@!123>`). Stored as typed, `@U123` would make an
+    override that never applies to anyone."""
+    value = text.strip()
+    found = _MENTION.fullmatch(value)
+    return found.group(1) if found else value.lstrip("@")
 
 
 def name_problem(platform: str, workspace: str, user: str | None = None) -> str | None:
