@@ -2,8 +2,9 @@
 
 The stream is a view and nothing rests on it: what the person sees at the end, what the job
 costs and when it ends all come from the webhook (JobService.deliver), which first closes the
-relay (`close`: no show after it, none cut in half). A stream that breaks is read again from its
-last event id a few times, then given up: the answer still arrives whole with the webhook.
+relay (`close`: no show after it, none cut in half). A stream that breaks, or ends before `done`,
+is read again from its last event id, and given up after a few tries in a row that bring nothing:
+the answer still arrives whole with the webhook.
 
 Shows are at most one per `adapter.stream_interval` seconds (Discord's edits, Slack's rate
 limits); the first text is shown as soon as it arrives (time to first token), and every show
@@ -26,7 +27,7 @@ from storage.models import Job
 
 log = logging.getLogger(__name__)
 
-RECONNECTS = 2  # a dropped stream is opened again this many times (from its last event)
+RECONNECTS = 2  # a stream is opened again (from its last event) this many times in a row
 FAILED_SHOWS = 3  # shows failing in a row before the relay stops showing
 
 Events = Callable[[str, str | None], AsyncIterator[Event]]
@@ -94,9 +95,14 @@ class StreamRelay:
                 await self._task
 
     async def _read(self) -> None:
+        """Read the events, opened again after the last one where a connection breaks or
+        ends before `done` (a proxy or the server closing it), as an EventSource does; given
+        up after RECONNECTS tries in a row that brought nothing."""
         last_id: str | None = None
+        failures = 0
         try:
-            for attempt in range(RECONNECTS + 1):
+            while failures <= RECONNECTS:
+                read_from = last_id
                 try:
                     async for event in self.events(self.url, last_id):
                         last_id = event.id
@@ -108,9 +114,11 @@ class StreamRelay:
                             # another instance, writes the whole answer: no show after it.
                             self._ended = True
                             return
-                    return  # closed without `done`: the run ended, or the server gave up
+                    reason = "closed before done"
                 except StreamError as exc:
-                    log.info("job %s: stream broke (%s), try %d", self.job.id, exc, attempt + 1)
+                    reason = str(exc)
+                failures = 0 if last_id != read_from else failures + 1
+                log.info("job %s: stream ended (%s), %d in a row", self.job.id, reason, failures)
         finally:
             self._finished = True
             self._dirty.set()

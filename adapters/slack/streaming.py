@@ -3,10 +3,12 @@
 Where the workspace has them, Slack's streaming messages: `chat.startStream` at the first text
 (with the person as recipient, which channels require), `chat.appendStream` with what is new,
 `chat.stopStream` at the end. Where it refuses them (an older workspace, a plan or token without
-them), one threaded message edited with `chat.update`, throttled by the core. Either way the
-message's ts is recorded in the job's destination (ANSWER_KEY) as soon as it exists, and the
-result's delivery finishes that message instead of posting another: on this instance, on
-another, or after a restart, the answer is one message.
+them), one threaded message edited with `chat.update`, throttled by the core; edited too from
+the moment Slack ends a stream itself (it does after a quiet while). An append whose outcome is
+unknown (a timeout, a 5xx) is never sent again, since it may have landed: the delivery writes
+the message whole instead. Either way the message's ts is recorded in the job's destination
+(ANSWER_KEY) as soon as it exists, and the result's delivery finishes that message instead of
+posting another: on this instance, on another, or after a restart, the answer is one message.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ class AnswerStreams:
         self.client = client
         self.limit = limit
         self.refused = False  # the workspace refused the streaming methods once
-        self._written: dict[str, str] = {}  # job id -> the body written so far (this process)
+        # job id -> the body the message holds, written by this process (none: not known here)
+        self._written: dict[str, str] = {}
 
     async def show(
         self, job: Job, where: tuple[str, str], text: str, checkpoint: Checkpoint
@@ -68,15 +71,29 @@ class AnswerStreams:
             self._written[job.id] = body
             await checkpoint({ANSWER_KEY: ts, MODE_KEY: mode})
             return
-        written = self._written.get(job.id, "")
+        written = self._written.get(job.id)
         if body == written:
             return
         if job.destination.get(MODE_KEY) == STREAM:
-            if not body.startswith(written):
-                return  # not a continuation (cannot happen): the delivery puts it right
-            await self.client.chat_appendStream(
-                channel=channel, ts=ts, markdown_text=body[len(written) :]
-            )
+            if written is None or not body.startswith(written):
+                return  # what the message holds is not known here: the delivery writes it whole
+            try:
+                await self.client.chat_appendStream(
+                    channel=channel, ts=ts, markdown_text=body[len(written) :]
+                )
+            except Exception as exc:
+                if not _stream_ended(exc):
+                    if _may_have_landed(exc):
+                        # A retry could write its text twice: no more appends, and the
+                        # delivery (finish) stops the stream and writes the message whole.
+                        del self._written[job.id]
+                    raise
+                # Slack ended the stream itself after a quiet while (a model thinking for
+                # minutes): the message is edited from now on, as where streams are refused.
+                await self.client.chat_update(channel=channel, ts=ts, text=body)
+                self._written[job.id] = body
+                await checkpoint({MODE_KEY: UPDATE})
+                return
         else:
             await self.client.chat_update(channel=channel, ts=ts, text=body)
         self._written[job.id] = body
@@ -93,11 +110,10 @@ class AnswerStreams:
                 )
                 return str(started["ts"]), STREAM
             except SlackApiError as exc:
-                if str(exc.response.get("error")) not in REFUSED:
+                if _error(exc) not in REFUSED:
                     raise
                 log.info(
-                    "Slack refused chat.startStream (%s); editing a message instead",
-                    exc.response.get("error"),
+                    "Slack refused chat.startStream (%s); editing a message instead", _error(exc)
                 )
                 self.refused = True
         posted = await self.client.chat_postMessage(
@@ -114,12 +130,18 @@ class AnswerStreams:
         if job.destination.get(MODE_KEY) == STREAM:
             if written is not None and body.startswith(written):
                 rest = body[len(written) :]
-                await self.client.chat_stopStream(
-                    channel=channel, ts=ts, **({"markdown_text": rest} if rest else {})
-                )
-                return
-            with contextlib.suppress(SlackApiError):  # stopped already, by a delivery that died
-                await self.client.chat_stopStream(channel=channel, ts=ts)
+                try:
+                    await self.client.chat_stopStream(
+                        channel=channel, ts=ts, **({"markdown_text": rest} if rest else {})
+                    )
+                    return
+                except SlackApiError as exc:
+                    # Refused, as a stream Slack ended itself after a quiet while (see show)
+                    # is: the edit below writes the message whole.
+                    log.info("job %s: chat.stopStream refused (%s)", job.id, _error(exc))
+            else:
+                with contextlib.suppress(SlackApiError):  # stopped already (a delivery died)
+                    await self.client.chat_stopStream(channel=channel, ts=ts)
         await self.client.chat_update(channel=channel, ts=ts, text=body)
 
     async def abandon(self, job: Job, channel: str) -> None:
@@ -130,3 +152,20 @@ class AnswerStreams:
                 await self.client.chat_stopStream(
                     channel=channel, ts=str(job.destination[ANSWER_KEY])
                 )
+
+
+def _error(exc: SlackApiError) -> str:
+    return str(exc.response.get("error"))
+
+
+def _stream_ended(exc: Exception) -> bool:
+    """Whether Slack refused a write because the message streams no more."""
+    return isinstance(exc, SlackApiError) and _error(exc) == "message_not_in_streaming_state"
+
+
+def _may_have_landed(exc: Exception) -> bool:
+    """Whether a write that raised `exc` may still have been applied by Slack: no answer (a
+    timeout, a dropped connection) or a 5xx. An `ok: false` answer or a 429 applied nothing."""
+    if isinstance(exc, SlackApiError):
+        return exc.response.status_code >= 500
+    return True

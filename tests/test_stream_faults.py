@@ -1,0 +1,131 @@
+"""Streamed answers when a Slack call fails in the worst place: after Slack applied it.
+
+The real app (slack-bolt) against the fake Slack Web API and the sandbox. The fake holds a
+call (`delays`) longer than the client waits, then applies it anyway: the bot sees a timeout
+for a write that landed, as on a slow network. The answer must still end whole, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from adapters.slack import lifecycle
+from storage.models import Delivery
+from tests.fakes.slack_api import FakeSlack, Message
+from tests.slack_harness import running_slack_conjure
+
+ME = "<@U0ADA>\n"
+CLIENT_TIMEOUT = 0.5  # seconds the bot's Slack client waits for an answer in these tests
+HELD = 1.0  # seconds the fake holds a call before applying it (past CLIENT_TIMEOUT)
+
+
+async def eventually(check: Callable[[], object], timeout: float = 10.0) -> None:
+    """Until `check()` is true (a wait, not a timing assertion: the timeout only ends a hang)."""
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.01)
+
+
+def answers(fake: FakeSlack) -> list[Message]:
+    """Replies in threads that are not uploads: the answers."""
+    return [m for m in fake.messages if m.thread_ts is not None and not m.files]
+
+
+def the_answer(sandbox_server) -> str:
+    [prediction] = sandbox_server.sandbox.predictions.values()
+    assert prediction["status"] == "succeeded"
+    return "".join(prediction["output"])
+
+
+def running(sandbox_server) -> bool:
+    return all(p["status"] == "processing" for p in sandbox_server.sandbox.predictions.values())
+
+
+async def hold_once(fake: FakeSlack, method: str) -> None:
+    """Hold the next call of `method` past the client's timeout; it is applied all the same."""
+    before = len(fake.calls_to(method))
+    fake.delays[method] = HELD
+    await eventually(lambda: len(fake.calls_to(method)) > before)
+    del fake.delays[method]
+
+
+async def test_an_append_that_timed_out_after_slack_applied_it_is_not_written_twice(
+    sandbox_server, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lifecycle, "WEB_API_TIMEOUT", CLIENT_TIMEOUT)
+    faults = sandbox_server.sandbox.faults
+    faults.pause_after_tokens = 4
+    async with running_slack_conjure(sandbox_server, database_url) as conjure:
+        fake = conjure.fake
+        await conjure.slash("/ask", "why is the sky blue")
+        await eventually(lambda: answers(fake))
+        [message] = answers(fake)
+        started = message.text
+
+        held = asyncio.create_task(hold_once(fake, "chat.appendStream"))
+        faults.pause_after_tokens = 8  # four more tokens: one append, which times out
+        await held
+        await eventually(lambda: message.text != started)  # ... and Slack applied it
+        await asyncio.sleep(HELD)  # the bot's relay has seen its timeout by now
+
+        faults.pause_after_tokens = 0
+        await conjure.settle(sandbox_server)
+        [answer] = answers(fake)
+        assert answer.text == ME + the_answer(sandbox_server)
+        assert not answer.streaming
+
+
+async def test_a_stream_slack_expired_while_quiet_still_ends_with_the_whole_answer(
+    sandbox_server, database_url: str
+) -> None:
+    """Slack ends a streaming message's streaming state when nothing is appended for a while
+    (a reasoning model thinking for minutes shows one unchanging line): appends and the final
+    chat.stopStream then answer `message_not_in_streaming_state`."""
+    faults = sandbox_server.sandbox.faults
+    faults.pause_after_tokens = 4
+    async with running_slack_conjure(sandbox_server, database_url) as conjure:
+        fake = conjure.fake
+        await conjure.slash("/ask", "why is the sky blue")
+        await eventually(lambda: answers(fake))
+        [message] = answers(fake)
+        message.streaming = False  # Slack stopped it on its own
+        started = message.text
+
+        faults.pause_after_tokens = 8  # more text: shown all the same, by an edit
+        await eventually(lambda: message.text != started)
+        assert message.text.startswith(started) and running(sandbox_server)
+
+        faults.pause_after_tokens = 0
+        await conjure.settle(sandbox_server)
+        [answer] = answers(fake)
+        assert answer.text == ME + the_answer(sandbox_server)
+        [prediction_id] = sandbox_server.sandbox.predictions
+        job = await conjure.runtime.store.find_by_prediction(prediction_id)
+        assert job is not None and job.delivery == Delivery.DELIVERED
+
+
+async def test_a_stream_cut_before_done_is_read_on_from_its_last_event(
+    sandbox_server, database_url: str
+) -> None:
+    """A connection that ends before `done` (a proxy or the server closing it) is opened again
+    after its last event id, as an EventSource does: the answer keeps showing as it is written."""
+    faults = sandbox_server.sandbox.faults
+    faults.cut_streams_after = 2  # every connection ends after two events
+    faults.pause_after_tokens = 6
+    async with running_slack_conjure(sandbox_server, database_url) as conjure:
+        fake = conjure.fake
+        await conjure.slash("/ask", "why is the sky blue")
+        await eventually(lambda: sandbox_server.sandbox.predictions)
+        [prediction] = sandbox_server.sandbox.predictions.values()
+        await eventually(lambda: len(prediction["output"] or []) == 6)
+        six = ME + "".join(prediction["output"])
+        await eventually(lambda: [m.text for m in answers(fake)] == [six])
+        assert running(sandbox_server)
+
+        faults.pause_after_tokens = 0
+        await conjure.settle(sandbox_server)
+        [answer] = answers(fake)
+        assert answer.text == ME + the_answer(sandbox_server) and not answer.streaming
