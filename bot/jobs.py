@@ -1068,7 +1068,7 @@ class JobService:
 
         async def record(fields: Mapping[str, Any]) -> None:
             job.destination.update(fields)
-            await self.store.update_fields(job.id, destination=job.destination)
+            await self.store.merge_destination(job.id, dict(fields))
 
         return record
 

@@ -258,6 +258,16 @@ class JobStore:
         async with write(self.engine) as conn:
             await conn.execute(_update_statement(_names(values)), _params(job_id, values))
 
+    async def merge_destination(self, job_id: str, fields: dict[str, Any]) -> None:
+        """Add `fields` to the job's destination, in SQL: a delivery step recorded from a copy
+        of the job read earlier (a stream's relay, another instance) keeps what others recorded
+        since, where writing the copy's whole destination back would erase it (and a retry
+        then post again what those keys said was posted)."""
+        values = {"fields": fields, "v_updated_at": utcnow(), "job_id": job_id}
+        statement = _merge_destination_statement(self.engine.dialect.name)
+        async with write(self.engine) as conn:
+            await conn.execute(statement, values)
+
     async def attach_prediction(self, job_id: str, prediction_id: str) -> bool:
         """Record the prediction a create made; False when the job ended without one while the
         create was on its way (its owner canceled it): that prediction must then be stopped."""
@@ -590,6 +600,18 @@ def _finish_delivery_statement(dialect: str) -> Any:
     else:
         stripped = func.json_remove(column, *(f"$.{key}" for key in CAPABILITY_KEYS))
     return update(_JOBS).where(_ID).values({**_set(names), "destination": stripped})
+
+
+@cached_statement
+def _merge_destination_statement(dialect: str) -> Any:
+    """The UPDATE that adds keys to the destination (top level: JSON merge patch on SQLite,
+    jsonb `||` on PostgreSQL)."""
+    column, fields = _JOBS.c.destination, bindparam("fields", type_=JSON)
+    if dialect == "postgresql":
+        merged: Any = cast(cast(column, JSONB).op("||")(cast(fields, JSONB)), JSON)
+    else:
+        merged = func.json_patch(column, fields)
+    return update(_JOBS).where(_ID).values({**_set(("updated_at",)), "destination": merged})
 
 
 def _job(mapping: Any) -> Job:

@@ -273,3 +273,26 @@ async def test_a_lost_create_found_after_its_job_was_given_up_leaves_the_result_
             "user", user_subject("console", "local", "you"), month_window(utcnow()).key
         )
         assert money is not None and money.spent_micros == 3000
+
+
+async def test_a_delivery_step_recorded_from_an_older_copy_keeps_what_others_recorded(
+    sandbox_server, database_url: str, tmp_path: Path
+) -> None:
+    """A stream's relay records its message from the copy of the job it started with; the
+    delivery, meanwhile, recorded its files. Writing the relay's whole destination back erased
+    the files' record, and a retry would share them again: each step adds only its own keys."""
+    async with running_conjure(sandbox_server, database_url, tmp_path / "out") as conjure:
+        assert (await conjure.console.run_line("/imagine a fox")).ok
+        [job] = await conjure.runtime.store._select(True)
+        relays_copy = await conjure.runtime.store.get(job.id)
+        deliverys_copy = await conjure.runtime.store.get(job.id)
+        assert relays_copy is not None and deliverys_copy is not None
+        await conjure.service._checkpoint(deliverys_copy)({"slack_files": ["F1", "F2"]})
+        await conjure.service._checkpoint(relays_copy)({"answer_ts": "2.0"})
+        stored = await conjure.runtime.store.get(job.id)
+    assert stored is not None
+    assert stored.destination == {
+        **job.destination,
+        "slack_files": ["F1", "F2"],
+        "answer_ts": "2.0",
+    }

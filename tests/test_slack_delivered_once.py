@@ -227,15 +227,15 @@ async def test_a_database_blip_while_recording_the_uploads_does_not_lose_the_ima
     async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
         conjure.service.delivery = QUICK
         store = conjure.runtime.store
-        update_fields = store.update_fields
+        merge_destination = store.merge_destination
         failures = [OperationalError("UPDATE job", {}, Exception("database is locked"))]
 
-        async def blip(job_id: str, **values: object) -> object:
-            if "destination" in values and failures and "slack_files" in values["destination"]:
+        async def blip(job_id: str, fields: dict[str, object]) -> None:
+            if failures and "slack_files" in fields:
                 raise failures.pop()
-            return await update_fields(job_id, **values)
+            await merge_destination(job_id, fields)
 
-        monkeypatch.setattr(store, "update_fields", blip)
+        monkeypatch.setattr(store, "merge_destination", blip)
         await conjure.slash("/imagine", "a red fox in the snow")
         await conjure.settle(sandbox_server)
 
