@@ -89,6 +89,10 @@ NOT_CONFIRMED_WEBHOOKS = (
 )
 NOT_CONFIRMED_POLLING = f"{NOT_CONFIRMED} Please run it again."
 _Apply = Callable[[str, Prediction], Awaitable[None]]  # what a poll does with each read
+CANCEL_REFUSED = (
+    "Replicate did not take the cancel just now, so the job is still running. "
+    "Please press Cancel again."
+)
 GONE_AFTER = 10  # reads in a row answered 404: the prediction is gone, and so is its result
 PREDICTION_GONE = (
     "Replicate can no longer find this job's prediction, so its result cannot be fetched. "
@@ -691,7 +695,8 @@ class JobService:
     # ---- cancel ---------------------------------------------------------------------------
 
     async def cancel(self, job: Job) -> bool:
-        """Stop a job that may still run; False when it had already ended.
+        """Stop a job that may still run; False when it had already ended. Raises
+        CommandRefused when Replicate would not take the cancel (the job runs on).
 
         With a prediction, Replicate cancels it and the job ends as Replicate says (charged for
         the time it ran, which Replicate bills). Before its create, the job ends here, charged
@@ -702,8 +707,9 @@ class JobService:
         job_event(current, "cancel requested", prediction=current.prediction_id)
         if current.prediction_id is not None:
             prediction = await self._cancel_prediction(current.prediction_id)
-            if prediction is not None:
-                await self.apply_prediction(current.id, prediction)
+            if prediction is None:  # it runs on, and will be charged: the person must know
+                raise CommandRefused(CANCEL_REFUSED)
+            await self.apply_prediction(current.id, prediction)
             return True
         finished = await self.store.finish(
             current,

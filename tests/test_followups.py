@@ -166,9 +166,9 @@ async def test_anyone_may_follow_up_but_only_the_owner_or_an_admin_may_cancel(
         )
         assert counter.spent_micros == job.actual_micros and counter.reserved_micros == 0
 
-        console.user = "boss"  # an admin may cancel anyone's; this one is over
+        console.user = "boss"  # an admin may cancel anyone's; this one is over (canceled)
         late = await console.run_line(f"/cancel {job_id}")
-        assert not late.ok and "already finished" in (late.error or "")
+        assert not late.ok and "already canceled" in (late.error or "")
 
 
 async def test_a_job_canceled_while_its_create_is_on_its_way_is_stopped_at_replicate(

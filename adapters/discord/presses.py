@@ -33,7 +33,7 @@ from adapters.discord.destination import destination_of
 from bot.adapter import OutputFile, Reply
 from bot.followups.buttons import Action, parse_custom_id
 from bot.followups.service import Followups, OutputSource, Press
-from bot.replicate.outputs import split_output
+from bot.replicate.outputs import OutputUnavailable, split_output
 from storage.models import Job
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,8 @@ class PressListener:
 
 def attachment_source(message: discord.Message | None, max_bytes: int) -> OutputSource:
     """Output n of a job as attached to `message`, the one the button is on: the component
-    interaction carries it with fresh attachment URLs, which outlive Replicate's hour."""
+    interaction carries it with fresh attachment URLs, which outlive Replicate's hour. A CDN
+    that fails for now (5xx, 429, a timeout) raises OutputUnavailable: the image is not gone."""
 
     async def source(job: Job, n: int) -> OutputFile | None:
         attachment = _attachment_of(message, job, n) if message is not None else None
@@ -150,9 +151,12 @@ def attachment_source(message: discord.Message | None, max_bytes: int) -> Output
         try:
             async with asyncio.timeout(ATTACHMENT_DEADLINE):
                 content = await attachment.read()
-        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
-            log.info("job %s: attachment %d unreadable (%r)", job.id, n, exc)
+        except (discord.NotFound, discord.Forbidden) as exc:
+            log.info("job %s: attachment %d gone (%r)", job.id, n, exc)
             return None
+        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
+            log.info("job %s: attachment %d unreadable for now (%r)", job.id, n, exc)
+            raise OutputUnavailable(f"attachment {n} of job {job.id} unreadable") from exc
         if len(content) > max_bytes:
             return None
         content_type = _content_type(attachment)

@@ -26,7 +26,7 @@ from bot.jobs import CommandRefused, JobService
 from bot.markup import Text
 from bot.replicate.errors import ReplicateError
 from bot.replicate.files import image_input
-from bot.replicate.outputs import OutputFetcher, split_output
+from bot.replicate.outputs import OutputFetcher, OutputUnavailable, split_output
 from storage.jobs import DuplicateRequest
 from storage.models import Job, JobStatus, utcnow
 
@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 
 OutputSource = Callable[[Job, int], Awaitable[OutputFile | None]]
 """How a platform reaches output `n` (1-based) of a job where it delivered it: the Slack file
-(with the bot token), the Discord attachment, the console's saved file. None when it is gone."""
+(with the bot token), the Discord attachment, the console's saved file. None when it is gone;
+an exception (OutputUnavailable) when it cannot be read just now, so that a passing outage is
+not told as a deleted image (which sends the person to pay for the command again)."""
 
 DOUBLE_PRESS = timedelta(seconds=3)
 """A second press of the same button by the same person within this is the same press."""
@@ -45,6 +47,7 @@ NOT_CONJURES = "That button is not one of Conjure's."
 GONE = "Conjure no longer knows that job."
 NOT_YOURS = "Only the person who started this job, or a Conjure admin, can cancel it."
 ALREADY_OVER = "That job has already finished."
+ALREADY_CANCELED = "That job is already canceled."
 NOT_OFFERED = "That button is no longer offered for /{command}."
 NOT_FINISHED = "That job has no result to work from yet."
 NO_IMAGE = (
@@ -52,6 +55,10 @@ NO_IMAGE = (
     "has expired). Run the command again to make a new one."
 )
 IMAGE_FAILED = "Conjure could not send that image to Replicate just now. Please try again."
+IMAGE_UNREACHABLE = (
+    "Conjure could not read that image just now; nothing was started or charged. "
+    "Please try again in a minute."
+)
 
 
 @dataclass
@@ -89,9 +96,13 @@ class Followups:
             if button.action in (Action.CONFIRM, Action.DECLINE):
                 return await self.confirmations.answer(_asked(press), button, acknowledge)
             parent = await self.service.store.get(button.job_id)
-            if parent is None or (parent.platform, parent.workspace) != (
+            # A job's buttons are only on its own messages, in its channel. A press naming it
+            # from anywhere else is forged (Slack sends the value the client sends), and would
+            # post its prompt and images where that channel's members did not.
+            if parent is None or (parent.platform, parent.workspace, parent.channel) != (
                 press.platform,
                 press.workspace,
+                press.channel,
             ):
                 return _refused(GONE)
             if button.action is Action.CANCEL:
@@ -112,7 +123,10 @@ class Followups:
         if press.user_id != job.user_id and not admin:
             return _refused(NOT_YOURS)
         if not await self.service.cancel(job):
-            return _refused(ALREADY_OVER)
+            # A second Cancel must not read as "it ran to its end" (and was charged in full).
+            latest = await self.service.store.get(job.id)
+            canceled = latest is not None and latest.job_status is JobStatus.CANCELED
+            return _refused(ALREADY_CANCELED if canceled else ALREADY_OVER)
         log.info("job %s canceled by %s:%s", job.id, press.platform, press.user_id)
         return Reply(None)  # the job's own message now says it was canceled
 
@@ -194,7 +208,10 @@ class Followups:
         """The parent's output `index` as a model input (a data: URL or an upload)."""
         if parent.job_status is not JobStatus.SUCCEEDED:
             return _refused(NOT_FINISHED)
-        output = await self._delivered_output(press, parent, index)
+        try:
+            output = await self._delivered_output(press, parent, index)
+        except OutputUnavailable:
+            return _refused(IMAGE_UNREACHABLE)
         if output is None:
             return _refused(NO_IMAGE)
         try:
@@ -206,7 +223,9 @@ class Followups:
             return _refused(IMAGE_FAILED)
 
     async def _delivered_output(self, press: Press, parent: Job, index: int) -> OutputFile | None:
-        """Where it was delivered first (it lasts); else Replicate's link while it lives."""
+        """Where it was delivered first (it lasts); else Replicate's link while it lives.
+        None when both are gone; OutputUnavailable when one exists but cannot be read now."""
+        unreachable = False
         if press.source is not None:
             try:
                 found = await press.source(parent, index)
@@ -214,19 +233,28 @@ class Followups:
                 log.warning(
                     "job %s: delivered output %d unreachable", parent.id, index, exc_info=True
                 )
-                found = None
+                found, unreachable = None, True
             if found is not None:
                 return found
         urls, _ = split_output(parent.output)
         done = parent.completed_at
         if index > len(urls) or done is None or utcnow() - done > REPLICATE_LINKS_LAST:
+            if unreachable:
+                raise OutputUnavailable(f"output {index} of job {parent.id} unreachable")
             return None
         try:
             result = await self.fetcher.fetch([urls[index - 1]])
+        except OutputUnavailable:
+            log.warning("job %s: output %d not downloadable now", parent.id, index, exc_info=True)
+            raise
         except Exception:
             log.warning("job %s: output %d not downloadable", parent.id, index, exc_info=True)
-            return None
-        return result.files[0] if result.files else None
+            result = None
+        if result is not None and result.files:
+            return result.files[0]
+        if unreachable:
+            raise OutputUnavailable(f"output {index} of job {parent.id} unreachable")
+        return None
 
 
 def _asked(press: Press) -> CommandRequest:
