@@ -18,7 +18,7 @@ import mimetypes
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
 import httpx
 
@@ -77,10 +77,13 @@ class OutputFetcher:
         return JobResult(files=files, text=text, skipped=skipped, links=links)
 
     def is_allowed(self, url: str) -> bool:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            host = (parts.hostname or "").lower()
+        except ValueError:  # "https://[x]/": a model's output is any string it likes
+            return False
         if parts.scheme not in ("https", "http"):
             return False
-        host = (parts.hostname or "").lower()
         netloc = parts.netloc.lower().rpartition("@")[2]
         for allowed in self.allowed_hosts:
             if ":" in allowed:
@@ -116,6 +119,10 @@ class OutputFetcher:
             raise OutputRejected(
                 f"output {index + 1} took longer than {self.deadline:g} s to download"
             ) from None
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            # A URL no client can request (a backslash in its host, no such port): trying again
+            # cannot help, so it is this output refused, not the whole delivery held back.
+            raise OutputRejected(f"output {index + 1} is not a URL Conjure can read") from exc
         except httpx.TransportError as exc:  # refused, reset, a read timeout: it may pass
             raise OutputUnavailable(
                 f"output {index + 1} could not be downloaded ({type(exc).__name__})"
@@ -124,8 +131,8 @@ class OutputFetcher:
             raise OutputRejected(
                 f"output {index + 1} could not be downloaded ({type(exc).__name__})"
             ) from exc
-        filename = _filename(url, index)
-        content_type = content_type or mimetypes.guess_type(filename)[0] or ""
+        content_type = content_type or mimetypes.guess_type(_filename(url, index))[0] or ""
+        filename = _filename(url, index, content_type)
         return OutputFile(
             filename=filename,
             content=content,
@@ -288,16 +295,34 @@ def _is_file_url(value: str) -> bool:
     return value.startswith(("https://", "http://", "data:")) and " " not in value.strip()
 
 
-def _filename(url: str, index: int) -> str:
-    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1]) or f"output-{index}"
-    return "".join(ch for ch in name if ch.isalnum() or ch in "-_.")[:100] or f"output-{index}"
+NAME_MAX = 100  # characters of an output's file name
+
+
+def _filename(url: str, index: int, content_type: str = "") -> str:
+    """The URL's last segment, safe as an upload's name (no separators, no leading dots), at
+    most NAME_MAX characters with its extension kept (or, without one, the content type's):
+    Discord shows an attachment inline, as an image or a player, by its name's extension."""
+    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    name = "".join(ch for ch in name if ch.isalnum() or ch in "-_.").lstrip(".")
+    stem, dot, extension = name.rpartition(".")
+    if not (dot and stem and 0 < len(extension) <= 10):
+        stem, extension = name.rstrip("."), (mimetypes.guess_extension(content_type) or ".")[1:]
+    stem = stem or f"output-{index}"
+    if not extension:
+        return stem[:NAME_MAX]
+    return f"{stem[: NAME_MAX - len(extension) - 1]}.{extension}"
 
 
 def _from_data_url(url: str, index: int, max_bytes: int) -> OutputFile:
     header, _, payload = url.partition(",")
     content_type = header[5:].split(";")[0] or "application/octet-stream"
     try:
-        content = base64.b64decode(payload) if ";base64" in header else unquote(payload).encode()
+        if ";base64" in header:
+            # Strictly: a lenient decode drops what is not base64 and delivers a garbled file.
+            # The payload may be percent-encoded (RFC 2397) and wrapped; nothing else is let by.
+            content = base64.b64decode("".join(unquote(payload).split()), validate=True)
+        else:
+            content = unquote_to_bytes(payload)  # %89 is the byte 0x89, not a UTF-8 error
     except (binascii.Error, ValueError) as exc:
         raise OutputRejected(f"output {index + 1} is not valid data") from exc
     if len(content) > max_bytes:
