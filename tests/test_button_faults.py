@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import timedelta
 
-from bot.followups.service import ALREADY_CANCELED, GONE
+from bot.followups.service import ALREADY_CANCELED, GONE, IMAGE_UNREACHABLE
 from bot.jobs import CANCEL_REFUSED
 from bot.sandbox.faults import HttpFault
 from storage.models import utcnow
@@ -20,6 +20,7 @@ from tests.test_discord_buttons import callbacks, children, made
 from tests.test_slack_buttons import (
     BOB,
     CHANNEL,
+    finished_imagine,
     running_job,
 )
 
@@ -130,3 +131,25 @@ async def test_a_second_cancel_says_canceled_not_finished(sandbox_server, sqlite
         await conjure.settle(sandbox_server)
         [answer] = conjure.fake.responses_to(again.response_id)
         assert answer.response_type == "ephemeral" and answer.text == ALREADY_CANCELED
+
+
+async def test_a_slack_outage_says_try_again_not_that_the_image_is_gone(
+    sandbox_server, sqlite_url: str
+) -> None:
+    """The same on Slack: a day later, files.info answers 500 for a moment. The image is still
+    there; the presser is told to try again, and a press once Slack is back works."""
+    async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
+        parent, job = await finished_imagine(conjure, sandbox_server, "an old map")
+        await conjure.runtime.store.update_fields(job.id, completed_at=utcnow() - timedelta(days=1))
+        conjure.fake.fail("files.info", count=10)
+
+        pressed = await conjure.press(parent, "V1")
+        await conjure.settle(sandbox_server)
+        [answer] = conjure.fake.responses_to(pressed.response_id)
+        assert answer.response_type == "ephemeral" and answer.text == IMAGE_UNREACHABLE
+        assert sandbox_server.sandbox.create_count == 1
+
+        conjure.fake.recover("files.info")
+        await conjure.press(parent, "V1")
+        await conjure.settle(sandbox_server)
+        assert sandbox_server.sandbox.create_count == 2

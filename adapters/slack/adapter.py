@@ -22,7 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack import markup as say
 from adapters.slack.buttons import status_blocks
 from adapters.slack.files import OUTPUTS_KEY
-from adapters.slack.reach import SLACK_ERRORS, open_dm, respond
+from adapters.slack.reach import SLACK_ERRORS, open_dm, passing, respond
 from adapters.slack.streaming import ANSWER_KEY, AnswerStreams
 from adapters.slack.uploads import FILES_KEY, Checkpoint, already_shared, upload_and_share
 from bot.adapter import ChatAdapter, JobResult
@@ -55,9 +55,6 @@ CANNOT_POST = frozenset(
 )
 _NOUNS = {"image": "image", "video": "video", "audio": "audio clip"}
 # Slack's own words for "not now": worth trying the same call again later.
-PASSING_ERRORS = frozenset(
-    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
-)
 # A status post that Slack answered with a passing error (a 5xx) is sent again once, after
 # its Retry-After (between these bounds), before the job is taken for one without a thread.
 STATUS_TRIES = 2
@@ -338,10 +335,7 @@ class SlackAdapter(ChatAdapter):
         `file_not_found`) is Slack refusing this request as it is: sending it again repeats it.
         """
         if isinstance(exc, SlackApiError):
-            status = exc.response.status_code
-            if status == 429 or status >= 500 or (status == 200 and _reason(exc) in PASSING_ERRORS):
-                return _retry_after(exc.response.headers)
-            return None
+            return _retry_after(exc.response.headers) if passing(exc) else None
         if isinstance(exc, SlackRequestError | ClientError | TimeoutError | ConnectionError):
             return 0.0  # the upload URL failing (SlackRequestError), or the network
         return None

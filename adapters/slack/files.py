@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.reach import SLACK_ERRORS
+from adapters.slack.reach import SLACK_ERRORS, passing
 from adapters.slack.uploads import FILES_KEY
 from bot.adapter import OutputFile
 from bot.replicate.outputs import OutputFetcher, OutputRejected, OutputUnavailable
@@ -49,8 +49,10 @@ class SlackFiles:
         self.fetcher = OutputFetcher(http, (*SLACK_FILE_HOSTS, api), max_bytes, deadline=deadline)
 
     async def output(self, job: Job, index: int) -> OutputFile | None:
-        """The file, or None when the job has no such delivered file, Slack no longer has it,
-        or it cannot be read (the core then tries Replicate's link)."""
+        """The file, or None when the job has no such delivered file, or Slack no longer has
+        it (or refuses it); OutputUnavailable when Slack cannot answer just now, so that a
+        passing outage is not told as a deleted image (the core tries Replicate's link, then
+        says so either way)."""
         file_id = file_for_output(job.destination, index)
         if file_id is None:
             return None
@@ -58,6 +60,8 @@ class SlackFiles:
             answer = await self.client.files_info(file=file_id)
         except SLACK_ERRORS as exc:
             log.info("job %s: file %d not readable in Slack (%s)", job.id, index, _reason(exc))
+            if passing(exc):
+                raise OutputUnavailable(f"file {index} of job {job.id}: {_reason(exc)}") from exc
             return None
         info = answer.get("file") or {}
         url = str(info.get("url_private_download") or info.get("url_private") or "")
@@ -67,7 +71,7 @@ class SlackFiles:
         token = {"Authorization": f"Bearer {self.client.token or ''}"}
         try:
             downloaded = await self.fetcher.download(url, index - 1, headers=token)
-        except (OutputRejected, OutputUnavailable) as exc:
+        except OutputRejected as exc:
             log.info("job %s: file %d not downloaded (%s)", job.id, index, exc)
             return None
         return OutputFile(

@@ -26,6 +26,21 @@ log = logging.getLogger(__name__)
 SLACK_ERRORS = (SlackApiError, ClientError, TimeoutError)
 """What a Slack call can raise once slack_sdk's own retries are used up."""
 
+PASSING_ERRORS = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
+"""Slack's `error`s (in an HTTP 200 answer) that say "try later", not "never"."""
+
+
+def passing(exc: BaseException) -> bool:
+    """Whether a Slack call's error may pass: a 429, a 5xx, one of PASSING_ERRORS, a dropped
+    connection or a timeout. Anything else is Slack refusing the request as it is."""
+    if isinstance(exc, SlackApiError):
+        status = exc.response.status_code
+        reason = str(exc.response.get("error"))
+        return status == 429 or status >= 500 or (status == 200 and reason in PASSING_ERRORS)
+    return isinstance(exc, ClientError | TimeoutError | ConnectionError)
+
 
 def retry_handlers() -> list[AsyncRetryHandler]:
     """Retry dropped connections once, and 429s after their Retry-After (a 429 posted nothing)."""
