@@ -8,7 +8,10 @@ again every few seconds, so when the holder dies another takes over within secon
 - PostgreSQL: a session-level advisory lock (`pg_try_advisory_lock`) held on a connection of
   its own. The server releases it when that session ends (the process died, or the network
   did), and the holder checks its connection every few seconds: a lost connection stops the
-  singletons before anyone else can have taken the lock for long.
+  singletons before anyone else can have taken the lock for long. A holder whose machine
+  vanishes closes nothing, so the session is told to end itself after SERVER_IDLE_TIMEOUT of
+  silence (idle_session_timeout, and TCP keepalives before PostgreSQL 14): left to the
+  operating system's keepalive defaults, nobody would lead for over two hours.
 - SQLite: `flock` on a file beside the database; the kernel releases it when the process dies.
   (SQLite serves one machine, so that is every process that can share the database.)
 """
@@ -19,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
@@ -42,6 +46,11 @@ log = logging.getLogger(__name__)
 LOCK_KEY = 0x636F6E6A757265  # "conjure"
 RETRY_SECONDS = 2.0  # how often a non-holder tries again, and the holder checks its lock
 CHECK_TIMEOUT = 5.0  # a check that takes longer than this counts as a lost connection
+# Seconds of silence after which the server ends a lock session itself (a vanished holder's);
+# well past RETRY_SECONDS, since holders and contenders alike query that often.
+SERVER_IDLE_TIMEOUT = 15.0
+IDLE_SESSION_TIMEOUT_SINCE = 140000  # server_version_num of PostgreSQL 14
+DUTY_MAX_PAUSE = 60.0  # seconds at most between restarts of a duty that keeps failing
 
 Duty = Callable[[], Awaitable[None]]
 
@@ -76,6 +85,7 @@ class PostgresLock:
         try:
             if self._conn is None:
                 self._conn = await self._engine.connect()
+                await _end_when_silent(self._conn)
             query = text("SELECT pg_try_advisory_lock(:key)")
             self._held = bool((await self._conn.execute(query, {"key": self._key})).scalar())
             await self._conn.commit()  # the lock is the session's; no transaction stays open
@@ -233,7 +243,7 @@ class Leadership:
         self.leading.set()
         log.info("leading: running %s (pid %d)", ", ".join(self.duties) or "nothing", os.getpid())
         tasks = [
-            asyncio.create_task(_guarded(name, duty), name=f"leader:{name}")
+            asyncio.create_task(_guarded(name, duty, self.retry), name=f"leader:{name}")
             for name, duty in self.duties.items()
         ]
         try:
@@ -251,14 +261,43 @@ class Leadership:
         await self.lock.aclose()
 
 
-async def _guarded(name: str, duty: Duty) -> None:
-    """A duty that fails is logged, not left to fail silently in its task."""
-    try:
-        await duty()
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("the leader's %s stopped", name)
+async def _guarded(name: str, duty: Duty, pause: float) -> None:
+    """Run a duty; one that fails is logged and started again after a pause (doubling, at most
+    DUTY_MAX_PAUSE): left stopped, it would stay stopped for as long as this process leads,
+    since no other process can take the lead from a holder that is alive. One that returns
+    has ended (its platform closed) and is not started again."""
+    wait = pause
+    while True:
+        started = time.monotonic()
+        try:
+            await duty()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            if time.monotonic() - started > DUTY_MAX_PAUSE:
+                wait = pause  # it had run a good while: a new failure, not the same one again
+            log.exception("the leader's %s stopped; starting it again in %gs", name, wait)
+        await asyncio.sleep(wait)
+        wait = min(DUTY_MAX_PAUSE, max(wait, 0.1) * 2)
+
+
+async def _end_when_silent(conn: AsyncConnection) -> None:
+    """Have the server end this session after SERVER_IDLE_TIMEOUT without a query, so the lock
+    of a holder that vanished without closing its connection is freed within seconds."""
+    seconds = max(1, round(SERVER_IDLE_TIMEOUT))
+    settings = {  # TCP keepalives: probes from a third of the timeout, three of them
+        "tcp_keepalives_idle": max(1, seconds // 3),
+        "tcp_keepalives_interval": max(1, seconds // 6),
+        "tcp_keepalives_count": 3,
+    }
+    version = int((await conn.execute(text("SHOW server_version_num"))).scalar_one())
+    if version >= IDLE_SESSION_TIMEOUT_SINCE:
+        settings["idle_session_timeout"] = round(SERVER_IDLE_TIMEOUT * 1000)  # milliseconds
+    for name, value in settings.items():
+        query = text("SELECT set_config(:name, :value, false)")
+        await conn.execute(query, {"name": name, "value": str(value)})
+    await conn.commit()
 
 
 async def _close(conn: AsyncConnection) -> None:

@@ -96,14 +96,6 @@ class LimitReached(Exception):
         self.hold = hold
 
 
-def _row(hold: Hold) -> Any:
-    return and_(
-        UsageCounter.scope == hold.scope,
-        UsageCounter.subject == hold.subject,
-        UsageCounter.period == hold.period,
-    )
-
-
 async def ensure_counter(conn: AsyncConnection, scope: str, subject: str, period: str) -> None:
     """Create the counter row if it is not there yet (INSERT ... ON CONFLICT DO NOTHING)."""
     insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
@@ -240,15 +232,23 @@ def _give_back_job_statement() -> Any:
     )
 
 
-async def charge_late(conn: AsyncConnection, holds: Sequence[Hold], actual: int) -> None:
-    """Record spend that Replicate billed after the job's holds were already released."""
+async def charge_late(
+    conn: AsyncConnection, holds: Sequence[Hold], actual: int
+) -> list[BudgetAlert]:
+    """Record spend that Replicate billed after the job's holds were already released; returns
+    budget alerts newly due (late spend reaches a threshold as any other does)."""
+    alerts: list[BudgetAlert] = []
+    now = utcnow()
     for hold in holds:
         if hold.kind is HoldKind.USD:
-            await conn.execute(
-                update(UsageCounter)
-                .where(_row(hold))
-                .values(spent_micros=UsageCounter.spent_micros + actual, updated_at=utcnow())
+            row = {"s_scope": hold.scope, "s_subject": hold.subject, "s_period": hold.period}
+            result = await conn.execute(
+                _settle_usd_statement(), {**row, "s_estimate": 0, "s_actual": actual, "s_now": now}
             )
+            spent = result.scalar_one_or_none()
+            if spent is not None and hold.limit and actual > 0:
+                alerts += await _raise_alerts(conn, hold, hold.limit, spent)
+    return alerts
 
 
 async def _raise_alerts(
