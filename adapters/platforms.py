@@ -10,6 +10,7 @@ long as the platform runs. A platform with no credentials configured is simply n
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -20,6 +21,12 @@ from bot.adapter import ChatAdapter
 from bot.config import Settings
 from bot.jobs import JobService
 from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# Seconds a stop waits for the jobs' work in flight before closing the platforms: short of
+# Docker's 10 s between SIGTERM and SIGKILL, with room for the HTTP server's own stop.
+DRAIN_SECONDS = 5.0
 
 
 def configured_platforms(settings: Settings) -> list[str]:
@@ -50,7 +57,21 @@ async def start_platforms(runtime: Runtime) -> AsyncIterator[list[BaseRoute]]:
     async with contextlib.AsyncExitStack() as stack:
         for name in configured_platforms(runtime.settings):
             routes += (await stack.enter_async_context(run_platform(runtime, name))).routes
-        yield routes
+        try:
+            yield routes
+        finally:
+            await drain(runtime.service)
+
+
+async def drain(service: JobService, timeout: float | None = None) -> None:
+    """At a stop, before the platforms close: let the jobs' work in flight finish (a command
+    acked just before, whose status message and prediction were on their way), for at most
+    `timeout` seconds (DRAIN_SECONDS). Closing the platforms' sessions under that work, and
+    then cancelling it, left the channel silent until a restart's recovery found the job."""
+    try:
+        await service.wait_idle(DRAIN_SECONDS if timeout is None else timeout)
+    except TimeoutError as exc:
+        log.warning("stopping with %s; the next start picks them up", exc)
 
 
 @contextlib.asynccontextmanager

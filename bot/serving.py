@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
@@ -35,9 +36,41 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
-    """`asyncio.run(main)` on the fastest event loop available."""
+    """`asyncio.run(main)` on the fastest event loop available; SIGTERM stops it gracefully.
+
+    asyncio turns Ctrl-C (SIGINT) into a cancellation of `main`, which unwinds it: a server stops
+    accepting, finishes what is in flight and closes its connections. SIGTERM, how systemd,
+    Docker and Kubernetes stop a process, had no handler and killed it where it stood; it now
+    cancels `main` the same way, and the process then exits 0 (SystemExit).
+    """
+    terminated = False
+
+    async def until_done_or_terminated() -> T:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+
+        def terminate() -> None:
+            nonlocal terminated
+            if not terminated and task is not None:  # a second SIGTERM: already stopping
+                terminated = True
+                task.cancel()
+
+        try:
+            loop.add_signal_handler(signal.SIGTERM, terminate)
+        except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not main thread
+            return await main
+        try:
+            return await main
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        return runner.run(main)
+        try:
+            return runner.run(until_done_or_terminated())
+        except asyncio.CancelledError:
+            if terminated:
+                raise SystemExit(0) from None
+            raise
 
 
 YOUNG_COLLECTION_AFTER = 10_000  # new container objects between two young collections

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import discord
 
@@ -25,6 +26,10 @@ from bot.commands.handler import Commands
 from bot.inputs import InputFile
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+ALREADY_ACKNOWLEDGED = 40060  # Discord's error code for a second response to one interaction
+_A_COPY = object()  # what _first_response returns for a copy of an interaction
 
 
 class InteractionListener:
@@ -54,7 +59,10 @@ class InteractionListener:
         options = with_files(options, self.file_hosts)
         early: list[Any] = []
         if any(isinstance(value, InputFile) for value in options.values()):
-            early.append(await defer_publicly(interaction))
+            deferred = await _first_response(defer_publicly(interaction))
+            if deferred is _A_COPY:
+                return
+            early.append(deferred)
 
         async def acknowledge() -> dict[str, Any]:
             deferred = early[0] if early else await defer_publicly(interaction)
@@ -80,13 +88,28 @@ class InteractionListener:
 
     async def run_conjure(self, interaction: discord.Interaction, text: str) -> None:
         """`/conjure <text>`: answered privately, by the same code as every platform."""
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        deferred = interaction.response.defer(ephemeral=True, thinking=True)
+        if await _first_response(deferred) is _A_COPY:
+            return
         reply = await self.commands.handle(_request(interaction, "conjure", text, None))
         answer = markup.render(reply.text) if reply.text else ""
         first, *rest = markup.split_text(answer)
         await interaction.edit_original_response(content=first)
         for chunk in rest:
             await interaction.followup.send(chunk, ephemeral=True)
+
+
+async def _first_response(response: Awaitable[T]) -> T | object:
+    """The interaction's first response, or `_A_COPY` when Discord says it has one already:
+    this is a copy of an interaction (a gateway RESUME may replay it) whose first copy answers
+    it. Such a copy logged an ERROR with a traceback and tried to say "Something went wrong"."""
+    try:
+        return await response
+    except discord.HTTPException as exc:
+        if exc.code != ALREADY_ACKNOWLEDGED:
+            raise
+    log.info("a copy of a Discord interaction already answered; ignored")
+    return _A_COPY
 
 
 def _request(
