@@ -14,11 +14,12 @@ from sqlalchemy import event
 from storage.engine import statement_engines
 from tests.slack_harness import running_slack_conjure
 
-STATEMENTS_PER_COMMAND = 21  # the counters' 6 reservations and 4 settlements are half
-# A job still running 0.3 s after its status message gets a delayed status edit, which reads or
-# writes its row once more: a loaded machine makes some jobs that slow (one edit each here,
-# the next one being a minute away).
-DELAYED_EDIT = 1
+STATEMENTS_PER_COMMAND = 19  # the counters' 6 reservations and 4 settlements are half
+# Besides those, a job's reads and progress writes depend on timing: a job still running 0.3 s
+# after its status message gets a delayed status edit, which reads its row (and may write its
+# progress) once more, and a loaded machine makes jobs that slow. Counted apart, with room.
+TIMED_PER_COMMAND = 4
+_TIMED = ("SELECT job.", "UPDATE job SET progress=")
 
 
 async def test_a_command_makes_its_statements_and_each_is_compiled_once(
@@ -41,4 +42,7 @@ async def test_a_command_makes_its_statements_and_each_is_compiled_once(
         assert len(conjure.fake.shared_uploads()) == 4  # every result delivered
 
     assert through_sqlalchemy == []
-    assert len(compiled) <= 3 * (STATEMENTS_PER_COMMAND + DELAYED_EDIT), "\n".join(compiled)
+    timed = [sql for sql in compiled if sql.startswith(_TIMED)]
+    fixed = [sql for sql in compiled if not sql.startswith(_TIMED)]
+    assert len(fixed) <= 3 * STATEMENTS_PER_COMMAND, "\n".join(fixed)
+    assert len(timed) <= 3 * TIMED_PER_COMMAND, "\n".join(timed)
