@@ -66,6 +66,10 @@ STREAMS_AT_ONCE = 32
 # Seconds after which a delayed status edit looks again whether it is due (bot.updates: the
 # interval between edits grows and shrinks with the jobs running in the workspace).
 SHOW_RECHECK = 10.0
+# Seconds a status edit may take before the job is read again after it (_restore_outcome):
+# an edit that took longer may have been overtaken by another instance's outcome. A quick one
+# cannot: showing an outcome takes more calls than the edit.
+SLOW_EDIT = 1.0
 RELAY_KEPT = 120.0  # seconds a finished relay waits for this instance's delivery
 UNDELIVERABLE = (
     "Your result is ready, but Conjure could not post it here after several tries; "
@@ -921,12 +925,36 @@ class JobService:
             return
         self.followed.shown(job.id)
         async with screen.lock:
-            if screen.ended:
+            adapter = self._adapters.get(job.platform)
+            if screen.ended or adapter is None:
                 return
+            sent = time.monotonic()
             try:
-                await self._adapters[job.platform].update_status(job)
+                await adapter.update_status(job)
             except Exception:
                 log.warning("could not update the status of job %s", job.id, exc_info=True)
+                return
+            # A slow edit may have landed after the outcome another instance showed meanwhile;
+            # where it was shown here, it is shown next, after this edit.
+            if time.monotonic() - sent >= SLOW_EDIT and not screen.ended:
+                await self._restore_outcome(adapter, job.id)
+
+    async def _restore_outcome(self, adapter: ChatAdapter, job_id: str) -> None:
+        """After a slow status edit: where the job ended meanwhile, show its end again. The edit
+        may have landed after the outcome another instance showed (a 429 makes the platform's
+        client wait and send it again): "running 80%" with a Cancel button would stay on a
+        job that is done."""
+        try:
+            current = await self.store.get(job_id)
+        except SQLAlchemyError:
+            log.warning("job %s: could not check it after a status edit", job_id)
+            return
+        if current is None or not current.job_status.terminal:
+            return
+        try:
+            await adapter.update_status(current)
+        except Exception:
+            log.warning("could not show the outcome of job %s again", job_id, exc_info=True)
 
     def _show_later(self, job_id: str) -> None:
         """Show the job's latest status once the interval has passed (a change that came too
@@ -1029,19 +1057,15 @@ class JobService:
         """Post the result (or the failure) of a job whose delivery this caller holds; an
         error that should pass is tried again, then left to the sweeper, never failed."""
         adapter = self._adapters.get(job.platform)
-        if adapter is None:
-            await self.store.finish_delivery(job.id, f"no adapter for {job.platform}")
+        if adapter is None:  # detached since it was claimed (a graceful stop): not a failure
+            reason = f"no adapter for {job.platform}"
+            await self.store.release_delivery(job.id, reason, job.delivery_attempts)
             return False
-        await self._close_stream(job)
-        async with self._delivering:
-            with self._screen(job.id) as screen:
-                screen.ended = True  # a progress update still on its way is not shown after
-                try:
-                    async with screen.lock:
-                        failed = await self._post_leased(adapter, job)
-                except LeaseLost:
-                    log.warning("job %s: its delivery was taken over; this one stopped", job.id)
-                    return False
+        try:
+            failed = await self._post_leased(adapter, job)
+        except LeaseLost:
+            log.warning("job %s: its delivery was taken over; this one stopped", job.id)
+            return False
         if failed is None:
             await self.store.finish_delivery(job.id)
             job_event(job, "delivered", status=job.status, duration=_lasted(job, utcnow()))
@@ -1079,11 +1103,13 @@ class JobService:
         return record
 
     async def _post_leased(self, adapter: ChatAdapter, job: Job) -> _Failed | None:
-        """_post_outcome, with this claim's lease kept alive meanwhile: renewed every third of
+        """_post_in_turn, with this claim's lease kept alive meanwhile: renewed every third of
         the lease, so only a claimant that died (and its renewals with it) loses it. One that
         finds it lost anyway (stalled past its lease, and taken over) stops posting (LeaseLost),
-        so two instances never post at once."""
-        posting = asyncio.create_task(self._post_outcome(adapter, job))
+        so two instances never post at once. Renewed from the claim on, not from the post:
+        a claim waiting its turn (every delivery slot busy) past its lease would be taken over,
+        and both claimants would post once they got a slot."""
+        posting = asyncio.create_task(self._post_in_turn(adapter, job))
         renewal = asyncio.create_task(self._renew(job, posting))
         try:
             return await posting
@@ -1097,20 +1123,45 @@ class JobService:
             with contextlib.suppress(asyncio.CancelledError):
                 await renewal
 
+    async def _post_in_turn(self, adapter: ChatAdapter, job: Job) -> _Failed | None:
+        """_post_outcome once a delivery slot is free and no status edit of the job is under way
+        here; no status edit follows it."""
+        await self._close_stream(job)
+        async with self._delivering:
+            with self._screen(job.id) as screen:
+                screen.ended = True  # a progress update still on its way is not shown after
+                async with screen.lock:
+                    return await self._post_outcome(adapter, job)
+
     async def _renew(self, job: Job, posting: asyncio.Task[Any]) -> None:
-        """Renew the lease of `job`'s claim until cancelled; if it is lost, cancel `posting`."""
+        """Renew the lease of `job`'s claim until cancelled; if it is lost, cancel `posting`.
+
+        A renewal that fails (the database unreachable from here, or too slow) is tried again,
+        but only while the lease surely holds: `posting` is cancelled a sixth of a lease before
+        the last lease known to be held lapses, since past it another instance may take the
+        delivery over and post it too."""
+        policy = self.delivery
+        loop = asyncio.get_running_loop()
+        lease = policy.lease.total_seconds()
+        held_until = loop.time() + _lease_left(job, lease)
         while True:
-            await asyncio.sleep(self.delivery.renew_every)
+            stop_at = held_until - policy.renew_every / 2
+            await asyncio.sleep(max(0.0, min(policy.renew_every, stop_at - loop.time())))
+            if loop.time() >= stop_at:
+                log.warning("job %s: could not renew the delivery lease in time; stopped", job.id)
+                posting.cancel()
+                return
+            asked = loop.time()
             try:
-                held = await self.store.renew_lease(
-                    job.id, job.delivery_attempts, self.delivery.lease
-                )
-            except SQLAlchemyError:
+                async with asyncio.timeout_at(stop_at):
+                    held = await self.store.renew_lease(job.id, job.delivery_attempts, policy.lease)
+            except (SQLAlchemyError, TimeoutError):
                 log.warning("job %s: could not renew the delivery lease", job.id)
                 continue
             if not held:
                 posting.cancel()
                 return
+            held_until = asked + lease
 
     async def _post_outcome(self, adapter: ChatAdapter, job: Job) -> _Failed | None:
         """Show the job's outcome, trying again after errors the adapter calls passing; None
@@ -1301,6 +1352,15 @@ class JobService:
         for job in await self.store.undelivered(now):
             if job.platform in self._adapters and self.delivery.due(job, now):
                 self.spawn(self.deliver(job.id))
+
+
+def _lease_left(job: Job, lease: float) -> float:
+    """Seconds the claim `job` was read with still holds (its lease was set by this process's
+    clock as it claimed), at most `lease`."""
+    until = job.delivery_lease_until
+    if until is None:
+        return lease
+    return min(lease, max(0.0, (until - utcnow()).total_seconds()))
 
 
 def _start_unknown(job: Job, prediction: Prediction) -> bool:
