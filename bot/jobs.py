@@ -629,7 +629,8 @@ class JobService:
                 try:
                     started = await self.store.promote(job, holds)
                 except LimitReached as exc:
-                    if exc.hold.kind is HoldKind.IN_FLIGHT:
+                    # Waits on for a slot that will free; one whose limit is now 0 never will.
+                    if queueable(exc.hold, self.settings):
                         if exc.hold.scope != USER:
                             break  # the workspace is full: nobody else fits either
                         blocked.add(job.user_id)

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
-
 from bot.adapter import CommandRequest
 from storage.jobs import user_subject
 from storage.models import JobStatus
@@ -47,11 +45,6 @@ async def test_a_late_charge_that_reaches_a_budget_threshold_alerts_the_admins(
         assert any("has reached 100%" in line and "$0.003 of $0.003" in line for line in alerts)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs bot/jobs.py start_waiting: keep waiting only where queueable(exc.hold), "
-    "else refuse (a limit of 0 frees no slot)",
-)
 async def test_a_queued_job_whose_slot_limit_drops_to_zero_is_refused_not_left_waiting(
     sandbox_server, database_url: str, tmp_path: Path
 ) -> None:
