@@ -908,6 +908,8 @@ class JobService:
         )
         if late is None:
             return
+        if late.alerts_due:
+            self.spawn(self.send_alerts())
         log.warning(
             "job %s: prediction %s ran after the job was given up; charged %s%s",
             job.id,
@@ -916,7 +918,7 @@ class JobService:
             ", delivering its result" if deliver else "",
         )
         if deliver:
-            self.spawn(self._deliver_claimed(late))
+            self.spawn(self._deliver_claimed(late.job))
 
     async def _throttled_status_update(self, job: Job, screen: _Screen) -> None:
         """Show a running job's new status or progress, at most once per progress_interval,

@@ -373,10 +373,11 @@ class JobStore:
         output: Any = None,
         claim: bool = False,
         lease: timedelta = DELIVERY_LEASE,
-    ) -> Job | None:
+    ) -> Finished | None:
         """A terminal webhook for a job that had already failed before its prediction was known
         (its create looked lost): record the prediction and what Replicate billed, once; the
-        row as it now stands, or None for a copy already recorded.
+        row as it now stands (and whether budget alerts fell due), or None for a copy already
+        recorded.
 
         With the `output` of a prediction that succeeded, the job becomes the success it turned
         out to be, to be delivered (the person was charged for it): claimed for the caller with
@@ -400,8 +401,9 @@ class JobStore:
             if row is None:
                 return None
             late = _job(row._mapping)
-            await usage.charge_late(conn, [Hold.from_json(d) for d in late.holds], actual_micros)
-        return late
+            holds = [Hold.from_json(d) for d in late.holds]
+            alerts = await usage.charge_late(conn, holds, actual_micros)
+        return Finished(job=late, alerts_due=bool(alerts))
 
     async def claim_delivery(self, job_id: str, lease: timedelta = DELIVERY_LEASE) -> bool:
         """Take the delivery of a finished job (pending, or its holder's lease lapsed) for
