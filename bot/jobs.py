@@ -1078,7 +1078,7 @@ class JobService:
             job_event(
                 job, "delivery failed", level=logging.ERROR, reason=reason, exc_info=failed.error
             )
-            await self.store.finish_delivery(job.id, reason)
+            await self.store.finish_delivery(job.id, reason, job.delivery_attempts)
         elif job.delivery_attempts >= self.delivery.max_claims:
             job_event(
                 job,
@@ -1087,7 +1087,7 @@ class JobService:
                 reason=f"{reason}, gave up",
                 attempts=job.delivery_attempts,
             )
-            await self.store.finish_delivery(job.id, f"{reason} (gave up)")
+            await self.store.finish_delivery(job.id, f"{reason} (gave up)", job.delivery_attempts)
             if job.job_status is JobStatus.SUCCEEDED:
                 with contextlib.suppress(Exception):
                     await adapter.post_error(job, UNDELIVERABLE)

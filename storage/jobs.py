@@ -451,10 +451,15 @@ class JobStore:
                 .values(delivery=Delivery.PENDING, delivery_error=error, updated_at=now)
             )
 
-    async def finish_delivery(self, job_id: str, error: str | None = None) -> None:
+    async def finish_delivery(
+        self, job_id: str, error: str | None = None, attempt: int | None = None
+    ) -> None:
         """Mark the delivery done, or failed for good (it is never tried again), and in the same
         UPDATE drop the destination's capabilities (CAPABILITY_KEYS): nothing posts for the job
-        any more, and a row that outlives its job should not let its reader post as Conjure."""
+        any more, and a row that outlives its job should not let its reader post as Conjure.
+
+        A failure is that of claim `attempt` only: a claimant whose lease lapsed must not fail a
+        delivery another instance now holds (or has made), which could then never pass."""
         now = utcnow()
         values = {
             "delivery": Delivery.FAILED if error else Delivery.DELIVERED,
@@ -462,9 +467,13 @@ class JobStore:
             "delivered_at": now,
             "updated_at": now,
         }
-        statement = _finish_delivery_statement(self.engine.dialect.name)
+        claim = error is not None and attempt is not None
+        statement = _finish_delivery_statement(self.engine.dialect.name, claim)
+        params = _params(job_id, values)
+        if claim:
+            params["attempt"] = attempt
         async with write(self.engine) as conn:
-            await conn.execute(statement, _params(job_id, values))
+            await conn.execute(statement, params)
 
 
 def user_subject(platform: str, workspace: str, user_id: str) -> str:
@@ -589,9 +598,10 @@ CAPABILITY_KEYS = ("response_url", "token")
 
 
 @cached_statement
-def _finish_delivery_statement(dialect: str) -> Any:
+def _finish_delivery_statement(dialect: str, claim: bool = False) -> Any:
     """The UPDATE that ends a delivery and strips CAPABILITY_KEYS from the destination, in SQL
-    (so it cannot undo a concurrent change to the rest of the destination)."""
+    (so it cannot undo a concurrent change to the rest of the destination); with `claim`, only
+    while the delivery is still that claim's (delivering, at its attempt)."""
     names = ("delivered_at", "delivery", "delivery_error", "updated_at")
     column = _JOBS.c.destination
     if dialect == "postgresql":
@@ -601,7 +611,11 @@ def _finish_delivery_statement(dialect: str) -> Any:
         stripped = cast(stripped, JSON)
     else:
         stripped = func.json_remove(column, *(f"$.{key}" for key in CAPABILITY_KEYS))
-    return update(_JOBS).where(_ID).values({**_set(names), "destination": stripped})
+    where = [_ID]
+    if claim:
+        attempt = bindparam("attempt", type_=_JOBS.c.delivery_attempts.type)
+        where += [_JOBS.c.delivery == Delivery.DELIVERING, _JOBS.c.delivery_attempts == attempt]
+    return update(_JOBS).where(*where).values({**_set(names), "destination": stripped})
 
 
 @cached_statement

@@ -206,6 +206,26 @@ async def test_delivery_is_claimed_by_exactly_one(store: JobStore) -> None:
     assert done is not None and done.delivery == Delivery.DELIVERED
 
 
+async def test_a_lapsed_claim_cannot_fail_the_delivery_its_successor_holds(
+    store: JobStore,
+) -> None:
+    """A claimant whose lease lapsed while it stalled, and that then met an error it takes for
+    permanent, marked the delivery failed for good under the instance that had taken it over:
+    that one's passing error could then not give it back, and the result was never posted."""
+    await store.reserve_and_insert(make_job("j1"), user_limit(None))
+    job = await store.get("j1")
+    assert job is not None
+    await store.finish(job, JobStatus.SUCCEEDED, actual_micros=0, give_back_job=False)
+    assert await store.claim_delivery("j1", timedelta(seconds=-1))  # claim 1, lapsed at once
+    assert await store.claim_delivery("j1", timedelta(minutes=10))  # claim 2 takes it over
+    await store.finish_delivery("j1", "Forbidden", attempt=1)
+    held = await store.get("j1")
+    assert held is not None and held.delivery == Delivery.DELIVERING
+    await store.release_delivery("j1", "ServiceUnavailable", attempt=2)
+    passed = await store.get("j1")
+    assert passed is not None and passed.delivery == Delivery.PENDING
+
+
 async def test_finish_can_claim_the_delivery_for_its_caller(store: JobStore) -> None:
     """The webhook that finishes a job delivers it: nobody else may claim it meanwhile."""
     await store.reserve_and_insert(make_job("j1"), user_limit(None))
