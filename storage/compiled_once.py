@@ -154,7 +154,9 @@ class CompiledOnce:
     def run(self, connection: Connection, params: Mapping[str, Any]) -> Result:
         """Execute on `connection`'s DBAPI connection, in its current transaction (SQLite's
         sqlite3, or the asyncpg adapter SQLAlchemy runs in this greenlet). A connection found
-        dropped is invalidated, as SQLAlchemy's own execution does, so the pool replaces it."""
+        dropped is invalidated, with every older one of its pool, as SQLAlchemy's own execution
+        does: after a server restart, the next operation gets a new connection, not the next
+        dead one (storage.idle_ping)."""
         values = []
         for name, process in self.binds:
             value = params[name] if name in params else self.fixed[name]
@@ -176,6 +178,7 @@ class CompiledOnce:
         except errors as error:
             dropped = dialect.is_disconnect(error, dbapi_connection, cursor)
             if dropped:
+                connection.engine.pool._invalidate(connection.connection, error)
                 connection.invalidate(error)
             raise exc.DBAPIError.instance(
                 self.sql, values, error, errors, connection_invalidated=dropped, dialect=dialect

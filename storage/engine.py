@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from storage import sqlite_inline
@@ -105,10 +105,26 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         return _sqlite_engine(url, **kwargs)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    engine = create_async_engine(url, **kwargs)
+    connect_args = dict(kwargs.pop("connect_args", {}))
+    engine = create_async_engine(
+        _libpq_to_asyncpg(url, connect_args), connect_args=connect_args, **kwargs
+    )
     if not kwargs.get("pool_pre_ping"):
         ping_when_idle(engine)  # storage.idle_ping: pre-ping's check, for idle connections only
     return engine
+
+
+def _libpq_to_asyncpg(url: str, connect_args: dict[str, Any]) -> URL:
+    """`url` without the libpq parameters hosted PostgreSQL hands out (`?sslmode=require`,
+    `connect_timeout=10`), which asyncpg's connect() refuses (TypeError: unexpected keyword);
+    their values go to `connect_args` under asyncpg's names (an explicit one wins)."""
+    parsed = make_url(url)
+    query = dict(parsed.query)
+    if "sslmode" in query:
+        connect_args.setdefault("ssl", query.pop("sslmode"))
+    if "connect_timeout" in query:
+        connect_args.setdefault("timeout", float(query.pop("connect_timeout")))  # type: ignore[arg-type]
+    return parsed.set(query=query)
 
 
 def _sqlite_engine(url: str, **kwargs: Any) -> AsyncEngine:

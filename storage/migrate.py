@@ -20,6 +20,12 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
+class DatabaseAhead(RuntimeError):
+    """The database records a revision these migrations do not know (a newer Conjure migrated
+    it, or another application's Alembic did): refused before Alembic's "Can't locate
+    revision", which reads as a broken database URL."""
+
+
 def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
@@ -45,10 +51,19 @@ def _upgrade(connection: Connection, revision: str) -> list[str]:
         return []
     before = MigrationContext.configure(connection).get_current_heads()
     config = alembic_config()
+    scripts = ScriptDirectory.from_config(config)
+    known = {script.revision for script in scripts.walk_revisions()}
+    unknown = sorted(set(before) - known)
+    if unknown:
+        raise DatabaseAhead(
+            f"the database's schema is at revision {', '.join(unknown)}, which this Conjure "
+            f"(at {', '.join(sorted(head_revisions()))}) does not know: a newer Conjure "
+            "migrated it (run that version, or restore a backup from before it), or the "
+            "database belongs to another application (give Conjure its own)."
+        )
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
     after = MigrationContext.configure(connection).get_current_heads()
-    scripts = ScriptDirectory.from_config(config)
     applied = scripts.iterate_revisions(after, before or "base")  # newest first
     return [script.revision for script in reversed(list(applied))]
 

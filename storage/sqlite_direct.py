@@ -14,11 +14,12 @@ else (migrations, tests, tools) keeps the async engine, on its own connections t
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, exc
 from sqlalchemy.engine import Connection, Dialect, Engine
 
 from storage.compiled_once import compiled_once
@@ -34,7 +35,15 @@ def direct_engine(path: str, *, timeout: float, read_only_option: str) -> Engine
         if not connection.get_execution_options().get(read_only_option, False):
             # Straight to sqlite3: SQLAlchemy does not track BEGIN on SQLite (autocommit
             # connection), and its execution path would cost more than the statement.
-            connection.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+            try:
+                connection.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+            except sqlite3.Error as error:
+                # Wrapped as SQLAlchemy's execution would ("database is locked" once the busy
+                # timeout ran out: OperationalError), so callers that catch SQLAlchemy's
+                # errors (the database unavailable: try again) catch this one too.
+                raise exc.DBAPIError.instance(
+                    "BEGIN IMMEDIATE", (), error, sqlite3.Error, dialect=connection.dialect
+                ) from error
 
     return engine
 
