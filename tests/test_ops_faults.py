@@ -211,6 +211,17 @@ async def test_input_no_check_foresaw_is_answered_not_raised(
     assert sandbox_server.sandbox.create_count == 0
 
 
+async def test_a_prompt_with_a_nul_in_it_runs_without_it(
+    sandbox_server, database_url: str, tmp_path: Path
+) -> None:
+    """A NUL pasted into a prompt shows as nothing; PostgreSQL stores none in text, so the
+    command was refused as "Conjure cannot reach its database". It runs, without the NUL."""
+    async with running_conjure(sandbox_server, database_url, tmp_path / "out") as conjure:
+        outcome = await conjure.console.run_line("/imagine a fox\x00 in the snow")
+        [job] = await conjure.runtime.store._select(True)
+    assert outcome.ok and job.prompt == "a fox in the snow"
+
+
 # ---- the audit trail ------------------------------------------------------------------------
 
 

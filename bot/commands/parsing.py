@@ -359,6 +359,9 @@ def _file_model(command: CommandSpec, values: Mapping[str, Any], model_key: str)
 
 def _check_prompt(command: CommandSpec, prompt: str) -> str:
     usage, label = command.usage(), command.prompt_label
+    # A NUL shows as nothing, and PostgreSQL stores none in text: kept, it made the command
+    # fail as "cannot reach its database".
+    prompt = prompt.replace("\x00", "")
     if command.prompt_type == "url":
         # Slack wraps links as <https://...> or <https://...|label>.
         if prompt.startswith("<") and prompt.endswith(">"):
