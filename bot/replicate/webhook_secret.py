@@ -84,6 +84,9 @@ class WebhookSecrets:
             secret = await self._fetch()
             verifier = WebhookVerifier(secret)
         except (ReplicateError, ValueError) as exc:  # neither ever holds the token or the secret
+            # Counted from the end too: a fetch may outlast the interval (four attempts of 30 s),
+            # and each webhook queued behind it would otherwise make a fetch of its own.
+            self._attempted_at = self._clock()
             log.error(
                 "cannot fetch Replicate's webhook secret (%s); next try in %.0f s at the earliest",
                 exc,

@@ -1,0 +1,132 @@
+"""Replicate misbehaving at the edges the client and the webhook endpoint must survive: logs that
+are garbage or huge, the webhook secret endpoint stalling, through the real app on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from bot.replicate.client import ReplicateClient
+from bot.replicate.progress import progress_from_logs
+from bot.sandbox import HttpFault
+from bot.sandbox.predictions import TERMINAL
+from bot.sandbox.webhooks import encode_body, signed_headers
+from storage.models import JobStatus
+from tests.garbage import WEBHOOK_PATH
+from tests.harness import Conjure, running_conjure
+from tests.sandbox_fixtures import SandboxServer
+
+# ---- progress from logs ----------------------------------------------------------------------
+
+
+def test_a_step_count_too_long_for_int_is_no_progress() -> None:
+    """Python refuses to read an integer of more than 4,300 digits (a ValueError): a model that
+    printed one after a bar made every `logs` webhook of its job a 500."""
+    assert progress_from_logs("| " + "7" * 5000 + "/12 [00:01]\n") is None
+    garbage = "|" + "9" * 5000 + "/" + "9" * 5000 + " ["
+    assert progress_from_logs(" 40%|████  | 2/5 [00:01]\n" + garbage) == 40
+
+
+def test_the_progress_of_huge_logs_is_read_from_their_end_only() -> None:
+    """Every `logs` webhook carries all the logs so far (up to the 4 MiB a webhook may be), and
+    each was split whole, line by line: ~180 ms of the event loop's CPU per webhook for 4 MiB
+    without a bar in it, every 500 ms, for each such prediction."""
+    chatter = "".join(f"step {i}: loss 0.{i % 97}\n" for i in range(200_000))
+    with_bar = chatter + " 60%|██████    | 3/5 [00:01<00:01]\n" + "saving the image\n"
+    started = time.perf_counter()
+    for _ in range(10):
+        assert progress_from_logs(chatter) is None
+        assert progress_from_logs(with_bar) == 60
+    assert (time.perf_counter() - started) / 20 < 0.01  # was ~100 ms; now well under 1 ms
+
+
+# ---- through the webhook endpoint ------------------------------------------------------------
+
+
+async def _running_job_without_its_webhooks(
+    conjure: Conjure, sandbox: SandboxServer, line: str
+) -> tuple[asyncio.Task[Any], dict[str, Any]]:
+    """`line` started with every webhook dropped; its prediction once the sandbox has one."""
+    sandbox.sandbox.faults.drop_webhooks = 10**6
+    outcome = asyncio.create_task(conjure.console.run_line(line, timeout=20))
+    for _ in range(500):
+        done = [p for p in sandbox.sandbox.predictions.values() if p["status"] in TERMINAL]
+        if done:
+            return outcome, dict(done[0])
+        await asyncio.sleep(0.01)
+    raise AssertionError("the prediction did not finish")
+
+
+def _signed(sandbox: SandboxServer, prediction: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    body = encode_body(prediction)
+    headers = signed_headers(
+        sandbox.webhook_secret, f"msg_{time.time_ns()}", int(time.time()), body
+    )
+    return body, headers
+
+
+async def test_a_logs_webhook_with_a_garbage_step_count_is_answered_and_the_job_ends(
+    sandbox_server: SandboxServer, sqlite_url: str, tmp_path: Path
+) -> None:
+    async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
+        outcome, prediction = await _running_job_without_its_webhooks(
+            conjure, sandbox_server, "/imagine a fox --model sdxl"
+        )
+        path = prediction["webhook"].removeprefix(conjure.url)
+        running = {
+            **prediction,
+            "status": "processing",
+            "output": None,
+            "metrics": {},
+            "logs": "loading\n|" + "3" * 5000 + "/4 [00:00]\n",
+        }
+        body, headers = _signed(sandbox_server, running)
+        response = await conjure.http.post(path, content=body, headers=headers)
+        assert response.status_code == 200
+
+        body, headers = _signed(sandbox_server, prediction)
+        assert (await conjure.http.post(path, content=body, headers=headers)).status_code == 200
+        assert (await outcome).ok
+        await conjure.service.wait_idle()
+        [job] = await conjure.runtime.store._select(True)
+        assert job.job_status is JobStatus.SUCCEEDED
+
+
+# ---- the webhook secret ----------------------------------------------------------------------
+
+
+async def test_a_stalled_secret_endpoint_is_waited_for_once_not_once_per_queued_webhook(
+    sandbox_server: SandboxServer, sqlite_url: str, tmp_path: Path
+) -> None:
+    """A fetch of the secret may take longer than the interval between two fetches (in
+    production up to ~124 s: four attempts of 30 s and their backoff, against 60 s). The
+    interval was counted from the start of the failed fetch, so each webhook queued behind it
+    found the next fetch already due and made its own: every webhook waited for a fetch of its
+    own, one after the other, instead of being answered 503 at once."""
+    sandbox_server.sandbox.faults.http.append(
+        HttpFault(delay=1, count=100, method="GET", path_prefix="/v1/webhooks")
+    )
+    async with running_conjure(
+        sandbox_server, sqlite_url, tmp_path / "out", conjure_webhook_secret=None
+    ) as conjure:
+        impatient = ReplicateClient(
+            sandbox_server.url, sandbox_server.token, timeout=0.4, max_attempts=1
+        )
+        conjure.runtime.replicate, patient = impatient, conjure.runtime.replicate
+        secrets = conjure.runtime.webhook_secrets
+        secrets.interval = 0.3  # shorter than one fetch, as 60 s is than ~124 s
+        try:
+            headers = {"webhook-id": "msg_x", "webhook-timestamp": "1", "webhook-signature": "v1,"}
+            started = time.perf_counter()
+            responses = await asyncio.gather(
+                *(conjure.http.post(WEBHOOK_PATH, content=b"{}", headers=headers) for _ in range(5))
+            )
+            elapsed = time.perf_counter() - started
+        finally:
+            conjure.runtime.replicate = patient
+            await impatient.aclose()
+        assert [r.status_code for r in responses] == [503] * 5
+        assert secrets.fetches == 1
+        assert elapsed < 1.5
