@@ -7,6 +7,7 @@ bad variable, naming the variable as the operator typed it.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -34,6 +35,12 @@ LIMIT_SETTINGS = tuple(
 
 def _split_pairs(value: str) -> list[str]:
     return [item.strip() for item in value.replace(";", ",").split(",") if item.strip()]
+
+
+def _is_id(text: str) -> bool:
+    """A platform's own id (U0123, 80351110224678912): a mention such as <@U0123>, a name with
+    '#' or '@', or two ids with a space between could never match one, silently."""
+    return re.fullmatch(r"[A-Za-z0-9_.-]+", text) is not None
 
 
 class ConfigError(Exception):
@@ -121,8 +128,10 @@ class Settings(BaseSettings):
             return None
         try:
             limit = parse_setting("usd", value)
-        except LimitError as exc:
-            raise ValueError(exc.reason) from None
+        except LimitError:  # its reason speaks of limits ("0 allows none"); 0 here never asks
+            raise ValueError(
+                "must be a dollar amount such as 0.50; 0 or blank never asks"
+            ) from None
         if not limit or limit < 0:  # unset, "unlimited" (None) or 0: nothing asks
             return None
         return Decimal(limit) / MICROS_PER_USD
@@ -166,7 +175,7 @@ class Settings(BaseSettings):
     def _platform_pairs(cls, value: str) -> str:
         for item in _split_pairs(value):
             platform, _, ident = item.partition(":")
-            if platform not in PLATFORMS or not ident:
+            if platform not in PLATFORMS or not _is_id(ident):
                 raise ValueError(
                     f"each entry must look like slack:C0123 or discord:1234 ({item!r})"
                 )
@@ -178,7 +187,7 @@ class Settings(BaseSettings):
         for item in _split_pairs(value):
             platform, _, ident = item.partition(":")
             workspace, slash, user = ident.rpartition("/")
-            if platform not in PLATFORMS or not user or (slash and not workspace):
+            if platform not in PLATFORMS or not _is_id(user) or (slash and not _is_id(workspace)):
                 raise ValueError(
                     "each entry must look like slack:T0123/U0123 or discord:<server id>/<user id>"
                     f" (an admin of that workspace), or slack:U0123 (of every one) ({item!r})"

@@ -511,11 +511,10 @@ def test_empty_file_is_the_builtin_catalog(tmp_path):
     assert load(tmp_path, "") == default_catalog()
 
 
-def test_other_top_level_tables_are_ignored(tmp_path):
+def test_the_quotas_table_is_left_to_its_reader(tmp_path):
     catalog = load(
         tmp_path,
         """
-        title = "ours"
         [quotas]
         user_jobs_per_day = 10
         [quotas.users.U123]

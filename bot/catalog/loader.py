@@ -114,6 +114,14 @@ def _description(text: str) -> str:
     return text.strip()
 
 
+def _prompt_label(label: str) -> str:
+    """Discord describes the prompt option as "The <label>", in at most 100 characters."""
+    if len(f"The {label}") > MAX_DESCRIPTION:
+        limit = MAX_DESCRIPTION - len("The ")
+        raise ValueError(f"at most {limit} characters (Discord shows it as 'The <label>')")
+    return label
+
+
 def _translator(name: str) -> str:
     if name not in TRANSLATORS:
         raise ValueError(f"unknown translator '{name}' (known: {', '.join(sorted(TRANSLATORS))})")
@@ -178,8 +186,12 @@ class _Options(BaseModel):
     options: list[_OptionEntry] = Field([], description="[[commands.NAME.options]]")
 
 
+TOP_LEVEL_TABLES = ("models", "commands", "quotas")
+"""conjure.toml's tables: [quotas] is read by bot.quotas.limits; anything else is a mistake."""
+
+
 class _File(BaseModel):
-    """What the catalog reads of conjure.toml; other top-level tables belong to other readers."""
+    """What the catalog reads of conjure.toml; [quotas] belongs to bot.quotas.limits."""
 
     model_config = ConfigDict(strict=True)
     models: dict[str, dict[str, Any]] = {}
@@ -358,6 +370,15 @@ class RawOption(_Table):
         if self.field == OUTPUTS_FIELD and self.type != "int":
             raise _Fault(f"an option on '{OUTPUTS_FIELD}' must be an int", "type")
         return self
+
+    @field_validator("choices")
+    @classmethod
+    def _choices_fit_discord(cls, choices: list[str] | None) -> list[str] | None:
+        """Discord refuses a choice over 100 characters, and with it every command's sync."""
+        for index, choice in enumerate(choices or ()):
+            if len(choice) > MAX_DESCRIPTION:
+                raise _Fault(f"at most {MAX_DESCRIPTION} characters (Discord's limit)", index)
+        return choices
 
     @field_validator("accept")
     @classmethod
@@ -548,7 +569,7 @@ class RawCommand(_Table):
     models: _Names = []
     description: _Description | None = None
     prompt_field: _FieldName = "prompt"
-    prompt_label: _Stripped = "prompt"
+    prompt_label: Annotated[_Stripped, AfterValidator(_prompt_label)] = "prompt"
     prompt_type: PromptType = "text"
     options: dict[str, RawOption] = {}
     followups: RawFollowups | None = None
@@ -789,6 +810,13 @@ class _Loader:
         return options
 
     def build(self, raw: Mapping[str, Any]) -> Catalog:
+        for key, value in raw.items():
+            if key not in TOP_LEVEL_TABLES:  # e.g. [comands.paint]: never silently dropped
+                what = "table" if isinstance(value, Mapping) else "key"
+                hint = _did_you_mean(key, TOP_LEVEL_TABLES) or (
+                    " (conjure.toml has [models], [commands] and [quotas])"
+                )
+                raise self.fail(key, f"unknown {what}{hint}")
         file = self.validate(_File, raw, "")
         tables = dict(BUILTIN["models"])
         for key, table in file.models.items():
@@ -849,6 +877,10 @@ class _Loader:
         return raw.to_spec(name, known[0])
 
 
+MAX_FILE_BYTES = 1024 * 1024
+"""A conjure.toml is a few KB; this much is some other file (and would take seconds to parse)."""
+
+
 @functools.cache
 def default_catalog() -> Catalog:
     """The built-in commands and models (immutable, so one shared instance is safe)."""
@@ -858,16 +890,33 @@ def default_catalog() -> Catalog:
 def load_catalog(path: Path | str | None) -> Catalog:
     """The built-ins, with `path` (a conjure.toml) merged over them; None means built-ins only.
 
-    Top-level tables other than [models] and [commands] (e.g. [quotas]) belong to other readers.
+    [quotas] belongs to bot.quotas.limits; any other top-level table or key is refused (a typo
+    such as [comands.paint] must not be dropped unseen).
     """
     if path is None:
         return default_catalog()
     source = str(path)
     try:
         with open(path, "rb") as handle:
-            raw = tomllib.load(handle)
+            data = handle.read(MAX_FILE_BYTES + 1)  # never all of a wrong path, e.g. /dev/zero
     except OSError as exc:
         raise CatalogError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise CatalogError(
+            f"{source}: too large (over {MAX_FILE_BYTES // 1024} KiB): is CONJURE_CONFIG the "
+            "conjure.toml? (see conjure.example.toml)"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise CatalogError(f"{source}: not UTF-8 text (line {line}): save it as UTF-8") from None
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CatalogError(f"{source}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise CatalogError(
+            f"{source}: not valid TOML: arrays or tables nested too deeply"
+        ) from None
     return _Loader(source).build(raw)

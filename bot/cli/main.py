@@ -153,7 +153,9 @@ def _parser() -> argparse.ArgumentParser:
     add_safety_command(commands)
 
     manifest = commands.add_parser("manifest", help="print a Slack app manifest for the commands")
-    manifest.add_argument("--url", required=True, help="public base URL, e.g. https://bot.example")
+    manifest.add_argument(
+        "--url", help="public base URL, e.g. https://bot.example (default: CONJURE_PUBLIC_URL)"
+    )
     manifest.set_defaults(run=_manifest)
     return parser
 
@@ -162,12 +164,24 @@ async def _manifest(args: argparse.Namespace) -> int:
     from adapters.slack.manifest import render_manifest
     from bot.catalog import load_catalog
 
-    url = manifest_base_url(args.url)
     settings = load_settings()
+    given = args.url if args.url is not None else settings.public_url
+    if given is None:
+        raise ConfigError(MANIFEST_URL_MISSING)
+    try:
+        url = manifest_base_url(given)
+    except ConfigError:
+        if args.url is not None:
+            raise
+        raise ConfigError(MANIFEST_URL_RULE.replace("--url", "CONJURE_PUBLIC_URL", 1)) from None
     print(render_manifest(load_catalog(settings.config_path()), url), end="")
     return EXIT_OK
 
 
+MANIFEST_URL_MISSING = (
+    "--url: required (the public base URL, e.g. --url https://bot.example), or set "
+    "CONJURE_PUBLIC_URL"
+)
 MANIFEST_URL_RULE = (
     "--url: must be https://host or https://host:port, without a path, query or user "
     "(Slack calls HTTPS only; http:// is accepted for a loopback host, for tests)"

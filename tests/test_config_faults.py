@@ -1,0 +1,175 @@
+"""Configuration mistakes a new operator makes, met the way they meet them: `conjure` run on a real
+conjure.toml and real environment variables, answering with one line that names the file or the
+variable, the place and the fix (never a traceback, never a secret, never half-configured)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bot.config import ConfigError, load_settings
+from tests.cli_harness import run_conjure
+
+MANIFEST = ("manifest", "--url", "https://bot.example")
+
+
+def one_line(stderr: str) -> str:
+    [line] = stderr.splitlines()  # exactly one line, and no traceback
+    return line
+
+
+def run_with_config(tmp_path: Path, content: bytes, *args: str) -> tuple[int, str]:
+    config = tmp_path / "conjure.toml"
+    config.write_bytes(content)
+    result = run_conjure(*(args or MANIFEST), cwd=tmp_path, env={"CONJURE_CONFIG": str(config)})
+    return result.returncode, result.stderr
+
+
+# --------------------------------------------------------------------------- the file itself
+
+
+def test_a_file_that_is_not_utf8_is_named_with_the_fix(tmp_path: Path) -> None:
+    # Saved as Latin-1 by an editor: "café" with a lone 0xE9 byte.
+    code, stderr = run_with_config(tmp_path, b'[commands.imagine]\ndescription = "caf\xe9"\n')
+    assert code != 0
+    line = one_line(stderr)
+    assert line.startswith(f"conjure: CONJURE_CONFIG: {tmp_path / 'conjure.toml'}: "), line
+    assert "UTF-8" in line and "line 2" in line, line
+    assert "UnicodeDecodeError" not in line
+
+
+def test_a_file_nested_too_deeply_is_named(tmp_path: Path) -> None:
+    code, stderr = run_with_config(tmp_path, b"x = " + b"[" * 5000 + b"]" * 5000 + b"\n")
+    assert code != 0
+    line = one_line(stderr)
+    assert line.startswith(f"conjure: CONJURE_CONFIG: {tmp_path / 'conjure.toml'}: "), line
+    assert "RecursionError" not in line
+
+
+def test_a_huge_file_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    """CONJURE_CONFIG pointed at the wrong file (a log, a dump): a conjure.toml is a few KB, and
+    parsing megabytes would hold start-up for seconds (or forever, for /dev/zero)."""
+    code, stderr = run_with_config(tmp_path, b"# padding\n" * 300_000)  # 3 MB of comments
+    assert code != 0
+    line = one_line(stderr)
+    assert line.startswith(f"conjure: CONJURE_CONFIG: {tmp_path / 'conjure.toml'}: too large")
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('[comands.paint]\nmodel = "sdxl"\n', "comands: unknown table (did you mean 'commands'?)"),
+        ("[model.sdxl]\nprice_per_output = 0\n", "model: unknown table (did you mean 'models'?)"),
+        ("[quota.user]\njobs_per_day = 3\n", "quota: unknown table (did you mean 'quotas'?)"),
+    ],
+)
+def test_a_misspelt_top_level_table_is_not_silently_ignored(
+    tmp_path: Path, text: str, where: str
+) -> None:
+    code, stderr = run_with_config(tmp_path, text.encode())
+    assert code != 0
+    assert one_line(stderr) == f"conjure: CONJURE_CONFIG: {tmp_path / 'conjure.toml'}: {where}"
+
+
+# --------------------------------------------------------------------------- Discord's limits
+
+
+def test_a_choice_longer_than_discord_allows_is_refused(tmp_path: Path) -> None:
+    """Discord refuses a command whose choice is over 100 characters, and with it the sync of
+    every command: the catalog says so before anything starts."""
+    long = "a" * 101
+    text = (
+        '[commands.paint]\nmodel = "sdxl"\n[[commands.paint.options]]\nname = "style"\n'
+        f'type = "choice"\nfield = "style"\ndescription = "Style"\nchoices = ["ok", "{long}"]\n'
+    )
+    code, stderr = run_with_config(tmp_path, text.encode())
+    assert code != 0
+    assert one_line(stderr) == (
+        f"conjure: CONJURE_CONFIG: {tmp_path / 'conjure.toml'}: "
+        "commands.paint.options.style.choices[1]: at most 100 characters (Discord's limit)"
+    )
+
+
+def test_a_prompt_label_too_long_for_discord_is_refused(tmp_path: Path) -> None:
+    """The label is the prompt option's description on Discord ("The <label>", 100 at most)."""
+    text = f'[commands.paint]\nmodel = "sdxl"\nprompt_label = "{"x" * 97}"\n'
+    code, stderr = run_with_config(tmp_path, text.encode())
+    assert code != 0
+    line = one_line(stderr)
+    assert line.startswith(
+        f"conjure: CONJURE_CONFIG: {tmp_path / 'conjure.toml'}: commands.paint.prompt_label: "
+    ), line
+
+
+# --------------------------------------------------------------------------- the environment
+
+
+@pytest.mark.parametrize(
+    "admins",
+    ["slack:<@U0123>", "slack: U0123", "slack:U0123 U0456", "discord:<@80351110224678912>"],
+)
+def test_an_admin_written_as_a_mention_or_with_spaces_stops_start_up(
+    tmp_path: Path, admins: str
+) -> None:
+    """Such an entry can never match a user id, so the operator would silently not be an admin."""
+    result = run_conjure(*MANIFEST, cwd=tmp_path, env={"CONJURE_ADMINS": admins})
+    assert result.returncode == 2
+    assert one_line(result.stderr).startswith("conjure: CONJURE_ADMINS: each entry must look like")
+
+
+def test_admin_entries_as_documented_are_accepted() -> None:
+    settings = load_settings(
+        _env_file=None, conjure_admins="slack:T0123/U0123, discord:80351/11022;console:boss"
+    )
+    assert settings.is_admin("slack", "T0123", "U0123")
+    assert settings.is_admin("discord", "any", "11022") is False
+    assert settings.is_admin("discord", "80351", "11022")
+
+
+def test_an_alert_channel_written_as_a_link_stops_start_up() -> None:
+    with pytest.raises(ConfigError, match="CONJURE_ALERT_CHANNELS: each entry"):
+        load_settings(_env_file=None, conjure_alert_channels="slack:<#C0123|general>")
+
+
+def test_a_confirm_price_that_is_not_a_number_says_how_to_turn_asking_off(tmp_path: Path) -> None:
+    result = run_conjure(*MANIFEST, cwd=tmp_path, env={"CONJURE_CONFIRM_ABOVE_USD": "abc"})
+    assert result.returncode == 2
+    line = one_line(result.stderr)
+    assert line.startswith("conjure: CONJURE_CONFIRM_ABOVE_USD: "), line
+    assert "none allowed" not in line and "never ask" in line, line
+
+
+# --------------------------------------------------------------------------- conjure manifest
+
+
+def test_manifest_takes_its_url_from_conjure_public_url(tmp_path: Path) -> None:
+    """DESIGN.md's `conjure manifest`: with CONJURE_PUBLIC_URL set, --url may be left out."""
+    result = run_conjure(
+        "manifest", cwd=tmp_path, env={"CONJURE_PUBLIC_URL": "https://bot.example"}
+    )
+    assert result.returncode == 0, result.stderr
+    manifest = yaml.safe_load(result.stdout)
+    urls = {c["url"] for c in manifest["features"]["slash_commands"]}
+    assert urls == {"https://bot.example/slack/events"}
+    assert (
+        manifest["settings"]["interactivity"]["request_url"] == "https://bot.example/slack/events"
+    )
+
+
+def test_manifest_without_any_url_says_where_to_give_one(tmp_path: Path) -> None:
+    result = run_conjure("manifest", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    line = one_line(result.stderr)
+    assert line.startswith("conjure: --url: ") and "CONJURE_PUBLIC_URL" in line, line
+
+
+def test_manifest_names_conjure_public_url_when_that_is_what_slack_cannot_call(
+    tmp_path: Path,
+) -> None:
+    env = {"CONJURE_PUBLIC_URL": "http://bot.example/conjure"}
+    result = run_conjure("manifest", cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert one_line(result.stderr).startswith("conjure: CONJURE_PUBLIC_URL: must be https://host")
