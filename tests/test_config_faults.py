@@ -40,6 +40,19 @@ def test_a_file_that_is_not_utf8_is_named_with_the_fix(tmp_path: Path) -> None:
     assert "UnicodeDecodeError" not in line
 
 
+def test_conjure_quota_names_a_file_that_is_not_utf8_too(tmp_path: Path) -> None:
+    """`conjure quota show` reads only [quotas], through the same reader as the catalog: the
+    same line, not a bare UnicodeDecodeError."""
+    db = f"sqlite+aiosqlite:///{tmp_path / 'conjure.db'}"
+    config = tmp_path / "conjure.toml"
+    config.write_bytes(b"[quotas.user]\njobs_per_day = 5 # caf\xe9\n")
+    env = {"CONJURE_CONFIG": str(config), "CONJURE_DATABASE_URL": db}
+    result = run_conjure("quota", "show", cwd=tmp_path, env=env)
+    assert result.returncode != 0
+    line = one_line(result.stderr)
+    assert f"{config}: not UTF-8 text (line 2)" in line and "UnicodeDecodeError" not in line, line
+
+
 def test_a_file_nested_too_deeply_is_named(tmp_path: Path) -> None:
     code, stderr = run_with_config(tmp_path, b"x = " + b"[" * 5000 + b"]" * 5000 + b"\n")
     assert code != 0

@@ -12,7 +12,6 @@ import datetime as dt
 import difflib
 import functools
 import re
-import tomllib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +57,7 @@ from bot.catalog.specs import (
     Route,
     format_number,
 )
+from bot.toml_file import TomlFileError, read_toml
 
 # --------------------------------------------------------------------------- value types
 
@@ -877,10 +877,6 @@ class _Loader:
         return raw.to_spec(name, known[0])
 
 
-MAX_FILE_BYTES = 1024 * 1024
-"""A conjure.toml is a few KB; this much is some other file (and would take seconds to parse)."""
-
-
 @functools.cache
 def default_catalog() -> Catalog:
     """The built-in commands and models (immutable, so one shared instance is safe)."""
@@ -897,26 +893,7 @@ def load_catalog(path: Path | str | None) -> Catalog:
         return default_catalog()
     source = str(path)
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_FILE_BYTES + 1)  # never all of a wrong path, e.g. /dev/zero
-    except OSError as exc:
-        raise CatalogError(f"{source}: cannot read: {exc.strerror or exc}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise CatalogError(
-            f"{source}: too large (over {MAX_FILE_BYTES // 1024} KiB): is CONJURE_CONFIG the "
-            "conjure.toml? (see conjure.example.toml)"
-        )
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise CatalogError(f"{source}: not UTF-8 text (line {line}): save it as UTF-8") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise CatalogError(f"{source}: not valid TOML: {exc}") from None
-    except RecursionError:
-        raise CatalogError(
-            f"{source}: not valid TOML: arrays or tables nested too deeply"
-        ) from None
+        raw = read_toml(path)
+    except TomlFileError as exc:
+        raise CatalogError(str(exc)) from None
     return _Loader(source).build(raw)

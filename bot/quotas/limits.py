@@ -10,13 +10,13 @@ is None (unlimited) or a number (0 = none allowed); storage writes it its own wa
 from __future__ import annotations
 
 import logging
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from bot.config import ConfigError, Settings
 from bot.money import format_usd, usd_to_micros
 from bot.quotas.words import UNLIMITED, Limit, LimitError, parse_setting
+from bot.toml_file import TomlFileError, read_toml
 from storage.models import QuotaOverride
 from storage.usage import load_limit
 
@@ -109,9 +109,9 @@ def _file_limits(path: Path | None) -> dict[str, dict[str, Limit]]:
     if path is None or not path.exists():
         return {}
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8")).get("quotas", {})
-    except tomllib.TOMLDecodeError as exc:
-        raise QuotaConfigError(f"{path}: {exc}") from None
+        data = read_toml(path).get("quotas", {})
+    except TomlFileError as exc:
+        raise QuotaConfigError(str(exc)) from None
     keys = {key: (field, kind) for field, (key, kind) in _FIELDS.items()}
     result: dict[str, dict[str, Limit]] = {}
     for scope, table in data.items():
