@@ -408,6 +408,25 @@ async def test_a_canceled_prediction_without_predict_time_is_charged_the_time_it
     assert job.actual_micros == pytest.approx(seconds * 2300, abs=1)
 
 
+async def test_a_prediction_whose_data_was_removed_still_ends_its_job(
+    sandbox_server: SandboxServer, sqlite_url: str, tmp_path: Path
+) -> None:
+    """An hour after a prediction Replicate removes its data: a late webhook (or read) may carry
+    `input: null`. Refused as malformed, the job would never end; it ends, as Replicate says."""
+    async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
+        outcome, prediction = await _finished_prediction_without_its_webhooks(
+            conjure, sandbox_server, "/imagine a fox --model sdxl"
+        )
+        path = prediction["webhook"].removeprefix(conjure.url)
+        removed = {**prediction, "input": None, "data_removed": True}
+        body, headers = _signed_webhook(sandbox_server, removed)
+        assert (await conjure.http.post(path, content=body, headers=headers)).status_code == 200
+        assert (await outcome).ok
+        await conjure.service.wait_idle()
+        [job] = await conjure.runtime.store._select(True)
+    assert job.job_status is JobStatus.SUCCEEDED
+
+
 async def test_a_signed_webhook_whose_predict_time_is_nan_is_400(
     sandbox_server: SandboxServer, sqlite_url: str, tmp_path: Path
 ) -> None:

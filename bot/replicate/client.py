@@ -96,6 +96,13 @@ class Prediction(BaseModel):
         """True once the prediction can no longer change (succeeded, failed, canceled, aborted)."""
         return self.status in TERMINAL_STATUSES
 
+    @field_validator("input", mode="before")
+    @classmethod
+    def _input_removed(cls, value: Any) -> Any:
+        """An hour after a prediction its data is removed: an `input` of null then is none,
+        not a malformed prediction (refused, its job would never end)."""
+        return {} if value is None else value
+
     @field_validator("metrics")
     @classmethod
     def _sane_predict_time(cls, metrics: dict[str, Any] | None) -> dict[str, Any] | None:
