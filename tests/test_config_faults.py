@@ -186,3 +186,12 @@ def test_manifest_names_conjure_public_url_when_that_is_what_slack_cannot_call(
     result = run_conjure("manifest", cwd=tmp_path, env=env)
     assert result.returncode == 2
     assert one_line(result.stderr).startswith("conjure: CONJURE_PUBLIC_URL: must be https://host")
+
+
+def test_a_run_longer_than_a_day_is_refused(tmp_path: Path) -> None:
+    """max_seconds becomes the create's Cancel-After: 1e12 s is no duration Replicate reads, so
+    every create of the model would be refused. A day is far past Replicate's own limit."""
+    code, stderr = run_with_config(tmp_path, b"[models.whisper]\nmax_seconds = 1e12\n")
+    assert code != 0
+    line = one_line(stderr)
+    assert "models.whisper.max_seconds" in line, line

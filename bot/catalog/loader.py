@@ -138,6 +138,7 @@ def _json_only(value: Any, *at: str | int) -> Any:
     return value
 
 
+LONGEST_RUN = 24 * 3600.0  # seconds: the most expected_seconds and max_seconds may be
 _FIELD = r"[A-Za-z_][A-Za-z0-9_]*"
 _OWNER_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*"
 _is_field = _matching(_FIELD, "is not a valid input field name")
@@ -208,8 +209,10 @@ class RawModel(_Table):
     description: _Description | None = None
     price_per_output: _Usd | None = None
     price_per_second: _Usd | None = None
-    expected_seconds: float = Field(10.0, gt=0, allow_inf_nan=False)
-    max_seconds: float | None = Field(None, gt=0, allow_inf_nan=False)
+    # At most a day: Replicate stops a run long before, and a deadline far beyond it would not
+    # be a Cancel-After Replicate can read (Go's durations end near 292 years).
+    expected_seconds: float = Field(10.0, gt=0, le=LONGEST_RUN, allow_inf_nan=False)
+    max_seconds: float | None = Field(None, gt=0, le=LONGEST_RUN, allow_inf_nan=False)
     price_per_million_input_tokens: _Usd | None = None
     price_per_million_output_tokens: _Usd | None = None
     max_output_tokens: int = Field(DEFAULT_MAX_OUTPUT_TOKENS, ge=1)
