@@ -22,7 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack import markup as say
 from adapters.slack.buttons import status_blocks
 from adapters.slack.files import OUTPUTS_KEY
-from adapters.slack.reach import SLACK_ERRORS, open_dm, passing, respond
+from adapters.slack.reach import BAD_TOKENS, SLACK_ERRORS, open_dm, passing, respond
 from adapters.slack.streaming import ANSWER_KEY, AnswerStreams
 from adapters.slack.uploads import FILES_KEY, Checkpoint, already_shared, upload_and_share
 from bot.adapter import ChatAdapter, JobResult
@@ -44,6 +44,7 @@ ERROR_KEY = "error_ts"  # the same for the reply that says the job failed
 PLATFORM = "slack"
 LONG_TEXT_CHARS = 3000  # longer text outputs are uploaded as a .txt file
 MAX_FILE_BYTES = 1_000_000_000  # Slack's limit per file; CONJURE_MAX_DOWNLOAD_BYTES is lower
+# Slack refusing a post where the job's thread is: its result goes to the person elsewhere.
 CANNOT_POST = frozenset(
     {
         "not_in_channel",
@@ -51,6 +52,7 @@ CANNOT_POST = frozenset(
         "is_archived",
         "restricted_action",
         "team_access_not_granted",
+        "thread_not_found",  # its parent, the status message, was deleted
     }
 )
 _NOUNS = {"image": "image", "video": "video", "audio": "audio clip"}
@@ -101,10 +103,9 @@ class SlackAdapter(ChatAdapter):
             log.warning(
                 "job %s: no thread in %s (%s); using response_url", job.id, job.channel, reason
             )
+            note = say.SLACK_BUSY_NOTE if passing(exc) else say.NO_THREAD_NOTE
             kind = await respond(
-                job.destination.get("response_url"),
-                f"{text}\n{say.NO_THREAD_NOTE}",
-                in_channel=True,
+                job.destination.get("response_url"), f"{text}\n{note}", in_channel=True
             )
             # Where in_channel was refused, later posts go straight to ephemeral (5 posts).
             return {"thread_ts": None, "no_thread": reason, "response_type": kind or "in_channel"}
@@ -124,7 +125,7 @@ class SlackAdapter(ChatAdapter):
                 return await self.client.chat_postMessage(
                     channel=job.channel,
                     text=text,
-                    blocks=status_blocks(job, self.catalog, text),
+                    blocks=status_blocks(job, self.catalog),
                     thread_ts=thread_ts,
                     unfurl_links=False,
                     unfurl_media=False,
@@ -146,7 +147,7 @@ class SlackAdapter(ChatAdapter):
         text = say.announcement(job)
         try:
             await self.client.chat_update(
-                channel=channel, ts=ts, text=text, blocks=status_blocks(job, self.catalog, text)
+                channel=channel, ts=ts, text=text, blocks=status_blocks(job, self.catalog)
             )
         except SLACK_ERRORS as exc:
             # Only cosmetic: the result must still be delivered when the parent is gone.
@@ -277,7 +278,7 @@ class SlackAdapter(ChatAdapter):
                 if self.retry_delay(exc) is not None:
                     raise  # Slack's bad second (a 5xx, a timeout): the delivery tries again
                 log.warning("job %s: could not DM the result (%s)", job.id, _reason(exc))
-                body = say.DM_FAILED
+                body = say.NO_ACCESS if _reason(exc) in BAD_TOKENS else say.DM_FAILED
         elif result.text is not None:
             body = say.escape(result.text)
         else:

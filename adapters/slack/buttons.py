@@ -17,7 +17,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import markup
-from adapters.slack.blocks import button_element, clip
+from adapters.slack.blocks import SECTION_TEXT_LIMIT, button_element, clip
 from adapters.slack.files import SlackFiles
 from adapters.slack.questions import reply_blocks, settle_question
 from adapters.slack.reach import SLACK_ERRORS, respond
@@ -34,10 +34,12 @@ ACTION_IDS = re.compile(rf"^{PREFIX}:")
 BLOCK_ID = "conjure_buttons_{row}"  # unique within the message: one actions block per row
 
 
-def status_blocks(job: Job, catalog: Catalog, text: str) -> list[dict[str, Any]]:
-    """The status message as Block Kit: the status text, then a row of buttons per kind
-    (Cancel while the job may run; Re-roll, U1..Un, V1..Vn once it succeeded; none else).
-    Always the full set, so chat.update replaces buttons that no longer apply."""
+def status_blocks(job: Job, catalog: Catalog) -> list[dict[str, Any]]:
+    """The status message as Block Kit: the status text (its prompt cut to fit a section),
+    then a row of buttons per kind (Cancel while the job may run; Re-roll, U1..Un, V1..Vn once
+    it succeeded; none else). Always the full set, so chat.update replaces buttons that no
+    longer apply."""
+    text = markup.announcement(job, SECTION_TEXT_LIMIT)
     blocks: list[dict[str, Any]] = [
         {
             "type": "section",

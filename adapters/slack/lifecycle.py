@@ -29,7 +29,7 @@ from adapters.slack.buttons import ButtonListener
 from adapters.slack.files import SlackFiles
 from adapters.slack.listener import SlashCommandListener
 from adapters.slack.manifest import EVENTS_PATH
-from adapters.slack.reach import SLACK_ERRORS, retry_handlers
+from adapters.slack.reach import BAD_TOKENS, SLACK_ERRORS, retry_handlers
 from adapters.slack.shortcuts import ShortcutListener
 from adapters.slack.verify import MAX_BODY, SlackRequestGate
 from bot.config import ConfigError, Settings
@@ -43,7 +43,6 @@ SOCKET_CONNECT_WAIT = 10.0  # seconds start-up waits for the Socket Mode connect
 # While Slack is unreachable, Socket Mode asks again after 2 s, then 4, 8... up to 5 minutes.
 SOCKET_RETRY_FIRST, SOCKET_RETRY_MAX = 2.0, 300.0
 WEB_API_TIMEOUT = 30  # seconds for one Web API call, as slack_sdk's own default
-BAD_TOKENS = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked"})
 _COMMAND = re.compile(r"^/[a-z0-9_-]{1,31}$")
 
 

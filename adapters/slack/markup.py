@@ -48,11 +48,31 @@ def clip(text: str, limit: int) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def announcement(job: Job) -> str:
+def announcement(job: Job, limit: int | None = None) -> str:
     """The status message: who asked (a real mention), the prompt, the model, the status; a
-    job started by a button says which, since it sits in another job's thread."""
+    job started by a button says which, since it sits in another job's thread.
+
+    Within `limit` characters (a section's 3,000), the prompt is what is cut, before it is
+    escaped: cutting the whole would drop the status line after it (escaping makes a prompt
+    of markup up to five times longer) and could split an entity."""
     label = followup_label(job.followup)
-    return f"{label} · {render(status_text(job))}" if label else render(status_text(job))
+
+    def shown(prompt_limit: int | None) -> str:
+        text = render(status_text(job, prompt_limit))
+        return f"{label} · {text}" if label else text
+
+    text = shown(None)
+    if limit is None or len(text) <= limit:
+        return text
+    # The longest cut of the prompt that fits (a halving search: a few renders).
+    fits, low, high = shown(1), 1, len(job.prompt) - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(candidate := shown(middle)) <= limit:
+            fits, low = candidate, middle
+        else:
+            high = middle - 1
+    return fits
 
 
 def file_title(job: Job, index: int, count: int) -> str:
@@ -94,9 +114,21 @@ NO_THREAD_NOTE = (
     "_I can't post in this conversation, so there is no thread and no progress here. "
     "Invite me to the channel (or use a channel I'm in) to get results in a thread._"
 )
-DM_NOTE = "I sent the result to you in a direct message, since I can't upload files here."
+# Where Slack failed the status post for a while (5xx, 429s, a timeout) in a conversation the
+# bot may well be in: telling the person to invite it would be wrong, and it may post next time.
+SLACK_BUSY_NOTE = (
+    "_Slack would not take my message just now, so there is no thread and no progress here. "
+    "The result will come here when it is ready._"
+)
+DM_NOTE = "I sent the result to you in a direct message, since it has no thread here."
 DM_FAILED = (
     "your result is ready, but I could not send it to you: I can't upload files here or "
     "message you directly. Invite me to the channel and run the command there."
+)
+# The bot's token refused (the app uninstalled, its token revoked): running the command again
+# would be paid for and fail the same way; only an admin can mend it.
+NO_ACCESS = (
+    "your result is ready, but I could not send it to you: Slack no longer accepts this "
+    "app's access. A workspace admin needs to reinstall Conjure."
 )
 CONJURE_FAILED = "Conjure could not answer that just now. Please try again in a minute."

@@ -31,6 +31,10 @@ PASSING_ERRORS = frozenset(
 )
 """Slack's `error`s (in an HTTP 200 answer) that say "try later", not "never"."""
 
+BAD_TOKENS = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked"})
+"""Slack's `error`s for a bot token it no longer takes (the app uninstalled, its token revoked):
+no call with it will work until an admin reinstalls the app."""
+
 
 def passing(exc: BaseException) -> bool:
     """Whether a Slack call's error may pass: a 429, a 5xx, one of PASSING_ERRORS, a dropped
