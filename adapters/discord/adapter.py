@@ -3,8 +3,8 @@
 An interaction is deferred at once ("Conjure is thinking..."); that response then shows the
 status, progress and finally the result with the files attached. Interaction tokens die after
 15 minutes, so a job that outlives its token is posted by the bot in the channel, as a reply to
-that response. Everything needed to reach the message again lives in `job.destination`, so a
-restarted process can still deliver.
+that response, or by DM to its asker when the channel refuses the bot. Everything needed to
+reach the message again lives in `job.destination`, so a restarted process can still deliver.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import discord
 
 from adapters.discord import markup
 from adapters.discord.buttons import job_view
-from adapters.discord.destination import Destination
+from adapters.discord.destination import DEFAULT_ATTACHMENT_LIMIT, Destination
 from adapters.discord.streaming import LiveAnswers
 from adapters.discord.uploads import UPLOAD_OVERHEAD, as_files, fit_files
 from bot.adapter import ChatAdapter, Checkpoint, JobResult, OutputFile
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 PLATFORM = "discord"
 PROMPT_SHOWN = 300  # characters of the prompt repeated in the status
 DEAD_TOKEN_CODES = {50027, 10015, 10008}  # invalid webhook token, unknown webhook/message
+# A channel post refused for good: Unknown Channel, Missing Access, Missing Permissions.
+CHANNEL_REFUSED_CODES = {10003, 50001, 50013}
 ORIGINAL: Any = "@original"  # discord.py types message ids as int; Discord takes this alias
 ANSWERED_PRIVATELY = "Conjure answered privately."  # shown a moment, then deleted
 # Seconds a deferral may take. Discord drops an interaction not answered within 3 s, so one
@@ -213,13 +215,46 @@ class DiscordAdapter(ChatAdapter):
             reference = discord.MessageReference(
                 message_id=where.message_id, channel_id=where.channel_id, fail_if_not_exists=False
             )
+        try:
+            await channel.send(
+                content,
+                files=as_files(files, spoiler),
+                reference=reference,
+                allowed_mentions=mentions,
+                view=view,
+                nonce=delivery_nonce(job, kind),  # discord.py adds enforce_nonce: true
+            )
+            return
+        except discord.HTTPException as exc:
+            if exc.code not in CHANNEL_REFUSED_CODES:
+                raise
+            log.warning("job %s: the channel refused the post (%s); sending it by DM", job.id, exc)
+        await self._direct(job, where, content, files, kind)
+
+    async def _direct(
+        self,
+        job: Job,
+        where: Destination,
+        content: str,
+        files: Sequence[OutputFile],
+        kind: str,
+    ) -> None:
+        """The final word by DM to the asker, once the token is dead and the channel refuses
+        the bot for good: a user-installed app in a server it is not in, a channel it may not
+        post or attach files in, a channel deleted meanwhile. Else the paid result reached no
+        one. A DM takes the default upload limit only, so files are fitted again; it has no
+        buttons, since a press must come from the job's own channel, and flagged outputs are
+        spoilers whatever the channel was."""
+        attach, notes = fit_files(files, DEFAULT_ATTACHMENT_LIMIT)
+        head = f"Conjure could not post in <#{where.channel_id}>, so your answer is here."
+        text = markup.fit("\n".join([head, content, *notes]))
+        dm = await self.client.http.start_private_message(int(job.user_id))
+        channel = self.client.get_partial_messageable(int(dm["id"]))
         await channel.send(
-            content,
-            files=as_files(files, spoiler),
-            reference=reference,
-            allowed_mentions=mentions,
-            view=view,
-            nonce=delivery_nonce(job, kind),  # discord.py adds enforce_nonce: true
+            text,
+            files=as_files(attach, output_flagged(job.output)),
+            allowed_mentions=markup.pings_only_the_asker(job),
+            nonce=delivery_nonce(job, kind),
         )
 
 

@@ -6,7 +6,8 @@ created so tests can read what a person would see, and can misbehave on purpose:
 `retry_after` (and the `Via` header discord.py insists on), expired interaction tokens, and an
 outage: every matching call answered 5xx or 429 for a stretch of time.
 Channel posts honour `enforce_nonce`: the same author and nonce within a few minutes gets the
-message created the first time.
+message created the first time. A channel can refuse the bot (403 50001 / 50013, 404 10003), and
+the bot can open a DM with a user (Create DM), whose DMs may be closed (403 50007).
 Answers carry `Content-Type: application/json` exactly, as discord.py only parses that.
 The gateway does just HELLO, heartbeat ACKs, IDENTIFY -> READY and dispatching events, enough
 for `conjure serve`'s real connect path to receive an INTERACTION_CREATE.
@@ -134,6 +135,12 @@ class FakeDiscord:
     clock_shift: timedelta = timedelta(0)  # "now" moves forward by this much (token expiry)
     attachment_delay: float = 0.0  # seconds the CDN takes before serving an attachment
     interactions: dict[str, dict[str, Any]] = field(default_factory=dict)  # token -> payload
+    # channel id -> (status, code) a bot post there is refused with: 403 50001 Missing Access
+    # (the bot cannot see it: not in the guild, a user-installed app), 403 50013 Missing
+    # Permissions (no Send Messages or Attach Files), 404 10003 Unknown Channel (deleted)
+    refused_channels: dict[int, tuple[int, int]] = field(default_factory=dict)
+    closed_dms: set[int] = field(default_factory=set)  # users whose DMs refuse the bot (50007)
+    dm_channels: dict[int, int] = field(default_factory=dict)  # user id -> DM channel id
     hosted: dict[str, dict[str, Any]] = field(default_factory=dict)  # attached to commands
     _originals: dict[str, int] = field(default_factory=dict)  # token -> original message id
     # (author id, nonce) -> (message id, when): enforce_nonce's memory of recent creates
@@ -558,9 +565,32 @@ async def _follow_up(fake: FakeDiscord, call: Call, params: dict[str, str]) -> R
     return _json(_public(message))
 
 
+_REFUSALS = {50001: "Missing Access", 50013: "Missing Permissions", 10003: "Unknown Channel"}
+
+
+async def _create_dm(fake: FakeDiscord, call: Call, _: dict[str, str]) -> Response:
+    """Create DM (POST /users/@me/channels): the DM channel with a user, the same one each
+    time. Discord makes it even when the user's DMs are closed; posting there then fails."""
+    if call.headers.get("authorization") != f"Bot {fake.bot_token}":
+        return _error(401, "401: Unauthorized", 0)
+    user_id = int(call.payload["recipient_id"])
+    channel_id = fake.dm_channels.setdefault(user_id, fake.snowflake())
+    recipient = {"id": str(user_id), "username": "someone", "discriminator": "0", "avatar": None}
+    return _json(
+        {"id": str(channel_id), "type": 1, "last_message_id": None, "recipients": [recipient]}
+    )
+
+
 async def _channel_message(fake: FakeDiscord, call: Call, params: dict[str, str]) -> Response:
     if call.headers.get("authorization") != f"Bot {fake.bot_token}":
         return _error(401, "401: Unauthorized", 0)
+    refused = fake.refused_channels.get(int(params["channel_id"]))
+    if refused is not None:
+        status, code = refused
+        return _error(status, _REFUSALS.get(code, "Refused"), code)
+    dm_of = {channel: user for user, channel in fake.dm_channels.items()}
+    if dm_of.get(int(params["channel_id"])) in fake.closed_dms:
+        return _error(403, "Cannot send messages to this user", 50007)
     reference = call.payload.get("message_reference")
     if reference and reference.get("fail_if_not_exists", True):
         if int(reference["message_id"]) not in fake.messages:
@@ -604,6 +634,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], _Handler]] = [
          _delete_message),
         ("POST", r"/webhooks/(?P<app_id>\d+)/(?P<token>[^/]+)", _follow_up),
         ("POST", r"/channels/(?P<channel_id>\d+)/messages", _channel_message),
+        ("POST", r"/users/@me/channels", _create_dm),
         ("GET", r"/attachments/(?P<attachment_id>\d+)/(?P<filename>[^/]+)", _attachment),
     ]
 ]  # fmt: skip
