@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, and_, bindparam, true, update
+from sqlalchemy import BigInteger, Integer, and_, bindparam, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.compiled_once import cached_statement
-from storage.models import BudgetAlert, UsageCounter, utcnow
+from storage.models import BudgetAlert, QuotaOverride, UsageCounter, utcnow
 
 LIVE = "live"
 ALERT_THRESHOLDS = (80, 100)
@@ -188,9 +188,10 @@ async def settle(
                 _settle_usd_statement(),
                 {**row, "s_estimate": estimate, "s_actual": actual, "s_now": now},
             )
-            spent = result.scalar_one_or_none()
-            if spent is not None and hold.limit and actual > 0:  # no alert without a budget
-                alerts += await _raise_alerts(conn, hold, hold.limit, spent)
+            settled = result.first()
+            limit = _budget_now(hold, settled)
+            if settled is not None and limit and actual > 0:  # no alert without a budget
+                alerts += await _raise_alerts(conn, hold, limit, settled[0])
         elif hold.kind is HoldKind.IN_FLIGHT or give_back_job:
             await conn.execute(_give_back_job_statement(), {**row, "s_now": now})
     return alerts
@@ -207,8 +208,15 @@ def _settled_row() -> Any:
 
 @cached_statement
 def _settle_usd_statement() -> Any:
-    """Release the estimate and add what was spent; returns the new spend (built once)."""
+    """Release the estimate and add what was spent; returns the new spend and the budget an
+    admin has set since, if any (built once: one statement, where a read of it would add one)."""
     table = UsageCounter.__table__.c
+    override = QuotaOverride.__table__.c
+    budget_set = (
+        select(override.usd_per_month_micros)
+        .where(override.scope == bindparam("s_scope"), override.subject == bindparam("s_subject"))
+        .scalar_subquery()
+    )
     return (
         update(UsageCounter.__table__)
         .where(_settled_row())
@@ -217,8 +225,17 @@ def _settle_usd_statement() -> Any:
             spent_micros=table.spent_micros + bindparam("s_actual", type_=BigInteger),
             updated_at=bindparam("s_now", type_=table.updated_at.type),
         )
-        .returning(table.spent_micros)
+        .returning(table.spent_micros, budget_set)
     )
+
+
+def _budget_now(hold: Hold, settled: Any) -> int | None:
+    """The budget a settlement's alerts are measured against: the one in force now. An admin
+    may have changed it since the job reserved (the hold keeps the one it was admitted by):
+    lowered under what a running job then spends, the admins must still hear it was reached."""
+    if settled is None or settled[1] is None:  # (spent, budget set): by place, as compiled once
+        return hold.limit  # no admin's budget: the configured default, as at admission
+    return load_limit(int(settled[1]))
 
 
 @cached_statement
@@ -245,9 +262,10 @@ async def charge_late(
             result = await conn.execute(
                 _settle_usd_statement(), {**row, "s_estimate": 0, "s_actual": actual, "s_now": now}
             )
-            spent = result.scalar_one_or_none()
-            if spent is not None and hold.limit and actual > 0:
-                alerts += await _raise_alerts(conn, hold, hold.limit, spent)
+            settled = result.first()
+            limit = _budget_now(hold, settled)
+            if settled is not None and limit and actual > 0:
+                alerts += await _raise_alerts(conn, hold, limit, settled[0])
     return alerts
 
 
