@@ -361,7 +361,7 @@ def _check_prompt(command: CommandSpec, prompt: str) -> str:
     usage, label = command.usage(), command.prompt_label
     # A NUL shows as nothing, and PostgreSQL stores none in text: kept, it made the command
     # fail as "cannot reach its database".
-    prompt = prompt.replace("\x00", "")
+    prompt = prompt.replace("\x00", "").strip()
     if command.prompt_type == "url":
         # Slack wraps links as <https://...> or <https://...|label>.
         if prompt.startswith("<") and prompt.endswith(">"):
