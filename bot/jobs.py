@@ -1064,6 +1064,11 @@ class JobService:
             reason = f"no adapter for {job.platform}"
             await self.store.release_delivery(job.id, reason, job.delivery_attempts)
             return False
+        if job.delivery_attempts > self.delivery.max_claims:
+            # Every earlier claim lapsed without an outcome: its process died each time (an
+            # output that kills it, say). Tried again, it would be for ever, the person untold.
+            await self._give_up(adapter, job, "claims lapsed")
+            return False
         try:
             failed = await self._post_leased(adapter, job)
         except LeaseLost:
@@ -1080,21 +1085,26 @@ class JobService:
             )
             await self.store.finish_delivery(job.id, reason, job.delivery_attempts)
         elif job.delivery_attempts >= self.delivery.max_claims:
-            job_event(
-                job,
-                "delivery failed",
-                level=logging.ERROR,
-                reason=f"{reason}, gave up",
-                attempts=job.delivery_attempts,
-            )
-            await self.store.finish_delivery(job.id, f"{reason} (gave up)", job.delivery_attempts)
-            if job.job_status is JobStatus.SUCCEEDED:
-                with contextlib.suppress(Exception):
-                    await adapter.post_error(job, UNDELIVERABLE)
+            await self._give_up(adapter, job, reason)
         else:
             job_event(job, "delivery postponed", level=logging.WARNING, reason=reason)
             await self.store.release_delivery(job.id, reason, job.delivery_attempts)
         return False
+
+    async def _give_up(self, adapter: ChatAdapter, job: Job, reason: str) -> None:
+        """Fail a delivery for good after `max_claims` claims, and tell the person where that
+        still works (a result they were charged for will not come)."""
+        job_event(
+            job,
+            "delivery failed",
+            level=logging.ERROR,
+            reason=f"{reason}, gave up",
+            attempts=job.delivery_attempts,
+        )
+        await self.store.finish_delivery(job.id, f"{reason} (gave up)", job.delivery_attempts)
+        if job.job_status is JobStatus.SUCCEEDED:
+            with contextlib.suppress(Exception):
+                await adapter.post_error(job, UNDELIVERABLE)
 
     def _checkpoint(self, job: Job) -> Checkpoint:
         """What an adapter calls to record a delivery step in the job's destination."""

@@ -141,3 +141,44 @@ async def test_a_status_edit_slowed_on_another_instance_does_not_undo_the_outcom
             edits = [call.args for call in first.fake.calls_to("chat.update")]
             outcome = next(edit for edit in edits if "✅ done in " in edit["text"])
             assert edits[-1] == outcome  # the outcome's text and buttons, not Cancel
+
+
+async def test_a_delivery_whose_claims_keep_lapsing_is_given_up_and_said(
+    sandbox_server, database_url: str
+) -> None:
+    """Each claim of a delivery lapsed without an outcome (its process died each time: an
+    output that kills it). It was claimed again for ever, the person never told; past
+    `max_claims` it fails for good, posts nothing more, and the person hears the result will
+    not come."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from bot.jobs import UNDELIVERABLE
+    from storage.engine import write
+    from storage.models import Job
+
+    async with running_slack_conjure(sandbox_server, database_url) as conjure:
+        service, store = conjure.service, conjure.runtime.store
+        await conjure.slash("/imagine", "a red fox in the snow")
+        await conjure.settle(sandbox_server)
+        job = await only_job(conjure, sandbox_server)
+        async with write(store.engine) as conn:  # as if never delivered
+            await conn.execute(
+                update(Job)
+                .where(Job.id == job.id)
+                .values(delivery=Delivery.PENDING, delivery_attempts=0)
+            )
+        for _ in range(service.delivery.max_claims):  # each claimant died: its lease lapsed
+            assert await store.claim_delivery(job.id, timedelta(seconds=-1))
+        uploads = len(conjure.fake.shared_uploads())
+
+        assert not await service.deliver(job.id)
+        await service.wait_idle()
+
+        done = await store.get(job.id)
+        assert done is not None and done.delivery == Delivery.FAILED
+        assert "gave up" in (done.delivery_error or "")
+        assert len(conjure.fake.shared_uploads()) == uploads  # nothing posted again
+        said = [m.text for m in conjure.fake.messages if UNDELIVERABLE in m.text]
+        assert len(said) == 1
