@@ -40,6 +40,11 @@ STATUS_KEY = "status_ts"
 # delivery taken over after it (its instance died before marking it delivered) posts no second.
 REPLY_KEY = "result_ts"
 ERROR_KEY = "error_ts"  # the same for the reply that says the job failed
+# In job.destination, for a job without a thread: how its result (or failure) was told through
+# the response_url ("in_channel", "ephemeral", or "dm" once that expired), so that a takeover
+# neither repeats it nor spends another of the response_url's five posts.
+TOLD_KEY = "told_result"
+TOLD_ERROR_KEY = "told_error"
 
 PLATFORM = "slack"
 LONG_TEXT_CHARS = 3000  # longer text outputs are uploaded as a .txt file
@@ -266,6 +271,9 @@ class SlackAdapter(ChatAdapter):
     ) -> None:
         """No thread: files (and long text) to the person's DM, the rest via response_url.
         `dm_done`: the DM where an earlier delivery already shared them."""
+        if job.destination.get(TOLD_KEY):
+            log.info("job %s: its result was already told; not told again", job.id)
+            return
         long_text = result.text is not None and len(result.text) > self.long_text_chars
         dm: str | None = dm_done
         if dm_done is not None:
@@ -284,7 +292,7 @@ class SlackAdapter(ChatAdapter):
         else:
             body = say.nothing_to_show(result.skipped)
         summary = f"{say.announcement(job)}\n{say.mention(job.user_id)} {body}"
-        await self._tell(job, summary + say.skipped_note(result.skipped), dm)
+        await self._tell(job, summary + say.skipped_note(result.skipped), checkpoint, TOLD_KEY, dm)
 
     async def _to_dm(
         self, job: Job, result: JobResult, long_text: bool, checkpoint: Checkpoint | None = None
@@ -310,7 +318,8 @@ class SlackAdapter(ChatAdapter):
     ) -> None:
         """A threaded reply that mentions the person, then the parent shows how it ended;
         without a thread, the response_url. With `checkpoint`, the reply is recorded
-        (ERROR_KEY) and a delivery taken over after it posts no second one."""
+        (ERROR_KEY, or TOLD_ERROR_KEY without a thread) and a delivery taken over after it
+        posts no second one."""
         where = _thread(job)
         if where is not None and job.destination.get(ANSWER_KEY):
             with contextlib.suppress(*SLACK_ERRORS):
@@ -328,7 +337,11 @@ class SlackAdapter(ChatAdapter):
             except SlackApiError as exc:
                 if _reason(exc) not in CANNOT_POST:
                     raise
-        await self._tell(job, f"{say.announcement(job)}\n{say.failure_reply(job, message)}")
+        if job.destination.get(TOLD_ERROR_KEY):
+            log.info("job %s: its failure was already told; not told again", job.id)
+            return
+        failure = f"{say.announcement(job)}\n{say.failure_reply(job, message)}"
+        await self._tell(job, failure, checkpoint, TOLD_ERROR_KEY)
 
     def retry_delay(self, exc: BaseException) -> float | None:
         """429s, 5xx and Slack's "try later" errors pass (honouring Retry-After), as do dropped
@@ -372,12 +385,7 @@ class SlackAdapter(ChatAdapter):
         """A reply whose ts is recorded under `key` as soon as it is posted. A failure to
         record it does not fail a delivery the person already has."""
         posted = await self._reply(channel, ts, text)
-        if checkpoint is None:
-            return
-        try:
-            await checkpoint({key: posted})
-        except Exception:
-            log.warning("job %s: could not record its posted answer", job.id, exc_info=True)
+        await _record(job, checkpoint, {key: posted})
 
     def _uploads(self, job: Job, result: JobResult, long_text: bool) -> list[dict[str, Any]]:
         """What to upload for a result: its files, and a long text answer as a .txt snippet."""
@@ -425,17 +433,38 @@ class SlackAdapter(ChatAdapter):
             self.client, uploads, channel=channel, thread_ts=ts, comment=comment, checkpoint=record
         )
 
-    async def _tell(self, job: Job, text: str, dm: str | None = None) -> None:
-        """Through the response_url (in the channel); once that has expired, by DM."""
+    async def _tell(
+        self,
+        job: Job,
+        text: str,
+        checkpoint: Checkpoint | None,
+        key: str,
+        dm: str | None = None,
+    ) -> None:
+        """Through the response_url (in the channel); once that has expired, by DM. Recorded
+        under `key` once posted, as a threaded reply is (_reply_once)."""
         in_channel = job.destination.get("response_type", "in_channel") == "in_channel"
-        if await respond(job.destination.get("response_url"), text, in_channel=in_channel):
-            return
-        dm = dm or await open_dm(self.client, job.user_id)
-        await self.client.chat_postMessage(channel=dm, text=text)
+        how = await respond(job.destination.get("response_url"), text, in_channel=in_channel)
+        if how is None:
+            dm = dm or await open_dm(self.client, job.user_id)
+            await self.client.chat_postMessage(channel=dm, text=text)
+            how = "dm"
+        await _record(job, checkpoint, {key: how})
 
     def _noun(self, job: Job) -> str:
         model = self.catalog.models.get(job.model)
         return _NOUNS.get(model.kind if model else "", "file")
+
+
+async def _record(job: Job, checkpoint: Checkpoint | None, fields: Mapping[str, Any]) -> None:
+    """Record what was just posted; a failure to record it does not fail a delivery the
+    person already has."""
+    if checkpoint is None:
+        return
+    try:
+        await checkpoint(fields)
+    except Exception:
+        log.warning("job %s: could not record its posted answer", job.id, exc_info=True)
 
 
 def _beside(text: str | None, long_text: bool) -> str:
