@@ -591,10 +591,32 @@ class JobService:
         for hold in holds:
             if hold.kind is not HoldKind.IN_FLIGHT or not queueable(hold, self.settings):
                 continue
-            user = job.user_id if hold.scope == USER else None
-            if await self.store.waiting_count(job.platform, job.workspace, user):
-                return hold
+            if hold.scope == USER:
+                if await self.store.waiting_count(job.platform, job.workspace, job.user_id):
+                    return hold
+            elif await self.store.waiting_count(job.platform, job.workspace, None):
+                if await self._waiting_for_the_workspace(job):
+                    return hold
         return None
+
+    async def _waiting_for_the_workspace(self, job: Job) -> bool:
+        """Whether a job waits that a free workspace slot would start: one of another person
+        who is below their own limit of jobs at once. One waiting only for its own person's
+        slot (that person at their limit) would not take it, so `job` is not queued behind it
+        (it was, and refused as "this workspace already has N running" when the queue was
+        full, with a slot free). Read only where the workspace has jobs waiting."""
+        now = utcnow()
+        others = {w.user_id for w in await self.store.waiting(job.platform, job.workspace)}
+        others.discard(job.user_id)  # the person's own wait behind them is the USER hold's
+        for user_id in others:
+            holds = await self.quotas.holds(job.platform, job.workspace, user_id, now)
+            own = [h for h in holds if h.kind is HoldKind.IN_FLIGHT and h.scope == USER]
+            if not own or own[0].limit is None:
+                return True  # no limit of their own: it waits for the workspace
+            live = await self.store.counter(own[0].scope, own[0].subject, own[0].period)
+            if live is None or live.jobs < own[0].limit:
+                return True
+        return False
 
     async def _enqueue(self, job: Job, now: datetime) -> None:
         """Record `job` as waiting for a slot, holding only its place in the queue (the per
