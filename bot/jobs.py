@@ -594,9 +594,8 @@ class JobService:
             if hold.scope == USER:
                 if await self.store.waiting_count(job.platform, job.workspace, job.user_id):
                     return hold
-            elif await self.store.waiting_count(job.platform, job.workspace, None):
-                if await self._waiting_for_the_workspace(job):
-                    return hold
+            elif await self._waiting_for_the_workspace(job):
+                return hold
         return None
 
     async def _waiting_for_the_workspace(self, job: Job) -> bool:
@@ -604,7 +603,8 @@ class JobService:
         who is below their own limit of jobs at once. One waiting only for its own person's
         slot (that person at their limit) would not take it, so `job` is not queued behind it
         (it was, and refused as "this workspace already has N running" when the queue was
-        full, with a slot free). Read only where the workspace has jobs waiting."""
+        full, with a slot free). One read where nothing waits; a person's limits and live
+        count more only for those waiting."""
         now = utcnow()
         others = {w.user_id for w in await self.store.waiting(job.platform, job.workspace)}
         others.discard(job.user_id)  # the person's own wait behind them is the USER hold's

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -182,19 +183,28 @@ async def settle(
     alerts: list[BudgetAlert] = []
     now = utcnow()
     for hold in holds:
-        row = {"s_scope": hold.scope, "s_subject": hold.subject, "s_period": hold.period}
         if hold.kind is HoldKind.USD:
-            result = await conn.execute(
-                _settle_usd_statement(),
-                {**row, "s_estimate": estimate, "s_actual": actual, "s_now": now},
-            )
-            settled = result.first()
-            limit = _budget_now(hold, settled)
-            if settled is not None and limit and actual > 0:  # no alert without a budget
-                alerts += await _raise_alerts(conn, hold, limit, settled[0])
+            alerts += await _settle_usd(conn, hold, estimate, actual, now)
         elif hold.kind is HoldKind.IN_FLIGHT or give_back_job:
-            await conn.execute(_give_back_job_statement(), {**row, "s_now": now})
+            await conn.execute(_give_back_job_statement(), {**_row(hold), "s_now": now})
     return alerts
+
+
+def _row(hold: Hold) -> dict[str, Any]:
+    """The counter row a hold names, as the settle statements' parameters."""
+    return {"s_scope": hold.scope, "s_subject": hold.subject, "s_period": hold.period}
+
+
+async def _settle_usd(
+    conn: AsyncConnection, hold: Hold, estimate: int, actual: int, now: datetime
+) -> list[BudgetAlert]:
+    """Give `estimate` back and add `actual` to a money counter; the alerts that fall due."""
+    params = {**_row(hold), "s_estimate": estimate, "s_actual": actual, "s_now": now}
+    settled = (await conn.execute(_settle_usd_statement(), params)).first()
+    limit = _budget_now(hold, settled)
+    if settled is None or not limit or actual <= 0:  # no alert without a budget, or spend
+        return []
+    return await _raise_alerts(conn, hold, limit, settled[0])
 
 
 def _settled_row() -> Any:
@@ -258,14 +268,7 @@ async def charge_late(
     now = utcnow()
     for hold in holds:
         if hold.kind is HoldKind.USD:
-            row = {"s_scope": hold.scope, "s_subject": hold.subject, "s_period": hold.period}
-            result = await conn.execute(
-                _settle_usd_statement(), {**row, "s_estimate": 0, "s_actual": actual, "s_now": now}
-            )
-            settled = result.first()
-            limit = _budget_now(hold, settled)
-            if settled is not None and limit and actual > 0:
-                alerts += await _raise_alerts(conn, hold, limit, settled[0])
+            alerts += await _settle_usd(conn, hold, 0, actual, now)
     return alerts
 
 
