@@ -225,22 +225,29 @@ class Followups:
     async def _delivered_output(self, press: Press, parent: Job, index: int) -> OutputFile | None:
         """Where it was delivered first (it lasts); else Replicate's link while it lives.
         None when both are gone; OutputUnavailable when one exists but cannot be read now."""
-        unreachable = False
+        unreachable: Exception | None = None
         if press.source is not None:
             try:
                 found = await press.source(parent, index)
-            except Exception:
+            except Exception as exc:
                 log.warning(
                     "job %s: delivered output %d unreachable", parent.id, index, exc_info=True
                 )
-                found, unreachable = None, True
-            if found is not None:
-                return found
+                unreachable = exc
+            else:
+                if found is not None:
+                    return found
+        found = await self._from_replicate(parent, index)
+        if found is None and unreachable is not None:
+            raise OutputUnavailable(f"output {index} of job {parent.id} unreachable")
+        return found
+
+    async def _from_replicate(self, parent: Job, index: int) -> OutputFile | None:
+        """Output `index` from Replicate's link while it lives (an hour); None when it is gone,
+        OutputUnavailable when its host fails just now."""
         urls, _ = split_output(parent.output)
         done = parent.completed_at
         if index > len(urls) or done is None or utcnow() - done > REPLICATE_LINKS_LAST:
-            if unreachable:
-                raise OutputUnavailable(f"output {index} of job {parent.id} unreachable")
             return None
         try:
             result = await self.fetcher.fetch([urls[index - 1]])
@@ -249,12 +256,8 @@ class Followups:
             raise
         except Exception:
             log.warning("job %s: output %d not downloadable", parent.id, index, exc_info=True)
-            result = None
-        if result is not None and result.files:
-            return result.files[0]
-        if unreachable:
-            raise OutputUnavailable(f"output {index} of job {parent.id} unreachable")
-        return None
+            return None
+        return result.files[0] if result.files else None
 
 
 def _asked(press: Press) -> CommandRequest:
