@@ -22,7 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack import markup as say
 from adapters.slack.buttons import status_blocks
 from adapters.slack.files import OUTPUTS_KEY
-from adapters.slack.reach import BAD_TOKENS, SLACK_ERRORS, open_dm, passing, respond
+from adapters.slack.reach import BAD_TOKENS, SLACK_ERRORS, error_code, open_dm, passing, respond
 from adapters.slack.streaming import ANSWER_KEY, AnswerStreams
 from adapters.slack.uploads import FILES_KEY, Checkpoint, already_shared, upload_and_share
 from bot.adapter import ChatAdapter, JobResult
@@ -104,7 +104,7 @@ class SlackAdapter(ChatAdapter):
         try:
             response = await self._post_status_message(job, text, thread_ts)
         except SLACK_ERRORS as exc:
-            reason = _reason(exc)
+            reason = error_code(exc)
             log.warning(
                 "job %s: no thread in %s (%s); using response_url", job.id, job.channel, reason
             )
@@ -139,7 +139,7 @@ class SlackAdapter(ChatAdapter):
                 delay = self.retry_delay(exc)
                 if delay is None or attempt == STATUS_TRIES:
                     raise
-                log.warning("job %s: status post failed (%s); again", job.id, _reason(exc))
+                log.warning("job %s: status post failed (%s); again", job.id, error_code(exc))
                 await asyncio.sleep(min(max(delay, STATUS_WAIT[0]), STATUS_WAIT[1]))
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -156,7 +156,7 @@ class SlackAdapter(ChatAdapter):
             )
         except SLACK_ERRORS as exc:
             # Only cosmetic: the result must still be delivered when the parent is gone.
-            log.warning("job %s: could not update its status (%s)", job.id, _reason(exc))
+            log.warning("job %s: could not update its status (%s)", job.id, error_code(exc))
 
     # ---- results --------------------------------------------------------------------------
 
@@ -193,9 +193,9 @@ class SlackAdapter(ChatAdapter):
                 await self.update_status(job)
                 return
             except SlackApiError as exc:
-                if _reason(exc) not in CANNOT_POST:
+                if error_code(exc) not in CANNOT_POST:
                     raise
-                log.warning("job %s: the thread is gone (%s)", job.id, _reason(exc))
+                log.warning("job %s: the thread is gone (%s)", job.id, error_code(exc))
         dm_done = shared_in if already else None
         await self._result_elsewhere(job, result, checkpoint, dm_done=dm_done)
 
@@ -285,8 +285,8 @@ class SlackAdapter(ChatAdapter):
             except SLACK_ERRORS as exc:
                 if self.retry_delay(exc) is not None:
                     raise  # Slack's bad second (a 5xx, a timeout): the delivery tries again
-                log.warning("job %s: could not DM the result (%s)", job.id, _reason(exc))
-                body = say.NO_ACCESS if _reason(exc) in BAD_TOKENS else say.DM_FAILED
+                log.warning("job %s: could not DM the result (%s)", job.id, error_code(exc))
+                body = say.NO_ACCESS if error_code(exc) in BAD_TOKENS else say.DM_FAILED
         elif result.text is not None:
             body = say.escape(result.text)
         else:
@@ -335,7 +335,7 @@ class SlackAdapter(ChatAdapter):
                 await self.update_status(job)
                 return
             except SlackApiError as exc:
-                if _reason(exc) not in CANNOT_POST:
+                if error_code(exc) not in CANNOT_POST:
                     raise
         if job.destination.get(TOLD_ERROR_KEY):
             log.info("job %s: its failure was already told; not told again", job.id)
@@ -498,10 +498,3 @@ def _retry_after(headers: Any) -> float:
             except (TypeError, ValueError, IndexError):
                 return 0.0
     return 0.0
-
-
-def _reason(exc: BaseException) -> str:
-    """Slack's error code (`not_in_channel`), or the exception's type for transport errors."""
-    if isinstance(exc, SlackApiError):
-        return str(exc.response.get("error") or "error")
-    return type(exc).__name__

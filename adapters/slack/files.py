@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.reach import SLACK_ERRORS, passing
+from adapters.slack.reach import SLACK_ERRORS, error_code, passing
 from adapters.slack.uploads import FILES_KEY
 from bot.adapter import OutputFile
 from bot.replicate.outputs import OutputFetcher, OutputRejected, OutputUnavailable
@@ -59,9 +59,9 @@ class SlackFiles:
         try:
             answer = await self.client.files_info(file=file_id)
         except SLACK_ERRORS as exc:
-            log.info("job %s: file %d not readable in Slack (%s)", job.id, index, _reason(exc))
+            log.info("job %s: file %d not readable in Slack (%s)", job.id, index, error_code(exc))
             if passing(exc):
-                raise OutputUnavailable(f"file {index} of job {job.id}: {_reason(exc)}") from exc
+                raise OutputUnavailable(f"file {index} of job {job.id}: {error_code(exc)}") from exc
             return None
         info = answer.get("file") or {}
         url = str(info.get("url_private_download") or info.get("url_private") or "")
@@ -92,10 +92,3 @@ def file_for_output(destination: dict[str, Any], index: int) -> str | None:
                 return str(file_id)
         return None
     return str(ids[index - 1]) if 1 <= index <= len(ids) else None
-
-
-def _reason(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    if response is not None and hasattr(response, "get"):
-        return str(response.get("error") or type(exc).__name__)
-    return type(exc).__name__

@@ -36,13 +36,21 @@ BAD_TOKENS = frozenset({"invalid_auth", "not_authed", "account_inactive", "token
 no call with it will work until an admin reinstalls the app."""
 
 
+def error_code(exc: BaseException) -> str:
+    """Slack's error code (`not_in_channel`), or the exception's type for transport errors."""
+    if isinstance(exc, SlackApiError):
+        return str(exc.response.get("error") or "error")
+    return type(exc).__name__
+
+
 def passing(exc: BaseException) -> bool:
     """Whether a Slack call's error may pass: a 429, a 5xx, one of PASSING_ERRORS, a dropped
     connection or a timeout. Anything else is Slack refusing the request as it is."""
     if isinstance(exc, SlackApiError):
         status = exc.response.status_code
-        reason = str(exc.response.get("error"))
-        return status == 429 or status >= 500 or (status == 200 and reason in PASSING_ERRORS)
+        return (
+            status == 429 or status >= 500 or (status == 200 and error_code(exc) in PASSING_ERRORS)
+        )
     return isinstance(exc, ClientError | TimeoutError | ConnectionError)
 
 

@@ -20,6 +20,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import markup as say
+from adapters.slack.reach import error_code
 from bot.adapter import Checkpoint
 from storage.models import Job
 
@@ -110,10 +111,11 @@ class AnswerStreams:
                 )
                 return str(started["ts"]), STREAM
             except SlackApiError as exc:
-                if _error(exc) not in REFUSED:
+                if error_code(exc) not in REFUSED:
                     raise
                 log.info(
-                    "Slack refused chat.startStream (%s); editing a message instead", _error(exc)
+                    "Slack refused chat.startStream (%s); editing a message instead",
+                    error_code(exc),
                 )
                 self.refused = True
         posted = await self.client.chat_postMessage(
@@ -138,7 +140,7 @@ class AnswerStreams:
                 except SlackApiError as exc:
                     # Refused, as a stream Slack ended itself after a quiet while (see show)
                     # is: the edit below writes the message whole.
-                    log.info("job %s: chat.stopStream refused (%s)", job.id, _error(exc))
+                    log.info("job %s: chat.stopStream refused (%s)", job.id, error_code(exc))
             else:
                 with contextlib.suppress(SlackApiError):  # stopped already (a delivery died)
                     await self.client.chat_stopStream(channel=channel, ts=ts)
@@ -154,13 +156,9 @@ class AnswerStreams:
                 )
 
 
-def _error(exc: SlackApiError) -> str:
-    return str(exc.response.get("error"))
-
-
 def _stream_ended(exc: Exception) -> bool:
     """Whether Slack refused a write because the message streams no more."""
-    return isinstance(exc, SlackApiError) and _error(exc) == "message_not_in_streaming_state"
+    return isinstance(exc, SlackApiError) and error_code(exc) == "message_not_in_streaming_state"
 
 
 def _may_have_landed(exc: Exception) -> bool:
