@@ -248,8 +248,7 @@ class DiscordAdapter(ChatAdapter):
         attach, notes = fit_files(files, DEFAULT_ATTACHMENT_LIMIT)
         head = f"Conjure could not post in <#{where.channel_id}>, so your answer is here."
         text = markup.fit("\n".join([head, content, *notes]))
-        dm = await self.client.http.start_private_message(int(job.user_id))
-        channel = self.client.get_partial_messageable(int(dm["id"]))
+        channel = await self.client.create_dm(discord.Object(int(job.user_id)))
         await channel.send(
             text,
             files=as_files(attach, output_flagged(job.output)),
