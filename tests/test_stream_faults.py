@@ -8,40 +8,17 @@ for a write that landed, as on a slow network. The answer must still end whole, 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
 
 from adapters.slack import lifecycle
 from storage.models import Delivery
-from tests.fakes.slack_api import FakeSlack, Message
+from tests.fakes.slack_api import FakeSlack
 from tests.slack_harness import running_slack_conjure
+from tests.test_slack_streaming import ME, answers, eventually, running, the_answer
 
-ME = "<@U0ADA>\n"
 CLIENT_TIMEOUT = 0.5  # seconds the bot's Slack client waits for an answer in these tests
 HELD = 1.0  # seconds the fake holds a call before applying it (past CLIENT_TIMEOUT)
-
-
-async def eventually(check: Callable[[], object], timeout: float = 10.0) -> None:
-    """Until `check()` is true (a wait, not a timing assertion: the timeout only ends a hang)."""
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.01)
-
-
-def answers(fake: FakeSlack) -> list[Message]:
-    """Replies in threads that are not uploads: the answers."""
-    return [m for m in fake.messages if m.thread_ts is not None and not m.files]
-
-
-def the_answer(sandbox_server) -> str:
-    [prediction] = sandbox_server.sandbox.predictions.values()
-    assert prediction["status"] == "succeeded"
-    return "".join(prediction["output"])
-
-
-def running(sandbox_server) -> bool:
-    return all(p["status"] == "processing" for p in sandbox_server.sandbox.predictions.values())
 
 
 async def hold_once(fake: FakeSlack, method: str) -> None:
