@@ -12,11 +12,11 @@ from bot.replicate.client import ReplicateClient
 from bot.replicate.progress import progress_from_logs
 from bot.sandbox import HttpFault
 from bot.sandbox.predictions import TERMINAL
-from bot.sandbox.webhooks import encode_body, signed_headers
 from storage.models import JobStatus
 from tests.garbage import WEBHOOK_PATH
 from tests.harness import Conjure, running_conjure
 from tests.sandbox_fixtures import SandboxServer
+from tests.test_http_edge import _signed_webhook
 
 # ---- progress from logs ----------------------------------------------------------------------
 
@@ -59,14 +59,6 @@ async def _running_job_without_its_webhooks(
     raise AssertionError("the prediction did not finish")
 
 
-def _signed(sandbox: SandboxServer, prediction: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
-    body = encode_body(prediction)
-    headers = signed_headers(
-        sandbox.webhook_secret, f"msg_{time.time_ns()}", int(time.time()), body
-    )
-    return body, headers
-
-
 async def test_a_logs_webhook_with_a_garbage_step_count_is_answered_and_the_job_ends(
     sandbox_server: SandboxServer, sqlite_url: str, tmp_path: Path
 ) -> None:
@@ -82,11 +74,11 @@ async def test_a_logs_webhook_with_a_garbage_step_count_is_answered_and_the_job_
             "metrics": {},
             "logs": "loading\n|" + "3" * 5000 + "/4 [00:00]\n",
         }
-        body, headers = _signed(sandbox_server, running)
+        body, headers = _signed_webhook(sandbox_server, running)
         response = await conjure.http.post(path, content=body, headers=headers)
         assert response.status_code == 200
 
-        body, headers = _signed(sandbox_server, prediction)
+        body, headers = _signed_webhook(sandbox_server, prediction)
         assert (await conjure.http.post(path, content=body, headers=headers)).status_code == 200
         assert (await outcome).ok
         await conjure.service.wait_idle()
