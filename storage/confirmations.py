@@ -9,6 +9,7 @@ unique request key besides, so presses that submit again (after a crash) still e
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -63,13 +64,7 @@ class ConfirmationStore:
     async def record_job(self, confirmation_id: str, job_id: str) -> None:
         """Note the job a confirmed question started (for the presses that come later)."""
         statement = (
-            update(_TABLE)
-            .where(
-                _TABLE.c.id == confirmation_id,
-                _TABLE.c.status == ConfirmationStatus.CONFIRMED,
-                _TABLE.c.job_id.is_(None),
-            )
-            .values(job_id=job_id)
+            update(_TABLE).where(*_claimed_without_a_job(confirmation_id)).values(job_id=job_id)
         )
         async with write(self.engine) as conn:
             await conn.execute(statement)
@@ -79,12 +74,17 @@ class ConfirmationStore:
         reached): nothing started, so its buttons still work."""
         statement = (
             update(_TABLE)
-            .where(
-                _TABLE.c.id == confirmation_id,
-                _TABLE.c.status == ConfirmationStatus.CONFIRMED,
-                _TABLE.c.job_id.is_(None),
-            )
+            .where(*_claimed_without_a_job(confirmation_id))
             .values(status=ConfirmationStatus.PENDING.value)
         )
         async with write(self.engine) as conn:
             await conn.execute(statement)
+
+
+def _claimed_without_a_job(confirmation_id: str) -> tuple[Any, ...]:
+    """A question Run it has claimed whose job is not recorded (yet, or ever: it was refused)."""
+    return (
+        _TABLE.c.id == confirmation_id,
+        _TABLE.c.status == ConfirmationStatus.CONFIRMED,
+        _TABLE.c.job_id.is_(None),
+    )
