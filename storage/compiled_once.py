@@ -205,6 +205,34 @@ class CompiledOnce:
 
 _Compiled = dict[tuple[int, tuple[str, ...]], CompiledOnce | None]
 _BY_DIALECT: weakref.WeakKeyDictionary[Dialect, _Compiled] = weakref.WeakKeyDictionary()
+_BY_SETTINGS: dict[tuple[Any, ...], _Compiled] = {}
+_PLAIN = (str, int, float, bool, type(None), tuple)
+
+
+def _settings(dialect: Dialect) -> tuple[Any, ...]:
+    """What a dialect compiles by: its class and its settings (server version, paramstyle, JSON
+    serializer...), its helper objects by class. Two engines on the same kind of database with
+    the same options compile every statement alike: a process that opens many (the tests, which
+    open one a test) compiles each statement once, not once an engine."""
+    settings = tuple(
+        (name, value if isinstance(value, _PLAIN) or callable(value) else type(value))
+        for name, value in sorted(vars(dialect).items())
+    )
+    return (type(dialect), settings)
+
+
+def _cache_of(dialect: Dialect) -> _Compiled:
+    cache = _BY_DIALECT.get(dialect)
+    if cache is None:
+        try:
+            key = _settings(dialect)
+            hash(key)
+        except TypeError:  # a setting that cannot be compared: this dialect's own cache
+            cache = {}
+        else:
+            cache = _BY_SETTINGS.setdefault(key, {})
+        _BY_DIALECT[dialect] = cache
+    return cache
 
 
 def compiled_once(statement: Any, dialect: Dialect, params: Any) -> CompiledOnce | None:
@@ -213,9 +241,7 @@ def compiled_once(statement: Any, dialect: Dialect, params: Any) -> CompiledOnce
     if id(statement) not in _BUILT_ONCE or not isinstance(params, Mapping):
         return None
     names = tuple(params)
-    cache = _BY_DIALECT.get(dialect)
-    if cache is None:
-        cache = _BY_DIALECT[dialect] = {}
+    cache = _cache_of(dialect)
     key = (id(statement), names)
     if key not in cache:
         compiled = statement.compile(dialect=dialect, column_keys=list(names))

@@ -195,6 +195,20 @@ def test_a_statement_that_needs_sqlalchemy_is_not_compiled_once() -> None:
     assert compiled_once.compiled_once(text("SELECT 1"), dialect, {}) is None
 
 
+def test_engines_alike_share_their_compiled_statements_and_others_do_not() -> None:
+    """Each test opens its own engine: a statement compiled for one serves every engine with the
+    same settings (so the suite compiles the job path once), never one that compiles otherwise."""
+    table = Table("shared", MetaData(), Column("id", Integer, primary_key=True))
+    statement = compiled_once.built_once(table.select().where(table.c.id == 1))
+    first = compiled_once.compiled_once(statement, sqlite.dialect(), {})
+    assert first is not None
+    assert compiled_once.compiled_once(statement, sqlite.dialect(), {}) is first
+    other_json = sqlite.dialect(json_serializer=lambda value: "{}")
+    assert compiled_once.compiled_once(statement, other_json, {}) is not first
+    named = sqlite.dialect(paramstyle="named")  # compiles other SQL: not compiled once at all
+    assert compiled_once.compiled_once(statement, named, {}) is None
+
+
 async def test_a_connection_dropped_under_a_compiled_statement_is_replaced(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,6 +7,7 @@ Every test asserts the invariant: the image is in the thread once, and the job i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import timedelta
 
 from starlette.applications import Starlette
@@ -228,8 +229,11 @@ async def test_a_slow_delivery_that_renews_its_lease_is_never_taken_over(
 ) -> None:
     async with running_slack_conjure(sandbox_server, database_url) as conjure:
         service = conjure.service
-        service.delivery = LEASED
-        conjure.fake.delays["files.getUploadURLExternal"] = 0.8  # longer than a lease and a half
+        # A lease long enough that a renewal is never late on a loaded machine (the suite's
+        # workers on 2 CPUs made a 0.45 s lease's renewals miss it): the claimant then stops, as
+        # it must, and this test would be about something else.
+        service.delivery = dataclasses.replace(LEASED, lease=timedelta(seconds=1.2))
+        conjure.fake.delays["files.getUploadURLExternal"] = 2.0  # longer than a lease and a half
         await conjure.slash("/imagine", "a red fox in the snow")
         await sandbox_server.sandbox.wait_idle()
         claimed = await delivering(conjure)
