@@ -323,6 +323,29 @@ async def test_a_variation_whose_slack_file_and_link_are_both_gone_is_refused_pr
         assert conjure.fake.replies(CHANNEL, parent.ts)[-1].files  # nothing new in the thread
 
 
+async def test_a_variation_whose_slack_file_read_gives_a_sign_in_page_is_not_run_on_it(
+    sandbox_server, sqlite_url: str
+) -> None:
+    """Replicate's link has expired and Slack answers the file's read with its sign-in page
+    (200, a web page): that page is not the image, so nothing runs on it and nothing is
+    charged; the person hears the image is not available."""
+    async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
+        parent, job = await finished_imagine(conjure, sandbox_server, "an old map")
+        [prediction_id] = sandbox_server.sandbox.predictions
+        sandbox_server.sandbox.runs[prediction_id].files.clear()
+        await conjure.runtime.store.update_fields(job.id, completed_at=utcnow() - timedelta(days=1))
+        conjure.fake.sign_in_page = True
+
+        pressed = await conjure.press(parent, "V1")
+        await conjure.settle(sandbox_server)
+        [answer] = conjure.fake.responses_to(pressed.response_id)
+        assert answer.response_type == "ephemeral"
+        assert "That image is no longer available" in answer.text
+        assert [d.authorized for d in conjure.fake.downloads] == [True]
+        assert sandbox_server.sandbox.create_count == 1  # the first job's only
+        assert await spent(conjure, ADA) == FLUX_SCHNELL_MICROS
+
+
 # ---- restarts, instances, double clicks ----------------------------------------------------
 
 

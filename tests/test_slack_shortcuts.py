@@ -140,3 +140,28 @@ async def test_no_file_or_the_wrong_one_gets_a_private_answer_and_nothing_is_spe
         assert await nothing_spent(conjure, sandbox_server)
         assert fake.downloads == []  # no file was read
         assert fake.calls_to("chat.postMessage") == []
+
+
+async def test_a_sign_in_page_slack_serves_instead_of_the_file_is_refused_not_sent_to_a_model(
+    sandbox_server, sqlite_url: str
+) -> None:
+    """Slack answers a file read it will not serve the token (no files:read) with its sign-in
+    web page, status 200: that page is not the person's image, and a model given it fails, or
+    draws from a web page's bytes. The person is told what an admin can do; nothing is run."""
+    async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
+        fake = conjure.fake
+        fake.sign_in_page = True
+        posted = fake.person_posts_file(
+            CHANNEL, "boat.png", png((96, 64), (1, 2, 3)), text="a boat"
+        )
+        await conjure.shortcut("conjure_vary", posted, response_id="vary")
+        await conjure.settle(sandbox_server)
+
+        [told] = fake.responses_to("vary")
+        assert told.response_type == "ephemeral"
+        assert told.text == (
+            "Conjure could not read that image (boat.png): a web page came instead of the file. "
+            "The app may be missing permission to read files; an admin can reinstall it."
+        )
+        assert [d.authorized for d in fake.downloads] == [True]
+        assert await nothing_spent(conjure, sandbox_server)

@@ -19,6 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack.reach import SLACK_ERRORS, error_code, passing
 from adapters.slack.uploads import FILES_KEY
 from bot.adapter import OutputFile
+from bot.catalog.files import is_web_page
 from bot.replicate.outputs import OutputFetcher, OutputRejected, OutputUnavailable
 from storage.models import Job
 
@@ -74,10 +75,16 @@ class SlackFiles:
         except OutputRejected as exc:
             log.info("job %s: file %d not downloaded (%s)", job.id, index, exc)
             return None
+        mimetype = str(info.get("mimetype") or "")
+        if is_web_page(downloaded.content_type, [mimetype]):  # not the file: see is_web_page
+            log.warning(
+                "job %s: Slack sent a web page for file %d (is files:read granted?)", job.id, index
+            )
+            return None
         return OutputFile(
             filename=str(info.get("name") or downloaded.filename),
             content=downloaded.content,
-            content_type=str(info.get("mimetype") or downloaded.content_type),
+            content_type=mimetype or downloaded.content_type,
         )
 
 

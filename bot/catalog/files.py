@@ -67,6 +67,17 @@ def base_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
+WEB_PAGES = frozenset({"text/html", "application/xhtml+xml"})
+
+
+def is_web_page(content_type: str, expected: Iterable[str] = ()) -> bool:
+    """Whether a download answered with a web page where a file of the `expected` types was
+    asked for: a platform that will not serve a file to the bot's token (Slack without
+    `files:read`, a workspace's file policy) answers 200 with its sign-in page, which is not
+    the person's file, and a model given it fails or draws from a web page's bytes."""
+    return base_type(content_type) in WEB_PAGES and not WEB_PAGES & set(expected)
+
+
 def type_name(content_type: str) -> str:
     """A file type as people say it: `PDF`, `mp3`, else the subtype (`image/x-foo` -> `X-FOO`)."""
     mime = base_type(content_type)

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from bot.catalog import OptionSpec
-from bot.catalog.files import base_type
+from bot.catalog.files import base_type, is_web_page
 from bot.commands.parsing import Invocation
 from bot.inputs import NOUNS, FileRefused, InputFile, too_large
 from bot.replicate.client import ReplicateClient
@@ -70,6 +70,13 @@ class FileInputs:
             raise FileRefused(
                 f"Conjure could not read that {noun} ({file.filename}); please try again."
             ) from None
+        if is_web_page(downloaded.content_type, option.accept):
+            log.warning("input file %s: a web page came instead of the file", file.filename)
+            raise FileRefused(
+                f"Conjure could not read that {noun} ({file.filename}): a web page came instead "
+                "of the file. The app may be missing permission to read files; an admin can "
+                "reinstall it."
+            )
         try:
             return await image_input(
                 self.replicate, downloaded.content, base_type(file.content_type), file.filename

@@ -36,6 +36,9 @@ from starlette.routing import Route
 from bot.serving import serve_app
 
 BOT_TOKEN = "xoxb-fake-bot-token"
+SIGN_IN_PAGE = (
+    "<!DOCTYPE html><html><head><title>Sign in | Slack</title></head><body></body></html>"
+)
 APP_TOKEN = "xapp-fake-app-token"
 TEAM_ID = "T0FAKE"
 BOT_USER_ID = "U0BOT"
@@ -161,6 +164,9 @@ class FakeSlack:
         self.refuse_in_channel: set[str] = set()  # response ids that only take ephemeral posts
         self.delays: dict[str, float] = {}
         self.invalid_auth = False
+        # Files read with a token Slack will not serve them to (the app installed without
+        # files:read, a workspace's file policy) answer 200 with Slack's sign-in web page.
+        self.sign_in_page = False
         # The error chat.startStream/appendStream/stopStream answer (e.g. "unknown_method" for a
         # workspace without them); None: they work.
         self.refuse_streaming: str | None = None
@@ -481,6 +487,8 @@ class FakeSlack:
             )
         if upload is None or upload.content is None or upload.channel_id is None:
             return PlainTextResponse("not found", status_code=404)
+        if self.sign_in_page:
+            return Response(SIGN_IN_PAGE, media_type="text/html")
         media_type = mimetypes.guess_type(upload.filename)[0] or "application/octet-stream"
         return Response(upload.content, media_type=media_type)
 
