@@ -34,13 +34,15 @@ class OutputFile:
 
 @dataclass(frozen=True)
 class LinkedOutput:
-    """An output too large for where it goes: linked (Replicate's link, good for an hour)
-    instead of uploaded. `number` is 1-based; `size` is None when the host did not say."""
+    """An output too large for where it goes, or too slow to download: linked (Replicate's link,
+    good for an hour) instead of uploaded. `number` is 1-based; `size` is None when the host did
+    not say; `too_slow` is the deadline (seconds) its download outlasted, None for one too large."""
 
     url: str
     number: int
     size: int | None
     limit: int
+    too_slow: float | None = None
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""What a person reads about an output too large to upload where they asked: its link, and
-when that link dies.
+"""What a person reads about an output too large to upload where they asked, or too slow to
+download: its link, and when that link dies.
 
 Replicate deletes a prediction's files an hour after it ends, so the note says when (in UTC):
 a link that silently stops working the next morning would read as Conjure losing the video.
@@ -28,16 +28,18 @@ def link_note(link: LinkedOutput, noun: str, finished: datetime | None, several:
     if several:
         what = what[0].upper() + what[1:]
     size = f" ({megabytes(link.size)})" if link.size is not None else ""
+    if link.too_slow is not None:
+        why = f"took longer than {link.too_slow:g} s to download"
+    else:
+        why = f"is larger than can be uploaded here ({megabytes(link.limit)})"
     expires = (finished or utcnow()) + LINKS_LAST
     if expires <= utcnow():  # delivered late (retried for over an hour): say so, not a dead link
         return (
-            f"🔗 {what}{size} is larger than can be uploaded here ({megabytes(link.limit)}), "
-            f"and Replicate's link to it expired at {expires:%H:%M} UTC, an hour after the "
-            "run. Run the command again for a new one."
+            f"🔗 {what}{size} {why}, and Replicate's link to it expired at {expires:%H:%M} UTC, "
+            "an hour after the run. Run the command again for a new one."
         )
     return (
-        f"🔗 {what}{size} is larger than can be uploaded here ({megabytes(link.limit)}), "
-        f"so here is Replicate's link to it: {link.url}\n"
+        f"🔗 {what}{size} {why}, so here is Replicate's link to it: {link.url}\n"
         f"It expires at {expires:%H:%M} UTC, an hour after the run; download it before then."
     )
 

@@ -72,6 +72,12 @@ class OutputFetcher:
                     links.append(LinkedOutput(url, index + 1, exc.size, cap))
                 else:
                     skipped.append(str(exc))
+            except OutputTooSlow as exc:
+                # Replicate still has it for the hour: its link, not "not delivered".
+                if link:
+                    links.append(LinkedOutput(url, index + 1, None, cap, too_slow=self.deadline))
+                else:
+                    skipped.append(str(exc))
             except OutputRejected as exc:
                 skipped.append(str(exc))
         return JobResult(files=files, text=text, skipped=skipped, links=links)
@@ -116,7 +122,7 @@ class OutputFetcher:
             async with asyncio.timeout(self.deadline):
                 content, content_type = await self._read(url, index, headers or {}, cap)
         except TimeoutError:
-            raise OutputRejected(
+            raise OutputTooSlow(
                 f"output {index + 1} took longer than {self.deadline:g} s to download"
             ) from None
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
@@ -229,6 +235,10 @@ class OutputTooLarge(OutputRejected):
     def __init__(self, message: str, size: int | None = None) -> None:
         super().__init__(message)
         self.size = size
+
+
+class OutputTooSlow(OutputRejected):
+    """An output whose download outlasted the deadline (a slow host, a huge file trickling)."""
 
 
 class OutputUnavailable(OutputRejected):
