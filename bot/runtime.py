@@ -5,6 +5,7 @@ Built once by `serve`, `demo` and the tests, so all three run the same wiring.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -26,6 +27,7 @@ from bot.replicate.client import ReplicateClient
 from bot.replicate.outputs import REPLICATE_FILE_HOSTS, OutputFetcher
 from bot.replicate.schema_cache import FETCH_TIMEOUT, ModelSchemas
 from bot.replicate.webhook_secret import WebhookSecrets
+from storage import clock
 from storage.engine import create_engine
 from storage.jobs import JobStore
 from storage.quotas import QuotaStore
@@ -52,6 +54,8 @@ class Runtime:
     # in the process that leads (bot.leadership). None: this process runs them all.
     leadership: Leadership | None = None
     webhook_secrets: WebhookSecrets = field(init=False)
+    # Measures this machine's clock against the database's now and then (storage.clock).
+    clock_keeper: asyncio.Task[None] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         configured = self.settings.conjure_webhook_secret
@@ -72,6 +76,7 @@ class Runtime:
         engine = create_engine(settings.conjure_database_url)
         if not migrated:
             await migrate_unless_at_head(engine)
+        await clock.sync(engine)  # before any claim or lease is written
         store = JobStore(engine)
         quotas = Quotas(settings, QuotaStore(engine))
         token = settings.replicate_api_token
@@ -93,7 +98,12 @@ class Runtime:
         schemas = model_schemas(settings)
         prefetch(schemas, catalog)  # in the background: start-up does not wait for Replicate
         commands = Commands(service, schemas)
-        return cls(settings, catalog, engine, store, replicate, http, service, commands, followups)
+        runtime = cls(
+            settings, catalog, engine, store, replicate, http, service, commands, followups
+        )
+        if engine.dialect.name == "postgresql":
+            runtime.clock_keeper = asyncio.create_task(clock.keep_synced(engine))
+        return runtime
 
     async def _fetch_webhook_secret(self) -> str:
         # Through whichever client is current (tests swap in an impatient one).
@@ -105,6 +115,8 @@ class Runtime:
         return self.commands.schemas
 
     async def aclose(self) -> None:
+        if self.clock_keeper is not None:
+            self.clock_keeper.cancel()
         if self.commands.schemas is not None:
             await self.commands.schemas.aclose()
         await self.service.aclose()

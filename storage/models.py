@@ -6,17 +6,20 @@ Every micro-dollar column is a BIGINT: PostgreSQL's INTEGER stops at 2^31 - 1 mi
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from storage import clock
+
 
 def utcnow() -> datetime:
-    """Aware UTC now: SQLModel's UTCDateTime refuses naive values, so nothing is ambiguous."""
-    return datetime.now(UTC)
+    """Aware UTC now (SQLModel's UTCDateTime refuses naive values, so nothing is ambiguous), by
+    the database's clock (storage.clock): what instances compare, they read alike."""
+    return clock.now()
 
 
 class JobStatus(StrEnum):
