@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -62,11 +62,14 @@ class StartClaims:
         since this process last saw it; False when another instance took it over."""
         lock = self._locks.get(job.id)
         async with lock if lock is not None else contextlib.nullcontext():
-            now = utcnow()
-            if not await self._store.touch_unstarted(job.id, job.updated_at, now, **values):
-                return False
-            job.updated_at = now
-            return True
+            return await self._touch(job, values)
+
+    async def _touch(self, job: Job, values: dict[str, Any]) -> bool:
+        now = utcnow()
+        if not await self._store.touch_unstarted(job.id, job.updated_at, now, **values):
+            return False
+        job.updated_at = now
+        return True
 
     async def _keep_fresh(self) -> None:
         while self._held:
@@ -74,13 +77,23 @@ class StartClaims:
             await asyncio.sleep(every.total_seconds())
             stale = utcnow() - every
             for job in [job for job in self._held.values() if job.updated_at <= stale]:
-                if job.id not in self._held:
-                    continue  # started (or given up) meanwhile
                 try:
-                    if not await self.touch(job):
-                        log.warning("job %s was taken over while it waited to start", job.id)
+                    await self._freshen(job, stale)
                 except SQLAlchemyError as exc:
                     log.warning("job %s: could not keep its start claimed (%s)", job.id, exc)
+
+    async def _freshen(self, job: Job, stale: datetime) -> None:
+        """Touch `job` if its claim is still older than `stale` once its lock is free: the lock
+        may have been held by this process's own start, which claimed the job afresh and then
+        started it (a touch then fails, the job being started: not taken over)."""
+        lock = self._locks.get(job.id)
+        if lock is None:
+            return  # started (or given up) meanwhile
+        async with lock:
+            if job.id not in self._held or job.updated_at > stale:
+                return
+            if not await self._touch(job, {}):
+                log.warning("job %s was taken over while it waited to start", job.id)
 
     def close(self) -> None:
         """Stop keeping claims fresh (nothing is held, or the service stops)."""

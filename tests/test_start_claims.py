@@ -68,3 +68,28 @@ async def test_a_job_taken_over_elsewhere_is_not_touched_back(store: JobStore) -
     assert await StartClaims(store, lambda: TAKEOVER).touch(other)  # another instance claims it
     with claims.holding(job):
         assert not await claims.touch(job)  # this one's view is stale: it lost the claim
+
+
+async def test_a_job_claimed_and_started_here_while_the_keeper_waited_is_not_said_taken_over(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The keeper found the job's claim due for a touch, but waited for the job's lock while
+    this process's own start held it (its claim touched, slowly) and then started the job: the
+    claim was fresh and the job this process's, not "taken over while it waited"."""
+    job = make_job("held4")
+    await store.reserve_and_insert(job, user_limit(5))
+    touch = store.touch_unstarted
+
+    async def slow(*args: Any, **kwargs: Any) -> bool:
+        await asyncio.sleep(0.15)  # the keeper wakes meanwhile, and waits for the lock
+        return await touch(*args, **kwargs)
+
+    claims = StartClaims(store, lambda: TAKEOVER)
+    with claims.holding(job):
+        await asyncio.sleep(0.05)
+        monkeypatch.setattr(store, "touch_unstarted", slow)
+        assert await claims.touch(job)  # this process's start claims it, as _launch does
+        monkeypatch.setattr(store, "touch_unstarted", touch)
+        assert await store.attach_prediction("held4", "p-held4")  # and starts it
+        await asyncio.sleep(0.05)
+    assert "taken over" not in caplog.text
