@@ -1244,20 +1244,24 @@ class JobService:
     # ---- budget alerts --------------------------------------------------------------------
 
     async def send_alerts(self) -> None:
-        """Send budget alerts from the outbox to each platform's admin channel, once each."""
+        """Send budget alerts from the outbox to each platform's admin channel, once each while
+        the senders live. Each is leased before it is posted (storage.quotas): one whose sender
+        died mid-post is sent by another once the lease lapses."""
         for alert in await self.quotas.store.unsent_alerts():
             platform = alert.subject.split(":", 1)[0]
             adapter = self._adapters.get(platform)
             channel = self.settings.alert_channel(platform)
             if adapter is None or channel is None:
                 continue  # stays in the outbox until a channel is configured
-            if not await self.quotas.store.claim_alert(alert.id or 0):
+            if not await self.quotas.store.lease_alert(alert.id or 0):
                 continue
             try:
                 await adapter.post_notice(channel, alert_text(alert))
             except Exception:
                 log.exception("could not send budget alert %s; will retry", alert.id)
-                await self.quotas.store.unclaim_alert(alert.id or 0)
+                await self.quotas.store.release_alert(alert.id or 0)
+            else:
+                await self.quotas.store.alert_sent(alert.id or 0)
 
     # ---- polling and recovery -------------------------------------------------------------
 

@@ -211,6 +211,9 @@ class BudgetAlert(SQLModel, table=True):
     limit_micros: int = Field(sa_type=BigInteger)
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
+    # A sender's claim: it posts the alert before this. Past it the sender is taken for dead
+    # (killed between its claim and its post) and another sends the alert (storage.quotas).
+    claimed_until: datetime | None = None
 
 
 class AuditEntry(SQLModel, table=True):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, desc, func, or_, select, update
@@ -26,6 +26,10 @@ from storage.rows import from_row
 from storage.usage import store_limit
 
 OVERRIDE_FIELDS = ("jobs_per_day", "usd_per_month_micros", "max_in_flight")
+ALERT_LEASE = timedelta(minutes=2)
+"""How long a sender's lease on an alert holds: longer than a post with its client's retries
+(Slack's tries take up to 30 s each), so a live sender is not doubled; past it the sender is
+taken for dead and the alert goes to another."""
 
 
 def _stored(change: LimitChange) -> int | None:
@@ -174,34 +178,60 @@ class QuotaStore:
         return [from_row(AuditEntry, row._mapping) for row in rows]
 
     # ---- the alert outbox -----------------------------------------------------------------
+    # A sender leases an alert (lease_alert), posts it, then records it sent (alert_sent) or,
+    # on a failure it sees, gives it back (release_alert). A sender killed between its lease
+    # and its post leaves only the lease, which lapses: another sender posts the alert then.
+    # One killed after its post landed but before alert_sent is sent again on takeover: an
+    # admin told twice beats one never told that a budget ran out.
 
     async def unsent_alerts(self) -> list[BudgetAlert]:
+        """Alerts not sent and held by no live sender (never leased, or the lease lapsed)."""
         async with self.reader.connect() as conn:
             rows = (
                 await conn.execute(
                     select(BudgetAlert.__table__)
-                    .where(BudgetAlert.sent_at.is_(None))  # type: ignore[union-attr]
+                    .where(_unclaimed(utcnow()))
                     .order_by(BudgetAlert.id)
                 )
             ).all()
         return [from_row(BudgetAlert, row._mapping) for row in rows]
 
-    async def claim_alert(self, alert_id: int) -> bool:
-        """Mark an alert sent; exactly one instance gets True and sends it."""
+    async def lease_alert(self, alert_id: int) -> bool:
+        """Claim an alert for ALERT_LEASE; of the live senders exactly one gets True and
+        posts it (the conditional UPDATE decides)."""
+        now = utcnow()
         async with write(self.engine) as conn:
             result = await conn.execute(
                 update(BudgetAlert)
-                .where(BudgetAlert.id == alert_id, BudgetAlert.sent_at.is_(None))  # type: ignore[union-attr]
-                .values(sent_at=utcnow())
+                .where(BudgetAlert.id == alert_id, _unclaimed(now))
+                .values(claimed_until=now + ALERT_LEASE)
             )
         return result.rowcount == 1
 
-    async def unclaim_alert(self, alert_id: int) -> None:
-        """Put an alert back in the outbox after a failed send."""
+    async def alert_sent(self, alert_id: int) -> None:
+        """Record a leased alert posted, so no sender takes it over."""
         async with write(self.engine) as conn:
             await conn.execute(
-                update(BudgetAlert).where(BudgetAlert.id == alert_id).values(sent_at=None)
+                update(BudgetAlert)
+                .where(BudgetAlert.id == alert_id, BudgetAlert.sent_at.is_(None))  # type: ignore[union-attr]
+                .values(sent_at=utcnow(), claimed_until=None)
             )
+
+    async def release_alert(self, alert_id: int) -> None:
+        """Give a leased alert back after a failed post: the next sweep sends it."""
+        async with write(self.engine) as conn:
+            await conn.execute(
+                update(BudgetAlert)
+                .where(BudgetAlert.id == alert_id, BudgetAlert.sent_at.is_(None))  # type: ignore[union-attr]
+                .values(claimed_until=None)
+            )
+
+
+def _unclaimed(now: datetime) -> Any:
+    """An alert a sender may take at `now`: not sent, and not leased or its lease lapsed."""
+    table = BudgetAlert.__table__.c  # type: ignore[attr-defined]
+    lapsed = table.claimed_until.is_(None) | (table.claimed_until < now)
+    return table.sent_at.is_(None) & lapsed
 
 
 @cached_statement
