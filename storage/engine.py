@@ -9,19 +9,32 @@ them at a time asks SQLite for the write lock (other processes wait through busy
 PostgreSQL: asyncpg; its default READ COMMITTED
 re-checks an UPDATE's WHERE against the newest row version, which is all the quota statements
 need. A pooled connection is pinged before use only when it sat idle (storage.idle_ping).
+
+PostgreSQL waits end, as SQLite's busy timeout does: each connection asks the server (in its
+startup packet, asyncpg's `server_settings`) to give up a lock wait after LOCK_TIMEOUT, to cancel
+a statement after STATEMENT_TIMEOUT, and to end a session left idle inside a transaction for
+IDLE_IN_TRANSACTION_TIMEOUT. Without them, an instance hung inside a transaction (SIGSTOP, a
+frozen host) held its row locks for ever, and every command and webhook that needed those rows
+waited for ever behind it. A lock wait or a statement that runs out fails as SQLAlchemy's
+DBAPIError (asyncpg's LockNotAvailableError, QueryCanceledError) and rolls its transaction back,
+which callers already answer as a database they cannot reach ("try again"). Migrations lift the
+first two for their own transaction (`unbounded`, storage.migrate). The leader's lock session
+(bot.leadership) has an engine of its own, and none of these.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.util import await_only
 
 from storage import sqlite_inline
 from storage.compiled_connection import CompiledConnection, CompiledReader
@@ -29,7 +42,26 @@ from storage.idle_ping import ping_when_idle
 from storage.sqlite_direct import DirectConnection, DirectReader, Writer, direct_engine
 from storage.urls import normalize_database_url
 
+log = logging.getLogger(__name__)
+
 READ_ONLY = "conjure_read_only"
+
+# PostgreSQL's bounds on waiting (seconds; 0 turns one off), read by each create_engine.
+# A transaction of Conjure's sends its statements back to back (no request to a platform or to
+# Replicate happens inside one): one left idle this long is a frozen process's (SIGSTOP, a host
+# that froze), whose row locks would otherwise be held until someone kills it. The server ends
+# that session (its transaction rolled back whole), and whoever waited for its rows goes on.
+IDLE_IN_TRANSACTION_TIMEOUT = 10.0
+# Above the idle bound, so that a wait behind a frozen holder ends in that holder's session
+# being ended (the waiter goes on), not in the waiter giving up. A burst on PostgreSQL queues on
+# one workspace's counter rows for seconds (measured: 500 commands at once, two workers, waits
+# past 2 s, each holder's transaction spanning event-loop turns): a shorter bound refused and
+# failed healthy commands and webhooks there. A wait this long is a live holder stuck, which
+# the person is told as a database that cannot be reached ("try again").
+LOCK_TIMEOUT = 15.0
+# No statement of Conjure's comes near this (one row, or an index range): one that does is a
+# server in trouble, and waiting on it for ever only piles up the tasks behind it.
+STATEMENT_TIMEOUT = 30.0
 
 
 def reader(engine: AsyncEngine) -> AsyncEngine | DirectReader | CompiledReader:
@@ -106,12 +138,89 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     connect_args = dict(kwargs.pop("connect_args", {}))
+    bounds = _bounds()
+    # An explicit server_settings entry wins over the bounds.
+    connect_args["server_settings"] = {**bounds, **connect_args.get("server_settings", {})}
     engine = create_async_engine(
         _libpq_to_asyncpg(url, connect_args), connect_args=connect_args, **kwargs
     )
+    _set_after_connecting_if_refused(engine, bounds)
     if not kwargs.get("pool_pre_ping"):
         ping_when_idle(engine)  # storage.idle_ping: pre-ping's check, for idle connections only
     return engine
+
+
+def _milliseconds(seconds: float) -> str:
+    return str(max(1, round(seconds * 1000)) if seconds > 0 else 0)
+
+
+def _bounds() -> dict[str, str]:
+    """The PostgreSQL settings that bound waiting, in milliseconds, as of now (tests lower the
+    constants)."""
+    return {
+        "lock_timeout": _milliseconds(LOCK_TIMEOUT),
+        "statement_timeout": _milliseconds(STATEMENT_TIMEOUT),
+        "idle_in_transaction_session_timeout": _milliseconds(IDLE_IN_TRANSACTION_TIMEOUT),
+    }
+
+
+def _set_after_connecting_if_refused(engine: AsyncEngine, bounds: dict[str, str]) -> None:
+    """Connect with the bounds in the startup packet; where that is refused, SET them instead.
+
+    A pooler in front of the server (PgBouncer, even in session mode; hosted poolers) ends a
+    connection whose startup packet carries a parameter it does not know ("unsupported startup
+    parameter: lock_timeout"): it would leave Conjure unable to connect at all. The first such
+    refusal makes this engine connect without them and SET them at once, in one round trip, for
+    every connection from then on."""
+    refused = False
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _connect(dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        nonlocal refused
+        if not refused:
+            try:
+                return dialect.connect(*cargs, **cparams)
+            except Exception as error:
+                if "unsupported startup parameter" not in str(error):
+                    raise
+                refused = True
+                log.warning(
+                    "the database (a pooler?) refused lock_timeout and the other timeouts at "
+                    "connect (%s); they are set after connecting instead",
+                    error,
+                )
+        asked = cparams.get("server_settings") or {}
+        startup = {name: value for name, value in asked.items() if name not in bounds}
+        connection = dialect.connect(*cargs, **{**cparams, "server_settings": startup or None})
+        sets = "; ".join(
+            f"SET {name} TO {_literal(str(value))}"
+            for name, value in asked.items()
+            if name in bounds
+        )
+        try:
+            await_only(connection.driver_connection.execute(sets))  # one round trip
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def unbounded(connection: Connection) -> None:
+    """Lift the lock and statement timeouts for the rest of `connection`'s transaction, on
+    PostgreSQL: a migration's. It waits for the migration lock for as long as another
+    instance's migration takes, and its statements (a table rewritten, an index built on a big
+    table) may run for minutes; both settings come back with the transaction's end. The idle
+    bound stays: a migration sends its statements back to back, and a frozen one's locks (on
+    the job table itself) must not be held for ever either."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(
+            "SELECT set_config('lock_timeout', '0', true), "
+            "set_config('statement_timeout', '0', true)"
+        )
 
 
 def _libpq_to_asyncpg(url: str, connect_args: dict[str, Any]) -> URL:

@@ -13,6 +13,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from storage.engine import unbounded
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 # Alembic announces each of its plugins at INFO when it is imported: seven lines of noise at the
@@ -61,6 +63,7 @@ def _upgrade(connection: Connection, revision: str) -> list[str]:
             "migrated it (run that version, or restore a backup from before it), or the "
             "database belongs to another application (give Conjure its own)."
         )
+    unbounded(connection)  # no lock or statement timeout for the migration (storage.engine)
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
     after = MigrationContext.configure(connection).get_current_heads()
