@@ -281,3 +281,15 @@ class SafetyRule(SQLModel, table=True):
     value: str = Field(max_length=200)
     created_by: str = Field(max_length=200)  # "slack:T1:U1", or "cli"
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class EndedAdminSession(SQLModel, table=True):
+    """An admin page session ended by logging out (bot.admin.auth): a cookie of it is refused
+    on every instance, though its signature and age still pass. Kept by a hash of the session's
+    id, until a while after it would have lapsed anyway (storage.admin_sessions)."""
+
+    __tablename__ = "ended_admin_session"
+    __table_args__ = (Index("ix_ended_admin_session_valid_until", "valid_until"),)
+
+    session_hash: str = Field(primary_key=True, max_length=64)  # SHA-256, hex
+    valid_until: datetime  # when the cookie would have lapsed (its issue time + 12 hours)

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-HEADS = frozenset({"0010"})
+HEADS = frozenset({"0011"})
 """The revisions a database at head records: the newest migration in storage/migrations
 (tests/test_schema_head.py checks this against what Alembic reads from the scripts)."""
 

@@ -22,9 +22,9 @@ async def test_only_a_database_at_the_newest_revision_is_at_head(empty_database_
     engine = create_engine(empty_database_url)
     try:
         assert not await at_head(engine)  # no tables at all yet
-        await migrate(engine, "0009")
+        await migrate(engine, "0010")
         assert not await at_head(engine)  # one migration behind
-        assert await migrate_unless_at_head(engine) == ["0010"]
+        assert await migrate_unless_at_head(engine) == ["0011"]
         assert await at_head(engine)
         assert await migrate_unless_at_head(engine) == []
     finally:

@@ -2,7 +2,10 @@
 with /conjure quota's rules and audited as `admin-page`), the audit trail (and its CSV).
 
 Off (404) unless CONJURE_ADMIN_TOKEN is set; every page needs a session or a Bearer token
-(bot.admin.auth); every POST made with the cookie carries the session's CSRF token.
+(bot.admin.auth); every POST made with the cookie carries the session's CSRF token. Logging out
+ends the session on every instance; a cookie that cannot be checked against the ended sessions
+(the database unreachable) gets 503, for a GET as for a POST: every page reads that database
+anyway, and a copied cookie should not read prompts and spend when the check is down.
 Server-rendered with Jinja2 (autoescaped), no script, nothing from another origin.
 """
 
@@ -22,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute
 
-from bot.admin.auth import COOKIE, AdminAuth, Session
+from bot.admin.auth import COOKIE, AdminAuth, Session, SessionsUnreachable
 from bot.commands.names import name_problem, user_id_of
 from bot.http_limits import LimitedRoute
 from bot.money import format_usd
@@ -30,6 +33,7 @@ from bot.quotas.limits import USER, WORKSPACE
 from bot.quotas.words import LimitError, parse_limit
 from bot.runtime import Runtime
 from bot.safety import RuleError, parse_rule_id
+from storage.admin_sessions import EndedSessions
 from storage.jobs import user_subject, workspace_subject
 from storage.limit_change import LimitChange
 from storage.models import JobStatus, utcnow
@@ -68,7 +72,11 @@ def admin_routes(runtime: Runtime) -> list[BaseRoute]:
     if token is None:
         return []
     public = runtime.settings.public_url or ""
-    auth = AdminAuth(token.get_secret_value(), secure_cookie=public.startswith("https://"))
+    auth = AdminAuth(
+        token.get_secret_value(),
+        secure_cookie=public.startswith("https://"),
+        ended=EndedSessions(runtime.engine),
+    )
     quotas = runtime.service.quotas
 
     def render(name: str, status: int = 200, **values: Any) -> HTMLResponse:
@@ -77,7 +85,10 @@ def admin_routes(runtime: Runtime) -> list[BaseRoute]:
 
     def guarded(page: Page) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            session = auth.session(request)
+            try:
+                session = await auth.session(request)
+            except SessionsUnreachable:
+                return _unavailable("the session cannot be checked now; try again\n")
             if session is None:
                 if request.method == "GET" and "authorization" not in request.headers:
                     return RedirectResponse(f"{PREFIX}/login", 303, headers=_HEADERS)
@@ -111,7 +122,11 @@ def admin_routes(runtime: Runtime) -> list[BaseRoute]:
         response.set_cookie(value=auth.new_cookie(), **auth.cookie_options())  # type: ignore[arg-type]
         return response
 
-    async def logout(_: Request, __: Session) -> Response:
+    async def logout(_: Request, session: Session) -> Response:
+        try:
+            await auth.end(session)
+        except SessionsUnreachable:  # the cookie is kept: the person can try again with it
+            return _unavailable("not signed out: the session cannot be ended now; try again\n")
         response = RedirectResponse(f"{PREFIX}/login", 303, headers=_HEADERS)
         response.delete_cookie(COOKIE, path=PREFIX, secure=auth.secure_cookie, httponly=True)
         return response
@@ -317,6 +332,10 @@ async def _form(request: Request) -> dict[str, str] | None:
 
 def _bad_form() -> Response:
     return Response("too many fields in the form\n", 400, headers=_HEADERS, media_type="text/plain")
+
+
+def _unavailable(message: str) -> Response:
+    return Response(message, 503, headers=_HEADERS, media_type="text/plain")
 
 
 def _quota_change(form: dict[str, str]) -> tuple[str, str, dict[str, LimitChange]]:
