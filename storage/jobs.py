@@ -125,23 +125,19 @@ class JobStore:
 
     async def find_by_prediction(self, prediction_id: str) -> Job | None:
         async with self.reader.connect() as conn:
-            row = (
-                await conn.execute(select(Job.__table__).where(Job.prediction_id == prediction_id))
-            ).first()
+            row = (await conn.execute(_BY_PREDICTION, {"prediction_id": prediction_id})).first()
         return _job(row._mapping) if row else None
 
     async def unfinished(self, silent_for: timedelta | None = None) -> list[Job]:
         """Jobs not yet terminal (and, with `silent_for`, not updated for that long)."""
-        condition = Job.status_rank < TERMINAL_RANK
-        if silent_for is not None:
-            condition = condition & (Job.updated_at < utcnow() - silent_for)
-        return await self._select(condition)
+        if silent_for is None:
+            return await self._select(_UNFINISHED, {})
+        return await self._select(_UNFINISHED_SILENT, {"quiet_since": utcnow() - silent_for})
 
     async def unstarted(self, quiet_since: datetime) -> list[Job]:
         """Jobs recorded but never started (queued, no prediction) and untouched since
         `quiet_since`: the instance that recorded them may have died before their create."""
-        waiting = _JOBS.c.waiting_since.is_not(None)  # in the queue on purpose, not lost
-        return await self._select(_UNSTARTED & ~waiting & (_JOBS.c.updated_at < quiet_since))
+        return await self._select(_UNSTARTED_QUIET, {"quiet_since": quiet_since})
 
     async def waiting(self, platform: str, workspace: str) -> list[Job]:
         """A workspace's queued jobs, first come first."""
@@ -207,7 +203,10 @@ class JobStore:
     async def undelivered(self, at: datetime | None = None) -> list[Job]:
         """Finished jobs whose delivery is pending, or claimed by a holder whose lease lapsed
         (by `at`, default now): it died, and another instance may take the delivery over."""
-        return await self._select(_claimable(at or utcnow()))
+        now = at or utcnow()
+        return await self._select(
+            _UNDELIVERED, {"claim_now": now, "legacy_claimed_before": now - LEGACY_CLAIM_STALE}
+        )
 
     async def search(
         self,
@@ -243,11 +242,10 @@ class JobStore:
         async with self.reader.connect() as conn:
             return int((await conn.execute(select(func.count()).select_from(Job))).scalar_one())
 
-    async def _select(self, condition: Any) -> list[Job]:
+    async def _select(self, statement: Any, params: dict[str, Any]) -> list[Job]:
+        """Jobs by one of the sweeps' statements (built once: `_sweep`), oldest first."""
         async with self.reader.connect() as conn:
-            rows = (
-                await conn.execute(select(Job.__table__).where(condition).order_by(Job.created_at))
-            ).all()
+            rows = (await conn.execute(statement, params)).all()
         return [_job(row._mapping) for row in rows]
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -413,7 +411,7 @@ class JobStore:
         async with write(self.engine) as conn:
             result = await conn.execute(
                 update(Job)
-                .where(Job.id == job_id, _claimable(now))
+                .where(Job.id == job_id, _claimable(now, now - LEGACY_CLAIM_STALE))
                 .values(
                     delivery=Delivery.DELIVERING,
                     delivery_claimed_at=now,
@@ -516,6 +514,28 @@ def _update_statement(names: tuple[str, ...]) -> Any:
 _UNSTARTED = (_JOBS.c.status_rank == 0) & _JOBS.c.prediction_id.is_(None)
 
 
+def _sweep(condition: Any) -> Any:
+    """A sweep's read, oldest job first, built once: what SQLAlchemy works out for a statement
+    built at each call (its compilation, once per engine) is then worked out once a process."""
+    return built_once(select(_JOBS).where(condition).order_by(_JOBS.c.created_at))
+
+
+def _at(name: str) -> Any:
+    return bindparam(name, type_=_JOBS.c.updated_at.type)
+
+
+_BY_PREDICTION = built_once(
+    select(_JOBS).where(_JOBS.c.prediction_id == bindparam("prediction_id"))
+)
+_UNFINISHED = _sweep(_RUNNING)
+_UNFINISHED_SILENT = _sweep(_RUNNING & (_JOBS.c.updated_at < _at("quiet_since")))
+_UNSTARTED_QUIET = _sweep(
+    _UNSTARTED
+    & _JOBS.c.waiting_since.is_(None)  # one in the queue waits on purpose: it is not lost
+    & (_JOBS.c.updated_at < _at("quiet_since"))
+)
+
+
 @cached_statement
 def _attach_statement() -> Any:
     """Record a create's prediction, unless the job ended without one meanwhile (canceled)."""
@@ -559,14 +579,18 @@ _GUARDS = {
 }
 
 
-def _claimable(now: datetime) -> Any:
-    """A delivery that may be claimed at `now`: pending, or held by a lease that lapsed."""
+def _claimable(now: Any, legacy_claimed_before: Any) -> Any:
+    """A delivery that may be claimed at `now`: pending, or held by a lease that lapsed (a claim
+    from before leases: made before `legacy_claimed_before`)."""
     delivering = _JOBS.c.delivery == Delivery.DELIVERING
     lease = _JOBS.c.delivery_lease_until
     lapsed = (lease < now) | (
-        lease.is_(None) & (_JOBS.c.delivery_claimed_at < now - LEGACY_CLAIM_STALE)
+        lease.is_(None) & (_JOBS.c.delivery_claimed_at < legacy_claimed_before)
     )
     return (_JOBS.c.delivery == Delivery.PENDING) | (delivering & lapsed)
+
+
+_UNDELIVERED = _sweep(_claimable(_at("claim_now"), _at("legacy_claimed_before")))
 
 
 def _delivery(now: Any, *, deliver: bool, claim: bool, lease: timedelta) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 
 from adapters.console import ConsoleAdapter
 from adapters.platforms import attached
@@ -23,6 +24,9 @@ from bot.config import Settings
 from bot.jobs import JobService
 from bot.runtime import Runtime
 from bot.serving import bind_socket, serve_app, socket_url
+from storage.jobs import JobStore
+from storage.models import Job
+from storage.rows import from_row
 
 
 @dataclass
@@ -134,3 +138,10 @@ async def settle(conjure: Conjure, sandbox: Any) -> None:
     """Until the sandbox has sent everything and Conjure has delivered everything."""
     await sandbox.sandbox.wait_idle()
     await conjure.service.wait_idle()
+
+
+async def all_jobs(store: JobStore) -> list[Job]:
+    """Every job in `store`'s database, oldest first: what the tests check the table by."""
+    async with store.reader.connect() as conn:
+        rows = (await conn.execute(select(Job.__table__).order_by(Job.created_at))).all()
+    return [from_row(Job, row._mapping) for row in rows]

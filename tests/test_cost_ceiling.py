@@ -34,7 +34,7 @@ from storage.models import Job, JobStatus, QuotaOverride, utcnow
 from storage.quotas import QuotaStore
 from storage.usage import Hold, HoldKind, LimitReached, reserve, settle
 from tests.cli_harness import process_state_restored
-from tests.harness import Conjure, running_conjure
+from tests.harness import Conjure, all_jobs, running_conjure
 from tests.harness import settle as settle_all
 
 PRICE = Decimal("0.12")  # dollars a second, in the sandbox's time
@@ -141,7 +141,7 @@ async def test_a_run_30x_its_estimate_is_stopped_at_its_ceiling(
     ) as conjure:
         outcome = await conjure.console.run_line(f"/transcribe {AUDIO}")
         await settle_all(conjure, whisper_sandbox)
-        [job] = await conjure.runtime.store._select(True)
+        [job] = await all_jobs(conjure.runtime.store)
         assert job.status == JobStatus.CANCELED and job.prediction_id is not None
         prediction = whisper_sandbox.sandbox.predictions[job.prediction_id]
         assert prediction["deadline"] > prediction["created_at"]
@@ -166,7 +166,7 @@ async def test_a_run_that_never_starts_before_its_deadline_is_aborted_and_free(
     ) as conjure:
         outcome = await conjure.console.run_line(f"/transcribe {AUDIO}")
         await settle_all(conjure, whisper_sandbox)
-        [job] = await conjure.runtime.store._select(True)
+        [job] = await all_jobs(conjure.runtime.store)
         assert job.status == JobStatus.ABORTED and job.actual_micros == 0
         subject = user_subject("console", "local", "you")
         day = await conjure.runtime.store.counter("user", subject, day_window(utcnow()).key)
@@ -183,7 +183,7 @@ async def test_a_per_output_model_has_no_deadline_and_reserves_n_times_its_price
     async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
         assert (await conjure.console.run_line("/imagine two foxes --n 2")).ok
         await settle_all(conjure, sandbox_server)
-        [job] = await conjure.runtime.store._select(True)
+        [job] = await all_jobs(conjure.runtime.store)
         assert job.estimated_micros == job.actual_micros == 6_000
         assert "deadline" not in sandbox_server.sandbox.predictions[job.prediction_id]
 

@@ -30,7 +30,7 @@ from tests.discord_harness import (
     running_discord_conjure,
 )
 from tests.fakes.discord_api import APP_ID, EPHEMERAL, Call, FakeDiscord, running_fake_discord
-from tests.harness import make_settings
+from tests.harness import all_jobs, make_settings
 from tests.sandbox_fixtures import SandboxServer, impatient_replicate, lose_the_next_create
 
 MENTION = f"<@{USER_ID}>"
@@ -285,7 +285,7 @@ async def test_a_job_given_up_after_a_lost_create_still_gets_its_late_image(
         [late] = fake.channel_messages(CHANNEL_ID)
         assert late["content"].startswith(MENTION) and "✅ done" in late["content"]
         assert [a["data"] for a in late["attachments"]] == await output_bytes(sandbox_server)
-        [job] = await conjure.runtime.store._select(True)
+        [job] = await all_jobs(conjure.runtime.store)
         assert job.delivery == Delivery.DELIVERED
         assert sandbox_server.sandbox.create_count == 1
 

@@ -46,7 +46,7 @@ from tests.fakes.discord_api import (
     running_fake_discord,
     running_fake_gateway,
 )
-from tests.harness import port_for_another_process
+from tests.harness import all_jobs, port_for_another_process
 from tests.sandbox_fixtures import SandboxServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +86,7 @@ async def made(
 
 
 async def jobs(conjure: DiscordConjure) -> list[Job]:
-    return await conjure.runtime.store._select(True)
+    return await all_jobs(conjure.runtime.store)
 
 
 async def children(conjure: DiscordConjure, parent: Job) -> list[Job]:

@@ -26,6 +26,7 @@ from tests.discord_harness import (
 from tests.discord_harness import running_discord_conjure as running
 from tests.fakes import discord_api
 from tests.fakes.discord_api import EPHEMERAL, Call, FakeDiscord
+from tests.harness import all_jobs
 from tests.sandbox_fixtures import SandboxServer
 
 
@@ -76,7 +77,7 @@ async def _finished_image(conjure: DiscordConjure) -> dict[str, Any]:
     await conjure.settle()
     message = conjure.discord.original(sent.token)
     assert message is not None and "✅ done" in message["content"]
-    [job] = await conjure.runtime.store._select(True)
+    [job] = await all_jobs(conjure.runtime.store)
     await conjure.runtime.store.update_fields(job.id, completed_at=utcnow() - timedelta(hours=2))
     return message
 
@@ -130,5 +131,5 @@ async def test_a_deferral_discord_is_slow_to_answer_is_given_up_and_runs_no_unpa
 
 
 async def _the_job(conjure: DiscordConjure) -> Job:
-    [job] = await conjure.runtime.store._select(True)
+    [job] = await all_jobs(conjure.runtime.store)
     return job

@@ -38,7 +38,7 @@ from bot.sandbox.webhooks import encode_body, signed_headers
 from storage.models import Delivery, Job, JobStatus
 from tests.fakes.slack_api import TEAM_ID
 from tests.garbage import FORGED, MARKER, SLACK_PATH, WEBHOOK_PATH, Garbage
-from tests.harness import Conjure, running_conjure, settle
+from tests.harness import Conjure, all_jobs, running_conjure, settle
 from tests.sandbox_fixtures import SandboxServer, impatient_replicate, lose_the_next_create
 from tests.slack_harness import SIGNING_SECRET, running_slack_conjure
 
@@ -379,7 +379,7 @@ async def test_a_failed_prediction_whose_error_holds_a_nul_still_ends_its_job(
     async with running_conjure(sandbox_server, database_url, tmp_path / "out") as conjure:
         outcome = await conjure.console.run_line("/imagine a fox", timeout=20)
         await settle(conjure, sandbox_server)
-        [job] = await conjure.runtime.store._select(True)
+        [job] = await all_jobs(conjure.runtime.store)
     assert not outcome.ok
     assert job.job_status is JobStatus.FAILED and job.error == "CUDA error\ufffd: out of memory"
     assert job.reservation == "released" and job.delivery == Delivery.DELIVERED
@@ -401,7 +401,7 @@ async def test_a_canceled_prediction_without_predict_time_is_charged_the_time_it
         assert (await conjure.http.post(path, content=body, headers=headers)).status_code == 200
         assert not (await outcome).ok
         await conjure.service.wait_idle()
-        [job] = await conjure.runtime.store._select(True)
+        [job] = await all_jobs(conjure.runtime.store)
     started = datetime.fromisoformat(prediction["started_at"])
     seconds = (datetime.fromisoformat(prediction["completed_at"]) - started).total_seconds()
     assert seconds > 0 and job.job_status is JobStatus.CANCELED
@@ -423,7 +423,7 @@ async def test_a_prediction_whose_data_was_removed_still_ends_its_job(
         assert (await conjure.http.post(path, content=body, headers=headers)).status_code == 200
         assert (await outcome).ok
         await conjure.service.wait_idle()
-        [job] = await conjure.runtime.store._select(True)
+        [job] = await all_jobs(conjure.runtime.store)
     assert job.job_status is JobStatus.SUCCEEDED
 
 
@@ -461,7 +461,7 @@ async def _the_unfinished_job(conjure: Conjure) -> Job:
 
 
 async def _only_job_except(conjure: Conjure, other: str) -> Job:
-    jobs = await conjure.runtime.store._select(True)
+    jobs = await all_jobs(conjure.runtime.store)
     [job] = [j for j in jobs if j.id != other]
     return job
 
@@ -475,7 +475,7 @@ async def test_a_webhook_replayed_to_a_job_waiting_for_its_create_changes_nothin
     out = tmp_path / "out"
     async with running_conjure(sandbox_server, sqlite_url, out) as conjure:
         body, headers = await _captured_webhook(conjure, sandbox_server)
-        [job_a] = await conjure.runtime.store._select(True)
+        [job_a] = await all_jobs(conjure.runtime.store)
         [file_a] = list(out.iterdir())
 
         faults = sandbox_server.sandbox.faults
@@ -514,7 +514,7 @@ async def test_a_webhook_replayed_to_a_given_up_job_changes_nothing(
     out = tmp_path / "out"
     async with running_conjure(sandbox_server, sqlite_url, out) as conjure:
         body, headers = await _captured_webhook(conjure, sandbox_server)
-        [job_a] = await conjure.runtime.store._select(True)
+        [job_a] = await all_jobs(conjure.runtime.store)
         [file_a] = list(out.iterdir())
 
         _lose_the_next_create_briefly(sandbox_server)

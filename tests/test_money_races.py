@@ -16,7 +16,7 @@ from storage.engine import create_engine
 from storage.jobs import JobStore, user_subject
 from storage.models import Job, JobStatus, utcnow
 from storage.usage import Hold, HoldKind
-from tests.harness import running_conjure, settle
+from tests.harness import all_jobs, running_conjure, settle
 from tests.sandbox_fixtures import lose_the_next_create
 
 SUBJECT = user_subject("slack", "T1", "U1")
@@ -137,7 +137,7 @@ async def test_a_late_result_after_a_lost_create_is_what_the_person_was_told_to_
         async with impatient_replicate(conjure.service, sandbox_server):
             outcome = await conjure.console.run_line("/imagine a ghost")
             await settle(conjure, sandbox_server)
-        [job] = await conjure.runtime.store._select(True)
+        [job] = await all_jobs(conjure.runtime.store)
     assert not outcome.ok
     assert "trying again" not in (outcome.error or "")
     assert "posted here" in (outcome.error or "")
@@ -194,7 +194,7 @@ async def test_an_update_read_before_its_job_was_given_up_leaves_the_late_result
         store = conjure.runtime.store
         async with impatient_replicate(conjure.service, sandbox_server):
             outcome = await conjure.console.run_line("/imagine a ghost")
-            [given_up] = await store._select(True)
+            [given_up] = await all_jobs(store)
             assert not outcome.ok and given_up.job_status is JobStatus.FAILED
             read_while_running = given_up.model_copy(
                 update={"status": JobStatus.STARTING, "status_rank": 0, "completed_at": None}
@@ -255,7 +255,7 @@ async def test_a_lost_create_found_after_its_job_was_given_up_leaves_the_result_
         store = conjure.runtime.store
         async with impatient_replicate(conjure.service, sandbox_server):
             outcome = await conjure.console.run_line("/imagine a ghost")
-            [given_up] = await store._select(True)
+            [given_up] = await all_jobs(store)
             assert not outcome.ok and given_up.job_status is JobStatus.FAILED
             read_while_running = given_up.model_copy(
                 update={"status": JobStatus.STARTING, "status_rank": 0, "completed_at": None}
@@ -283,7 +283,7 @@ async def test_a_delivery_step_recorded_from_an_older_copy_keeps_what_others_rec
     the files' record, and a retry would share them again: each step adds only its own keys."""
     async with running_conjure(sandbox_server, database_url, tmp_path / "out") as conjure:
         assert (await conjure.console.run_line("/imagine a fox")).ok
-        [job] = await conjure.runtime.store._select(True)
+        [job] = await all_jobs(conjure.runtime.store)
         relays_copy = await conjure.runtime.store.get(job.id)
         deliverys_copy = await conjure.runtime.store.get(job.id)
         assert relays_copy is not None and deliverys_copy is not None

@@ -10,7 +10,7 @@ import pytest
 
 from bot.commands.handler import INTERNAL_ERROR
 from tests.cli_harness import run_conjure
-from tests.harness import running_conjure
+from tests.harness import all_jobs, running_conjure
 from tests.test_admin import BEARER, TOKEN, _signed_in
 
 WHERE = {"platform": "console", "workspace": "local"}
@@ -218,7 +218,7 @@ async def test_a_prompt_with_a_nul_in_it_runs_without_it(
     command was refused as "Conjure cannot reach its database". It runs, without the NUL."""
     async with running_conjure(sandbox_server, database_url, tmp_path / "out") as conjure:
         outcome = await conjure.console.run_line("/imagine a fox\x00 in the snow")
-        [job] = await conjure.runtime.store._select(True)
+        [job] = await all_jobs(conjure.runtime.store)
     assert outcome.ok and job.prompt == "a fox in the snow"
 
 

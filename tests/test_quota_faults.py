@@ -10,7 +10,7 @@ from pathlib import Path
 from bot.adapter import CommandRequest
 from storage.jobs import user_subject
 from storage.models import JobStatus
-from tests.harness import running_conjure, settle
+from tests.harness import all_jobs, running_conjure, settle
 from tests.sandbox_fixtures import impatient_replicate, lose_the_next_create
 
 
@@ -37,7 +37,7 @@ async def test_a_late_charge_that_reaches_a_budget_threshold_alerts_the_admins(
             outcome = await conjure.console.run_line("/imagine a ghost")
             await settle(conjure, sandbox_server)
         assert not outcome.ok
-        [job] = await conjure.runtime.store._select(True)
+        [job] = await all_jobs(conjure.runtime.store)
         assert job.status == JobStatus.SUCCEEDED and job.actual_micros == 3000
         alerts = [line for line in conjure.output.getvalue().splitlines() if "[admins]" in line]
         assert len(alerts) == 2, alerts

@@ -20,7 +20,7 @@ from bot.quotas.windows import day_window, month_window
 from storage.jobs import user_subject, workspace_subject
 from storage.models import Delivery, JobStatus, utcnow
 from tests.cli_harness import Ran, run_conjure
-from tests.harness import Conjure, running_conjure, settle
+from tests.harness import Conjure, all_jobs, running_conjure, settle
 from tests.sandbox_fixtures import impatient_replicate, lose_the_next_create
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -194,7 +194,7 @@ async def test_late_result_of_a_given_up_job_is_charged_once_and_delivered_after
             await settle(conjure, sandbox_server)
         assert not outcome.ok  # what the person was told first
         assert sandbox_server.sandbox.create_count == 1
-        [job] = await conjure.runtime.store._select(True)
+        [job] = await all_jobs(conjure.runtime.store)
         assert job.status == JobStatus.SUCCEEDED and job.prediction_id is not None
         assert job.delivery == Delivery.DELIVERED and job.actual_micros == 3000
         [saved] = list(out.iterdir())

@@ -14,7 +14,7 @@ from bot.sandbox import HttpFault
 from bot.sandbox.predictions import TERMINAL
 from storage.models import JobStatus
 from tests.garbage import WEBHOOK_PATH
-from tests.harness import Conjure, running_conjure
+from tests.harness import Conjure, all_jobs, running_conjure
 from tests.sandbox_fixtures import SandboxServer
 from tests.test_http_edge import _signed_webhook
 
@@ -82,7 +82,7 @@ async def test_a_logs_webhook_with_a_garbage_step_count_is_answered_and_the_job_
         assert (await conjure.http.post(path, content=body, headers=headers)).status_code == 200
         assert (await outcome).ok
         await conjure.service.wait_idle()
-        [job] = await conjure.runtime.store._select(True)
+        [job] = await all_jobs(conjure.runtime.store)
         assert job.job_status is JobStatus.SUCCEEDED
 
 

@@ -24,6 +24,7 @@ from bot.jobs import DeliveryPolicy
 from bot.replicate.outputs import OutputFetcher
 from bot.serving import serve_app
 from storage.models import Delivery, Job
+from tests.harness import all_jobs
 from tests.slack_harness import SlackConjure, running_slack_conjure
 
 CHANNEL = "C0GENERAL"
@@ -144,7 +145,7 @@ async def die_after_a_reply(conjure: SlackConjure, sandbox_server) -> Job:
         task.cancel()
     await service.wait_idle()
     fake.delays.clear()
-    [job] = await conjure.runtime.store._select(Job.id.is_not(None))  # type: ignore[union-attr]
+    [job] = await all_jobs(conjure.runtime.store)  # type: ignore[union-attr]
     assert job.delivery == Delivery.DELIVERING
     await asyncio.sleep(0.5)  # the lease lapses
     await service.sweep_deliveries()
@@ -243,7 +244,7 @@ async def test_a_database_blip_while_recording_the_uploads_does_not_lose_the_ima
         [parent] = conjure.fake.channel_messages(CHANNEL)
         [upload] = conjure.fake.shared_uploads()
         assert upload.thread_ts == parent.ts
-        [job] = await store._select(Job.id.is_not(None))  # type: ignore[union-attr]
+        [job] = await all_jobs(store)  # type: ignore[union-attr]
         assert job.delivery == Delivery.DELIVERED
 
 

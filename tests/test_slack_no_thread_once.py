@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from bot.jobs import DeliveryPolicy
-from storage.models import Delivery, Job
+from storage.models import Delivery
+from tests.harness import all_jobs
 from tests.slack_harness import SlackConjure, SlashResult, running_slack_conjure
 
 ELSEWHERE = "C0RANDOM"  # a channel the bot is not in
@@ -44,7 +45,7 @@ async def take_over(
         task.cancel()
     await service.wait_idle()
     monkeypatch.setattr(store, "finish_delivery", finish_delivery)
-    [job] = await store._select(Job.id.is_not(None))  # type: ignore[union-attr]
+    [job] = await all_jobs(store)  # type: ignore[union-attr]
     assert job.delivery == Delivery.DELIVERING and job.destination["response_url"]
     await asyncio.sleep(0.5)  # the lease lapses
     await service.sweep_deliveries()

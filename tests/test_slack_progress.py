@@ -15,8 +15,9 @@ from bot.config import Settings
 from bot.quotas.windows import day_window, month_window
 from storage.engine import statement_engines
 from storage.jobs import user_subject
-from storage.models import Job, utcnow
+from storage.models import utcnow
 from tests.fakes.slack_api import TEAM_ID
+from tests.harness import all_jobs
 from tests.slack_harness import running_slack_conjure
 
 INTERVAL = 2.0
@@ -238,7 +239,7 @@ async def test_a_delayed_edit_with_the_database_away_is_skipped_and_the_job_stil
         sandbox_server, sqlite_url, progress_interval=INTERVAL
     ) as conjure:
         await conjure.slash("/imagine", "a slow lighthouse --model flux-dev")
-        [job] = await conjure.runtime.store._select(Job.id.is_not(None))  # type: ignore[union-attr]
+        [job] = await all_jobs(conjure.runtime.store)  # type: ignore[union-attr]
 
         async def away(_: str) -> None:
             raise OperationalError("SELECT", {}, Exception("database is locked"))

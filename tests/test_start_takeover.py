@@ -20,7 +20,7 @@ from bot.adapter import CommandRequest
 from bot.jobs import START_TAKEOVER
 from storage.engine import write
 from storage.models import Delivery, Job, JobStatus, utcnow
-from tests.harness import Conjure, running_conjure, settle
+from tests.harness import Conjure, all_jobs, running_conjure, settle
 
 
 def _request(key: str) -> CommandRequest:
@@ -86,7 +86,7 @@ async def test_a_failed_acknowledgement_gives_the_job_back(
 
         reply = await conjure.runtime.commands.handle(_request("console:late"), acknowledge)
         await settle(conjure, sandbox_server)
-        [job] = await conjure.runtime.store._select(Job.id.is_not(None))  # type: ignore[union-attr]
+        [job] = await all_jobs(conjure.runtime.store)  # type: ignore[union-attr]
     assert reply.job is None and reply.refused
     assert job.job_status is JobStatus.FAILED and job.reservation == "released"
     assert sandbox_server.sandbox.create_count == 0
@@ -113,7 +113,7 @@ async def test_a_slow_acknowledgement_keeps_its_job_claimed_from_other_instances
         reply = await conjure.runtime.commands.handle(_request("console:slow"), acknowledge)
         await settle(conjure, sandbox_server)
         await settle(other, sandbox_server)
-        [job] = await conjure.runtime.store._select(Job.id.is_not(None))  # type: ignore[union-attr]
+        [job] = await all_jobs(conjure.runtime.store)  # type: ignore[union-attr]
     assert reply.job is None and reply.refused
     assert job.job_status is JobStatus.FAILED and job.reservation == "released"
     assert sandbox_server.sandbox.create_count == 0
@@ -140,7 +140,7 @@ async def test_an_acknowledgement_failing_after_a_takeover_leaves_the_started_jo
         await conjure.runtime.commands.handle(_request("console:taken"), acknowledge)
         await settle(other, sandbox_server)
         await settle(conjure, sandbox_server)
-        [job] = await conjure.runtime.store._select(Job.id.is_not(None))  # type: ignore[union-attr]
+        [job] = await all_jobs(conjure.runtime.store)  # type: ignore[union-attr]
     assert sandbox_server.sandbox.create_count == 1
     assert job.job_status is JobStatus.SUCCEEDED and job.delivery == Delivery.DELIVERED
     assert job.reservation == "settled" and job.actual_micros == 3000
@@ -166,7 +166,7 @@ async def test_a_job_whose_instance_died_before_its_create_is_started_by_the_swe
         await service.sweep_unstarted()
         await service.wait_idle()
         await settle(conjure, sandbox_server)
-        [job] = await conjure.runtime.store._select(Job.id.is_not(None))  # type: ignore[union-attr]
+        [job] = await all_jobs(conjure.runtime.store)  # type: ignore[union-attr]
     assert sandbox_server.sandbox.create_count == 1
     assert job.job_status is JobStatus.SUCCEEDED and job.delivery == Delivery.DELIVERED
     assert job.reservation == "settled" and job.actual_micros == 3000
@@ -191,7 +191,7 @@ async def test_an_instance_that_lost_its_job_to_a_takeover_does_not_create_it_ag
         await slow
         await settle(other, sandbox_server)
         await settle(conjure, sandbox_server)
-        [job] = await conjure.runtime.store._select(Job.id.is_not(None))  # type: ignore[union-attr]
+        [job] = await all_jobs(conjure.runtime.store)  # type: ignore[union-attr]
     assert sandbox_server.sandbox.create_count == 1
     assert job.job_status is JobStatus.SUCCEEDED and job.delivery == Delivery.DELIVERED
     assert _files(tmp_path / "out", tmp_path / "other") == 1
@@ -199,7 +199,7 @@ async def test_an_instance_that_lost_its_job_to_a_takeover_does_not_create_it_ag
 
 async def _started(conjure: Conjure) -> bool:
     """Whether the one job has its prediction recorded."""
-    [job] = await conjure.runtime.store._select(Job.id.is_not(None))  # type: ignore[union-attr]
+    [job] = await all_jobs(conjure.runtime.store)  # type: ignore[union-attr]
     return job.prediction_id is not None
 
 
@@ -244,7 +244,7 @@ async def test_without_webhooks_an_abandoned_job_is_not_started_again(
         await _age(conjure)
         await conjure.service.sweep_unstarted()
         await conjure.service.wait_idle()
-        [job] = await conjure.runtime.store._select(Job.id.is_not(None))  # type: ignore[union-attr]
+        [job] = await all_jobs(conjure.runtime.store)  # type: ignore[union-attr]
     assert sandbox_server.sandbox.create_count == 0
     assert job.job_status is JobStatus.QUEUED
 
@@ -288,6 +288,6 @@ async def _still_waiting_then_started_here(
     release.set()
     await waiting
     await settle(conjure, sandbox_server)
-    [job] = await conjure.runtime.store._select(Job.id.is_not(None))  # type: ignore[union-attr]
+    [job] = await all_jobs(conjure.runtime.store)  # type: ignore[union-attr]
     assert sandbox_server.sandbox.create_count == 1
     assert job.job_status is JobStatus.SUCCEEDED and job.delivery == Delivery.DELIVERED

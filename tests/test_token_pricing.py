@@ -30,7 +30,7 @@ from bot.replicate.client import Prediction
 from bot.sandbox.outputs import llama_tokens
 from storage.jobs import user_subject
 from storage.models import Job, JobStatus, utcnow
-from tests.harness import running_conjure, settle
+from tests.harness import all_jobs, running_conjure, settle
 
 QUESTION = "why is the sky blue?"
 PRICES = {  # dollars a million input tokens, a million output tokens
@@ -315,7 +315,7 @@ async def test_an_ask_reserves_its_ceiling_and_is_charged_its_token_counts(
         running = asyncio.create_task(conjure.console.run_line(f"/ask {QUESTION} --model {model}"))
         while not any(len(p.get("output") or []) >= 3 for p in sandbox.predictions.values()):
             await asyncio.sleep(0.01)
-        [job] = await conjure.runtime.store._select(True)
+        [job] = await all_jobs(conjure.runtime.store)
         held = await month_counter(conjure)
         assert job.estimated_micros == ceiling
         assert held is not None and held.reserved_micros == ceiling and held.spent_micros == 0
@@ -346,7 +346,7 @@ async def test_an_ask_with_max_tokens_sends_it_and_is_cut_there(
         outcome = await conjure.console.run_line(f"/ask {QUESTION} --max-tokens 10")
         assert outcome.ok, outcome.error
         await settle(conjure, sandbox_server)
-        [job] = await conjure.runtime.store._select(True)
+        [job] = await all_jobs(conjure.runtime.store)
         prediction = sandbox_server.sandbox.predictions[job.prediction_id]
         assert prediction["input"]["max_tokens"] == 10
         assert prediction["metrics"]["output_token_count"] == 10
