@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -74,6 +75,23 @@ def create_app(
             # Most `logs` webhooks: nothing to record or show yet (bot.updates), no read.
             runtime.metrics.webhooks.labels("unchanged").inc()
             return JSONResponse({"ok": True, "job": job_id})
+        try:
+            return await _apply(job_id, prediction, started)
+        except SQLAlchemyError as exc:
+            # A database restarting, or a lock held past its timeout: Replicate sends the
+            # terminal webhook again on a 5xx (and the sweeper reads the job in any case), so
+            # this is a line in the log, not a crash with its traceback.
+            log.warning(
+                "Replicate webhook for job %s not recorded: the database did not answer (%s); "
+                "Replicate sends it again",
+                job_id if _JOB_ID.match(job_id) else "(none named)",
+                type(exc).__name__,
+            )
+            runtime.metrics.webhooks.labels("database_unavailable").inc()
+            return JSONResponse({"error": "database unavailable"}, status_code=503)
+
+    async def _apply(job_id: str, prediction: Prediction, started: float) -> Response:
+        """Record a verified prediction on its job (or on the job of its prediction id)."""
         job = await runtime.store.get(job_id) if _JOB_ID.match(job_id) else None
         if job is not None and not runtime.service.belongs(job, prediction):
             # Signed, but another job's: a replay sent to this job's URL. Answered 2xx (a

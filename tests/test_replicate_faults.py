@@ -4,14 +4,20 @@ are garbage or huge, the webhook secret endpoint stalling, through the real app 
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
+from sqlalchemy import event
 
 from bot.replicate.client import ReplicateClient
 from bot.replicate.progress import progress_from_logs
 from bot.sandbox import HttpFault
 from bot.sandbox.predictions import TERMINAL
+from storage.engine import statement_engines
 from storage.models import JobStatus
 from tests.garbage import WEBHOOK_PATH
 from tests.harness import Conjure, all_jobs, running_conjure
@@ -122,3 +128,46 @@ async def test_a_stalled_secret_endpoint_is_waited_for_once_not_once_per_queued_
         assert [r.status_code for r in responses] == [503] * 5
         assert secrets.fetches == 1
         assert elapsed < 1.5
+
+
+async def test_a_webhook_the_database_cannot_take_is_answered_503_in_one_line_then_recorded_once(
+    sandbox_server: SandboxServer,
+    sqlite_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The database does not answer (a PostgreSQL restart, a lock held past its timeout) as a
+    terminal webhook arrives: Replicate is answered 503, so it sends the webhook again, and the
+    log says so in one line, not as a crash with a traceback. Its retry is recorded and the
+    result delivered once."""
+    async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
+        outcome, prediction = await _running_job_without_its_webhooks(
+            conjure, sandbox_server, "/imagine a fox"
+        )
+        path = prediction["webhook"].removeprefix(conjure.url)
+        body, headers = _signed_webhook(sandbox_server, prediction)
+        engines = statement_engines(conjure.runtime.engine)
+
+        def unreachable(*_: Any) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        for engine in engines:
+            event.listen(engine, "before_cursor_execute", unreachable)
+        caplog.clear()
+        try:
+            response = await conjure.http.post(path, content=body, headers=headers)
+        finally:
+            for engine in engines:
+                event.remove(engine, "before_cursor_execute", unreachable)
+        assert response.status_code == 503
+        assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+        [said] = [r for r in caplog.records if "database" in r.getMessage()]
+        assert said.levelno == logging.WARNING and said.exc_info is None
+
+        retried = await conjure.http.post(path, content=body, headers=headers)  # Replicate's
+        assert retried.status_code == 200
+        assert (await outcome).ok
+        await conjure.service.wait_idle()
+        [job] = await all_jobs(conjure.runtime.store)
+        assert job.job_status is JobStatus.SUCCEEDED and job.actual_micros
+        assert len(list((tmp_path / "out").iterdir())) == 1  # delivered once
