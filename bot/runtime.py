@@ -76,7 +76,7 @@ class Runtime:
         engine = create_engine(settings.conjure_database_url)
         if not migrated:
             await migrate_unless_at_head(engine)
-        await clock.sync(engine)  # before any claim or lease is written
+        synced = await clock.sync_or_say(engine)  # before any claim or lease is written
         store = JobStore(engine)
         quotas = Quotas(settings, QuotaStore(engine))
         token = settings.replicate_api_token
@@ -102,7 +102,8 @@ class Runtime:
             settings, catalog, engine, store, replicate, http, service, commands, followups
         )
         if engine.dialect.name == "postgresql":
-            runtime.clock_keeper = asyncio.create_task(clock.keep_synced(engine))
+            first = clock.RESYNC_EVERY if synced else clock.RETRY_AFTER
+            runtime.clock_keeper = asyncio.create_task(clock.keep_synced(engine, first=first))
         return runtime
 
     async def _fetch_webhook_secret(self) -> str:

@@ -24,10 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 log = logging.getLogger(__name__)
 
 RESYNC_EVERY = 600.0  # seconds: a machine's clock drifts slowly, or jumps (then within this)
+RETRY_AFTER = 10.0  # seconds: after a measurement the database did not answer
 WORTH_SAYING = timedelta(seconds=1)  # a difference this large is logged: the machine's time
 # sync is off, and its logs and the platforms' timestamps disagree with the other instances'
 
 _offset = timedelta(0)  # the database's clock minus this machine's
+_UNANSWERED = (SQLAlchemyError, OSError, TimeoutError)
 
 
 def local_now() -> datetime:
@@ -72,12 +74,32 @@ async def sync(engine: AsyncEngine) -> timedelta:
     return measured
 
 
-async def keep_synced(engine: AsyncEngine, every: float = RESYNC_EVERY) -> None:
-    """`sync` every `every` seconds until cancelled; a failed measurement keeps the last one (a
-    database away is for the job path to report, not this)."""
+async def sync_or_say(engine: AsyncEngine) -> bool:
+    """`sync`, or say why not and keep the last offset: a database that does not answer just now
+    (a worker started as the server restarts) is for the job path to report and to recover from,
+    not a reason to refuse to start. Whether it was measured."""
+    try:
+        await sync(engine)
+    except _UNANSWERED as exc:
+        log.warning(
+            "the database's clock was not measured (%s); tried again soon", type(exc).__name__
+        )
+        return False
+    return True
+
+
+async def keep_synced(
+    engine: AsyncEngine, every: float = RESYNC_EVERY, *, first: float | None = None
+) -> None:
+    """`sync` every `every` seconds (the first time after `first`) until cancelled; a failed
+    measurement keeps the last one and is tried again after RETRY_AFTER."""
+    wait = every if first is None else first
     while True:
-        await asyncio.sleep(every)
+        await asyncio.sleep(wait)
         try:
             await sync(engine)
-        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        except _UNANSWERED as exc:
             log.debug("the database's clock was not measured (%s)", type(exc).__name__)
+            wait = RETRY_AFTER
+        else:
+            wait = every

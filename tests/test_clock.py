@@ -8,6 +8,7 @@ database's clock (`clock_timestamp()`) is the server's own.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
@@ -111,3 +112,34 @@ async def test_a_started_runtime_times_by_the_database_and_keeps_measuring(
     finally:
         await runtime.aclose()
     assert runtime.clock_keeper.cancelled() or runtime.clock_keeper.done()
+
+
+async def test_a_database_that_does_not_answer_the_clock_at_start_up_delays_no_start(
+    sandbox_server, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker started as the server restarts: its start-up goes on (measured later), where a
+    start refused for the clock would stop `conjure serve --workers N` whole."""
+    from sqlalchemy.exc import OperationalError
+
+    from bot.runtime import Runtime
+
+    clock_off_by(monkeypatch, SKEW)
+    measure = clock.sync
+    unanswered = [OperationalError("SELECT clock_timestamp()", {}, Exception("restarting"))]
+
+    async def restarting(engine: AsyncEngine) -> timedelta:
+        if unanswered:
+            raise unanswered.pop()
+        return await measure(engine)
+
+    monkeypatch.setattr(clock, "sync", restarting)
+    monkeypatch.setattr(clock, "RETRY_AFTER", 0.05)
+    runtime = await Runtime.start(make_settings(sandbox_server, postgres_url, webhooks=False))
+    try:
+        for _ in range(100):  # measured again soon after, not in RESYNC_EVERY
+            if abs(utcnow() - await database_now(runtime.engine)) < timedelta(seconds=1):
+                break
+            await asyncio.sleep(0.02)
+        assert abs(utcnow() - await database_now(runtime.engine)) < timedelta(seconds=1)
+    finally:
+        await runtime.aclose()
