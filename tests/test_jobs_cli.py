@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -192,3 +193,40 @@ def test_data_urls_are_abbreviated_and_capabilities_redacted() -> None:
         "guild_id": None,
         "thread_ts": "1.2",
     }
+
+
+def test_conjure_jobs_on_a_machine_whose_clock_is_off_reads_by_the_databases_clock(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The instances stamp jobs by the database's clock (storage.clock). An operator's machine
+    ten minutes ahead of it asked for `--since 5m`, counted back from its own clock, and missed
+    a job two minutes old; a running job's age was its machine's clock minus the database's."""
+    import bot.cli.jobs
+    from storage import clock
+
+    asyncio.run(seed_one(postgres_url, make_job("r1recent", 2)))
+    ahead = timedelta(minutes=10)
+
+    class MachineClock(datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[no-untyped-def, override]
+            return datetime.now(tz) + ahead
+
+    real_local_now = clock.local_now
+    monkeypatch.setattr(clock, "local_now", lambda: real_local_now() + ahead)
+    monkeypatch.setattr(bot.cli.jobs, "datetime", MachineClock)
+    monkeypatch.setattr(clock, "_offset", clock.offset())  # put back after the test
+    env = {"CONJURE_DATABASE_URL": postgres_url}
+
+    listed = run_conjure("jobs", "--since", "5m", cwd=tmp_path, env=env)
+    assert listed.returncode == 0, listed.stderr
+    [line] = [line for line in listed.stdout.splitlines() if line.startswith("r1recent")]
+    assert re.search(r"\b2m\d\ds so far", line), line
+
+
+async def seed_one(url: str, job: Job) -> None:
+    engine = create_engine(url)
+    try:
+        await JobStore(engine).reserve_and_insert(job, [])
+    finally:
+        await engine.dispose()

@@ -4,6 +4,7 @@ are garbage or huge, the webhook secret endpoint stalling, through the real app 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import time
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 
 from bot.replicate.client import ReplicateClient
 from bot.replicate.progress import progress_from_logs
@@ -171,3 +173,78 @@ async def test_a_webhook_the_database_cannot_take_is_answered_503_in_one_line_th
         [job] = await all_jobs(conjure.runtime.store)
         assert job.job_status is JobStatus.SUCCEEDED and job.actual_micros
         assert len(list((tmp_path / "out").iterdir())) == 1  # delivered once
+
+
+class _Proxy:
+    """A loopback TCP relay in front of PostgreSQL that can go down as the server does in a
+    restart: its port refuses connections (asyncpg raises ConnectionRefusedError, an OSError,
+    which SQLAlchemy does not wrap) until it comes back on the same port."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = 0
+        self._server: asyncio.base_events.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def up(self) -> None:
+        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            writer.close()
+
+        async def serve(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+            server_r, server_w = await asyncio.open_connection(*self.target)
+            self._writers |= {client_w, server_w}
+            await asyncio.gather(relay(client_r, server_w), relay(server_r, client_w))
+
+        self._server = await asyncio.start_server(serve, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def down(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+
+
+async def test_a_webhook_while_postgresql_refuses_connections_is_answered_503_then_recorded_once(
+    sandbox_server: SandboxServer,
+    postgres_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """PostgreSQL restarting refuses connections for a moment: asyncpg raises an OSError there
+    (ConnectionRefusedError), not an error SQLAlchemy wraps. The webhook that comes meanwhile
+    is the same database that cannot take it: 503 and one line, not a 500 and a traceback."""
+    target = make_url(postgres_url)
+    proxy = _Proxy(target.host or "127.0.0.1", target.port or 5432)
+    await proxy.up()
+    proxied = target.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    try:
+        async with running_conjure(sandbox_server, proxied, tmp_path / "out") as conjure:
+            outcome, prediction = await _running_job_without_its_webhooks(
+                conjure, sandbox_server, "/imagine a fox"
+            )
+            path = prediction["webhook"].removeprefix(conjure.url)
+            body, headers = _signed_webhook(sandbox_server, prediction)
+            await conjure.runtime.engine.dispose()  # no connection left from before
+            proxy.down()  # the server restarts: its port refuses
+            caplog.clear()
+            response = await conjure.http.post(path, content=body, headers=headers)
+            assert response.status_code == 503
+            said = [r for r in caplog.records if "not recorded" in r.getMessage()]
+            assert [r.levelno for r in said] == [logging.WARNING]
+
+            await proxy.up()  # back, on the same port
+            retried = await conjure.http.post(path, content=body, headers=headers)
+            assert retried.status_code == 200
+            assert (await outcome).ok
+            await conjure.service.wait_idle()
+            [job] = await all_jobs(conjure.runtime.store)
+            assert job.job_status is JobStatus.SUCCEEDED and job.actual_micros
+            assert len(list((tmp_path / "out").iterdir())) == 1  # delivered once
+    finally:
+        proxy.down()

@@ -95,6 +95,7 @@ def _status(text: str | None) -> str | None:
 
 
 async def _open() -> tuple[JobStore, Any]:
+    from storage import clock
     from storage.engine import create_engine
     from storage.jobs import JobStore
     from storage.migrate import migrate
@@ -102,19 +103,26 @@ async def _open() -> tuple[JobStore, Any]:
     settings = load_settings()
     engine = create_engine(settings.conjure_database_url)
     await migrate(engine)
+    # The jobs' times are the database's clock (storage.clock): "2h" back and a running job's
+    # age are counted by it too, not by this machine's.
+    await clock.sync_or_say(engine)
     return JobStore(engine), engine
 
 
 async def _list(args: argparse.Namespace) -> int:
+    from storage.models import utcnow
+
     settings = load_settings()
     zone = settings.timezone
-    now = datetime.now(UTC)
     status = _status(args.status)
-    since = parse_since(args.since, zone, now) if args.since else None
+    if args.since:
+        parse_since(args.since, zone, datetime.now(UTC))  # a mistake is said before connecting
     if not 1 <= args.limit <= MAX_LIMIT:
         raise ConfigError(f"--limit: must be from 1 to {MAX_LIMIT:,}, not {args.limit}")
     store, engine = await _open()
     try:
+        now = utcnow()
+        since = parse_since(args.since, zone, now) if args.since else None
         jobs = await store.search(
             platform=args.platform,
             workspace=args.workspace,
@@ -134,6 +142,8 @@ async def _list(args: argparse.Namespace) -> int:
 
 
 async def _show(args: argparse.Namespace) -> int:
+    from storage.models import utcnow
+
     settings = load_settings()
     store, engine = await _open()
     try:
@@ -143,7 +153,7 @@ async def _show(args: argparse.Namespace) -> int:
     if job is None:
         print(f"conjure jobs show: no job with id {args.id!r}", file=sys.stderr)
         return EXIT_NOT_FOUND
-    now = datetime.now(UTC)
+    now = utcnow()
     if args.json:
         print(json.dumps(detail_json(job, now), ensure_ascii=False, indent=2))
         return EXIT_OK
