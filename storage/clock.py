@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 RESYNC_EVERY = 600.0  # seconds: a machine's clock drifts slowly, or jumps (then within this)
 RETRY_AFTER = 10.0  # seconds: after a measurement the database did not answer
+START_WAIT = 5.0  # seconds a start-up waits for the measurement (a host dropping packets)
 WORTH_SAYING = timedelta(seconds=1)  # a difference this large is logged: the machine's time
 # sync is off, and its logs and the platforms' timestamps disagree with the other instances'
 
@@ -79,7 +80,8 @@ async def sync_or_say(engine: AsyncEngine) -> bool:
     (a worker started as the server restarts) is for the job path to report and to recover from,
     not a reason to refuse to start. Whether it was measured."""
     try:
-        await sync(engine)
+        async with asyncio.timeout(START_WAIT):
+            await sync(engine)
     except _UNANSWERED as exc:
         log.warning(
             "the database's clock was not measured (%s); tried again soon", type(exc).__name__
@@ -98,8 +100,8 @@ async def keep_synced(
         await asyncio.sleep(wait)
         try:
             await sync(engine)
-        except _UNANSWERED as exc:
-            log.debug("the database's clock was not measured (%s)", type(exc).__name__)
+        except Exception as exc:  # whatever it was, measured again: a keeper never just stops
+            log.warning("the database's clock was not measured (%s)", type(exc).__name__)
             wait = RETRY_AFTER
         else:
             wait = every

@@ -143,3 +143,40 @@ async def test_a_database_that_does_not_answer_the_clock_at_start_up_delays_no_s
         assert abs(utcnow() - await database_now(runtime.engine)) < timedelta(seconds=1)
     finally:
         await runtime.aclose()
+
+
+async def test_a_measurement_that_hangs_or_fails_oddly_holds_no_start_and_stops_no_keeper(
+    sandbox_server, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host that drops packets holds the first measurement (asyncpg waits a minute to
+    connect): the start-up goes on after START_WAIT. A later measurement failing in a way no
+    one expected (a pooler's refusal raised raw) does not end the keeper: it measures again."""
+    from bot.runtime import Runtime
+
+    clock_off_by(monkeypatch, SKEW)
+    measure = clock.sync
+    faults: list[str] = ["hang", "odd"]
+
+    async def flaky(engine: AsyncEngine) -> timedelta:
+        fault = faults.pop(0) if faults else None
+        if fault == "hang":
+            await asyncio.sleep(60)
+        if fault == "odd":
+            raise RuntimeError("a raw driver error")
+        return await measure(engine)
+
+    monkeypatch.setattr(clock, "sync", flaky)
+    monkeypatch.setattr(clock, "START_WAIT", 0.1)
+    monkeypatch.setattr(clock, "RETRY_AFTER", 0.05)
+    started = asyncio.get_running_loop().time()
+    runtime = await Runtime.start(make_settings(sandbox_server, postgres_url, webhooks=False))
+    try:
+        assert asyncio.get_running_loop().time() - started < 5
+        for _ in range(100):  # the odd failure, then a measurement
+            if not faults and abs(utcnow() - await database_now(runtime.engine)) < SKEW / 2:
+                break
+            await asyncio.sleep(0.02)
+        assert abs(utcnow() - await database_now(runtime.engine)) < timedelta(seconds=1)
+        assert runtime.clock_keeper is not None and not runtime.clock_keeper.done()
+    finally:
+        await runtime.aclose()
