@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -30,6 +29,7 @@ from bot.replicate.client import Prediction
 from bot.replicate.webhook_secret import WebhookSecrets, WebhookSecretUnavailable
 from bot.replicate.webhooks import SignatureMismatch, WebhookPayloadError, WebhookVerificationError
 from bot.runtime import Runtime
+from storage.errors import UNANSWERED
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,6 @@ WEBHOOK_PATH = "/webhooks/replicate"
 # is refused (413) before it is read, and the job is then finished by the sweeper's poll.
 WEBHOOK_MAX_BODY = 4 * 1024 * 1024
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")  # a job's id column holds at most 32
-# A database that does not answer: SQLAlchemy's errors, and what asyncpg raises unwrapped when
-# it cannot connect at all (the server restarting refuses connections: an OSError; a connect
-# timeout), as bot.admin.auth counts them.
-_UNANSWERED = (SQLAlchemyError, OSError, TimeoutError)
 
 
 def create_app(
@@ -81,7 +77,7 @@ def create_app(
             return JSONResponse({"ok": True, "job": job_id})
         try:
             return await _apply(job_id, prediction, started)
-        except _UNANSWERED as exc:
+        except UNANSWERED as exc:
             # A database restarting, or a lock held past its timeout: Replicate sends the
             # terminal webhook again on a 5xx (and the sweeper reads the job in any case), so
             # this is a line in the log, not a crash with its traceback.

@@ -44,12 +44,18 @@ from bot.safety import SafetyRules
 from bot.start_claims import StartClaims
 from bot.streaming import StreamRelay, fold_result
 from bot.updates import FollowedJobs, workspace_of
+from storage.errors import UNANSWERED
 from storage.jobs import DELIVERY_LEASE, JobStore
 from storage.models import BudgetAlert, Delivery, Job, JobStatus, utcnow
 from storage.rows import new_row
 from storage.usage import Hold, HoldKind, LimitReached
 
 log = logging.getLogger(__name__)
+
+DATABASE_UNANSWERED = (
+    "Conjure cannot reach its database right now, so nothing was started. "
+    "Please try again in a minute."
+)
 
 WEBHOOK_EVENTS = ["start", "logs", "completed"]
 WEBHOOK_EVENTS_WITHOUT_PROGRESS = ["start", "completed"]  # bot.updates.PROGRESS_WORTH_ASKING
@@ -400,14 +406,11 @@ class JobService:
             reason = limit_reason(exc.hold) + (", queue full" if full else "")
             job_event(job, "refused", reason=reason)
             raise CommandRefused(refusal + full) from None
-        except SQLAlchemyError:
+        except UNANSWERED:
             # Several instances share one database: admitting without it could pass a limit.
             log.exception("cannot reserve a job: database unavailable")
             job_event(job, "refused", level=logging.WARNING, reason="database unavailable")
-            raise CommandRefused(
-                "Conjure cannot reach its database right now, so nothing was started. "
-                "Please try again in a minute."
-            ) from None
+            raise CommandRefused(DATABASE_UNANSWERED) from None
 
         return job
 
@@ -1246,7 +1249,16 @@ class JobService:
     async def send_alerts(self) -> None:
         """Send budget alerts from the outbox to each platform's admin channel, once each while
         the senders live. Each is leased before it is posted (storage.quotas): one whose sender
-        died mid-post is sent by another once the lease lapses."""
+        died mid-post is sent by another once the lease lapses. A database that does not
+        answer leaves them in the outbox for the next sweep: a line in the log, not a crash."""
+        try:
+            await self._send_alerts()
+        except UNANSWERED as exc:
+            log.warning(
+                "budget alerts not sent now: the database did not answer (%s)", type(exc).__name__
+            )
+
+    async def _send_alerts(self) -> None:
         for alert in await self.quotas.store.unsent_alerts():
             platform = alert.subject.split(":", 1)[0]
             adapter = self._adapters.get(platform)

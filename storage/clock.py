@@ -18,8 +18,9 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from storage.errors import UNANSWERED
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,6 @@ WORTH_SAYING = timedelta(seconds=1)  # a difference this large is logged: the ma
 # sync is off, and its logs and the platforms' timestamps disagree with the other instances'
 
 _offset = timedelta(0)  # the database's clock minus this machine's
-_UNANSWERED = (SQLAlchemyError, OSError, TimeoutError)
 
 
 def local_now() -> datetime:
@@ -82,7 +82,7 @@ async def sync_or_say(engine: AsyncEngine) -> bool:
     try:
         async with asyncio.timeout(START_WAIT):
             await sync(engine)
-    except _UNANSWERED as exc:
+    except UNANSWERED as exc:
         log.warning(
             "the database's clock was not measured (%s); tried again soon", type(exc).__name__
         )

@@ -248,3 +248,37 @@ async def test_a_webhook_while_postgresql_refuses_connections_is_answered_503_th
             assert len(list((tmp_path / "out").iterdir())) == 1  # delivered once
     finally:
         proxy.down()
+
+
+async def test_a_command_while_postgresql_refuses_connections_is_told_to_try_again(
+    sandbox_server: SandboxServer,
+    postgres_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The same restart meets a command: the person is told the database cannot be reached and
+    to try again (nothing started, nothing charged), as for any database that does not answer;
+    once it is back, the next command runs."""
+    target = make_url(postgres_url)
+    proxy = _Proxy(target.host or "127.0.0.1", target.port or 5432)
+    await proxy.up()
+    proxied = target.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    try:
+        async with running_conjure(sandbox_server, proxied, tmp_path / "out") as conjure:
+            await conjure.runtime.engine.dispose()  # no connection left from before
+            proxy.down()
+            caplog.clear()
+            refused = await conjure.console.run_line("/imagine a fox", timeout=20)
+            await conjure.service.wait_idle()  # the alerts' sweep too: a line, not a crash
+            assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+            assert not refused.ok
+            assert refused.error is not None
+            assert "cannot reach its database" in refused.error
+            assert sandbox_server.sandbox.create_count == 0
+
+            await proxy.up()
+            ran = await conjure.console.run_line("/imagine a fox", timeout=20)
+            assert ran.ok
+            assert len(await all_jobs(conjure.runtime.store)) == 1
+    finally:
+        proxy.down()

@@ -28,14 +28,13 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 
 from storage.admin_sessions import EndedSessions
+from storage.errors import UNANSWERED
 
 COOKIE = "conjure_admin"
 SESSION_SECONDS = 12 * 60 * 60
-_UNREACHABLE = (SQLAlchemyError, OSError, TimeoutError)  # a database that does not answer
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +93,7 @@ class AdminAuth:
             return session  # Bearer is checked against the token alone, as before
         try:
             ended = await self._ended.ended(_hash(session.id))
-        except _UNREACHABLE as exc:
+        except UNANSWERED as exc:
             log.warning("admin session not checked: %s", type(exc).__name__)
             raise SessionsUnreachable from exc
         return None if ended else session
@@ -106,7 +105,7 @@ class AdminAuth:
             return
         try:
             await self._ended.end(_hash(session.id), session.valid_until)
-        except _UNREACHABLE as exc:
+        except UNANSWERED as exc:
             log.warning("admin session not ended: %s", type(exc).__name__)
             raise SessionsUnreachable from exc
 

@@ -9,10 +9,11 @@ import logging
 
 from bot.adapter import CommandRequest, Reply
 from bot.commands.parsing import Invocation
-from bot.jobs import JobService
+from bot.jobs import DATABASE_UNANSWERED, JobService
 from bot.logs import command_event
 from bot.markup import Text
 from bot.safety import PATTERN, REFUSED, WORD, RuleError, parse_rule_id, prompt_texts
+from storage.errors import UNANSWERED
 from storage.jobs import user_subject
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,13 @@ async def safety_refusal(
             rule=rule,
             texts=texts,
         )
+    except UNANSWERED as exc:  # fails closed, and says why: nothing wrong with the prompt
+        log.warning(
+            "could not check /%s against the safety rules: the database did not answer (%s)",
+            request.command,
+            type(exc).__name__,
+        )
+        return Reply(Text.of(DATABASE_UNANSWERED), refused=True)
     except Exception:
         log.exception("could not check /%s against the safety rules", request.command)
         return Reply(Text.of(INTERNAL_ERROR), refused=True)
