@@ -426,7 +426,7 @@ class JobService:
         if job.waiting_since is not None:
             try:
                 await self.store.update_fields(job.id, destination=job.destination)
-            except SQLAlchemyError:
+            except UNANSWERED:
                 log.exception("could not record the announcement of job %s", job.id)
 
     async def _launch(self, job: Job, model: ModelSpec) -> Job:
@@ -434,7 +434,7 @@ class JobService:
         await self._announce(job)
         try:
             claimed = await self._touch_unstarted(job, destination=job.destination)
-        except SQLAlchemyError:
+        except UNANSWERED:
             log.exception("could not record the announcement of job %s; continuing", job.id)
             claimed = True
         if not claimed:
@@ -974,7 +974,7 @@ class JobService:
         job that is done."""
         try:
             current = await self.store.get(job_id)
-        except SQLAlchemyError:
+        except UNANSWERED:
             log.warning("job %s: could not check it after a status edit", job_id)
             return
         if current is None or not current.job_status.terminal:
@@ -1193,7 +1193,7 @@ class JobService:
             try:
                 async with asyncio.timeout_at(stop_at):
                     held = await self.store.renew_lease(job.id, job.delivery_attempts, policy.lease)
-            except (SQLAlchemyError, TimeoutError):
+            except UNANSWERED:  # the database's errors, its refusals, a renewal too slow
                 log.warning("job %s: could not renew the delivery lease", job.id)
                 continue
             if not held:

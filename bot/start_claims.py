@@ -19,8 +19,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
-
+from storage.errors import UNANSWERED
 from storage.jobs import JobStore
 from storage.models import Job, utcnow
 
@@ -79,7 +78,7 @@ class StartClaims:
             for job in [job for job in self._held.values() if job.updated_at <= stale]:
                 try:
                     await self._freshen(job, stale)
-                except SQLAlchemyError as exc:
+                except UNANSWERED as exc:
                     log.warning("job %s: could not keep its start claimed (%s)", job.id, exc)
 
     async def _freshen(self, job: Job, stale: datetime) -> None:

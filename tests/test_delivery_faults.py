@@ -47,8 +47,17 @@ async def test_a_claim_waiting_for_a_delivery_slot_keeps_its_lease(
         assert len(conjure.fake.calls_to("files.getUploadURLExternal")) == 1
 
 
+# How a renewal fails: a connection broken under a statement (SQLAlchemy's error), or a server
+# restarting that refuses new connections (asyncpg's ConnectionRefusedError, not wrapped).
+RENEWALS_REFUSED = {
+    "broken": lambda: OperationalError("UPDATE job", {}, Exception("server closed the connection")),
+    "refused": lambda: ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)"),
+}
+
+
+@pytest.mark.parametrize("failure", sorted(RENEWALS_REFUSED))
 async def test_a_claimant_that_cannot_renew_its_lease_stops_before_it_lapses(
-    sandbox_server, database_url: str, monkeypatch: pytest.MonkeyPatch
+    sandbox_server, database_url: str, monkeypatch: pytest.MonkeyPatch, failure: str
 ) -> None:
     """The database refuses this instance's renewals (its connections broken, the database
     failing over): its lease lapses and another instance takes the delivery over. It must
@@ -58,7 +67,7 @@ async def test_a_claimant_that_cannot_renew_its_lease_stops_before_it_lapses(
         first.fake.delays["files.getUploadURLExternal"] = 0.9  # a slow upload
 
         async def refused(*_: object, **__: object) -> bool:
-            raise OperationalError("UPDATE job", {}, Exception("server closed the connection"))
+            raise RENEWALS_REFUSED[failure]()
 
         monkeypatch.setattr(first.runtime.store, "renew_lease", refused)
         async with running_slack_conjure(sandbox_server, database_url, fake=first.fake) as second:
