@@ -5,11 +5,16 @@ the sandbox, the fake Slack) on loopback and checks what the person sees and is 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import sqlite3
 from datetime import timedelta
 
-from bot.followups.service import ALREADY_CANCELED, GONE, IMAGE_UNREACHABLE
+from sqlalchemy import event
+
+from bot.followups.service import ALREADY_CANCELED, GONE, IMAGE_UNREACHABLE, PRESS_AGAIN
 from bot.jobs import CANCEL_REFUSED
 from bot.sandbox.faults import HttpFault
+from storage.engine import statement_engines
 from storage.models import utcnow
 from tests.discord_harness import running_discord_conjure
 from tests.fakes.discord_api import EPHEMERAL
@@ -151,5 +156,38 @@ async def test_a_slack_outage_says_try_again_not_that_the_image_is_gone(
 
         conjure.fake.recover("files.info")
         await conjure.press(parent, "V1")
+        await conjure.settle(sandbox_server)
+        assert sandbox_server.sandbox.create_count == 2
+
+
+async def test_a_press_while_the_database_does_not_answer_says_so_and_runs_nothing(
+    sandbox_server, sqlite_url: str, caplog
+) -> None:
+    """The database does not answer as U1 is pressed: the presser hears it cannot be reached
+    and to press again, not of an internal error, and nothing runs; pressed again once it is
+    back, the upscale runs."""
+    async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
+        parent, _ = await finished_imagine(conjure, sandbox_server, "a quiet harbour")
+        engines = statement_engines(conjure.runtime.engine)
+
+        def unreachable(*_: object) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        for engine in engines:
+            event.listen(engine, "before_cursor_execute", unreachable)
+        caplog.clear()
+        try:
+            pressed = await conjure.press(parent, "U1", user_id=BOB, user_name="bob")
+            await conjure.service.wait_idle()
+        finally:
+            for engine in engines:
+                event.remove(engine, "before_cursor_execute", unreachable)
+        [answer] = conjure.fake.responses_to(pressed.response_id)
+        assert answer.response_type == "ephemeral"
+        assert answer.text == PRESS_AGAIN
+        assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+        assert sandbox_server.sandbox.create_count == 1  # the first job's only
+
+        await conjure.press(parent, "U1", user_id=BOB, user_name="bob")
         await conjure.settle(sandbox_server)
         assert sandbox_server.sandbox.create_count == 2

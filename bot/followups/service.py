@@ -27,6 +27,7 @@ from bot.markup import Text
 from bot.replicate.errors import ReplicateError
 from bot.replicate.files import image_input
 from bot.replicate.outputs import OutputFetcher, OutputUnavailable, split_output
+from storage.errors import UNANSWERED
 from storage.jobs import DuplicateRequest
 from storage.models import Job, JobStatus, utcnow
 
@@ -45,6 +46,10 @@ SEED_MAX = 2**31 - 1
 
 NOT_CONJURES = "That button is not one of Conjure's."
 GONE = "Conjure no longer knows that job."
+PRESS_AGAIN = (
+    "Conjure cannot reach its database right now, so nothing ran. "
+    "Please press it again in a minute."
+)
 NOT_YOURS = "Only the person who started this job, or a Conjure admin, can cancel it."
 ALREADY_OVER = "That job has already finished."
 ALREADY_CANCELED = "That job is already canceled."
@@ -112,6 +117,14 @@ class Followups:
             return Reply(exc.text, refused=True)
         except DuplicateRequest:
             return Reply(None, refused=True)  # the other press's job speaks for both
+        except UNANSWERED as exc:  # nothing ran: the job is recorded, or nothing is
+            log.warning(
+                "button %s pressed by %s: the database did not answer (%s)",
+                press.custom_id,
+                press.user_id,
+                type(exc).__name__,
+            )
+            return _refused(PRESS_AGAIN)
         except Exception:
             log.exception("button %s pressed by %s failed", press.custom_id, press.user_id)
             return _refused("Conjure hit an internal error with that button. Please try again.")
