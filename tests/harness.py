@@ -9,13 +9,15 @@ import os
 import random
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.console import ConsoleAdapter
 from adapters.platforms import attached
@@ -24,6 +26,7 @@ from bot.config import Settings
 from bot.jobs import JobService
 from bot.runtime import Runtime
 from bot.serving import bind_socket, serve_app, socket_url
+from storage.engine import statement_engines
 from storage.jobs import JobStore
 from storage.models import Job
 from storage.rows import from_row
@@ -145,3 +148,22 @@ async def all_jobs(store: JobStore) -> list[Job]:
     async with store.reader.connect() as conn:
         rows = (await conn.execute(select(Job.__table__).order_by(Job.created_at))).all()
     return [from_row(Job, row._mapping) for row in rows]
+
+
+@contextlib.contextmanager
+def database_not_answering(engine: AsyncEngine, touching: str = "") -> Iterator[None]:
+    """Every statement of `engine` (those naming `touching`, if given) fails as a database that
+    cannot be reached does, until the block ends."""
+
+    def fail(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if touching in statement:
+            raise OperationalError(statement, params, ConnectionRefusedError("injected"))
+
+    engines = statement_engines(engine)
+    for each in engines:
+        event.listen(each, "before_cursor_execute", fail)
+    try:
+        yield
+    finally:
+        for each in engines:
+            event.remove(each, "before_cursor_execute", fail)

@@ -8,22 +8,18 @@ read to check a cookie refuses the cookie's requests (503): reads and changes al
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import event
-from sqlalchemy.exc import OperationalError
 
 from storage.admin_sessions import KEPT_AFTER, EndedSessions
-from storage.engine import create_engine, statement_engines, write
+from storage.engine import create_engine, write
 from storage.jobs import user_subject
 from storage.models import EndedAdminSession, utcnow
-from tests.harness import Conjure, running_conjure
+from tests.harness import Conjure, database_not_answering, running_conjure
 
 TOKEN = "admin-token-for-logout-tests-0123"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -122,24 +118,6 @@ async def test_a_logout_on_one_instance_ends_the_session_on_another(
         assert await _jobs_per_day(two) is None
 
 
-@contextlib.contextmanager
-def _unreachable(conjure: Conjure, touching: str) -> Iterator[None]:
-    """Every statement on `touching` fails as a database that cannot be reached does."""
-
-    def fail(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        if touching in statement:
-            raise OperationalError(statement, params, ConnectionRefusedError("injected"))
-
-    engines = statement_engines(conjure.runtime.engine)
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", fail)
-    try:
-        yield
-    finally:
-        for engine in engines:
-            event.remove(engine, "before_cursor_execute", fail)
-
-
 async def test_a_session_that_cannot_be_checked_is_refused_and_changes_nothing(
     sandbox_server: Any, database_url: str, tmp_path: Path
 ) -> None:
@@ -148,7 +126,7 @@ async def test_a_session_that_cannot_be_checked_is_refused_and_changes_nothing(
     ) as conjure:
         http = conjure.http
         csrf = await _signed_in(http)
-        with _unreachable(conjure, "ended_admin_session"):
+        with database_not_answering(conjure.runtime.engine, "ended_admin_session"):
             change = await http.post("/admin/quotas", data={**QUOTA, "csrf": csrf, "jobs": "0"})
             assert change.status_code == 503 and "try again" in change.text
             page = await http.get("/admin/quotas")
@@ -158,7 +136,7 @@ async def test_a_session_that_cannot_be_checked_is_refused_and_changes_nothing(
         assert await _jobs_per_day(conjure) is None
         assert await conjure.service.quotas.store.audit() == []
         assert (await http.get("/admin/quotas")).status_code == 200  # the database is back
-        with _unreachable(conjure, "INSERT INTO ended_admin_session"):
+        with database_not_answering(conjure.runtime.engine, "INSERT INTO ended_admin_session"):
             # A logout that cannot be recorded says so, and leaves the cookie to try again with.
             out = await http.post("/admin/logout", data={"csrf": csrf})
             assert out.status_code == 503 and "set-cookie" not in out.headers

@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sqlite3
 from datetime import timedelta
-
-from sqlalchemy import event
 
 from bot.followups.service import ALREADY_CANCELED, GONE, IMAGE_UNREACHABLE, PRESS_AGAIN
 from bot.jobs import CANCEL_REFUSED
 from bot.sandbox.faults import HttpFault
-from storage.engine import statement_engines
 from storage.models import utcnow
 from tests.discord_harness import running_discord_conjure
 from tests.fakes.discord_api import EPHEMERAL
+from tests.harness import database_not_answering
 from tests.slack_harness import (
     running_slack_conjure,
 )
@@ -168,20 +165,10 @@ async def test_a_press_while_the_database_does_not_answer_says_so_and_runs_nothi
     back, the upscale runs."""
     async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
         parent, _ = await finished_imagine(conjure, sandbox_server, "a quiet harbour")
-        engines = statement_engines(conjure.runtime.engine)
-
-        def unreachable(*_: object) -> None:
-            raise sqlite3.OperationalError("disk I/O error")
-
-        for engine in engines:
-            event.listen(engine, "before_cursor_execute", unreachable)
         caplog.clear()
-        try:
+        with database_not_answering(conjure.runtime.engine):
             pressed = await conjure.press(parent, "U1", user_id=BOB, user_name="bob")
             await conjure.service.wait_idle()
-        finally:
-            for engine in engines:
-                event.remove(engine, "before_cursor_execute", unreachable)
         [answer] = conjure.fake.responses_to(pressed.response_id)
         assert answer.response_type == "ephemeral"
         assert answer.text == PRESS_AGAIN

@@ -6,23 +6,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from bot.replicate.client import ReplicateClient
 from bot.replicate.progress import progress_from_logs
 from bot.sandbox import HttpFault
 from bot.sandbox.predictions import TERMINAL
-from storage.engine import statement_engines
 from storage.models import JobStatus
 from tests.garbage import WEBHOOK_PATH
-from tests.harness import Conjure, all_jobs, running_conjure
+from tests.harness import Conjure, all_jobs, database_not_answering, running_conjure
 from tests.sandbox_fixtures import SandboxServer
 from tests.test_http_edge import _signed_webhook
 
@@ -132,6 +129,19 @@ async def test_a_stalled_secret_endpoint_is_waited_for_once_not_once_per_queued_
         assert elapsed < 1.5
 
 
+async def _retried_and_delivered_once(
+    conjure: Conjure, path: str, body: bytes, headers: dict, outcome: asyncio.Task[Any]
+) -> None:
+    """Replicate sends the refused webhook again: it is recorded, charged and delivered once."""
+    retried = await conjure.http.post(path, content=body, headers=headers)
+    assert retried.status_code == 200
+    assert (await outcome).ok
+    await conjure.service.wait_idle()
+    [job] = await all_jobs(conjure.runtime.store)
+    assert job.job_status is JobStatus.SUCCEEDED and job.actual_micros
+    assert len(list(conjure.console.output_dir.iterdir())) == 1  # delivered once
+
+
 async def test_a_webhook_the_database_cannot_take_is_answered_503_in_one_line_then_recorded_once(
     sandbox_server: SandboxServer,
     sqlite_url: str,
@@ -148,31 +158,15 @@ async def test_a_webhook_the_database_cannot_take_is_answered_503_in_one_line_th
         )
         path = prediction["webhook"].removeprefix(conjure.url)
         body, headers = _signed_webhook(sandbox_server, prediction)
-        engines = statement_engines(conjure.runtime.engine)
-
-        def unreachable(*_: Any) -> None:
-            raise sqlite3.OperationalError("disk I/O error")
-
-        for engine in engines:
-            event.listen(engine, "before_cursor_execute", unreachable)
         caplog.clear()
-        try:
+        with database_not_answering(conjure.runtime.engine):
             response = await conjure.http.post(path, content=body, headers=headers)
-        finally:
-            for engine in engines:
-                event.remove(engine, "before_cursor_execute", unreachable)
         assert response.status_code == 503
         assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
         [said] = [r for r in caplog.records if "database" in r.getMessage()]
         assert said.levelno == logging.WARNING and said.exc_info is None
 
-        retried = await conjure.http.post(path, content=body, headers=headers)  # Replicate's
-        assert retried.status_code == 200
-        assert (await outcome).ok
-        await conjure.service.wait_idle()
-        [job] = await all_jobs(conjure.runtime.store)
-        assert job.job_status is JobStatus.SUCCEEDED and job.actual_micros
-        assert len(list((tmp_path / "out").iterdir())) == 1  # delivered once
+        await _retried_and_delivered_once(conjure, path, body, headers, outcome)
 
 
 class _Proxy:
@@ -239,13 +233,7 @@ async def test_a_webhook_while_postgresql_refuses_connections_is_answered_503_th
             assert [r.levelno for r in said] == [logging.WARNING]
 
             await proxy.up()  # back, on the same port
-            retried = await conjure.http.post(path, content=body, headers=headers)
-            assert retried.status_code == 200
-            assert (await outcome).ok
-            await conjure.service.wait_idle()
-            [job] = await all_jobs(conjure.runtime.store)
-            assert job.job_status is JobStatus.SUCCEEDED and job.actual_micros
-            assert len(list((tmp_path / "out").iterdir())) == 1  # delivered once
+            await _retried_and_delivered_once(conjure, path, body, headers, outcome)
     finally:
         proxy.down()
 
