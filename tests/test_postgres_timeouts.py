@@ -34,6 +34,7 @@ from storage.migrate import migrate
 from storage.models import JobStatus, utcnow
 from tests.fakes.slack_api import TEAM_ID
 from tests.slack_harness import SlackConjure, SlashResult, running_slack_conjure
+from tests.tcp_relay import pipe
 from tests.test_storage import make_job, user_limit
 
 USER = "U0ADA"  # the harness's person
@@ -264,14 +265,6 @@ def _error_response(message: str) -> bytes:
     return b"E" + struct.pack("!i", len(body) + 4) + body
 
 
-async def _pipe(reader_: asyncio.StreamReader, writer_: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError):
-        while data := await reader_.read(65536):
-            writer_.write(data)
-            await writer_.drain()
-    writer_.close()
-
-
 @contextlib.asynccontextmanager
 async def _refusing_pooler(host: str, port: int) -> AsyncIterator[tuple[int, list[str]]]:
     """A loopback proxy in front of PostgreSQL that, as PgBouncer does, ends a connection whose
@@ -299,7 +292,7 @@ async def _refusing_pooler(host: str, port: int) -> AsyncIterator[tuple[int, lis
                 return
         server_r, server_w = await asyncio.open_connection(host, port)
         server_w.write(struct.pack("!ii", length, code) + rest)
-        await asyncio.gather(_pipe(client_r, server_w), _pipe(server_r, client_w))
+        await asyncio.gather(pipe(client_r, server_w), pipe(server_r, client_w))
 
     def start(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         task = asyncio.ensure_future(serve(client_r, client_w))

@@ -4,7 +4,6 @@ are garbage or huge, the webhook secret endpoint stalling, through the real app 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from storage.models import JobStatus
 from tests.garbage import WEBHOOK_PATH
 from tests.harness import Conjure, all_jobs, database_not_answering, running_conjure
 from tests.sandbox_fixtures import SandboxServer
+from tests.tcp_relay import PostgresRelay
 from tests.test_http_edge import _signed_webhook
 
 # ---- progress from logs ----------------------------------------------------------------------
@@ -169,41 +169,6 @@ async def test_a_webhook_the_database_cannot_take_is_answered_503_in_one_line_th
         await _retried_and_delivered_once(conjure, path, body, headers, outcome)
 
 
-class _Proxy:
-    """A loopback TCP relay in front of PostgreSQL that can go down as the server does in a
-    restart: its port refuses connections (asyncpg raises ConnectionRefusedError, an OSError,
-    which SQLAlchemy does not wrap) until it comes back on the same port."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.port = 0
-        self._server: asyncio.base_events.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def up(self) -> None:
-        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while data := await reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-            writer.close()
-
-        async def serve(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-            server_r, server_w = await asyncio.open_connection(*self.target)
-            self._writers |= {client_w, server_w}
-            await asyncio.gather(relay(client_r, server_w), relay(server_r, client_w))
-
-        self._server = await asyncio.start_server(serve, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    def down(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in self._writers:
-            writer.transport.abort()
-        self._writers.clear()
-
-
 async def test_a_webhook_while_postgresql_refuses_connections_is_answered_503_then_recorded_once(
     sandbox_server: SandboxServer,
     postgres_url: str,
@@ -214,7 +179,7 @@ async def test_a_webhook_while_postgresql_refuses_connections_is_answered_503_th
     (ConnectionRefusedError), not an error SQLAlchemy wraps. The webhook that comes meanwhile
     is the same database that cannot take it: 503 and one line, not a 500 and a traceback."""
     target = make_url(postgres_url)
-    proxy = _Proxy(target.host or "127.0.0.1", target.port or 5432)
+    proxy = PostgresRelay(target.host or "127.0.0.1", target.port or 5432)
     await proxy.up()
     proxied = target.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     try:
@@ -248,7 +213,7 @@ async def test_a_command_while_postgresql_refuses_connections_is_told_to_try_aga
     to try again (nothing started, nothing charged), as for any database that does not answer;
     once it is back, the next command runs."""
     target = make_url(postgres_url)
-    proxy = _Proxy(target.host or "127.0.0.1", target.port or 5432)
+    proxy = PostgresRelay(target.host or "127.0.0.1", target.port or 5432)
     await proxy.up()
     proxied = target.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     try:

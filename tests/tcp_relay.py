@@ -1,0 +1,44 @@
+"""A loopback TCP relay for the tests: bytes piped both ways, and one in front of PostgreSQL
+that goes down and comes back as a restarting server does."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy `reader` into `writer` until either end closes."""
+    with contextlib.suppress(OSError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    writer.close()
+
+
+class PostgresRelay:
+    """A loopback TCP relay in front of PostgreSQL that can go down as the server does in a
+    restart: its port refuses connections (asyncpg raises ConnectionRefusedError, an OSError,
+    which SQLAlchemy does not wrap) until it comes back on the same port."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = 0
+        self._server: asyncio.base_events.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def up(self) -> None:
+        async def serve(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+            server_r, server_w = await asyncio.open_connection(*self.target)
+            self._writers |= {client_w, server_w}
+            await asyncio.gather(pipe(client_r, server_w), pipe(server_r, client_w))
+
+        self._server = await asyncio.start_server(serve, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def down(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
