@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
+
+from sqlalchemy.engine import make_url
 
 
 async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -42,3 +45,18 @@ class PostgresRelay:
         for writer in self._writers:
             writer.transport.abort()
         self._writers.clear()
+
+
+@contextlib.asynccontextmanager
+async def relayed_postgres(url: str) -> AsyncIterator[tuple[PostgresRelay, str]]:
+    """A relay in front of the PostgreSQL of `url`, up, and the URL that goes through it."""
+    target = make_url(url)
+    relay = PostgresRelay(target.host or "127.0.0.1", target.port or 5432)
+    await relay.up()
+    try:
+        yield (
+            relay,
+            target.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False),
+        )
+    finally:
+        relay.down()

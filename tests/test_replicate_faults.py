@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy.engine import make_url
 
 from bot.replicate.client import ReplicateClient
 from bot.replicate.progress import progress_from_logs
@@ -20,7 +19,7 @@ from storage.models import JobStatus
 from tests.garbage import WEBHOOK_PATH
 from tests.harness import Conjure, all_jobs, database_not_answering, running_conjure
 from tests.sandbox_fixtures import SandboxServer
-from tests.tcp_relay import PostgresRelay
+from tests.tcp_relay import relayed_postgres
 from tests.test_http_edge import _signed_webhook
 
 # ---- progress from logs ----------------------------------------------------------------------
@@ -178,29 +177,25 @@ async def test_a_webhook_while_postgresql_refuses_connections_is_answered_503_th
     """PostgreSQL restarting refuses connections for a moment: asyncpg raises an OSError there
     (ConnectionRefusedError), not an error SQLAlchemy wraps. The webhook that comes meanwhile
     is the same database that cannot take it: 503 and one line, not a 500 and a traceback."""
-    target = make_url(postgres_url)
-    proxy = PostgresRelay(target.host or "127.0.0.1", target.port or 5432)
-    await proxy.up()
-    proxied = target.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-    try:
-        async with running_conjure(sandbox_server, proxied, tmp_path / "out") as conjure:
-            outcome, prediction = await _running_job_without_its_webhooks(
-                conjure, sandbox_server, "/imagine a fox"
-            )
-            path = prediction["webhook"].removeprefix(conjure.url)
-            body, headers = _signed_webhook(sandbox_server, prediction)
-            await conjure.runtime.engine.dispose()  # no connection left from before
-            proxy.down()  # the server restarts: its port refuses
-            caplog.clear()
-            response = await conjure.http.post(path, content=body, headers=headers)
-            assert response.status_code == 503
-            said = [r for r in caplog.records if "not recorded" in r.getMessage()]
-            assert [r.levelno for r in said] == [logging.WARNING]
+    async with (
+        relayed_postgres(postgres_url) as (proxy, proxied),
+        running_conjure(sandbox_server, proxied, tmp_path / "out") as conjure,
+    ):
+        outcome, prediction = await _running_job_without_its_webhooks(
+            conjure, sandbox_server, "/imagine a fox"
+        )
+        path = prediction["webhook"].removeprefix(conjure.url)
+        body, headers = _signed_webhook(sandbox_server, prediction)
+        await conjure.runtime.engine.dispose()  # no connection left from before
+        proxy.down()  # the server restarts: its port refuses
+        caplog.clear()
+        response = await conjure.http.post(path, content=body, headers=headers)
+        assert response.status_code == 503
+        said = [r for r in caplog.records if "not recorded" in r.getMessage()]
+        assert [r.levelno for r in said] == [logging.WARNING]
 
-            await proxy.up()  # back, on the same port
-            await _retried_and_delivered_once(conjure, path, body, headers, outcome)
-    finally:
-        proxy.down()
+        await proxy.up()  # back, on the same port
+        await _retried_and_delivered_once(conjure, path, body, headers, outcome)
 
 
 async def test_a_command_while_postgresql_refuses_connections_is_told_to_try_again(
@@ -212,26 +207,22 @@ async def test_a_command_while_postgresql_refuses_connections_is_told_to_try_aga
     """The same restart meets a command: the person is told the database cannot be reached and
     to try again (nothing started, nothing charged), as for any database that does not answer;
     once it is back, the next command runs."""
-    target = make_url(postgres_url)
-    proxy = PostgresRelay(target.host or "127.0.0.1", target.port or 5432)
-    await proxy.up()
-    proxied = target.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-    try:
-        async with running_conjure(sandbox_server, proxied, tmp_path / "out") as conjure:
-            await conjure.runtime.engine.dispose()  # no connection left from before
-            proxy.down()
-            caplog.clear()
-            refused = await conjure.console.run_line("/imagine a fox", timeout=20)
-            await conjure.service.wait_idle()  # the alerts' sweep too: a line, not a crash
-            assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
-            assert not refused.ok
-            assert refused.error is not None
-            assert "cannot reach its database" in refused.error
-            assert sandbox_server.sandbox.create_count == 0
-
-            await proxy.up()
-            ran = await conjure.console.run_line("/imagine a fox", timeout=20)
-            assert ran.ok
-            assert len(await all_jobs(conjure.runtime.store)) == 1
-    finally:
+    async with (
+        relayed_postgres(postgres_url) as (proxy, proxied),
+        running_conjure(sandbox_server, proxied, tmp_path / "out") as conjure,
+    ):
+        await conjure.runtime.engine.dispose()  # no connection left from before
         proxy.down()
+        caplog.clear()
+        refused = await conjure.console.run_line("/imagine a fox", timeout=20)
+        await conjure.service.wait_idle()  # the alerts' sweep too: a line, not a crash
+        assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+        assert not refused.ok
+        assert refused.error is not None
+        assert "cannot reach its database" in refused.error
+        assert sandbox_server.sandbox.create_count == 0
+
+        await proxy.up()
+        ran = await conjure.console.run_line("/imagine a fox", timeout=20)
+        assert ran.ok
+        assert len(await all_jobs(conjure.runtime.store)) == 1
