@@ -1342,6 +1342,8 @@ class JobService:
                     await self.sweep_deliveries()
                     await self.sweep_unstarted()
                     await self.sweep_waiting()
+            except UNANSWERED as exc:  # an outage, not a bug: a line each sweep, no traceback
+                log.warning("sweep skipped: the database did not answer (%s)", type(exc).__name__)
             except Exception:
                 log.exception("sweep failed; will try again")
 

@@ -7,11 +7,13 @@ test asserts the invariant: the result is in the thread once, and charged once.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from sqlalchemy.exc import OperationalError
 
 from storage.models import Delivery, JobStatus
+from tests.harness import database_not_answering
 from tests.slack_harness import running_slack_conjure
 from tests.test_delivery import (
     LEASED,
@@ -191,3 +193,42 @@ async def test_a_delivery_whose_claims_keep_lapsing_is_given_up_and_said(
         assert len(conjure.fake.shared_uploads()) == uploads  # nothing posted again
         said = [m.text for m in conjure.fake.messages if UNDELIVERABLE in m.text]
         assert len(said) == 1
+
+
+async def test_the_sweeper_rides_out_a_database_that_does_not_answer(
+    sandbox_server, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sweeper meets the database away for a while (a restart): a line each sweep, not a
+    traceback, and it goes on sweeping: a result left pending meanwhile is delivered once the
+    database answers again."""
+    sandbox_server.sandbox.faults.drop_webhooks = 1_000_000  # the result below is the test's
+    async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
+        service = conjure.service
+        service.delivery = QUICK
+        await conjure.slash("/imagine", "a red fox in the snow")
+        await service.wait_idle()
+        [prediction_id] = sandbox_server.sandbox.predictions
+        await asyncio.wait_for(sandbox_server.sandbox.runs[prediction_id].done.wait(), 10)
+        final = await conjure.runtime.replicate.get_prediction(prediction_id)
+        job = await only_job(conjure, sandbox_server)
+        slack = service.adapters["slack"]
+        service.remove_adapter("slack")  # finished while no instance could post it: pending
+        await service.apply_prediction(job.id, final)
+        await service.wait_idle()
+        service.add_adapter(slack)
+
+        caplog.clear()
+        sweeper = asyncio.create_task(service.sweep_forever(every=0.05, deliveries_every=0.02))
+        try:
+            with database_not_answering(conjure.runtime.engine):
+                await asyncio.sleep(0.2)
+            assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+            assert any("sweep skipped" in r.getMessage() for r in caplog.records)
+            for _ in range(200):  # the database is back: the next sweep delivers it
+                if conjure.fake.shared_uploads():
+                    break
+                await asyncio.sleep(0.02)
+            await service.wait_idle()
+        finally:
+            sweeper.cancel()
+        await assert_delivered_once_charged_once(conjure, job)
