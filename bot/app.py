@@ -29,7 +29,7 @@ from bot.replicate.client import Prediction
 from bot.replicate.webhook_secret import WebhookSecrets, WebhookSecretUnavailable
 from bot.replicate.webhooks import SignatureMismatch, WebhookPayloadError, WebhookVerificationError
 from bot.runtime import Runtime
-from storage.errors import UNANSWERED
+from storage.errors import UNANSWERED, is_outage
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,11 @@ def create_app(
     async def healthz(_: Request) -> Response:
         try:
             await runtime.store.count()
-        except Exception:
-            log.exception("health check: database unavailable")
+        except Exception as exc:
+            if is_outage(exc):  # a restart, a failover: a line per probe
+                log.warning("health check: database unavailable (%s)", type(exc).__name__)
+            else:
+                log.exception("health check: database unavailable")
             return JSONResponse({"status": "error", "database": "unavailable"}, status_code=503)
         return JSONResponse({"status": "ok", "adapters": sorted(runtime.service.adapters)})
 

@@ -19,9 +19,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Any
-
-from sqlalchemy.exc import SQLAlchemyError
+from typing import Any, TypeVar
 
 from bot.adapter import Acknowledge, ChatAdapter, Checkpoint, CommandRequest, JobResult
 from bot.catalog import Catalog, ModelSpec
@@ -44,7 +42,7 @@ from bot.safety import SafetyRules
 from bot.start_claims import StartClaims
 from bot.streaming import StreamRelay, fold_result
 from bot.updates import FollowedJobs, workspace_of
-from storage.errors import UNANSWERED
+from storage.errors import UNANSWERED, is_outage
 from storage.jobs import DELIVERY_LEASE, JobStore
 from storage.models import BudgetAlert, Delivery, Job, JobStatus, utcnow
 from storage.rows import new_row
@@ -99,10 +97,14 @@ NOT_CONFIRMED_WEBHOOKS = (
 )
 NOT_CONFIRMED_POLLING = f"{NOT_CONFIRMED} Please run it again."
 _Apply = Callable[[str, Prediction], Awaitable[None]]  # what a poll does with each read
+_T = TypeVar("_T")
 CANCEL_REFUSED = (
     "Replicate did not take the cancel just now, so the job is still running. "
     "Please press Cancel again."
 )
+# Seconds before a step the database did not answer is tried again, doubling up to the most.
+UNANSWERED_RETRY = 0.25
+UNANSWERED_RETRY_MAX = 5.0
 GONE_AFTER = 10  # reads in a row answered 404: the prediction is gone, and so is its result
 PREDICTION_GONE = (
     "Replicate can no longer find this job's prediction, so its result cannot be fetched. "
@@ -254,8 +256,19 @@ class JobService:
 
     def _task_done(self, task: asyncio.Future[Any]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background job task failed", exc_info=task.exception())
+        if task.cancelled() or (error := task.exception()) is None:
+            return
+        if is_outage(error):
+            # A restart or a failover, not a bug: what the task did is taken up again (the
+            # sweeper's next pass, the poller's next read, Replicate's next try of a webhook).
+            coro = task.get_coro() if isinstance(task, asyncio.Task) else None
+            log.warning(
+                "background job task %s stopped: the database did not answer (%s)",
+                getattr(coro, "__qualname__", "?"),
+                type(error).__name__,
+            )
+        else:
+            log.error("background job task failed", exc_info=error)
 
     async def wait_idle(self, timeout: float = 30) -> None:
         """Until no background work (delivery, polling) is left; for tests and shutdown."""
@@ -352,7 +365,18 @@ class JobService:
             raise
         if extra:
             job.destination.update(extra)
-            await self._touch_unstarted(job, destination=job.destination)
+            try:
+                await self._touch_unstarted(job, destination=job.destination)
+            except UNANSWERED as exc:
+                # Recorded and acknowledged: the job goes on (its start is claimed again, with
+                # this destination, before its create). Raised, the person read "internal
+                # error, try again" while the sweeper started the job anyway.
+                log.warning(
+                    "job %s: its acknowledgement not recorded: the database did not answer "
+                    "(%s); continuing",
+                    job.id,
+                    type(exc).__name__,
+                )
 
     async def _touch_unstarted(self, job: Job, **values: Any) -> bool:
         """Claim `job`'s start (see JobStore.touch_unstarted), writing `values`; False when
@@ -406,10 +430,16 @@ class JobService:
             reason = limit_reason(exc.hold) + (", queue full" if full else "")
             job_event(job, "refused", reason=reason)
             raise CommandRefused(refusal + full) from None
-        except UNANSWERED:
+        except UNANSWERED as exc:
             # Several instances share one database: admitting without it could pass a limit.
-            log.exception("cannot reserve a job: database unavailable")
-            job_event(job, "refused", level=logging.WARNING, reason="database unavailable")
+            # An outage, not a bug: this one line, no traceback.
+            job_event(
+                job,
+                "refused",
+                level=logging.WARNING,
+                reason="database unavailable",
+                error=type(exc).__name__,
+            )
             raise CommandRefused(DATABASE_UNANSWERED) from None
 
         return job
@@ -426,16 +456,25 @@ class JobService:
         if job.waiting_since is not None:
             try:
                 await self.store.update_fields(job.id, destination=job.destination)
-            except UNANSWERED:
-                log.exception("could not record the announcement of job %s", job.id)
+            except UNANSWERED as exc:
+                log.warning(
+                    "could not record the announcement of job %s: the database did not answer (%s)",
+                    job.id,
+                    type(exc).__name__,
+                )
 
     async def _launch(self, job: Job, model: ModelSpec) -> Job:
         """Announce a recorded job and create its prediction, unless it was taken over."""
         await self._announce(job)
         try:
             claimed = await self._touch_unstarted(job, destination=job.destination)
-        except UNANSWERED:
-            log.exception("could not record the announcement of job %s; continuing", job.id)
+        except UNANSWERED as exc:
+            log.warning(
+                "could not record the announcement of job %s: the database did not answer "
+                "(%s); continuing",
+                job.id,
+                type(exc).__name__,
+            )
             claimed = True
         if not claimed:
             log.warning("job %s was taken over by another instance before its create", job.id)
@@ -447,7 +486,15 @@ class JobService:
         prediction = await self._create_prediction(job, model)
         if prediction is None:
             return job
-        if not await self.store.attach_prediction(job.id, prediction.id):
+        # Tried again through a restart: the prediction runs (and is billed) in any case, and
+        # without webhooks nothing else could ever tie it to its job.
+        attached = await self._until_answered(
+            job,
+            "its prediction not recorded",
+            lambda: self.store.attach_prediction(job.id, prediction.id),
+            within=START_TAKEOVER.total_seconds(),
+        )
+        if not attached:
             # Canceled by its owner while the create was on its way: stop the run too. Its
             # webhook then charges what ran, as for any prediction of a job that had ended.
             job_event(job, "canceled during its create", prediction=prediction.id)
@@ -459,7 +506,14 @@ class JobService:
         updates = "webhooks" if self.uses_webhooks else "polling"
         job_event(job, "created", prediction=prediction.id, updates=updates)
         self._follow_stream(job, model, prediction)
-        await self.apply_prediction(job.id, prediction, job=job)
+        try:
+            await self.apply_prediction(job.id, prediction, job=job)
+        except UNANSWERED as exc:  # the next webhook, or the next read, moves it on
+            log.warning(
+                "job %s: its start not recorded: the database did not answer (%s)",
+                job.id,
+                type(exc).__name__,
+            )
         if not self.uses_webhooks:
             self.start_polling(job.id, prediction.id)
         return job
@@ -1047,7 +1101,7 @@ class JobService:
                 if job is None or job.job_status.terminal or job.platform not in self._adapters:
                     return
                 await self._throttled_status_update(job, screen)
-        except SQLAlchemyError:
+        except UNANSWERED:  # a restart refuses connections: an OSError, not SQLAlchemy's
             log.warning("job %s: its status was not shown (database unavailable)", job_id)
 
     def update_adds_nothing(self, job_id: str, prediction: Prediction) -> bool:
@@ -1100,8 +1154,8 @@ class JobService:
             log.warning("job %s: its delivery was taken over; this one stopped", job.id)
             return False
         if failed is None:
-            await self.store.finish_delivery(job.id)
-            job_event(job, "delivered", status=job.status, duration=_lasted(job, utcnow()))
+            if await self._record_delivered(job):
+                job_event(job, "delivered", status=job.status, duration=_lasted(job, utcnow()))
             return True
         reason = type(failed.error).__name__
         if not failed.passing:
@@ -1115,6 +1169,54 @@ class JobService:
             job_event(job, "delivery postponed", level=logging.WARNING, reason=reason)
             await self.store.release_delivery(job.id, reason, job.delivery_attempts)
         return False
+
+    async def _record_delivered(self, job: Job) -> bool:
+        """Record a posted result delivered, trying again while the database does not answer
+        (a restart, a failover) for up to a lease: left claimed, the delivery would be taken
+        over once its lease lapsed and posted again, where the platform cannot tell what was
+        posted (ChatAdapter.deliver_result's default). False when it could not be recorded."""
+        try:
+            await self._until_answered(
+                job,
+                "posted, not yet recorded delivered",
+                lambda: self.store.finish_delivery(job.id),
+                within=self.delivery.lease.total_seconds(),
+            )
+        except UNANSWERED as exc:
+            log.warning(
+                "job %s: posted, but not recorded delivered: the database did not answer (%s); "
+                "it may be posted again once its claim lapses",
+                job.id,
+                type(exc).__name__,
+            )
+            return False
+        return True
+
+    async def _until_answered(
+        self, job: Job, what: str, step: Callable[[], Awaitable[_T]], *, within: float
+    ) -> _T:
+        """`step`, tried again while the database does not answer (a restart, a failover: a
+        second or two), for up to `within` seconds; one warning line for the outage, and the
+        last error raised once the time is up."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + within
+        wait, said = UNANSWERED_RETRY, False
+        while True:
+            try:
+                return await step()
+            except UNANSWERED as exc:
+                if not is_outage(exc) or loop.time() + wait >= give_up_at:
+                    raise  # a mistake in what was asked is not tried again
+                if not said:
+                    said = True
+                    log.warning(
+                        "job %s: %s: the database did not answer (%s); trying again",
+                        job.id,
+                        what,
+                        type(exc).__name__,
+                    )
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, UNANSWERED_RETRY_MAX)
 
     async def _give_up(self, adapter: ChatAdapter, job: Job, reason: str) -> None:
         """Fail a delivery for good after `max_claims` claims, and tell the person where that
@@ -1230,10 +1332,12 @@ class JobService:
     def _retry_after(adapter: ChatAdapter, exc: Exception) -> float | None:
         """Whether a delivery's failure passes (the least wait before trying again) or not
         (None). The database failing under a checkpoint (recording uploads before their share)
-        passes: giving up there would lose a result that is paid for."""
+        passes: giving up there would lose a result that is paid for. So does any OSError: one
+        a database that cannot be reached raises (no route to it in a failover) is not wrapped
+        by SQLAlchemy, and is no ConnectionError an adapter would know to pass."""
         if isinstance(exc, OutputUnavailable):
             return exc.retry_after
-        if isinstance(exc, SQLAlchemyError):
+        if isinstance(exc, UNANSWERED):
             return 0.0
         return adapter.retry_delay(exc)
 
@@ -1254,6 +1358,8 @@ class JobService:
         try:
             await self._send_alerts()
         except UNANSWERED as exc:
+            if not is_outage(exc):
+                raise  # a mistake, not an outage: logged with its traceback (_task_done)
             log.warning(
                 "budget alerts not sent now: the database did not answer (%s)", type(exc).__name__
             )
@@ -1289,6 +1395,7 @@ class JobService:
         """Read the prediction until it is terminal (no public URL, or a webhook never came)."""
         interval = self.settings.conjure_poll_interval
         missing = 0  # reads in a row that found no such prediction
+        unrecorded = 0  # reads in a row the database did not take
         try:
             while True:
                 try:
@@ -1302,9 +1409,28 @@ class JobService:
                     log.warning("polling %s failed: %s", prediction_id, exc)
                 else:
                     missing = 0
-                    await apply(job_id, prediction)
-                    if prediction.terminal:
-                        return
+                    try:
+                        await apply(job_id, prediction)
+                    except UNANSWERED as exc:
+                        if not is_outage(exc):
+                            raise  # a mistake: the poll ends, with its traceback (_task_done)
+                        # A restart or failover: read again next time, as after Replicate's
+                        # errors. Ended here, nothing would read the job for minutes (until the
+                        # sweeper finds it silent), its result and its hold waiting meanwhile.
+                        level = logging.DEBUG if unrecorded else logging.WARNING  # once a spell
+                        unrecorded += 1
+                        log.log(
+                            level,
+                            "job %s: a read of prediction %s not recorded: the database did not "
+                            "answer (%s); reading it again",
+                            job_id,
+                            prediction_id,
+                            type(exc).__name__,
+                        )
+                    else:
+                        unrecorded = 0
+                        if prediction.terminal:
+                            return
                 await asyncio.sleep(interval)
         finally:
             self._polling.discard(job_id)
@@ -1342,10 +1468,13 @@ class JobService:
                     await self.sweep_deliveries()
                     await self.sweep_unstarted()
                     await self.sweep_waiting()
-            except UNANSWERED as exc:  # an outage, not a bug: a line each sweep, no traceback
-                log.warning("sweep skipped: the database did not answer (%s)", type(exc).__name__)
-            except Exception:
-                log.exception("sweep failed; will try again")
+            except Exception as exc:
+                if is_outage(exc):  # not a bug: a line each sweep, no traceback
+                    log.warning(
+                        "sweep skipped: the database did not answer (%s)", type(exc).__name__
+                    )
+                else:
+                    log.exception("sweep failed; will try again")
 
     async def recover(self, silent_for: timedelta | None = None) -> None:
         """Poll unfinished jobs, resolve lost creates, retry undelivered results.

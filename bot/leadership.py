@@ -32,6 +32,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from storage.errors import is_outage
 from storage.urls import normalize_database_url
 
 try:
@@ -274,10 +275,19 @@ async def _guarded(name: str, duty: Duty, pause: float) -> None:
             return
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             if time.monotonic() - started > DUTY_MAX_PAUSE:
                 wait = pause  # it had run a good while: a new failure, not the same one again
-            log.exception("the leader's %s stopped; starting it again in %gs", name, wait)
+            if is_outage(exc):  # a restart, a failover: not a bug, no traceback
+                log.warning(
+                    "the leader's %s stopped: the database did not answer (%s); starting it "
+                    "again in %gs",
+                    name,
+                    type(exc).__name__,
+                    wait,
+                )
+            else:
+                log.exception("the leader's %s stopped; starting it again in %gs", name, wait)
         await asyncio.sleep(wait)
         wait = min(DUTY_MAX_PAUSE, max(wait, 0.1) * 2)
 

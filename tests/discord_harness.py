@@ -24,6 +24,7 @@ from adapters.discord.adapter import DiscordAdapter
 from adapters.platforms import run_platform, start_platforms
 from adapters.running import RunningPlatform
 from bot.app import create_app
+from bot.leadership import Leadership
 from bot.runtime import Runtime
 from bot.serving import bind_socket, serve_app, socket_url
 from tests.fakes.discord_api import (
@@ -360,12 +361,14 @@ async def running_discord_conjure(
     progress_interval: float = 2.0,
     gateway: bool = False,
     fake: FakeDiscord | None = None,
+    leadership: Leadership | None = None,
     **extra: Any,
 ) -> AsyncIterator[DiscordConjure]:
     """The real app and the Discord platform, logged in to a fake Discord, on `sandbox`.
 
     Pass `fake` to log in to one already running: a restart, or a second instance, sees the
-    messages the first one made."""
+    messages the first one made. With `leadership` (and `gateway`), the gateway, recovery and
+    the sweeper are the leader's duties, as under `conjure serve`."""
     async with contextlib.AsyncExitStack() as stack:
         if fake is None:
             fake = await stack.enter_async_context(running_fake_discord())
@@ -384,6 +387,7 @@ async def running_discord_conjure(
             **extra,
         )
         runtime = await Runtime.start(settings, progress_interval=progress_interval)
+        runtime.leadership = leadership
         platform = (
             start_platforms(runtime)  # exactly as `conjure serve` does
             if gateway

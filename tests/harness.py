@@ -24,6 +24,7 @@ from adapters.platforms import attached
 from bot.app import create_app
 from bot.config import Settings
 from bot.jobs import JobService
+from bot.leadership import Leadership
 from bot.runtime import Runtime
 from bot.serving import bind_socket, serve_app, socket_url
 from storage.engine import statement_engines
@@ -65,14 +66,22 @@ def make_settings(
 
 @contextlib.asynccontextmanager
 async def running_conjure(
-    sandbox: Any, database_url: str, output_dir: Path, *, webhooks: bool = True, **extra: Any
+    sandbox: Any,
+    database_url: str,
+    output_dir: Path,
+    *,
+    webhooks: bool = True,
+    leadership: Leadership | None = None,
+    **extra: Any,
 ) -> AsyncIterator[Conjure]:
-    """Conjure's app served on loopback, with the console adapter, talking to `sandbox`."""
+    """Conjure's app served on loopback, with the console adapter, talking to `sandbox`; with
+    `leadership`, its recovery and sweeper run as the leader's duty, as under `conjure serve`."""
     sock = bind_socket()
     settings = make_settings(
         sandbox, database_url, webhooks=webhooks, public_url=socket_url(sock), **extra
     )
     runtime = await Runtime.start(settings, progress_interval=0.0)
+    runtime.leadership = leadership
     output = io.StringIO()
     console = ConsoleAdapter(runtime.commands, output_dir, out=output, followups=runtime.followups)
     try:
