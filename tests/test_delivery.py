@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from datetime import timedelta
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -35,6 +36,17 @@ async def only_job(conjure: SlackConjure, sandbox_server) -> Job:
     job = await conjure.runtime.store.find_by_prediction(prediction_id)
     assert job is not None
     return job
+
+
+async def a_result_not_yet_applied(conjure: SlackConjure, sandbox_server) -> tuple[Job, Any]:
+    """/imagine run to its end, its webhooks dropped (`faults.drop_webhooks`, set by the
+    caller): its job and its final prediction, for the test to apply when it chooses."""
+    await conjure.slash("/imagine", "a red fox in the snow")
+    await conjure.service.wait_idle()
+    [prediction_id] = sandbox_server.sandbox.predictions
+    await asyncio.wait_for(sandbox_server.sandbox.runs[prediction_id].done.wait(), 10)
+    final = await conjure.runtime.replicate.get_prediction(prediction_id)
+    return await only_job(conjure, sandbox_server), final
 
 
 async def assert_delivered_once_charged_once(conjure: SlackConjure, job: Job) -> None:
@@ -407,12 +419,7 @@ async def test_a_file_host_5xx_is_retried_and_the_image_posted_once(
             service.fetcher = OutputFetcher(
                 fetcher.http, [*fetcher.allowed_hosts, netloc], fetcher.max_bytes
             )
-            await conjure.slash("/imagine", "a red fox in the snow")
-            await service.wait_idle()
-            [prediction_id] = sandbox_server.sandbox.predictions
-            await asyncio.wait_for(sandbox_server.sandbox.runs[prediction_id].done.wait(), 10)
-            final = await conjure.runtime.replicate.get_prediction(prediction_id)
-            job = await only_job(conjure, sandbox_server)
+            job, final = await a_result_not_yet_applied(conjure, sandbox_server)
             output = [f"{host}/out-0.png"]
             await service.apply_prediction(job.id, final.model_copy(update={"output": output}))
             await service.wait_idle()

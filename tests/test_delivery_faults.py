@@ -18,6 +18,7 @@ from tests.slack_harness import running_slack_conjure
 from tests.test_delivery import (
     LEASED,
     QUICK,
+    a_result_not_yet_applied,
     assert_delivered_once_charged_once,
     delivering,
     only_job,
@@ -98,12 +99,7 @@ async def test_a_result_finished_as_its_platform_stops_is_left_for_the_next_inst
     async with running_slack_conjure(sandbox_server, database_url) as conjure:
         service = conjure.service
         service.delivery = QUICK
-        await conjure.slash("/imagine", "a red fox in the snow")
-        await service.wait_idle()
-        [prediction_id] = sandbox_server.sandbox.predictions
-        await asyncio.wait_for(sandbox_server.sandbox.runs[prediction_id].done.wait(), 10)
-        final = await conjure.runtime.replicate.get_prediction(prediction_id)
-        job = await only_job(conjure, sandbox_server)
+        job, final = await a_result_not_yet_applied(conjure, sandbox_server)
         slack = service.adapters["slack"]
 
         await service.apply_prediction(job.id, final)  # finished and claimed here
@@ -205,12 +201,7 @@ async def test_the_sweeper_rides_out_a_database_that_does_not_answer(
     async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
         service = conjure.service
         service.delivery = QUICK
-        await conjure.slash("/imagine", "a red fox in the snow")
-        await service.wait_idle()
-        [prediction_id] = sandbox_server.sandbox.predictions
-        await asyncio.wait_for(sandbox_server.sandbox.runs[prediction_id].done.wait(), 10)
-        final = await conjure.runtime.replicate.get_prediction(prediction_id)
-        job = await only_job(conjure, sandbox_server)
+        job, final = await a_result_not_yet_applied(conjure, sandbox_server)
         slack = service.adapters["slack"]
         service.remove_adapter("slack")  # finished while no instance could post it: pending
         await service.apply_prediction(job.id, final)
