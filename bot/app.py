@@ -78,6 +78,8 @@ def create_app(
         try:
             return await _apply(job_id, prediction, started)
         except UNANSWERED as exc:
+            if not is_outage(exc):
+                raise  # a mistake in what was asked: a 500, with its traceback
             # A database restarting, or a lock held past its timeout: Replicate sends the
             # terminal webhook again on a 5xx (and the sweeper reads the job in any case), so
             # this is a line in the log, not a crash with its traceback.

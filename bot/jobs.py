@@ -431,6 +431,8 @@ class JobService:
             job_event(job, "refused", reason=reason)
             raise CommandRefused(refusal + full) from None
         except UNANSWERED as exc:
+            if not is_outage(exc):
+                raise  # a mistake in what was asked: an internal error, with its traceback
             # Several instances share one database: admitting without it could pass a limit.
             # An outage, not a bug: this one line, no traceback.
             job_event(

@@ -9,14 +9,14 @@ import os
 import random
 import socket
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 from sqlalchemy import event, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.console import ConsoleAdapter
@@ -163,10 +163,31 @@ async def all_jobs(store: JobStore) -> list[Job]:
 def database_not_answering(engine: AsyncEngine, touching: str = "") -> Iterator[None]:
     """Every statement of `engine` (those naming `touching`, if given) fails as a database that
     cannot be reached does, until the block ends."""
+    with _statements_failing(
+        engine,
+        touching,
+        lambda sql, params: OperationalError(sql, params, ConnectionRefusedError()),
+    ):
+        yield
 
+
+@contextlib.contextmanager
+def database_refusing_the_sql(engine: AsyncEngine, touching: str = "") -> Iterator[None]:
+    """Every statement of `engine` (those naming `touching`) is refused as SQL the database
+    cannot run: a mistake in what Conjure asked, not an outage."""
+    with _statements_failing(
+        engine, touching, lambda sql, params: ProgrammingError(sql, params, Exception("no such"))
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def _statements_failing(
+    engine: AsyncEngine, touching: str, error: Callable[[str, Any], Exception]
+) -> Iterator[None]:
     def fail(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
         if touching in statement:
-            raise OperationalError(statement, params, ConnectionRefusedError("injected"))
+            raise error(statement, params)
 
     engines = statement_engines(engine)
     for each in engines:

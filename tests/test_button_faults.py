@@ -14,7 +14,7 @@ from bot.sandbox.faults import HttpFault
 from storage.models import utcnow
 from tests.discord_harness import running_discord_conjure
 from tests.fakes.discord_api import EPHEMERAL
-from tests.harness import database_not_answering
+from tests.harness import database_not_answering, database_refusing_the_sql
 from tests.slack_harness import (
     running_slack_conjure,
 )
@@ -178,3 +178,21 @@ async def test_a_press_while_the_database_does_not_answer_says_so_and_runs_nothi
         await conjure.press(parent, "U1", user_id=BOB, user_name="bob")
         await conjure.settle(sandbox_server)
         assert sandbox_server.sandbox.create_count == 2
+
+
+async def test_a_press_the_database_refuses_as_a_mistake_is_an_internal_error_with_its_traceback(
+    sandbox_server, sqlite_url: str, caplog
+) -> None:
+    """Not an outage but a mistake in what was asked (SQL the database refuses): the presser
+    hears of an internal error, not to press again, and the log keeps the traceback."""
+    async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
+        parent, _ = await finished_imagine(conjure, sandbox_server, "a quiet harbour")
+        caplog.clear()
+        with database_refusing_the_sql(conjure.runtime.engine):
+            pressed = await conjure.press(parent, "U1", user_id=BOB, user_name="bob")
+            await conjure.service.wait_idle()
+        [answer] = conjure.fake.responses_to(pressed.response_id)
+        assert "internal error" in answer.text and answer.text != PRESS_AGAIN
+        [logged] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert logged.exc_info is not None
+        assert sandbox_server.sandbox.create_count == 1

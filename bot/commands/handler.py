@@ -24,7 +24,7 @@ from bot.jobs import DATABASE_UNANSWERED, CommandRefused, JobService
 from bot.logs import command_event
 from bot.markup import Code, Text
 from bot.replicate.schema_cache import ModelSchemas
-from storage.errors import UNANSWERED
+from storage.errors import is_outage
 from storage.jobs import DuplicateRequest
 
 log = logging.getLogger(__name__)
@@ -48,17 +48,17 @@ class Commands:
         """A costly command: its price and Run it / Cancel, and nothing else (bot.confirm)."""
         try:
             return await self.confirmations.ask(request, invocation)
-        except UNANSWERED as exc:  # as a job command's reservation: nothing asked, try again
-            log.warning(
+        except Exception as exc:
+            if not is_outage(exc):
+                log.exception("could not ask %s to confirm /%s", request.user_id, request.command)
+                return Reply(Text.of(INTERNAL_ERROR), refused=True)
+            log.warning(  # as a job command's reservation: nothing asked, try again
                 "could not ask %s to confirm /%s: the database did not answer (%s)",
                 request.user_id,
                 request.command,
                 type(exc).__name__,
             )
             return Reply(Text.of(DATABASE_UNANSWERED), refused=True)
-        except Exception:
-            log.exception("could not ask %s to confirm /%s", request.user_id, request.command)
-            return Reply(Text.of(INTERNAL_ERROR), refused=True)
 
     async def handle(
         self, request: CommandRequest, acknowledge: Acknowledge = no_acknowledgement
@@ -151,16 +151,15 @@ class Commands:
     async def _conjure(self, request: CommandRequest) -> Reply:
         try:
             return Reply(await run_conjure_command(self.service, request, self.schemas))
-        except UNANSWERED as exc:  # a restart, a failover: the answer says try again, a line
-            log.warning(
-                "/conjure for %s not answered: the database did not answer (%s)",
-                request.user_id,
-                type(exc).__name__,
-            )
-            return Reply(Text.of(CONJURE_FAILED), refused=True)
-        except Exception:
-            # Not the text typed: what a request carries never reaches the log.
-            log.exception("/conjure failed for %s", request.user_id)
+        except Exception as exc:
+            if is_outage(exc):  # a restart, a failover: the answer says try again, a line
+                log.warning(
+                    "/conjure for %s not answered: the database did not answer (%s)",
+                    request.user_id,
+                    type(exc).__name__,
+                )
+            else:  # not the text typed: what a request carries never reaches the log
+                log.exception("/conjure failed for %s", request.user_id)
             return Reply(Text.of(CONJURE_FAILED), refused=True)
 
 

@@ -13,7 +13,7 @@ from bot.jobs import DATABASE_UNANSWERED, JobService
 from bot.logs import command_event
 from bot.markup import Text
 from bot.safety import PATTERN, REFUSED, WORD, RuleError, parse_rule_id, prompt_texts
-from storage.errors import UNANSWERED
+from storage.errors import is_outage
 from storage.jobs import user_subject
 
 log = logging.getLogger(__name__)
@@ -46,16 +46,16 @@ async def safety_refusal(
             rule=rule,
             texts=texts,
         )
-    except UNANSWERED as exc:  # fails closed, and says why: nothing wrong with the prompt
-        log.warning(
+    except Exception as exc:  # fails closed, and says why
+        if not is_outage(exc):
+            log.exception("could not check /%s against the safety rules", request.command)
+            return Reply(Text.of(INTERNAL_ERROR), refused=True)
+        log.warning(  # nothing wrong with the prompt: the database did not answer
             "could not check /%s against the safety rules: the database did not answer (%s)",
             request.command,
             type(exc).__name__,
         )
         return Reply(Text.of(DATABASE_UNANSWERED), refused=True)
-    except Exception:
-        log.exception("could not check /%s against the safety rules", request.command)
-        return Reply(Text.of(INTERNAL_ERROR), refused=True)
     command_event(request, "refused", reason=f"safety rule {rule.id}", known=True)
     return Reply(Text.of(REFUSED), refused=True)
 

@@ -27,7 +27,7 @@ from bot.markup import Text
 from bot.replicate.errors import ReplicateError
 from bot.replicate.files import image_input
 from bot.replicate.outputs import OutputFetcher, OutputUnavailable, split_output
-from storage.errors import UNANSWERED
+from storage.errors import is_outage
 from storage.jobs import DuplicateRequest
 from storage.models import Job, JobStatus, utcnow
 
@@ -117,17 +117,17 @@ class Followups:
             return Reply(exc.text, refused=True)
         except DuplicateRequest:
             return Reply(None, refused=True)  # the other press's job speaks for both
-        except UNANSWERED as exc:  # nothing ran: the job is recorded, or nothing is
-            log.warning(
+        except Exception as exc:
+            if not is_outage(exc):
+                log.exception("button %s pressed by %s failed", press.custom_id, press.user_id)
+                return _refused("Conjure hit an internal error with that button. Please try again.")
+            log.warning(  # nothing ran: the job is recorded, or nothing is
                 "button %s pressed by %s: the database did not answer (%s)",
                 press.custom_id,
                 press.user_id,
                 type(exc).__name__,
             )
             return _refused(PRESS_AGAIN)
-        except Exception:
-            log.exception("button %s pressed by %s failed", press.custom_id, press.user_id)
-            return _refused("Conjure hit an internal error with that button. Please try again.")
 
     # ---- cancel -------------------------------------------------------------------------------
 
