@@ -1373,13 +1373,14 @@ class JobService:
             channel = self.settings.alert_channel(platform)
             if adapter is None or channel is None:
                 continue  # stays in the outbox until a channel is configured
-            if not await self.quotas.store.lease_alert(alert.id or 0):
+            lease = await self.quotas.store.lease_alert(alert.id or 0)
+            if lease is None:
                 continue
             try:
                 await adapter.post_notice(channel, alert_text(alert))
             except Exception:
                 log.exception("could not send budget alert %s; will retry", alert.id)
-                await self.quotas.store.release_alert(alert.id or 0)
+                await self.quotas.store.release_alert(alert.id or 0, lease)
             else:
                 await self.quotas.store.alert_sent(alert.id or 0)
 

@@ -196,17 +196,19 @@ class QuotaStore:
             ).all()
         return [from_row(BudgetAlert, row._mapping) for row in rows]
 
-    async def lease_alert(self, alert_id: int) -> bool:
-        """Claim an alert for ALERT_LEASE; of the live senders exactly one gets True and
-        posts it (the conditional UPDATE decides)."""
+    async def lease_alert(self, alert_id: int) -> datetime | None:
+        """Claim an alert for ALERT_LEASE; of the live senders exactly one gets the lease (when
+        it lapses: its identity, for release_alert) and posts it, the others None (the
+        conditional UPDATE decides)."""
         now = utcnow()
+        until = now + ALERT_LEASE
         async with write(self.engine) as conn:
             result = await conn.execute(
                 update(BudgetAlert)
                 .where(BudgetAlert.id == alert_id, _unclaimed(now))
-                .values(claimed_until=now + ALERT_LEASE)
+                .values(claimed_until=until)
             )
-        return result.rowcount == 1
+        return until if result.rowcount == 1 else None
 
     async def alert_sent(self, alert_id: int) -> None:
         """Record a leased alert posted, so no sender takes it over."""
@@ -217,12 +219,18 @@ class QuotaStore:
                 .values(sent_at=utcnow(), claimed_until=None)
             )
 
-    async def release_alert(self, alert_id: int) -> None:
-        """Give a leased alert back after a failed post: the next sweep sends it."""
+    async def release_alert(self, alert_id: int, lease: datetime) -> None:
+        """Give back the `lease` (lease_alert's) on an alert after a failed post: the next sweep
+        sends it. Only while that lease holds it: a sender whose post outlasted its lease must
+        not clear the lease of the sender that took the alert over (a third would post it)."""
         async with write(self.engine) as conn:
             await conn.execute(
                 update(BudgetAlert)
-                .where(BudgetAlert.id == alert_id, BudgetAlert.sent_at.is_(None))  # type: ignore[union-attr]
+                .where(
+                    BudgetAlert.id == alert_id,
+                    BudgetAlert.sent_at.is_(None),  # type: ignore[union-attr]
+                    BudgetAlert.claimed_until == lease,  # type: ignore[arg-type]
+                )
                 .values(claimed_until=None)
             )
 

@@ -13,10 +13,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import insert
 
 import storage.quotas
-from storage.models import utcnow
-from storage.quotas import ALERT_LEASE
+from storage.engine import create_engine, write
+from storage.models import BudgetAlert, utcnow
+from storage.quotas import ALERT_LEASE, QuotaStore
 from tests.fakes.slack_api import FakeSlack, SlackCall, serve_fake_slack
 from tests.slack_harness import SlackConjure, running_slack_conjure
 from tests.test_slack_streaming import eventually
@@ -146,3 +148,35 @@ async def test_an_alert_slack_refused_is_sent_by_the_next_sweep_not_a_lease_late
             await recovered(sender)
             [alert] = told(fake)
             assert alert.startswith("Budget alert: <@U0ADA> has used 80%")
+
+
+async def test_a_sender_whose_lease_lapsed_does_not_give_back_its_successors(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sender's post outlasts its lease and then fails: giving the alert back must not clear
+    the lease of the sender that took it over meanwhile, or a third would post it too."""
+    engine = create_engine(database_url)
+    try:
+        store = QuotaStore(engine)
+        alert = BudgetAlert(
+            scope="user",
+            subject="slack:T0FAKE:U0ADA",
+            period="month:2026-12",
+            threshold=80,
+            spent_micros=8,
+            limit_micros=10,
+        )
+        async with write(engine) as conn:
+            await conn.execute(insert(BudgetAlert).values(**alert.model_dump(exclude={"id"})))
+        [due] = await store.unsent_alerts()
+        first = await store.lease_alert(due.id or 0)
+        assert first is not None
+        the_clock_moves_on(monkeypatch)  # the first sender's post outlasts its lease
+        second = await store.lease_alert(due.id or 0)
+        assert second is not None and second != first
+        await store.release_alert(due.id or 0, first)  # the first's post fails, late
+        assert await store.unsent_alerts() == []  # the second still holds it
+        await store.release_alert(due.id or 0, second)
+        assert [a.id for a in await store.unsent_alerts()] == [due.id]
+    finally:
+        await engine.dispose()
