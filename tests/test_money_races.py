@@ -204,13 +204,18 @@ async def test_an_update_read_before_its_job_was_given_up_leaves_the_late_result
             start = Prediction.model_validate({**running, "status": "starting"})
             await conjure.service.apply_prediction(given_up.id, start, job=read_while_running)
             await settle(conjure, sandbox_server)
-        job = await store.get(given_up.id)
-        assert job is not None
-        assert job.job_status is JobStatus.SUCCEEDED and job.actual_micros == 3000
-        money = await store.counter(
-            "user", user_subject("console", "local", "you"), month_window(utcnow()).key
-        )
-        assert money is not None and money.spent_micros == 3000
+        await _succeeded_and_charged(store, given_up.id, 3000)
+
+
+async def _succeeded_and_charged(store: JobStore, job_id: str, micros: int) -> None:
+    """The job succeeded and was charged `micros`, once: what the person's month shows."""
+    job = await store.get(job_id)
+    assert job is not None
+    assert job.job_status is JobStatus.SUCCEEDED and job.actual_micros == micros
+    money = await store.counter(
+        "user", user_subject("console", "local", "you"), month_window(utcnow()).key
+    )
+    assert money is not None and money.spent_micros == micros
 
 
 async def test_without_webhooks_a_run_canceled_during_its_create_is_charged_what_it_ran(
@@ -266,13 +271,7 @@ async def test_a_lost_create_found_after_its_job_was_given_up_leaves_the_result_
             await conjure.service._resume_unstarted(read_while_running)
             assert (await store.get(given_up.id)).prediction_id is None  # type: ignore[union-attr]
             await settle(conjure, sandbox_server)
-        job = await store.get(given_up.id)
-        assert job is not None
-        assert job.job_status is JobStatus.SUCCEEDED and job.actual_micros == 3000
-        money = await store.counter(
-            "user", user_subject("console", "local", "you"), month_window(utcnow()).key
-        )
-        assert money is not None and money.spent_micros == 3000
+        await _succeeded_and_charged(store, given_up.id, 3000)
 
 
 async def test_a_delivery_step_recorded_from_an_older_copy_keeps_what_others_recorded(

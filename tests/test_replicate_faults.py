@@ -14,13 +14,12 @@ import pytest
 from bot.replicate.client import ReplicateClient
 from bot.replicate.progress import progress_from_logs
 from bot.sandbox import HttpFault
-from bot.sandbox.predictions import TERMINAL
 from storage.models import JobStatus
 from tests.garbage import WEBHOOK_PATH
 from tests.harness import Conjure, all_jobs, database_not_answering, running_conjure
 from tests.sandbox_fixtures import SandboxServer
 from tests.tcp_relay import relayed_postgres
-from tests.test_http_edge import _signed_webhook
+from tests.test_http_edge import _finished_prediction_without_its_webhooks, _signed_webhook
 
 # ---- progress from logs ----------------------------------------------------------------------
 
@@ -49,25 +48,11 @@ def test_the_progress_of_huge_logs_is_read_from_their_end_only() -> None:
 # ---- through the webhook endpoint ------------------------------------------------------------
 
 
-async def _running_job_without_its_webhooks(
-    conjure: Conjure, sandbox: SandboxServer, line: str
-) -> tuple[asyncio.Task[Any], dict[str, Any]]:
-    """`line` started with every webhook dropped; its prediction once the sandbox has one."""
-    sandbox.sandbox.faults.drop_webhooks = 10**6
-    outcome = asyncio.create_task(conjure.console.run_line(line, timeout=20))
-    for _ in range(500):
-        done = [p for p in sandbox.sandbox.predictions.values() if p["status"] in TERMINAL]
-        if done:
-            return outcome, dict(done[0])
-        await asyncio.sleep(0.01)
-    raise AssertionError("the prediction did not finish")
-
-
 async def test_a_logs_webhook_with_a_garbage_step_count_is_answered_and_the_job_ends(
     sandbox_server: SandboxServer, sqlite_url: str, tmp_path: Path
 ) -> None:
     async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
-        outcome, prediction = await _running_job_without_its_webhooks(
+        outcome, prediction = await _finished_prediction_without_its_webhooks(
             conjure, sandbox_server, "/imagine a fox --model sdxl"
         )
         path = prediction["webhook"].removeprefix(conjure.url)
@@ -152,7 +137,7 @@ async def test_a_webhook_the_database_cannot_take_is_answered_503_in_one_line_th
     log says so in one line, not as a crash with a traceback. Its retry is recorded and the
     result delivered once."""
     async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
-        outcome, prediction = await _running_job_without_its_webhooks(
+        outcome, prediction = await _finished_prediction_without_its_webhooks(
             conjure, sandbox_server, "/imagine a fox"
         )
         path = prediction["webhook"].removeprefix(conjure.url)
@@ -181,7 +166,7 @@ async def test_a_webhook_while_postgresql_refuses_connections_is_answered_503_th
         relayed_postgres(postgres_url) as (proxy, proxied),
         running_conjure(sandbox_server, proxied, tmp_path / "out") as conjure,
     ):
-        outcome, prediction = await _running_job_without_its_webhooks(
+        outcome, prediction = await _finished_prediction_without_its_webhooks(
             conjure, sandbox_server, "/imagine a fox"
         )
         path = prediction["webhook"].removeprefix(conjure.url)
