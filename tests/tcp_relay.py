@@ -10,10 +10,14 @@ from collections.abc import AsyncIterator
 from sqlalchemy.engine import make_url
 
 
-async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Copy `reader` into `writer` until either end closes."""
+async def pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, copy: bytearray | None = None
+) -> None:
+    """Copy `reader` into `writer` until either end closes (and into `copy`, when given)."""
     with contextlib.suppress(OSError):
         while data := await reader.read(65536):
+            if copy is not None:
+                copy += data
             writer.write(data)
             await writer.drain()
     writer.close()
@@ -22,11 +26,13 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
 class PostgresRelay:
     """A loopback TCP relay in front of PostgreSQL that can go down as the server does in a
     restart: its port refuses connections (asyncpg raises ConnectionRefusedError, an OSError,
-    which SQLAlchemy does not wrap) until it comes back on the same port."""
+    which SQLAlchemy does not wrap) until it comes back on the same port. What the clients sent
+    is in `sent`."""
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
         self.port = 0
+        self.sent = bytearray()
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -34,7 +40,7 @@ class PostgresRelay:
         async def serve(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
             server_r, server_w = await asyncio.open_connection(*self.target)
             self._writers |= {client_w, server_w}
-            await asyncio.gather(pipe(client_r, server_w), pipe(server_r, client_w))
+            await asyncio.gather(pipe(client_r, server_w, self.sent), pipe(server_r, client_w))
 
         self._server = await asyncio.start_server(serve, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
