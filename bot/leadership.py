@@ -73,10 +73,16 @@ class Lock(Protocol):
 class PostgresLock:
     """`pg_try_advisory_lock` on a dedicated connection: held as long as that session lives.
 
-    A non-holder keeps its connection between attempts, so trying again is one query."""
+    A non-holder keeps its connection between attempts, so trying again is one query. The
+    connection is in autocommit: no statement of it opens a transaction. In one, a holder whose
+    machine vanished (or froze) between a check's BEGIN and its COMMIT left its session idle
+    in a transaction, which `idle_session_timeout` does not end: no one else led until its TCP
+    connection was found dead, or never, while its kernel still answered."""
 
     def __init__(self, url: str, key: int = LOCK_KEY) -> None:
-        self._engine: AsyncEngine = create_async_engine(url, poolclass=NullPool)
+        self._engine: AsyncEngine = create_async_engine(
+            url, poolclass=NullPool, isolation_level="AUTOCOMMIT"
+        )
         self._key = key
         self._conn: AsyncConnection | None = None
         self._held = False
@@ -89,7 +95,6 @@ class PostgresLock:
                 await _end_when_silent(self._conn)
             query = text("SELECT pg_try_advisory_lock(:key)")
             self._held = bool((await self._conn.execute(query, {"key": self._key})).scalar())
-            await self._conn.commit()  # the lock is the session's; no transaction stays open
         except BaseException:
             await self._drop()
             raise
@@ -101,7 +106,6 @@ class PostgresLock:
         try:
             async with asyncio.timeout(CHECK_TIMEOUT):
                 await self._conn.execute(text("SELECT 1"))
-                await self._conn.commit()
         except Exception:
             log.warning("the leadership lock's database connection was lost")
             # Dropped by `release`, once the leader's duties have stopped: dropping it here
@@ -123,7 +127,6 @@ class PostgresLock:
                 async with asyncio.timeout(CHECK_TIMEOUT):
                     query = text("SELECT pg_advisory_unlock(:key)")
                     await self._conn.execute(query, {"key": self._key})
-                    await self._conn.commit()
         if self._held:
             await self._drop()  # ending the session releases its advisory lock in any case
 
@@ -307,7 +310,6 @@ async def _end_when_silent(conn: AsyncConnection) -> None:
     for name, value in settings.items():
         query = text("SELECT set_config(:name, :value, false)")
         await conn.execute(query, {"name": name, "value": str(value)})
-    await conn.commit()
 
 
 async def _close(conn: AsyncConnection) -> None:

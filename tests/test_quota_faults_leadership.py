@@ -13,8 +13,10 @@ from sqlalchemy.engine import make_url
 
 from bot import leadership
 from bot.leadership import Leadership, PostgresLock, lock_for
+from tests.tcp_relay import relayed_postgres
 
 FAST = 0.05
+SYNC = b"S\x00\x00\x00\x04"  # the protocol message that ends each query asyncpg sends
 
 
 class BlackholeProxy:
@@ -92,6 +94,29 @@ async def test_a_leader_whose_machine_vanishes_is_replaced_within_seconds(
         await proxy.aclose()
         await one.aclose()
         await two.aclose()
+
+
+async def test_the_leaders_session_is_never_left_inside_a_transaction(postgres_url: str) -> None:
+    """Read on the wire: the lock's session takes, checks and gives up the lock without a
+    BEGIN. A leader that vanished between a check's BEGIN and its COMMIT left its session
+    idle in a transaction, which idle_session_timeout does not end: with its kernel still
+    answering (a frozen machine), no one else led (the test above failed so, now and then)."""
+    async with relayed_postgres(postgres_url) as (relay, url):
+        leader = Leadership(PostgresLock(url), retry=FAST)
+        task = asyncio.create_task(leader.run())
+        try:
+            async with asyncio.timeout(5):
+                await leader.leading.wait()
+            queries = relay.sent.count(SYNC)
+            async with asyncio.timeout(5):  # three checks more
+                while relay.sent.count(SYNC) < queries + 3:
+                    await asyncio.sleep(FAST)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await leader.aclose()
+        assert b"pg_try_advisory_lock" in relay.sent
+        assert b"BEGIN" not in relay.sent and b"COMMIT" not in relay.sent
 
 
 async def test_a_duty_that_fails_once_runs_again_while_this_process_leads(
