@@ -488,13 +488,16 @@ class JobService:
         prediction = await self._create_prediction(job, model)
         if prediction is None:
             return job
-        # Tried again through a restart: the prediction runs (and is billed) in any case, and
-        # without webhooks nothing else could ever tie it to its job.
+        # Tried again through a restart: the prediction runs (and is billed) in any case. With
+        # webhooks, past START_TAKEOVER another instance finds it by its webhook URL; without,
+        # nothing but this instance can ever tie it to its job, so it tries until the job would
+        # be given back (and then, finding it given back, stops the run and charges what ran).
+        wait = START_TAKEOVER if self.uses_webhooks else START_GIVE_UP
         attached = await self._until_answered(
             job,
             "its prediction not recorded",
             lambda: self.store.attach_prediction(job.id, prediction.id),
-            within=START_TAKEOVER.total_seconds(),
+            within=wait.total_seconds(),
         )
         if not attached:
             # Canceled by its owner while the create was on its way: stop the run too. Its

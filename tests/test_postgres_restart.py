@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
 from adapters.discord import listener as discord_listener
+from bot import jobs as jobs_module
 from bot.adapter import JobResult
 from bot.commands.handler import CONJURE_FAILED
 from bot.jobs import DATABASE_UNANSWERED, DeliveryPolicy
@@ -92,6 +93,48 @@ async def test_a_polled_job_rides_out_a_restart_and_is_delivered_once(
         assert job.job_status is JobStatus.SUCCEEDED and job.actual_micros
         assert job.delivery == Delivery.DELIVERED
         assert len(list(conjure.console.output_dir.iterdir())) == 1
+        await assert_charged_once(conjure.runtime.store, "console", "local", "you")
+        assert errors(caplog) == []
+
+
+async def test_a_polled_job_whose_create_meets_a_long_restart_is_still_attached_and_delivered(
+    sandbox_server: SandboxServer,
+    postgres_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No webhooks, and PostgreSQL away just as Replicate answers the create, for longer than
+    another instance would wait before taking a silent job over. Without webhooks nothing but
+    this instance can tie that prediction to its job (no takeover, no search finds it), so it
+    keeps trying to record it: the result is delivered and charged once. It gave up after the
+    takeover's wait: the run was billed and its result never came."""
+    monkeypatch.setattr(jobs_module, "START_TAKEOVER", timedelta(seconds=0.3))
+    restarts: list[asyncio.Task[None]] = []
+    async with (
+        relayed_postgres(postgres_url) as (relay, proxied),
+        running_conjure(sandbox_server, proxied, tmp_path / "out", webhooks=False) as conjure,
+    ):
+        replicate = conjure.runtime.replicate
+        create = replicate.create_prediction
+
+        async def create_then_restart(**kwargs: Any) -> Any:
+            created = await create(**kwargs)
+            relay.down()
+            restarts.append(asyncio.create_task(_back_after(relay, 1.5)))
+            return created
+
+        monkeypatch.setattr(replicate, "create_prediction", create_then_restart)
+        outcome = await conjure.console.run_line("/imagine a fox", timeout=20)
+        await asyncio.gather(*restarts)
+        await conjure.service.wait_idle()
+
+        assert outcome.ok
+        [job] = await all_jobs(conjure.runtime.store)
+        assert job.job_status is JobStatus.SUCCEEDED and job.actual_micros
+        assert job.delivery == Delivery.DELIVERED
+        assert len(list(conjure.console.output_dir.iterdir())) == 1
+        assert sandbox_server.sandbox.create_count == 1
         await assert_charged_once(conjure.runtime.store, "console", "local", "you")
         assert errors(caplog) == []
 
