@@ -28,7 +28,7 @@ from storage.jobs import JobStore, user_subject
 from storage.models import Delivery, Job, JobStatus, utcnow
 from tests.discord_harness import GUILD_ID, USER_ID, running_discord_conjure
 from tests.fakes.discord_api import EPHEMERAL
-from tests.harness import all_jobs, running_conjure
+from tests.harness import Conjure, all_jobs, running_conjure
 from tests.sandbox_fixtures import SandboxServer
 from tests.slack_harness import running_slack_conjure
 from tests.tcp_relay import PostgresRelay, relayed_postgres
@@ -66,6 +66,18 @@ async def assert_charged_once(store: JobStore, platform: str, workspace: str, us
     )
 
 
+async def assert_one_image_saved_and_charged_once(
+    conjure: Conjure, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The console's one job succeeded, its image saved once, charged once, and no error logged."""
+    [job] = await all_jobs(conjure.runtime.store)
+    assert job.job_status is JobStatus.SUCCEEDED and job.actual_micros
+    assert job.delivery == Delivery.DELIVERED
+    assert len(list(conjure.console.output_dir.iterdir())) == 1
+    await assert_charged_once(conjure.runtime.store, "console", "local", "you")
+    assert errors(caplog) == []
+
+
 async def test_a_polled_job_rides_out_a_restart_and_is_delivered_once(
     sandbox_server: SandboxServer,
     postgres_url: str,
@@ -89,12 +101,7 @@ async def test_a_polled_job_rides_out_a_restart_and_is_delivered_once(
 
         assert (await outcome).ok
         await conjure.service.wait_idle()
-        [job] = await all_jobs(conjure.runtime.store)
-        assert job.job_status is JobStatus.SUCCEEDED and job.actual_micros
-        assert job.delivery == Delivery.DELIVERED
-        assert len(list(conjure.console.output_dir.iterdir())) == 1
-        await assert_charged_once(conjure.runtime.store, "console", "local", "you")
-        assert errors(caplog) == []
+        await assert_one_image_saved_and_charged_once(conjure, caplog)
 
 
 async def test_a_polled_job_whose_create_meets_a_long_restart_is_still_attached_and_delivered(
@@ -130,13 +137,8 @@ async def test_a_polled_job_whose_create_meets_a_long_restart_is_still_attached_
         await conjure.service.wait_idle()
 
         assert outcome.ok
-        [job] = await all_jobs(conjure.runtime.store)
-        assert job.job_status is JobStatus.SUCCEEDED and job.actual_micros
-        assert job.delivery == Delivery.DELIVERED
-        assert len(list(conjure.console.output_dir.iterdir())) == 1
         assert sandbox_server.sandbox.create_count == 1
-        await assert_charged_once(conjure.runtime.store, "console", "local", "you")
-        assert errors(caplog) == []
+        await assert_one_image_saved_and_charged_once(conjure, caplog)
 
 
 async def test_a_restart_between_the_post_and_its_record_posts_the_result_once(
