@@ -493,12 +493,17 @@ class JobService:
         # nothing but this instance can ever tie it to its job, so it tries until the job would
         # be given back (and then, finding it given back, stops the run and charges what ran).
         wait = START_TAKEOVER if self.uses_webhooks else START_GIVE_UP
-        attached = await self._until_answered(
-            job,
-            "its prediction not recorded",
-            lambda: self.store.attach_prediction(job.id, prediction.id),
-            within=wait.total_seconds(),
-        )
+        try:
+            attached = await self._until_answered(
+                job,
+                "its prediction not recorded",
+                lambda: self.store.attach_prediction(job.id, prediction.id),
+                within=wait.total_seconds(),
+            )
+        except UNANSWERED as exc:
+            if not is_outage(exc):
+                raise
+            return await self._left_unrecorded(job, prediction.id, exc)
         if not attached:
             # Canceled by its owner while the create was on its way: stop the run too. Its
             # webhook then charges what ran, as for any prediction of a job that had ended.
@@ -521,6 +526,32 @@ class JobService:
             )
         if not self.uses_webhooks:
             self.start_polling(job.id, prediction.id)
+        return job
+
+    async def _left_unrecorded(self, job: Job, prediction_id: str, exc: BaseException) -> Job:
+        """The database did not answer for as long as a create's prediction was worth trying to
+        record. The person was told their job was taken, and it is not a failure of theirs:
+        with webhooks, its webhook (which names the job) or the sweeper's search by webhook URL
+        ties the prediction to it once the database answers; without, nothing ever could, so
+        the run is stopped, and the sweeper gives the job back (the person told) once the
+        database answers."""
+        if self.uses_webhooks:
+            log.warning(
+                "job %s: its prediction %s not recorded: the database did not answer (%s); "
+                "its webhook or the sweeper records it once the database answers",
+                job.id,
+                prediction_id,
+                type(exc).__name__,
+            )
+            return job
+        log.warning(
+            "job %s: its prediction %s not recorded: the database did not answer (%s); "
+            "stopping it (the job is given back once the database answers)",
+            job.id,
+            prediction_id,
+            type(exc).__name__,
+        )
+        await self._cancel_prediction(prediction_id)
         return job
 
     def _follow_stream(self, job: Job, model: ModelSpec, prediction: Prediction) -> None:

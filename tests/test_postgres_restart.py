@@ -20,7 +20,7 @@ from adapters.discord import listener as discord_listener
 from bot import jobs as jobs_module
 from bot.adapter import JobResult
 from bot.commands.handler import CONJURE_FAILED
-from bot.jobs import DATABASE_UNANSWERED, DeliveryPolicy
+from bot.jobs import DATABASE_UNANSWERED, RESTARTED_BEFORE_START, DeliveryPolicy
 from bot.leadership import Leadership, PostgresLock
 from bot.quotas.windows import month_window
 from storage.errors import is_outage
@@ -137,6 +137,89 @@ async def test_a_polled_job_whose_create_meets_a_long_restart_is_still_attached_
         await conjure.service.wait_idle()
 
         assert outcome.ok
+        assert sandbox_server.sandbox.create_count == 1
+        await assert_one_image_saved_and_charged_once(conjure, caplog)
+
+
+async def test_a_polled_job_whose_prediction_cannot_be_recorded_in_time_is_stopped_and_given_back(
+    sandbox_server: SandboxServer,
+    postgres_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No webhooks, and PostgreSQL away for longer than a job may wait to start
+    (START_GIVE_UP): its prediction, which nothing could ever tie to it, is stopped, and once
+    the database answers the job is given back and its person told; nothing is charged."""
+    sandbox_server.sandbox.faults.run_seconds = 5.0  # still running when it is stopped
+    monkeypatch.setattr(jobs_module, "START_GIVE_UP", timedelta(seconds=0.5))
+    restarts: list[asyncio.Task[None]] = []
+    async with (
+        relayed_postgres(postgres_url) as (relay, proxied),
+        running_conjure(sandbox_server, proxied, tmp_path / "out", webhooks=False) as conjure,
+    ):
+        replicate = conjure.runtime.replicate
+        create = replicate.create_prediction
+
+        async def create_then_restart(**kwargs: Any) -> Any:
+            created = await create(**kwargs)
+            relay.down()
+            restarts.append(asyncio.create_task(_back_after(relay, 1.5)))
+            return created
+
+        monkeypatch.setattr(replicate, "create_prediction", create_then_restart)
+        await conjure.console.run_line("/imagine a fox", timeout=0.1)
+        await asyncio.gather(*restarts)
+        await conjure.service.wait_idle()
+        await conjure.service.recover()  # the sweeper's round once the database answers
+        await conjure.service.wait_idle()
+
+        [prediction] = sandbox_server.sandbox.predictions.values()
+        assert prediction["status"] == "canceled"
+        [job] = await all_jobs(conjure.runtime.store)
+        assert job.job_status is JobStatus.FAILED and not job.actual_micros
+        assert RESTARTED_BEFORE_START in conjure.output.getvalue()
+        subject = user_subject("console", "local", "you")
+        counter = await conjure.runtime.store.counter("user", subject, month_window(utcnow()).key)
+        assert counter is not None and (counter.reserved_micros, counter.spent_micros) == (0, 0)
+        assert errors(caplog) == []
+
+
+async def test_a_create_that_meets_an_outage_longer_than_the_takeover_is_left_to_its_webhook(
+    sandbox_server: SandboxServer,
+    postgres_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With webhooks, PostgreSQL away just as the create answered, for longer than the record
+    of its prediction is tried (START_TAKEOVER; after it the prediction is found by its webhook
+    URL): the job is left to its webhook and the sweeper, which tie the prediction to it once
+    the database answers. The person read "internal error, try again" while the job ran and
+    was charged anyway (trying again paid twice)."""
+    monkeypatch.setattr(jobs_module, "START_TAKEOVER", timedelta(seconds=0.3))
+    restarts: list[asyncio.Task[None]] = []
+    async with (
+        relayed_postgres(postgres_url) as (relay, proxied),
+        running_conjure(sandbox_server, proxied, tmp_path / "out") as conjure,
+    ):
+        replicate = conjure.runtime.replicate
+        create = replicate.create_prediction
+
+        async def create_then_restart(**kwargs: Any) -> Any:
+            created = await create(**kwargs)
+            relay.down()
+            restarts.append(asyncio.create_task(_back_after(relay, 1.5)))
+            return created
+
+        monkeypatch.setattr(replicate, "create_prediction", create_then_restart)
+        outcome = asyncio.create_task(conjure.console.run_line("/imagine a fox", timeout=20))
+        await asyncio.gather(*restarts)
+        await conjure.service.recover()  # the sweeper's round once the database answers
+
+        assert (await outcome).ok
+        await conjure.service.wait_idle()
+        assert "internal error" not in conjure.output.getvalue()
         assert sandbox_server.sandbox.create_count == 1
         await assert_one_image_saved_and_charged_once(conjure, caplog)
 
