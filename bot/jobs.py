@@ -1367,13 +1367,14 @@ class JobService:
     @staticmethod
     def _retry_after(adapter: ChatAdapter, exc: Exception) -> float | None:
         """Whether a delivery's failure passes (the least wait before trying again) or not
-        (None). The database failing under a checkpoint (recording uploads before their share)
-        passes: giving up there would lose a result that is paid for. So does any OSError: one
-        a database that cannot be reached raises (no route to it in a failover) is not wrapped
-        by SQLAlchemy, and is no ConnectionError an adapter would know to pass."""
+        (None). The database not answering under a checkpoint (recording uploads before their
+        share) passes: giving up there would lose a result that is paid for. So does any
+        OSError: one a database that cannot be reached raises (no route to it in a failover) is
+        not wrapped by SQLAlchemy, and is no ConnectionError an adapter would know to pass. SQL
+        the database refuses as wrong does not: it would fail again."""
         if isinstance(exc, OutputUnavailable):
             return exc.retry_after
-        if isinstance(exc, UNANSWERED):
+        if isinstance(exc, UNANSWERED) and is_outage(exc):
             return 0.0
         return adapter.retry_delay(exc)
 

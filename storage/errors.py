@@ -16,6 +16,7 @@ from sqlalchemy.exc import (
     ProgrammingError,
     SQLAlchemyError,
 )
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 UNANSWERED: tuple[type[BaseException], ...] = (SQLAlchemyError, OSError, TimeoutError)
 
@@ -33,6 +34,6 @@ def is_outage(error: BaseException) -> bool:
     """Whether `error` is the database not answering (a restart, a failover, a lock past its
     timeout) rather than a mistake in what was asked: an outage is a line in the log, a mistake
     keeps its traceback."""
-    if isinstance(error, OSError | TimeoutError):
-        return True
+    if isinstance(error, OSError | TimeoutError | PoolTimeout):
+        return True  # PoolTimeout: every pooled connection busy past the pool's wait
     return isinstance(error, DBAPIError) and not isinstance(error, MISTAKES)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from adapters.discord import listener as discord_listener
 from bot import jobs as jobs_module
@@ -548,6 +549,35 @@ async def test_a_checkpoint_whose_database_is_unreachable_is_tried_again_not_fai
         assert errors(caplog) == []
 
 
+async def test_a_checkpoint_the_database_refuses_as_wrong_fails_the_delivery_at_once(
+    sandbox_server: SandboxServer,
+    postgres_url: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SQL the database refuses as wrong (a mistake in Conjure) under the checkpoint before the
+    share will fail again: the delivery fails at once, its traceback in the log, where it was
+    tried again and again as if the database were away, hiding the bug."""
+    async with running_slack_conjure(sandbox_server, postgres_url) as conjure:
+        conjure.service.delivery = DeliveryPolicy(backoff=0.05)
+        store = conjure.runtime.store
+        calls: list[str] = []
+
+        async def refused(job_id: str, fields: dict[str, Any]) -> None:
+            calls.append(job_id)
+            raise ProgrammingError("UPDATE job", {}, Exception("column nope does not exist"))
+
+        monkeypatch.setattr(store, "merge_destination", refused)
+        await conjure.slash("/imagine", "a red fox in the snow")
+        await conjure.settle(sandbox_server)
+
+        assert len(calls) == 1
+        job = await only_job(conjure, sandbox_server)
+        assert job.delivery == Delivery.FAILED
+        [failed] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert "delivery failed" in failed.getMessage() and failed.exc_info is not None
+
+
 async def test_conjure_usage_on_discord_during_a_restart_says_try_again_in_one_line(
     sandbox_server: SandboxServer, postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -639,6 +669,8 @@ async def test_the_leaders_discord_gateway_comes_back_after_a_restart(
         (TimeoutError(), True),
         (OperationalError("UPDATE job", {}, Exception("server closed the connection")), True),
         (DBAPIError("UPDATE job", {}, Exception("canceling statement due to lock timeout")), True),
+        # Every pooled connection busy past the pool's wait (a burst queued on row locks).
+        (PoolTimeout("QueuePool limit of size 10 overflow 20 reached"), True),
         (ProgrammingError("SELECT nope", {}, Exception("column nope does not exist")), False),
         (IntegrityError("INSERT INTO job", {}, Exception("duplicate key")), False),
     ],
