@@ -1184,14 +1184,33 @@ class JobService:
             # output that kills it, say). Tried again, it would be for ever, the person untold.
             await self._give_up(adapter, job, "claims lapsed")
             return False
+        posted = False
+
+        async def post_and_record() -> _Failed | None:
+            # Recorded under the same lease as the post: a record tried again through an
+            # outage stops when the lease would lapse, not after another instance took the
+            # delivery over (its late record would mark that instance's claim delivered).
+            nonlocal posted
+            failed = await self._post_in_turn(adapter, job)
+            if failed is None:
+                posted = True
+                if await self._record_delivered(job):
+                    job_event(job, "delivered", status=job.status, duration=_lasted(job, utcnow()))
+            return failed
+
         try:
-            failed = await self._post_leased(adapter, job)
+            failed = await self._leased(job, post_and_record())
         except LeaseLost:
-            log.warning("job %s: its delivery was taken over; this one stopped", job.id)
+            if posted:
+                log.warning(
+                    "job %s: posted, but not recorded delivered before its lease ran out (the "
+                    "database did not answer); it may be posted again",
+                    job.id,
+                )
+            else:
+                log.warning("job %s: its delivery was taken over; this one stopped", job.id)
             return False
         if failed is None:
-            if await self._record_delivered(job):
-                job_event(job, "delivered", status=job.status, duration=_lasted(job, utcnow()))
             return True
         reason = type(failed.error).__name__
         if not failed.passing:
@@ -1278,14 +1297,14 @@ class JobService:
 
         return record
 
-    async def _post_leased(self, adapter: ChatAdapter, job: Job) -> _Failed | None:
-        """_post_in_turn, with this claim's lease kept alive meanwhile: renewed every third of
-        the lease, so only a claimant that died (and its renewals with it) loses it. One that
-        finds it lost anyway (stalled past its lease, and taken over) stops posting (LeaseLost),
-        so two instances never post at once. Renewed from the claim on, not from the post:
-        a claim waiting its turn (every delivery slot busy) past its lease would be taken over,
-        and both claimants would post once they got a slot."""
-        posting = asyncio.create_task(self._post_in_turn(adapter, job))
+    async def _leased(self, job: Job, work: Coroutine[Any, Any, _T]) -> _T:
+        """`work` (a post and its record), with this claim's lease kept alive meanwhile:
+        renewed every third of the lease, so only a claimant that died (and its renewals with
+        it) loses it. One that finds it lost anyway (stalled past its lease, and taken over)
+        stops (LeaseLost), so two instances never post at once. Renewed from the claim on, not
+        from the post: a claim waiting its turn (every delivery slot busy) past its lease would
+        be taken over, and both claimants would post once they got a slot."""
+        posting = asyncio.create_task(work)
         renewal = asyncio.create_task(self._renew(job, posting))
         try:
             return await posting

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -337,6 +337,48 @@ async def test_a_status_edit_due_during_a_restart_is_skipped_in_one_line(
         job = await only_job(conjure, sandbox_server)
         await assert_delivered_once_charged_once(conjure, job)
         assert errors(caplog) == []
+
+
+async def test_a_record_the_database_does_not_take_stops_before_the_claims_lease_lapses(
+    sandbox_server: SandboxServer,
+    postgres_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The result is posted and PostgreSQL stays away for longer than the claim's lease: the
+    record stops being tried before the lease lapses. Tried on for a lease counted from the
+    post (later than the last renewal), it went on past it, when another instance may have
+    taken the delivery over: its late record would mark that instance's claim delivered."""
+    monkeypatch.setattr(jobs_module, "UNANSWERED_RETRY", 0.05)  # tried to the last moment
+    monkeypatch.setattr(jobs_module, "UNANSWERED_RETRY_MAX", 0.05)
+    async with (
+        relayed_postgres(postgres_url) as (relay, proxied),
+        running_conjure(sandbox_server, proxied, tmp_path / "out") as conjure,
+    ):
+        service = conjure.service
+        service.delivery = DeliveryPolicy(backoff=0.05, lease=timedelta(seconds=1.5))
+        restarts: list[asyncio.Task[None]] = []
+        post_result = conjure.console.post_result
+
+        async def post_then_go_away(job: Job, result: JobResult) -> None:
+            await asyncio.sleep(0.3)  # a post that takes a while, after the last renewal
+            await post_result(job, result)
+            relay.down()
+            restarts.append(asyncio.create_task(_back_after(relay, 4.0)))
+
+        monkeypatch.setattr(conjure.console, "post_result", post_then_go_away)
+        await conjure.console.run_line("/imagine a fox", timeout=0.1)
+        while not restarts:
+            await asyncio.sleep(0.01)
+        await service.wait_idle()  # the delivery gave up while the database was away
+        gave_up = [r for r in caplog.records if "not recorded delivered" in r.getMessage()]
+        await asyncio.gather(*restarts)
+
+        [job] = await all_jobs(conjure.runtime.store)
+        assert job.delivery == Delivery.DELIVERING and job.delivery_lease_until is not None
+        [line] = gave_up
+        assert line.created < job.delivery_lease_until.replace(tzinfo=UTC).timestamp()
 
 
 async def test_a_restart_as_a_slot_frees_starts_the_queued_job_once_it_is_back(
