@@ -103,6 +103,9 @@ CANCEL_REFUSED = (
     "Please press Cancel again."
 )
 # Seconds before a step the database did not answer is tried again, doubling up to the most.
+# A posted alert's record is tried until this long before its lease lapses (its sender's
+# clock and the database's agree to well within it: storage.clock).
+ALERT_RECORD_MARGIN = 5.0
 UNANSWERED_RETRY = 0.25
 UNANSWERED_RETRY_MAX = 5.0
 GONE_AFTER = 10  # reads in a row answered 404: the prediction is gone, and so is its result
@@ -495,8 +498,7 @@ class JobService:
         wait = START_TAKEOVER if self.uses_webhooks else START_GIVE_UP
         try:
             attached = await self._until_answered(
-                job,
-                "its prediction not recorded",
+                f"job {job.id}: its prediction not recorded",
                 lambda: self.store.attach_prediction(job.id, prediction.id),
                 within=wait.total_seconds(),
             )
@@ -1232,12 +1234,13 @@ class JobService:
         posted (ChatAdapter.deliver_result's default). False when it could not be recorded."""
         try:
             await self._until_answered(
-                job,
-                "posted, not yet recorded delivered",
+                f"job {job.id}: posted, not yet recorded delivered",
                 lambda: self.store.finish_delivery(job.id),
                 within=self.delivery.lease.total_seconds(),
             )
         except UNANSWERED as exc:
+            if not is_outage(exc):
+                raise  # a mistake in what was asked: its traceback, not "may be posted again"
             log.warning(
                 "job %s: posted, but not recorded delivered: the database did not answer (%s); "
                 "it may be posted again once its claim lapses",
@@ -1248,7 +1251,7 @@ class JobService:
         return True
 
     async def _until_answered(
-        self, job: Job, what: str, step: Callable[[], Awaitable[_T]], *, within: float
+        self, what: str, step: Callable[[], Awaitable[_T]], *, within: float
     ) -> _T:
         """`step`, tried again while the database does not answer (a restart, a failover: a
         second or two), for up to `within` seconds; one warning line for the outage, and the
@@ -1265,8 +1268,7 @@ class JobService:
                 if not said:
                     said = True
                     log.warning(
-                        "job %s: %s: the database did not answer (%s); trying again",
-                        job.id,
+                        "%s: the database did not answer (%s); trying again",
                         what,
                         type(exc).__name__,
                     )
@@ -1436,7 +1438,28 @@ class JobService:
                 log.exception("could not send budget alert %s; will retry", alert.id)
                 await self.quotas.store.release_alert(alert.id or 0, lease)
             else:
-                await self.quotas.store.alert_sent(alert.id or 0)
+                await self._record_alert_sent(alert.id or 0, lease)
+
+    async def _record_alert_sent(self, alert_id: int, lease: datetime) -> None:
+        """Record a posted alert sent, trying again while the database does not answer, for
+        as long as its lease surely holds: left leased, it would be posted again once the
+        lease lapsed."""
+        left = (lease - utcnow()).total_seconds() - ALERT_RECORD_MARGIN
+        try:
+            await self._until_answered(
+                f"budget alert {alert_id}: posted, not yet recorded sent",
+                lambda: self.quotas.store.alert_sent(alert_id),
+                within=max(0.0, left),
+            )
+        except UNANSWERED as exc:
+            if not is_outage(exc):
+                raise
+            log.warning(
+                "budget alert %s: posted, but not recorded sent: the database did not answer "
+                "(%s); it may be posted again once its lease lapses",
+                alert_id,
+                type(exc).__name__,
+            )
 
     # ---- polling and recovery -------------------------------------------------------------
 

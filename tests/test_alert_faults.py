@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import insert
+from sqlalchemy.exc import OperationalError
 
 import storage.quotas
 from storage.engine import create_engine, write
@@ -180,3 +181,35 @@ async def test_a_sender_whose_lease_lapsed_does_not_give_back_its_successors(
         assert [a.id for a in await store.unsent_alerts()] == [due.id]
     finally:
         await engine.dispose()
+
+
+async def test_an_alert_posted_while_the_database_blinks_is_recorded_and_not_sent_again(
+    sandbox_server, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The alert reaches the admins' channel and the database does not answer its record for
+    a moment (a restart): the record is tried again, so the alert is not posted a second time
+    once its lease lapses."""
+    async with serve_fake_slack() as fake:
+        await an_alert_due(sandbox_server, database_url, fake)
+        async with running_slack_conjure(
+            sandbox_server, database_url, fake=fake, **SENDS
+        ) as sender:
+            store = sender.service.quotas.store
+            alert_sent = store.alert_sent
+            blinks = [OperationalError("UPDATE budget_alert", {}, Exception("server closed"))]
+
+            async def during_a_restart(alert_id: int) -> None:
+                if blinks:
+                    raise blinks.pop()
+                await alert_sent(alert_id)
+
+            monkeypatch.setattr(store, "alert_sent", during_a_restart)
+            await recovered(sender)  # sends the outbox (its start-up recovery may have)
+            await eventually(lambda: told(fake))
+            await sender.service.wait_idle()
+            assert not blinks  # the record met the restart
+
+            the_clock_moves_on(monkeypatch, leases=2)
+            await recovered(sender)
+            [alert] = told(fake)
+            assert alert.startswith("Budget alert: <@U0ADA> has used 80%")
