@@ -79,6 +79,26 @@ async def assert_one_image_saved_and_charged_once(
     assert errors(caplog) == []
 
 
+def away_after_the_create(
+    conjure: Conjure,
+    relay: PostgresRelay,
+    restarts: list[asyncio.Task[None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PostgreSQL goes away for 1.5 s just as Replicate answers the (first) create; the task
+    that brings it back goes into `restarts`."""
+    replicate = conjure.runtime.replicate
+    create = replicate.create_prediction
+
+    async def create_then_restart(**kwargs: Any) -> Any:
+        created = await create(**kwargs)
+        relay.down()
+        restarts.append(asyncio.create_task(_back_after(relay, 1.5)))
+        return created
+
+    monkeypatch.setattr(replicate, "create_prediction", create_then_restart)
+
+
 async def test_a_polled_job_rides_out_a_restart_and_is_delivered_once(
     sandbox_server: SandboxServer,
     postgres_url: str,
@@ -123,16 +143,7 @@ async def test_a_polled_job_whose_create_meets_a_long_restart_is_still_attached_
         relayed_postgres(postgres_url) as (relay, proxied),
         running_conjure(sandbox_server, proxied, tmp_path / "out", webhooks=False) as conjure,
     ):
-        replicate = conjure.runtime.replicate
-        create = replicate.create_prediction
-
-        async def create_then_restart(**kwargs: Any) -> Any:
-            created = await create(**kwargs)
-            relay.down()
-            restarts.append(asyncio.create_task(_back_after(relay, 1.5)))
-            return created
-
-        monkeypatch.setattr(replicate, "create_prediction", create_then_restart)
+        away_after_the_create(conjure, relay, restarts, monkeypatch)
         outcome = await conjure.console.run_line("/imagine a fox", timeout=20)
         await asyncio.gather(*restarts)
         await conjure.service.wait_idle()
@@ -159,16 +170,7 @@ async def test_a_polled_job_whose_prediction_cannot_be_recorded_in_time_is_stopp
         relayed_postgres(postgres_url) as (relay, proxied),
         running_conjure(sandbox_server, proxied, tmp_path / "out", webhooks=False) as conjure,
     ):
-        replicate = conjure.runtime.replicate
-        create = replicate.create_prediction
-
-        async def create_then_restart(**kwargs: Any) -> Any:
-            created = await create(**kwargs)
-            relay.down()
-            restarts.append(asyncio.create_task(_back_after(relay, 1.5)))
-            return created
-
-        monkeypatch.setattr(replicate, "create_prediction", create_then_restart)
+        away_after_the_create(conjure, relay, restarts, monkeypatch)
         await conjure.console.run_line("/imagine a fox", timeout=0.1)
         await asyncio.gather(*restarts)
         await conjure.service.wait_idle()
@@ -204,16 +206,7 @@ async def test_a_create_that_meets_an_outage_longer_than_the_takeover_is_left_to
         relayed_postgres(postgres_url) as (relay, proxied),
         running_conjure(sandbox_server, proxied, tmp_path / "out") as conjure,
     ):
-        replicate = conjure.runtime.replicate
-        create = replicate.create_prediction
-
-        async def create_then_restart(**kwargs: Any) -> Any:
-            created = await create(**kwargs)
-            relay.down()
-            restarts.append(asyncio.create_task(_back_after(relay, 1.5)))
-            return created
-
-        monkeypatch.setattr(replicate, "create_prediction", create_then_restart)
+        away_after_the_create(conjure, relay, restarts, monkeypatch)
         outcome = asyncio.create_task(conjure.console.run_line("/imagine a fox", timeout=20))
         await asyncio.gather(*restarts)
         await conjure.service.recover()  # the sweeper's round once the database answers
