@@ -358,7 +358,7 @@ async def test_a_record_the_database_does_not_take_stops_before_the_claims_lease
             await asyncio.sleep(0.3)  # a post that takes a while, after the last renewal
             await post_result(job, result)
             relay.down()
-            restarts.append(asyncio.create_task(_back_after(relay, 4.0)))
+            restarts.append(asyncio.create_task(_back_after(relay, 2.5)))
 
         monkeypatch.setattr(conjure.console, "post_result", post_then_go_away)
         await conjure.console.run_line("/imagine a fox", timeout=0.1)
