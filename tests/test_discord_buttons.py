@@ -14,6 +14,7 @@ import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -629,3 +630,35 @@ async def test_each_button_works_after_serve_was_killed_and_started_again(
     predictions = sandbox_server.sandbox.predictions.values()
     [story] = [p for p in predictions if p["input"].get("prompt") == "a long story"]
     assert story["status"] == "canceled"
+
+
+async def test_a_run_that_outran_its_cancel_is_delivered_in_the_channel(
+    sandbox_server: SandboxServer, sqlite_url: str
+) -> None:
+    """Cancel is pressed while the create is on its way, and the run has already finished when
+    the cancel reaches it: its result is charged (it ran) and delivered. The cancel's notice
+    had used up the interaction's token (a delivered job keeps none), so the result goes to
+    the channel; it failed for good (KeyError), charged and never shown."""
+    async with running_discord_conjure(sandbox_server, sqlite_url) as conjure:
+        service = conjure.runtime.service
+        create = service.replicate.create_prediction
+
+        async def cancelled_while_creating(**kwargs: Any) -> Any:
+            [job] = await all_jobs(service.store)
+            assert await service.cancel(job)  # the owner's Cancel, before the create answered
+            await service.wait_idle()  # "canceled" delivered: the token is stripped
+            prediction = await create(**kwargs)
+            runs = sandbox_server.sandbox.predictions
+            while runs[prediction.id]["status"] != "succeeded":  # done before the cancel
+                await asyncio.sleep(0.02)
+            return prediction
+
+        service.replicate.create_prediction = cancelled_while_creating  # type: ignore[method-assign]
+        await conjure.interact("imagine", {"prompt": "a red fox"})
+        await conjure.settle()
+
+        [job] = await all_jobs(service.store)
+        assert job.job_status is JobStatus.SUCCEEDED and job.actual_micros
+        assert job.delivery == Delivery.DELIVERED
+        [posted] = [m for m in conjure.discord.channel_messages(CHANNEL_ID) if m["attachments"]]
+        assert [a["filename"] for a in posted["attachments"]] == ["out-0.webp"]

@@ -156,6 +156,7 @@ class DiscordAdapter(ChatAdapter):
         return f"{label} · {status}" if label else status
 
     def _hook(self, where: Destination) -> discord.Webhook:
+        assert where.token is not None  # only called while token_alive
         return discord.Webhook.partial(where.application_id, where.token, client=self.client)
 
     async def _edit_original(self, job: Job, *, content: str) -> discord.WebhookMessage | None:

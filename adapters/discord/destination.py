@@ -25,7 +25,7 @@ class Destination:
     """A job's interaction: its webhook (application id and token), channel and response."""
 
     application_id: int
-    token: str
+    token: str | None  # None once the job was delivered (finish_delivery strips it)
     channel_id: int
     guild_id: int | None
     message_id: int | None  # the original response, once known
@@ -38,7 +38,7 @@ class Destination:
         d = job.destination
         return cls(
             application_id=int(d["application_id"]),
-            token=d["token"],
+            token=d.get("token"),
             channel_id=int(d["channel_id"]),
             guild_id=int(d["guild_id"]) if d.get("guild_id") else None,
             message_id=int(d["message_id"]) if d.get("message_id") else None,
@@ -48,7 +48,10 @@ class Destination:
         )
 
     def token_alive(self, now: datetime) -> bool:
-        return now < self.created_at + TOKEN_LIFETIME - TOKEN_MARGIN
+        """Whether the interaction's token may still be used: known, and not near its expiry.
+        A job delivered once (a cancel's notice) and delivered again (its run, charged late)
+        has none left: it goes to the channel."""
+        return self.token is not None and now < self.created_at + TOKEN_LIFETIME - TOKEN_MARGIN
 
 
 def destination_of(interaction: discord.Interaction, message_id: int | None) -> dict[str, Any]:
