@@ -660,13 +660,29 @@ class JobService:
         return found if found is not None and self.belongs(job, found) else None
 
     async def _fail_before_start(
-        self, job: Job, message: str, *, reason: str, event: str = "failed"
+        self,
+        job: Job,
+        message: str,
+        *,
+        reason: str,
+        event: str = "failed",
+        started: bool = False,
     ) -> None:
+        """Fail a job that never started, charged nothing, and tell its person. Only while no
+        prediction is known for it (unless `started`: a prediction Replicate no longer knows):
+        one recorded meanwhile (its `start` webhook, an instance that was starting it) runs,
+        and is delivered and charged by its webhooks as any other."""
         failed = await self.store.finish(
-            job, JobStatus.FAILED, actual_micros=0, give_back_job=True, deliver=False, error=message
+            job,
+            JobStatus.FAILED,
+            actual_micros=0,
+            give_back_job=True,
+            deliver=False,
+            unstarted_only=not started,
+            error=message,
         )
         if failed is None:
-            return  # a webhook finished it meanwhile; that result stands
+            return  # started or finished meanwhile; that run stands
         job_event(job, event, status="failed", reason=reason, cost=0)
         self._slot_freed(job)
         adapter = self._adapters.get(job.platform)
@@ -1526,7 +1542,7 @@ class JobService:
         log.warning(
             "job %s: prediction %s not found %d times; gave up", job_id, prediction_id, GONE_AFTER
         )
-        await self._fail_before_start(job, PREDICTION_GONE, reason="prediction gone")
+        await self._fail_before_start(job, PREDICTION_GONE, reason="prediction gone", started=True)
 
     async def sweep_forever(
         self,
@@ -1589,14 +1605,19 @@ class JobService:
                 await self.apply_prediction(job.id, found)
             return
         now = utcnow()
+        if job.updated_at >= now - START_TAKEOVER:
+            return  # may still be starting elsewhere (a live instance keeps its claim fresh)
         model = self.catalog.models.get(job.model)
         if job.created_at < now - START_GIVE_UP or model is None:
-            await self._fail_before_start(job, RESTARTED_BEFORE_START, reason="not started")
+            # Claimed first, as a start is: an instance still starting it would have touched
+            # it (and one that starts it from here on finds it given back).
+            if await self._touch_unstarted(job):
+                await self._fail_before_start(job, RESTARTED_BEFORE_START, reason="not started")
             return
         if not self.uses_webhooks:
             return  # a create that reached Replicate cannot be found without a webhook URL
-        if job.updated_at >= now - START_TAKEOVER or not await self._touch_unstarted(job):
-            return  # may still be starting elsewhere; or another instance took it over
+        if not await self._touch_unstarted(job):
+            return  # another instance took it over
         log.warning("job %s: recorded but never started (its instance stopped); starting", job.id)
         async with self._starting:
             await self._create_and_follow(job, model)

@@ -165,6 +165,7 @@ async def test_a_polled_job_whose_prediction_cannot_be_recorded_in_time_is_stopp
     the database answers the job is given back and its person told; nothing is charged."""
     sandbox_server.sandbox.faults.run_seconds = 5.0  # still running when it is stopped
     monkeypatch.setattr(jobs_module, "START_GIVE_UP", timedelta(seconds=0.5))
+    monkeypatch.setattr(jobs_module, "START_TAKEOVER", timedelta(seconds=0.3))
     restarts: list[asyncio.Task[None]] = []
     async with (
         relayed_postgres(postgres_url) as (relay, proxied),

@@ -18,6 +18,7 @@ from sqlalchemy import update
 
 from bot.adapter import CommandRequest
 from bot.jobs import START_TAKEOVER
+from bot.replicate.errors import PredictionOutcomeUnknown
 from storage.engine import write
 from storage.models import Delivery, Job, JobStatus, utcnow
 from tests.harness import Conjure, all_jobs, running_conjure, settle
@@ -291,3 +292,75 @@ async def _still_waiting_then_started_here(
     [job] = await all_jobs(conjure.runtime.store)  # type: ignore[union-attr]
     assert sandbox_server.sandbox.create_count == 1
     assert job.job_status is JobStatus.SUCCEEDED and job.delivery == Delivery.DELIVERED
+
+
+async def test_a_job_another_instance_is_starting_is_not_given_up_by_a_new_leaders_recovery(
+    sandbox_server, sqlite_url: str, tmp_path: Path
+) -> None:
+    """A new leader's recovery (its predecessor died, or a worker started) meets a job that
+    waited long (a queue, a burst) and that a live instance is starting at that moment: it is
+    left to that instance, run, delivered and charged once. It was given back as "restarted
+    before it could start" while the live instance's prediction ran: billed by Replicate,
+    charged nothing, its result never shown."""
+    async with (
+        running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure,
+        running_conjure(sandbox_server, sqlite_url, tmp_path / "other") as leader,
+    ):
+        release = _hold_announcements(conjure)
+        starting = asyncio.create_task(conjure.runtime.commands.handle(_request("console:q")))
+        await _recorded(conjure)
+        async with write(conjure.runtime.store.engine) as conn:  # it waited three minutes
+            await conn.execute(update(Job).values(created_at=utcnow() - timedelta(minutes=3)))
+        find = leader.service.replicate.find_prediction_by_webhook
+
+        async def find_then_it_starts(webhook: str, *args: Any, **kwargs: Any) -> Any:
+            found = await find(webhook, *args, **kwargs)  # read before the create lands
+            release.set()  # meanwhile the live instance creates and records its prediction
+            while (await all_jobs(conjure.runtime.store))[0].prediction_id is None:
+                await asyncio.sleep(0.01)
+            return found
+
+        leader.service.replicate.find_prediction_by_webhook = find_then_it_starts  # type: ignore[method-assign]
+        await leader.service.recover()
+        await starting
+        await settle(conjure, sandbox_server)
+        await settle(leader, sandbox_server)
+
+        [job] = await all_jobs(conjure.runtime.store)
+        assert sandbox_server.sandbox.create_count == 1
+        assert job.job_status is JobStatus.SUCCEEDED and job.actual_micros
+        assert job.delivery == Delivery.DELIVERED
+
+
+async def test_a_lost_creates_prediction_recorded_by_its_webhook_during_the_search_runs(
+    sandbox_server, sqlite_url: str, tmp_path: Path
+) -> None:
+    """A create's answer is lost (a 502) and, while Replicate's list is searched for it, its
+    `start` webhook records the prediction on the job; the search misses it (a busy account's
+    first pages). The job runs on, delivered and charged once: it was failed at $0 while the
+    run went on, billed by Replicate, its result never shown."""
+    async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
+        service = conjure.service
+        create = service.replicate.create_prediction
+        made: list[Any] = []
+
+        async def answer_lost(**kwargs: Any) -> Any:
+            made.append(await create(**kwargs))  # it reached Replicate, and its answer is lost
+            raise PredictionOutcomeUnknown(
+                "POST /predictions -> 502", status=502, webhook=kwargs.get("webhook")
+            )
+
+        async def missed_while_its_webhook_lands(*_: Any, **__: Any) -> Any:
+            [job] = await all_jobs(service.store)
+            assert await service.store.attach_prediction(job.id, made[0].id)
+            return None  # not in the pages read
+
+        service.replicate.create_prediction = answer_lost  # type: ignore[method-assign]
+        service.replicate.find_prediction_by_webhook = missed_while_its_webhook_lands  # type: ignore[method-assign]
+        await conjure.runtime.commands.handle(_request("console:lost"))
+        await settle(conjure, sandbox_server)
+
+        [job] = await all_jobs(service.store)
+        assert job.job_status is JobStatus.SUCCEEDED and job.actual_micros
+        assert job.delivery == Delivery.DELIVERED
+        assert len(list((tmp_path / "out").iterdir())) == 1
