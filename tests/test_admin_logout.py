@@ -163,3 +163,22 @@ async def test_a_logout_forgets_sessions_long_lapsed_and_may_come_twice(database
         assert not await sessions.ended("d" * 64)
     finally:
         await engine.dispose()
+
+
+async def test_a_cookie_made_from_the_pages_csrf_token_is_refused(
+    sandbox_server: Any, database_url: str, tmp_path: Path
+) -> None:
+    """Every page shows its CSRF token (the logout form's hidden field), so a saved page or a
+    proxy's log of form posts has it. Signed like a cookie, with the same key, it made one
+    (`csrf:<id>.<issued>.<token>`): a session of its own, which outlived the logout of the
+    session it came from and could change quotas."""
+    async with running_conjure(
+        sandbox_server, database_url, tmp_path / "out", conjure_admin_token=TOKEN
+    ) as conjure:
+        async with _client(conjure) as admin:
+            csrf = await _signed_in(admin)
+            session_id, issued, _ = admin.cookies[COOKIE].split(".")
+            await admin.post("/admin/logout", data={"csrf": csrf})
+        async with _client(conjure, f"csrf:{session_id}.{issued}.{csrf}") as forged:
+            await _refused(forged, csrf)
+        assert await _jobs_per_day(conjure) is None

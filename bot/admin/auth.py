@@ -23,6 +23,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -58,6 +59,10 @@ class SessionsUnreachable(Exception):
     let through (an unverifiable session changes nothing), nor is a logout said to be done."""
 
 
+SESSION_ID_BYTES = 24
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{32}")  # token_urlsafe(SESSION_ID_BYTES)
+
+
 def _hash(session_id: str) -> str:
     """What the table keeps for a session: fixed length, and not the id itself."""
     return hashlib.sha256(session_id.encode("ascii")).hexdigest()
@@ -78,8 +83,13 @@ class AdminAuth:
 
     def new_cookie(self, now: float | None = None) -> str:
         issued = int(now if now is not None else time.time())
-        body = f"{secrets.token_urlsafe(24)}.{issued}"
-        return f"{body}.{self._sign(body)}"
+        body = f"{secrets.token_urlsafe(SESSION_ID_BYTES)}.{issued}"
+        return f"{body}.{self._sign_session(body)}"
+
+    def _sign_session(self, body: str) -> str:
+        # Signed apart from a CSRF token ("session:" against "csrf:"): a CSRF token, which
+        # every page shows, must never verify as a cookie's signature.
+        return self._sign(f"session:{body}")
 
     def csrf_for(self, session_id: str) -> str:
         return self._sign(f"csrf:{session_id}")
@@ -121,10 +131,11 @@ class AdminAuth:
         if not cookie.isascii():  # not one of ours ("²" passes isdigit, and HMACs take ASCII)
             return None
         parts = cookie.split(".")
-        if len(parts) != 3 or not parts[1].isdigit():
+        if len(parts) != 3 or not _SESSION_ID.fullmatch(parts[0]) or not parts[1].isdigit():
             return None
         body = f"{parts[0]}.{parts[1]}"
-        if not hmac.compare_digest(parts[2].encode("ascii", "replace"), self._sign(body).encode()):
+        signature = self._sign_session(body).encode()
+        if not hmac.compare_digest(parts[2].encode("ascii", "replace"), signature):
             return None
         issued = int(parts[1])
         if not 0 <= time.time() - issued < SESSION_SECONDS:
