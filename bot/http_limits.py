@@ -13,6 +13,7 @@ Routes declare their cap by being a `LimitedRoute`; every other path gets `DEFAU
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -29,8 +30,13 @@ log = logging.getLogger(__name__)
 # Health, metrics and unknown paths take no body worth the name: 64 KiB is already generous.
 DEFAULT_MAX_BODY = 64 * 1024
 MAX_JSON_DEPTH = 64  # Slack's and Replicate's payloads nest a handful of levels
+# A body must arrive whole within this: one held open short of its last byte (or trickled)
+# would keep what was read, up to its route's cap, in memory for as long as the client liked.
+# Slack's and Replicate's bodies come at once; 4 MiB at 4 Mbit/s takes 8 s.
+BODY_DEADLINE = 15.0
 _TOO_LARGE = b'{"error": "request body too large"}'
 _BAD_REQUEST = b'{"error": "bad request"}'
+_TOO_SLOW = b'{"error": "request body not sent in time"}'
 
 
 class LimitedRoute(Route):
@@ -79,20 +85,25 @@ class BodyLimit:
             return
         body = bytearray()
         more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the client left; nobody to answer
-            body += message.get("body", b"")
-            if len(body) > limit:
-                await self._refuse(send, 413, "body over the route's cap (streamed)")
-                return
-            more = message.get("more_body", False)
+        try:
+            async with asyncio.timeout(BODY_DEADLINE):
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return  # the client left; nobody to answer
+                    body += message.get("body", b"")
+                    if len(body) > limit:
+                        await self._refuse(send, 413, "body over the route's cap (streamed)")
+                        return
+                    more = message.get("more_body", False)
+        except TimeoutError:
+            await self._refuse(send, 408, f"body not sent whole within {BODY_DEADLINE:g} s")
+            return
         await self.app(scope, _replay(bytes(body), receive), send)
 
     async def _refuse(self, send: Send, status: int, reason: str) -> None:
         self.rejections.note(reason)
-        content = _TOO_LARGE if status == 413 else _BAD_REQUEST
+        content = {413: _TOO_LARGE, 408: _TOO_SLOW}.get(status, _BAD_REQUEST)
         await send(
             {
                 "type": "http.response.start",

@@ -26,6 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.lifecycle import make_app
 from adapters.slack.verify import MAX_BODY as SLACK_MAX_BODY
+from bot import http_limits
 from bot.app import WEBHOOK_MAX_BODY
 from bot.config import Settings
 from bot.replicate.client import ReplicateClient
@@ -118,6 +119,25 @@ async def test_a_streamed_body_over_the_cap_is_refused_without_being_read(
                 assert response.status_code == 413
             assert sent < 32 * MiB
             assert _rss_mib() - before < 20
+
+
+async def test_a_body_held_short_of_its_end_is_answered_408_and_let_go(
+    sandbox_server: SandboxServer, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client declares 1 MiB, sends all but its last byte and holds the connection: the part
+    read was kept (up to the route's cap) for as long as it liked, so a few hundred such
+    connections took the server's memory. The body must now come whole within its deadline:
+    408, and the connection closed."""
+    monkeypatch.setattr(http_limits, "BODY_DEADLINE", 0.5)
+    async with running_slack_conjure(sandbox_server, sqlite_url) as slack:
+        for path in (SLACK_PATH, WEBHOOK_PATH):
+            head = (
+                f"POST {path} HTTP/1.1\r\nhost: conjure\r\ncontent-type: application/json\r\n"
+                f"content-length: {MiB}\r\n\r\n"
+            ).encode()
+            answer = await _raw_exchange(slack.url, head, b"x" * (MiB - 1))
+            assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+            assert b"connection: close" in answer.lower()
 
 
 async def test_a_body_at_the_cap_is_read(sandbox_server: SandboxServer, sqlite_url: str) -> None:
