@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from bot.admin.throttle import MAX_FAILURES, WINDOW, SignInThrottle
 from storage.admin_sessions import KEPT_AFTER, EndedSessions
 from storage.engine import create_engine, write
 from storage.jobs import user_subject
@@ -182,3 +184,40 @@ async def test_a_cookie_made_from_the_pages_csrf_token_is_refused(
         async with _client(conjure, f"csrf:{session_id}.{issued}.{csrf}") as forged:
             await _refused(forged, csrf)
         assert await _jobs_per_day(conjure) is None
+
+
+async def test_wrong_tokens_are_slowed_per_client_and_logged(
+    sandbox_server: Any, database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The admin token guards every quota and budget: a client that offers ten wrong tokens in
+    a minute (the form or Bearer) is refused (429) until its oldest try is a minute old, the
+    right token included; the tries are in the log. Five hundred guesses went through in
+    under a second, unlogged."""
+    async with running_conjure(
+        sandbox_server, database_url, tmp_path / "out", conjure_admin_token=TOKEN
+    ) as conjure:
+        async with _client(conjure) as guesser:
+            answers = [
+                (await guesser.post("/admin/login", data={"token": f"guess-{n:04d}-abcdefgh"}))
+                for n in range(8)
+            ] + [
+                await guesser.get("/admin", headers={"Authorization": f"Bearer guess-{n}"})
+                for n in range(2)
+            ]
+            assert [a.status_code for a in answers] == [401] * 10
+            refused = await guesser.post("/admin/login", data={"token": TOKEN})
+            assert refused.status_code == 429 and COOKIE not in guesser.cookies
+            bearer = await guesser.get("/admin", headers=BEARER)
+            assert bearer.status_code == 429
+        assert "admin sign-in with a wrong token" in caplog.text
+
+
+def test_a_throttled_client_may_try_again_once_its_oldest_wrong_token_is_a_minute_old() -> None:
+    now = [0.0]
+    throttle = SignInThrottle(clock=lambda: now[0])
+    for _ in range(MAX_FAILURES):
+        throttle.failed("198.51.100.7")
+        now[0] += 1.0
+    assert throttle.blocked("198.51.100.7") and not throttle.blocked("198.51.100.8")
+    now[0] = WINDOW + 0.5  # the first wrong token is over a minute old
+    assert not throttle.blocked("198.51.100.7")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
@@ -26,11 +27,13 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute
 
 from bot.admin.auth import COOKIE, AdminAuth, Session, SessionsUnreachable
+from bot.admin.throttle import WINDOW, SignInThrottle
 from bot.commands.names import name_problem, user_id_of
 from bot.http_limits import LimitedRoute
 from bot.money import format_usd
 from bot.quotas.limits import USER, WORKSPACE
 from bot.quotas.words import LimitError, parse_limit
+from bot.rejections import Rejections
 from bot.runtime import Runtime
 from bot.safety import RuleError, parse_rule_id
 from storage.admin_sessions import EndedSessions
@@ -58,6 +61,8 @@ _QUOTA_FIELDS = (
     ("inflight", "max_in_flight"),
 )
 
+log = logging.getLogger(__name__)
+
 _templates = Environment(
     loader=PackageLoader("bot.admin", "templates"),
     autoescape=select_autoescape(default=True, default_for_string=True),
@@ -78,6 +83,22 @@ def admin_routes(runtime: Runtime) -> list[BaseRoute]:
         ended=EndedSessions(runtime.engine),
     )
     quotas = runtime.service.quotas
+    throttle = SignInThrottle()
+    rejections = Rejections(log)
+
+    def client_of(request: Request) -> str:
+        return request.client.host if request.client else "?"
+
+    def too_many(request: Request) -> bool:
+        """Whether this client has offered too many wrong tokens of late (and is refused)."""
+        if throttle.blocked(client_of(request)):
+            rejections.note("admin sign-in: too many wrong tokens from one client")
+            return True
+        return False
+
+    def wrong_token(request: Request) -> None:
+        throttle.failed(client_of(request))
+        rejections.note("admin sign-in with a wrong token")
 
     def render(name: str, status: int = 200, **values: Any) -> HTMLResponse:
         html = _templates.get_template(name).render(prefix=PREFIX, **values)
@@ -85,10 +106,15 @@ def admin_routes(runtime: Runtime) -> list[BaseRoute]:
 
     def guarded(page: Page) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
+            bearer = "authorization" in request.headers
+            if bearer and too_many(request):
+                return _too_many()
             try:
                 session = await auth.session(request)
             except SessionsUnreachable:
                 return _unavailable("the session cannot be checked now; try again\n")
+            if session is None and bearer:
+                wrong_token(request)
             if session is None:
                 if request.method == "GET" and "authorization" not in request.headers:
                     return RedirectResponse(f"{PREFIX}/login", 303, headers=_HEADERS)
@@ -112,11 +138,15 @@ def admin_routes(runtime: Runtime) -> list[BaseRoute]:
     async def login(request: Request) -> Response:
         if request.method == "GET":
             return render("login.html")
+        if too_many(request):
+            error = "Too many wrong tokens from here: try again in a minute."
+            return render("login.html", 429, error=error)
         form = await _form(request)
         if form is None:
             return _bad_form()
         offered = form.get("token", "")
         if not auth.token_matches(offered):
+            wrong_token(request)
             return render("login.html", 401, error="That is not the admin token.")
         response = RedirectResponse(PREFIX, 303, headers=_HEADERS)
         response.set_cookie(value=auth.new_cookie(), **auth.cookie_options())  # type: ignore[arg-type]
@@ -336,6 +366,15 @@ def _bad_form() -> Response:
 
 def _unavailable(message: str) -> Response:
     return Response(message, 503, headers=_HEADERS, media_type="text/plain")
+
+
+def _too_many() -> Response:
+    return Response(
+        "too many wrong tokens from here; try again in a minute\n",
+        429,
+        headers={**_HEADERS, "Retry-After": str(int(WINDOW))},
+        media_type="text/plain",
+    )
 
 
 def _quota_change(form: dict[str, str]) -> tuple[str, str, dict[str, LimitChange]]:
