@@ -61,6 +61,14 @@ async def _raw_exchange(url: str, head: bytes, body: bytes = b"") -> bytes:
         writer.close()
 
 
+def _json_post_head(path: str, length: int) -> bytes:
+    """The head of a JSON POST to `path` that declares a body of `length` bytes."""
+    return (
+        f"POST {path} HTTP/1.1\r\nhost: conjure\r\ncontent-type: application/json\r\n"
+        f"content-length: {length}\r\n\r\n"
+    ).encode()
+
+
 def _rss_mib() -> float:
     with open("/proc/self/status", encoding="ascii") as status:
         for line in status:
@@ -76,10 +84,7 @@ async def test_a_declared_body_over_the_cap_is_answered_before_it_is_sent(
     the body sent (the server cannot have waited for it)."""
     async with running_slack_conjure(sandbox_server, sqlite_url) as slack:
         for path in (SLACK_PATH, WEBHOOK_PATH):
-            head = (
-                f"POST {path} HTTP/1.1\r\nhost: conjure\r\ncontent-type: application/json\r\n"
-                f"content-length: {300 * MiB}\r\n\r\n"
-            ).encode()
+            head = _json_post_head(path, 300 * MiB)
             answer = await _raw_exchange(slack.url, head)
             assert answer.startswith(b"HTTP/1.1 413 "), answer[:80]
             assert b"connection: close" in answer.lower()
@@ -131,10 +136,7 @@ async def test_a_body_held_short_of_its_end_is_answered_408_and_let_go(
     monkeypatch.setattr(http_limits, "BODY_DEADLINE", 0.5)
     async with running_slack_conjure(sandbox_server, sqlite_url) as slack:
         for path in (SLACK_PATH, WEBHOOK_PATH):
-            head = (
-                f"POST {path} HTTP/1.1\r\nhost: conjure\r\ncontent-type: application/json\r\n"
-                f"content-length: {MiB}\r\n\r\n"
-            ).encode()
+            head = _json_post_head(path, MiB)
             answer = await _raw_exchange(slack.url, head, b"x" * (MiB - 1))
             assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
             assert b"connection: close" in answer.lower()
