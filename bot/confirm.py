@@ -18,6 +18,7 @@ from decimal import Decimal
 
 from bot.adapter import Acknowledge, CommandRequest, Reply
 from bot.commands.parsing import Invocation
+from bot.commands.safety import safety_refusal
 from bot.followups.buttons import Action, Button
 from bot.jobs import CommandRefused, JobService
 from bot.markup import Text
@@ -106,6 +107,8 @@ class Confirmations:
         if status is ConfirmationStatus.CONFIRMED:
             if question.job_id is not None or button.action is Action.DECLINE:
                 return _refused(ALREADY_STARTED)
+            if question.expires_at <= now:  # claimed, and its start never recorded since
+                return _refused(EXPIRED.format(minutes=int(CONFIRM_FOR.total_seconds() // 60)))
             # Claimed by a Run it whose job is not recorded yet: still starting, or its process
             # died before it could say. Submitting again is safe: the request key makes it one
             # job, and a press that finds it started is told so (DuplicateRequest).
@@ -130,26 +133,29 @@ class Confirmations:
     async def _start(
         self, request: CommandRequest, question: Confirmation, acknowledge: Acknowledge
     ) -> Reply:
-        """Submit a claimed question's command; a refusal (a limit reached) reopens it, so
-        its buttons work again once there is room."""
+        """Submit a claimed question's command, checked against the safety rules as they
+        are now (a rule added since the question was asked refuses it); a refusal (a limit
+        reached) reopens it, so its buttons work again once there is room."""
+        invocation = self._invocation(question)
+        command = CommandRequest(
+            request.platform,
+            request.workspace,
+            request.channel,
+            request.user_id,
+            question.command,
+            question.prompt,
+            user_name=request.user_name,
+            destination=dict(request.destination),
+            request_key=f"{request.platform}:confirm:{question.id}",
+            parent_id=question.parent_id,
+            followup=question.followup,
+        )
+        refusal = await safety_refusal(self.service, command, invocation)
+        if refusal is not None:
+            await self.store.reopen(question.id)  # as for a limit: nothing started
+            return refusal
         try:
-            job = await self.service.submit(
-                CommandRequest(
-                    request.platform,
-                    request.workspace,
-                    request.channel,
-                    request.user_id,
-                    question.command,
-                    question.prompt,
-                    user_name=request.user_name,
-                    destination=dict(request.destination),
-                    request_key=f"{request.platform}:confirm:{question.id}",
-                    parent_id=question.parent_id,
-                    followup=question.followup,
-                ),
-                self._invocation(question),
-                acknowledge,
-            )
+            job = await self.service.submit(command, invocation, acknowledge)
         except CommandRefused:
             await self.store.reopen(question.id)
             raise

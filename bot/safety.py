@@ -269,9 +269,14 @@ def _compile(rule: SafetyRule) -> _Compiled:
 
 
 def prompt_texts(prompt: str, inputs: dict[str, Any] | None = None) -> list[str]:
-    """What a command's rules are checked against: its prompt and its other text inputs."""
+    """What a command's rules are checked against: its prompt and its other text inputs. A
+    file's URL or its data is not text (a value that is one URL, nothing around it); any
+    other value is, whatever it starts with ("http crown" in `--no` is checked)."""
     texts = [prompt]
     for value in (inputs or {}).values():
-        if isinstance(value, str) and value not in texts and not value.startswith("http"):
+        if isinstance(value, str) and value not in texts and not _FILE_VALUE.fullmatch(value):
             texts.append(value)
     return texts
+
+
+_FILE_VALUE = re.compile(r"(?:https?://|data:)\S+", re.IGNORECASE)

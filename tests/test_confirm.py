@@ -16,7 +16,9 @@ from sqlalchemy import update
 
 from bot.confirm import ALREADY_DECLINED, ALREADY_STARTED, DECLINED, NOT_YOURS
 from bot.quotas.windows import month_window
+from bot.safety import REFUSED
 from bot.sandbox.faults import HttpFault
+from storage.engine import write
 from storage.jobs import user_subject
 from storage.models import Confirmation, Delivery, Job, utcnow
 from tests.discord_harness import (
@@ -416,3 +418,37 @@ async def test_slack_run_it_is_checked_against_the_budget_of_whoever_runs_it(
         assert "monthly budget" in refused.text
         assert refused.body.get("replace_original") is False  # the question stays, to retry
         await nothing_started(conjure, sandbox_server, ("slack", TEAM_ID, ADA))
+
+
+async def test_run_it_is_checked_against_a_rule_added_since_the_question(
+    sandbox_server: Any, sqlite_url: str, tmp_path: Path
+) -> None:
+    """A costly job's question is asked, then an admin bans a word of its prompt: Run it is
+    refused as the command would be now, nothing created or charged. It ran."""
+    async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
+        assert not (await conjure.console.run_line("/video a crown")).ok  # the question
+        await conjure.service.safety.add("console", "local", "word", "crown", actor="cli")
+        run_it = await conjure.console.run_line("/confirm")
+        assert not run_it.ok and run_it.error == REFUSED
+        await conjure.service.wait_idle()
+        assert sandbox_server.sandbox.create_count == 0
+
+
+async def test_a_question_claimed_but_never_started_expires_as_any_other(
+    sandbox_server: Any, sqlite_url: str, tmp_path: Path
+) -> None:
+    """Run it claims the question and its process dies before the job is recorded: the
+    question stays claimed with no job. A press five hours later ran the job, long past the
+    ten minutes its price was promised for; it is expired like any question."""
+    async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
+        assert not (await conjure.console.run_line("/video a fox")).ok  # the question
+        async with write(conjure.runtime.store.engine) as conn:
+            await conn.execute(
+                update(Confirmation).values(
+                    status="confirmed", expires_at=utcnow() - timedelta(hours=5)
+                )
+            )
+        late = await conjure.console.run_line("/confirm")
+        assert not late.ok and "expired" in (late.error or "")
+        await conjure.service.wait_idle()
+        assert sandbox_server.sandbox.create_count == 0

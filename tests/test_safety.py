@@ -286,3 +286,17 @@ def test_flagged_outputs_are_read_from_the_models_own_fields() -> None:
     assert not output_flagged({"images": urls, "has_nsfw_concepts": [False, False]})
     assert not output_flagged(urls) and not output_flagged("text")
     assert output_flagged({"output": urls, "nsfw": True})
+
+
+async def test_a_text_input_that_starts_with_http_is_checked_too(
+    sandbox_server: Any, sqlite_url: str, tmp_path: Path
+) -> None:
+    """Only a value that is one URL (a file's) is not text to check: `--no "http crown"`
+    slipped past a ban on "crown" and ran."""
+    async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
+        await conjure.service.safety.add("console", "local", "word", "crown", actor="cli")
+        for no in ("a crown", "http crown", "https:// crown"):
+            refused = await conjure.console.run_line(f'/imagine a red fox --model sdxl --no "{no}"')
+            assert not refused.ok and refused.error == REFUSED, no
+        await settle(conjure, sandbox_server)
+        assert sandbox_server.sandbox.create_count == 0
