@@ -27,7 +27,7 @@ import hashlib
 import re
 import time
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,7 +178,13 @@ def prompt_digest(texts: Iterable[str]) -> str:
 class SafetyRules:
     """Add, remove, list and check a workspace's rules; the one API for chat, CLI and admin page."""
 
-    def __init__(self, engine: AsyncEngine, ttl: float = TTL_SECONDS) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        ttl: float = TTL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.clock = clock
         self.store = SafetyStore(engine)
         self.ttl = ttl
         self._cache: dict[tuple[str, str], tuple[float, list[_Compiled]]] = {}
@@ -253,7 +259,7 @@ class SafetyRules:
 
     async def _rules(self, platform: str, workspace: str) -> list[_Compiled]:
         key = (platform, workspace)
-        now = time.monotonic()
+        now = self.clock()
         cached = self._cache.get(key)
         if cached is not None and cached[0] > now:
             return cached[1]

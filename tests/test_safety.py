@@ -134,13 +134,14 @@ async def test_a_change_on_another_instance_is_seen_within_the_ttl(sqlite_url: s
     engine = create_engine(sqlite_url)
     try:
         await migrate(engine)
-        mine, theirs = SafetyRules(engine, ttl=0.2), SafetyRules(engine, ttl=0.2)
+        now = [0.0]
+        mine = SafetyRules(engine, ttl=0.2, clock=lambda: now[0])
+        theirs = SafetyRules(engine, ttl=0.2)
         assert await mine.check("slack", "T1", ["a crown"]) is None  # cached: no rules
         await theirs.add("slack", "T1", "word", "crown", actor="cli")
+        now[0] = 0.19
         assert await mine.check("slack", "T1", ["a crown"]) is None  # still cached
-        import asyncio
-
-        await asyncio.sleep(0.25)
+        now[0] = 0.21
         rule = await mine.check("slack", "T1", ["a crown"])
         assert rule is not None and rule.value == "crown"
         assert await mine.check("slack", "T2", ["a crown"]) is None
