@@ -103,11 +103,11 @@ CANCEL_REFUSED = (
     "Please press Cancel again."
 )
 # Seconds before a step the database did not answer is tried again, doubling up to the most.
+UNANSWERED_RETRY = 0.25
+UNANSWERED_RETRY_MAX = 5.0
 # A posted alert's record is tried until this long before its lease lapses (its sender's
 # clock and the database's agree to well within it: storage.clock).
 ALERT_RECORD_MARGIN = 5.0
-UNANSWERED_RETRY = 0.25
-UNANSWERED_RETRY_MAX = 5.0
 GONE_AFTER = 10  # reads in a row answered 404: the prediction is gone, and so is its result
 PREDICTION_GONE = (
     "Replicate can no longer find this job's prediction, so its result cannot be fetched. "
@@ -158,6 +158,15 @@ class DeliveryPolicy:
 
 class LeaseLost(Exception):
     """This instance's claim on a delivery lapsed and was taken over: it must stop posting."""
+
+
+class StillUnanswered(Exception):
+    """The database did not answer a step tried again for as long as it was worth it
+    (`JobService._until_answered`); the last outage is its cause, its name in `error`."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(type(error).__name__)
+        self.error = type(error).__name__
 
 
 @dataclass(frozen=True)
@@ -502,9 +511,7 @@ class JobService:
                 lambda: self.store.attach_prediction(job.id, prediction.id),
                 within=wait.total_seconds(),
             )
-        except UNANSWERED as exc:
-            if not is_outage(exc):
-                raise
+        except StillUnanswered as exc:
             return await self._left_unrecorded(job, prediction.id, exc)
         if not attached:
             # Canceled by its owner while the create was on its way: stop the run too. Its
@@ -530,30 +537,28 @@ class JobService:
             self.start_polling(job.id, prediction.id)
         return job
 
-    async def _left_unrecorded(self, job: Job, prediction_id: str, exc: BaseException) -> Job:
+    async def _left_unrecorded(self, job: Job, prediction_id: str, exc: StillUnanswered) -> Job:
         """The database did not answer for as long as a create's prediction was worth trying to
         record. The person was told their job was taken, and it is not a failure of theirs:
         with webhooks, its webhook (which names the job) or the sweeper's search by webhook URL
         ties the prediction to it once the database answers; without, nothing ever could, so
         the run is stopped, and the sweeper gives the job back (the person told) once the
         database answers."""
-        if self.uses_webhooks:
-            log.warning(
-                "job %s: its prediction %s not recorded: the database did not answer (%s); "
-                "its webhook or the sweeper records it once the database answers",
-                job.id,
-                prediction_id,
-                type(exc).__name__,
-            )
-            return job
+        then = (
+            "its webhook or the sweeper records it"
+            if self.uses_webhooks
+            else "stopping it; the job is given back"
+        )
         log.warning(
             "job %s: its prediction %s not recorded: the database did not answer (%s); "
-            "stopping it (the job is given back once the database answers)",
+            "%s once the database answers",
             job.id,
             prediction_id,
-            type(exc).__name__,
+            exc.error,
+            then,
         )
-        await self._cancel_prediction(prediction_id)
+        if not self.uses_webhooks:
+            await self._cancel_prediction(prediction_id)
         return job
 
     def _follow_stream(self, job: Job, model: ModelSpec, prediction: Prediction) -> None:
@@ -1254,14 +1259,12 @@ class JobService:
                 lambda: self.store.finish_delivery(job.id),
                 within=self.delivery.lease.total_seconds(),
             )
-        except UNANSWERED as exc:
-            if not is_outage(exc):
-                raise  # a mistake in what was asked: its traceback, not "may be posted again"
+        except StillUnanswered as exc:
             log.warning(
                 "job %s: posted, but not recorded delivered: the database did not answer (%s); "
                 "it may be posted again once its claim lapses",
                 job.id,
-                type(exc).__name__,
+                exc.error,
             )
             return False
         return True
@@ -1270,8 +1273,8 @@ class JobService:
         self, what: str, step: Callable[[], Awaitable[_T]], *, within: float
     ) -> _T:
         """`step`, tried again while the database does not answer (a restart, a failover: a
-        second or two), for up to `within` seconds; one warning line for the outage, and the
-        last error raised once the time is up."""
+        second or two), for up to `within` seconds; one warning line for the outage, and
+        StillUnanswered once the time is up. A mistake in what was asked is raised at once."""
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + within
         wait, said = UNANSWERED_RETRY, False
@@ -1279,8 +1282,10 @@ class JobService:
             try:
                 return await step()
             except UNANSWERED as exc:
-                if not is_outage(exc) or loop.time() + wait >= give_up_at:
+                if not is_outage(exc):
                     raise  # a mistake in what was asked is not tried again
+                if loop.time() + wait >= give_up_at:
+                    raise StillUnanswered(exc) from exc
                 if not said:
                     said = True
                     log.warning(
@@ -1467,14 +1472,12 @@ class JobService:
                 lambda: self.quotas.store.alert_sent(alert_id),
                 within=max(0.0, left),
             )
-        except UNANSWERED as exc:
-            if not is_outage(exc):
-                raise
+        except StillUnanswered as exc:
             log.warning(
                 "budget alert %s: posted, but not recorded sent: the database did not answer "
                 "(%s); it may be posted again once its lease lapses",
                 alert_id,
-                type(exc).__name__,
+                exc.error,
             )
 
     # ---- polling and recovery -------------------------------------------------------------
