@@ -8,6 +8,7 @@ read to check a cookie refuses the cookie's requests (503): reads and changes al
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -28,6 +29,13 @@ BEARER = {"Authorization": f"Bearer {TOKEN}"}
 COOKIE = "conjure_admin"
 SUBJECT = user_subject("console", "local", "you")
 QUOTA = {"scope": "user", "platform": "console", "workspace": "local", "user": "you"}
+
+
+def with_admin_page(
+    sandbox: Any, database_url: str, output_dir: Path
+) -> contextlib.AbstractAsyncContextManager[Conjure]:
+    """Conjure serving its admin page, whose admin token is TOKEN."""
+    return running_conjure(sandbox, database_url, output_dir, conjure_admin_token=TOKEN)
 
 
 async def _signed_in(http: httpx.AsyncClient) -> str:
@@ -65,9 +73,7 @@ async def _refused(copy: httpx.AsyncClient, csrf: str) -> None:
 async def test_a_copied_cookie_is_refused_after_logout_and_other_sessions_go_on(
     sandbox_server: Any, database_url: str, tmp_path: Path
 ) -> None:
-    async with running_conjure(
-        sandbox_server, database_url, tmp_path / "out", conjure_admin_token=TOKEN
-    ) as conjure:
+    async with with_admin_page(sandbox_server, database_url, tmp_path / "out") as conjure:
         http = conjure.http
         csrf = await _signed_in(http)
         copied = http.cookies[COOKIE]
@@ -103,12 +109,8 @@ async def test_a_logout_on_one_instance_ends_the_session_on_another(
     sandbox_server: Any, database_url: str, tmp_path: Path
 ) -> None:
     async with (
-        running_conjure(
-            sandbox_server, database_url, tmp_path / "one", conjure_admin_token=TOKEN
-        ) as one,
-        running_conjure(
-            sandbox_server, database_url, tmp_path / "two", conjure_admin_token=TOKEN
-        ) as two,
+        with_admin_page(sandbox_server, database_url, tmp_path / "one") as one,
+        with_admin_page(sandbox_server, database_url, tmp_path / "two") as two,
     ):
         csrf = await _signed_in(one.http)
         copied = one.http.cookies[COOKIE]
@@ -123,9 +125,7 @@ async def test_a_logout_on_one_instance_ends_the_session_on_another(
 async def test_a_session_that_cannot_be_checked_is_refused_and_changes_nothing(
     sandbox_server: Any, database_url: str, tmp_path: Path
 ) -> None:
-    async with running_conjure(
-        sandbox_server, database_url, tmp_path / "out", conjure_admin_token=TOKEN
-    ) as conjure:
+    async with with_admin_page(sandbox_server, database_url, tmp_path / "out") as conjure:
         http = conjure.http
         csrf = await _signed_in(http)
         with database_not_answering(conjure.runtime.engine, "ended_admin_session"):
@@ -174,9 +174,7 @@ async def test_a_cookie_made_from_the_pages_csrf_token_is_refused(
     proxy's log of form posts has it. Signed like a cookie, with the same key, it made one
     (`csrf:<id>.<issued>.<token>`): a session of its own, which outlived the logout of the
     session it came from and could change quotas."""
-    async with running_conjure(
-        sandbox_server, database_url, tmp_path / "out", conjure_admin_token=TOKEN
-    ) as conjure:
+    async with with_admin_page(sandbox_server, database_url, tmp_path / "out") as conjure:
         async with _client(conjure) as admin:
             csrf = await _signed_in(admin)
             session_id, issued, _ = admin.cookies[COOKIE].split(".")
@@ -193,9 +191,7 @@ async def test_wrong_tokens_are_slowed_per_client_and_logged(
     a minute (the form or Bearer) is refused (429) until its oldest try is a minute old, the
     right token included; the tries are in the log. Five hundred guesses went through in
     under a second, unlogged."""
-    async with running_conjure(
-        sandbox_server, database_url, tmp_path / "out", conjure_admin_token=TOKEN
-    ) as conjure:
+    async with with_admin_page(sandbox_server, database_url, tmp_path / "out") as conjure:
         async with _client(conjure) as guesser:
             answers = [
                 (await guesser.post("/admin/login", data={"token": f"guess-{n:04d}-abcdefgh"}))
