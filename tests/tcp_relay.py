@@ -6,8 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import make_url
+
+from tests.harness import Conjure, running_conjure
 
 
 async def pipe(
@@ -66,3 +70,16 @@ async def relayed_postgres(url: str) -> AsyncIterator[tuple[PostgresRelay, str]]
         )
     finally:
         relay.down()
+
+
+@contextlib.asynccontextmanager
+async def console_behind_a_relay(
+    sandbox: Any, postgres_url: str, tmp_path: Path, **settings: Any
+) -> AsyncIterator[tuple[PostgresRelay, Conjure]]:
+    """Conjure with its console, on the PostgreSQL of `postgres_url` through a relay that can
+    go down as a restarting server does."""
+    async with (
+        relayed_postgres(postgres_url) as (relay, proxied),
+        running_conjure(sandbox, proxied, tmp_path / "out", **settings) as conjure,
+    ):
+        yield relay, conjure

@@ -32,7 +32,7 @@ from tests.fakes.discord_api import EPHEMERAL
 from tests.harness import Conjure, all_jobs, running_conjure
 from tests.sandbox_fixtures import SandboxServer
 from tests.slack_harness import running_slack_conjure
-from tests.tcp_relay import PostgresRelay, relayed_postgres
+from tests.tcp_relay import PostgresRelay, console_behind_a_relay, relayed_postgres
 from tests.test_delivery import assert_delivered_once_charged_once, only_job
 from tests.test_queue import request, settle_all, submit
 
@@ -110,10 +110,8 @@ async def test_a_polled_job_rides_out_a_restart_and_is_delivered_once(
     on, and the result is delivered and charged once, soon after, not when the sweeper finds
     the job silent minutes later."""
     sandbox_server.sandbox.faults.run_seconds = 2.0
-    async with (
-        relayed_postgres(postgres_url) as (relay, proxied),
-        running_conjure(sandbox_server, proxied, tmp_path / "out", webhooks=False) as conjure,
-    ):
+    polled = console_behind_a_relay(sandbox_server, postgres_url, tmp_path, webhooks=False)
+    async with polled as (relay, conjure):
         outcome = asyncio.create_task(conjure.console.run_line("/imagine a fox", timeout=20))
         while not conjure.service._polling:
             await asyncio.sleep(0.01)
@@ -139,10 +137,8 @@ async def test_a_polled_job_whose_create_meets_a_long_restart_is_still_attached_
     takeover's wait: the run was billed and its result never came."""
     monkeypatch.setattr(jobs_module, "START_TAKEOVER", timedelta(seconds=0.3))
     restarts: list[asyncio.Task[None]] = []
-    async with (
-        relayed_postgres(postgres_url) as (relay, proxied),
-        running_conjure(sandbox_server, proxied, tmp_path / "out", webhooks=False) as conjure,
-    ):
+    polled = console_behind_a_relay(sandbox_server, postgres_url, tmp_path, webhooks=False)
+    async with polled as (relay, conjure):
         away_after_the_create(conjure, relay, restarts, monkeypatch)
         outcome = await conjure.console.run_line("/imagine a fox", timeout=20)
         await asyncio.gather(*restarts)
@@ -167,10 +163,8 @@ async def test_a_polled_job_whose_prediction_cannot_be_recorded_in_time_is_stopp
     monkeypatch.setattr(jobs_module, "START_GIVE_UP", timedelta(seconds=0.5))
     monkeypatch.setattr(jobs_module, "START_TAKEOVER", timedelta(seconds=0.3))
     restarts: list[asyncio.Task[None]] = []
-    async with (
-        relayed_postgres(postgres_url) as (relay, proxied),
-        running_conjure(sandbox_server, proxied, tmp_path / "out", webhooks=False) as conjure,
-    ):
+    polled = console_behind_a_relay(sandbox_server, postgres_url, tmp_path, webhooks=False)
+    async with polled as (relay, conjure):
         away_after_the_create(conjure, relay, restarts, monkeypatch)
         await conjure.console.run_line("/imagine a fox", timeout=0.1)
         await asyncio.gather(*restarts)
@@ -203,10 +197,7 @@ async def test_a_create_that_meets_an_outage_longer_than_the_takeover_is_left_to
     was charged anyway (trying again paid twice)."""
     monkeypatch.setattr(jobs_module, "START_TAKEOVER", timedelta(seconds=0.3))
     restarts: list[asyncio.Task[None]] = []
-    async with (
-        relayed_postgres(postgres_url) as (relay, proxied),
-        running_conjure(sandbox_server, proxied, tmp_path / "out") as conjure,
-    ):
+    async with console_behind_a_relay(sandbox_server, postgres_url, tmp_path) as (relay, conjure):
         away_after_the_create(conjure, relay, restarts, monkeypatch)
         outcome = asyncio.create_task(conjure.console.run_line("/imagine a fox", timeout=20))
         await asyncio.gather(*restarts)
@@ -230,10 +221,7 @@ async def test_a_restart_between_the_post_and_its_record_posts_the_result_once(
     is tried again until the database answers. Left claimed, the delivery was taken over once
     its lease lapsed and posted a second time, on a platform that cannot tell what it posted
     (the console here, Discord: ChatAdapter.deliver_result's default)."""
-    async with (
-        relayed_postgres(postgres_url) as (relay, proxied),
-        running_conjure(sandbox_server, proxied, tmp_path / "out") as conjure,
-    ):
+    async with console_behind_a_relay(sandbox_server, postgres_url, tmp_path) as (relay, conjure):
         service = conjure.service
         service.delivery = DeliveryPolicy(backoff=0.05, lease=timedelta(seconds=3))
         restarts: list[asyncio.Task[None]] = []
@@ -346,10 +334,7 @@ async def test_a_record_the_database_does_not_take_stops_before_the_claims_lease
     taken the delivery over: its late record would mark that instance's claim delivered."""
     monkeypatch.setattr(jobs_module, "UNANSWERED_RETRY", 0.05)  # tried to the last moment
     monkeypatch.setattr(jobs_module, "UNANSWERED_RETRY_MAX", 0.05)
-    async with (
-        relayed_postgres(postgres_url) as (relay, proxied),
-        running_conjure(sandbox_server, proxied, tmp_path / "out") as conjure,
-    ):
+    async with console_behind_a_relay(sandbox_server, postgres_url, tmp_path) as (relay, conjure):
         service = conjure.service
         service.delivery = DeliveryPolicy(backoff=0.05, lease=timedelta(seconds=1.5))
         restarts: list[asyncio.Task[None]] = []
@@ -537,10 +522,7 @@ async def test_the_health_check_during_a_restart_is_503_in_one_warning_line(
     """A load balancer probes /healthz every few seconds: during a restart each probe is
     answered 503 (take this instance out for now) with a warning, not an error and its
     traceback per probe; once PostgreSQL is back, 200."""
-    async with (
-        relayed_postgres(postgres_url) as (relay, proxied),
-        running_conjure(sandbox_server, proxied, tmp_path / "out") as conjure,
-    ):
+    async with console_behind_a_relay(sandbox_server, postgres_url, tmp_path) as (relay, conjure):
         await conjure.runtime.engine.dispose()  # no connection left from before
         relay.down()
         caplog.clear()
@@ -649,10 +631,7 @@ async def test_a_costly_command_during_a_restart_is_told_the_database_cannot_be_
     during a restart the person reads that Conjure cannot reach its database (try again in a
     minute), as for any other command, not "an internal error", and the log holds a warning,
     not an error with its traceback."""
-    async with (
-        relayed_postgres(postgres_url) as (relay, proxied),
-        running_conjure(sandbox_server, proxied, tmp_path / "out") as conjure,
-    ):
+    async with console_behind_a_relay(sandbox_server, postgres_url, tmp_path) as (relay, conjure):
         # The safety rules read now (kept 5 s): the question is what meets the restart.
         assert (await conjure.console.run_line("/imagine a fox", timeout=20)).ok
         await conjure.service.wait_idle()

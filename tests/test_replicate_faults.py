@@ -18,7 +18,7 @@ from storage.models import JobStatus
 from tests.garbage import WEBHOOK_PATH
 from tests.harness import Conjure, all_jobs, database_not_answering, running_conjure
 from tests.sandbox_fixtures import SandboxServer
-from tests.tcp_relay import relayed_postgres
+from tests.tcp_relay import console_behind_a_relay
 from tests.test_http_edge import _finished_prediction_without_its_webhooks, _signed_webhook
 
 # ---- progress from logs ----------------------------------------------------------------------
@@ -162,10 +162,7 @@ async def test_a_webhook_while_postgresql_refuses_connections_is_answered_503_th
     """PostgreSQL restarting refuses connections for a moment: asyncpg raises an OSError there
     (ConnectionRefusedError), not an error SQLAlchemy wraps. The webhook that comes meanwhile
     is the same database that cannot take it: 503 and one line, not a 500 and a traceback."""
-    async with (
-        relayed_postgres(postgres_url) as (proxy, proxied),
-        running_conjure(sandbox_server, proxied, tmp_path / "out") as conjure,
-    ):
+    async with console_behind_a_relay(sandbox_server, postgres_url, tmp_path) as (proxy, conjure):
         outcome, prediction = await _finished_prediction_without_its_webhooks(
             conjure, sandbox_server, "/imagine a fox"
         )
@@ -192,10 +189,7 @@ async def test_a_command_while_postgresql_refuses_connections_is_told_to_try_aga
     """The same restart meets a command: the person is told the database cannot be reached and
     to try again (nothing started, nothing charged), as for any database that does not answer;
     once it is back, the next command runs."""
-    async with (
-        relayed_postgres(postgres_url) as (proxy, proxied),
-        running_conjure(sandbox_server, proxied, tmp_path / "out") as conjure,
-    ):
+    async with console_behind_a_relay(sandbox_server, postgres_url, tmp_path) as (proxy, conjure):
         await conjure.runtime.engine.dispose()  # no connection left from before
         proxy.down()
         caplog.clear()
