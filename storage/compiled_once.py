@@ -217,8 +217,15 @@ def _settings(dialect: Dialect) -> tuple[Any, ...]:
     settings = tuple(
         (name, value if isinstance(value, _PLAIN) or callable(value) else type(value))
         for name, value in sorted(vars(dialect).items())
+        if not _memoized(value)
     )
     return (type(dialect), settings)
+
+
+def _memoized(value: Any) -> bool:
+    """A method SQLAlchemy memoized on this dialect when it first ran (setting an isolation level
+    runs one): the dialect's own function, derived from its settings, not one of them."""
+    return "memoized_instancemethod" in getattr(value, "__qualname__", "")
 
 
 def _cache_of(dialect: Dialect) -> _Compiled:

@@ -209,6 +209,21 @@ def test_engines_alike_share_their_compiled_statements_and_others_do_not() -> No
     assert compiled_once.compiled_once(statement, named, {}) is None
 
 
+def test_a_dialect_that_has_worked_out_a_memoized_value_still_shares() -> None:
+    """SQLAlchemy memoizes some of a dialect's methods on the dialect itself the first time they
+    run (setting an isolation level does): a per-dialect function, not a setting. A PostgreSQL
+    engine whose autocommit sibling had run one compiled every statement again, once an engine
+    (the suite's PostgreSQL engines shared nothing)."""
+    table = Table("memoized", MetaData(), Column("id", Integer, primary_key=True))
+    statement = compiled_once.built_once(table.select().where(table.c.id == 1))
+    fresh = sqlite.dialect()
+    first = compiled_once.compiled_once(statement, fresh, {})
+    worked = sqlite.dialect()
+    worked._gen_allowed_isolation_levels(None)  # memoized on `worked` by SQLAlchemy
+    assert "_gen_allowed_isolation_levels" in vars(worked)
+    assert compiled_once.compiled_once(statement, worked, {}) is first
+
+
 async def test_a_connection_dropped_under_a_compiled_statement_is_replaced(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
