@@ -171,13 +171,8 @@ class JobStore:
 
     async def waiting_workspaces(self) -> list[tuple[str, str]]:
         """(platform, workspace) of every workspace with a queued job."""
-        statement = (
-            select(_JOBS.c.platform, _JOBS.c.workspace)
-            .where(_JOBS.c.waiting_since.is_not(None))
-            .distinct()
-        )
         async with self.reader.connect() as conn:
-            return [(row[0], row[1]) for row in (await conn.execute(statement)).all()]
+            return [(row[0], row[1]) for row in (await conn.execute(_WAITING, {})).all()]
 
     async def promote(self, job: Job, holds: Sequence[Hold]) -> Job | None:
         """Take a queued job out of the queue and reserve for it as for a new job, atomically:
@@ -544,6 +539,9 @@ def _attach_statement() -> Any:
 
 
 _INSERT = built_once(_JOBS.insert())
+_WAITING = built_once(
+    select(_JOBS.c.platform, _JOBS.c.workspace).where(_JOBS.c.waiting_since.is_not(None)).distinct()
+)
 
 
 @cached_statement

@@ -18,7 +18,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.audit import audit_row
-from storage.compiled_once import cached_statement
+from storage.compiled_once import built_once, cached_statement
 from storage.engine import reader, write
 from storage.limit_change import Default, LimitChange
 from storage.models import AuditEntry, BudgetAlert, Job, QuotaOverride, UsageCounter, utcnow
@@ -187,14 +187,8 @@ class QuotaStore:
     async def unsent_alerts(self) -> list[BudgetAlert]:
         """Alerts not sent and held by no live sender (never leased, or the lease lapsed)."""
         async with self.reader.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(BudgetAlert.__table__)
-                    .where(_unclaimed(utcnow()))
-                    .order_by(BudgetAlert.id)
-                )
-            ).all()
-        return [from_row(BudgetAlert, row._mapping) for row in rows]
+            found = await conn.execute(_UNSENT, {"now": utcnow()})
+        return [from_row(BudgetAlert, row._mapping) for row in found.all()]
 
     async def lease_alert(self, alert_id: int) -> datetime | None:
         """Claim an alert for ALERT_LEASE; of the live senders exactly one gets the lease (when
@@ -235,11 +229,19 @@ class QuotaStore:
             )
 
 
-def _unclaimed(now: datetime) -> Any:
-    """An alert a sender may take at `now`: not sent, and not leased or its lease lapsed."""
+def _unclaimed(now: Any) -> Any:
+    """An alert a sender may take at `now` (a time, or its bind): not sent, and not leased or its
+    lease lapsed."""
     table = BudgetAlert.__table__.c  # type: ignore[attr-defined]
     lapsed = table.claimed_until.is_(None) | (table.claimed_until < now)
     return table.sent_at.is_(None) & lapsed
+
+
+_UNSENT = built_once(  # every sender reads it every few seconds: built once
+    select(BudgetAlert.__table__)
+    .where(_unclaimed(bindparam("now", type_=BudgetAlert.__table__.c.claimed_until.type)))
+    .order_by(BudgetAlert.id)
+)
 
 
 @cached_statement

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.audit import audit_row
+from storage.compiled_once import built_once
 from storage.engine import reader, write
 from storage.models import SafetyRule, utcnow
 from storage.rows import from_row
@@ -19,6 +20,16 @@ class DuplicateRule(Exception):
     """The workspace already has this rule."""
 
 
+_RULES = built_once(  # read for every command (behind a short cache): built once
+    select(SafetyRule.__table__)
+    .where(
+        SafetyRule.platform == bindparam("platform"),
+        SafetyRule.workspace == bindparam("workspace"),
+    )
+    .order_by(SafetyRule.id)
+)
+
+
 class SafetyStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -26,14 +37,8 @@ class SafetyStore:
 
     async def rules(self, platform: str, workspace: str) -> list[SafetyRule]:
         async with self.reader.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(SafetyRule.__table__)
-                    .where(SafetyRule.platform == platform, SafetyRule.workspace == workspace)
-                    .order_by(SafetyRule.id)
-                )
-            ).all()
-        return [from_row(SafetyRule, row._mapping) for row in rows]
+            found = await conn.execute(_RULES, {"platform": platform, "workspace": workspace})
+        return [from_row(SafetyRule, row._mapping) for row in found.all()]
 
     async def add(
         self, platform: str, workspace: str, kind: str, value: str, actor: str

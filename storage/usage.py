@@ -99,17 +99,25 @@ class LimitReached(Exception):
 
 async def ensure_counter(conn: AsyncConnection, scope: str, subject: str, period: str) -> None:
     """Create the counter row if it is not there yet (INSERT ... ON CONFLICT DO NOTHING)."""
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    await conn.execute(
-        insert(UsageCounter)
+    values = {"c_scope": scope, "c_subject": subject, "c_period": period, "c_now": utcnow()}
+    await conn.execute(_new_counter_statement(conn.dialect.name == "postgresql"), values)
+
+
+@cached_statement
+def _new_counter_statement(postgres: bool) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING of an empty counter, built once per dialect."""
+    table = UsageCounter.__table__.c
+    insert = pg_insert if postgres else sqlite_insert
+    return (
+        insert(UsageCounter.__table__)
         .values(
-            scope=scope,
-            subject=subject,
-            period=period,
+            scope=bindparam("c_scope"),
+            subject=bindparam("c_subject"),
+            period=bindparam("c_period"),
             jobs=0,
             reserved_micros=0,
             spent_micros=0,
-            updated_at=utcnow(),
+            updated_at=bindparam("c_now", type_=table.updated_at.type),
         )
         .on_conflict_do_nothing(index_elements=["scope", "subject", "period"])
     )

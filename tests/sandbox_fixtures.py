@@ -1,6 +1,7 @@
 """Pytest plugin: a Replicate sandbox on loopback, and a webhook receiver to point it at.
 
-Registered from tests/conftest.py, so any test can ask for `sandbox_server` (fast: speed 0.02)
+Registered from tests/conftest.py, so any test can ask for `sandbox_server` (fast: speed 0.02,
+images 128 pixels on their long side: drawing 512-pixel ones was a twentieth of the suite's CPU)
 or `webhook_receiver` (records signed webhooks; can be told to answer errors first).
 """
 
@@ -22,6 +23,9 @@ if TYPE_CHECKING:  # imported where used: pytest-xdist's controller loads this p
     from bot.sandbox import Sandbox
 
 
+SMALL_IMAGES = 128  # pixels on an image's long side, in the sandbox the tests share
+
+
 @dataclass
 class SandboxServer:
     """A running sandbox: base URL (no /v1), its token and secret, and its in-process state."""
@@ -34,11 +38,11 @@ class SandboxServer:
 
 @pytest.fixture
 async def sandbox_server() -> AsyncIterator[SandboxServer]:
-    """A sandbox served on an ephemeral loopback port at speed 0.02."""
+    """A sandbox served on an ephemeral loopback port at speed 0.02, drawing small images."""
     from bot.sandbox import SandboxConfig, create_sandbox_app
     from bot.serving import serve_app
 
-    app = create_sandbox_app(SandboxConfig(speed=0.02))
+    app = create_sandbox_app(SandboxConfig(speed=0.02, image_side=SMALL_IMAGES))
     sandbox: Sandbox = app.state.sandbox
     async with serve_app(app) as url:
         yield SandboxServer(url, sandbox.config.api_token, sandbox.config.secret, sandbox)

@@ -31,7 +31,12 @@ from tests.discord_harness import (
 )
 from tests.fakes.discord_api import APP_ID, EPHEMERAL, Call, FakeDiscord, running_fake_discord
 from tests.harness import all_jobs, make_settings
-from tests.sandbox_fixtures import SandboxServer, impatient_replicate, lose_the_next_create
+from tests.sandbox_fixtures import (
+    SMALL_IMAGES,
+    SandboxServer,
+    impatient_replicate,
+    lose_the_next_create,
+)
 
 MENTION = f"<@{USER_ID}>"
 ORIGINAL = r"/messages/@original$"
@@ -106,7 +111,7 @@ async def test_imagine_defers_then_edits_the_response_with_the_image(
 
 async def test_progress_is_shown_at_most_every_two_seconds(sqlite_url: str) -> None:
     # A sandbox slow enough that flux-dev runs for about three seconds, sending logs twice a second.
-    app = create_sandbox_app(SandboxConfig(speed=1.0))
+    app = create_sandbox_app(SandboxConfig(speed=1.0, image_side=SMALL_IMAGES))
     sandbox = app.state.sandbox
     async with serve_app(app) as url:
         server = SandboxServer(url, sandbox.config.api_token, sandbox.config.secret, sandbox)

@@ -89,7 +89,8 @@ async def test_official_client_runs_flux_and_gets_a_real_image(sandbox_server: S
         image = Image.open(io.BytesIO(await output[0].aread()))
     image.load()
     assert image.format == "WEBP"
-    assert image.size == (512, 512)
+    side = sandbox_server.sandbox.config.image_side
+    assert image.size == (side, side)
 
 
 async def test_official_sync_client_by_version_and_for_llama(sandbox_server: SandboxServer):
@@ -104,7 +105,8 @@ async def test_official_sync_client_by_version_and_for_llama(sandbox_server: San
             client.run, "meta/meta-llama-3-8b-instruct", input={"prompt": "why is the sky blue"}
         )
     assert [i.format for i in images] == ["PNG", "PNG"]
-    assert images[0].size == (512, 341)
+    side = sandbox_server.sandbox.config.image_side  # 768 x 512 shrunk to fit
+    assert images[0].size == (side, round(side * 512 / 768))
     assert "why is the sky blue" in "".join(tokens)
 
 
@@ -884,6 +886,13 @@ async def test_shutdown_cancels_background_work():
     assert time.monotonic() - started < 5
 
 
+def test_the_demos_sandbox_draws_512_pixel_images_and_refuses_a_tiny_side() -> None:
+    """The tests share a sandbox drawing small images (cheaper); the demo's draws them at 512."""
+    assert SandboxConfig().image_side == 512
+    with pytest.raises(ValueError, match="image_side must be >= 16"):
+        SandboxConfig(image_side=8)
+
+
 async def test_run_sandbox_serves_until_cancelled(capsys: pytest.CaptureFixture[str]):
     config = SandboxConfig(speed=0)
     task = asyncio.create_task(run_sandbox("127.0.0.1", 0, config))
@@ -1174,7 +1183,8 @@ async def test_an_upscale_is_the_input_times_scale_and_shows_which_input(
             assert done["metrics"]["predict_time"] > 0  # billed by the second
             upscaled.append(await fetch_image(http, done["output"]))
         originals = [await fetch_image(http, url) for url in (second, first)]
-    assert [image.size for image in upscaled] == [(1024, 1024), (1024, 1024)]
+    side = 2 * sandbox_server.sandbox.config.image_side
+    assert [image.size for image in upscaled] == [(side, side), (side, side)]
     assert upscaled[0].format == "PNG"
     assert mean_difference(originals[0], upscaled[0]) < 3
     assert mean_difference(originals[0], upscaled[1]) > 3 * mean_difference(
@@ -1210,7 +1220,7 @@ async def test_upscale_takes_data_urls_and_files_api_urls_and_caps_the_size(
 async def test_a_variation_keeps_the_input_size_and_shows_it_by_prompt_strength(
     sandbox_server: SandboxServer,
 ):
-    source = Image.new("RGB", (300, 200), (0, 160, 0))
+    source = Image.new("RGB", (120, 80), (0, 160, 0))
     buffer = io.BytesIO()
     source.save(buffer, "PNG")
     body = {"prompt": "a fox", "image": data_url(buffer.getvalue()), "seed": 3}
@@ -1221,8 +1231,9 @@ async def test_a_variation_keeps_the_input_size_and_shows_it_by_prompt_strength(
         faint_image = await fetch_image(http, faint["output"][0])
         strong_image = await fetch_image(http, strong["output"][0])
         plain_image = await fetch_image(http, plain["output"][0])
-    assert faint_image.size == strong_image.size == (300, 200)
-    assert plain_image.size == (512, 512)
+    assert faint_image.size == strong_image.size == (120, 80)
+    side = sandbox_server.sandbox.config.image_side
+    assert plain_image.size == (side, side)
     assert mean_difference(source, faint_image) < mean_difference(source, strong_image)
     assert faint_image.format == "WEBP"
 

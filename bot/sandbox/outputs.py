@@ -14,6 +14,7 @@ from PIL import Image
 from bot.sandbox.models import FakeModel
 from bot.sandbox.render import (
     CONTENT_TYPES,
+    LONG_SIDE,
     aspect_size,
     render_image,
     scaled_size,
@@ -41,20 +42,21 @@ def image_outputs(
     prediction_id: str,
     base_url: str,
     source: Image.Image | None = None,
+    side: int = LONG_SIDE,
 ) -> tuple[list[str], Files]:
     """Render every requested image; returns the output URL list and the files behind it.
 
-    Image to image (`source` given) keeps the source's size (at most 512 a side), as flux-dev
+    Image to image (`source` given) keeps the source's size (at most `side` a side), as flux-dev
     keeps its aspect ratio, and lets the source show through by `prompt_strength`.
     """
     if source is not None:
-        size = scaled_size(*source.size)
+        size = scaled_size(*source.size, side=side)
         fmt = inputs.get("output_format", "png")
     elif model.param("aspect_ratio") is not None:
-        size = aspect_size(inputs["aspect_ratio"], inputs.get("megapixels", "1"))
+        size = aspect_size(inputs["aspect_ratio"], inputs.get("megapixels", "1"), side)
         fmt = inputs["output_format"]
     else:
-        size = scaled_size(inputs["width"], inputs["height"])
+        size = scaled_size(inputs["width"], inputs["height"], side)
         fmt = "png"
     total = inputs["num_outputs"]
     urls: list[str] = []

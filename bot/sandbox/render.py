@@ -18,19 +18,19 @@ LONG_SIDE = 512  # pixels at megapixels "1"; tiny on purpose so the sandbox stay
 _PIL_FORMATS = {"webp": "WEBP", "jpg": "JPEG", "png": "PNG"}
 
 
-def aspect_size(aspect_ratio: str, megapixels: str = "1") -> tuple[int, int]:
-    """Pixel size for a flux aspect ratio like "16:9" (long side 512, or 256 at 0.25 MP)."""
+def aspect_size(aspect_ratio: str, megapixels: str = "1", side: int = LONG_SIDE) -> tuple[int, int]:
+    """Pixel size for a flux aspect ratio like "16:9" (long side `side`, half that at 0.25 MP)."""
     wide, _, high = aspect_ratio.partition(":")
     w, h = int(wide), int(high)
-    long_side = LONG_SIDE // 2 if megapixels == "0.25" else LONG_SIDE
+    long_side = side // 2 if megapixels == "0.25" else side
     if w >= h:
         return long_side, max(1, round(long_side * h / w))
     return max(1, round(long_side * w / h)), long_side
 
 
-def scaled_size(width: int, height: int) -> tuple[int, int]:
-    """An explicit width/height shrunk (keeping its ratio) so the long side is at most 512."""
-    factor = min(1.0, LONG_SIDE / max(width, height))
+def scaled_size(width: int, height: int, side: int = LONG_SIDE) -> tuple[int, int]:
+    """An explicit width/height shrunk (keeping its ratio) so the long side is at most `side`."""
+    factor = min(1.0, side / max(width, height))
     return max(1, round(width * factor)), max(1, round(height * factor))
 
 

@@ -185,6 +185,7 @@ async def _run(sandbox: Sandbox, run: Run) -> None:
                     prediction["id"],
                     run.base_url,
                     source,
+                    sandbox.config.image_side,
                 )
             )
             if model.kind == "image"
