@@ -19,6 +19,8 @@ from storage.engine import create_engine, statement_engines, write
 from storage.jobs import DuplicateRequest, JobStore
 from storage.migrate import migrate
 from storage.models import Job, JobStatus
+from storage.quotas import QuotaStore
+from storage.safety import SafetyStore
 from storage.usage import LimitReached
 from tests.test_storage import make_job, user_limit
 
@@ -106,6 +108,23 @@ async def test_the_job_path_goes_compiled_once(store: JobStore) -> None:
     assert len(sent.compiled) >= 15
     assert any(sql.startswith("INSERT INTO job ") for sql in sent.compiled)
     assert any(sql.startswith("UPDATE usage_counter ") for sql in sent.compiled)
+
+
+async def test_a_windows_first_job_and_the_reads_of_every_command_and_sweep_go_compiled_once(
+    store: JobStore,
+) -> None:
+    """Besides the job path: a window's new counters, the safety rules (read for every command),
+    the queued workspaces and the unsent alerts (read by every sweep)."""
+    sent = Sent(store)
+    await lifecycle(store, "j0")
+    assert await SafetyStore(store.engine).rules("slack", "T1") == []
+    assert await store.waiting_workspaces() == []
+    assert await QuotaStore(store.engine).unsent_alerts() == []
+    assert sent.through_sqlalchemy == []
+    assert any(sql.startswith("INSERT INTO usage_counter ") for sql in sent.compiled)
+    for table in ("safety_rule", "budget_alert"):
+        assert any(f"FROM {table}" in sql for sql in sent.compiled)
+    assert any(sql.startswith("SELECT DISTINCT job.platform") for sql in sent.compiled)
 
 
 async def test_rows_and_money_are_the_same_as_through_sqlalchemy(
