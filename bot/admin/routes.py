@@ -12,16 +12,16 @@ Server-rendered with Jinja2 (autoescaped), no script, nothing from another origi
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute
@@ -41,6 +41,9 @@ from storage.jobs import user_subject, workspace_subject
 from storage.limit_change import LimitChange
 from storage.models import JobStatus, utcnow
 from storage.usage import load_limit
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 PREFIX = "/admin"
 ACTOR = "admin-page"
@@ -63,10 +66,18 @@ _QUOTA_FIELDS = (
 
 log = logging.getLogger(__name__)
 
-_templates = Environment(
-    loader=PackageLoader("bot.admin", "templates"),
-    autoescape=select_autoescape(default=True, default_for_string=True),
-)
+
+@functools.cache
+def _templates() -> Environment:
+    """The page's templates, loaded at the first page shown: Jinja2 is a tenth of what a serving
+    process imports, and most never show the page (no CONJURE_ADMIN_TOKEN, or not yet)."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    return Environment(
+        loader=PackageLoader("bot.admin", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+    )
+
 
 Page = Callable[[Request, Session], Awaitable[Response]]
 
@@ -101,7 +112,7 @@ def admin_routes(runtime: Runtime) -> list[BaseRoute]:
         rejections.note("admin sign-in with a wrong token")
 
     def render(name: str, status: int = 200, **values: Any) -> HTMLResponse:
-        html = _templates.get_template(name).render(prefix=PREFIX, **values)
+        html = _templates().get_template(name).render(prefix=PREFIX, **values)
         return HTMLResponse(html, status_code=status, headers=_HEADERS)
 
     def guarded(page: Page) -> Callable[[Request], Awaitable[Response]]:
