@@ -3,13 +3,16 @@ with a neutral answer and an audit row; the rules' own checks; the CLI."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 from sqlalchemy import func, select
 
-from bot.safety import REFUSED, RuleError, SafetyRules, validate_pattern
+from bot.followups.service import IMAGE_NOT_YET_READ
+from bot.safety import REFUSED, RuleError, SafetyRules, prompt_texts, validate_pattern
 from storage.engine import create_engine
 from storage.migrate import migrate
 from storage.models import Job, UsageCounter
@@ -173,6 +176,30 @@ async def test_a_reroll_is_checked_against_rules_added_since(
         assert not again.ok and again.error == REFUSED
         assert await count(conjure, Job.__table__) == 1
         assert sandbox_server.sandbox.create_count == 1
+
+
+@pytest.mark.parametrize("button", ["/upscale 1", "/vary 1"])
+async def test_an_upscale_or_variation_is_checked_before_its_image_is_read_or_uploaded(
+    sandbox_server, sqlite_url: str, tmp_path: Path, button: str
+) -> None:
+    """A rule added since the image was made refuses its Upscale and Variation before anything
+    is done with the image: it is neither read back nor uploaded to Replicate's Files API (the
+    person's image sent to Replicate for a job that will never run)."""
+    async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
+        made = await conjure.console.run_line("/imagine a crown")
+        assert made.ok
+        await settle(conjure, sandbox_server)
+        [saved] = made.files  # over the size sent inline: an Upscale uploads it
+        noise = Image.frombytes("RGB", (400, 400), os.urandom(400 * 400 * 3))
+        noise.save(saved, format="PNG")
+        await conjure.service.safety.add("console", "local", "word", "crown", actor="cli")
+        refused = await conjure.console.run_line(button)
+        assert not refused.ok and refused.error == REFUSED
+        assert sandbox_server.sandbox.uploads._files == {}
+        assert await count(conjure, Job.__table__) == 1
+        assert sandbox_server.sandbox.create_count == 1
+    # What stands for the image while it is checked is not text to the rules (as the image is not)
+    assert prompt_texts("a crown", {"image": IMAGE_NOT_YET_READ}) == ["a crown"]
 
 
 def test_operator_cli_bans_lists_and_removes(tmp_path: Path) -> None:

@@ -43,6 +43,10 @@ DOUBLE_PRESS = timedelta(seconds=3)
 """A second press of the same button by the same person within this is the same press."""
 REPLICATE_LINKS_LAST = timedelta(minutes=55)  # Replicate's output links die after an hour
 SEED_MAX = 2**31 - 1
+# Stands for the image while an Upscale or Variation is checked against the safety rules: a
+# file's value is not text to them, so the check is the same before the image is read back and
+# uploaded to Replicate (which a refused press must not do) as after.
+IMAGE_NOT_YET_READ = "data:,"
 
 NOT_CONJURES = "That button is not one of Conjure's."
 GONE = "Conjure no longer knows that job."
@@ -159,11 +163,8 @@ class Followups:
             return Reply(None, refused=True)  # a double click: its first press is running
         if button.action is Action.REROLL:
             invocation = reroll(command, self._model(parent.model), parent)
-        else:
-            source = await self._image(press, parent, button.index)
-            if isinstance(source, Reply):
-                return source
-            invocation = self._image_invocation(command, parent, button, source)
+        else:  # the image is read and sent only once the prompt has passed the rules
+            invocation = self._image_invocation(command, parent, button, IMAGE_NOT_YET_READ)
         request = CommandRequest(
             press.platform,
             press.workspace,
@@ -182,6 +183,11 @@ class Followups:
         refusal = await safety_refusal(self.service, request, invocation)  # rules may be newer
         if refusal is not None:
             return refusal
+        if button.action is not Action.REROLL:
+            source = await self._image(press, parent, button.index)
+            if isinstance(source, Reply):
+                return source
+            invocation = self._image_invocation(command, parent, button, source)
         if self.confirmations.needed(invocation):  # a Re-roll of a video costs as much
             return await self.confirmations.ask(request, invocation)
         job = await self.service.submit(request, invocation, acknowledge)
