@@ -46,16 +46,21 @@ def file_problem(command: CommandSpec, option: OptionSpec, file: InputFile) -> s
     """What is wrong with `file` for `option` by its platform's word (type, size), or None."""
     mime = base_type(file.content_type)
     if mime not in option.accept:
-        name = type_name(mime)
-        article = "an" if name[:1].lower() in "aeiou" and name.isupper() else "a"
-        article = "" if name.startswith("a file") else f"{article} "
-        return (
-            f"That file is {article}{name}; /{command.name} takes "
-            f"{_PLURAL.get(option.type, 'files')}: {names(option.accept)}."
-        )
+        return f"That file is {wrong_type(command, option, mime)}"
     if file.size is not None and option.max_bytes is not None and file.size > option.max_bytes:
         return too_large(option, file.size)
     return None
+
+
+def wrong_type(command: CommandSpec, option: OptionSpec, mime: str, by: str = "") -> str:
+    """`a PDF; /transcribe takes audio: mp3, wav, ...` (`by`: how it was found out)."""
+    name = type_name(mime)
+    article = "an" if name[:1].lower() in "aeiou" and name.isupper() else "a"
+    article = "" if name.startswith("a file") else f"{article} "
+    return (
+        f"{article}{name}{by}; /{command.name} takes "
+        f"{_PLURAL.get(option.type, 'files')}: {names(option.accept)}."
+    )
 
 
 def too_large(option: OptionSpec, size: int | None) -> str:

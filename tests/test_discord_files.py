@@ -143,6 +143,32 @@ async def test_a_wrong_type_or_a_file_too_big_is_refused_and_nothing_is_spent(
         assert not fake.find("GET", "/attachments/")  # neither file was even read
 
 
+async def test_a_file_whose_contents_are_another_type_is_refused_once_read_and_nothing_spent(
+    sandbox_server: SandboxServer, database_url: str
+) -> None:
+    """Discord's word (and the name) said PNG; the bytes are a PDF's. Sent on, the model would
+    fail on them after Replicate had billed its start. A format the option takes under another
+    name (an m4a in an MP4 container Discord calls audio/mp4) still goes through."""
+    async with running_discord_conjure(sandbox_server, database_url) as conjure:
+        fake = conjure.discord
+        pdf = attach(fake, "photo.png", b"%PDF-1.7\n" + bytes(64), "image/png")
+        sent = await conjure.interact("imagine", {"prompt": "a fox", "image": pdf})
+        await conjure.settle()
+        said = private_answer(fake, sent.token)
+        assert said == (
+            "That file (photo.png) is a PDF, by its contents; /imagine takes images: "
+            "PNG, JPEG, WebP, GIF."
+        )
+        assert fake.find("GET", "/attachments/")  # it was read: that is how it was found out
+        assert await nothing_spent(conjure)
+
+        m4a = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2mp41" + bytes(256)
+        audio = attach(fake, "memo.m4a", m4a, "audio/mp4")
+        sent = await conjure.interact("transcribe", {"file": audio})
+        await conjure.settle()
+        assert sent_bytes(sandbox_server, the_input(sandbox_server)["audio"]) == m4a
+
+
 async def test_a_file_bigger_than_its_platform_said_is_stopped_while_it_downloads(
     sandbox_server: SandboxServer, database_url: str
 ) -> None:

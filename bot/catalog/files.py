@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import filetype
+
 MIB = 1024 * 1024
 
 DEFAULT_ACCEPT: dict[str, tuple[str, ...]] = {
@@ -76,6 +78,34 @@ def is_web_page(content_type: str, expected: Iterable[str] = ()) -> bool:
     `files:read`, a workspace's file policy) answers 200 with its sign-in page, which is not
     the person's file, and a model given it fails or draws from a web page's bytes."""
     return base_type(content_type) in WEB_PAGES and not WEB_PAGES & set(expected)
+
+
+# Names one file format goes by (a container of sound or of pictures is one format to the models
+# that read it): what a file's bytes show is taken when any of its names is accepted.
+_ALIKE: tuple[frozenset[str], ...] = (
+    frozenset({"image/jpeg", "image/jpg", "image/pjpeg"}),
+    frozenset({"audio/mpeg", "audio/mp3"}),
+    frozenset({"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"}),
+    frozenset({"audio/mp4", "audio/x-m4a", "audio/m4a", "video/mp4"}),
+    frozenset({"audio/flac", "audio/x-flac"}),
+    frozenset({"audio/ogg", "video/ogg", "application/ogg"}),
+    frozenset({"audio/webm", "video/webm"}),
+)
+
+
+def contents_not_taken(content: bytes, accept: Iterable[str]) -> str | None:
+    """The type a file's first bytes show (filetype's table of magic numbers), when it is not
+    one `accept` takes under any of its names: a PDF sent as a `.png`. None when it is taken, or
+    when the bytes are of no format known (the model decides: refusing what is not recognised
+    would refuse good files)."""
+    shown = filetype.guess_mime(content[:_SNIFFED])
+    if shown is None:
+        return None
+    names = next((alike for alike in _ALIKE if shown in alike), frozenset({shown}))
+    return None if names & set(accept) else shown
+
+
+_SNIFFED = 8192  # bytes: as many as filetype reads
 
 
 def type_name(content_type: str) -> str:

@@ -14,10 +14,10 @@ from typing import Any
 
 import httpx
 
-from bot.catalog import OptionSpec
-from bot.catalog.files import base_type, is_web_page
+from bot.catalog import CommandSpec, OptionSpec
+from bot.catalog.files import base_type, contents_not_taken, is_web_page
 from bot.commands.parsing import Invocation
-from bot.inputs import NOUNS, FileRefused, InputFile, too_large
+from bot.inputs import NOUNS, FileRefused, InputFile, too_large, wrong_type
 from bot.replicate.client import ReplicateClient
 from bot.replicate.errors import ReplicateError
 from bot.replicate.files import image_input
@@ -51,13 +51,13 @@ class FileInputs:
             return invocation
         replicate_input: dict[str, Any] = dict(invocation.input)
         for option, file in given:
-            url = await self._send(option, file)
+            url = await self._send(invocation.command, option, file)
             for key, value in replicate_input.items():
                 if value is file:
                     replicate_input[key] = url
         return dataclasses.replace(invocation, input=replicate_input)
 
-    async def _send(self, option: OptionSpec, file: InputFile) -> str:
+    async def _send(self, command: CommandSpec, option: OptionSpec, file: InputFile) -> str:
         cap = option.max_bytes or 0
         fetcher = OutputFetcher(self.http, file.hosts, cap, deadline=self.deadline)
         noun = NOUNS.get(option.type, "file")
@@ -77,6 +77,11 @@ class FileInputs:
                 "of the file. The app may be missing permission to read files; an admin can "
                 "reinstall it."
             )
+        shown = contents_not_taken(downloaded.content, option.accept)
+        if shown is not None:  # the model would fail on it, after Replicate billed its start
+            log.info("input file %s: its contents are %s", file.filename, shown)
+            by_contents = wrong_type(command, option, shown, by=", by its contents")
+            raise FileRefused(f"That file ({file.filename}) is {by_contents}")
         try:
             return await image_input(
                 self.replicate, downloaded.content, base_type(file.content_type), file.filename
