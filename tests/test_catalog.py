@@ -19,6 +19,7 @@ from bot.catalog import (
     load_catalog,
 )
 from bot.catalog.builtin import BUILTIN
+from bot.catalog.files import DEFAULT_ACCEPT, contents_not_taken
 from bot.commands.parsing import parse_invocation
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -1107,3 +1108,28 @@ def test_text_is_trimmed_and_int_bounds_stay_ints(tmp_path):
     assert (type(k.minimum), type(k.maximum)) == (int, int)  # Discord wants whole bounds
     assert (g.minimum, g.maximum) == (0, 1.5)
     assert command.usage() == "/c <idea> [--k 1-9] [--g 0-1.5]"
+
+
+WAV = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(24)
+M4A_IN_MP4 = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2mp41" + bytes(16)
+WEBM = bytes.fromhex("1a45dfa3") + b"\x9f\x42\x86\x81\x01\x42\x82\x84webm" + bytes(16)
+PNG_BYTES = b"\x89PNG\r\n\x1a\n" + bytes(24)
+
+
+@pytest.mark.parametrize(
+    ("content", "accept", "refused"),
+    [
+        (PNG_BYTES, DEFAULT_ACCEPT["image"], None),
+        (PNG_BYTES, ("image/x-png",), None),  # an alias of the format the bytes show
+        (WAV, ("audio/wav",), None),  # the bytes say audio/x-wav
+        (M4A_IN_MP4, ("audio/x-m4a",), None),  # an m4a in a container the bytes call video/mp4
+        (WEBM, ("audio/webm",), None),  # a recording the bytes call video/webm
+        (b"%PDF-1.7\n" + bytes(16), DEFAULT_ACCEPT["image"], "application/pdf"),
+        (PNG_BYTES, DEFAULT_ACCEPT["audio"], "image/png"),
+        (b"no format anyone knows", DEFAULT_ACCEPT["image"], None),  # the model decides
+    ],
+)
+def test_a_files_contents_are_refused_only_as_a_known_format_the_option_does_not_take(
+    content: bytes, accept: tuple[str, ...], refused: str | None
+) -> None:
+    assert contents_not_taken(content, accept) == refused

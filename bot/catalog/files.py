@@ -84,6 +84,8 @@ def is_web_page(content_type: str, expected: Iterable[str] = ()) -> bool:
 # that read it): what a file's bytes show is taken when any of its names is accepted.
 _ALIKE: tuple[frozenset[str], ...] = (
     frozenset({"image/jpeg", "image/jpg", "image/pjpeg"}),
+    frozenset({"image/png", "image/x-png", "image/apng"}),
+    frozenset({"image/heic", "image/heif"}),
     frozenset({"audio/mpeg", "audio/mp3"}),
     frozenset({"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"}),
     frozenset({"audio/mp4", "audio/x-m4a", "audio/m4a", "video/mp4"}),
