@@ -110,6 +110,13 @@ Replicate): the adapter answers its platform's deadline here (Slack's ack, Disco
 may return fields to add to the job's destination (the deferred response's message id)."""
 
 
+class ShowAgain(Exception):
+    """Raised by `show_partial` that showed nothing and needs another kind of write (Slack: an
+    edit, once a streaming message streams no more). The relay sends it at its next show, after
+    checking again that the job still runs: sent at once, it would follow a check made before
+    the first write, and could land over the answer a delivery elsewhere wrote meanwhile."""
+
+
 async def no_acknowledgement() -> None:
     """For platforms without a deadline (the console)."""
     return None
@@ -176,7 +183,8 @@ class ChatAdapter(ABC):
         the instance that created the prediction. A message made for it must be recorded with
         `checkpoint` (it merges into `job.destination`) so that the delivery, on any instance
         or after a restart, makes it the final answer instead of posting another. Errors are
-        logged; after a few in a row the answer waits for its delivery. Default: nothing."""
+        logged; after a few in a row the answer waits for its delivery. ShowAgain defers a
+        second write to the next show (checked first, as every show is). Default: nothing."""
         return None
 
     def upload_limit(self, job: Job) -> int | None:

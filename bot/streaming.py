@@ -20,7 +20,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
-from bot.adapter import ChatAdapter, Checkpoint, JobResult
+from bot.adapter import ChatAdapter, Checkpoint, JobResult, ShowAgain
 from bot.reasoning import folded, live
 from bot.replicate.stream import Event, StreamError
 from storage.models import Job
@@ -138,6 +138,8 @@ class StreamRelay:
                     try:
                         await self.adapter.show_partial(self.job, text, self._record)
                         self.shown, failures = text, 0
+                    except ShowAgain:
+                        self._dirty.set()  # at the next show, once the job is seen running
                     except Exception as exc:
                         failures += 1
                         log.warning(

@@ -13,7 +13,7 @@ import pytest
 
 from adapters.slack import lifecycle
 from storage.models import Delivery
-from tests.fakes.slack_api import FakeSlack
+from tests.fakes.slack_api import FakeSlack, serve_fake_slack
 from tests.slack_harness import running_slack_conjure
 from tests.test_slack_streaming import ME, answers, eventually, running, the_answer
 
@@ -106,3 +106,47 @@ async def test_a_stream_cut_before_done_is_read_on_from_its_last_event(
         await conjure.settle(sandbox_server)
         [answer] = answers(fake)
         assert answer.text == ME + the_answer(sandbox_server) and not answer.streaming
+
+
+async def test_an_append_slack_delays_past_another_instances_delivery_leaves_the_answer_whole(
+    sandbox_server, database_url: str
+) -> None:
+    """Instance A streams the answer; the outcome reaches instance B (a load balancer), whose
+    delivery stops the stream and writes the whole answer while A's append waits out a 429.
+    Sent again after it, that append finds the stream stopped: A must not then edit its partial
+    text over the answer B wrote (A checked before the append that the job still ran, not
+    since)."""
+    faults = sandbox_server.sandbox.faults
+    faults.pause_after_tokens = 4
+    faults.drop_webhooks = 1_000_000  # the outcome below goes to instance B, as the test says
+    async with serve_fake_slack() as fake:
+        async with (
+            running_slack_conjure(sandbox_server, database_url, fake=fake) as first,
+            running_slack_conjure(sandbox_server, database_url, fake=fake) as second,
+        ):
+            await first.slash("/ask", "why is the sky blue")
+            await eventually(lambda: answers(fake))
+            [message] = answers(fake)
+
+            fake.rate_limit("chat.appendStream", retry_after=1)
+            before = len(fake.calls_to("chat.appendStream"))
+            faults.pause_after_tokens = 8  # four more tokens: A appends them, Slack says 429
+            await eventually(lambda: len(fake.calls_to("chat.appendStream")) > before)
+            faults.pause_after_tokens = 0  # while A waits out its Retry-After, the run ends
+            [prediction_id] = sandbox_server.sandbox.predictions
+            await asyncio.wait_for(sandbox_server.sandbox.runs[prediction_id].done.wait(), 10)
+            final = await second.runtime.replicate.get_prediction(prediction_id)
+            job = await second.runtime.store.find_by_prediction(prediction_id)
+            assert job is not None
+            await second.service.apply_prediction(job.id, final)  # B's webhook
+            await second.service.wait_idle()
+            whole = ME + the_answer(sandbox_server)
+            assert message.text == whole and not message.streaming  # B delivered it
+
+            # A's append is sent again after its Retry-After; A's relay then ends.
+            await eventually(lambda: len(fake.calls_to("chat.appendStream")) > before + 1)
+            await first.service.wait_idle()
+            assert answers(fake) == [message]
+            assert message.text == whole
+            delivered = await second.runtime.store.get(job.id)
+            assert delivered is not None and delivered.delivery == Delivery.DELIVERED

@@ -4,7 +4,7 @@ Where the workspace has them, Slack's streaming messages: `chat.startStream` at 
 (with the person as recipient, which channels require), `chat.appendStream` with what is new,
 `chat.stopStream` at the end. Where it refuses them (an older workspace, a plan or token without
 them), one threaded message edited with `chat.update`, throttled by the core; edited too from
-the moment Slack ends a stream itself (it does after a quiet while). An append whose outcome is
+the show after Slack ends a stream itself (it does after a quiet while). An append whose outcome is
 unknown (a timeout, a 5xx) is never sent again, since it may have landed: the delivery writes
 the message whole instead. Either way the message's ts is recorded in the job's destination
 (ANSWER_KEY) as soon as it exists, and the result's delivery finishes that message instead of
@@ -21,7 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import markup as say
 from adapters.slack.reach import error_code
-from bot.adapter import Checkpoint
+from bot.adapter import Checkpoint, ShowAgain
 from storage.models import Job
 
 log = logging.getLogger(__name__)
@@ -91,10 +91,10 @@ class AnswerStreams:
                     raise
                 # Slack ended the stream itself after a quiet while (a model thinking for
                 # minutes): the message is edited from now on, as where streams are refused.
-                await self.client.chat_update(channel=channel, ts=ts, text=body)
-                self._written[job.id] = body
+                # Not in this show: the stream may have been stopped by a delivery on another
+                # instance, and the relay checks before the edit that none has happened.
                 await checkpoint({MODE_KEY: UPDATE})
-                return
+                raise ShowAgain from exc
         else:
             await self.client.chat_update(channel=channel, ts=ts, text=body)
         self._written[job.id] = body
