@@ -8,6 +8,9 @@ for a write that landed, as on a slow network. The answer must still end whole, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -150,3 +153,86 @@ async def test_an_append_slack_delays_past_another_instances_delivery_leaves_the
             assert message.text == whole
             delivered = await second.runtime.store.get(job.id)
             assert delivered is not None and delivered.delivery == Delivery.DELIVERED
+
+
+class AnswerDropper:
+    """A loopback TCP relay in front of the fake Slack that, armed with a Web API method, passes
+    that method's next request on and then closes the connection instead of passing on Slack's
+    answer: a write Slack applied whose answer the bot never gets (a reset, a proxy's idle
+    cut). `api_url` is the Web API through the relay."""
+
+    def __init__(self, fake: FakeSlack) -> None:
+        target = urlsplit(fake.url)
+        self.target = (target.hostname or "127.0.0.1", target.port or 80)
+        self.armed: bytes | None = None
+        self.dropped = 0
+        self.api_url = ""
+
+    def arm(self, method: str) -> None:
+        self.armed = f"POST /api/{method} ".encode()
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection(*self.target)
+        dropping = asyncio.Event()
+
+        async def requests() -> None:
+            with contextlib.suppress(OSError):
+                while data := await client_r.read(65536):
+                    if self.armed is not None and data.startswith(self.armed):
+                        self.armed = None
+                        dropping.set()
+                    server_w.write(data)
+                    await server_w.drain()
+            server_w.close()
+
+        async def answers() -> None:
+            with contextlib.suppress(OSError):
+                while data := await server_r.read(65536):
+                    if dropping.is_set():  # Slack has answered, so it has applied the call
+                        self.dropped += 1
+                        break
+                    client_w.write(data)
+                    await client_w.drain()
+            client_w.close()
+            server_w.close()
+
+        await asyncio.gather(requests(), answers())
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[AnswerDropper]:
+        server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        self.api_url = f"http://127.0.0.1:{port}/api/"
+        try:
+            yield self
+        finally:
+            server.close()
+
+
+async def test_an_append_whose_answer_was_lost_after_slack_applied_it_is_not_written_twice(
+    sandbox_server, database_url: str
+) -> None:
+    """The connection drops after Slack applied an append, before its answer: the append is
+    not sent again (slack_sdk would, for a dropped connection), which would write its text
+    twice in the answer, for good (the end of the answer is appended after it)."""
+    faults = sandbox_server.sandbox.faults
+    faults.pause_after_tokens = 4
+    async with serve_fake_slack() as fake, AnswerDropper(fake).running() as dropper:
+        async with running_slack_conjure(
+            sandbox_server, database_url, fake=fake, slack_api_url=dropper.api_url
+        ) as conjure:
+            await conjure.slash("/ask", "why is the sky blue")
+            await eventually(lambda: answers(fake))
+            [message] = answers(fake)
+            started = message.text
+
+            dropper.arm("chat.appendStream")
+            faults.pause_after_tokens = 8  # four more tokens: one append, its answer lost
+            await eventually(lambda: dropper.dropped == 1)
+            assert message.text != started  # Slack applied it
+
+            faults.pause_after_tokens = 0
+            await conjure.settle(sandbox_server)
+            [answer] = answers(fake)
+            assert answer.text == ME + the_answer(sandbox_server)
+            assert not answer.streaming

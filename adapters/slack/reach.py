@@ -8,6 +8,7 @@ thread to put them in.
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 
@@ -57,6 +58,15 @@ def passing(exc: BaseException) -> bool:
 def retry_handlers() -> list[AsyncRetryHandler]:
     """Retry dropped connections once, and 429s after their Retry-After (a 429 posted nothing)."""
     return [AsyncConnectionErrorRetryHandler(), AsyncRateLimitErrorRetryHandler(max_retry_count=2)]
+
+
+def not_resent(client: AsyncWebClient) -> AsyncWebClient:
+    """`client` for a write that must not land twice (an append to a streaming message): a call
+    whose connection dropped is not sent again, as retry_handlers would, since Slack may have
+    applied it before the drop; a 429 still is (it applied nothing). Same session and token."""
+    once = copy.copy(client)
+    once.retry_handlers = [AsyncRateLimitErrorRetryHandler(max_retry_count=2)]
+    return once
 
 
 async def respond(

@@ -4,11 +4,12 @@ Where the workspace has them, Slack's streaming messages: `chat.startStream` at 
 (with the person as recipient, which channels require), `chat.appendStream` with what is new,
 `chat.stopStream` at the end. Where it refuses them (an older workspace, a plan or token without
 them), one threaded message edited with `chat.update`, throttled by the core; edited too from
-the show after Slack ends a stream itself (it does after a quiet while). An append whose outcome is
-unknown (a timeout, a 5xx) is never sent again, since it may have landed: the delivery writes
-the message whole instead. Either way the message's ts is recorded in the job's destination
-(ANSWER_KEY) as soon as it exists, and the result's delivery finishes that message instead of
-posting another: on this instance, on another, or after a restart, the answer is one message.
+the show after Slack ends a stream itself (it does after a quiet while). An append whose outcome
+is unknown (a timeout, a dropped connection, a 5xx) is never sent again, since it may have
+landed: the delivery writes the message whole instead. Either way the message's ts is recorded
+in the job's destination (ANSWER_KEY) as soon as it exists, and the result's delivery finishes
+that message instead of posting another: on this instance, on another, or after a restart, the
+answer is one message.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import markup as say
-from adapters.slack.reach import error_code
+from adapters.slack.reach import error_code, not_resent
 from bot.adapter import Checkpoint, ShowAgain
 from storage.models import Job
 
@@ -55,6 +56,7 @@ class AnswerStreams:
 
     def __init__(self, client: AsyncWebClient, limit: int) -> None:
         self.client = client
+        self._appends = not_resent(client)  # an append sent twice writes its text twice
         self.limit = limit
         self.refused = False  # the workspace refused the streaming methods once
         # job id -> the body the message holds, written by this process (none: not known here)
@@ -79,7 +81,7 @@ class AnswerStreams:
             if written is None or not body.startswith(written):
                 return  # what the message holds is not known here: the delivery writes it whole
             try:
-                await self.client.chat_appendStream(
+                await self._appends.chat_appendStream(
                     channel=channel, ts=ts, markdown_text=body[len(written) :]
                 )
             except Exception as exc:
