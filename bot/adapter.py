@@ -111,10 +111,15 @@ may return fields to add to the job's destination (the deferred response's messa
 
 
 class ShowAgain(Exception):
-    """Raised by `show_partial` that showed nothing and needs another kind of write (Slack: an
-    edit, once a streaming message streams no more). The relay sends it at its next show, after
-    checking again that the job still runs: sent at once, it would follow a check made before
-    the first write, and could land over the answer a delivery elsewhere wrote meanwhile."""
+    """Raised by `show_partial` that showed nothing and must be made again: after `after`
+    seconds (a 429's Retry-After), or with another kind of write (Slack: an edit, once a
+    streaming message streams no more). The relay makes it at its next show, after checking
+    again that the job still runs: sent from within the first, it would follow a check made
+    before it, and could land over the answer a delivery elsewhere wrote meanwhile."""
+
+    def __init__(self, after: float = 0.0) -> None:
+        super().__init__(after)
+        self.after = after
 
 
 async def no_acknowledgement() -> None:

@@ -131,6 +131,7 @@ class StreamRelay:
             text = live(self.text)
             if self._ended:
                 return
+            pause = self.adapter.stream_interval
             if text and text != self.shown:
                 async with self._lock:
                     if self._closed or not await self._running():
@@ -138,8 +139,9 @@ class StreamRelay:
                     try:
                         await self.adapter.show_partial(self.job, text, self._record)
                         self.shown, failures = text, 0
-                    except ShowAgain:
+                    except ShowAgain as again:
                         self._dirty.set()  # at the next show, once the job is seen running
+                        pause = max(pause, again.after)
                     except Exception as exc:
                         failures += 1
                         log.warning(
@@ -149,7 +151,7 @@ class StreamRelay:
                             return
             if self._finished and not self._dirty.is_set():
                 return
-            await asyncio.sleep(self.adapter.stream_interval)
+            await asyncio.sleep(pause)
 
     async def _running(self) -> bool:
         """Asked before each show: the delivery may be under way on another instance, which

@@ -146,9 +146,7 @@ async def test_an_append_slack_delays_past_another_instances_delivery_leaves_the
             whole = ME + the_answer(sandbox_server)
             assert message.text == whole and not message.streaming  # B delivered it
 
-            # A's append is sent again after its Retry-After; A's relay then ends.
-            await eventually(lambda: len(fake.calls_to("chat.appendStream")) > before + 1)
-            await first.service.wait_idle()
+            await first.service.wait_idle()  # A's relay, past its Retry-After, has ended
             assert answers(fake) == [message]
             assert message.text == whole
             delivered = await second.runtime.store.get(job.id)
@@ -236,3 +234,72 @@ async def test_an_append_whose_answer_was_lost_after_slack_applied_it_is_not_wri
             [answer] = answers(fake)
             assert answer.text == ME + the_answer(sandbox_server)
             assert not answer.streaming
+
+
+async def test_an_edit_slack_delays_past_another_instances_delivery_leaves_the_answer_whole(
+    sandbox_server, database_url: str
+) -> None:
+    """As above, where the workspace refuses streaming messages and the answer is one message
+    edited: A's edit of the text so far, held by a 429 past B's delivery, must not be sent
+    again over the whole answer B wrote (A checked before it that the job still ran)."""
+    faults = sandbox_server.sandbox.faults
+    faults.pause_after_tokens = 4
+    faults.drop_webhooks = 1_000_000  # the outcome below goes to instance B, as the test says
+    async with serve_fake_slack() as fake:
+        fake.refuse_streaming = "unknown_method"
+        async with (
+            running_slack_conjure(sandbox_server, database_url, fake=fake) as first,
+            running_slack_conjure(sandbox_server, database_url, fake=fake) as second,
+        ):
+            await first.slash("/ask", "why is the sky blue")
+            await eventually(lambda: answers(fake))
+            [message] = answers(fake)
+            [parent] = fake.channel_messages("C0GENERAL")
+            await eventually(lambda: "starting" in parent.text)  # A's last status edit
+
+            fake.rate_limit("chat.update", retry_after=1)
+            faults.pause_after_tokens = 8  # four more tokens: A edits, Slack says 429
+            await eventually(lambda: any(c.status == 429 for c in fake.calls_to("chat.update")))
+            faults.pause_after_tokens = 0  # while A waits out its Retry-After, the run ends
+            [prediction_id] = sandbox_server.sandbox.predictions
+            await asyncio.wait_for(sandbox_server.sandbox.runs[prediction_id].done.wait(), 10)
+            final = await second.runtime.replicate.get_prediction(prediction_id)
+            job = await second.runtime.store.find_by_prediction(prediction_id)
+            assert job is not None
+            await second.service.apply_prediction(job.id, final)  # B's webhook
+            await second.service.wait_idle()
+            whole = ME + the_answer(sandbox_server)
+            assert message.text == whole  # B delivered it
+
+            await first.service.wait_idle()  # A's relay, past its Retry-After, has ended
+            assert answers(fake) == [message]
+            assert message.text == whole
+
+
+async def test_an_append_slack_rate_limited_is_shown_after_its_retry_after(
+    sandbox_server, database_url: str
+) -> None:
+    """A 429 on an append: the text so far is shown once Slack's Retry-After has passed, while
+    the model still writes (the relay sends it again, after checking the job still runs)."""
+    faults = sandbox_server.sandbox.faults
+    faults.pause_after_tokens = 4
+    async with running_slack_conjure(sandbox_server, database_url) as conjure:
+        fake = conjure.fake
+        await conjure.slash("/ask", "why is the sky blue")
+        await eventually(lambda: answers(fake))
+        [message] = answers(fake)
+        [prediction] = sandbox_server.sandbox.predictions.values()
+
+        fake.rate_limit("chat.appendStream", retry_after=1)
+        faults.pause_after_tokens = 8  # four more tokens: their append is answered 429
+        await eventually(lambda: len(prediction["output"] or []) == 8)
+        eight = ME + "".join(prediction["output"])
+        await eventually(lambda: message.text == eight)
+        assert running(sandbox_server) and message.streaming
+        [limited, shown] = fake.calls_to("chat.appendStream")
+        assert limited.status == 429 and shown.at - limited.at >= 1
+
+        faults.pause_after_tokens = 0
+        await conjure.settle(sandbox_server)
+        [answer] = answers(fake)
+        assert answer.text == ME + the_answer(sandbox_server) and not answer.streaming

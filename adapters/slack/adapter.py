@@ -22,7 +22,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack import markup as say
 from adapters.slack.buttons import status_blocks
 from adapters.slack.files import OUTPUTS_KEY
-from adapters.slack.reach import BAD_TOKENS, SLACK_ERRORS, error_code, open_dm, passing, respond
+from adapters.slack.reach import (
+    BAD_TOKENS,
+    SLACK_ERRORS,
+    error_code,
+    open_dm,
+    passing,
+    respond,
+    retry_after,
+)
 from adapters.slack.streaming import ANSWER_KEY, AnswerStreams
 from adapters.slack.uploads import FILES_KEY, Checkpoint, already_shared, upload_and_share
 from bot.adapter import ChatAdapter, JobResult
@@ -349,7 +357,7 @@ class SlackAdapter(ChatAdapter):
         `file_not_found`) is Slack refusing this request as it is: sending it again repeats it.
         """
         if isinstance(exc, SlackApiError):
-            return _retry_after(exc.response.headers) if passing(exc) else None
+            return retry_after(exc.response.headers) if passing(exc) else None
         if isinstance(exc, SlackRequestError | ClientError | TimeoutError | ConnectionError):
             return 0.0  # the upload URL failing (SlackRequestError), or the network
         return None
@@ -487,14 +495,3 @@ def _status_message(job: Job) -> tuple[str, str] | None:
     if where is None:
         return None
     return where[0], str(job.destination.get(STATUS_KEY) or where[1])
-
-
-def _retry_after(headers: Any) -> float:
-    """Slack's Retry-After in seconds (0 when absent or unreadable)."""
-    for name, value in (headers or {}).items():
-        if name.lower() == "retry-after":
-            try:
-                return max(0.0, float(value if isinstance(value, str) else value[0]))
-            except (TypeError, ValueError, IndexError):
-                return 0.0
-    return 0.0

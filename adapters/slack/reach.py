@@ -61,12 +61,25 @@ def retry_handlers() -> list[AsyncRetryHandler]:
 
 
 def not_resent(client: AsyncWebClient) -> AsyncWebClient:
-    """`client` for a write that must not land twice (an append to a streaming message): a call
-    whose connection dropped is not sent again, as retry_handlers would, since Slack may have
-    applied it before the drop; a 429 still is (it applied nothing). Same session and token."""
+    """`client` without its retries, for the writes that show an answer as it is written: the
+    relay (bot.streaming) sends them again itself, after checking that no instance has delivered
+    the answer meanwhile. slack_sdk would send again a call whose connection dropped, which may
+    have been applied (an append twice: its text twice), and one it waited a 429's Retry-After
+    for, which may land over the whole answer delivered meanwhile. Same session and token."""
     once = copy.copy(client)
-    once.retry_handlers = [AsyncRateLimitErrorRetryHandler(max_retry_count=2)]
+    once.retry_handlers = []
     return once
+
+
+def retry_after(headers: Any) -> float:
+    """Slack's Retry-After in seconds (0 when absent or unreadable)."""
+    for name, value in (headers or {}).items():
+        if name.lower() == "retry-after":
+            try:
+                return max(0.0, float(value if isinstance(value, str) else value[0]))
+            except (TypeError, ValueError, IndexError):
+                return 0.0
+    return 0.0
 
 
 async def respond(

@@ -21,7 +21,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import markup as say
-from adapters.slack.reach import error_code, not_resent
+from adapters.slack.reach import error_code, not_resent, retry_after
 from bot.adapter import Checkpoint, ShowAgain
 from storage.models import Job
 
@@ -56,7 +56,7 @@ class AnswerStreams:
 
     def __init__(self, client: AsyncWebClient, limit: int) -> None:
         self.client = client
-        self._appends = not_resent(client)  # an append sent twice writes its text twice
+        self._shows = not_resent(client)  # sent again by the relay only, after its check
         self.limit = limit
         self.refused = False  # the workspace refused the streaming methods once
         # job id -> the body the message holds, written by this process (none: not known here)
@@ -65,7 +65,19 @@ class AnswerStreams:
     async def show(
         self, job: Job, where: tuple[str, str], text: str, checkpoint: Checkpoint
     ) -> None:
-        """Write `text` (all of it so far) into the job's answer message, creating it first."""
+        """Write `text` (all of it so far) into the job's answer message, creating it first.
+        A 429 is sent again by the relay after its Retry-After (ShowAgain), once it has
+        checked that the answer was not delivered meanwhile."""
+        try:
+            await self._show(job, where, text, checkpoint)
+        except SlackApiError as exc:
+            if exc.response.status_code != 429:
+                raise
+            raise ShowAgain(retry_after(exc.response.headers)) from exc
+
+    async def _show(
+        self, job: Job, where: tuple[str, str], text: str, checkpoint: Checkpoint
+    ) -> None:
         body = answer_body(job, text, self.limit)
         channel, thread_ts = where
         ts = job.destination.get(ANSWER_KEY)
@@ -81,7 +93,7 @@ class AnswerStreams:
             if written is None or not body.startswith(written):
                 return  # what the message holds is not known here: the delivery writes it whole
             try:
-                await self._appends.chat_appendStream(
+                await self._shows.chat_appendStream(
                     channel=channel, ts=ts, markdown_text=body[len(written) :]
                 )
             except Exception as exc:
@@ -98,13 +110,13 @@ class AnswerStreams:
                 await checkpoint({MODE_KEY: UPDATE})
                 raise ShowAgain from exc
         else:
-            await self.client.chat_update(channel=channel, ts=ts, text=body)
+            await self._shows.chat_update(channel=channel, ts=ts, text=body)
         self._written[job.id] = body
 
     async def _begin(self, job: Job, channel: str, thread_ts: str, body: str) -> tuple[str, str]:
         if not self.refused:
             try:
-                started = await self.client.chat_startStream(
+                started = await self._shows.chat_startStream(
                     channel=channel,
                     thread_ts=thread_ts,
                     markdown_text=body,
@@ -120,7 +132,7 @@ class AnswerStreams:
                     error_code(exc),
                 )
                 self.refused = True
-        posted = await self.client.chat_postMessage(
+        posted = await self._shows.chat_postMessage(
             channel=channel, thread_ts=thread_ts, text=body, unfurl_links=False, unfurl_media=False
         )
         return str(posted["ts"]), UPDATE
