@@ -8,7 +8,11 @@ hold after a few tokens (`pause_after_tokens`) so a half-written answer can be l
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import copy
 import itertools
+
+from discord.webhook.async_ import AsyncWebhookAdapter, async_context
 
 from bot.sandbox import HttpFault
 from storage.models import Delivery
@@ -112,3 +116,77 @@ async def test_a_reasoning_models_thinking_is_not_mixed_into_the_answer(
         reply = the_answer(sandbox_server).split("</think>")[1].strip()
         assert content.endswith("words, not shown)\n\n" + reply)
         assert "<think>" not in content and "I am the sandbox" not in content
+
+
+async def test_an_edit_discord_delays_past_another_instances_delivery_leaves_the_answer_whole(
+    sandbox_server: SandboxServer, database_url: str
+) -> None:
+    """Instance A shows the answer as it is written; the outcome reaches instance B, which
+    edits the response to the whole answer while A's edit of the text so far waits out a 429.
+    That edit must not be sent again after B's (A checked before it that the job still ran):
+    the response ends with the whole answer, done, without a Cancel button."""
+    faults = sandbox_server.sandbox.faults
+    faults.pause_after_tokens = 4
+    faults.drop_webhooks = 1_000_000  # the outcome below goes to instance B, as the test says
+    async with running_fake_discord() as fake:
+        async with (
+            running_discord_conjure(sandbox_server, database_url, fake=fake) as first,
+            running_discord_conjure(sandbox_server, database_url, fake=fake) as second,
+        ):
+            sent = await first.interact("ask", {"prompt": "why is the sky blue?"})
+            await fake.wait_for(lambda: "✍️" in (fake.original(sent.token) or {}).get("content", ""))
+
+            fake.rate_limit("PATCH", ORIGINAL, retry_after=1.0)
+            before = len(fake.find("PATCH", ORIGINAL))
+            faults.pause_after_tokens = 8  # four more tokens: A edits, Discord says 429
+            await fake.wait_for(lambda: len(fake.find("PATCH", ORIGINAL)) > before)
+            faults.pause_after_tokens = 0  # while A waits out its retry_after, the run ends
+            [prediction_id] = sandbox_server.sandbox.predictions
+            await asyncio.wait_for(sandbox_server.sandbox.runs[prediction_id].done.wait(), 10)
+            final = await second.runtime.replicate.get_prediction(prediction_id)
+            job = await second.runtime.store.find_by_prediction(prediction_id)
+            assert job is not None
+
+            async def webhook_to_b() -> None:
+                # B is another process: discord.py's webhook requests (and their per-webhook
+                # lock, which made B wait for A's 429 here) are its own.
+                async_context.set(AsyncWebhookAdapter())
+                await second.runtime.service.apply_prediction(job.id, final)
+                await second.runtime.service.wait_idle()
+
+            await asyncio.create_task(webhook_to_b(), context=contextvars.copy_context())
+            delivered = copy.deepcopy(fake.original(sent.token) or {})
+            assert "✅ done" in delivered["content"]
+            assert delivered["content"].endswith("\n\n" + the_answer(sandbox_server))
+
+            await first.runtime.service.wait_idle()  # A's relay, past its retry_after, ended
+            assert fake.original(sent.token) == delivered
+
+
+async def test_an_edit_discord_rate_limited_is_shown_after_its_retry_after(
+    sandbox_server: SandboxServer, database_url: str
+) -> None:
+    """A 429 on an edit of the answer so far: it is shown once the retry_after has passed,
+    while the model still writes (the relay sends it again, after checking the job runs)."""
+    faults = sandbox_server.sandbox.faults
+    faults.pause_after_tokens = 4
+    async with running_discord_conjure(sandbox_server, database_url) as conjure:
+        fake = conjure.discord
+        sent = await conjure.interact("ask", {"prompt": "why is the sky blue?"})
+        await fake.wait_for(lambda: "✍️" in (fake.original(sent.token) or {}).get("content", ""))
+        [prediction] = sandbox_server.sandbox.predictions.values()
+
+        fake.rate_limit("PATCH", ORIGINAL, retry_after=1.0)
+        faults.pause_after_tokens = 8  # four more tokens: their edit is answered 429
+        await fake.wait_for(lambda: len(prediction["output"] or []) == 8)
+        eight = "✍️ " + "".join(prediction["output"])
+        await fake.wait_for(lambda: (fake.original(sent.token) or {})["content"].endswith(eight))
+        assert running(sandbox_server)
+        limited = next(c for c in fake.find("PATCH", ORIGINAL) if c.status == 429)
+        shown = fake.find("PATCH", ORIGINAL)[-1]
+        assert shown.at - limited.at >= 1
+
+        faults.pause_after_tokens = 0
+        await conjure.settle()
+        content = (fake.original(sent.token) or {})["content"]
+        assert "✅ done" in content and content.endswith("\n\n" + the_answer(sandbox_server))

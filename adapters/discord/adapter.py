@@ -22,7 +22,7 @@ import discord
 from adapters.discord import markup
 from adapters.discord.buttons import job_view
 from adapters.discord.destination import DEFAULT_ATTACHMENT_LIMIT, Destination
-from adapters.discord.streaming import LiveAnswers
+from adapters.discord.streaming import LiveAnswers, ShowSession
 from adapters.discord.uploads import UPLOAD_OVERHEAD, as_files, fit_files
 from bot.adapter import ChatAdapter, Checkpoint, JobResult, OutputFile
 from bot.catalog import Catalog
@@ -65,7 +65,7 @@ class DiscordAdapter(ChatAdapter):
         """The answer so far under the status, on the interaction's response (an edit)."""
         self.answers.set(job.id, text)
         status = self.answers.status(job.id, self._status(job))
-        await self._edit_original(job, content=self.answers.content(job.id, status))
+        await self._edit_original(job, content=self.answers.content(job.id, status), once=True)
 
     @contextlib.contextmanager
     def submitting(self, interaction: discord.Interaction) -> Iterator[None]:
@@ -159,14 +159,19 @@ class DiscordAdapter(ChatAdapter):
         assert where.token is not None  # only called while token_alive
         return discord.Webhook.partial(where.application_id, where.token, client=self.client)
 
-    async def _edit_original(self, job: Job, *, content: str) -> discord.WebhookMessage | None:
+    async def _edit_original(
+        self, job: Job, *, content: str, once: bool = False
+    ) -> discord.WebhookMessage | None:
         """Show `content` and the running job's buttons (Cancel) on the original response while
-        its token lives; else do nothing."""
+        its token lives; else do nothing. `once`: a 429 or 5xx raises ShowAgain (ShowSession)."""
         where = Destination.of(job)
         if not where.token_alive(self.clock()):
             return None
+        hook = self._hook(where)
+        if once:
+            hook.session = ShowSession(hook.session)  # type: ignore[assignment]
         try:
-            return await self._hook(where).edit_message(
+            return await hook.edit_message(
                 ORIGINAL,
                 content=content,
                 view=job_view(self.catalog, job),

@@ -2,17 +2,52 @@
 
 The deferred response (@original) already shows the job's status; while the answer is written
 it shows the status and, under it, the answer so far, edited at most about once a second (the
-core's throttle, `stream_interval`: Discord's edit rate limits). The final delivery is one more
-edit of the same message (adapters.discord.adapter.post_result), so a streamed answer never
-becomes a second message, after a restart either. What is shown is kept per job in this process
-so that a progress update (update_status) does not wipe it.
+core's throttle, `stream_interval`: Discord's edit rate limits), and never sent again by
+discord.py after a 429 or a 5xx (ShowSession). The final delivery is one more edit of the same
+message (adapters.discord.adapter.post_result), so a streamed answer never becomes a second
+message, after a restart either. What is shown is kept per job in this process so that a
+progress update (update_status) does not wipe it.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
 from adapters.discord import markup
+from bot.adapter import ShowAgain
 
 SHOWN_SO_FAR = "✍️ "  # before an answer still being written
+
+
+class ShowSession:
+    """The bot's HTTP session, for the edit that shows the answer so far: an answer of 429 or
+    5xx raises ShowAgain (after Retry-After) instead of letting discord.py wait and send the
+    edit again from within the call. The relay makes the show again itself, once it has
+    checked that the job still runs: discord.py's resend could land over the whole answer
+    another instance delivered meanwhile, for good."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    @contextlib.asynccontextmanager
+    async def request(
+        self, method: str, url: Any, **kwargs: Any
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        async with self._session.request(method, url, **kwargs) as response:
+            if response.status == 429 or response.status >= 500:
+                raise ShowAgain(_seconds(response.headers.get("Retry-After")))
+            yield response
+
+
+def _seconds(value: str | None) -> float:
+    try:
+        return max(0.0, float(value or 0))
+    except ValueError:
+        return 0.0
 
 
 class LiveAnswers:
