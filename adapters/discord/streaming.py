@@ -19,6 +19,7 @@ import aiohttp
 
 from adapters.discord import markup
 from bot.adapter import ShowAgain
+from bot.recent import Recent
 
 SHOWN_SO_FAR = "✍️ "  # before an answer still being written
 
@@ -56,8 +57,9 @@ class LiveAnswers:
     (so the response is edited once a second, not once a second plus once per progress)."""
 
     def __init__(self) -> None:
-        self._texts: dict[str, str] = {}
-        self._statuses: dict[str, str] = {}
+        # Bounded: an answer another instance delivered is never popped here.
+        self._texts: Recent[str, str] = Recent()
+        self._statuses: Recent[str, str] = Recent()
 
     def set(self, job_id: str, text: str) -> None:
         self._texts[job_id] = text

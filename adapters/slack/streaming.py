@@ -23,6 +23,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack import markup as say
 from adapters.slack.reach import error_code, not_resent, retry_after
 from bot.adapter import Checkpoint, ShowAgain
+from bot.recent import Recent
 from storage.models import Job
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class AnswerStreams:
         self.limit = limit
         self.refused = False  # the workspace refused the streaming methods once
         # job id -> the body the message holds, written by this process (none: not known here)
-        self._written: dict[str, str] = {}
+        self._written: Recent[str, str] = Recent()  # one delivered elsewhere is never popped
 
     async def show(
         self, job: Job, where: tuple[str, str], text: str, checkpoint: Checkpoint
