@@ -348,6 +348,9 @@ async def test_a_text_answer_too_long_for_a_message_is_attached(
         message = conjure.discord.original(sent.token)
         assert message is not None and "✅ done" in message["content"]
         assert "The answer is 4,200 characters long" in message["content"]
+        # Its beginning stays in the message (what was shown while it was written), cut short.
+        assert "\nAll about it. All about it." in message["content"]
+        assert len(message["content"]) <= 2000 and "…" in message["content"]
         [attachment] = message["attachments"]
         assert attachment["filename"].endswith(".txt") and attachment["data"] == essay.encode()
 

@@ -103,6 +103,10 @@ class DiscordAdapter(ChatAdapter):
             )
             lines = [self._status(job), *notes, *(f"⚠️ {reason}" for reason in result.skipped)]
             lines.append(f"The answer is {len(result.text):,} characters long; it is in {name}.")
+            # Its beginning stays, as it was shown while it was written.
+            room = markup.MESSAGE_LIMIT - len("\n".join(lines)) - len("\n\n…")
+            if room > 0:
+                lines.append("\n" + result.text[:room].rstrip() + "…")
         await self._deliver(
             job, "\n".join(lines), attach, kind="r", view=job_view(self.catalog, job)
         )
