@@ -19,6 +19,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -103,6 +104,21 @@ class Settings(BaseSettings):
     conjure_admin_token: SecretStr | None = None
     # `conjure serve`: processes serving the one port (bot.cli.workers); --workers overrides it.
     conjure_workers: int = Field(default=1, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_limits_unset(cls, data: object) -> object:
+        """A blank limit variable is unset, not set to unlimited: it must leave the limit in
+        conjure.toml in force (bot.quotas.limits.default_limits lets only a set one win)."""
+        if not isinstance(data, dict):
+            return data
+        return {
+            key: value
+            for key, value in data.items()
+            if not (
+                str(key).lower() in LIMIT_SETTINGS and isinstance(value, str) and not value.strip()
+            )
+        }
 
     @field_validator(*LIMIT_SETTINGS, mode="before")
     @classmethod

@@ -195,3 +195,27 @@ def test_a_run_longer_than_a_day_is_refused(tmp_path: Path) -> None:
     assert code != 0
     line = one_line(stderr)
     assert "models.whisper.max_seconds" in line, line
+
+
+# --------------------------------------------------------------------------- [quotas]
+
+
+def quota_show(tmp_path: Path, config: bytes | None, **env: str) -> tuple[int, str, str]:
+    """`conjure quota show` in `tmp_path`, with conjure.toml holding `config` (None: no file)."""
+    if config is not None:
+        (tmp_path / "conjure.toml").write_bytes(config)
+    env = {"CONJURE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'conjure.db'}", **env}
+    result = run_conjure("quota", "show", cwd=tmp_path, env=env)
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_a_blank_limit_variable_leaves_the_limit_in_conjure_toml(tmp_path: Path) -> None:
+    """`CONJURE_WORKSPACE_MAX_IN_FLIGHT=` (a line of .env.example uncommented, or compose's
+    `${VAR:-}`) is unset, as a blank limit variable is everywhere else: the file's limit holds,
+    not unlimited in its place."""
+    config = b"[quotas.workspace]\nmax_in_flight = 10\njobs_per_day = 100\n"
+    code, out, err = quota_show(
+        tmp_path, config, CONJURE_WORKSPACE_MAX_IN_FLIGHT="", CONJURE_WORKSPACE_JOBS_PER_DAY=" "
+    )
+    assert code == 0, err
+    assert "default for each workspace: jobs 100/day, budget unlimited/month, in flight 10" in out
