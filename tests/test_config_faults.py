@@ -219,3 +219,12 @@ def test_a_blank_limit_variable_leaves_the_limit_in_conjure_toml(tmp_path: Path)
     )
     assert code == 0, err
     assert "default for each workspace: jobs 100/day, budget unlimited/month, in flight 10" in out
+
+
+@pytest.mark.parametrize("line", ['quotas = "10"', "quotas = 5", "quotas = [1]"])
+def test_quotas_written_as_a_key_not_a_table_is_named(tmp_path: Path, line: str) -> None:
+    code, _, err = quota_show(tmp_path, line.encode() + b"\n")
+    assert code == 2
+    said = one_line(err)
+    assert said.startswith("conjure: conjure.toml: quotas: ") and "[quotas.user]" in said, said
+    assert "Error" not in said, said

@@ -112,6 +112,8 @@ def _file_limits(path: Path | None) -> dict[str, dict[str, Limit]]:
         data = read_toml(path).get("quotas", {})
     except TomlFileError as exc:
         raise QuotaConfigError(str(exc)) from None
+    if not isinstance(data, dict):  # `quotas = 10`: a key where the tables go
+        raise QuotaConfigError(f"{path}: quotas: expected [quotas.user] or [quotas.workspace]")
     keys = {key: (field, kind) for field, (key, kind) in _FIELDS.items()}
     result: dict[str, dict[str, Limit]] = {}
     for scope, table in data.items():
