@@ -228,3 +228,23 @@ def test_quotas_written_as_a_key_not_a_table_is_named(tmp_path: Path, line: str)
     said = one_line(err)
     assert said.startswith("conjure: conjure.toml: quotas: ") and "[quotas.user]" in said, said
     assert "Error" not in said, said
+
+
+SET_ONE = ("quota", "set", "--platform", "slack", "--workspace", "T1", "--max-in-flight", "3")
+
+
+@pytest.mark.parametrize("command", [("quota", "show"), SET_ONE])
+def test_a_missing_conjure_config_stops_the_quota_commands_too(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """As it stops serve: not the built-in defaults (unlimited) shown as the ones in force, and
+    nothing set under them."""
+    missing = tmp_path / "conjure.tmol"
+    env = {
+        "CONJURE_CONFIG": str(missing),
+        "CONJURE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'conjure.db'}",
+    }
+    result = run_conjure(*command, cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stdout
+    assert result.stdout == ""
+    assert one_line(result.stderr) == f"conjure: {missing}: cannot read: No such file or directory"

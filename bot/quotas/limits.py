@@ -105,8 +105,11 @@ def default_limits(settings: Settings) -> dict[str, Limits]:
 
 
 def _file_limits(path: Path | None) -> dict[str, dict[str, Limit]]:
-    """[quotas.user] / [quotas.workspace] with jobs_per_day, usd_per_month, max_in_flight."""
-    if path is None or not path.exists():
+    """[quotas.user] / [quotas.workspace] with jobs_per_day, usd_per_month, max_in_flight.
+
+    A CONJURE_CONFIG that names no file is refused (as the catalog refuses it), not read as
+    having no limits: `conjure quota show` would present unlimited defaults as in force."""
+    if path is None:
         return {}
     try:
         data = read_toml(path).get("quotas", {})
