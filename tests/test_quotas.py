@@ -372,6 +372,7 @@ def test_bad_default_limits_in_conjure_toml_are_refused_saying_why(
         ("nan", "not a number"),
         ("-1", "cannot be negative"),
         ("0.0000004", "finer than a millionth of a dollar"),
+        ("1e-9999999", "finer than a millionth of a dollar"),  # not rounded away to 0
         ("inf", "at most 1,000,000; for no limit write unlimited"),
     ],
 )
@@ -398,6 +399,20 @@ def test_operator_cli_sets_shows_and_reports(tmp_path: Path) -> None:
     assert report.returncode == 0 and json.loads(report.stdout)["users"] == []
     bad = run("quota", "set", "--platform", "slack", "--workspace", "T1", "--jobs-per-day", "x")
     assert bad.returncode == 2 and "not a number" in bad.stderr
+
+
+@pytest.mark.parametrize("amount", ["1e-9999999", "1.00000000000000000000000000001"])
+def test_a_budget_finer_than_a_micro_dollar_is_refused_not_rounded(
+    tmp_path: Path, amount: str
+) -> None:
+    """However small the fraction: 1e-9999999 dollars had become $0, a budget that allows
+    nothing, and a 30-digit amount was rounded to $1."""
+    subject = ("--platform", "slack", "--workspace", "T1")
+    refused = run_conjure("quota", "set", *subject, "--usd-per-month", amount, cwd=tmp_path)
+    assert refused.returncode == 2, refused.stdout
+    assert f"--usd-per-month: {amount}: finer than a millionth of a dollar" in refused.stderr
+    shown = run_conjure("quota", "show", *subject, cwd=tmp_path)
+    assert "budget unlimited/month" in shown.stdout  # nothing was set
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ their own limits with it at start-up.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, Inexact, InvalidOperation
 
 from bot.money import MICROS_PER_USD
 from storage.limit_change import DEFAULT, Default
@@ -17,6 +17,11 @@ MAX_LIMIT = 1_000_000  # jobs, dollars or jobs at once: anything larger is a typ
 UNLIMITED = "unlimited"
 CLEAR_WORDS = frozenset({"default", "reset"})
 LIMIT_WORDS = f"a number, {UNLIMITED} (no limit) or 0 (none allowed)"
+
+EXACT = Context(traps=[Inexact])
+"""Arithmetic that raises rather than round: a fraction of a micro-dollar too small (1e-9999999,
+past the exponent's range) or too long (30 digits, past the precision) is rounded away
+silently by the default context, to 0 (none allowed) or to a neighbouring amount."""
 
 Limit = int | None
 """A limit in force: None is unlimited, 0 allows none, n allows n (micro-dollars for money)."""
@@ -71,8 +76,11 @@ def parse_setting(kind: str, raw: object) -> Limit:
         if value != value.to_integral_value():
             raise LimitError(word, "must be a whole number.")
         return int(value)
-    micros = value * MICROS_PER_USD
-    if micros != micros.to_integral_value():
+    try:
+        micros = EXACT.multiply(value, MICROS_PER_USD)
+    except Inexact:
+        micros = None
+    if micros is None or micros != micros.to_integral_value():
         raise LimitError(
             word,
             "finer than a millionth of a dollar ($0.000001), the smallest amount Conjure counts.",
