@@ -19,6 +19,7 @@ from bot.config import ConfigError
 from storage.engine import create_engine
 from storage.jobs import JobStore
 from storage.models import Job, JobStatus, utcnow
+from storage.usage import Hold, HoldKind
 from tests.cli_harness import Ran, run_conjure
 
 DISCORD_TOKEN = "aW50ZXJhY3Rpb246MTIzNDU2Nzg5MDpzZWNyZXQtdG9rZW4"
@@ -166,6 +167,39 @@ def test_conjure_jobs_lists_filters_and_shows(database_url: str, tmp_path: Path)
         "conjure: --status: 'done' is not one of queued, starting, processing, succeeded, failed, "
         "canceled, aborted\n"
     )
+
+
+def test_jobs_show_says_each_holds_limit_as_an_admin_writes_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A hold's limit is stored with 0 for unlimited and -1 for none allowed (storage.usage);
+    shown raw, an unlimited counter read "limit=0", which everywhere else means none allowed."""
+    holds = [
+        Hold(HoldKind.JOBS, "user", "slack:T1:U1", "day:2026-12-06", None),
+        Hold(HoldKind.USD, "user", "slack:T1:U1", "month:2026-12", 10_000_000),
+        Hold(HoldKind.IN_FLIGHT, "workspace", "slack:T1", "live", 2),
+    ]
+
+    async def admitted() -> None:
+        engine = create_engine(database_url)
+        try:
+            await JobStore(engine).reserve_and_insert(make_job("e4holds", 1), holds)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(admitted())
+    shown = run_conjure(
+        "jobs", "show", "e4holds", cwd=tmp_path, env={"CONJURE_DATABASE_URL": database_url}
+    )
+    assert shown.returncode == 0, shown.stderr
+    lines = [
+        line.split(None, 1)[1] for line in shown.stdout.splitlines() if line.startswith("hold:")
+    ]
+    assert lines == [
+        "kind=jobs limit=unlimited period=day:2026-12-06 scope=user subject=slack:T1:U1",
+        "kind=usd limit=$10.00 period=month:2026-12 scope=user subject=slack:T1:U1",
+        "kind=in_flight limit=2 period=live scope=workspace subject=slack:T1",
+    ]
 
 
 def test_since_takes_a_local_date_a_moment_or_a_duration() -> None:

@@ -309,6 +309,20 @@ def redact(destination: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _hold_value(hold: dict[str, Any], key: str) -> Any:
+    """A hold's field as shown; its limit as an admin writes one ("unlimited", 0 for none
+    allowed, dollars for a budget), not as stored (0 is unlimited there, -1 none allowed)."""
+    from bot.quotas.words import UNLIMITED
+    from storage.usage import HoldKind, load_limit
+
+    if key != "limit" or not isinstance(hold[key], int):
+        return hold[key]
+    limit = load_limit(hold[key])
+    if limit is None:
+        return UNLIMITED
+    return format_usd(limit) if hold.get("kind") == HoldKind.USD else limit
+
+
 def render_detail(job: Job, zone: ZoneInfo, zone_name: str, now: datetime) -> str:
     lines: list[str] = []
 
@@ -340,7 +354,7 @@ def render_detail(job: Job, zone: ZoneInfo, zone_name: str, now: datetime) -> st
     if not job.holds:
         field("holds", None)
     for hold in job.holds:
-        field("hold", " ".join(f"{key}={hold[key]}" for key in sorted(hold)))
+        field("hold", " ".join(f"{key}={_hold_value(hold, key)}" for key in sorted(hold)))
     if job.waiting_since is not None:
         field("waiting since", _local(job.waiting_since, zone))
         field("queue ahead", job.queue_ahead)
