@@ -415,6 +415,40 @@ def test_a_budget_finer_than_a_micro_dollar_is_refused_not_rounded(
     assert "budget unlimited/month" in shown.stdout  # nothing was set
 
 
+@pytest.mark.parametrize("user", ["", " ", "@"])
+def test_quota_set_with_an_empty_user_changes_nobody_not_the_workspace(
+    tmp_path: Path, user: str
+) -> None:
+    """`--user "$ID"` with $ID unset named no user, and set the whole workspace's limit."""
+    where = ("--platform", "slack", "--workspace", "T1")
+    refused = run_conjure(
+        "quota", "set", *where, "--user", user, "--jobs-per-day", "0", cwd=tmp_path
+    )
+    assert refused.returncode == 2, refused.stdout
+    assert refused.stderr == "conjure: --user: empty; give a user id, or leave --user out\n"
+    shown = run_conjure("quota", "show", *where, cwd=tmp_path)
+    assert shown.stdout == (
+        "workspace slack:T1: jobs unlimited/day, budget unlimited/month, in flight unlimited\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (("--workspace", "T1"), "--platform: required with --workspace"),
+        (("--platform", "slack", "--user", "U1"), "--workspace: required with --platform"),
+        (("--platform", "slack", "--workspace", ""), "--workspace: empty; give a workspace id"),
+    ],
+)
+def test_quota_show_for_a_subject_named_in_part_says_what_is_missing(
+    tmp_path: Path, flags: tuple[str, ...], said: str
+) -> None:
+    """Not the defaults and every override, as if no subject had been asked about."""
+    shown = run_conjure("quota", "show", *flags, cwd=tmp_path)
+    assert shown.returncode == 2 and shown.stdout == "", shown.stdout
+    assert shown.stderr == f"conjure: {said}\n"
+
+
 @pytest.fixture(autouse=True)
 def _quiet_output() -> io.StringIO:
     return io.StringIO()

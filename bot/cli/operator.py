@@ -60,14 +60,30 @@ async def _open() -> tuple[Quotas, object]:
     return Quotas(settings, QuotaStore(engine)), engine
 
 
+def _names_a_subject(args: argparse.Namespace) -> bool:
+    return any(value is not None for value in (args.platform, args.workspace, args.user))
+
+
 def _subject(args: argparse.Namespace) -> tuple[str, str]:
-    """The scope and subject the flags name; ConfigError for an id too long to be one."""
+    """The scope and subject the flags name; ConfigError for a subject named in part, or an id
+    that is empty or too long to be one. An empty --user ("$ID" unset) is not the workspace:
+    that would set the limit of everyone in it."""
     from bot.commands.names import MAX_ID, user_id_of
     from bot.quotas.limits import USER, WORKSPACE
     from storage.jobs import user_subject, workspace_subject
 
-    user = user_id_of(args.user) if args.user else None
-    for flag, value in (("--workspace", args.workspace), ("--user", user)):
+    if args.platform is None:
+        given = "--workspace" if args.workspace is not None else "--user"
+        raise ConfigError(f"--platform: required with {given}")
+    if args.workspace is None:
+        raise ConfigError("--workspace: required with --platform")
+    user = user_id_of(args.user) if args.user is not None else None
+    for flag, value, what in (
+        ("--workspace", args.workspace, "a workspace id"),
+        ("--user", user, "a user id, or leave --user out"),
+    ):
+        if value is not None and not value.strip():
+            raise ConfigError(f"{flag}: empty; give {what}")
         if value is not None and len(value) > MAX_ID:
             raise ConfigError(f"{flag}: an id is at most {MAX_ID} characters")
     if user:
@@ -78,7 +94,7 @@ def _subject(args: argparse.Namespace) -> tuple[str, str]:
 async def _quota_show(args: argparse.Namespace) -> int:
     quotas, engine = await _open()
     try:
-        if args.platform and args.workspace:
+        if _names_a_subject(args):
             scope, subject = _subject(args)
             print(f"{scope} {subject}: {(await quotas.limits(scope, subject)).describe()}")
             return 0
