@@ -152,6 +152,9 @@ def test_cli_values_out_of_range_are_named_not_blamed_on_the_database(
         ("quota", "set", "--platform", "slack", "--workspace", "T" * 300,
          "--jobs-per-day", "5"): "--workspace",
         ("safety", "ban", "--platform", "slack", "--workspace", "T" * 300, "fox"): "--workspace",
+        # "$TEAM" unset: a rule for no workspace, reported as added
+        ("safety", "ban", "--platform", "slack", "--workspace", "", "fox"): "--workspace",
+        ("safety", "pattern", "--platform", "slack", "--workspace", " ", "fo+x"): "--workspace",
     }  # fmt: skip
     for args, named in cases.items():
         result = run_conjure(*args, cwd=tmp_path, env=env)

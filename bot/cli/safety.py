@@ -51,6 +51,8 @@ def _rule_id(text: str) -> int:
 def _workspace(text: str) -> str:
     from bot.commands.names import MAX_ID
 
+    if not text.strip():  # "$TEAM" unset: a rule for no workspace, said to be added
+        raise argparse.ArgumentTypeError("empty; give a Slack team ID or Discord guild ID")
     if len(text) > MAX_ID:
         raise argparse.ArgumentTypeError(f"an id is at most {MAX_ID} characters")
     return text
