@@ -78,6 +78,17 @@ CASES = {
         {},
         "conjure: --speed: must be 0 or more",
     ),
+    # nan failed the job ("cannot convert float NaN to integer"), inf never finished it
+    "demo-speed-nan": (["demo", "/imagine a fox", "--speed", "nan"], {}, "conjure: --speed: "),
+    "demo-speed-inf": (["demo", "/imagine a fox", "--speed", "inf"], {}, "conjure: --speed: "),
+    "sandbox-speed": (["sandbox", "--port", "0", "--speed", "nan"], {}, "conjure: --speed: "),
+    # named before anything starts, not as "OverflowError: bind(): port must be 0-65535."
+    "serve-port": (
+        ["serve", "--port", "65536"],
+        {**SERVE, **DISCORD},
+        "conjure: --port: must be from 0 to 65535",
+    ),
+    "sandbox-port": (["sandbox", "--port", "-1"], {}, "conjure: --port: must be from 0 to 65535"),
 }
 
 

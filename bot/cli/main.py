@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Sequence
@@ -232,11 +233,27 @@ async def _migrate(_: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+SPEED_RULE = "--speed: must be 0 or more (0 = instant, 1 = real time)"
+PORT_RULE = "--port: must be from 0 to 65535 (0: any free port)"
+
+
+def _check_speed(speed: float) -> None:
+    """nan and inf pass `< 0`: a job then failed (nan) or never finished (inf)."""
+    if not (math.isfinite(speed) and speed >= 0):
+        raise ConfigError(SPEED_RULE)
+
+
+def _check_port(port: int) -> None:
+    """Said before anything starts, not as bind()'s OverflowError once everything has."""
+    if not 0 <= port <= 65535:
+        raise ConfigError(PORT_RULE)
+
+
 async def _sandbox(args: argparse.Namespace) -> int:
     from bot.sandbox import SandboxConfig, run_sandbox
 
-    if args.speed < 0:
-        raise ConfigError("--speed: must be 0 or more (0 = instant, 1 = real time)")
+    _check_speed(args.speed)
+    _check_port(args.port)
     config = SandboxConfig(speed=args.speed, webhook_secret=args.webhook_secret)
     if args.token:
         config.api_token = args.token
@@ -248,6 +265,7 @@ async def _sandbox(args: argparse.Namespace) -> int:
 async def _serve(args: argparse.Namespace) -> int:
     from bot.cli.startup_errors import HeldLogs
 
+    _check_port(args.port)
     settings = load_settings()  # first: a setting to fix is named before anything heavy loads
     configure_logging(settings.conjure_log_format)  # before the hold, which wraps its handler
     held = HeldLogs()  # a failed start prints its one line, not what came before
@@ -391,8 +409,7 @@ or DISCORD_TOKEN for Discord
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    if args.speed < 0:
-        raise ConfigError("--speed: must be 0 or more (0 = instant, 1 = real time)")
+    _check_speed(args.speed)
     from adapters.console import ConsoleAdapter
     from adapters.platforms import attached
     from bot.app import create_app
