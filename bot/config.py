@@ -92,8 +92,9 @@ class Settings(BaseSettings):
 
     # Status edits (progress, not outcomes) one workspace gets a minute across its running jobs;
     # Slack allows chat.update about 50 times a minute (bot.updates).
-    conjure_status_edits_per_minute: float = Field(default=40.0, gt=0)
-    conjure_poll_interval: float = Field(default=2.0, gt=0)
+    conjure_status_edits_per_minute: float = Field(default=40.0, gt=0, allow_inf_nan=False)
+    # Seconds between reads of a prediction; inf would never read a polled job again.
+    conjure_poll_interval: float = Field(default=2.0, gt=0, allow_inf_nan=False)
     conjure_max_download_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     # A job whose estimate reaches this many dollars asks its person first (bot.confirm);
     # 0 or blank: never ask.

@@ -248,3 +248,15 @@ def test_a_missing_conjure_config_stops_the_quota_commands_too(
     assert result.returncode == 2, result.stdout
     assert result.stdout == ""
     assert one_line(result.stderr) == f"conjure: {missing}: cannot read: No such file or directory"
+
+
+@pytest.mark.parametrize("name", ["CONJURE_POLL_INTERVAL", "CONJURE_STATUS_EDITS_PER_MINUTE"])
+@pytest.mark.parametrize("value", ["inf", "infinity"])
+def test_an_infinite_interval_or_rate_stops_start_up(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    """CONJURE_POLL_INTERVAL=inf waited for ever between reads, so a polled job never finished."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=None)
+    assert f"{name}: Input should be a finite number" in str(caught.value)
