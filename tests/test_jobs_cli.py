@@ -264,3 +264,19 @@ async def seed_one(url: str, job: Job) -> None:
         await JobStore(engine).reserve_and_insert(job, [])
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("command", [("jobs",), ("jobs", "--json"), ("report",)])
+@pytest.mark.parametrize("platform", ["Slack", "slak", ""])
+def test_a_platform_that_is_none_of_conjures_is_refused_not_reported_empty(
+    database_url: str, tmp_path: Path, command: tuple[str, ...], platform: str
+) -> None:
+    """`--platform Slack` matched no job, so `conjure jobs` said "(no jobs)" and the report
+    showed no spend, however many jobs Slack had run."""
+    asyncio.run(seed(database_url))
+    env = {"CONJURE_DATABASE_URL": database_url}
+    ran = run_conjure(*command, "--platform", platform, cwd=tmp_path, env=env)
+    assert ran.returncode == 2 and ran.stdout == "", ran.stdout
+    assert (
+        "--platform: invalid choice" in ran.stderr and "'slack', 'discord', 'console'" in ran.stderr
+    )

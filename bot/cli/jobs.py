@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from bot.config import ConfigError, load_settings
+from bot.config import PLATFORMS, ConfigError, load_settings
 from bot.money import format_usd
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     jobs = commands.add_parser(
         "jobs", help="list recent jobs (newest first), or show one: conjure jobs show ID"
     )
-    jobs.add_argument("--platform", help="slack, discord or console")
+    jobs.add_argument("--platform", choices=PLATFORMS)  # a typo must not read as "no jobs"
     jobs.add_argument("--workspace", help="Slack team ID or Discord guild ID")
     jobs.add_argument("--user", help="a user ID")
     jobs.add_argument("--status", help="queued, starting, processing, succeeded, failed, ...")

@@ -11,7 +11,7 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from bot.config import ConfigError, load_settings
+from bot.config import PLATFORMS, ConfigError, load_settings
 from bot.money import format_usd
 from bot.quotas.words import LimitError, parse_limit
 from storage.limit_change import LimitChange
@@ -35,7 +35,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     change.set_defaults(run=_quota_set)
 
     report = commands.add_parser("report", help="top users and models by spend this month")
-    report.add_argument("--platform")
+    report.add_argument("--platform", choices=PLATFORMS)  # a typo must not read as no spend
     report.add_argument("--workspace")
     report.add_argument("--month", help="YYYY-MM (default: this month)")
     report.add_argument("--json", action="store_true", help="machine-readable output")
@@ -43,7 +43,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def _subject_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
-    parser.add_argument("--platform", required=required, choices=["slack", "discord", "console"])
+    parser.add_argument("--platform", required=required, choices=PLATFORMS)
     parser.add_argument("--workspace", required=required, help="Slack team ID or Discord guild ID")
     parser.add_argument("--user", help="a user ID; without it, the workspace itself")
 
