@@ -190,12 +190,16 @@ class Settings(BaseSettings):
     @field_validator("conjure_alert_channels")
     @classmethod
     def _platform_pairs(cls, value: str) -> str:
+        seen: set[str] = set()
         for item in _split_pairs(value):
             platform, _, ident = item.partition(":")
             if platform not in PLATFORMS or not _is_id(ident):
                 raise ValueError(
                     f"each entry must look like slack:C0123 or discord:1234 ({item!r})"
                 )
+            if platform in seen:  # alert_channel reads the first: a second would never hear
+                raise ValueError(f"one channel for each platform; {platform} is given twice")
+            seen.add(platform)
         return value
 
     @field_validator("conjure_admins")

@@ -146,6 +146,16 @@ def test_an_alert_channel_written_as_a_link_stops_start_up() -> None:
         load_settings(_env_file=None, conjure_alert_channels="slack:<#C0123|general>")
 
 
+def test_two_alert_channels_for_one_platform_stop_start_up() -> None:
+    """Alerts go to one channel a platform: the second was dropped without a word, so the
+    admins watching it were never told a budget ran out."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=None, conjure_alert_channels="slack:C0123,discord:99,slack:C0456")
+    assert str(caught.value).splitlines()[1].strip() == (
+        "CONJURE_ALERT_CHANNELS: one channel for each platform; slack is given twice"
+    )
+
+
 def test_a_confirm_price_that_is_not_a_number_says_how_to_turn_asking_off(tmp_path: Path) -> None:
     result = run_conjure(*MANIFEST, cwd=tmp_path, env={"CONJURE_CONFIRM_ABOVE_USD": "abc"})
     assert result.returncode == 2
