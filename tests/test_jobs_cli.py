@@ -280,3 +280,16 @@ def test_a_platform_that_is_none_of_conjures_is_refused_not_reported_empty(
     assert (
         "--platform: invalid choice" in ran.stderr and "'slack', 'discord', 'console'" in ran.stderr
     )
+
+
+@pytest.mark.parametrize("typed", ["@U2", "<@U2|bob>", "<@U2>"])
+def test_jobs_of_a_user_typed_as_a_mention_are_that_users(
+    database_url: str, tmp_path: Path, typed: str
+) -> None:
+    """As `conjure quota` reads --user: a mention pasted from the chat matched no job, and
+    `conjure jobs` answered that the user had run none."""
+    asyncio.run(seed(database_url))
+    env = {"CONJURE_DATABASE_URL": database_url}
+    ran = run_conjure("jobs", "--user", typed, "--json", cwd=tmp_path, env=env)
+    assert ran.returncode == 0, ran.stderr
+    assert [json.loads(line)["id"] for line in ran.stdout.splitlines()] == ["c2failed", "a0old"]

@@ -110,6 +110,7 @@ async def _open() -> tuple[JobStore, Any]:
 
 
 async def _list(args: argparse.Namespace) -> int:
+    from bot.commands.names import user_id_of  # @U0ADA, <@U0ADA|ada>: as conjure quota reads
     from storage.models import utcnow
 
     settings = load_settings()
@@ -126,7 +127,7 @@ async def _list(args: argparse.Namespace) -> int:
         jobs = await store.search(
             platform=args.platform,
             workspace=args.workspace,
-            user_id=args.user,
+            user_id=user_id_of(args.user) if args.user is not None else None,
             status=status,
             since=since,
             limit=args.limit,
