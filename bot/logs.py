@@ -196,6 +196,8 @@ def database_summary(url: str) -> str:
     if kind == "sqlite":
         return f"sqlite:{parsed.database or 'memory'}"
     host = parsed.host or "localhost"
+    if "@" in host:  # a password's unescaped '@': what follows it is read as the host
+        return "unknown"
     port = f":{parsed.port}" if parsed.port else ""
     return f"{kind}://{host}{port}/{parsed.database or ''}"
 

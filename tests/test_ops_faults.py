@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.cli.startup_errors import UNREADABLE_DATABASE_URL
 from bot.commands.handler import INTERNAL_ERROR
+from bot.logs import database_summary
+from storage.urls import normalize_database_url
 from tests.cli_harness import run_conjure
 from tests.harness import all_jobs, running_conjure
 from tests.test_admin import BEARER, TOKEN, _signed_in
@@ -134,6 +137,18 @@ def test_a_database_url_with_a_bad_port_is_one_line_not_a_traceback(tmp_path: Pa
         [line] = result.stderr.splitlines()  # one line, no traceback
         assert line.startswith("conjure: CONJURE_DATABASE_URL: "), line
         assert "hunter2" not in result.stderr
+
+
+def test_a_password_with_an_unescaped_at_sign_is_never_shown_as_the_host(tmp_path: Path) -> None:
+    """SQLAlchemy ends the password at its first '@': the rest of it was read as the host and
+    printed, "cannot reach the database at secr3t@127.0.0.1:1", on the terminal."""
+    url = "postgresql://nobody:hunter2@secr3t@127.0.0.1:1/x"
+    for args in (["migrate"], ["jobs"], ["quota", "show"]):
+        result = run_conjure(*args, cwd=tmp_path, env={"CONJURE_DATABASE_URL": url})
+        assert result.returncode != 0
+        [line] = result.stderr.splitlines()
+        assert line == f"conjure: {UNREADABLE_DATABASE_URL}", line
+    assert database_summary(normalize_database_url(url)) == "unknown"
 
 
 def test_cli_values_out_of_range_are_named_not_blamed_on_the_database(

@@ -95,6 +95,8 @@ def _database(exc: BaseException, settings: Settings | None) -> str:
             url = make_url(settings.conjure_database_url)
         except (ArgumentError, ValueError):  # what failed was reading it: never quote it
             return UNREADABLE_DATABASE_URL
+        if url.host and "@" in url.host:  # the password ended at its first '@': the rest of
+            return UNREADABLE_DATABASE_URL  # it is read as the host, and must not be shown
         if url.host:
             where = f"the database at {url.host}:{url.port or 5432}"
         elif url.database:
