@@ -293,3 +293,19 @@ def test_jobs_of_a_user_typed_as_a_mention_are_that_users(
     ran = run_conjure("jobs", "--user", typed, "--json", cwd=tmp_path, env=env)
     assert ran.returncode == 0, ran.stderr
     assert [json.loads(line)["id"] for line in ran.stdout.splitlines()] == ["c2failed", "a0old"]
+
+
+@pytest.mark.parametrize("args", [("jobs",), ("jobs", "show", "abc123"), ("report",)])
+def test_a_report_run_where_serve_never_ran_says_so_and_makes_no_database(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """In another directory, without CONJURE_DATABASE_URL: it made a new, empty conjure.db there
+    and said "(no jobs)" or no spend, however much serve had run."""
+    ran = run_conjure(*args, cwd=tmp_path)
+    assert ran.returncode == 2 and ran.stdout == ""  # a setting to fix, as every other
+    assert ran.stderr == (
+        f"conjure: CONJURE_DATABASE_URL: no database at {tmp_path / 'conjure.db'} (nothing has "
+        "been served with it): run this where conjure serve runs, or set CONJURE_DATABASE_URL "
+        "to its\n"
+    )
+    assert not (tmp_path / "conjure.db").exists()

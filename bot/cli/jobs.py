@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from bot.cli.existing import require_recorded
 from bot.config import PLATFORMS, ConfigError, load_settings
 from bot.money import format_usd
 
@@ -101,6 +102,7 @@ async def _open() -> tuple[JobStore, Any]:
     from storage.migrate import migrate
 
     settings = load_settings()
+    require_recorded(settings.conjure_database_url)  # never a new, empty file that says "no jobs"
     engine = create_engine(settings.conjure_database_url)
     await migrate(engine)
     # The jobs' times are the database's clock (storage.clock): "2h" back and a running job's

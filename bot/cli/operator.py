@@ -48,13 +48,17 @@ def _subject_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--user", help="a user ID; without it, the workspace itself")
 
 
-async def _open() -> tuple[Quotas, object]:
+async def _open(*, recorded: bool = False) -> tuple[Quotas, object]:
+    """`recorded`: what is read is what serve recorded, so the database must exist already."""
+    from bot.cli.existing import require_recorded
     from bot.quotas.service import Quotas
     from storage.engine import create_engine
     from storage.migrate import migrate
     from storage.quotas import QuotaStore
 
     settings = load_settings()
+    if recorded:
+        require_recorded(settings.conjure_database_url)
     engine = create_engine(settings.conjure_database_url)
     await migrate(engine)
     return Quotas(settings, QuotaStore(engine)), engine
@@ -144,7 +148,7 @@ async def _report(args: argparse.Namespace) -> int:
             raise ConfigError(f"--month: {args.month!r} is not YYYY-MM") from None
         except OverflowError:
             raise ConfigError(f"--month: {args.month!r} is out of range") from None
-    quotas, engine = await _open()
+    quotas, engine = await _open(recorded=True)
     try:
         report = await quotas.report(args.platform, args.workspace, moment)
     finally:
