@@ -9,9 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
+from sqlalchemy import event
 
 from bot.quotas.windows import day_window
 from bot.sandbox import HttpFault
+from storage.engine import statement_engines
 from storage.jobs import user_subject
 from storage.models import Delivery, JobStatus, utcnow
 from tests.harness import running_conjure, settle
@@ -300,9 +302,15 @@ async def test_health_and_metrics_endpoints(
     sandbox_server, sqlite_url: str, tmp_path: Path
 ) -> None:
     async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
+        sent: list[str] = []
+        for engine in statement_engines(conjure.runtime.engine):
+            event.listen(engine, "before_cursor_execute", lambda *a: sent.append(a[2]))
         health = await conjure.http.get("/healthz")
         assert health.status_code == 200 and health.json()["status"] == "ok"
         assert health.json()["adapters"] == ["console"]
+        # Probed every few seconds: one row read, not a count of every job ever run.
+        [probe] = sent
+        assert "count(" not in probe.lower() and "LIMIT" in probe
         await conjure.console.run_line("/imagine a bell", timeout=20)
         await settle(conjure, sandbox_server)
         metrics = (await conjure.http.get("/metrics")).text
