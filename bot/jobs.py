@@ -916,6 +916,11 @@ class JobService:
         if status.terminal:
             await self._finish(job, status, prediction)
             return
+        if job.job_status.terminal:
+            # A `start` or `logs` after the outcome (retried, out of order): nothing to record
+            # or show, and following the job again would keep it followed for good, its
+            # workspace's edits shared with a job that never ends (bot.updates).
+            return
         # Status and progress only ever rise: where the copy in hand already shows this much,
         # the conditional UPDATE would match no row, so it is not sent (most `logs` webhooks);
         # a higher progress is recorded only when it is due to be shown (bot.updates).
