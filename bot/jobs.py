@@ -688,6 +688,7 @@ class JobService:
         )
         if failed is None:
             return  # started or finished meanwhile; that run stands
+        self.followed.ended(job.id)
         job_event(job, event, status="failed", reason=reason, cost=0)
         self._slot_freed(job)
         adapter = self._adapters.get(job.platform)
@@ -866,6 +867,7 @@ class JobService:
         if finished is None:
             return await self.cancel(current)  # its prediction became known meanwhile
         done = finished.job
+        self.followed.ended(job.id)
         job_event(done, "finished", status="canceled", cost=0, duration=_lasted(done))
         self._slot_freed(current)
         if job.platform in self._adapters:
@@ -979,7 +981,7 @@ class JobService:
                 duration=_lasted(done),
                 predict_time=done.predict_time,
             )
-            self.followed.forget(job.id)
+            self.followed.ended(job.id)
             if (later := self._shows_later.pop(job.id, None)) is not None:
                 later.cancel()
             self._shows_pending.discard(job.id)

@@ -86,6 +86,9 @@ class FollowedJobs:
         self._edits_per_second = edits_per_minute / 60
         self._jobs: dict[str, _Followed] = {}
         self._in_workspace: Counter[Workspace] = Counter()
+        # Jobs whose outcome this process recorded, oldest first: a copy of one read before
+        # (a create's answer coming after its `completed` webhook) must not follow it again.
+        self._ended: dict[str, None] = {}
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -99,6 +102,8 @@ class FollowedJobs:
         workspace: Workspace | None = None,
     ) -> None:
         """What the database now holds of a running job (from a read or a write)."""
+        if job_id in self._ended:
+            return
         followed = self._jobs.get(job_id)
         if followed is not None and followed.prediction_id is None:
             followed.prediction_id = prediction_id
@@ -119,6 +124,8 @@ class FollowedJobs:
         """The job's status message was just posted: its first edit waits `FIRST_EDIT_AFTER`, so
         a job done by then goes from its status message straight to its outcome, and one that
         is not shows its progress as before (each edit an interval after the last)."""
+        if job_id in self._ended:
+            return
         if job_id not in self._jobs:
             self._add(job_id, _Followed(None, 0, None, workspace))
         now = time.monotonic() if now is None else now
@@ -184,8 +191,16 @@ class FollowedJobs:
         if followed is not None:
             followed.shown_at = time.monotonic() if now is None else now
 
+    def ended(self, job_id: str) -> None:
+        """The job's outcome is recorded (its result, its failed create, its cancel): it is
+        forgotten, and never followed again here, whatever older copy of it is recorded next."""
+        self.forget(job_id)
+        self._ended[job_id] = None
+        if len(self._ended) > self._remembered:
+            del self._ended[next(iter(self._ended))]
+
     def forget(self, job_id: str) -> None:
-        """The job's outcome is recorded: nothing more to follow."""
+        """Nothing more to follow of the job (its outcome is recorded, or it is the oldest)."""
         followed = self._jobs.pop(job_id, None)
         if followed is not None and followed.workspace is not None:
             self._in_workspace[followed.workspace] -= 1
