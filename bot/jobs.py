@@ -34,7 +34,13 @@ from bot.queue import queue_full, queue_places, queueable
 from bot.quotas.limits import USER
 from bot.quotas.service import Quotas
 from bot.replicate.client import MAX_PREDICT_TIME, TOKEN_COUNTS, Prediction, ReplicateClient
-from bot.replicate.errors import PredictionOutcomeUnknown, ReplicateError
+from bot.replicate.errors import (
+    PredictionOutcomeUnknown,
+    RateLimitedError,
+    ReplicateConnectionError,
+    ReplicateError,
+    ReplicateUnavailableError,
+)
 from bot.replicate.links import with_link_notes
 from bot.replicate.outputs import OutputFetcher, OutputUnavailable, split_output
 from bot.replicate.progress import progress_from_logs
@@ -102,6 +108,13 @@ CANCEL_REFUSED = (
     "Replicate did not take the cancel just now, so the job is still running. "
     "Please press Cancel again."
 )
+# A cancel the person was told had worked (their job was canceled while its create was on its
+# way) is asked again while Replicate does not take it: seconds between tries, doubling up to
+# the most, for as long as a run may bill (Replicate stops any run after 30 minutes).
+CANCEL_RETRY = 1.0
+CANCEL_RETRY_MAX = 30.0
+CANCEL_RETRY_FOR = 30 * 60.0
+CANCEL_PASSING = (RateLimitedError, ReplicateUnavailableError, ReplicateConnectionError)
 # Seconds before a step the database did not answer is tried again, doubling up to the most.
 UNANSWERED_RETRY = 0.25
 UNANSWERED_RETRY_MAX = 5.0
@@ -517,7 +530,8 @@ class JobService:
             # Canceled by its owner while the create was on its way: stop the run too. Its
             # webhook then charges what ran, as for any prediction of a job that had ended.
             job_event(job, "canceled during its create", prediction=prediction.id)
-            await self._cancel_prediction(prediction.id)
+            if await self._cancel_prediction(prediction.id) is None:
+                self.spawn(self._cancel_until_taken(prediction.id))
             if not self.uses_webhooks:  # no webhook will say what it ran: read it to its end
                 self.start_polling(job.id, prediction.id, self._charge_ended)
             return job
@@ -880,6 +894,27 @@ class JobService:
         except ReplicateError:
             log.warning("could not cancel prediction %s", prediction_id, exc_info=True)
             return None
+
+    async def _cancel_until_taken(self, prediction_id: str) -> None:
+        """Ask again, in the background, to stop the run of a job whose owner was told it was
+        canceled: a cancel Replicate answered 429 or 5xx past the client's retries would leave
+        it running on to a result they are charged for, and shown, though they stopped it."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + CANCEL_RETRY_FOR
+        wait = CANCEL_RETRY
+        while loop.time() + wait < give_up_at:
+            await asyncio.sleep(wait)
+            try:
+                await self.replicate.cancel_prediction(prediction_id)
+                log.info("prediction %s canceled after all", prediction_id)
+                return
+            except CANCEL_PASSING as exc:
+                log.warning("could not cancel prediction %s yet (%s)", prediction_id, exc)
+            except ReplicateError:
+                log.warning("could not cancel prediction %s", prediction_id, exc_info=True)
+                return  # not a passing failure (gone, refused): asking again would not help
+            wait = min(wait * 2, CANCEL_RETRY_MAX)
+        log.error("gave up canceling prediction %s: Replicate never took it", prediction_id)
 
     # ---- updates --------------------------------------------------------------------------
 
