@@ -999,7 +999,7 @@ class JobService:
             claim=ours,
             lease=self.delivery.lease,
             output=prediction.output,
-            error=_error_text(prediction.error),
+            error=_error_text(prediction.error, self._reached_deadline(job, prediction)),
             predict_time=(prediction.metrics or {}).get("predict_time"),
             progress=100 if status is JobStatus.SUCCEEDED else job.progress,
             # Replicate's own start, where none was recorded (no `start` webhook was asked for,
@@ -1060,6 +1060,23 @@ class JobService:
         """The seconds after which Replicate stops the job's run (None: no deadline was set)."""
         model = self.catalog.models.get(job.model)
         return None if model is None else model.price.deadline_seconds(job.outputs_expected)
+
+    def _reached_deadline(self, job: Job, prediction: Prediction) -> bool:
+        """Whether Replicate stopped the run at its `Cancel-After` deadline, which it counts
+        from the create: its end at or past the `deadline` it reports (else its `total_time`
+        that long). A cancel its owner asked for sooner is not, however long the job waited
+        in the queue or for its create before it (the job's own age counts those)."""
+        if prediction.status != "canceled":
+            return False
+        deadline = _moment((prediction.model_extra or {}).get("deadline"))
+        ended = prediction.completed_at
+        if deadline is not None and ended is not None and ended.tzinfo is not None:
+            return ended >= deadline
+        seconds = self._deadline(job)
+        total = (prediction.metrics or {}).get("total_time")
+        if seconds is None or isinstance(total, bool) or not isinstance(total, int | float):
+            return False
+        return total >= seconds
 
     async def _charge_ended(self, job_id: str, prediction: Prediction) -> None:
         """Polling only: the prediction of a job canceled while its create was on its way,
@@ -1700,6 +1717,10 @@ def _lasted(job: Job, end: datetime | None = None) -> float | None:
     return seconds_between(job.created_at, end or job.completed_at)
 
 
+# The error recorded for a run Replicate stopped at its Cancel-After deadline (bot.jobs
+# _reached_deadline): what tells its message from that of a cancel a person asked for.
+REACHED_DEADLINE = "Stopped by Replicate at its deadline (Cancel-After)"
+
 # Replicate's safety checker (image models) fails a prediction with this in its error.
 NSFW_ERROR = "nsfw content detected"
 SAFETY_CHECKER_FLAGGED = (
@@ -1709,11 +1730,13 @@ SAFETY_CHECKER_FLAGGED = (
 
 def failure_message(job: Job, deadline: float | None = None) -> str:
     """What the person reads when a job ends without a result; `deadline` is the run's limit in
-    seconds (Cancel-After): a job canceled that late was stopped at its cost ceiling (Conjure
-    itself never cancels a prediction)."""
+    seconds (Cancel-After). A job canceled by Replicate at that deadline (REACHED_DEADLINE, from
+    Replicate's own times) was stopped at its cost ceiling; any other was canceled by a person,
+    however long it had waited before its run."""
     status = job.job_status
     if status is JobStatus.CANCELED:
-        if deadline is not None and (job.duration_seconds or 0) >= deadline:
+        stopped = (job.error or "").startswith(REACHED_DEADLINE)
+        if deadline is not None and stopped:
             return (
                 f"The job was stopped at its cost ceiling: it was still running after "
                 f"{format_duration(deadline)}, the longest this model may run (at most "
@@ -1763,13 +1786,28 @@ def _ran_for(prediction: Prediction) -> float | None:
     return min(max(seconds, 0.0), MAX_PREDICT_TIME)
 
 
+def _moment(value: Any) -> datetime | None:
+    """A time Replicate wrote (RFC 3339), or None for none or one that cannot be read: an
+    unreadable `deadline` must not make its prediction's update refused."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
 def _count_outputs(output: Any) -> int:
     """Files produced, or 1 for a text answer: what per-output prices are charged for."""
     urls, text = split_output(output)
     return len(urls) or (1 if text is not None else 0)
 
 
-def _error_text(error: Any) -> str | None:
-    if error is None or error == "":
-        return None
-    return error if isinstance(error, str) else str(error)
+def _error_text(error: Any, reached_deadline: bool = False) -> str | None:
+    """What is recorded as the job's error; a run stopped at its deadline says so first (its
+    message, failure_message, is told by it)."""
+    text = None if error is None or error == "" else error if isinstance(error, str) else str(error)
+    if reached_deadline:
+        return REACHED_DEADLINE if text is None else f"{REACHED_DEADLINE}: {text}"
+    return text

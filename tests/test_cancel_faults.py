@@ -5,11 +5,18 @@ and a real database."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 
+from bot.adapter import CommandRequest
+from bot.followups.buttons import Action, Button
 from bot.sandbox.faults import HttpFault
-from storage.models import Delivery, JobStatus
+from storage.models import Delivery, JobStatus, utcnow
 from tests.harness import running_conjure, settle
+
+
+def transcribe(audio: str) -> CommandRequest:
+    return CommandRequest("console", "local", "terminal", "you", "transcribe", audio)
 
 
 async def test_a_job_canceled_during_its_create_is_stopped_even_when_replicate_refuses_at_first(
@@ -45,3 +52,41 @@ async def test_a_job_canceled_during_its_create_is_stopped_even_when_replicate_r
         assert done.actual_micros == 0 and done.output is None
         assert done.delivery == Delivery.DELIVERED
         assert "here is your image" not in conjure.output.getvalue()
+
+
+async def test_a_job_its_owner_cancels_after_a_long_wait_in_the_queue_says_canceled_not_ceiling(
+    sandbox_server, sqlite_url: str, tmp_path: Path
+) -> None:
+    """Whisper is stopped by Replicate 60 s after its create (its cost ceiling). Two jobs that
+    waited five minutes in the queue are canceled by their owner: one still waiting, one a few
+    seconds into its run. Neither ran to its ceiling; "stopped at its cost ceiling ... still
+    running after 1m" would say it ran away, and that what was charged was the ceiling's."""
+    sandbox_server.sandbox.faults.run_seconds = 20.0  # well inside whisper's 60 s deadline
+    audio = "https://example.com/talk.mp3"
+    async with running_conjure(
+        sandbox_server, sqlite_url, tmp_path / "out", conjure_user_max_in_flight=1
+    ) as conjure:
+        store, commands = conjure.runtime.store, conjure.runtime.commands
+        replies = [await commands.handle(transcribe(audio)) for _ in range(2)]
+        running, waiting = [reply.job for reply in replies if reply.job is not None]
+        assert (await store.get(waiting.id)).waiting_since is not None
+        while (await store.get(running.id)).status != "processing":
+            await asyncio.sleep(0.02)  # running, so Replicate bills the time it ran
+        waited = utcnow() - timedelta(minutes=5)  # recorded, then queued, five minutes ago
+        for job in (waiting, running):
+            await store.update_fields(job.id, created_at=waited)
+
+        for job in (waiting, running):
+            reply = await conjure.runtime.followups.press(
+                conjure.console._press(Button(Action.CANCEL, job.id))
+            )
+            assert not reply.refused, reply.text
+        await settle(conjure, sandbox_server)
+        done = [await store.get(job.id) for job in (waiting, running)]
+        assert [job.job_status for job in done] == [JobStatus.CANCELED] * 2
+        assert done[0].actual_micros == 0 and done[1].actual_micros > 0
+        for job in done:
+            assert job.actual_micros < job.estimated_micros  # far from its ceiling
+    shown = conjure.output.getvalue()
+    assert "cost ceiling" not in shown
+    assert shown.count("The job was canceled.") == 2
