@@ -865,6 +865,8 @@ class JobService:
         job_event(current, "cancel requested", prediction=current.prediction_id)
         if current.prediction_id is not None:
             prediction = await self._cancel_prediction(current.prediction_id)
+            if prediction is None:  # its answer lost, or the cancel refused: which, Replicate says
+                prediction = await self._read_after_cancel(current.prediction_id)
             if prediction is None:  # it runs on, and will be charged: the person must know
                 raise CommandRefused(CANCEL_REFUSED)
             await self.apply_prediction(current.id, prediction)
@@ -894,6 +896,17 @@ class JobService:
         except ReplicateError:
             log.warning("could not cancel prediction %s", prediction_id, exc_info=True)
             return None
+
+    async def _read_after_cancel(self, prediction_id: str) -> Prediction | None:
+        """After a cancel that got no good answer: the prediction, if it has ended (the cancel
+        took and only its answer was lost, or the run ended meanwhile); None while it runs or
+        cannot be read, as "the job is still running" is then the truth or the safe guess."""
+        try:
+            prediction = await self.replicate.get_prediction(prediction_id)
+        except ReplicateError:
+            log.warning("could not read prediction %s after its cancel", prediction_id)
+            return None
+        return prediction if prediction.terminal else None
 
     async def _cancel_until_taken(self, prediction_id: str) -> None:
         """Ask again, in the background, to stop the run of a job whose owner was told it was

@@ -10,9 +10,13 @@ from pathlib import Path
 
 from bot.adapter import CommandRequest
 from bot.followups.buttons import Action, Button
+from bot.jobs import CANCEL_REFUSED
 from bot.sandbox.faults import HttpFault
 from storage.models import Delivery, JobStatus, utcnow
 from tests.harness import running_conjure, settle
+from tests.sandbox_fixtures import impatient_replicate
+from tests.slack_harness import running_slack_conjure
+from tests.test_slack_buttons import running_job
 
 
 def transcribe(audio: str) -> CommandRequest:
@@ -90,3 +94,31 @@ async def test_a_job_its_owner_cancels_after_a_long_wait_in_the_queue_says_cance
     shown = conjure.output.getvalue()
     assert "cost ceiling" not in shown
     assert shown.count("The job was canceled.") == 2
+
+
+async def test_a_cancel_whose_answer_is_lost_but_that_stopped_the_run_is_not_called_refused(
+    sandbox_server, sqlite_url: str
+) -> None:
+    """Replicate stops the run, but its answer to the cancel never comes back in time. Telling
+    the owner "the job is still running, press Cancel again" is false: it stopped, and is
+    charged only what ran (here nothing: no image was made)."""
+    async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
+        parent, job = await running_job(conjure, sandbox_server, "a slow dusk")
+        sandbox = sandbox_server.sandbox
+        sandbox.faults.drop_webhooks = 1  # nor does its webhook say so before the answer is due
+        sandbox.faults.http.append(
+            HttpFault(delay=5.0, method="POST", path_prefix="/v1/predictions/")
+        )
+        async with impatient_replicate(conjure.service, sandbox_server, timeout=0.3):
+            pressed = await conjure.press(parent, "Cancel")
+            assert pressed.response.status_code == 200
+            await conjure.service.wait_idle()
+        told = [answer.text for answer in conjure.fake.responses_to(pressed.response_id)]
+        assert CANCEL_REFUSED not in told
+        [prediction] = sandbox.predictions.values()
+        assert prediction["status"] == "canceled"
+        await conjure.settle(sandbox_server)
+        done = await conjure.runtime.store.get(job.id)
+        assert done is not None and done.job_status is JobStatus.CANCELED
+        assert done.actual_micros == 0  # a per-output model, and no image was made
+        assert parent.button_labels == []
