@@ -571,8 +571,9 @@ class JobService:
             exc.error,
             then,
         )
-        if not self.uses_webhooks:
-            await self._cancel_prediction(prediction_id)
+        if not self.uses_webhooks and await self._cancel_prediction(prediction_id) is None:
+            # Refused (429, 5xx): asked again, or the run goes on billed to a job given back.
+            self.spawn(self._cancel_until_taken(prediction_id))
         return job
 
     def _follow_stream(self, job: Job, model: ModelSpec, prediction: Prediction) -> None:
@@ -909,9 +910,10 @@ class JobService:
         return prediction if prediction.terminal else None
 
     async def _cancel_until_taken(self, prediction_id: str) -> None:
-        """Ask again, in the background, to stop the run of a job whose owner was told it was
-        canceled: a cancel Replicate answered 429 or 5xx past the client's retries would leave
-        it running on to a result they are charged for, and shown, though they stopped it."""
+        """Ask again, in the background, to stop a run that must not go on: a job its owner was
+        told was canceled (it would run on to a result they are charged for, and shown, though
+        they stopped it), or a polled job given back (billed by Replicate, charged to no one).
+        A cancel Replicate answered 429 or 5xx past the client's retries is asked again."""
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + CANCEL_RETRY_FOR
         wait = CANCEL_RETRY

@@ -24,6 +24,7 @@ from bot.commands.handler import CONJURE_FAILED
 from bot.jobs import DATABASE_UNANSWERED, RESTARTED_BEFORE_START, DeliveryPolicy
 from bot.leadership import Leadership, PostgresLock
 from bot.quotas.windows import month_window
+from bot.sandbox import HttpFault
 from storage.errors import is_outage
 from storage.jobs import JobStore, user_subject
 from storage.models import Delivery, Job, JobStatus, utcnow
@@ -149,17 +150,26 @@ async def test_a_polled_job_whose_create_meets_a_long_restart_is_still_attached_
         await assert_one_image_saved_and_charged_once(conjure, caplog)
 
 
+@pytest.mark.parametrize("cancel_refused_at_first", [False, True])
 async def test_a_polled_job_whose_prediction_cannot_be_recorded_in_time_is_stopped_and_given_back(
     sandbox_server: SandboxServer,
     postgres_url: str,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
+    cancel_refused_at_first: bool,
 ) -> None:
     """No webhooks, and PostgreSQL away for longer than a job may wait to start
     (START_GIVE_UP): its prediction, which nothing could ever tie to it, is stopped, and once
-    the database answers the job is given back and its person told; nothing is charged."""
+    the database answers the job is given back and its person told; nothing is charged. A stop
+    Replicate refuses at first (503s past the client's retries) is asked again: the run went
+    on, billed by Replicate to a job given back."""
     sandbox_server.sandbox.faults.run_seconds = 5.0  # still running when it is stopped
+    if cancel_refused_at_first:  # only the cancel is a POST under /v1/predictions/
+        refused = HttpFault(
+            status=503, count=4, method="POST", path_prefix="/v1/predictions/", retry_after=0.01
+        )
+        sandbox_server.sandbox.faults.http.append(refused)
     monkeypatch.setattr(jobs_module, "START_GIVE_UP", timedelta(seconds=0.5))
     monkeypatch.setattr(jobs_module, "START_TAKEOVER", timedelta(seconds=0.3))
     restarts: list[asyncio.Task[None]] = []
