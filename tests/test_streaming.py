@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
+
+import pytest
 
 from bot.adapter import Checkpoint
 from bot.reasoning import THINKING, folded, live
@@ -49,10 +51,18 @@ class Recorder:
         self.shown.append(text)
 
 
-async def relay_of(
-    sandbox_server: SandboxServer, prompt: str, still_running: StillRunning | None = None
-) -> tuple[StreamRelay, Recorder]:
+@pytest.fixture
+async def client(sandbox_server: SandboxServer) -> AsyncIterator[ReplicateClient]:
+    """A client of the sandbox, closed after the test (its session was left to the collector,
+    which logged "Unclosed client session" at the end of the run)."""
     client = ReplicateClient(sandbox_server.url, sandbox_server.token)
+    yield client
+    await client.aclose()
+
+
+async def relay_of(
+    client: ReplicateClient, prompt: str, still_running: StillRunning | None = None
+) -> tuple[StreamRelay, Recorder]:
     prediction = await client.create_prediction(
         model="meta/meta-llama-3-8b-instruct", input={"prompt": prompt}
     )
@@ -77,8 +87,9 @@ async def relay_of(
 
 async def test_the_relay_shows_the_text_as_it_grows_and_records_the_message(
     sandbox_server: SandboxServer,
+    client: ReplicateClient,
 ):
-    relay, adapter = await relay_of(sandbox_server, "why")
+    relay, adapter = await relay_of(client, "why")
     await asyncio.wait_for(relay.run(), 10)
     [prediction] = sandbox_server.sandbox.predictions.values()
     # Shown as it grew; after `done` the delivery (not the relay) writes the whole answer.
@@ -87,9 +98,11 @@ async def test_the_relay_shows_the_text_as_it_grows_and_records_the_message(
     assert relay.recorded == {"message": "m1"}
 
 
-async def test_a_closed_relay_shows_nothing_more(sandbox_server: SandboxServer):
+async def test_a_closed_relay_shows_nothing_more(
+    sandbox_server: SandboxServer, client: ReplicateClient
+):
     sandbox_server.sandbox.faults.pause_after_tokens = 3
-    relay, adapter = await relay_of(sandbox_server, "why")
+    relay, adapter = await relay_of(client, "why")
     relay.start(asyncio.create_task)
     async with asyncio.timeout(10):
         while not adapter.shown:
@@ -101,16 +114,20 @@ async def test_a_closed_relay_shows_nothing_more(sandbox_server: SandboxServer):
     assert len(adapter.shown) == count
 
 
-async def test_a_stream_that_cannot_be_read_ends_the_relay_quietly(sandbox_server: SandboxServer):
+async def test_a_stream_that_cannot_be_read_ends_the_relay_quietly(
+    sandbox_server: SandboxServer, client: ReplicateClient
+):
     sandbox_server.sandbox.faults.http.append(
         HttpFault(status=500, count=10, path_prefix="/stream/")
     )
-    relay, adapter = await relay_of(sandbox_server, "why")
+    relay, adapter = await relay_of(client, "why")
     await asyncio.wait_for(relay.run(), 10)
     assert adapter.shown == []
 
 
-async def test_no_show_once_the_outcome_is_recorded_elsewhere(sandbox_server: SandboxServer):
+async def test_no_show_once_the_outcome_is_recorded_elsewhere(
+    sandbox_server: SandboxServer, client: ReplicateClient
+):
     """Another instance took the webhook and delivers the whole answer: this one's relay (which
     nothing there closes) shows nothing after it, though the stream goes on."""
     sandbox_server.sandbox.faults.pause_after_tokens = 3
@@ -119,7 +136,7 @@ async def test_no_show_once_the_outcome_is_recorded_elsewhere(sandbox_server: Sa
     async def still_running() -> bool:
         return running
 
-    relay, adapter = await relay_of(sandbox_server, "why", still_running)
+    relay, adapter = await relay_of(client, "why", still_running)
     relay.start(asyncio.create_task)
     async with asyncio.timeout(10):
         while not adapter.shown:
