@@ -16,6 +16,7 @@ from storage.models import Delivery, JobStatus, utcnow
 from tests.harness import running_conjure, settle
 from tests.sandbox_fixtures import impatient_replicate
 from tests.slack_harness import running_slack_conjure
+from tests.test_followups import canceled_during_its_create
 from tests.test_slack_buttons import running_job
 
 
@@ -39,13 +40,7 @@ async def test_a_job_canceled_during_its_create_is_stopped_even_when_replicate_r
     faults.slow_start = 10.0  # still starting when the cancel finally reaches it
     faults.drop_webhooks = 1
     async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
-        running = asyncio.create_task(conjure.console.run_line("/imagine a slow start"))
-        while not conjure.console._jobs:
-            await asyncio.sleep(0.01)
-        [job_id] = conjure.console._jobs
-        job = await conjure.runtime.store.get(job_id)
-        assert job is not None and job.prediction_id is None
-        assert await conjure.service.cancel(job)
+        job_id, running = await canceled_during_its_create(conjure)
         assert (await running).error == "The job was canceled."
 
         await settle(conjure, sandbox_server)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from adapters.console import Outcome
 from bot.followups.buttons import Action, Button
 from bot.followups.service import Press
 from bot.money import usd_to_micros
@@ -171,6 +172,19 @@ async def test_anyone_may_follow_up_but_only_the_owner_or_an_admin_may_cancel(
         assert not late.ok and "already canceled" in (late.error or "")
 
 
+async def canceled_during_its_create(conjure: Conjure) -> tuple[str, asyncio.Task[Outcome]]:
+    """A slow start's job, canceled by its owner while its create is on its way (the sandbox
+    holds the create's answer): its id, and the command still waiting for its outcome."""
+    running = asyncio.create_task(conjure.console.run_line("/imagine a slow start"))
+    while not conjure.console._jobs:
+        await asyncio.sleep(0.01)
+    [job_id] = conjure.console._jobs
+    job = await conjure.runtime.store.get(job_id)
+    assert job is not None and job.prediction_id is None
+    assert await conjure.service.cancel(job)
+    return job_id, running
+
+
 async def test_a_job_canceled_while_its_create_is_on_its_way_is_stopped_at_replicate(
     sandbox_server, sqlite_url: str, tmp_path: Path
 ) -> None:
@@ -179,13 +193,7 @@ async def test_a_job_canceled_while_its_create_is_on_its_way_is_stopped_at_repli
     faults.slow_start = 2.0  # still starting when the late cancel reaches it
     faults.drop_webhooks = 1  # nor does its first webhook name the prediction before then
     async with running_conjure(sandbox_server, sqlite_url, tmp_path / "out") as conjure:
-        running = asyncio.create_task(conjure.console.run_line("/imagine a slow start"))
-        while not conjure.console._jobs:
-            await asyncio.sleep(0.01)
-        [job_id] = conjure.console._jobs
-        job = await conjure.runtime.store.get(job_id)
-        assert job is not None and job.prediction_id is None
-        assert await conjure.service.cancel(job)
+        job_id, running = await canceled_during_its_create(conjure)
 
         outcome = await running
         assert outcome.error == "The job was canceled."
