@@ -19,6 +19,7 @@ from storage.models import Delivery
 from tests.discord_harness import running_discord_conjure
 from tests.fakes.discord_api import running_fake_discord
 from tests.sandbox_fixtures import SandboxServer
+from tests.test_stream_faults import the_run_ended
 
 ORIGINAL = r"/messages/@original$"
 
@@ -140,12 +141,8 @@ async def test_an_edit_discord_delays_past_another_instances_delivery_leaves_the
             before = len(fake.find("PATCH", ORIGINAL))
             faults.pause_after_tokens = 8  # four more tokens: A edits, Discord says 429
             await fake.wait_for(lambda: len(fake.find("PATCH", ORIGINAL)) > before)
-            faults.pause_after_tokens = 0  # while A waits out its retry_after, the run ends
-            [prediction_id] = sandbox_server.sandbox.predictions
-            await asyncio.wait_for(sandbox_server.sandbox.runs[prediction_id].done.wait(), 10)
-            final = await second.runtime.replicate.get_prediction(prediction_id)
-            job = await second.runtime.store.find_by_prediction(prediction_id)
-            assert job is not None
+            # While A waits out its retry_after, the run ends; its webhook goes to B.
+            job, final = await the_run_ended(second, sandbox_server)
 
             async def webhook_to_b() -> None:
                 # B is another process: discord.py's webhook requests (and their per-webhook

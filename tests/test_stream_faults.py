@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
 from adapters.slack import lifecycle
-from storage.models import Delivery
+from bot.replicate.client import Prediction
+from storage.models import Delivery, Job
 from tests.fakes.slack_api import FakeSlack, serve_fake_slack
 from tests.slack_harness import running_slack_conjure
 from tests.test_slack_streaming import ME, answers, eventually, running, the_answer
@@ -30,6 +32,26 @@ async def hold_once(fake: FakeSlack, method: str) -> None:
     fake.delays[method] = HELD
     await eventually(lambda: len(fake.calls_to(method)) > before)
     del fake.delays[method]
+
+
+async def one_whole_answer(conjure: Any, sandbox_server: Any, fake: FakeSlack) -> None:
+    """The model let write on to its end: the thread holds one answer, all of it, finished."""
+    sandbox_server.sandbox.faults.pause_after_tokens = 0
+    await conjure.settle(sandbox_server)
+    [answer] = answers(fake)
+    assert answer.text == ME + the_answer(sandbox_server) and not answer.streaming
+
+
+async def the_run_ended(instance: Any, sandbox_server: Any) -> tuple[Job, Prediction]:
+    """The model let write on to its end; its job and final prediction as `instance` reads them
+    (whose webhook it is: the caller applies it)."""
+    sandbox_server.sandbox.faults.pause_after_tokens = 0
+    [prediction_id] = sandbox_server.sandbox.predictions
+    await asyncio.wait_for(sandbox_server.sandbox.runs[prediction_id].done.wait(), 10)
+    final = await instance.runtime.replicate.get_prediction(prediction_id)
+    job = await instance.runtime.store.find_by_prediction(prediction_id)
+    assert job is not None
+    return job, final
 
 
 async def test_an_append_that_timed_out_after_slack_applied_it_is_not_written_twice(
@@ -51,11 +73,7 @@ async def test_an_append_that_timed_out_after_slack_applied_it_is_not_written_tw
         await eventually(lambda: message.text != started)  # ... and Slack applied it
         await asyncio.sleep(HELD)  # the bot's relay has seen its timeout by now
 
-        faults.pause_after_tokens = 0
-        await conjure.settle(sandbox_server)
-        [answer] = answers(fake)
-        assert answer.text == ME + the_answer(sandbox_server)
-        assert not answer.streaming
+        await one_whole_answer(conjure, sandbox_server, fake)
 
 
 async def test_a_stream_slack_expired_while_quiet_still_ends_with_the_whole_answer(
@@ -105,10 +123,7 @@ async def test_a_stream_cut_before_done_is_read_on_from_its_last_event(
         await eventually(lambda: [m.text for m in answers(fake)] == [six])
         assert running(sandbox_server)
 
-        faults.pause_after_tokens = 0
-        await conjure.settle(sandbox_server)
-        [answer] = answers(fake)
-        assert answer.text == ME + the_answer(sandbox_server) and not answer.streaming
+        await one_whole_answer(conjure, sandbox_server, fake)
 
 
 async def test_an_append_slack_delays_past_another_instances_delivery_leaves_the_answer_whole(
@@ -135,13 +150,9 @@ async def test_an_append_slack_delays_past_another_instances_delivery_leaves_the
             before = len(fake.calls_to("chat.appendStream"))
             faults.pause_after_tokens = 8  # four more tokens: A appends them, Slack says 429
             await eventually(lambda: len(fake.calls_to("chat.appendStream")) > before)
-            faults.pause_after_tokens = 0  # while A waits out its Retry-After, the run ends
-            [prediction_id] = sandbox_server.sandbox.predictions
-            await asyncio.wait_for(sandbox_server.sandbox.runs[prediction_id].done.wait(), 10)
-            final = await second.runtime.replicate.get_prediction(prediction_id)
-            job = await second.runtime.store.find_by_prediction(prediction_id)
-            assert job is not None
-            await second.service.apply_prediction(job.id, final)  # B's webhook
+            # While A waits out its Retry-After, the run ends; its webhook goes to B.
+            job, final = await the_run_ended(second, sandbox_server)
+            await second.service.apply_prediction(job.id, final)
             await second.service.wait_idle()
             whole = ME + the_answer(sandbox_server)
             assert message.text == whole and not message.streaming  # B delivered it
@@ -229,11 +240,7 @@ async def test_an_append_whose_answer_was_lost_after_slack_applied_it_is_not_wri
             await eventually(lambda: dropper.dropped == 1)
             assert message.text != started  # Slack applied it
 
-            faults.pause_after_tokens = 0
-            await conjure.settle(sandbox_server)
-            [answer] = answers(fake)
-            assert answer.text == ME + the_answer(sandbox_server)
-            assert not answer.streaming
+            await one_whole_answer(conjure, sandbox_server, fake)
 
 
 async def test_an_edit_slack_delays_past_another_instances_delivery_leaves_the_answer_whole(
@@ -260,13 +267,9 @@ async def test_an_edit_slack_delays_past_another_instances_delivery_leaves_the_a
             fake.rate_limit("chat.update", retry_after=1)
             faults.pause_after_tokens = 8  # four more tokens: A edits, Slack says 429
             await eventually(lambda: any(c.status == 429 for c in fake.calls_to("chat.update")))
-            faults.pause_after_tokens = 0  # while A waits out its Retry-After, the run ends
-            [prediction_id] = sandbox_server.sandbox.predictions
-            await asyncio.wait_for(sandbox_server.sandbox.runs[prediction_id].done.wait(), 10)
-            final = await second.runtime.replicate.get_prediction(prediction_id)
-            job = await second.runtime.store.find_by_prediction(prediction_id)
-            assert job is not None
-            await second.service.apply_prediction(job.id, final)  # B's webhook
+            # While A waits out its Retry-After, the run ends; its webhook goes to B.
+            job, final = await the_run_ended(second, sandbox_server)
+            await second.service.apply_prediction(job.id, final)
             await second.service.wait_idle()
             whole = ME + the_answer(sandbox_server)
             assert message.text == whole  # B delivered it
@@ -299,7 +302,4 @@ async def test_an_append_slack_rate_limited_is_shown_after_its_retry_after(
         [limited, shown] = fake.calls_to("chat.appendStream")
         assert limited.status == 429 and shown.at - limited.at >= 1
 
-        faults.pause_after_tokens = 0
-        await conjure.settle(sandbox_server)
-        [answer] = answers(fake)
-        assert answer.text == ME + the_answer(sandbox_server) and not answer.streaming
+        await one_whole_answer(conjure, sandbox_server, fake)
