@@ -82,8 +82,7 @@ SHOW_RECHECK = 10.0
 SLOW_EDIT = 1.0
 RELAY_KEPT = 120.0  # seconds a finished relay waits for this instance's delivery
 UNDELIVERABLE = (
-    "Your result is ready, but Conjure could not post it here after several tries; "
-    "it was charged. Please ask an admin."
+    "Your result is ready, but Conjure could not post it here; it was charged. Please ask an admin."
 )
 # A job recorded but not started (no prediction) and untouched for this long is taken for
 # abandoned: its instance died between recording it and creating its prediction, and another
@@ -1315,6 +1314,7 @@ class JobService:
                 job, "delivery failed", level=logging.ERROR, reason=reason, exc_info=failed.error
             )
             await self.store.finish_delivery(job.id, reason, job.delivery_attempts)
+            await self._say_undeliverable(adapter, job)
         elif job.delivery_attempts >= self.delivery.max_claims:
             await self._give_up(adapter, job, reason)
         else:
@@ -1381,6 +1381,13 @@ class JobService:
             attempts=job.delivery_attempts,
         )
         await self.store.finish_delivery(job.id, f"{reason} (gave up)", job.delivery_attempts)
+        await self._say_undeliverable(adapter, job)
+
+    @staticmethod
+    async def _say_undeliverable(adapter: ChatAdapter, job: Job) -> None:
+        """Tell the person, where that still works, that a result they were charged for will
+        not come: refused for good (a 4xx, a missing scope) as much as given up after many
+        claims. Untold, its status would say "queued" or "running" for ever."""
         if job.job_status is JobStatus.SUCCEEDED:
             with contextlib.suppress(Exception):
                 await adapter.post_error(job, UNDELIVERABLE)
