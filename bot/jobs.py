@@ -81,6 +81,10 @@ SHOW_RECHECK = 10.0
 # cannot: showing an outcome takes more calls than the edit.
 SLOW_EDIT = 1.0
 RELAY_KEPT = 120.0  # seconds a finished relay waits for this instance's delivery
+# In job.destination: when Replicate ended a run Conjure heard of late (HEARD_LATE or more after
+# it), from which its files' hour counts.
+REPLICATE_END_KEY = "replicate_ended_at"
+HEARD_LATE = timedelta(minutes=1)
 UNDELIVERABLE = (
     "Your result is ready, but Conjure could not post it here; it was charged. Please ask an admin."
 )
@@ -1005,6 +1009,8 @@ class JobService:
         # Claimed here only where this instance can post to the job's platform; otherwise the
         # delivery stays pending for an instance that can (its sweeper picks it up).
         ours = job.platform in self._adapters
+        if status is JobStatus.SUCCEEDED and not job.job_status.terminal:
+            await self._note_late_end(job, prediction)
         finished = await self.store.finish(
             job,
             status,
@@ -1039,6 +1045,16 @@ class JobService:
             if finished.alerts_due:
                 self.spawn(self.send_alerts())
             self._slot_freed(job)
+
+    async def _note_late_end(self, job: Job, prediction: Prediction) -> None:
+        """Record Replicate's end of a run heard of late (a lost webhook, an outage ridden out):
+        its files die an hour after that end, not after `completed_at` (when Conjure heard),
+        and a linked output's note must say when. Best effort: a note an hour off at worst."""
+        ended = prediction.completed_at
+        if ended is None or ended.tzinfo is None or utcnow() - ended < HEARD_LATE:
+            return  # heard at once: completed_at is close enough, and no write is spent
+        with contextlib.suppress(*UNANSWERED):
+            await self.store.merge_destination(job.id, {REPLICATE_END_KEY: ended.isoformat()})
 
     def _actual_cost(self, job: Job, prediction: Prediction) -> int:
         """What Replicate billed: predict_time x rate, outputs x price, or the metrics' token
@@ -1108,6 +1124,8 @@ class JobService:
             return
         actual = self._actual_cost(job, prediction)
         succeeded = prediction.status == "succeeded" and prediction.output is not None
+        if succeeded:
+            await self._note_late_end(job, prediction)
         deliver = succeeded and job.platform in self._adapters
         late = await self.store.charge_late(
             job,
@@ -1506,7 +1524,8 @@ class JobService:
         result = await self.fetcher.fetch(job.output, link=True, limit=adapter.upload_limit(job))
         model = self.catalog.models.get(job.model)
         noun = model.kind if model is not None and model.kind in ("image", "video") else "file"
-        return with_link_notes(result, noun, job.completed_at)
+        ended = _moment(job.destination.get(REPLICATE_END_KEY)) or job.completed_at
+        return with_link_notes(result, noun, ended)
 
     # ---- budget alerts --------------------------------------------------------------------
 

@@ -144,3 +144,51 @@ def test_a_link_already_dead_is_not_offered() -> None:
     assert link.url in fresh
     stale = link_note(link, "video", utcnow() - timedelta(hours=2), several=False)
     assert link.url not in stale and "expired at" in stale and "Run the command again" in stale
+
+
+async def test_a_video_conjure_learns_of_late_is_linked_with_the_hour_replicate_keeps_it(
+    sandbox_server, sqlite_url: str
+) -> None:
+    """Replicate deletes a run's files an hour after the run ended, not an hour after Conjure
+    heard of it (a webhook lost, an outage ridden out): the note says when it really dies."""
+    import asyncio
+    from datetime import timedelta
+
+    sandbox_server.sandbox.faults.video_bytes = 3_000_000
+    sandbox_server.sandbox.faults.drop_webhooks = 1_000_000  # the result below is the test's
+    async with running_slack_conjure(
+        sandbox_server, sqlite_url, conjure_max_download_bytes=2_000_000, **NO_ASKING
+    ) as conjure:
+        await conjure.slash("/video", "a late fox")
+        await conjure.service.wait_idle()
+        [prediction_id] = sandbox_server.sandbox.predictions
+        await asyncio.wait_for(sandbox_server.sandbox.runs[prediction_id].done.wait(), 30)
+        final = await conjure.runtime.replicate.get_prediction(prediction_id)
+        ended = utcnow() - timedelta(minutes=50)
+        job = await conjure.runtime.store.find_by_prediction(prediction_id)
+        assert job is not None
+        await conjure.service.apply_prediction(
+            job.id, final.model_copy(update={"completed_at": ended})
+        )
+        await conjure.settle(sandbox_server)
+
+        [parent] = conjure.fake.channel_messages(CHANNEL)
+        [reply] = conjure.fake.replies(CHANNEL, parent.ts)
+        assert final.output in reply.text
+        assert f"It expires at {ended + timedelta(hours=1):%H:%M} UTC" in reply.text
+
+        # Past Replicate's hour (its file host still answering, for the test): not a dead link.
+        await conjure.slash("/video", "a later fox")
+        await conjure.service.wait_idle()
+        [later_id] = [p for p in sandbox_server.sandbox.predictions if p != prediction_id]
+        await asyncio.wait_for(sandbox_server.sandbox.runs[later_id].done.wait(), 30)
+        final = await conjure.runtime.replicate.get_prediction(later_id)
+        job = await conjure.runtime.store.find_by_prediction(later_id)
+        assert job is not None
+        update = {"completed_at": utcnow() - timedelta(minutes=70)}
+        await conjure.service.apply_prediction(job.id, final.model_copy(update=update))
+        await conjure.settle(sandbox_server)
+
+        [_, parent] = conjure.fake.channel_messages(CHANNEL)
+        [reply] = conjure.fake.replies(CHANNEL, parent.ts)
+        assert final.output not in reply.text and "expired at" in reply.text
