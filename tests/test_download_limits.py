@@ -96,6 +96,8 @@ async def file_host() -> AsyncIterator[FileHost]:
             Route("/bomb.png", served(gzip_bomb(), "gzip")),
             Route("/double-bomb.png", served(double_gzip_bomb(), "gzip, gzip")),
             Route("/brotli.png", served(PNG, "br")),
+            Route("/empty.png", served(b"")),
+            Route("/empty-gzip.png", served(gzip.compress(b""), "gzip")),
             Route("/trickle.png", trickle),
         ]
     )
@@ -193,3 +195,15 @@ async def test_refused_outputs_are_named_or_linked_in_the_thread_and_the_rest_is
         delivered = await conjure.runtime.store.get(job.id)
         assert delivered is not None and delivered.job_status is JobStatus.SUCCEEDED
         assert delivered.delivery == Delivery.DELIVERED and delivered.delivery_error is None
+
+
+async def test_an_empty_output_is_named_not_shared_as_a_broken_file(file_host: FileHost) -> None:
+    empty_data = "data:image/png;base64,"
+    result = await fetch(file_host, ["/empty.png", "/image.png", "/empty-gzip.png"])
+    assert [file.content for file in result.files] == [PNG]  # the rest still comes
+    assert result.skipped == ["output 1 is empty", "output 3 is empty"]
+    async with http_client(30) as http:
+        fetcher = OutputFetcher(http, [file_host.netloc], CAP)
+        result = await fetcher.fetch([empty_data, f"{file_host.url}/image.png"])
+    assert [file.content for file in result.files] == [PNG]
+    assert result.skipped == ["output 1 is empty"]

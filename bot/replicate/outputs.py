@@ -137,6 +137,8 @@ class OutputFetcher:
             raise OutputRejected(
                 f"output {index + 1} could not be downloaded ({type(exc).__name__})"
             ) from exc
+        if not content:
+            raise _empty(index)
         content_type = content_type or mimetypes.guess_type(_filename(url, index))[0] or ""
         filename = _filename(url, index, content_type)
         return OutputFile(
@@ -183,6 +185,12 @@ class OutputFetcher:
                 raise OutputRejected(f"output {index + 1} could not be decoded") from exc
             content_type = response.headers.get("content-type", "").split(";")[0]
         return b"".join(chunks), content_type
+
+
+def _empty(index: int) -> OutputRejected:
+    """No bytes at all (a 200 with an empty body, `data:image/png;base64,`): shared, it would
+    be a broken image or an empty video, so it is named as not delivered instead."""
+    return OutputRejected(f"output {index + 1} is empty")
 
 
 def _too_large(index: int, cap: int, size: int | None) -> OutputTooLarge:
@@ -337,6 +345,8 @@ def _from_data_url(url: str, index: int, max_bytes: int) -> OutputFile:
         raise OutputRejected(f"output {index + 1} is not valid data") from exc
     if len(content) > max_bytes:
         raise _too_large(index, max_bytes, len(content))
+    if not content:
+        raise _empty(index)
     extension = mimetypes.guess_extension(content_type) or ""
     return OutputFile(
         filename=f"out-{index}{extension}", content=content, content_type=content_type
