@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -38,6 +38,7 @@ PROMPT_SHOWN = 300  # characters of the prompt repeated in the status
 DEAD_TOKEN_CODES = {50027, 10015, 10008}  # invalid webhook token, unknown webhook/message
 # A channel post refused for good: Unknown Channel, Missing Access, Missing Permissions.
 CHANNEL_REFUSED_CODES = {10003, 50001, 50013}
+ALREADY_ACKNOWLEDGED = 40060  # Discord's error code for a second response to one interaction
 ORIGINAL: Any = "@original"  # discord.py types message ids as int; Discord takes this alias
 ANSWERED_PRIVATELY = "Conjure answered privately."  # shown a moment, then deleted
 # Seconds a deferral may take. Discord drops an interaction not answered within 3 s, so one
@@ -272,9 +273,52 @@ async def defer_publicly(
 ) -> discord.InteractionCallbackResponse[Any] | None:
     """The public "thinking", given up on (TimeoutError) after DEFER_DEADLINE: discord.py would
     wait minutes for a hung answer (aiohttp's default), holding the recorded job unstarted and
-    its person's reservation all that while, for an interaction Discord has dropped."""
-    async with asyncio.timeout(DEFER_DEADLINE):
-        return await interaction.response.defer(thinking=True)
+    its person's reservation all that while, for an interaction Discord has dropped.
+
+    A deferral Discord made but whose answer was lost (a 5xx, a dropped connection) is sent
+    again by discord.py, and refused as already acknowledged (40060): that is this deferral,
+    in place, so it counts as done (None: its message id unknown). Raised, it gave the job
+    back and left the person a "thinking" that never ended. A 40060 on the first try is a
+    copy of the interaction that another handler answered, and is raised as before."""
+    watch = _LostAnswers(interaction._session)
+    interaction._session = watch  # type: ignore[assignment]
+    try:
+        async with asyncio.timeout(DEFER_DEADLINE):
+            return await interaction.response.defer(thinking=True)
+    except discord.HTTPException as exc:
+        if exc.code != ALREADY_ACKNOWLEDGED or not watch.lost:
+            raise
+        log.info("a Discord deferral was made, but its answer was lost; it stands")
+        # discord.py only marks a response done when it got the answer: without this, the
+        # next answer would be sent as a first response, and refused again.
+        interaction.response._response_type = (
+            discord.InteractionResponseType.deferred_channel_message
+        )
+        return None
+    finally:
+        interaction._session = watch.session
+
+
+class _LostAnswers:
+    """An interaction's HTTP session while it is deferred, noting an answer Discord did not
+    give (5xx, a dropped connection), after which discord.py sends the callback again."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+        self.lost = False
+
+    @contextlib.asynccontextmanager
+    async def request(
+        self, method: str, url: Any, **kwargs: Any
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        try:
+            async with self.session.request(method, url, **kwargs) as response:
+                if response.status >= 500:
+                    self.lost = True
+                yield response
+        except OSError:  # aiohttp's ClientOSError: the request may have reached Discord
+            self.lost = True
+            raise
 
 
 async def answer_privately(

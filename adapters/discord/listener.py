@@ -16,7 +16,13 @@ from typing import Any, TypeVar
 import discord
 
 from adapters.discord import markup
-from adapters.discord.adapter import PLATFORM, DiscordAdapter, answer_privately, defer_publicly
+from adapters.discord.adapter import (
+    ALREADY_ACKNOWLEDGED,
+    PLATFORM,
+    DiscordAdapter,
+    answer_privately,
+    defer_publicly,
+)
 from adapters.discord.attachments import DISCORD_CDN_HOSTS, with_files
 from adapters.discord.buttons import reply_view
 from adapters.discord.destination import destination_of
@@ -28,7 +34,6 @@ from bot.inputs import InputFile
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-ALREADY_ACKNOWLEDGED = 40060  # Discord's error code for a second response to one interaction
 _A_COPY = object()  # what _first_response returns for a copy of an interaction
 
 
