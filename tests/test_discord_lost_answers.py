@@ -14,7 +14,7 @@ from starlette.responses import Response
 from storage.models import JobStatus
 from tests.discord_harness import running_discord_conjure as running
 from tests.fakes import discord_api
-from tests.fakes.discord_api import Call, FakeDiscord
+from tests.fakes.discord_api import EPHEMERAL, LOADING, Call, FakeDiscord
 from tests.harness import all_jobs
 from tests.sandbox_fixtures import SandboxServer
 
@@ -84,3 +84,17 @@ async def test_a_reroll_whose_deferral_answer_was_lost_still_shows_the_new_image
         assert new["content"].startswith("🔁 Re-roll") and "✅ done" in new["content"]
         assert len(new["attachments"]) == 1
         assert sandbox_server.sandbox.create_count == 2
+
+
+async def test_conjure_usage_whose_deferral_answer_was_lost_is_still_answered_privately(
+    sandbox_server: SandboxServer, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lose_a_callback_answer(monkeypatch)
+    async with running(sandbox_server, sqlite_url) as conjure:
+        fake = conjure.discord
+        sent = await conjure.interact("conjure", subcommand="usage")
+
+        original = fake.original(sent.token)
+        assert original is not None and original["flags"] & EPHEMERAL
+        assert not original["flags"] & LOADING  # no longer "thinking"
+        assert "Jobs today" in original["content"]

@@ -273,7 +273,15 @@ async def defer_publicly(
 ) -> discord.InteractionCallbackResponse[Any] | None:
     """The public "thinking", given up on (TimeoutError) after DEFER_DEADLINE: discord.py would
     wait minutes for a hung answer (aiohttp's default), holding the recorded job unstarted and
-    its person's reservation all that while, for an interaction Discord has dropped.
+    its person's reservation all that while, for an interaction Discord has dropped."""
+    async with asyncio.timeout(DEFER_DEADLINE):
+        return await defer_thinking(interaction)
+
+
+async def defer_thinking(
+    interaction: discord.Interaction, *, ephemeral: bool = False
+) -> discord.InteractionCallbackResponse[Any] | None:
+    """The "thinking" (publicly, or to this person only), made once whatever Discord answers.
 
     A deferral Discord made but whose answer was lost (a 5xx, a dropped connection) is sent
     again by discord.py, and refused as already acknowledged (40060): that is this deferral,
@@ -283,8 +291,7 @@ async def defer_publicly(
     watch = _LostAnswers(interaction._session)
     interaction._session = watch  # type: ignore[assignment]
     try:
-        async with asyncio.timeout(DEFER_DEADLINE):
-            return await interaction.response.defer(thinking=True)
+        return await interaction.response.defer(thinking=True, ephemeral=ephemeral)
     except discord.HTTPException as exc:
         if exc.code != ALREADY_ACKNOWLEDGED or not watch.lost:
             raise

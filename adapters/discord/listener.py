@@ -22,6 +22,7 @@ from adapters.discord.adapter import (
     DiscordAdapter,
     answer_privately,
     defer_publicly,
+    defer_thinking,
 )
 from adapters.discord.attachments import DISCORD_CDN_HOSTS, with_files
 from adapters.discord.buttons import reply_view
@@ -93,8 +94,7 @@ class InteractionListener:
 
     async def run_conjure(self, interaction: discord.Interaction, text: str) -> None:
         """`/conjure <text>`: answered privately, by the same code as every platform."""
-        deferred = interaction.response.defer(ephemeral=True, thinking=True)
-        if await _first_response(deferred) is _A_COPY:
+        if await _first_response(defer_thinking(interaction, ephemeral=True)) is _A_COPY:
             return
         reply = await self.commands.handle(_request(interaction, "conjure", text, None))
         answer = markup.render(reply.text) if reply.text else ""
