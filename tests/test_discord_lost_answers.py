@@ -5,6 +5,7 @@ result there. It used to be given back, leaving a public "thinking" that never e
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,3 +99,30 @@ async def test_conjure_usage_whose_deferral_answer_was_lost_is_still_answered_pr
         assert original is not None and original["flags"] & EPHEMERAL
         assert not original["flags"] & LOADING  # no longer "thinking"
         assert "Jobs today" in original["content"]
+
+
+async def test_a_cancel_whose_deferral_answer_was_lost_still_cancels_the_job(
+    sandbox_server: SandboxServer, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It used to raise there: the job ran on, to be charged in full, its Cancel still up."""
+    sandbox_server.sandbox.config.speed = 1.0
+    sandbox_server.sandbox.faults.run_time_factor = 10.0  # llama runs ~10 s: time to cancel
+    lost = lose_a_callback_answer(monkeypatch, armed=False)
+    async with running(sandbox_server, sqlite_url) as conjure:
+        fake, store = conjure.discord, conjure.runtime.store
+        sent = await conjure.interact("ask", {"prompt": "tell me a long story"})
+        [job] = await all_jobs(store)
+        while (current := await store.get(job.id)) and not current.prediction_id:
+            await asyncio.sleep(0.05)
+        running_job = fake.original(sent.token)
+        assert running_job is not None
+
+        lost.armed = True
+        await conjure.press(running_job, "Cancel")
+        await conjure.settle()
+
+        done = await store.get(job.id)
+        assert done is not None and done.job_status is JobStatus.CANCELED
+        message = fake.original(sent.token)
+        assert message is not None and "The job was canceled." in message["content"]
+        assert message["components"] == []

@@ -281,17 +281,32 @@ async def defer_publicly(
 async def defer_thinking(
     interaction: discord.Interaction, *, ephemeral: bool = False
 ) -> discord.InteractionCallbackResponse[Any] | None:
-    """The "thinking" (publicly, or to this person only), made once whatever Discord answers.
+    """The "thinking" (publicly, or to this person only), made once whatever Discord answers
+    (see _defer)."""
+    return await _defer(interaction, thinking=True, ephemeral=ephemeral)
+
+
+async def defer_update(interaction: discord.Interaction) -> None:
+    """A press's silent deferral (the pressed message is edited later), made once whatever
+    Discord answers (see _defer)."""
+    await _defer(interaction, thinking=False, ephemeral=False)
+
+
+async def _defer(
+    interaction: discord.Interaction, *, thinking: bool, ephemeral: bool
+) -> discord.InteractionCallbackResponse[Any] | None:
+    """`interaction.response.defer`, which Discord may make though its answer is lost.
 
     A deferral Discord made but whose answer was lost (a 5xx, a dropped connection) is sent
     again by discord.py, and refused as already acknowledged (40060): that is this deferral,
     in place, so it counts as done (None: its message id unknown). Raised, it gave the job
-    back and left the person a "thinking" that never ended. A 40060 on the first try is a
-    copy of the interaction that another handler answered, and is raised as before."""
+    back and left the person a "thinking" that never ended, or a Cancel that did nothing. A
+    40060 on the first try is a copy of the interaction that another handler answered, and
+    is raised as before."""
     watch = _LostAnswers(interaction._session)
     interaction._session = watch  # type: ignore[assignment]
     try:
-        return await interaction.response.defer(thinking=True, ephemeral=ephemeral)
+        return await interaction.response.defer(thinking=thinking, ephemeral=ephemeral)
     except discord.HTTPException as exc:
         if exc.code != ALREADY_ACKNOWLEDGED or not watch.lost:
             raise
@@ -300,6 +315,8 @@ async def defer_thinking(
         # next answer would be sent as a first response, and refused again.
         interaction.response._response_type = (
             discord.InteractionResponseType.deferred_channel_message
+            if thinking
+            else discord.InteractionResponseType.deferred_message_update
         )
         return None
     finally:

@@ -27,6 +27,7 @@ from adapters.discord.adapter import (
     DiscordAdapter,
     answer_privately,
     defer_publicly,
+    defer_update,
 )
 from adapters.discord.buttons import reply_view
 from adapters.discord.destination import destination_of
@@ -65,7 +66,7 @@ class PressListener:
         Cancel. The pressed message loses its Cancel at once too, through this press's token,
         since the job's own token dies after 15 minutes (its "canceled" is then a reply in the
         channel). A refusal is told to the presser only."""
-        await interaction.response.defer()
+        await defer_update(interaction)
         reply = await self.followups.press(self._press(interaction, custom_id))
         if reply.text is not None:
             await interaction.followup.send(_text(reply), ephemeral=True)
