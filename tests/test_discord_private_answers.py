@@ -12,8 +12,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 from starlette.responses import Response
 
+from bot.confirm import DECLINED
+from storage.engine import statement_engines
 from storage.models import Job, JobStatus, utcnow
 from tests.discord_harness import (
     USER_ID,
@@ -133,3 +136,32 @@ async def test_a_deferral_discord_is_slow_to_answer_is_given_up_and_runs_no_unpa
 async def _the_job(conjure: DiscordConjure) -> Job:
     [job] = await all_jobs(conjure.runtime.store)
     return job
+
+
+async def test_cancel_on_a_price_question_answered_after_three_seconds_still_answers(
+    sandbox_server: SandboxServer, sqlite_url: str
+) -> None:
+    """The question's Cancel waited for the database before answering Discord: past its
+    3 seconds, the answer was refused and the person saw "This interaction failed"."""
+    async with running(sandbox_server, sqlite_url) as conjure:
+        fake = conjure.discord
+        sent = await conjure.interact("video", {"prompt": "a fox"})
+        question = fake.original(sent.token)
+        assert question is not None
+
+        def slow(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if "UPDATE confirmation" in statement:
+                fake.clock_shift = timedelta(seconds=4)  # the database took 4 s to answer
+
+        engines = statement_engines(conjure.runtime.engine)
+        for engine in engines:
+            event.listen(engine, "before_cursor_execute", slow)
+        try:
+            await conjure.press(question, "Cancel")
+        finally:
+            for engine in engines:
+                event.remove(engine, "before_cursor_execute", slow)
+
+        answered = fake.messages[int(question["id"])]
+        assert answered["content"] == DECLINED and answered["components"] == []
+        assert answered["flags"] & EPHEMERAL

@@ -76,10 +76,12 @@ class PressListener:
 
     async def _decline(self, interaction: discord.Interaction, custom_id: str) -> None:
         """Cancel on a price question (private, so only its person can press it): the question
-        becomes the answer, its buttons gone, in the one response (UPDATE_MESSAGE)."""
+        becomes the answer, its buttons gone. Deferred silently first, as Cancel is: the
+        answer waits for the database, which may take longer than Discord's 3 seconds."""
+        await defer_update(interaction)
         reply = await self.followups.press(self._press(interaction, custom_id))
         text = _text(reply) if reply.text is not None else ""
-        await interaction.response.edit_message(content=text or None, view=None)
+        await interaction.edit_original_response(content=text or None, view=None)
 
     async def _follow_up(self, interaction: discord.Interaction, custom_id: str) -> None:
         """A new job whose message is this press's deferred response; or a private answer."""
