@@ -16,7 +16,7 @@ from sqlalchemy import event
 from starlette.responses import Response
 
 from bot.confirm import DECLINED
-from storage.engine import statement_engines
+from storage.engine import statement_engines, write
 from storage.models import Job, JobStatus, utcnow
 from tests.discord_harness import (
     USER_ID,
@@ -165,3 +165,31 @@ async def test_cancel_on_a_price_question_answered_after_three_seconds_still_ans
         answered = fake.messages[int(question["id"])]
         assert answered["content"] == DECLINED and answered["components"] == []
         assert answered["flags"] & EPHEMERAL
+
+
+async def test_a_command_the_database_is_slow_to_record_is_deferred_in_time_and_runs(
+    sandbox_server: SandboxServer, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command was deferred only once the core had recorded its job: with the database
+    busy past Discord's 3 seconds (writers queued, as in a burst), the deferral was refused
+    (10062), the job given back, and the person saw "This interaction failed"."""
+    monkeypatch.setattr("adapters.discord.listener.DEFER_BY", 0.3, raising=False)  # a margin
+    async with running(sandbox_server, sqlite_url) as conjure:
+        fake = conjure.discord
+        held = asyncio.Event()
+
+        async def busy_writer() -> None:
+            async with write(conjure.runtime.engine):
+                held.set()
+                await asyncio.sleep(3.5)
+
+        busy = asyncio.create_task(busy_writer())
+        await held.wait()
+        sent = await conjure.interact("imagine", {"prompt": "a fox, slowly"})
+        await busy
+        await conjure.settle()
+
+        [job] = await all_jobs(conjure.runtime.store)
+        assert job.job_status is JobStatus.SUCCEEDED
+        original = fake.original(sent.token)
+        assert original is not None and "✅ done" in original["content"]

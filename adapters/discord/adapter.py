@@ -44,6 +44,7 @@ ANSWERED_PRIVATELY = "Conjure answered privately."  # shown a moment, then delet
 # Seconds a deferral may take. Discord drops an interaction not answered within 3 s, so one
 # still unanswered after this never will be: its job is given back rather than held for minutes.
 DEFER_DEADLINE = 10.0
+DEFER_BY = 1.5  # seconds after a command or press: defer if the core has not acknowledged it
 
 
 class DiscordAdapter(ChatAdapter):

@@ -8,6 +8,7 @@ privately at once, since its answers read the database.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable
@@ -18,6 +19,7 @@ import discord
 from adapters.discord import markup
 from adapters.discord.adapter import (
     ALREADY_ACKNOWLEDGED,
+    DEFER_BY,
     PLATFORM,
     DiscordAdapter,
     answer_privately,
@@ -61,7 +63,9 @@ class InteractionListener:
         """A catalog command: deferred once valid, then started; or a private answer.
 
         A command with a file is deferred at once: reading the file may take longer than
-        Discord's 3 seconds, and a refusal then replaces the "thinking" with a private answer."""
+        Discord's 3 seconds, and a refusal then replaces the "thinking" with a private answer.
+        Any other is deferred anyway if the core has not acknowledged it shortly before that
+        deadline (a database slow to record its job), as a press is."""
         options = with_files(options, self.file_hosts)
         early: list[Any] = []
         if any(isinstance(value, InputFile) for value in options.values()):
@@ -69,15 +73,30 @@ class InteractionListener:
             if deferred is _A_COPY:
                 return
             early.append(deferred)
+        deferring = asyncio.Lock()
 
         async def acknowledge() -> dict[str, Any]:
-            deferred = early[0] if early else await defer_publicly(interaction)
+            async with deferring:
+                if not early:
+                    early.append(await defer_publicly(interaction))
+            deferred = early[0]
             message_id = deferred.message_id if deferred else None
             return {"message_id": str(message_id)} if message_id else {}
 
+        async def defer_before_the_deadline() -> None:
+            await asyncio.sleep(DEFER_BY)
+            await acknowledge()
+
         request = _request(interaction, spec.name, prompt, options)
-        with self.adapter.submitting(interaction):
-            reply = await self.commands.handle(request, acknowledge)
+        in_time = asyncio.create_task(defer_before_the_deadline())
+        try:
+            with self.adapter.submitting(interaction):
+                reply = await self.commands.handle(request, acknowledge)
+        finally:
+            if not deferring.locked():  # still waiting: not needed; else let it land
+                in_time.cancel()
+            with contextlib.suppress(asyncio.CancelledError, discord.HTTPException, TimeoutError):
+                await in_time
         if reply.text is None:
             if early and reply.job is None:  # a copy sent again: its first copy answers
                 with contextlib.suppress(discord.HTTPException):

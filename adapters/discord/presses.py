@@ -23,6 +23,7 @@ import discord
 
 from adapters.discord import markup
 from adapters.discord.adapter import (
+    DEFER_BY,
     PLATFORM,
     DiscordAdapter,
     answer_privately,
@@ -39,7 +40,6 @@ from storage.models import Job
 
 log = logging.getLogger(__name__)
 
-DEFER_BY = 1.5  # seconds after the press: defer if the core has not acknowledged it by then
 ATTACHMENT_DEADLINE = 60.0  # seconds to read one attachment back, as for any download
 
 
