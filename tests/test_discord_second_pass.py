@@ -70,4 +70,6 @@ async def test_with_dms_closed_too_the_delivery_fails_plainly(
         [prediction_id] = sandbox_server.sandbox.predictions
         job = await conjure.runtime.store.find_by_prediction(prediction_id)
         assert job is not None and job.delivery == Delivery.FAILED
-        assert len(fake.find("POST", f"^/channels/{CHANNEL_ID}/messages$")) == 1
+        # The result, then the word that it could not be posted (refused too): no more.
+        posts = fake.find("POST", f"^/channels/{CHANNEL_ID}/messages$")
+        assert len(posts) == 2 and {post.status for post in posts} == {403}
