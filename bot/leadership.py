@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 
 from storage.errors import is_outage
-from storage.urls import normalize_database_url
+from storage.urls import normalize_database_url, sqlite_file
 
 try:
     import fcntl
@@ -189,10 +189,8 @@ class AlwaysHeld:
 
 def lock_file(database_url: str) -> Path | None:
     """The lock file beside a SQLite database (None for in-memory or another backend)."""
-    url = make_url(normalize_database_url(database_url))
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        return None
-    return Path(f"{url.database}.leader.lock")
+    database = sqlite_file(database_url)
+    return None if database is None else Path(f"{database}.leader.lock")
 
 
 def lock_for(database_url: str) -> Lock:

@@ -1,9 +1,10 @@
 """A mapping that keeps only its newest entries.
 
-For what an instance keeps per job while it shows an answer being written (the text so far, what
-a message holds): the instance that delivers the answer forgets it, but with several instances
-the one that streamed it may never see its end, and kept it for ever. Losing the oldest entry
-costs nothing worse than the delivery writing the message whole.
+For what an instance keeps per job that it may never see end, or must remember past its end:
+the answer being written (the instance that delivers it forgets it, but with several instances
+the one that streamed it may never see its end), and the jobs whose outcome it recorded
+(bot.updates). Losing the oldest entry costs little: the delivery writes a message whole, or an
+old copy of a long-ended job is followed for a while.
 """
 
 from __future__ import annotations

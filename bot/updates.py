@@ -35,6 +35,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
+from bot.recent import Recent
 from bot.replicate.client import Prediction
 from bot.replicate.progress import progress_from_logs
 from storage.models import Job, JobStatus
@@ -88,7 +89,7 @@ class FollowedJobs:
         self._in_workspace: Counter[Workspace] = Counter()
         # Jobs whose outcome this process recorded, oldest first: a copy of one read before
         # (a create's answer coming after its `completed` webhook) must not follow it again.
-        self._ended: dict[str, None] = {}
+        self._ended: Recent[str, None] = Recent(remembered)
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -196,8 +197,6 @@ class FollowedJobs:
         forgotten, and never followed again here, whatever older copy of it is recorded next."""
         self.forget(job_id)
         self._ended[job_id] = None
-        if len(self._ended) > self._remembered:
-            del self._ended[next(iter(self._ended))]
 
     def forget(self, job_id: str) -> None:
         """Nothing more to follow of the job (its outcome is recorded, or it is the oldest)."""

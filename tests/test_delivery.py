@@ -138,9 +138,11 @@ async def test_a_pending_delivery_waits_out_its_backoff_before_the_sweeper_claim
         await assert_delivered_once_charged_once(conjure, job)
 
 
-async def test_a_refusal_for_good_fails_the_delivery_without_retrying(
+async def test_a_refusal_for_good_fails_the_delivery_without_retrying_and_is_told(
     sandbox_server, sqlite_url: str
 ) -> None:
+    """Slack refuses the upload for good (403): not tried again, charged once, and the person
+    told in the thread, not left with a status that says "queued" for ever."""
     async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
         conjure.service.delivery = QUICK
         conjure.fake.fail("files.getUploadURLExternal", count=1000, status=403)
@@ -153,20 +155,6 @@ async def test_a_refusal_for_good_fails_the_delivery_without_retrying(
         assert failed is not None
         assert failed.delivery == Delivery.FAILED and failed.delivery_attempts == 1
         assert failed.actual_micros == FLUX_SCHNELL_MICROS  # it ran, and is charged once
-
-
-async def test_an_upload_slack_refuses_for_good_is_told_not_left_showing_queued(
-    sandbox_server, sqlite_url: str
-) -> None:
-    async with running_slack_conjure(sandbox_server, sqlite_url) as conjure:
-        conjure.service.delivery = QUICK
-        conjure.fake.fail("files.getUploadURLExternal", count=1000, status=403)
-        await conjure.slash("/imagine", "a red fox in the snow")
-        await conjure.settle(sandbox_server)
-
-        job = await only_job(conjure, sandbox_server)
-        failed = await conjure.runtime.store.get(job.id)
-        assert failed is not None and failed.delivery == Delivery.FAILED
         [parent] = conjure.fake.channel_messages(CHANNEL)
         [told] = conjure.fake.replies(CHANNEL, parent.ts)
         assert "could not post it here" in told.text and f"<@{USER}>" in told.text

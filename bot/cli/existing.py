@@ -8,19 +8,8 @@ not there is said instead; PostgreSQL's database exists or the connection says i
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from bot.config import ConfigError
-
-
-def sqlite_file(url: str) -> Path | None:
-    """The file a SQLite URL names; None for another database or one in memory."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    return Path(parsed.database)
+from storage.urls import sqlite_file
 
 
 def require_recorded(url: str) -> None:
